@@ -1,0 +1,10 @@
+//! gatehouse: a gateway in front of PostgreSQL for AI agents and people.
+//!
+//! The binary is a thin shell over these modules; see DESIGN in the README.
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod identity;
+pub mod proxy;
+pub mod runtime;
+pub mod wire;

@@ -1,0 +1,2 @@
+//! Sessions: one module per database protocol.
+pub mod pg;

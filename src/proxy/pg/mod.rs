@@ -1,0 +1,15 @@
+//! One PostgreSQL session's state machine: TLS, startup, authentication,
+//! the upstream connection, and the relay in both directions.
+
+mod conn;
+pub mod registry;
+mod relay;
+mod session;
+pub mod state;
+pub mod stream;
+pub mod tls;
+mod upstream;
+
+pub use registry::{KillReason, Registry};
+pub use session::handle_connection;
+pub use state::{Shared, State};

@@ -1,0 +1,300 @@
+//! Sessions known to the whole process: for CancelRequests that arrive on
+//! any worker, for kills (admin, shutdown, idle timeout), and for listing.
+//!
+//! Touched at session open and close, on a cancel and on a kill: never per
+//! frame. Sharded mutexes keep the open/close path short under storms.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use subtle::ConstantTimeEq;
+
+const SHARDS: usize = 16;
+
+/// Why a session was ended from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KillReason {
+    Admin = 1,
+    Shutdown = 2,
+    Idle = 3,
+}
+
+impl KillReason {
+    fn from_u8(v: u8) -> Option<KillReason> {
+        match v {
+            1 => Some(KillReason::Admin),
+            2 => Some(KillReason::Shutdown),
+            3 => Some(KillReason::Idle),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE and message the client gets.
+    pub fn client_error(self) -> (&'static str, &'static str) {
+        match self {
+            KillReason::Admin => (
+                "57P01",
+                "terminating connection due to administrator command",
+            ),
+            KillReason::Shutdown => (
+                "57P01",
+                "terminating connection because gatehouse is shutting down",
+            ),
+            KillReason::Idle => ("57P05", "terminating connection due to idle timeout"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillReason::Admin => "killed",
+            KillReason::Shutdown => "shutdown",
+            KillReason::Idle => "idle-timeout",
+        }
+    }
+}
+
+/// The part of a session other threads may touch.
+pub struct SessionHandle {
+    killed: AtomicU8,
+    pub last_active: AtomicU64,
+    client_fd: AtomicI32,
+    upstream_fd: AtomicI32,
+}
+
+impl SessionHandle {
+    pub fn new(client_fd: RawFd, now: u64) -> Arc<SessionHandle> {
+        Arc::new(SessionHandle {
+            killed: AtomicU8::new(0),
+            last_active: AtomicU64::new(now),
+            client_fd: AtomicI32::new(client_fd),
+            upstream_fd: AtomicI32::new(-1),
+        })
+    }
+
+    pub fn set_upstream_fd(&self, fd: RawFd) {
+        self.upstream_fd.store(fd, Ordering::Release);
+    }
+
+    pub fn killed(&self) -> Option<KillReason> {
+        KillReason::from_u8(self.killed.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    pub fn touch(&self, now: u64) {
+        self.last_active.store(now, Ordering::Relaxed);
+    }
+
+    /// Shuts the read side of both sockets so that the session's pending
+    /// reads return at once. Called only while the registry holds the
+    /// session, so the descriptors are still the session's own.
+    fn kill(&self, reason: KillReason) -> bool {
+        if self
+            .killed
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        for fd in [
+            self.client_fd.load(Ordering::Acquire),
+            self.upstream_fd.load(Ordering::Acquire),
+        ] {
+            if fd >= 0 {
+                // SAFETY: `fd` belongs to a session still in the registry; the
+                // session removes itself (under the shard lock) before closing it.
+                unsafe {
+                    libc::shutdown(fd, libc::SHUT_RD);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Where to send a cancel for a session's upstream backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelTarget {
+    pub host: String,
+    pub port: u16,
+    pub pid: u32,
+    pub secret: Vec<u8>,
+}
+
+/// What the registry knows of a session, for listings.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub identity: String,
+    pub target: String,
+    pub client_addr: String,
+    pub worker: usize,
+}
+
+struct Entry {
+    secret: [u8; 4],
+    handle: Arc<SessionHandle>,
+    cancel: Option<CancelTarget>,
+    info: SessionInfo,
+}
+
+pub struct Registry {
+    shards: Vec<Mutex<HashMap<u32, Entry>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, pid: u32) -> MutexGuard<'_, HashMap<u32, Entry>> {
+        let m = &self.shards[pid as usize % SHARDS];
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a session under a fresh random key; returns the (pid, secret)
+    /// the client is given as its BackendKeyData.
+    pub fn register(
+        &self,
+        handle: Arc<SessionHandle>,
+        info: SessionInfo,
+        cancel: Option<CancelTarget>,
+    ) -> (u32, [u8; 4]) {
+        loop {
+            let pid: u32 = rand::random::<u32>() & 0x7fff_ffff;
+            if pid == 0 {
+                continue;
+            }
+            let secret: [u8; 4] = rand::random();
+            let mut s = self.shard(pid);
+            if let std::collections::hash_map::Entry::Vacant(v) = s.entry(pid) {
+                v.insert(Entry {
+                    secret,
+                    handle,
+                    cancel,
+                    info,
+                });
+                return (pid, secret);
+            }
+        }
+    }
+
+    pub fn deregister(&self, pid: u32) {
+        self.shard(pid).remove(&pid);
+    }
+
+    /// The upstream to cancel for a client's CancelRequest, if the key
+    /// matches a live session exactly.
+    pub fn cancel_target(&self, pid: u32, secret: &[u8]) -> Option<CancelTarget> {
+        let s = self.shard(pid);
+        let e = s.get(&pid)?;
+        let ok: bool = e.secret.as_slice().ct_eq(secret).into();
+        if ok {
+            e.cancel.clone()
+        } else {
+            None
+        }
+    }
+
+    pub fn kill(&self, pid: u32, reason: KillReason) -> bool {
+        let s = self.shard(pid);
+        s.get(&pid).map(|e| e.handle.kill(reason)).unwrap_or(false)
+    }
+
+    pub fn kill_all(&self, reason: KillReason) -> usize {
+        let mut n = 0;
+        for m in &self.shards {
+            let s = m.lock().unwrap_or_else(|p| p.into_inner());
+            n += s.values().filter(|e| e.handle.kill(reason)).count();
+        }
+        n
+    }
+
+    /// Kills sessions with no traffic for `idle_secs` or more.
+    pub fn sweep_idle(&self, now: u64, idle_secs: u64) -> usize {
+        let mut n = 0;
+        for m in &self.shards {
+            let s = m.lock().unwrap_or_else(|p| p.into_inner());
+            for e in s.values() {
+                if now.saturating_sub(e.handle.last_active.load(Ordering::Relaxed)) >= idle_secs
+                    && e.handle.kill(KillReason::Idle)
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn list(&self) -> Vec<(u32, SessionInfo)> {
+        let mut out = Vec::new();
+        for m in &self.shards {
+            let s = m.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(s.iter().map(|(k, e)| (*k, e.info.clone())));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            identity: "a".into(),
+            target: "t".into(),
+            client_addr: "x".into(),
+            worker: 0,
+        }
+    }
+
+    #[test]
+    fn cancel_needs_exact_key() {
+        let r = Registry::new();
+        let ct = CancelTarget {
+            host: "h".into(),
+            port: 1,
+            pid: 9,
+            secret: vec![1, 2, 3, 4],
+        };
+        let (pid, secret) = r.register(SessionHandle::new(-1, 0), info(), Some(ct.clone()));
+        assert_eq!(r.cancel_target(pid, &secret), Some(ct));
+        let mut wrong = secret;
+        wrong[0] ^= 1;
+        assert_eq!(r.cancel_target(pid, &wrong), None);
+        assert_eq!(r.cancel_target(pid, &secret[..3]), None);
+        r.deregister(pid);
+        assert_eq!(r.cancel_target(pid, &secret), None);
+    }
+
+    #[test]
+    fn kill_once_and_idle_sweep() {
+        let r = Registry::new();
+        let h = SessionHandle::new(-1, 0);
+        let (pid, _) = r.register(h.clone(), info(), None);
+        assert_eq!(r.sweep_idle(5, 10), 0);
+        assert_eq!(r.sweep_idle(10, 10), 1);
+        assert_eq!(h.killed(), Some(KillReason::Idle));
+        assert!(!r.kill(pid, KillReason::Admin), "first reason wins");
+    }
+}

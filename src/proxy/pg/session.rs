@@ -1,0 +1,621 @@
+//! A client connection from accept to close: the startup phase (TLS,
+//! protocol negotiation, authentication, target selection, upstream login)
+//! and then the relay.
+
+use super::conn::{Conn, ConnError};
+use super::registry::{CancelTarget, SessionHandle, SessionInfo};
+use super::relay::{pump, Action, FrameHandler, PumpEnd, PumpError};
+use super::state::{Shared, State};
+use super::stream::Stream;
+use super::upstream::{self, UpstreamError};
+use crate::identity::Identity;
+use crate::wire::pg::{self, Side, StartupPacket};
+use futures_util::lock::Mutex;
+use monoio::io::{AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest password message accepted (a JWT fits easily).
+const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
+
+/// A FATAL error for the client, with what the session log says.
+struct Fatal {
+    code: &'static str,
+    message: String,
+    detail: Option<String>,
+    /// A complete ErrorResponse frame to send instead (an upstream's own).
+    raw: Option<Vec<u8>>,
+    end: &'static str,
+}
+
+impl Fatal {
+    fn new(code: &'static str, message: impl Into<String>, end: &'static str) -> Fatal {
+        Fatal {
+            code,
+            message: message.into(),
+            detail: None,
+            raw: None,
+            end,
+        }
+    }
+
+    fn frame(&self) -> Vec<u8> {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
+        let mut out = Vec::with_capacity(128);
+        pg::error_message(
+            &mut out,
+            false,
+            "FATAL",
+            self.code,
+            &self.message,
+            self.detail.as_deref(),
+            None,
+        );
+        out
+    }
+}
+
+impl From<ConnError> for Fatal {
+    fn from(e: ConnError) -> Fatal {
+        match e {
+            ConnError::Wire(w) => Fatal::new(w.sqlstate(), w.to_string(), "protocol-error"),
+            ConnError::Closed => Fatal::new("08006", "connection closed", "client-disconnect"),
+            ConnError::Io(e) => Fatal::new("08006", e.to_string(), "client-io-error"),
+        }
+    }
+}
+
+impl From<pg::WireError> for Fatal {
+    fn from(e: pg::WireError) -> Fatal {
+        ConnError::Wire(e).into()
+    }
+}
+
+impl From<UpstreamError> for Fatal {
+    fn from(e: UpstreamError) -> Fatal {
+        match e {
+            UpstreamError::Server { frame } => Fatal { raw: Some(frame), ..Fatal::new("08006", "upstream error", "upstream-refused") },
+            e @ UpstreamError::Auth { .. } => Fatal {
+                detail: Some("The gateway's credentials for this target were refused; the gateway's operator must fix the target's configuration.".into()),
+                ..Fatal::new("08006", e.to_string(), "upstream-auth-failed")
+            },
+            e => Fatal::new("08006", e.to_string(), "upstream-unreachable"),
+        }
+    }
+}
+
+/// A session past its startup.
+struct Ready {
+    identity: Identity,
+    target: String,
+    upstream: upstream::Upstream,
+    pid: u32,
+    handle: Arc<SessionHandle>,
+}
+
+enum Handshake {
+    /// A CancelRequest was served; nothing more on this connection.
+    Cancel,
+    Session(Box<Ready>),
+}
+
+/// Counts sessions open; dropping it closes the count.
+struct ActiveGuard<'a>(&'a Shared);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Removes the session from the registry; dropped before its sockets close,
+/// so a kill never touches a descriptor the session no longer owns.
+struct RegGuard<'a>(&'a Shared, u32);
+
+impl Drop for RegGuard<'_> {
+    fn drop(&mut self) {
+        self.0.registry.deregister(self.1);
+    }
+}
+
+fn shutdown_fd(fd: RawFd, how: libc::c_int) {
+    // SAFETY: `fd` is a socket this session still owns (its halves are alive
+    // for the whole relay); shutdown does not close it.
+    unsafe {
+        libc::shutdown(fd, how);
+    }
+}
+
+/// Serves one accepted client connection to its end.
+pub async fn handle_connection(
+    shared: Arc<Shared>,
+    worker: usize,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let client_fd = tcp.as_raw_fd();
+    let started = Instant::now();
+    let state = shared.state.load_full();
+    let count = shared.active.fetch_add(1, Ordering::AcqRel) + 1;
+    let _active = ActiveGuard(&shared);
+    let over_limit = count > state.config.server.max_connections;
+    let mut conn = Conn::new(Stream::Plain(tcp));
+    let hs_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
+
+    let outcome = monoio::time::timeout(
+        hs_timeout,
+        handshake(
+            &shared, &state, &mut conn, peer, worker, over_limit, client_fd,
+        ),
+    )
+    .await;
+    let ready = match outcome {
+        Ok(Ok(Handshake::Cancel)) => return,
+        Ok(Ok(Handshake::Session(r))) => r,
+        Ok(Err(f)) => {
+            if f.end != "client-disconnect" && f.end != "client-io-error" {
+                let _ =
+                    monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
+            }
+            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, reason = %f.message, "session refused");
+            return;
+        }
+        Err(_) => {
+            let f = Fatal::new(
+                "08P01",
+                format!("startup did not complete within {}s", hs_timeout.as_secs()),
+                "handshake-timeout",
+            );
+            let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
+            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, "session refused");
+            return;
+        }
+    };
+    relay(
+        &shared, &state, conn, *ready, peer, worker, client_fd, started,
+    )
+    .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handshake(
+    shared: &Shared,
+    state: &State,
+    conn: &mut Conn,
+    peer: SocketAddr,
+    worker: usize,
+    over_limit: bool,
+    client_fd: RawFd,
+) -> Result<Handshake, Fatal> {
+    let srv = &state.config.server;
+    let mut tls = false;
+    let packet = loop {
+        let packet = conn.read_startup().await?;
+        match pg::parse_startup(&packet)? {
+            StartupPacket::SslRequest => {
+                if tls {
+                    return Err(Fatal::new(
+                        "08P01",
+                        "SSLRequest received twice",
+                        "protocol-error",
+                    ));
+                }
+                // Bytes after the SSLRequest would be read as if they came
+                // through TLS (CVE-2021-23214): refuse them.
+                if !conn.buf.is_empty() {
+                    return Err(Fatal::new(
+                        "08P01",
+                        "received unencrypted data after SSL request",
+                        "protocol-error",
+                    ));
+                }
+                match &state.server_tls {
+                    Some(cfg) => {
+                        conn.write_all(b"S".to_vec()).await?;
+                        let Stream::Plain(tcp) =
+                            std::mem::replace(&mut conn.stream, Stream::Closed)
+                        else {
+                            return Err(Fatal::new(
+                                "08P01",
+                                "TLS requested twice",
+                                "protocol-error",
+                            ));
+                        };
+                        let fd = tcp.as_raw_fd();
+                        let acceptor = monoio_rustls::TlsAcceptor::from(cfg.clone());
+                        let s = acceptor.accept(tcp).await.map_err(|e| {
+                            Fatal::new("08P01", format!("TLS handshake failed: {e}"), "tls-failed")
+                        })?;
+                        conn.stream = Stream::ServerTls(Box::new(s), fd);
+                        tls = true;
+                    }
+                    None => conn.write_all(b"N".to_vec()).await?,
+                }
+            }
+            StartupPacket::GssEncRequest => conn.write_all(b"N".to_vec()).await?,
+            StartupPacket::Cancel { pid, secret } => {
+                if let Some(CancelTarget {
+                    host,
+                    port,
+                    pid,
+                    secret,
+                }) = shared.registry.cancel_target(pid, secret)
+                {
+                    if let Err(e) = upstream::send_cancel(&host, port, pid, &secret).await {
+                        tracing::warn!(target: "gatehouse::session", client = %peer, error = %e, "cancel could not reach the upstream");
+                    }
+                }
+                return Ok(Handshake::Cancel);
+            }
+            StartupPacket::Startup(_) => break packet,
+        }
+    };
+    let StartupPacket::Startup(startup) = pg::parse_startup(&packet)? else {
+        return Err(Fatal::new(
+            "08P01",
+            "invalid startup packet",
+            "protocol-error",
+        ));
+    };
+
+    let mut out = Vec::with_capacity(256);
+    let unknown: Vec<&str> = startup
+        .params
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if startup.minor > 0 || !unknown.is_empty() {
+        pg::negotiate_protocol_version(&mut out, 0, &unknown);
+    }
+    if shared.draining.load(Ordering::Acquire) {
+        return Err(Fatal::new(
+            "57P03",
+            "gatehouse is shutting down",
+            "draining",
+        ));
+    }
+    if over_limit {
+        return Err(Fatal::new(
+            "53300",
+            "sorry, too many clients already",
+            "connection-limit",
+        ));
+    }
+    let Some(user) = startup.param("user").filter(|u| !u.is_empty()) else {
+        return Err(Fatal::new(
+            "28000",
+            "no user name specified in startup packet",
+            "auth-failed",
+        ));
+    };
+    let database = startup
+        .param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
+    if startup
+        .param("replication")
+        .is_some_and(|r| r != "false" && r != "0" && r != "off")
+    {
+        return Err(Fatal::new(
+            "0A000",
+            "replication connections are not supported by gatehouse",
+            "refused",
+        ));
+    }
+    let loopback = peer.ip().to_canonical().is_loopback();
+    if !tls && !(loopback && srv.allow_cleartext_on_loopback) {
+        let hint = if state.server_tls.is_some() {
+            "connect with sslmode=require"
+        } else {
+            "TLS is not configured on this gateway, and cleartext passwords are accepted only from loopback"
+        };
+        return Err(Fatal::new(
+            "28000",
+            format!("gatehouse accepts passwords only over TLS: {hint}"),
+            "tls-required",
+        ));
+    }
+
+    pg::auth_request(&mut out, 3, &[]);
+    conn.write_all(std::mem::take(&mut out)).await?;
+    let (tag, body) = conn
+        .read_frame(Side::Frontend, MAX_PASSWORD_MESSAGE)
+        .await?;
+    if tag != b'p' {
+        return Err(Fatal::new(
+            "08P01",
+            format!("expected a password message, got message type 0x{tag:02x}"),
+            "protocol-error",
+        ));
+    }
+    let password = body.split(|&b| b == 0).next().unwrap_or(&[]);
+    let identity = state
+        .auth
+        .authenticate(user, password)
+        .map_err(|e| Fatal::new("28P01", e.to_string(), "auth-failed"))?;
+
+    let Some(target) = state.select_target(database, user) else {
+        return Err(Fatal::new(
+            "3D000",
+            format!("database \"{database}\" is not served by this gateway"),
+            "no-target",
+        ));
+    };
+    if !identity.may_reach(&target.cfg.name) {
+        return Err(Fatal::new(
+            "28000",
+            format!(
+                "identity \"{}\" may not reach database \"{database}\"",
+                identity.name
+            ),
+            "not-allowed",
+        ));
+    }
+
+    let passthrough: Vec<(&str, &str)> = startup
+        .params
+        .iter()
+        .copied()
+        .filter(|(k, _)| {
+            !matches!(*k, "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        })
+        .collect();
+    let up = upstream::connect(target, &passthrough, srv.max_message_bytes).await?;
+
+    let handle = SessionHandle::new(client_fd, shared.now());
+    handle.set_upstream_fd(up.conn.stream.raw_fd());
+    let info = SessionInfo {
+        identity: identity.name.clone(),
+        target: target.cfg.name.clone(),
+        client_addr: peer.to_string(),
+        worker,
+    };
+    let cancel = CancelTarget {
+        host: target.cfg.host.clone(),
+        port: target.cfg.port,
+        pid: up.backend_pid,
+        secret: up.backend_secret.clone(),
+    };
+    let (pid, secret) = shared.registry.register(handle.clone(), info, Some(cancel));
+
+    pg::auth_request(&mut out, 0, &[]);
+    out.extend_from_slice(&up.announce);
+    pg::backend_key_data(&mut out, pid, &secret);
+    pg::ready_for_query(&mut out, b'I');
+    if let Err(e) = conn.write_all(out).await {
+        shared.registry.deregister(pid);
+        return Err(e.into());
+    }
+    tracing::info!(
+        target: "gatehouse::session",
+        session = pid,
+        identity = %identity.name,
+        target = %target.cfg.name,
+        client = %peer,
+        worker,
+        client_tls = tls,
+        upstream_tls = up.tls,
+        "session open"
+    );
+    Ok(Handshake::Session(Box::new(Ready {
+        identity,
+        target: target.cfg.name.clone(),
+        upstream: up,
+        pid,
+        handle,
+    })))
+}
+
+struct ClientSide<'a> {
+    shared: &'a Shared,
+    handle: &'a SessionHandle,
+    bytes: u64,
+    statements: u64,
+}
+
+impl FrameHandler for ClientSide<'_> {
+    #[inline]
+    fn on_frame(&mut self, tag: u8, _body: &[u8]) -> Action {
+        match tag {
+            b'Q' | b'E' => {
+                self.statements += 1;
+                Action::Forward
+            }
+            b'X' => Action::ForwardAndStop,
+            _ => Action::Forward,
+        }
+    }
+    fn on_large_frame(&mut self, _tag: u8, _len: usize) {}
+    #[inline]
+    fn on_read(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.handle.touch(self.shared.now());
+    }
+}
+
+struct ServerSide<'a> {
+    shared: &'a Shared,
+    handle: &'a SessionHandle,
+    bytes: u64,
+    rows: u64,
+}
+
+impl FrameHandler for ServerSide<'_> {
+    #[inline]
+    fn on_frame(&mut self, tag: u8, _body: &[u8]) -> Action {
+        if tag == b'D' {
+            self.rows += 1;
+        }
+        Action::Forward
+    }
+    fn on_large_frame(&mut self, tag: u8, _len: usize) {
+        if tag == b'D' {
+            self.rows += 1;
+        }
+    }
+    #[inline]
+    fn on_read(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.handle.touch(self.shared.now());
+    }
+}
+
+async fn write_frame(w: &Mutex<super::relay::Writer>, frame: Vec<u8>) {
+    let mut w = w.lock().await;
+    let fut = async {
+        let (res, _) = w.write_all(frame).await;
+        if res.is_ok() {
+            let _ = monoio::io::AsyncWriteRent::flush(&mut *w).await;
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_secs(2), fut).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    shared: &Shared,
+    state: &State,
+    conn: Conn,
+    ready: Ready,
+    peer: SocketAddr,
+    worker: usize,
+    client_fd: RawFd,
+    started: Instant,
+) {
+    let srv = &state.config.server;
+    let (cap, max_msg) = (srv.buffer_bytes, srv.max_message_bytes);
+    let Ready {
+        identity,
+        target,
+        upstream,
+        pid,
+        handle,
+    } = ready;
+    let upstream_fd = upstream.conn.stream.raw_fd();
+    let Conn {
+        stream: cstream,
+        buf: cbuf,
+    } = conn;
+    let Conn {
+        stream: ustream,
+        buf: ubuf,
+    } = upstream.conn;
+    let client_tls = cstream.is_tls();
+    let (mut cr, cw) = cstream.into_split();
+    let (mut ur, uw) = ustream.into_split();
+    let (cw, uw) = (Mutex::new(cw), Mutex::new(uw));
+    let reg = RegGuard(shared, pid);
+
+    let closing = Cell::new(false);
+    let end: Cell<&'static str> = Cell::new("");
+    let mut cs = ClientSide {
+        shared,
+        handle: &handle,
+        bytes: 0,
+        statements: 0,
+    };
+    let mut ss = ServerSide {
+        shared,
+        handle: &handle,
+        bytes: 0,
+        rows: 0,
+    };
+
+    let c2s = async {
+        let r = pump(&mut cr, &uw, Side::Frontend, cbuf, cap, max_msg, &mut cs).await;
+        let first = !closing.replace(true);
+        match (&r, handle.killed()) {
+            (_, Some(reason)) => {
+                let (code, msg) = reason.client_error();
+                let mut f = Vec::new();
+                pg::fatal(&mut f, code, msg);
+                write_frame(&cw, f).await;
+                end.set(reason.as_str());
+            }
+            (Ok(PumpEnd::Stopped), _) => end.set("client-terminate"),
+            (Ok(PumpEnd::Eof), _) | (Err(PumpError::Read(_)), _) if first => {
+                end.set("client-disconnect")
+            }
+            (Err(PumpError::Protocol(e)), _) => {
+                let mut f = Vec::new();
+                pg::fatal(
+                    &mut f,
+                    e.sqlstate(),
+                    &format!("client sent an invalid message: {e}"),
+                );
+                write_frame(&cw, f).await;
+                end.set("protocol-error");
+            }
+            (Err(PumpError::Write(_)), _) if first => end.set("upstream-lost"),
+            _ => {}
+        }
+        // Tell the server goodbye, then wake the other pump.
+        let mut t = Vec::with_capacity(5);
+        pg::terminate(&mut t);
+        if !matches!(r, Ok(PumpEnd::Stopped)) {
+            write_frame(&uw, t).await;
+        }
+        shutdown_fd(upstream_fd, libc::SHUT_RDWR);
+    };
+    let s2c = async {
+        let r = pump(&mut ur, &cw, Side::Backend, ubuf, cap, max_msg, &mut ss).await;
+        if closing.replace(true) || handle.killed().is_some() {
+            return;
+        }
+        match r {
+            Ok(_) | Err(PumpError::Read(_)) => {
+                let mut f = Vec::new();
+                pg::error_message(
+                    &mut f,
+                    false,
+                    "FATAL",
+                    "08006",
+                    &format!("the connection to target \"{target}\" was lost: the server closed the connection unexpectedly"),
+                    None,
+                    Some("The database server may have restarted or ended this session; reconnect to try again."),
+                );
+                write_frame(&cw, f).await;
+                end.set("upstream-lost");
+            }
+            Err(PumpError::Protocol(e)) => {
+                let mut f = Vec::new();
+                pg::fatal(
+                    &mut f,
+                    e.sqlstate(),
+                    &format!("target \"{target}\" sent a message gatehouse cannot pass on: {e}"),
+                );
+                write_frame(&cw, f).await;
+                end.set("upstream-protocol-error");
+            }
+            Err(PumpError::Write(_)) => end.set("client-disconnect"),
+        }
+        shutdown_fd(client_fd, libc::SHUT_RD);
+    };
+    futures_util::future::join(c2s, s2c).await;
+    drop(reg);
+    tracing::info!(
+        target: "gatehouse::session",
+        session = pid,
+        identity = %identity.name,
+        target = %target,
+        client = %peer,
+        worker,
+        client_tls,
+        bytes_in = cs.bytes,
+        bytes_out = ss.bytes,
+        statements = cs.statements,
+        rows = ss.rows,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = end.get(),
+        "session close"
+    );
+}

@@ -1,0 +1,290 @@
+//! Workers, listeners, signals, shutdown and reload.
+//!
+//! One worker per core, each a monoio runtime (io_uring, or epoll where
+//! io_uring is unavailable) with its own SO_REUSEPORT listener per address.
+//! A session and its upstream connection live and die on the worker that
+//! accepted it. The main thread only waits for signals; a housekeeping
+//! thread keeps the coarse clock and sweeps idle sessions.
+
+use crate::config::{Config, IoDriver};
+use crate::proxy::pg::{handle_connection, KillReason, Shared, State};
+use monoio::net::{ListenerOpts, TcpListener};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which I/O driver the workers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+/// Resolves `io_driver` against what the kernel allows; says so once when
+/// io_uring is wanted and unavailable.
+pub fn choose_driver(want: IoDriver) -> Driver {
+    match want {
+        IoDriver::Epoll => Driver::Epoll,
+        IoDriver::IoUring | IoDriver::Auto => {
+            if monoio::utils::detect_uring() {
+                Driver::IoUring
+            } else {
+                tracing::warn!(
+                    "io_uring is unavailable here (kernel.io_uring_disabled, seccomp or an old kernel); workers fall back to epoll"
+                );
+                Driver::Epoll
+            }
+        }
+    }
+}
+
+/// Listening sockets of all workers, shut down to stop accepting.
+#[derive(Default)]
+struct Listeners(Mutex<Vec<RawFd>>);
+
+impl Listeners {
+    fn add(&self, fd: RawFd) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+    }
+    fn shutdown_all(&self) {
+        for &fd in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            // SAFETY: the listener fds stay open until their workers exit,
+            // which happens after this call (workers wait for the drain).
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(core, "could not pin worker to its core");
+        }
+    }
+}
+
+async fn worker_main(
+    shared: Arc<Shared>,
+    id: usize,
+    addrs: Vec<SocketAddr>,
+    listeners: Arc<Listeners>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
+    let mut bound = Vec::new();
+    for a in &addrs {
+        match TcpListener::bind_with_config(a, &opts) {
+            Ok(l) => {
+                listeners.add(l.as_raw_fd());
+                bound.push(l);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot listen on {a}: {e}")));
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok(()));
+    let accepts = bound.into_iter().map(|l| {
+        let shared = shared.clone();
+        monoio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((tcp, peer)) => {
+                        monoio::spawn(handle_connection(shared.clone(), id, tcp, peer));
+                    }
+                    Err(e) => {
+                        if shared.draining.load(Ordering::Acquire) {
+                            break;
+                        }
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(worker = id, error = %e, "accept failed");
+                        monoio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+    });
+    let accepts: Vec<_> = accepts.collect();
+    for a in accepts {
+        a.await;
+    }
+    // Keep the runtime alive while this process still has sessions; the main
+    // thread decides when the drain is over.
+    while shared.active.load(Ordering::Acquire) > 0 {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn run_worker(driver: Driver, fut: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+    match driver {
+        Driver::IoUring => {
+            let mut urb = io_uring::IoUring::builder();
+            // Completions are reaped when the worker enters the kernel
+            // anyway; skipping the IPI per completion saves CPU.
+            urb.setup_coop_taskrun();
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(4096)
+                .uring_builder(urb)
+                .enable_timer()
+                .build()?;
+            rt.block_on(fut);
+        }
+        Driver::Epoll => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()?;
+            rt.block_on(fut);
+        }
+    }
+    Ok(())
+}
+
+/// Serves until SIGTERM/SIGINT and a drain; reloads on SIGHUP.
+pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let workers = config.worker_count();
+    let driver = choose_driver(config.server.io_driver);
+    let addrs: Vec<SocketAddr> = config
+        .server
+        .listen
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let pin = config.server.pin_workers;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let state =
+        State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let shared = Shared::new(state);
+    let listeners = Arc::new(Listeners::default());
+
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for id in 0..workers {
+        let (shared, listeners, addrs, tx) =
+            (shared.clone(), listeners.clone(), addrs.clone(), tx.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("gatehouse-w{id}"))
+                .spawn(move || {
+                    if pin {
+                        pin_to_core(id % cores);
+                    }
+                    let err_tx = tx.clone();
+                    if let Err(e) =
+                        run_worker(driver, worker_main(shared, id, addrs, listeners, tx))
+                    {
+                        let _ =
+                            err_tx.send(Err(format!("worker {id}: cannot start its runtime: {e}")));
+                    }
+                })?,
+        );
+    }
+    drop(tx);
+    for _ in 0..workers {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!(e),
+            Err(_) => anyhow::bail!("a worker exited during startup"),
+        }
+    }
+    tracing::info!(workers, driver = ?driver, listen = ?addrs, "gatehouse serving");
+
+    // Housekeeping: the coarse clock and idle sweeps.
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("gatehouse-house".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let mut last_sweep = 0;
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let now = start.elapsed().as_secs();
+                    shared.coarse_now.store(now, Ordering::Relaxed);
+                    let idle = shared.state.load().config.server.idle_timeout_secs;
+                    if idle > 0 && now != last_sweep {
+                        last_sweep = now;
+                        let n = shared.registry.sweep_idle(now, idle);
+                        if n > 0 {
+                            tracing::info!(sessions = n, "closed idle sessions");
+                        }
+                    }
+                }
+            })?;
+    }
+
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => reload(&shared, &config_path),
+            _ => break,
+        }
+    }
+    drain(&shared, &listeners);
+    Ok(())
+}
+
+fn reload(shared: &Shared, path: &std::path::Path) {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the configuration is invalid; the running one stays");
+            return;
+        }
+    };
+    let old = shared.state.load();
+    if cfg.server.listen != old.config.server.listen
+        || cfg.server.workers != old.config.server.workers
+    {
+        tracing::warn!("listen addresses and worker count change only on restart");
+    }
+    match State::build(cfg) {
+        Ok(s) => {
+            shared.state.store(Arc::new(s));
+            tracing::info!(path = %path.display(), "configuration reloaded; open sessions keep their settings");
+        }
+        Err(e) => tracing::error!(error = %e, "reload refused; the running configuration stays"),
+    }
+}
+
+fn drain(shared: &Shared, listeners: &Listeners) {
+    shared.draining.store(true, Ordering::Release);
+    listeners.shutdown_all();
+    let grace = Duration::from_secs(shared.state.load().config.server.shutdown_timeout_secs);
+    let open = shared.active.load(Ordering::Acquire);
+    tracing::info!(
+        sessions = open,
+        grace_secs = grace.as_secs(),
+        "draining: no new connections; waiting for sessions to end"
+    );
+    let deadline = Instant::now() + grace;
+    while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = shared.registry.kill_all(KillReason::Shutdown);
+    if left > 0 {
+        tracing::warn!(
+            sessions = left,
+            "drain deadline passed; closing the remaining sessions"
+        );
+        let until = Instant::now() + Duration::from_secs(3);
+        while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    tracing::info!("gatehouse stopped");
+}

@@ -1,0 +1,2 @@
+//! Protocol codecs: bytes ⇄ frames. No I/O, no policy.
+pub mod pg;

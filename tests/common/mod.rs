@@ -1,0 +1,186 @@
+//! Shared harness for integration tests: runs the real `gatehouse` binary
+//! against the PostgreSQL on this machine.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The token every test identity uses, and its stored hash.
+pub const TOKEN: &str = "test-token-0123456789";
+
+pub fn token_hash(token: &str) -> String {
+    gatehouse::identity::hash_token(token.as_bytes())
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// PostgreSQL on this machine (trust auth) as the default upstream.
+pub const PG_HOST: &str = "127.0.0.1";
+pub const PG_PORT: u16 = 5432;
+
+/// A running gatehouse; killed on drop.
+pub struct Gatehouse {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+/// A config with one worker count, listening on `port`, with the identity
+/// `agent` (token [`TOKEN`]) reaching targets `postgres` and `test` on the
+/// local PostgreSQL. `extra_server` lines go into [server]; `extra` is
+/// appended (more targets, identities, [server.tls]).
+pub fn config_text(port: u16, extra_server: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = 2
+allow_cleartext_on_loopback = true
+handshake_timeout_secs = 5
+{extra_server}
+
+[log]
+level = "info"
+
+[[target]]
+name = "postgres"
+database = "postgres"
+host = "{PG_HOST}"
+port = {PG_PORT}
+user = "postgres"
+tls = "disable"
+
+[[target]]
+name = "test"
+database = "test"
+host = "{PG_HOST}"
+port = {PG_PORT}
+user = "postgres"
+tls = "disable"
+
+[[identity]]
+name = "agent"
+token_hash = "{hash}"
+targets = ["*"]
+
+{extra}
+"#,
+        hash = token_hash(TOKEN)
+    )
+}
+
+impl Gatehouse {
+    pub fn start(extra_server: &str, extra: &str) -> Gatehouse {
+        let port = free_port();
+        Self::start_with(port, &config_text(port, extra_server, extra))
+    }
+
+    /// Starts with a whole config text that listens on `port`.
+    pub fn start_with(port: u16, config: &str) -> Gatehouse {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("gatehouse.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("gatehouse.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("GATEHOUSE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gatehouse");
+        let mut g = Gatehouse {
+            child,
+            port,
+            dir,
+            config_path,
+            log_path,
+        };
+        g.wait_listening();
+        g
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gatehouse exited early ({status}): {}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("gatehouse did not listen on {}: {}", self.port, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// A libpq-style connection string for tokio-postgres.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=agent password={TOKEN} dbname={dbname} sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Environment for psql/pgbench through gatehouse.
+    pub fn pg_env(&self, cmd: &mut Command, dbname: &str) {
+        cmd.env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "agent")
+            .env("PGPASSWORD", TOKEN)
+            .env("PGDATABASE", dbname)
+            .env("PGSSLMODE", "disable");
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs psql through gatehouse and returns (success, stdout, stderr).
+pub fn psql(g: &Gatehouse, dbname: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new("psql");
+    g.pg_env(&mut cmd, dbname);
+    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-At"]).args(args);
+    let out = cmd.output().expect("run psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
