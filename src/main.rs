@@ -7,11 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "gatehouse",
-    version,
-    about = "A database gateway for AI agents"
-)]
+#[command(name = "gatehouse", version, about = "A database gateway for AI agents")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -93,9 +89,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        Cmd::Token {
-            cmd: TokenCmd::Hash,
-        } => {
+        Cmd::Token { cmd: TokenCmd::Hash } => {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)

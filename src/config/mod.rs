@@ -230,8 +230,7 @@ impl Config {
                 message,
             }
         };
-        cfg.validate(base)
-            .map_err(|(path, msg)| locate(&path, msg))?;
+        cfg.validate(base).map_err(|(path, msg)| locate(&path, msg))?;
         Ok(cfg)
     }
 
@@ -257,25 +256,16 @@ impl Config {
             return Err((srv("max_connections"), "must be at least 1".into()));
         }
         if !(1024..=(1 << 30)).contains(&s.max_message_bytes) {
-            return Err((
-                srv("max_message_bytes"),
-                "must be between 1024 and 1073741824".into(),
-            ));
+            return Err((srv("max_message_bytes"), "must be between 1024 and 1073741824".into()));
         }
         if !(4096..=(16 << 20)).contains(&s.buffer_bytes) {
-            return Err((
-                srv("buffer_bytes"),
-                "must be between 4096 and 16777216".into(),
-            ));
+            return Err((srv("buffer_bytes"), "must be between 4096 and 16777216".into()));
         }
         if s.handshake_timeout_secs == 0 {
             return Err((srv("handshake_timeout_secs"), "must be at least 1".into()));
         }
         if let Some(tls) = &mut self.server.tls {
-            for (k, p) in [
-                ("cert_file", &mut tls.cert_file),
-                ("key_file", &mut tls.key_file),
-            ] {
+            for (k, p) in [("cert_file", &mut tls.cert_file), ("key_file", &mut tls.key_file)] {
                 *p = base.join(&*p);
                 if !p.is_file() {
                     return Err((
@@ -286,10 +276,7 @@ impl Config {
             }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err((
-                vec![Key("log"), Key("format")],
-                "must be `text` or `json`".into(),
-            ));
+            return Err((vec![Key("log"), Key("format")], "must be `text` or `json`".into()));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err((
@@ -301,10 +288,7 @@ impl Config {
         for (i, t) in self.targets.iter_mut().enumerate() {
             let k = |k: &'static str| vec![Key("target"), Idx(i), Key(k)];
             if t.name.is_empty() || !names.insert(t.name.clone()) {
-                return Err((
-                    k("name"),
-                    format!("target name `{}` is empty or used twice", t.name),
-                ));
+                return Err((k("name"), format!("target name `{}` is empty or used twice", t.name)));
             }
             if t.database.is_empty() {
                 return Err((k("database"), "must not be empty".into()));
@@ -340,10 +324,7 @@ impl Config {
             if let Some(ca) = &mut t.ca_file {
                 *ca = base.join(&*ca);
                 if !ca.is_file() {
-                    return Err((
-                        k("ca_file"),
-                        format!("{} is not a readable file", ca.display()),
-                    ));
+                    return Err((k("ca_file"), format!("{} is not a readable file", ca.display())));
                 }
             }
             if t.connect_timeout_secs == 0 {
@@ -354,16 +335,12 @@ impl Config {
         for (i, id) in self.identities.iter().enumerate() {
             let k = |k: &'static str| vec![Key("identity"), Idx(i), Key(k)];
             if id.name.is_empty() || !ids.insert(id.name.clone()) {
-                return Err((
-                    k("name"),
-                    format!("identity name `{}` is empty or used twice", id.name),
-                ));
+                return Err((k("name"), format!("identity name `{}` is empty or used twice", id.name)));
             }
             if crate::identity::parse_token_hash(&id.token_hash).is_none() {
                 return Err((
                     k("token_hash"),
-                    "must be `sha256:` and 64 hex digits (make one with `gatehouse token hash`)"
-                        .into(),
+                    "must be `sha256:` and 64 hex digits (make one with `gatehouse token hash`)".into(),
                 ));
             }
             for (j, t) in id.targets.iter().enumerate() {
@@ -383,9 +360,7 @@ impl Config {
         if self.server.workers > 0 {
             self.server.workers
         } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
 }
@@ -398,11 +373,7 @@ pub enum PathPart {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
 fn key_from_message(m: &str) -> Option<String> {
@@ -502,10 +473,7 @@ targets = ["pg"]
 
     #[test]
     fn unknown_key_is_reported_with_line() {
-        let bad = GOOD.replace(
-            "user = \"postgres\"",
-            "user = \"postgres\"\nsslmode = \"x\"",
-        );
+        let bad = GOOD.replace("user = \"postgres\"", "user = \"postgres\"\nsslmode = \"x\"");
         let e = Config::parse(&bad, "g.toml", Path::new(".")).unwrap_err();
         assert_eq!(e.line, 10, "{e}");
         assert_eq!(e.key, "sslmode");

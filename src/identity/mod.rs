@@ -107,12 +107,7 @@ mod tests {
             roles: vec![],
         }];
         let a = StaticTokens::from_config(&cfg);
-        assert_eq!(
-            a.authenticate("demo", b"demo-token-change-me")
-                .unwrap()
-                .name,
-            "demo"
-        );
+        assert_eq!(a.authenticate("demo", b"demo-token-change-me").unwrap().name, "demo");
         assert!(a.authenticate("demo", b"wrong").is_err());
         assert!(a.authenticate("other", b"demo-token-change-me").is_err());
         assert!(parse_token_hash("sha256:zz").is_none());

@@ -78,10 +78,7 @@ async fn worker_main(
     listeners: Arc<Listeners>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(4096);
+    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
     let mut bound = Vec::new();
     for a in &addrs {
         match TcpListener::bind_with_config(a, &opts) {
@@ -155,26 +152,17 @@ fn run_worker(driver: Driver, fut: impl std::future::Future<Output = ()>) -> std
 pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let workers = config.worker_count();
     let driver = choose_driver(config.server.io_driver);
-    let addrs: Vec<SocketAddr> = config
-        .server
-        .listen
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let addrs: Vec<SocketAddr> = config.server.listen.iter().filter_map(|a| a.parse().ok()).collect();
     let pin = config.server.pin_workers;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let state =
-        State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let state = State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let shared = Shared::new(state);
     let listeners = Arc::new(Listeners::default());
 
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     for id in 0..workers {
-        let (shared, listeners, addrs, tx) =
-            (shared.clone(), listeners.clone(), addrs.clone(), tx.clone());
+        let (shared, listeners, addrs, tx) = (shared.clone(), listeners.clone(), addrs.clone(), tx.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("gatehouse-w{id}"))
@@ -183,11 +171,8 @@ pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                         pin_to_core(id % cores);
                     }
                     let err_tx = tx.clone();
-                    if let Err(e) =
-                        run_worker(driver, worker_main(shared, id, addrs, listeners, tx))
-                    {
-                        let _ =
-                            err_tx.send(Err(format!("worker {id}: cannot start its runtime: {e}")));
+                    if let Err(e) = run_worker(driver, worker_main(shared, id, addrs, listeners, tx)) {
+                        let _ = err_tx.send(Err(format!("worker {id}: cannot start its runtime: {e}")));
                     }
                 })?,
         );
@@ -247,9 +232,7 @@ fn reload(shared: &Shared, path: &std::path::Path) {
         }
     };
     let old = shared.state.load();
-    if cfg.server.listen != old.config.server.listen
-        || cfg.server.workers != old.config.server.workers
-    {
+    if cfg.server.listen != old.config.server.listen || cfg.server.workers != old.config.server.workers {
         tracing::warn!("listen addresses and worker count change only on restart");
     }
     match State::build(cfg) {
@@ -277,10 +260,7 @@ fn drain(shared: &Shared, listeners: &Listeners) {
     }
     let left = shared.registry.kill_all(KillReason::Shutdown);
     if left > 0 {
-        tracing::warn!(
-            sessions = left,
-            "drain deadline passed; closing the remaining sessions"
-        );
+        tracing::warn!(sessions = left, "drain deadline passed; closing the remaining sessions");
         let until = Instant::now() + Duration::from_secs(3);
         while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));

@@ -34,14 +34,8 @@ impl KillReason {
     /// The SQLSTATE and message the client gets.
     pub fn client_error(self) -> (&'static str, &'static str) {
         match self {
-            KillReason::Admin => (
-                "57P01",
-                "terminating connection due to administrator command",
-            ),
-            KillReason::Shutdown => (
-                "57P01",
-                "terminating connection because gatehouse is shutting down",
-            ),
+            KillReason::Admin => ("57P01", "terminating connection due to administrator command"),
+            KillReason::Shutdown => ("57P01", "terminating connection because gatehouse is shutting down"),
             KillReason::Idle => ("57P05", "terminating connection due to idle timeout"),
         }
     }

@@ -56,12 +56,7 @@ pub enum PumpError {
 }
 
 /// Writes `buf[from..to]` and gives the buffer back.
-async fn write_range(
-    w: &Mutex<Writer>,
-    buf: Vec<u8>,
-    from: usize,
-    to: usize,
-) -> (io::Result<()>, Vec<u8>) {
+async fn write_range(w: &Mutex<Writer>, buf: Vec<u8>, from: usize, to: usize) -> (io::Result<()>, Vec<u8>) {
     let mut w = w.lock().await;
     let (res, slice) = w.write_all(buf.slice(from..to)).await;
     let buf = slice.into_inner();

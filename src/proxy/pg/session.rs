@@ -134,12 +134,7 @@ fn shutdown_fd(fd: RawFd, how: libc::c_int) {
 }
 
 /// Serves one accepted client connection to its end.
-pub async fn handle_connection(
-    shared: Arc<Shared>,
-    worker: usize,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
+pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let client_fd = tcp.as_raw_fd();
     let started = Instant::now();
@@ -152,9 +147,7 @@ pub async fn handle_connection(
 
     let outcome = monoio::time::timeout(
         hs_timeout,
-        handshake(
-            &shared, &state, &mut conn, peer, worker, over_limit, client_fd,
-        ),
+        handshake(&shared, &state, &mut conn, peer, worker, over_limit, client_fd),
     )
     .await;
     let ready = match outcome {
@@ -162,8 +155,7 @@ pub async fn handle_connection(
         Ok(Ok(Handshake::Session(r))) => r,
         Ok(Err(f)) => {
             if f.end != "client-disconnect" && f.end != "client-io-error" {
-                let _ =
-                    monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
+                let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
             }
             tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, reason = %f.message, "session refused");
             return;
@@ -179,10 +171,7 @@ pub async fn handle_connection(
             return;
         }
     };
-    relay(
-        &shared, &state, conn, *ready, peer, worker, client_fd, started,
-    )
-    .await;
+    relay(&shared, &state, conn, *ready, peer, worker, client_fd, started).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -202,11 +191,7 @@ async fn handshake(
         match pg::parse_startup(&packet)? {
             StartupPacket::SslRequest => {
                 if tls {
-                    return Err(Fatal::new(
-                        "08P01",
-                        "SSLRequest received twice",
-                        "protocol-error",
-                    ));
+                    return Err(Fatal::new("08P01", "SSLRequest received twice", "protocol-error"));
                 }
                 // Bytes after the SSLRequest would be read as if they came
                 // through TLS (CVE-2021-23214): refuse them.
@@ -220,20 +205,15 @@ async fn handshake(
                 match &state.server_tls {
                     Some(cfg) => {
                         conn.write_all(b"S".to_vec()).await?;
-                        let Stream::Plain(tcp) =
-                            std::mem::replace(&mut conn.stream, Stream::Closed)
-                        else {
-                            return Err(Fatal::new(
-                                "08P01",
-                                "TLS requested twice",
-                                "protocol-error",
-                            ));
+                        let Stream::Plain(tcp) = std::mem::replace(&mut conn.stream, Stream::Closed) else {
+                            return Err(Fatal::new("08P01", "TLS requested twice", "protocol-error"));
                         };
                         let fd = tcp.as_raw_fd();
                         let acceptor = monoio_rustls::TlsAcceptor::from(cfg.clone());
-                        let s = acceptor.accept(tcp).await.map_err(|e| {
-                            Fatal::new("08P01", format!("TLS handshake failed: {e}"), "tls-failed")
-                        })?;
+                        let s = acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| Fatal::new("08P01", format!("TLS handshake failed: {e}"), "tls-failed"))?;
                         conn.stream = Stream::ServerTls(Box::new(s), fd);
                         tls = true;
                     }
@@ -242,15 +222,23 @@ async fn handshake(
             }
             StartupPacket::GssEncRequest => conn.write_all(b"N".to_vec()).await?,
             StartupPacket::Cancel { pid, secret } => {
-                if let Some(CancelTarget {
-                    host,
-                    port,
-                    pid,
-                    secret,
-                }) = shared.registry.cancel_target(pid, secret)
-                {
-                    if let Err(e) = upstream::send_cancel(&host, port, pid, &secret).await {
-                        tracing::warn!(target: "gatehouse::session", client = %peer, error = %e, "cancel could not reach the upstream");
+                let session = pid;
+                match shared.registry.cancel_target(pid, secret) {
+                    Some(CancelTarget {
+                        host,
+                        port,
+                        pid,
+                        secret,
+                    }) => match upstream::send_cancel(&host, port, pid, &secret).await {
+                        Ok(()) => {
+                            tracing::info!(target: "gatehouse::session", session, client = %peer, worker, "cancel request forwarded")
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "gatehouse::session", session, client = %peer, worker, error = %e, "cancel could not reach the upstream")
+                        }
+                    },
+                    None => {
+                        tracing::info!(target: "gatehouse::session", client = %peer, worker, "cancel request for no known session ignored")
                     }
                 }
                 return Ok(Handshake::Cancel);
@@ -259,11 +247,7 @@ async fn handshake(
         }
     };
     let StartupPacket::Startup(startup) = pg::parse_startup(&packet)? else {
-        return Err(Fatal::new(
-            "08P01",
-            "invalid startup packet",
-            "protocol-error",
-        ));
+        return Err(Fatal::new("08P01", "invalid startup packet", "protocol-error"));
     };
 
     let mut out = Vec::with_capacity(256);
@@ -277,11 +261,7 @@ async fn handshake(
         pg::negotiate_protocol_version(&mut out, 0, &unknown);
     }
     if shared.draining.load(Ordering::Acquire) {
-        return Err(Fatal::new(
-            "57P03",
-            "gatehouse is shutting down",
-            "draining",
-        ));
+        return Err(Fatal::new("57P03", "gatehouse is shutting down", "draining"));
     }
     if over_limit {
         return Err(Fatal::new(
@@ -297,10 +277,7 @@ async fn handshake(
             "auth-failed",
         ));
     };
-    let database = startup
-        .param("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(user);
+    let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user);
     if startup
         .param("replication")
         .is_some_and(|r| r != "false" && r != "0" && r != "off")
@@ -327,9 +304,7 @@ async fn handshake(
 
     pg::auth_request(&mut out, 3, &[]);
     conn.write_all(std::mem::take(&mut out)).await?;
-    let (tag, body) = conn
-        .read_frame(Side::Frontend, MAX_PASSWORD_MESSAGE)
-        .await?;
+    let (tag, body) = conn.read_frame(Side::Frontend, MAX_PASSWORD_MESSAGE).await?;
     if tag != b'p' {
         return Err(Fatal::new(
             "08P01",
@@ -353,10 +328,7 @@ async fn handshake(
     if !identity.may_reach(&target.cfg.name) {
         return Err(Fatal::new(
             "28000",
-            format!(
-                "identity \"{}\" may not reach database \"{database}\"",
-                identity.name
-            ),
+            format!("identity \"{}\" may not reach database \"{database}\"", identity.name),
             "not-allowed",
         ));
     }
@@ -365,9 +337,7 @@ async fn handshake(
         .params
         .iter()
         .copied()
-        .filter(|(k, _)| {
-            !matches!(*k, "user" | "database" | "replication") && !k.starts_with("_pq_.")
-        })
+        .filter(|(k, _)| !matches!(*k, "user" | "database" | "replication") && !k.starts_with("_pq_."))
         .collect();
     let up = upstream::connect(target, &passthrough, srv.max_message_bytes).await?;
 
@@ -542,16 +512,10 @@ async fn relay(
                 end.set(reason.as_str());
             }
             (Ok(PumpEnd::Stopped), _) => end.set("client-terminate"),
-            (Ok(PumpEnd::Eof), _) | (Err(PumpError::Read(_)), _) if first => {
-                end.set("client-disconnect")
-            }
+            (Ok(PumpEnd::Eof), _) | (Err(PumpError::Read(_)), _) if first => end.set("client-disconnect"),
             (Err(PumpError::Protocol(e)), _) => {
                 let mut f = Vec::new();
-                pg::fatal(
-                    &mut f,
-                    e.sqlstate(),
-                    &format!("client sent an invalid message: {e}"),
-                );
+                pg::fatal(&mut f, e.sqlstate(), &format!("client sent an invalid message: {e}"));
                 write_frame(&cw, f).await;
                 end.set("protocol-error");
             }
@@ -579,7 +543,9 @@ async fn relay(
                     false,
                     "FATAL",
                     "08006",
-                    &format!("the connection to target \"{target}\" was lost: the server closed the connection unexpectedly"),
+                    &format!(
+                        "the connection to target \"{target}\" was lost: the server closed the connection unexpectedly"
+                    ),
                     None,
                     Some("The database server may have restarted or ended this session; reconnect to try again."),
                 );

@@ -21,8 +21,7 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Strin
     if certs.is_empty() {
         return Err(format!("{}: no certificate found", tls.cert_file.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
-        .map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -50,9 +49,7 @@ pub fn upstream_config(t: &Target) -> Result<Option<Arc<rustls::ClientConfig>>, 
             let mut roots = rustls::RootCertStore::empty();
             match &t.ca_file {
                 Some(f) => {
-                    for c in CertificateDer::pem_file_iter(f)
-                        .map_err(|e| format!("{}: {e}", f.display()))?
-                    {
+                    for c in CertificateDer::pem_file_iter(f).map_err(|e| format!("{}: {e}", f.display()))? {
                         let c = c.map_err(|e| format!("{}: {e}", f.display()))?;
                         roots.add(c).map_err(|e| format!("{}: {e}", f.display()))?;
                     }
@@ -92,12 +89,7 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -106,12 +98,7 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

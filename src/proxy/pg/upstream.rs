@@ -60,11 +60,7 @@ fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| "unknown error".into())
 }
 
-pub async fn connect(
-    t: &TargetRt,
-    client_params: &[(&str, &str)],
-    max_msg: usize,
-) -> Result<Upstream, UpstreamError> {
+pub async fn connect(t: &TargetRt, client_params: &[(&str, &str)], max_msg: usize) -> Result<Upstream, UpstreamError> {
     let name = t.cfg.name.clone();
     let addr_text = format!("{}:{}", t.cfg.host, t.cfg.port);
     let connect_err = |reason: String| UpstreamError::Connect {
@@ -143,10 +139,7 @@ pub async fn connect(
         }
     }
 
-    let mut params: Vec<(&str, &str)> = vec![
-        ("user", &t.cfg.user),
-        ("database", t.cfg.upstream_database()),
-    ];
+    let mut params: Vec<(&str, &str)> = vec![("user", &t.cfg.user), ("database", t.cfg.upstream_database())];
     params.extend(client_params.iter().copied());
     let mut out = Vec::with_capacity(256);
     pg::startup_message(&mut out, &params);
@@ -239,11 +232,8 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, max_msg: usize) -> Result<(
                     .map_err(|e| auth_err(e.to_string()))?
                     .try_into()
                     .map_err(|_| auth_err("bad salt".into()))?;
-                let h = postgres_protocol::authentication::md5_hash(
-                    t.cfg.user.as_bytes(),
-                    password()?.as_bytes(),
-                    salt,
-                );
+                let h =
+                    postgres_protocol::authentication::md5_hash(t.cfg.user.as_bytes(), password()?.as_bytes(), salt);
                 pg::cstring_message(&mut out, b'p', h.as_bytes());
             }
             10 => {
@@ -272,8 +262,7 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, max_msg: usize) -> Result<(
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| auth_err("SASL continue without a start".into()))?;
-                s.update(c.remaining())
-                    .map_err(|e| auth_err(format!("SCRAM: {e}")))?;
+                s.update(c.remaining()).map_err(|e| auth_err(format!("SCRAM: {e}")))?;
                 pg::raw_message(&mut out, b'p', s.message());
             }
             12 => {
@@ -284,11 +273,7 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, max_msg: usize) -> Result<(
                     .map_err(|e| auth_err(format!("SCRAM server proof: {e}")))?;
                 continue;
             }
-            other => {
-                return Err(auth_err(format!(
-                    "unsupported authentication method {other}"
-                )))
-            }
+            other => return Err(auth_err(format!("unsupported authentication method {other}"))),
         }
         conn.write_all(out).await.map_err(io)?;
     }

@@ -28,19 +28,7 @@ impl Side {
             // Sync, Terminate, CopyData, CopyDone, CopyFail, password/SASL.
             Side::Frontend => matches!(
                 tag,
-                b'B' | b'C'
-                    | b'D'
-                    | b'E'
-                    | b'F'
-                    | b'H'
-                    | b'P'
-                    | b'Q'
-                    | b'S'
-                    | b'X'
-                    | b'd'
-                    | b'c'
-                    | b'f'
-                    | b'p'
+                b'B' | b'C' | b'D' | b'E' | b'F' | b'H' | b'P' | b'Q' | b'S' | b'X' | b'd' | b'c' | b'f' | b'p'
             ),
             Side::Backend => matches!(
                 tag,
@@ -91,20 +79,13 @@ impl FrameHeader {
 /// bytes are there. Validates the tag for `side` and the length against
 /// `max_len` (the largest total frame accepted).
 #[inline]
-pub fn peek_header(
-    buf: &[u8],
-    side: Side,
-    max_len: usize,
-) -> Result<Option<FrameHeader>, WireError> {
+pub fn peek_header(buf: &[u8], side: Side, max_len: usize) -> Result<Option<FrameHeader>, WireError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
     let tag = buf[0];
     if !side.valid_tag(tag) {
-        return Err(WireError::UnknownType {
-            side: side.name(),
-            tag,
-        });
+        return Err(WireError::UnknownType { side: side.name(), tag });
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
     if len < 4 || len > i32::MAX as u32 {
@@ -256,13 +237,7 @@ mod tests {
                 body: b"select 1\0"
             }
         );
-        assert_eq!(
-            f.next_frame().unwrap().unwrap(),
-            Frame {
-                tag: b'S',
-                body: b""
-            }
-        );
+        assert_eq!(f.next_frame().unwrap().unwrap(), Frame { tag: b'S', body: b"" });
         assert_eq!(f.next_frame().unwrap(), None);
         assert_eq!(f.consumed(), 10 + 5);
     }

@@ -22,10 +22,7 @@ pub struct Startup<'a> {
 
 impl<'a> Startup<'a> {
     pub fn param(&self, name: &str) -> Option<&'a str> {
-        self.params
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| *v)
+        self.params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 }
 
@@ -44,12 +41,7 @@ pub fn startup_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
 
 /// Parses a whole startup packet (length prefix included).
 pub fn parse_startup(packet: &[u8]) -> Result<StartupPacket<'_>, WireError> {
-    let mut c = Cursor::new(
-        packet
-            .get(4..)
-            .ok_or(WireError::BadStartup("short packet"))?,
-        "startup",
-    );
+    let mut c = Cursor::new(packet.get(4..).ok_or(WireError::BadStartup("short packet"))?, "startup");
     let code = c.i32().map_err(|_| WireError::BadStartup("short packet"))? as u32;
     match code {
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => {
@@ -63,10 +55,7 @@ pub fn parse_startup(packet: &[u8]) -> Result<StartupPacket<'_>, WireError> {
             })
         }
         CANCEL_REQUEST_CODE => {
-            let pid = c
-                .i32()
-                .map_err(|_| WireError::BadStartup("short cancel request"))?
-                as u32;
+            let pid = c.i32().map_err(|_| WireError::BadStartup("short cancel request"))? as u32;
             let secret = c.remaining();
             if secret.len() < 4 || secret.len() > 256 {
                 return Err(WireError::BadStartup("bad cancel key length"));
@@ -81,19 +70,13 @@ pub fn parse_startup(packet: &[u8]) -> Result<StartupPacket<'_>, WireError> {
             }
             let mut params = Vec::new();
             loop {
-                let k = c
-                    .cstr()
-                    .map_err(|_| WireError::BadStartup("unterminated parameter"))?;
+                let k = c.cstr().map_err(|_| WireError::BadStartup("unterminated parameter"))?;
                 if k.is_empty() {
                     break;
                 }
-                let v = c
-                    .cstr()
-                    .map_err(|_| WireError::BadStartup("parameter without value"))?;
-                let k = std::str::from_utf8(k)
-                    .map_err(|_| WireError::BadStartup("parameter name is not UTF-8"))?;
-                let v = std::str::from_utf8(v)
-                    .map_err(|_| WireError::BadStartup("parameter value is not UTF-8"))?;
+                let v = c.cstr().map_err(|_| WireError::BadStartup("parameter without value"))?;
+                let k = std::str::from_utf8(k).map_err(|_| WireError::BadStartup("parameter name is not UTF-8"))?;
+                let v = std::str::from_utf8(v).map_err(|_| WireError::BadStartup("parameter value is not UTF-8"))?;
                 if params.len() >= 64 {
                     return Err(WireError::BadStartup("too many parameters"));
                 }
@@ -102,11 +85,7 @@ pub fn parse_startup(packet: &[u8]) -> Result<StartupPacket<'_>, WireError> {
             if !c.is_empty() {
                 return Err(WireError::BadStartup("trailing bytes after parameters"));
             }
-            Ok(StartupPacket::Startup(Startup {
-                major,
-                minor,
-                params,
-            }))
+            Ok(StartupPacket::Startup(Startup { major, minor, params }))
         }
     }
 }
