@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# gatehouse developer entry point. Two commands do all the set-up on a fresh
+# Debian 12 machine:
+#
+#   ./dev.sh start   build, make sure PostgreSQL runs, serve policies/gatehouse.toml
+#   ./dev.sh test    install what the tests need, make sure PostgreSQL runs, run every test
+#
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Debian packages the build and the tests use; installed only when missing.
+PACKAGES=(postgresql-client pgbouncer)
+
+ensure_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
+  log "starting PostgreSQL"
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    local v
+    v=$(ls /etc/postgresql | sort -V | tail -1)
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+  fi
+  for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && return
+    sleep 0.5
+  done
+  echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2
+  exit 1
+}
+
+ensure_nextest() {
+  command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+}
+
+case "${1:-}" in
+  start)
+    ensure_packages
+    ensure_postgres
+    log "building gatehouse (release)"
+    cargo build --release --locked
+    log "serving policies/gatehouse.toml on 127.0.0.1:6432"
+    echo '    psql "host=127.0.0.1 port=6432 dbname=postgres user=demo password=demo-token-change-me"' >&2
+    exec ./target/release/gatehouse serve --config policies/gatehouse.toml
+    ;;
+  test)
+    ensure_packages
+    ensure_postgres
+    ensure_nextest
+    log "format and lints"
+    cargo fmt --check
+    cargo clippy --locked --all-targets -- -D warnings
+    log "configuration check of the example"
+    cargo run --quiet --locked -- check --config policies/gatehouse.toml
+    log "tests"
+    cargo nextest run --locked --no-fail-fast
+    log "benchmarks (short mode, so they never rot)"
+    cargo bench --locked --bench framer -- --warm-up-time 0.1 --measurement-time 0.2 >/dev/null
+    ;;
+  *)
+    echo "usage: ./dev.sh start|test" >&2
+    exit 2
+    ;;
+esac
