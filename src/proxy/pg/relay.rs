@@ -14,6 +14,7 @@ use futures_util::lock::Mutex;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
 use std::io;
+use std::os::fd::RawFd;
 
 pub type Reader = OwnedReadHalf<Stream>;
 pub type Writer = OwnedWriteHalf<Stream>;
@@ -55,9 +56,50 @@ pub enum PumpError {
     Protocol(WireError),
 }
 
-/// Writes `buf[from..to]` and gives the buffer back.
-async fn write_range(w: &Mutex<Writer>, buf: Vec<u8>, from: usize, to: usize) -> (io::Result<()>, Vec<u8>) {
+/// Sends as much of `data` as the socket takes now, without blocking.
+///
+/// On a plain socket with room in its send buffer (the usual case) a write
+/// completes right here, without a trip through the ring and back through
+/// the scheduler; whatever is left goes the asynchronous way.
+fn try_send(fd: RawFd, data: &[u8]) -> usize {
+    let mut done = 0;
+    while done < data.len() {
+        let rest = &data[done..];
+        // SAFETY: `rest` is a live, initialised slice; `fd` is the session's
+        // own socket, held open by its writer half while the lock is held.
+        let n = unsafe {
+            libc::send(
+                fd,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n <= 0 {
+            // EAGAIN, EINTR or a real error: the ring path retries or reports it.
+            break;
+        }
+        done += n as usize;
+    }
+    done
+}
+
+/// Writes `buf[from..to]` and gives the buffer back. `plain_fd` is the
+/// socket when it carries no TLS.
+async fn write_range(
+    w: &Mutex<Writer>,
+    plain_fd: Option<RawFd>,
+    buf: Vec<u8>,
+    mut from: usize,
+    to: usize,
+) -> (io::Result<()>, Vec<u8>) {
     let mut w = w.lock().await;
+    if let Some(fd) = plain_fd {
+        from += try_send(fd, &buf[from..to]);
+        if from == to {
+            return (Ok(()), buf);
+        }
+    }
     let (res, slice) = w.write_all(buf.slice(from..to)).await;
     let buf = slice.into_inner();
     if let Err(e) = res {
@@ -66,11 +108,13 @@ async fn write_range(w: &Mutex<Writer>, buf: Vec<u8>, from: usize, to: usize) ->
     (w.flush().await, buf)
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Moves frames from `r` to `w` until EOF, an error, or the handler stops.
 /// `buf` may hold bytes already read; its capacity is raised to `cap`.
 pub async fn pump<H: FrameHandler>(
     r: &mut Reader,
     w: &Mutex<Writer>,
+    w_plain_fd: Option<RawFd>,
     side: Side,
     mut buf: Vec<u8>,
     cap: usize,
@@ -119,7 +163,7 @@ pub async fn pump<H: FrameHandler>(
             }
         }
         if pos > 0 {
-            let (res, b) = write_range(w, buf, 0, pos).await;
+            let (res, b) = write_range(w, w_plain_fd, buf, 0, pos).await;
             buf = b;
             res.map_err(PumpError::Write)?;
         }

@@ -480,6 +480,8 @@ async fn relay(
         buf: ubuf,
     } = upstream.conn;
     let client_tls = cstream.is_tls();
+    let client_plain = (!client_tls).then_some(client_fd);
+    let upstream_plain = (!ustream.is_tls()).then_some(upstream_fd);
     let (mut cr, cw) = cstream.into_split();
     let (mut ur, uw) = ustream.into_split();
     let (cw, uw) = (Mutex::new(cw), Mutex::new(uw));
@@ -501,7 +503,17 @@ async fn relay(
     };
 
     let c2s = async {
-        let r = pump(&mut cr, &uw, Side::Frontend, cbuf, cap, max_msg, &mut cs).await;
+        let r = pump(
+            &mut cr,
+            &uw,
+            upstream_plain,
+            Side::Frontend,
+            cbuf,
+            cap,
+            max_msg,
+            &mut cs,
+        )
+        .await;
         let first = !closing.replace(true);
         match (&r, handle.killed()) {
             (_, Some(reason)) => {
@@ -531,7 +543,7 @@ async fn relay(
         shutdown_fd(upstream_fd, libc::SHUT_RDWR);
     };
     let s2c = async {
-        let r = pump(&mut ur, &cw, Side::Backend, ubuf, cap, max_msg, &mut ss).await;
+        let r = pump(&mut ur, &cw, client_plain, Side::Backend, ubuf, cap, max_msg, &mut ss).await;
         if closing.replace(true) || handle.killed().is_some() {
             return;
         }
