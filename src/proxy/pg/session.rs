@@ -210,10 +210,10 @@ async fn handshake(
                         };
                         let fd = tcp.as_raw_fd();
                         let acceptor = monoio_rustls::TlsAcceptor::from(cfg.clone());
-                        let s = acceptor
-                            .accept(tcp)
-                            .await
-                            .map_err(|e| Fatal::new("08P01", format!("TLS handshake failed: {e}"), "tls-failed"))?;
+                        let s = acceptor.accept(tcp).await.map_err(|e| {
+                            let e = std::io::Error::from(e);
+                            Fatal::new("08P01", format!("TLS handshake failed: {e}"), "tls-failed")
+                        })?;
                         conn.stream = Stream::ServerTls(Box::new(s), fd);
                         tls = true;
                     }

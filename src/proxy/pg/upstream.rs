@@ -117,7 +117,9 @@ pub async fn connect(t: &TargetRt, client_params: &[(&str, &str)], max_msg: usiz
                     .await
                     .map_err(|e| UpstreamError::Tls {
                         target: name.clone(),
-                        reason: e.to_string(),
+                        // monoio-rustls displays every error as "io error";
+                        // the inner error says what failed (e.g. UnknownIssuer).
+                        reason: std::io::Error::from(e).to_string(),
                     })?;
                 conn = Conn::new(Stream::ClientTls(Box::new(s), fd));
                 tls = true;
