@@ -7,4 +7,5 @@ pub mod config;
 pub mod identity;
 pub mod proxy;
 pub mod runtime;
+pub mod scan;
 pub mod wire;

@@ -1,0 +1,484 @@
+//! The scanning engine: one Hyperscan block database for all rules, compiled
+//! once and shared read-only; a scratch per worker thread; each Hyperscan
+//! hit (an end offset) confirmed by the rule's own regex on a bounded window,
+//! then by entropy and validator.
+
+use super::rules::{MaskKind, Rule, Validator};
+use hyperscan::prelude::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How far before a Hyperscan end offset a match may start (a PEM private
+/// key is the longest secret we look for).
+pub const WINDOW: usize = 8 * 1024;
+/// Hit ranges recorded per scan call before scanning fails closed.
+pub const MAX_HIT_RANGES: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("rule {id}: pattern does not compile for Hyperscan: {message}")]
+    Compile { id: String, message: String },
+    #[error("rule {id}: {message}")]
+    Regex { id: String, message: String },
+    #[error("secret scanning failed: {0}")]
+    Runtime(String),
+    #[error("secret scanning gave up: more than {MAX_HIT_RANGES} candidate matches in one buffer")]
+    TooManyHits,
+}
+
+struct Compiled {
+    id: String,
+    re: regex::bytes::Regex,
+    group: usize,
+    entropy: Option<f64>,
+    validator: Option<Validator>,
+    mask: MaskKind,
+}
+
+/// A candidate region for one rule: Hyperscan reported match ends from
+/// `first_end` to `last_end` (merged when within [`WINDOW`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: u32,
+    pub first_end: usize,
+    pub last_end: usize,
+}
+
+/// A confirmed secret: `data[start..end]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: u32,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub struct Engine {
+    db: Option<BlockDatabase>,
+    rules: Vec<Compiled>,
+    hash_key: [u8; 32],
+    generation: u64,
+    /// Values shorter than this cannot hold any secret.
+    pub min_len: usize,
+    /// Masked values per rule since start.
+    counters: Vec<AtomicU64>,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's scratch, and the engine generation it was sized for.
+    static SCRATCH: RefCell<Option<(u64, Scratch)>> = const { RefCell::new(None) };
+}
+
+impl Engine {
+    /// Compiles `rules`. `hash_key` keys the `hash` mask.
+    pub fn new(rules: &[Rule], hash_key: [u8; 32]) -> Result<Engine, ScanError> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut patterns = Vec::with_capacity(rules.len());
+        for (i, r) in rules.iter().enumerate() {
+            let re = regex::bytes::RegexBuilder::new(&r.pattern)
+                .size_limit(8 << 20)
+                .build()
+                .map_err(|e| ScanError::Regex {
+                    id: r.id.clone(),
+                    message: e.to_string(),
+                })?;
+            let group = r.group.unwrap_or(if re.captures_len() > 1 { 1 } else { 0 });
+            let mut p = Pattern::new(r.pattern.clone()).map_err(|e| ScanError::Compile {
+                id: r.id.clone(),
+                message: e.to_string(),
+            })?;
+            p.id = Some(i);
+            patterns.push(p);
+            compiled.push(Compiled {
+                id: r.id.clone(),
+                re,
+                group,
+                entropy: r.entropy,
+                validator: r.validator,
+                mask: r.mask,
+            });
+        }
+        let db = if patterns.is_empty() {
+            None
+        } else {
+            let all = Patterns::from(patterns.clone());
+            match all.build::<hyperscan::Block>() {
+                Ok(db) => Some(db),
+                Err(e) => {
+                    // Name the rule at fault: compile one by one.
+                    for (p, r) in patterns.into_iter().zip(rules) {
+                        if let Err(e) = p.build::<hyperscan::Block>() {
+                            return Err(ScanError::Compile {
+                                id: r.id.clone(),
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                    return Err(ScanError::Compile {
+                        id: "-".into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        };
+        let counters = (0..rules.len()).map(|_| AtomicU64::new(0)).collect();
+        Ok(Engine {
+            db,
+            rules: compiled,
+            hash_key,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            min_len: 8,
+            counters,
+        })
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn rule_id(&self, rule: u32) -> &str {
+        self.rules
+            .get(rule as usize)
+            .map(|r| r.id.as_str())
+            .unwrap_or("unknown")
+    }
+
+    /// Masked values per rule id since start.
+    pub fn counts(&self) -> Vec<(&str, u64)> {
+        self.rules
+            .iter()
+            .zip(&self.counters)
+            .map(|(r, c)| (r.id.as_str(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn count(&self, rule: u32) {
+        if let Some(c) = self.counters.get(rule as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs Hyperscan over `data` once, appending merged candidate regions
+    /// to `hits` (sorted by rule, then position).
+    pub fn scan(&self, data: &[u8], hits: &mut Vec<Hit>) -> Result<(), ScanError> {
+        let Some(db) = &self.db else { return Ok(()) };
+        let start_len = hits.len();
+        let mut overflow = false;
+        SCRATCH.with(|cell| -> Result<(), ScanError> {
+            let mut slot = cell.borrow_mut();
+            let fresh = !matches!(&*slot, Some((g, _)) if *g == self.generation);
+            if fresh {
+                let s = db
+                    .alloc_scratch()
+                    .map_err(|e| ScanError::Runtime(format!("scratch: {e}")))?;
+                *slot = Some((self.generation, s));
+            }
+            let Some((_, scratch)) = slot.as_ref() else {
+                return Err(ScanError::Runtime("no scratch".into()));
+            };
+            db.scan(data, scratch, |id: u32, _from: u64, to: u64, _flags: u32| {
+                let to = to as usize;
+                // Merge with this rule's last region when close: long runs of
+                // matching bytes report an end at every position.
+                if let Some(h) = hits[start_len..].iter_mut().rev().find(|h| h.rule == id) {
+                    if to <= h.last_end + WINDOW {
+                        h.last_end = h.last_end.max(to);
+                        return Matching::Continue;
+                    }
+                }
+                if hits.len() - start_len >= MAX_HIT_RANGES {
+                    overflow = true;
+                    return Matching::Terminate;
+                }
+                hits.push(Hit {
+                    rule: id,
+                    first_end: to,
+                    last_end: to,
+                });
+                Matching::Continue
+            })
+            .or_else(|e| match e {
+                hyperscan::Error::Hyperscan(hyperscan::HsError::ScanTerminated) => Ok(()),
+                e => Err(ScanError::Runtime(e.to_string())),
+            })
+        })?;
+        if overflow {
+            return Err(ScanError::TooManyHits);
+        }
+        hits[start_len..].sort_unstable_by_key(|h| (h.rule, h.first_end));
+        Ok(())
+    }
+
+    /// Confirms a hit inside the value `data[lo..hi]`: runs the rule's regex on
+    /// a window around the hit, clipped to the value, and applies entropy and
+    /// validator. Findings are appended with offsets into `data`.
+    pub fn confirm(&self, data: &[u8], lo: usize, hi: usize, hit: &Hit, out: &mut Vec<Finding>) {
+        let Some(r) = self.rules.get(hit.rule as usize) else {
+            return;
+        };
+        let from = hit.first_end.saturating_sub(WINDOW).max(lo);
+        let to = hit.last_end.saturating_add(WINDOW).min(hi);
+        if from >= to {
+            return;
+        }
+        let window = &data[from..to];
+        for caps in r.re.captures_iter(window) {
+            let Some(m) = caps.get(r.group).or_else(|| caps.get(0)) else {
+                continue;
+            };
+            let whole = caps.get(0).map(|m| m.end()).unwrap_or(0) + from;
+            // Keep matches that end where Hyperscan saw one (give or take the
+            // regex's own choice of the longest match).
+            if whole < hit.first_end || m.start() + from > hit.last_end {
+                continue;
+            }
+            let secret = m.as_bytes();
+            if secret.is_empty() {
+                continue;
+            }
+            if let Some(min) = r.entropy {
+                if entropy(secret) < min {
+                    continue;
+                }
+            }
+            if let Some(v) = r.validator {
+                if !validate(v, secret) {
+                    continue;
+                }
+            }
+            out.push(Finding {
+                rule: hit.rule,
+                start: m.start() + from,
+                end: m.end() + from,
+            });
+        }
+    }
+
+    /// All secrets in one value (a convenience over `scan` + `confirm`).
+    pub fn find(&self, data: &[u8]) -> Result<Vec<Finding>, ScanError> {
+        let mut hits = Vec::new();
+        self.scan(data, &mut hits)?;
+        let mut out = Vec::new();
+        for h in &hits {
+            self.confirm(data, 0, data.len(), h, &mut out);
+        }
+        resolve_overlaps(&mut out);
+        Ok(out)
+    }
+
+    /// The mask for a secret found by `rule`.
+    pub fn mask(&self, rule: u32, secret: &[u8], out: &mut Vec<u8>) {
+        let Some(r) = self.rules.get(rule as usize) else { return };
+        mask_into(r.mask, &r.id, &self.hash_key, secret, out);
+    }
+
+    /// A mask of exactly `secret.len()` bytes, for values rewritten in place.
+    pub fn mask_same_len(&self, rule: u32, secret: &mut [u8]) {
+        let mut m = Vec::with_capacity(secret.len() + 32);
+        self.mask(rule, secret, &mut m);
+        let n = secret.len();
+        m.resize(n.max(m.len()), b'*');
+        secret.copy_from_slice(&m[..n]);
+    }
+}
+
+/// Sorts findings and drops those overlapping an earlier, longer one.
+pub fn resolve_overlaps(f: &mut Vec<Finding>) {
+    if f.len() < 2 {
+        return;
+    }
+    f.sort_unstable_by_key(|x| (x.start, std::cmp::Reverse(x.end)));
+    let mut out: Vec<Finding> = Vec::with_capacity(f.len());
+    for x in f.drain(..) {
+        match out.last_mut() {
+            Some(last) if x.start < last.end => last.end = last.end.max(x.end),
+            _ => out.push(x),
+        }
+    }
+    *f = out;
+}
+
+pub fn mask_into(kind: MaskKind, id: &str, key: &[u8; 32], secret: &[u8], out: &mut Vec<u8>) {
+    match kind {
+        MaskKind::Redact => {
+            out.extend_from_slice(b"[MASKED:");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b']');
+        }
+        MaskKind::Partial => {
+            let keep = if secret.len() > 8 { 4 } else { 0 };
+            out.extend(std::iter::repeat_n(b'*', secret.len() - keep));
+            out.extend_from_slice(&secret[secret.len() - keep..]);
+        }
+        MaskKind::Hash => {
+            use hmac::Mac;
+            let mut mac =
+                <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key).expect("HMAC takes any key length");
+            mac.update(secret);
+            let tag = mac.finalize().into_bytes();
+            out.extend_from_slice(b"[HASH:");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(hex::encode(&tag[..8]).as_bytes());
+            out.push(b']');
+        }
+    }
+}
+
+/// Shannon entropy in bits per byte.
+pub fn entropy(s: &[u8]) -> f64 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in s {
+        counts[b as usize] += 1;
+    }
+    let n = s.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+fn validate(v: Validator, s: &[u8]) -> bool {
+    match v {
+        Validator::Crc32Base62 => crc32_base62(s),
+        Validator::Luhn => luhn(s),
+        Validator::Jwt => jwt(s),
+    }
+}
+
+/// `<prefix>_<body><6 base62 digits of crc32(body)>`.
+fn crc32_base62(s: &[u8]) -> bool {
+    let Some(us) = s.iter().rposition(|&b| b == b'_') else {
+        return false;
+    };
+    let rest = &s[us + 1..];
+    if rest.len() < 7 {
+        return false;
+    }
+    let (body, check) = rest.split_at(rest.len() - 6);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(body);
+    let mut v = crc.finalize() as u64;
+    let mut enc = [b'0'; 6];
+    const ALPHA: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    for d in enc.iter_mut().rev() {
+        *d = ALPHA[(v % 62) as usize];
+        v /= 62;
+    }
+    enc == check
+}
+
+fn luhn(s: &[u8]) -> bool {
+    let digits: Vec<u32> = s
+        .iter()
+        .filter(|b| b.is_ascii_digit())
+        .map(|b| (b - b'0') as u32)
+        .collect();
+    if digits.len() < 12 {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+fn jwt(s: &[u8]) -> bool {
+    use base64::Engine as _;
+    let mut parts = s.split(|&b| b == b'.');
+    let Some(header) = parts.next() else { return false };
+    let header = header.strip_suffix(b"=").unwrap_or(header);
+    let Ok(h) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    let h = String::from_utf8_lossy(&h);
+    h.trim_start().starts_with('{') && h.contains("\"alg\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, pattern: &str) -> Rule {
+        Rule {
+            id: id.into(),
+            name: id.into(),
+            pattern: pattern.into(),
+            keywords: vec![],
+            entropy: None,
+            validator: None,
+            mask: MaskKind::Redact,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn finds_and_bounds_secrets() {
+        let e = Engine::new(&[rule("aws", r"\b((?:AKIA|ASIA)[A-Z0-9]{16})\b")], [7; 32]).unwrap();
+        let data = b"key=AKIAABCDEFGHIJKLMNOP and ASIAABCDEFGHIJKLMNOQ.";
+        let f = e.find(data).unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(&data[f[0].start..f[0].end], b"AKIAABCDEFGHIJKLMNOP");
+        assert_eq!(&data[f[1].start..f[1].end], b"ASIAABCDEFGHIJKLMNOQ");
+        assert!(e.find(b"AKIAABCDEFGHIJKLMNO").unwrap().is_empty());
+    }
+
+    #[test]
+    fn masks() {
+        let key = [1; 32];
+        let mut v = Vec::new();
+        mask_into(MaskKind::Redact, "aws", &key, b"AKIAABCDEFGHIJKLMNOP", &mut v);
+        assert_eq!(v, b"[MASKED:aws]");
+        v.clear();
+        mask_into(MaskKind::Partial, "aws", &key, b"AKIAABCDEFGHIJKLMNOP", &mut v);
+        assert_eq!(v, b"****************MNOP");
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        mask_into(MaskKind::Hash, "aws", &key, b"s3cret-value", &mut a);
+        mask_into(MaskKind::Hash, "aws", &key, b"s3cret-value", &mut b);
+        assert_eq!(a, b, "hash masks are stable");
+        let mut c = Vec::new();
+        mask_into(MaskKind::Hash, "aws", &[2; 32], b"s3cret-value", &mut c);
+        assert_ne!(a, c, "and keyed");
+        assert!(String::from_utf8(a).unwrap().starts_with("[HASH:aws:"));
+    }
+
+    #[test]
+    fn entropy_and_validators() {
+        assert!(entropy(b"aaaaaaaa") < 0.1);
+        assert!(entropy(b"a8Fk2Lq9Zx7Vb3Nm") > 3.5);
+        assert!(luhn(b"4111111111111111"));
+        assert!(!luhn(b"4111111111111112"));
+        assert!(jwt(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"));
+        assert!(!jwt(b"eyJzdWIiOiIxIn0.eyJzdWIiOiIxIn0.sig"));
+    }
+
+    #[test]
+    fn same_length_mask() {
+        let e = Engine::new(&[rule("aws", r"AKIA[A-Z0-9]{16}")], [0; 32]).unwrap();
+        let mut s = *b"AKIAABCDEFGHIJKLMNOP";
+        e.mask_same_len(0, &mut s);
+        assert_eq!(&s, b"[MASKED:aws]********");
+    }
+}

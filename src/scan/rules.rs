@@ -1,0 +1,141 @@
+//! Secret rules: gatehouse's own TOML format.
+//!
+//! ```toml
+//! [[rule]]
+//! id = "aws-access-key-id"          # stable id, used in masks and config overrides
+//! name = "AWS access key ID"
+//! pattern = '''\b((?:AKIA|ASIA)[A-Z0-9]{16})\b'''   # group 1, when present, is the secret
+//! keywords = ["akia", "asia"]       # optional literals (case-insensitive) that any match contains
+//! entropy = 3.0                     # optional: minimum Shannon entropy (bits/byte) of the secret
+//! validator = "crc32-base62"        # optional: a checksum the token format carries
+//! mask = "redact"                   # redact | partial | hash (default redact)
+//! ```
+
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: rule {id}: {message}")]
+pub struct RuleError {
+    pub file: String,
+    pub line: usize,
+    pub id: String,
+    pub message: String,
+}
+
+/// How a found secret is masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskKind {
+    /// The value becomes `[MASKED:<rule-id>]`.
+    #[default]
+    Redact,
+    /// Everything but the last 4 characters becomes `*`.
+    Partial,
+    /// A stable keyed token `[HASH:<rule-id>:<16 hex>]`: equal secrets give equal tokens.
+    Hash,
+}
+
+/// Checks a candidate must pass, for token formats that carry one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Validator {
+    /// GitHub- and npm-style tokens: `<prefix>_` + body + 6 base62 digits of CRC32(body).
+    Crc32Base62,
+    /// Payment card numbers.
+    Luhn,
+    /// A JWT whose header decodes to a JSON object with `alg`.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    pub name: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    pub entropy: Option<f64>,
+    pub validator: Option<Validator>,
+    #[serde(default)]
+    pub mask: MaskKind,
+    /// Which capture group is the secret (default: 1 when the pattern has a
+    /// group, else the whole match).
+    pub group: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+impl RuleFile {
+    pub fn parse(text: &str, file: &str) -> Result<RuleFile, RuleError> {
+        let rf: RuleFile = toml::from_str(text).map_err(|e| RuleError {
+            file: file.into(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+            id: "-".into(),
+            message: e.message().to_string(),
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        for r in &rf.rules {
+            let err = |message: String| RuleError {
+                file: file.into(),
+                line: line_of_id(text, &r.id),
+                id: r.id.clone(),
+                message,
+            };
+            if r.id.is_empty()
+                || !r
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return Err(err(
+                    "id must be non-empty and use only letters, digits, '-', '_' and '.'".into(),
+                ));
+            }
+            if !seen.insert(r.id.clone()) {
+                return Err(err("id used twice".into()));
+            }
+            let re = regex::bytes::Regex::new(&r.pattern).map_err(|e| err(format!("pattern: {e}")))?;
+            if let Some(g) = r.group {
+                if g >= re.captures_len() {
+                    return Err(err(format!("group {g} does not exist in the pattern")));
+                }
+            }
+            if let Some(e) = r.entropy {
+                if !(0.0..=8.0).contains(&e) {
+                    return Err(err("entropy must be between 0 and 8 bits per byte".into()));
+                }
+            }
+        }
+        Ok(rf)
+    }
+
+    pub fn load(path: &Path) -> Result<RuleFile, RuleError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+            file: file.clone(),
+            line: 0,
+            id: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+fn line_of_id(text: &str, id: &str) -> usize {
+    let needle = format!("\"{id}\"");
+    text.lines()
+        .position(|l| l.trim_start().starts_with("id") && l.contains(&needle))
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
