@@ -11,7 +11,7 @@ use super::upstream::{self, UpstreamError};
 use crate::identity::Identity;
 use crate::wire::pg::{self, Side, StartupPacket};
 use futures_util::lock::Mutex;
-use monoio::io::{AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -22,6 +22,12 @@ use std::time::{Duration, Instant};
 
 /// Largest password message accepted (a JWT fits easily).
 const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
+
+/// After refusing a client's message, how long and how much gatehouse keeps
+/// reading (and discarding) what the client still sends, so that the close
+/// does not become a reset that destroys the error before the client reads it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 64 << 20;
 
 /// A FATAL error for the client, with what the session log says.
 struct Fatal {
@@ -439,6 +445,28 @@ impl FrameHandler for ServerSide<'_> {
     }
 }
 
+/// Half-closes the client's socket and discards its input until it closes,
+/// within [`LINGER_TIME`] and [`LINGER_MAX_BYTES`]. Closing a socket with
+/// unread input sends a reset, and a client still writing (say, the rest of a
+/// message over the size limit) would lose the ErrorResponse sent just before.
+async fn linger(r: &mut super::relay::Reader, client_fd: RawFd) {
+    shutdown_fd(client_fd, libc::SHUT_WR);
+    let drain = async {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut total = 0;
+        while total < LINGER_MAX_BYTES {
+            buf.clear();
+            let (res, b) = r.read(buf).await;
+            buf = b;
+            match res {
+                Ok(n) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(LINGER_TIME, drain).await;
+}
+
 async fn write_frame(w: &Mutex<super::relay::Writer>, frame: Vec<u8>) {
     let mut w = w.lock().await;
     let fut = async {
@@ -515,6 +543,7 @@ async fn relay(
         )
         .await;
         let first = !closing.replace(true);
+        let mut refused = false;
         match (&r, handle.killed()) {
             (_, Some(reason)) => {
                 let (code, msg) = reason.client_error();
@@ -530,6 +559,7 @@ async fn relay(
                 pg::fatal(&mut f, e.sqlstate(), &format!("client sent an invalid message: {e}"));
                 write_frame(&cw, f).await;
                 end.set("protocol-error");
+                refused = true;
             }
             (Err(PumpError::Write(_)), _) if first => end.set("upstream-lost"),
             _ => {}
@@ -541,6 +571,9 @@ async fn relay(
             write_frame(&uw, t).await;
         }
         shutdown_fd(upstream_fd, libc::SHUT_RDWR);
+        if refused {
+            linger(&mut cr, client_fd).await;
+        }
     };
     let s2c = async {
         let r = pump(&mut ur, &cw, client_plain, Side::Backend, ubuf, cap, max_msg, &mut ss).await;
