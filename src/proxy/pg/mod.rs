@@ -4,6 +4,7 @@
 mod conn;
 pub mod registry;
 mod relay;
+mod scanning;
 mod session;
 pub mod state;
 pub mod stream;

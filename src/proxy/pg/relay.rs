@@ -7,6 +7,10 @@
 //! memory stays at one buffer per direction because a pump that cannot write
 //! stops reading (backpressure). A frame larger than the buffer is streamed
 //! through in pieces.
+//!
+//! A handler sees each batch of complete frames once (`rewrite`): it may
+//! replace or drop frames (masking, refusals); frames it leaves alone are
+//! written from the read buffer.
 
 use super::stream::Stream;
 use crate::wire::pg::{peek_header, Side, WireError, HEADER_LEN};
@@ -19,7 +23,7 @@ use std::os::fd::RawFd;
 pub type Reader = OwnedReadHalf<Stream>;
 pub type Writer = OwnedWriteHalf<Stream>;
 
-/// What a pump does with a complete frame.
+/// What a pump does after a complete frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Forward,
@@ -27,13 +31,94 @@ pub enum Action {
     ForwardAndStop,
 }
 
+/// What to do with a frame too large for the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Large {
+    /// Pass it on in pieces as it arrives (through `large_chunk`).
+    Stream,
+    /// Drop it as it arrives (the handler has said why to the peer).
+    Discard,
+}
+
+/// A complete frame in the batch buffer: `buf[start..end]`, header included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRef {
+    pub tag: u8,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A frame replaced by `out[from..to]` of the handler's output (empty to drop it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edit {
+    pub frame_start: usize,
+    pub frame_end: usize,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// Rewrites of one batch: output bytes and where they go. Kept by the pump
+/// and reused, so a batch without edits allocates nothing.
+#[derive(Default)]
+pub struct Edits {
+    pub out: Vec<u8>,
+    pub list: Vec<Edit>,
+}
+
+impl Edits {
+    fn clear(&mut self) {
+        self.out.clear();
+        self.list.clear();
+    }
+
+    /// Replaces frame `f` with whatever `write` appends to `out`.
+    pub fn replace(&mut self, f: &FrameRef, write: impl FnOnce(&mut Vec<u8>)) {
+        let from = self.out.len();
+        write(&mut self.out);
+        self.list.push(Edit {
+            frame_start: f.start,
+            frame_end: f.end,
+            from,
+            to: self.out.len(),
+        });
+    }
+
+    pub fn drop_frame(&mut self, f: &FrameRef) {
+        let at = self.out.len();
+        self.list.push(Edit {
+            frame_start: f.start,
+            frame_end: f.end,
+            from: at,
+            to: at,
+        });
+    }
+}
+
+/// Why a handler refuses to let a batch through.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// Per-direction frame inspection.
 pub trait FrameHandler {
     /// A complete frame (`body` excludes tag and length).
     fn on_frame(&mut self, tag: u8, body: &[u8]) -> Action;
-    /// The start of a frame too large for the buffer; it is forwarded
-    /// unchanged as it arrives.
-    fn on_large_frame(&mut self, tag: u8, total_len: usize);
+    /// The batch of complete frames just read: record replacements in
+    /// `edits` (in frame order). Frames not named are forwarded unchanged.
+    fn rewrite(&mut self, _buf: &mut [u8], _frames: &[FrameRef], _edits: &mut Edits) {}
+    /// The start of a frame too large for the buffer. Bytes the handler
+    /// appends to `out` are written before the frame (or instead of it).
+    fn on_large_frame(&mut self, _tag: u8, _total_len: usize, _out: &mut Vec<u8>) -> Large {
+        Large::Stream
+    }
+    /// A piece of a streamed large frame, `chunk`, which may be changed in
+    /// place (same length). `last` is true for the frame's final piece.
+    /// Returns how many trailing bytes to hold back until the next piece
+    /// (context for matches across pieces); ignored for the last piece.
+    /// An error ends the session: part of the frame is already out.
+    fn large_chunk(&mut self, _chunk: &mut [u8], _last: bool) -> Result<usize, Refused> {
+        Ok(0)
+    }
     /// Bytes read from this side.
     fn on_read(&mut self, n: usize);
 }
@@ -54,6 +139,8 @@ pub enum PumpError {
     Write(io::Error),
     #[error(transparent)]
     Protocol(WireError),
+    #[error(transparent)]
+    Refused(Refused),
 }
 
 /// Sends as much of `data` as the socket takes now, without blocking.
@@ -84,18 +171,28 @@ fn try_send(fd: RawFd, data: &[u8]) -> usize {
     done
 }
 
-/// Writes `buf[from..to]` and gives the buffer back. `plain_fd` is the
-/// socket when it carries no TLS.
-async fn write_range(
-    w: &Mutex<Writer>,
+/// Where a pump writes: the peer's writer half, shared with the session for
+/// messages of gatehouse's own, and its descriptor when it carries no TLS.
+pub struct Sink<'a> {
+    pub w: &'a Mutex<Writer>,
+    pub plain_fd: Option<RawFd>,
+}
+
+/// Writes `buf[from..to]` (already locked) and gives the buffer back.
+async fn write_locked<B: IoBuf>(
+    w: &mut Writer,
     plain_fd: Option<RawFd>,
-    buf: Vec<u8>,
+    buf: B,
     mut from: usize,
     to: usize,
-) -> (io::Result<()>, Vec<u8>) {
-    let mut w = w.lock().await;
+) -> (io::Result<()>, B) {
+    if from == to {
+        return (Ok(()), buf);
+    }
     if let Some(fd) = plain_fd {
-        from += try_send(fd, &buf[from..to]);
+        // SAFETY: from..to lies within the initialised part of `buf`.
+        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr().add(from), to - from) };
+        from += try_send(fd, data);
         if from == to {
             return (Ok(()), buf);
         }
@@ -108,36 +205,104 @@ async fn write_range(
     (w.flush().await, buf)
 }
 
-#[allow(clippy::too_many_arguments)]
-/// Moves frames from `r` to `w` until EOF, an error, or the handler stops.
-/// `buf` may hold bytes already read; its capacity is raised to `cap`.
+/// Writes `buf[0..pos]` with the edits applied.
+async fn write_batch(sink: &Sink<'_>, buf: Vec<u8>, pos: usize, edits: &mut Edits) -> (io::Result<()>, Vec<u8>) {
+    let mut w = sink.w.lock().await;
+    if edits.list.is_empty() {
+        return write_locked(&mut w, sink.plain_fd, buf, 0, pos).await;
+    }
+    let out = std::mem::take(&mut edits.out);
+    let mut out = out;
+    let mut buf = buf;
+    let mut res = Ok(());
+    let mut at = 0;
+    for e in edits.list.iter().copied() {
+        if res.is_err() {
+            break;
+        }
+        let (r, b) = write_locked(&mut w, sink.plain_fd, buf, at, e.frame_start).await;
+        buf = b;
+        if r.is_err() {
+            res = r;
+            break;
+        }
+        let (r, o) = write_locked(&mut w, sink.plain_fd, out, e.from, e.to).await;
+        out = o;
+        res = r;
+        at = e.frame_end;
+    }
+    if res.is_ok() {
+        let (r, b) = write_locked(&mut w, sink.plain_fd, buf, at, pos).await;
+        buf = b;
+        res = r;
+    }
+    edits.out = out;
+    (res, buf)
+}
+
+/// Buffer sizes and limits of a pump.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub buffer: usize,
+    pub max_message: usize,
+}
+
+/// Moves frames from `r` to `sink` until EOF, an error, or the handler stops.
+/// `buf` may hold bytes already read; its capacity is raised to the limit.
 pub async fn pump<H: FrameHandler>(
     r: &mut Reader,
-    w: &Mutex<Writer>,
-    w_plain_fd: Option<RawFd>,
+    sink: Sink<'_>,
     side: Side,
     mut buf: Vec<u8>,
-    cap: usize,
-    max_msg: usize,
+    limits: Limits,
     h: &mut H,
 ) -> Result<PumpEnd, PumpError> {
-    if buf.capacity() < cap {
-        buf.reserve_exact(cap - buf.len());
+    if buf.capacity() < limits.buffer {
+        buf.reserve_exact(limits.buffer - buf.len());
     }
-    // Bytes of a large frame still to pass through unparsed.
-    let mut passthrough: usize = 0;
+    let mut frames: Vec<FrameRef> = Vec::with_capacity(64);
+    let mut edits = Edits::default();
+    // A large frame in progress: bytes of it not yet consumed, and whether
+    // it is being streamed or discarded.
+    let mut large: usize = 0;
+    let mut large_mode = Large::Stream;
     loop {
         let len = buf.len();
         let mut pos = 0;
         let mut stop = false;
         let mut err = None;
-        if passthrough > 0 {
-            pos = passthrough.min(len);
-            passthrough -= pos;
+        frames.clear();
+        edits.clear();
+        if large > 0 {
+            let n = large.min(len);
+            let last = n == large;
+            match large_mode {
+                Large::Discard => {
+                    large -= n;
+                    buf.drain(..n);
+                }
+                Large::Stream => {
+                    let hold = match h.large_chunk(&mut buf[..n], last) {
+                        Ok(hold) if !last => hold.min(n).min(limits.buffer / 4),
+                        Ok(_) => 0,
+                        Err(e) => return Err(PumpError::Refused(e)),
+                    };
+                    let send = n - hold;
+                    if send > 0 {
+                        let mut w = sink.w.lock().await;
+                        let (res, b) = write_locked(&mut w, sink.plain_fd, buf, 0, send).await;
+                        buf = b;
+                        res.map_err(PumpError::Write)?;
+                        buf.drain(..send);
+                    }
+                    large -= send;
+                }
+            }
         }
-        if passthrough == 0 {
+        let len = buf.len();
+        if large == 0 {
             loop {
-                match peek_header(&buf[pos..], side, max_msg) {
+                match peek_header(&buf[pos..], side, limits.max_message) {
                     Err(e) => {
                         err = Some(e);
                         break;
@@ -145,14 +310,26 @@ pub async fn pump<H: FrameHandler>(
                     Ok(None) => break,
                     Ok(Some(hd)) => {
                         if len - pos < hd.total_len {
-                            if hd.total_len > buf.capacity() {
-                                h.on_large_frame(hd.tag, hd.total_len);
-                                passthrough = hd.total_len - (len - pos);
-                                pos = len;
+                            if hd.total_len > buf.capacity() && pos == 0 {
+                                large_mode = h.on_large_frame(hd.tag, hd.total_len, &mut edits.out);
+                                large = hd.total_len;
+                                if !edits.out.is_empty() {
+                                    let out = std::mem::take(&mut edits.out);
+                                    let n = out.len();
+                                    let mut w = sink.w.lock().await;
+                                    let (res, out) = write_locked(&mut w, sink.plain_fd, out, 0, n).await;
+                                    edits.out = out;
+                                    res.map_err(PumpError::Write)?;
+                                }
                             }
                             break;
                         }
                         let action = h.on_frame(hd.tag, &buf[pos + HEADER_LEN..pos + hd.total_len]);
+                        frames.push(FrameRef {
+                            tag: hd.tag,
+                            start: pos,
+                            end: pos + hd.total_len,
+                        });
                         pos += hd.total_len;
                         if action == Action::ForwardAndStop {
                             stop = true;
@@ -163,7 +340,8 @@ pub async fn pump<H: FrameHandler>(
             }
         }
         if pos > 0 {
-            let (res, b) = write_range(w, w_plain_fd, buf, 0, pos).await;
+            h.rewrite(&mut buf[..pos], &frames, &mut edits);
+            let (res, b) = write_batch(&sink, buf, pos, &mut edits).await;
             buf = b;
             res.map_err(PumpError::Write)?;
         }
@@ -176,6 +354,11 @@ pub async fn pump<H: FrameHandler>(
         if pos > 0 {
             buf.copy_within(pos..len, 0);
             buf.truncate(len - pos);
+        }
+        if large > 0 && !buf.is_empty() && buf.len() < large && buf.len() < buf.capacity() / 2 {
+            // Fall through to read more before handing a tiny piece over.
+        } else if large > 0 && !buf.is_empty() {
+            continue;
         }
         let start = buf.len();
         let end = buf.capacity();

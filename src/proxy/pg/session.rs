@@ -4,7 +4,8 @@
 
 use super::conn::{Conn, ConnError};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
-use super::relay::{pump, Action, FrameHandler, PumpEnd, PumpError};
+use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
+use super::scanning::{ClientSide, ServerSide, SessionCtx};
 use super::state::{Shared, State};
 use super::stream::Stream;
 use super::upstream::{self, UpstreamError};
@@ -295,7 +296,7 @@ async fn handshake(
         ));
     }
     let loopback = peer.ip().to_canonical().is_loopback();
-    if !tls && !(loopback && srv.allow_cleartext_on_loopback) {
+    if !(tls || loopback && srv.allow_cleartext_on_loopback) {
         let hint = if state.server_tls.is_some() {
             "connect with sslmode=require"
         } else {
@@ -391,60 +392,6 @@ async fn handshake(
     })))
 }
 
-struct ClientSide<'a> {
-    shared: &'a Shared,
-    handle: &'a SessionHandle,
-    bytes: u64,
-    statements: u64,
-}
-
-impl FrameHandler for ClientSide<'_> {
-    #[inline]
-    fn on_frame(&mut self, tag: u8, _body: &[u8]) -> Action {
-        match tag {
-            b'Q' | b'E' => {
-                self.statements += 1;
-                Action::Forward
-            }
-            b'X' => Action::ForwardAndStop,
-            _ => Action::Forward,
-        }
-    }
-    fn on_large_frame(&mut self, _tag: u8, _len: usize) {}
-    #[inline]
-    fn on_read(&mut self, n: usize) {
-        self.bytes += n as u64;
-        self.handle.touch(self.shared.now());
-    }
-}
-
-struct ServerSide<'a> {
-    shared: &'a Shared,
-    handle: &'a SessionHandle,
-    bytes: u64,
-    rows: u64,
-}
-
-impl FrameHandler for ServerSide<'_> {
-    #[inline]
-    fn on_frame(&mut self, tag: u8, _body: &[u8]) -> Action {
-        if tag == b'D' {
-            self.rows += 1;
-        }
-        Action::Forward
-    }
-    fn on_large_frame(&mut self, tag: u8, _len: usize) {
-        if tag == b'D' {
-            self.rows += 1;
-        }
-    }
-    #[inline]
-    fn on_read(&mut self, n: usize) {
-        self.bytes += n as u64;
-        self.handle.touch(self.shared.now());
-    }
-}
-
 /// Half-closes the client's socket and discards its input until it closes,
 /// within [`LINGER_TIME`] and [`LINGER_MAX_BYTES`]. Closing a socket with
 /// unread input sends a reset, and a client still writing (say, the rest of a
@@ -517,31 +464,29 @@ async fn relay(
 
     let closing = Cell::new(false);
     let end: Cell<&'static str> = Cell::new("");
-    let mut cs = ClientSide {
+    let ctx = SessionCtx {
         shared,
         handle: &handle,
-        bytes: 0,
-        statements: 0,
+        engine: state.scan.as_deref(),
+        refuse_client_secrets: state.config.scan.refuse_client_secrets,
+        max_value: state.config.scan.max_value_bytes,
+        suppress: Default::default(),
+        masked: Default::default(),
+        client_secrets: Cell::new(0),
     };
-    let mut ss = ServerSide {
-        shared,
-        handle: &handle,
-        bytes: 0,
-        rows: 0,
+    let limits = Limits {
+        buffer: cap,
+        max_message: max_msg,
     };
+    let mut cs = ClientSide::new(&ctx);
+    let mut ss = ServerSide::new(&ctx);
 
     let c2s = async {
-        let r = pump(
-            &mut cr,
-            &uw,
-            upstream_plain,
-            Side::Frontend,
-            cbuf,
-            cap,
-            max_msg,
-            &mut cs,
-        )
-        .await;
+        let sink = Sink {
+            w: &uw,
+            plain_fd: upstream_plain,
+        };
+        let r = pump(&mut cr, sink, Side::Frontend, cbuf, limits, &mut cs).await;
         let first = !closing.replace(true);
         let mut refused = false;
         match (&r, handle.killed()) {
@@ -576,7 +521,11 @@ async fn relay(
         }
     };
     let s2c = async {
-        let r = pump(&mut ur, &cw, client_plain, Side::Backend, ubuf, cap, max_msg, &mut ss).await;
+        let sink = Sink {
+            w: &cw,
+            plain_fd: client_plain,
+        };
+        let r = pump(&mut ur, sink, Side::Backend, ubuf, limits, &mut ss).await;
         if closing.replace(true) || handle.killed().is_some() {
             return;
         }
@@ -608,6 +557,12 @@ async fn relay(
                 end.set("upstream-protocol-error");
             }
             Err(PumpError::Write(_)) => end.set("client-disconnect"),
+            Err(PumpError::Refused(why)) => {
+                // Part of a large value is already out: the protocol cannot
+                // carry an error now, so the connection is closed.
+                tracing::warn!(target: "gatehouse::scan", session = pid, error = %why, "closing the session: a streamed value could not be scanned");
+                end.set("scan-failed");
+            }
         }
         shutdown_fd(client_fd, libc::SHUT_RD);
     };
@@ -625,6 +580,9 @@ async fn relay(
         bytes_out = ss.bytes,
         statements = cs.statements,
         rows = ss.rows,
+        masked = ctx.masked_total(),
+        masked_rules = %ctx.masked_summary(),
+        client_secrets = ctx.client_secrets.get(),
         duration_ms = started.elapsed().as_millis() as u64,
         end = end.get(),
         "session close"

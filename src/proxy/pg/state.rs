@@ -5,7 +5,9 @@ use super::registry::Registry;
 use super::tls;
 use crate::config::{Config, Target};
 use crate::identity::{Authenticator, StaticTokens};
+use crate::scan::{self, Engine};
 use arc_swap::ArcSwap;
+use sha2::Digest;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ pub struct State {
     pub server_tls: Option<Arc<rustls::ServerConfig>>,
     pub targets: Vec<TargetRt>,
     pub auth: Box<dyn Authenticator>,
+    /// The compiled secret rules; `None` when scanning is off.
+    pub scan: Option<Arc<Engine>>,
 }
 
 impl State {
@@ -42,11 +46,17 @@ impl State {
             });
         }
         let auth = Box::new(StaticTokens::from_config(&config.identities));
+        let scan = if config.scan.enabled {
+            Some(Arc::new(build_engine(&config)?))
+        } else {
+            None
+        };
         Ok(State {
             config,
             server_tls,
             targets,
             auth,
+            scan,
         })
     }
 
@@ -57,6 +67,27 @@ impl State {
                 && (t.cfg.client_users.is_empty() || t.cfg.client_users.iter().any(|u| u == user))
         })
     }
+}
+
+/// Compiles the secret rules the configuration names.
+pub fn build_engine(config: &Config) -> Result<Engine, String> {
+    let sc = &config.scan;
+    let mut extra = Vec::with_capacity(sc.rules.len());
+    for t in &sc.rules {
+        let r: scan::Rule = toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e| format!("scan.rule: {e}"))?;
+        extra.push(r);
+    }
+    let rules = scan::assemble(sc.rules_file.as_deref(), &sc.disabled_rules, extra)?;
+    let key_text = match (&sc.hash_key, &sc.hash_key_env) {
+        (Some(k), _) => k.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| format!("scan.hash_key_env: {var} is not set"))?,
+        // Without a configured key, hash masks are stable for this process only.
+        (None, None) => hex::encode(rand::random::<[u8; 32]>()),
+    };
+    let key: [u8; 32] = sha2::Sha256::digest(key_text.as_bytes()).into();
+    Engine::new(&rules, key).map_err(|e| e.to_string())
 }
 
 /// Process-wide state shared by all workers.

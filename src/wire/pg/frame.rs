@@ -239,7 +239,7 @@ mod tests {
         );
         assert_eq!(f.next_frame().unwrap().unwrap(), Frame { tag: b'S', body: b"" });
         assert_eq!(f.next_frame().unwrap(), None);
-        assert_eq!(f.consumed(), 10 + 5);
+        assert_eq!(f.consumed(), 14 + 5);
     }
 
     #[test]

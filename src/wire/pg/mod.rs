@@ -7,10 +7,12 @@
 mod build;
 mod frame;
 mod startup;
+mod values;
 
 pub use build::*;
 pub use frame::*;
 pub use startup::*;
+pub use values::*;
 
 /// The protocol version gatehouse speaks on both sides: 3.0.
 pub const PROTOCOL_3_0: u32 = 3 << 16;
