@@ -25,6 +25,18 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Scans a file (or stdin with `-`) for secrets and prints findings as JSON lines.
+    Scan {
+        /// The input; `-` or nothing for stdin.
+        file: Option<PathBuf>,
+        /// Rules file (default: the rules built into the binary, or the
+        /// configuration's with --config).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Use the scanning settings of this configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Tokens: `gatehouse token hash` prints the stored form of a token read from stdin.
     Token {
         #[command(subcommand)]
@@ -89,6 +101,30 @@ fn run() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        Cmd::Scan { file, rules, config } => {
+            let engine = match (&config, &rules) {
+                (Some(c), _) => {
+                    let mut cfg = gatehouse::config::Config::load(c)?;
+                    if rules.is_some() {
+                        cfg.scan.rules_file = rules.clone();
+                    }
+                    gatehouse::proxy::pg::state::build_engine(&cfg).map_err(|e| anyhow::anyhow!(e))?
+                }
+                (None, r) => {
+                    let rules =
+                        gatehouse::scan::assemble(r.as_deref(), &[], Vec::new()).map_err(|e| anyhow::anyhow!(e))?;
+                    gatehouse::scan::Engine::new(&rules, [0; 32])?
+                }
+            };
+            let input: Box<dyn Read> = match file.as_deref() {
+                None => Box::new(std::io::stdin().lock()),
+                Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+                Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
+            };
+            let n = gatehouse::scan::report::scan_stream(&engine, input, &mut std::io::stdout().lock())?;
+            eprintln!("{n} findings");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Token { cmd: TokenCmd::Hash } => {
             let mut s = String::new();
             std::io::stdin()

@@ -2,6 +2,7 @@
 //! Pure: no I/O beyond reading a rules file.
 
 pub mod engine;
+pub mod report;
 pub mod rules;
 
 pub use engine::{Engine, Finding, Hit, ScanError};
