@@ -72,6 +72,7 @@ pub enum End {
 pub type Frames = Vec<(u8, Vec<u8>)>;
 
 /// A raw client connection that records every byte it receives.
+#[derive(Debug)]
 pub struct Raw {
     pub s: TcpStream,
     /// Every byte received so far.
@@ -82,7 +83,10 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(port: u16) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to gatehouse");
+        Raw::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect to gatehouse"))
+    }
+
+    pub fn from_stream(s: TcpStream) -> Raw {
         s.set_nodelay(true).ok();
         Raw {
             s,
