@@ -455,41 +455,60 @@ impl FrameHandler for ClientSide<'_> {
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
         let Some(engine) = self.ctx.engine else { return };
-        for f in frames {
-            if !matches!(f.tag, b'Q' | b'P' | b'B') {
-                continue;
-            }
-            let frame = &buf[f.start..f.end];
-            self.hits.clear();
-            let found = match engine.scan(frame, &mut self.hits) {
-                Ok(()) if self.hits.is_empty() => continue,
-                Ok(()) => {
-                    let mut out = Vec::new();
-                    for h in &self.hits {
-                        engine.confirm(frame, HEADER_LEN, frame.len(), h, &mut out);
-                    }
-                    out
-                }
-                Err(e) => {
-                    tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan a statement");
-                    continue;
-                }
+        let is_stmt = |f: &FrameRef| matches!(f.tag, b'Q' | b'P' | b'B');
+        let (Some(first), Some(last)) = (frames.iter().position(is_stmt), frames.iter().rposition(is_stmt)) else {
+            return;
+        };
+        // One pass over all statements of the batch.
+        let (lo, hi) = (frames[first].start, frames[last].end);
+        self.hits.clear();
+        if let Err(e) = engine.scan(&buf[lo..hi], &mut self.hits) {
+            tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan statements");
+            return;
+        }
+        if self.hits.is_empty() {
+            return;
+        }
+        // Confirmed findings per statement frame, in frame order.
+        let mut flagged: Vec<(usize, u32)> = Vec::new();
+        let mut tmp = Vec::new();
+        for h in &self.hits {
+            let (a, b) = (lo + h.first_end, lo + h.last_end);
+            let hit = Hit {
+                rule: h.rule,
+                first_end: a,
+                last_end: b,
             };
-            let Some(first) = found.first() else { continue };
+            let mut i = frames[first..=last].partition_point(|f| f.end < a) + first;
+            while i <= last && frames[i].start < b.max(a + 1) {
+                let f = frames[i];
+                if is_stmt(&f) && !flagged.iter().any(|(j, _)| *j == i) {
+                    tmp.clear();
+                    engine.confirm(buf, f.start + HEADER_LEN, f.end, &hit, &mut tmp);
+                    if let Some(x) = tmp.first() {
+                        flagged.push((i, x.rule));
+                    }
+                }
+                i += 1;
+            }
+        }
+        flagged.sort_unstable();
+        for (i, rule) in flagged {
+            let f = frames[i];
             self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
-            let rule = engine.rule_id(first.rule).to_string();
+            let rule = engine.rule_id(rule).to_string();
             tracing::info!(target: "gatehouse::scan", rule = %rule, refused = self.ctx.refuse_client_secrets, "statement from the client carries a secret");
             if !self.ctx.refuse_client_secrets {
                 continue;
             }
             let sql = refusal_sql(&rule);
             if f.tag == b'Q' {
-                edits.replace(f, |out| pg::cstring_message(out, b'Q', sql.as_bytes()));
+                edits.replace(&f, |out| pg::cstring_message(out, b'Q', sql.as_bytes()));
             } else {
                 // Parse + Bind + Execute of the refusal on the unnamed
                 // statement; the server answers ParseComplete, BindComplete
                 // (dropped on the way back) and the error, then skips to Sync.
-                edits.replace(f, |out| {
+                edits.replace(&f, |out| {
                     let at = pg::begin(out, b'P');
                     out.push(0);
                     out.extend_from_slice(sql.as_bytes());
