@@ -305,3 +305,58 @@ fn random_bytes_after_login_never_crash_the_gateway() {
     assert!(started.elapsed() < Duration::from_secs(240));
     assert_serving(&g);
 }
+
+#[test]
+fn upstream_dying_mid_large_row_closes_the_client() {
+    let g = Gatehouse::start("", "");
+    let marker = format!("gh_kill_large_{}", std::process::id());
+    let app = format!("gh-large-{}", std::process::id());
+    let mut c = login(&g, &app);
+    // One DataRow of 200 MB: far larger than the relay's buffers, so it is
+    // streamed through in pieces when the upstream dies.
+    const ROW: usize = 200_000_000;
+    c.send(&query(&format!("select repeat('x', {ROW}) /* {marker} */")))
+        .expect("query");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut all = Vec::new();
+    c.s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    while all.len() < 4 << 20 {
+        let n = std::io::Read::read(&mut c.s, &mut buf).expect("read the row");
+        assert!(n > 0, "closed early");
+        all.extend_from_slice(&buf[..n]);
+    }
+    let killed = direct(&format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where query like '%{marker}%' and pid <> pg_backend_pid()"
+    ));
+    assert_eq!(killed, vec!["t".to_string()]);
+    // Whatever is buffered arrives, then the connection must close.
+    let t = Instant::now();
+    loop {
+        match std::io::Read::read(&mut c.s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the client hung after the upstream died"
+        );
+    }
+    // RowDescription, then the DataRow's header and as much of its value as
+    // was sent, and nothing else: the protocol cannot carry an error inside
+    // a half-sent row, so none may be injected there.
+    assert_eq!(all[0], b'T');
+    let t_len = u32::from_be_bytes([all[1], all[2], all[3], all[4]]) as usize;
+    let d = &all[1 + t_len..];
+    assert_eq!(d[0], b'D');
+    assert_eq!(u32::from_be_bytes([d[1], d[2], d[3], d[4]]) as usize, 4 + 2 + 4 + ROW);
+    let value = &d[11..];
+    assert!(value.len() < ROW, "the whole row arrived");
+    if let Some(at) = value.iter().position(|&b| b != b'x') {
+        panic!(
+            "bytes inside the half-sent row are not the row's: {:?}",
+            String::from_utf8_lossy(&value[at..(at + 200).min(value.len())])
+        );
+    }
+    assert_upstream_gone(&app);
+    assert_serving(&g);
+}

@@ -176,6 +176,10 @@ fn try_send(fd: RawFd, data: &[u8]) -> usize {
 pub struct Sink<'a> {
     pub w: &'a Mutex<Writer>,
     pub plain_fd: Option<RawFd>,
+    /// True while part of a streamed large frame is out and the rest is not:
+    /// nothing else may be written to this peer then. Changed only under the
+    /// writer lock.
+    pub mid_frame: &'a std::cell::Cell<bool>,
 }
 
 /// Writes `buf[from..to]` (already locked) and gives the buffer back.
@@ -290,9 +294,11 @@ pub async fn pump<H: FrameHandler>(
                     let send = n - hold;
                     if send > 0 {
                         let mut w = sink.w.lock().await;
+                        sink.mid_frame.set(true);
                         let (res, b) = write_locked(&mut w, sink.plain_fd, buf, 0, send).await;
                         buf = b;
                         res.map_err(PumpError::Write)?;
+                        sink.mid_frame.set(send < large);
                         buf.drain(..send);
                     }
                     large -= send;

@@ -414,8 +414,14 @@ async fn linger(r: &mut super::relay::Reader, client_fd: RawFd) {
     let _ = monoio::time::timeout(LINGER_TIME, drain).await;
 }
 
-async fn write_frame(w: &Mutex<super::relay::Writer>, frame: Vec<u8>) {
+/// Writes a frame of gatehouse's own, unless the peer is in the middle of a
+/// streamed frame: the protocol cannot carry it there, so the caller's
+/// close is all the peer gets (as when a server dies mid-message).
+async fn write_frame(w: &Mutex<super::relay::Writer>, mid_frame: &Cell<bool>, frame: Vec<u8>) {
     let mut w = w.lock().await;
+    if mid_frame.get() {
+        return;
+    }
     let fut = async {
         let (res, _) = w.write_all(frame).await;
         if res.is_ok() {
@@ -463,6 +469,7 @@ async fn relay(
     let reg = RegGuard(shared, pid);
 
     let closing = Cell::new(false);
+    let (client_mid, upstream_mid) = (Cell::new(false), Cell::new(false));
     let end: Cell<&'static str> = Cell::new("");
     let ctx = SessionCtx {
         shared,
@@ -485,6 +492,7 @@ async fn relay(
         let sink = Sink {
             w: &uw,
             plain_fd: upstream_plain,
+            mid_frame: &upstream_mid,
         };
         let r = pump(&mut cr, sink, Side::Frontend, cbuf, limits, &mut cs).await;
         let first = !closing.replace(true);
@@ -494,7 +502,7 @@ async fn relay(
                 let (code, msg) = reason.client_error();
                 let mut f = Vec::new();
                 pg::fatal(&mut f, code, msg);
-                write_frame(&cw, f).await;
+                write_frame(&cw, &client_mid, f).await;
                 end.set(reason.as_str());
             }
             (Ok(PumpEnd::Stopped), _) => end.set("client-terminate"),
@@ -502,7 +510,7 @@ async fn relay(
             (Err(PumpError::Protocol(e)), _) => {
                 let mut f = Vec::new();
                 pg::fatal(&mut f, e.sqlstate(), &format!("client sent an invalid message: {e}"));
-                write_frame(&cw, f).await;
+                write_frame(&cw, &client_mid, f).await;
                 end.set("protocol-error");
                 refused = true;
             }
@@ -513,7 +521,7 @@ async fn relay(
         let mut t = Vec::with_capacity(5);
         pg::terminate(&mut t);
         if !matches!(r, Ok(PumpEnd::Stopped)) {
-            write_frame(&uw, t).await;
+            write_frame(&uw, &upstream_mid, t).await;
         }
         shutdown_fd(upstream_fd, libc::SHUT_RDWR);
         if refused {
@@ -524,6 +532,7 @@ async fn relay(
         let sink = Sink {
             w: &cw,
             plain_fd: client_plain,
+            mid_frame: &client_mid,
         };
         let r = pump(&mut ur, sink, Side::Backend, ubuf, limits, &mut ss).await;
         if closing.replace(true) || handle.killed().is_some() {
@@ -543,7 +552,7 @@ async fn relay(
                     None,
                     Some("The database server may have restarted or ended this session; reconnect to try again."),
                 );
-                write_frame(&cw, f).await;
+                write_frame(&cw, &client_mid, f).await;
                 end.set("upstream-lost");
             }
             Err(PumpError::Protocol(e)) => {
@@ -553,7 +562,7 @@ async fn relay(
                     e.sqlstate(),
                     &format!("target \"{target}\" sent a message gatehouse cannot pass on: {e}"),
                 );
-                write_frame(&cw, f).await;
+                write_frame(&cw, &client_mid, f).await;
                 end.set("upstream-protocol-error");
             }
             Err(PumpError::Write(_)) => end.set("client-disconnect"),
