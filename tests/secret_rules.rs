@@ -430,6 +430,7 @@ fn keywords_hold_for_every_match() {
         texts.extend(r.negative_examples.iter().cloned());
     }
     texts.extend(bound_cases().into_iter().map(|c| c.0));
+    texts.extend(format_samples().into_iter().map(|c| c.1));
     let mut bad = Vec::new();
     for rule in &rf.rules {
         for kw in &rule.keywords {
@@ -479,6 +480,51 @@ impl Gen {
     }
     fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
         v[self.below(v.len() as u64) as usize]
+    }
+    fn from(&mut self, alphabet: &str, n: usize) -> String {
+        let a = alphabet.as_bytes();
+        (0..n).map(|_| a[self.below(a.len() as u64) as usize] as char).collect()
+    }
+    fn alnum(&mut self, n: usize) -> String {
+        self.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", n)
+    }
+    fn lower(&mut self, n: usize) -> String {
+        self.from("abcdefghijklmnopqrstuvwxyz0123456789", n)
+    }
+    fn upper(&mut self, n: usize) -> String {
+        self.from("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", n)
+    }
+    fn letters(&mut self, n: usize) -> String {
+        self.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", n)
+    }
+    fn digits(&mut self, n: usize) -> String {
+        self.from("123456789", n)
+    }
+    /// base64url alphabet, starting and ending with an alphanumeric.
+    fn url(&mut self, n: usize) -> String {
+        format!(
+            "{}{}{}",
+            self.alnum(1),
+            self.from(
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
+                n - 2
+            ),
+            self.alnum(1)
+        )
+    }
+    fn b64(&mut self, n: usize) -> String {
+        self.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", n)
+    }
+    fn uuid(&mut self) -> String {
+        let h = self.hex(32);
+        format!(
+            "{}-{}-4{}-a{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[13..16],
+            &h[17..20],
+            &h[20..32]
+        )
     }
 }
 
@@ -795,4 +841,394 @@ fn findings_cover_exactly_the_secret() {
         }
     }
     assert!(bad.is_empty(), "bounds:\n{}", bad.join("\n"));
+}
+
+/// A sample of each token format that no Nosey Parker example exercises,
+/// made from the format's public description with random characters:
+/// (rule, text the rule must find something in).
+fn format_samples() -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    let mut g = Gen(0x5ec2_e75a_3b1e_0001);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let b64nopad = |b: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(b);
+    let uuid = g.uuid();
+    let pem_lines = (0..6).map(|_| g.b64(64)).collect::<Vec<_>>().join("\n");
+    let sentry_claims =
+        r#"{"iat":1700000000.0,"url":"https://sentry.io","region_url":"https://us.sentry.io","org":"example"}"#;
+    vec![
+        (
+            "aws-bedrock-api-key",
+            format!("AWS_BEARER_TOKEN_BEDROCK=ABSK{}", g.b64(132)),
+        ),
+        (
+            "gcp-service-account-private-key-id",
+            format!(
+                "{{\"type\": \"service_account\", \"private_key_id\": \"{}\"}}",
+                g.hex(40)
+            ),
+        ),
+        (
+            "firebase-cloud-messaging-server-key",
+            format!("key=AAAA{}:APA91b{}", g.url(7), g.url(134)),
+        ),
+        (
+            "azure-sas-token",
+            format!(
+                "https://acct.blob.core.windows.net/c/b.txt?sv=2022-11-02&ss=b&srt=co&sp=r&se=2025-01-01T00:00:00Z\
+                 &st=2024-01-01T00:00:00Z&spr=https&sig={}%3D",
+                g.alnum(43)
+            ),
+        ),
+        (
+            "azure-ad-client-secret",
+            format!("AZURE_CLIENT_SECRET=\"aB3{}Q~{}\"", g.digits(1), g.alnum(34)),
+        ),
+        ("alibaba-access-key-id", format!("AccessKeyId: LTAI{}", g.alnum(20))),
+        (
+            "alibaba-access-key-secret",
+            format!("ALIBABA_CLOUD_ACCESS_KEY_SECRET={}", g.alnum(30)),
+        ),
+        ("tencent-cloud-secret-id", format!("SecretId: AKID{}", g.alnum(32))),
+        ("ibm-cloud-api-key", format!("IBMCLOUD_API_KEY={}", g.url(44))),
+        (
+            "oracle-oci-key-passphrase",
+            format!(
+                "[DEFAULT]\nkey_file=~/.oci/oci_api_key.pem\npass_phrase={}\n",
+                g.alnum(16)
+            ),
+        ),
+        ("scaleway-access-key", format!("SCW_ACCESS_KEY=SCW{}", g.upper(17))),
+        ("scaleway-secret-key", format!("SCW_SECRET_KEY={uuid}")),
+        ("heroku-api-key-v2", format!("HRKU-AA{}", g.url(58))),
+        ("cloudflare-api-token", format!("CLOUDFLARE_API_TOKEN={}", g.url(40))),
+        ("cloudflare-global-api-key", format!("CLOUDFLARE_API_KEY={}", g.hex(37))),
+        ("cloudflare-origin-ca-key", format!("v1.0-{}-{}", g.hex(24), g.hex(146))),
+        ("flyio-access-token", format!("FLY_API_TOKEN=fo1_{}", g.url(43))),
+        ("supabase-access-token", format!("sbp_{}", g.hex(40))),
+        ("planetscale-api-token", format!("pscale_tkn_{}", g.alnum(43))),
+        ("planetscale-oauth-token", format!("pscale_oauth_{}", g.alnum(43))),
+        ("planetscale-password", format!("pscale_pw_{}", g.alnum(43))),
+        ("openshift-user-token", format!("oc login --token=sha256~{}", g.url(43))),
+        ("scalingo-api-token", format!("tk-us-{}", g.url(48))),
+        ("pulumi-access-token", format!("PULUMI_ACCESS_TOKEN=pul-{}", g.hex(40))),
+        (
+            "terraform-cloud-api-token",
+            format!("token = \"{}.atlasv1.{}\"", g.alnum(14), g.alnum(67)),
+        ),
+        ("infracost-api-token", format!("ico-{}", g.alnum(32))),
+        ("clickhouse-cloud-api-secret", format!("4b1d{}", g.alnum(38))),
+        (
+            "harness-api-key",
+            format!("pat.{}.{}.{}", g.url(22), g.alnum(24), g.alnum(20)),
+        ),
+        ("octopus-deploy-api-key", format!("API-{}", g.upper(26))),
+        (
+            "defined-networking-api-token",
+            format!("dnkey-{}-{}", g.alnum(26), g.alnum(52)),
+        ),
+        ("yandex-cloud-iam-token", format!("t1.{}.{}", g.url(20), g.url(86))),
+        ("yandex-cloud-api-key", format!("AQVN{}", g.url(36))),
+        (
+            "yandex-cloud-static-access-key",
+            format!("YANDEX_SECRET_KEY=YC{}", g.url(38)),
+        ),
+        (
+            "onepassword-secret-key",
+            format!(
+                "A3-{}-{}-{}-{}-{}",
+                g.upper(6),
+                g.upper(11),
+                g.upper(5),
+                g.upper(5),
+                g.upper(5)
+            ),
+        ),
+        (
+            "onepassword-service-account-token",
+            format!("OP_SERVICE_ACCOUNT_TOKEN=ops_eyJ{}", g.b64(300)),
+        ),
+        (
+            "gitlab-runner-authentication-token",
+            format!("token = \"glrt-{}\"", g.url(20)),
+        ),
+        ("gitlab-deploy-token", format!("gldt-{}", g.url(20))),
+        ("gitlab-feed-token", format!("glft-{}", g.url(20))),
+        ("gitlab-incoming-mail-token", format!("glimt-{}", g.url(25))),
+        ("gitlab-kubernetes-agent-token", format!("glagent-{}", g.url(50))),
+        ("gitlab-oauth-app-secret", format!("gloas-{}", g.url(64))),
+        ("gitlab-ci-job-token", format!("glcbt-64_{}", g.url(20))),
+        ("gitlab-feature-flags-client-token", format!("glffct-{}", g.url(20))),
+        ("gitlab-scim-token", format!("glsoat-{}", g.url(20))),
+        (
+            "gitlab-session-cookie",
+            format!("Cookie: _gitlab_session={}", g.lower(32)),
+        ),
+        (
+            "circleci-personal-token",
+            format!("CCIPAT_{}_{}", g.alnum(22), g.hex(40)),
+        ),
+        ("circleci-token", format!("CIRCLECI_TOKEN={}", g.hex(40))),
+        ("travis-ci-token", format!("TRAVIS_API_TOKEN={}", g.url(22))),
+        ("buildkite-user-token", format!("bkua_{}", g.hex(40))),
+        ("drone-ci-token", format!("DRONE_TOKEN={}", g.alnum(32))),
+        ("sonarqube-token", format!("SONAR_TOKEN=squ_{}", g.hex(40))),
+        ("codecov-token", format!("CODECOV_TOKEN={}", g.uuid())),
+        ("snyk-api-token", format!("SNYK_TOKEN={}", g.uuid())),
+        ("prefect-api-token", format!("pnu_{}", g.alnum(36))),
+        ("readme-api-token", format!("rdme_{}", g.lower(70))),
+        (
+            "npm-legacy-auth-token",
+            format!("//registry.npmjs.org/:_authToken={}", g.uuid()),
+        ),
+        ("clojars-deploy-token", format!("CLOJARS_{}", g.lower(60))),
+        ("dockerhub-organization-access-token", format!("dckr_oat_{}", g.url(32))),
+        (
+            "docker-config-auth",
+            format!(
+                "{{\"auths\": {{\"registry.example.com\": {{\"auth\": \"{}\"}}}}}}",
+                b64("deploy:Reg1stry-Pa55")
+            ),
+        ),
+        ("artifactory-reference-token", format!("cmVmd{}", g.alnum(59))),
+        ("slack-config-access-token", format!("xoxe.xoxp-1-{}", g.upper(164))),
+        ("slack-config-refresh-token", format!("xoxe-1-{}", g.upper(146))),
+        ("slack-workspace-token", format!("xoxa-2-{}", g.alnum(40))),
+        (
+            "slack-legacy-token",
+            format!("xoxs-{}-{}-{}-{}", g.digits(10), g.digits(11), g.digits(12), g.hex(64)),
+        ),
+        (
+            "discord-bot-token",
+            format!("DISCORD_TOKEN=M{}.{}.{}", g.alnum(23), g.url(6), g.url(27)),
+        ),
+        (
+            "discord-webhook-url",
+            format!("https://discord.com/api/webhooks/{}/{}", g.digits(18), g.url(68)),
+        ),
+        ("discord-client-secret", format!("DISCORD_CLIENT_SECRET={}", g.url(32))),
+        (
+            "google-chat-webhook",
+            format!(
+                "https://chat.googleapis.com/v1/spaces/AAAA{}/messages?key=AIza{}&token={}%3D",
+                g.url(7),
+                g.url(35),
+                g.url(43)
+            ),
+        ),
+        (
+            "zapier-webhook-url",
+            format!("https://hooks.zapier.com/hooks/catch/{}/{}/", g.digits(7), g.lower(7)),
+        ),
+        (
+            "mailgun-private-api-key",
+            format!("MAILGUN_API_KEY={}-{}-{}", g.hex(32), g.hex(8), g.hex(8)),
+        ),
+        ("mailgun-public-key", format!("pubkey-{}", g.hex(32))),
+        ("brevo-api-key", format!("xkeysib-{}-{}", g.hex(64), g.alnum(16))),
+        ("messagebird-api-key", format!("MESSAGEBIRD_API_KEY={}", g.alnum(25))),
+        ("intercom-access-token", format!("INTERCOM_ACCESS_TOKEN={}", g.url(60))),
+        ("zendesk-api-token", format!("ZENDESK_API_TOKEN={}", g.alnum(40))),
+        ("hubspot-private-app-token", format!("pat-na1-{}", g.uuid())),
+        ("mattermost-access-token", format!("MATTERMOST_TOKEN={}", g.lower(26))),
+        (
+            "asana-personal-access-token",
+            format!("1/{}:{}", g.digits(16), g.hex(32)),
+        ),
+        ("linear-api-key", format!("lin_api_{}", g.alnum(40))),
+        (
+            "notion-integration-token",
+            format!("ntn_{}{}", g.digits(11), g.alnum(35)),
+        ),
+        (
+            "airtable-personal-access-token",
+            format!("pat{}.{}", g.alnum(14), g.hex(64)),
+        ),
+        ("clickup-personal-token", format!("pk_{}_{}", g.digits(8), g.upper(32))),
+        ("contentful-personal-access-token", format!("CFPAT-{}", g.url(43))),
+        ("typeform-personal-access-token", format!("tfp_{}", g.url(59))),
+        ("figma-personal-access-token", format!("figd_{}", g.url(40))),
+        ("frameio-api-token", format!("fio-u-{}", g.url(64))),
+        (
+            "twitter-bearer-token",
+            format!(
+                "TWITTER_BEARER_TOKEN={}{}%3D{}",
+                "A".repeat(22),
+                g.alnum(40),
+                g.alnum(50)
+            ),
+        ),
+        ("splunk-hec-token", format!("Authorization: Splunk {}", g.uuid())),
+        ("maxmind-license-key", format!("{}_{}_mmk", g.alnum(6), g.alnum(29))),
+        ("datadog-api-key", format!("DD_API_KEY={}", g.hex(32))),
+        ("datadog-application-key", format!("DD_APP_KEY={}", g.hex(40))),
+        (
+            "sentry-org-token",
+            format!("sntrys_{}_{}", b64(sentry_claims), g.b64(43)),
+        ),
+        ("sentry-user-token", format!("sntryu_{}", g.hex(64))),
+        ("new-relic-browser-api-key", format!("NRJS-{}", g.hex(19))),
+        ("stripe-restricted-key", format!("rk_live_{}", g.alnum(99))),
+        (
+            "stripe-webhook-secret",
+            format!("STRIPE_WEBHOOK_SECRET=whsec_{}", g.alnum(32)),
+        ),
+        (
+            "braintree-access-token",
+            format!("access_token$production${}${}", g.lower(16), g.hex(32)),
+        ),
+        ("paypal-client-secret", format!("PAYPAL_CLIENT_SECRET={}", g.url(80))),
+        ("adyen-api-key", format!("ADYEN_API_KEY=AQE{}", g.b64(120))),
+        ("plaid-access-token", format!("access-sandbox-{}", g.uuid())),
+        ("flutterwave-secret-key", format!("FLWSECK_TEST-{}-X", g.hex(32))),
+        ("flutterwave-encryption-key", format!("FLWSECK_TEST{}", g.hex(12))),
+        ("easypost-api-key", format!("EZAK{}", g.alnum(54))),
+        ("easypost-test-api-key", format!("EZTK{}", g.alnum(54))),
+        ("shippo-api-token", format!("shippo_live_{}", g.hex(40))),
+        ("duffel-api-token", format!("duffel_test_{}", g.url(43))),
+        (
+            "gocardless-api-token",
+            format!("GOCARDLESS_ACCESS_TOKEN=live_{}", g.url(40)),
+        ),
+        ("coinbase-api-secret", format!("COINBASE_API_SECRET={}", g.url(64))),
+        ("anthropic-admin-key", format!("sk-ant-admin01-{}AA", g.url(93))),
+        ("huggingface-organization-token", format!("api_org_{}", g.letters(34))),
+        ("cohere-api-key", format!("COHERE_API_KEY={}", g.alnum(40))),
+        ("replicate-api-token", format!("REPLICATE_API_TOKEN=r8_{}", g.alnum(37))),
+        ("perplexity-api-key", format!("pplx-{}", g.alnum(48))),
+        ("mistral-api-key", format!("MISTRAL_API_KEY={}", g.alnum(32))),
+        ("xai-api-key", format!("xai-{}", g.alnum(80))),
+        ("openrouter-api-key", format!("sk-or-v1-{}", g.hex(64))),
+        ("deepseek-api-key", format!("DEEPSEEK_API_KEY=sk-{}", g.hex(32))),
+        ("langsmith-api-key", format!("lsv2_pt_{}_{}", g.hex(32), g.hex(10))),
+        ("pinecone-api-key", format!("pcsk_{}_{}", g.alnum(5), g.alnum(64))),
+        (
+            "openssh-private-key",
+            format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{pem_lines}\n-----END OPENSSH PRIVATE KEY-----\n"),
+        ),
+        (
+            "pgp-private-key-block",
+            format!(
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{pem_lines}\n={}\n-----END PGP PRIVATE KEY BLOCK-----",
+                g.b64(4)
+            ),
+        ),
+        (
+            "password-hash-yescrypt",
+            format!(
+                "root:$y$j9T${}${}:19700:0:99999:7:::",
+                g.from("./abcdefABCDEF0123456789", 22),
+                g.from("./abcdefABCDEF0123456789", 43)
+            ),
+        ),
+        (
+            "password-hash-argon2",
+            format!(
+                "$argon2id$v=19$m=65536,t=3,p=4${}${}",
+                b64nopad(&g.bytes(16)),
+                b64nopad(&g.bytes(32))
+            ),
+        ),
+        (
+            "password-hash-django-pbkdf2",
+            format!("pbkdf2_sha256$600000${}${}=", g.alnum(22), g.b64(43)),
+        ),
+        ("postgres-md5-password-hash", format!("app | md5{}", g.hex(32))),
+        (
+            "mysql-native-password-hash",
+            format!("app@% | *{}", g.hex(40).to_uppercase()),
+        ),
+        (
+            "ldap-ssha-password-hash",
+            format!("userPassword: {{SSHA}}{}", g.b64(32)),
+        ),
+        (
+            "mssql-uri-password",
+            "sqlserver://sa:Str0ng!Pass@db.example.com:1433".into(),
+        ),
+        (
+            "clickhouse-uri-password",
+            "clickhouse://default:ch-Secret-9@ch.example.com:9000/default".into(),
+        ),
+        (
+            "oracle-uri-password",
+            "oracle+cx_oracle://scott:tiger-2024@orahost:1521/?service_name=ORCL".into(),
+        ),
+        (
+            "jdbc-oracle-thin-password",
+            "jdbc:oracle:thin:scott/tiger2024@//orahost:1521/ORCL".into(),
+        ),
+        (
+            "snowflake-uri-password",
+            "snowflake://etl_user:Sn0w-Fl4ke@acme-xy12345/analytics/public".into(),
+        ),
+        (
+            "neo4j-uri-password",
+            "neo4j+s://neo4j:graph-Pa55@abcd1234.databases.neo4j.io".into(),
+        ),
+        ("nats-uri-password", "nats://svc:n4ts-pw@nats.internal:4222".into()),
+        (
+            "mqtt-uri-password",
+            "mqtts://device17:mq77-secret@broker.example.com:8883".into(),
+        ),
+        (
+            "ftp-uri-password",
+            "ftp://backup:Ftp-pass-01@files.example.com/dumps/".into(),
+        ),
+        (
+            "smtp-uri-password",
+            "smtps://mailer:Sm7p-pass@smtp.example.com:465".into(),
+        ),
+        (
+            "jdbc-url-password",
+            "jdbc:postgresql://db:5432/app?user=app&password=Jdbc-Pass-77".into(),
+        ),
+        (
+            "url-query-password",
+            "https://legacy.example.com/login.cgi?user=admin&password=Adm1n-2024".into(),
+        ),
+        (
+            "libpq-conninfo-password",
+            "host=db.internal port=5432 dbname=app user=app password=Lq-secret-9 sslmode=require".into(),
+        ),
+    ]
+}
+
+/// Every rule is exercised: by a Nosey Parker example, a bounds case or a
+/// sample of its documented format, and finds what it must there.
+#[test]
+fn every_rule_finds_its_format() {
+    let (rf, engine) = load();
+    let mut seen = BTreeSet::new();
+    for r in nosey_parker_rules() {
+        for ex in &r.examples {
+            for f in raw_findings(&engine, ex.as_bytes()) {
+                seen.insert(engine.rule_id(f.rule).to_string());
+            }
+        }
+    }
+    for (input, _, _) in bound_cases() {
+        for f in raw_findings(&engine, input.as_bytes()) {
+            seen.insert(engine.rule_id(f.rule).to_string());
+        }
+    }
+    let mut bad = Vec::new();
+    for (rule, sample) in format_samples() {
+        assert!(rf.rules.iter().any(|r| r.id == rule), "sample for unknown rule {rule}");
+        let fired: Vec<&str> = raw_findings(&engine, sample.as_bytes())
+            .iter()
+            .map(|f| engine.rule_id(f.rule))
+            .collect();
+        if fired.contains(&rule) {
+            seen.insert(rule.to_string());
+        } else {
+            bad.push(format!("{rule} did not find {:?} (fired: {fired:?})", short(&sample)));
+        }
+    }
+    for r in &rf.rules {
+        if !seen.contains(&r.id) {
+            bad.push(format!("{} is exercised by no example or sample", r.id));
+        }
+    }
+    eprintln!("{} rules, all exercised: {}", rf.rules.len(), bad.is_empty());
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
