@@ -110,7 +110,9 @@ impl Gatehouse {
     }
 
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a debug build compiles the built-in secret rules at
+        // startup, which takes seconds when tests run in parallel.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gatehouse exited early ({status}): {}", self.log());
