@@ -4,8 +4,10 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod control;
 pub mod identity;
 pub mod proxy;
 pub mod runtime;
 pub mod scan;
+pub mod sql;
 pub mod wire;

@@ -25,10 +25,36 @@ pub struct Config {
     pub targets: Vec<Target>,
     #[serde(default, rename = "identity")]
     pub identities: Vec<IdentityConfig>,
+    /// OIDC tokens as passwords, beside the static identities.
+    pub oidc: Option<Oidc>,
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
     pub scan: Scan,
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// The admin API: health, metrics, sessions; served by the control plane.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address of the admin HTTP(S) server; no server without it.
+    pub listen: Option<String>,
+    pub tls: Option<ServerTls>,
+    /// Bearer tokens for the API, stored hashed.
+    #[serde(rename = "token")]
+    pub tokens: Vec<AdminToken>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    /// `sha256:<64 hex>` of the token (`gatehouse token hash`).
+    pub token_hash: String,
+    /// Any of `admin`, `auditor`, `approver`.
+    pub roles: Vec<String>,
 }
 
 /// Secret scanning of everything that leaves the database.
@@ -193,6 +219,101 @@ pub struct IdentityConfig {
     pub targets: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// OIDC: a client presents a JWT from its identity provider as its
+/// password. See `src/identity/oidc.rs` for the checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Oidc {
+    /// The `iss` every token must carry, exactly.
+    pub issuer: String,
+    /// The accepted `aud` value, or several.
+    pub audience: OneOrMany,
+    /// The provider's public keys: a JWKS file, or an `https://` URL
+    /// (`http://` only to a loopback address, for tests).
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    /// CA bundle for `jwks_url` (default: the built-in web roots).
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Regular JWKS refresh, in seconds.
+    pub refresh_secs: u64,
+    /// Least time between two fetches: an unknown `kid` or a failed fetch
+    /// asks for one no sooner than this (nor later than `refresh_secs`).
+    pub refresh_min_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// Accepted signature algorithms: any of `RS256`, `ES256`, `EdDSA`.
+    pub algorithms: Vec<String>,
+    /// The claim holding the identity name; the client's `user` must equal it.
+    pub user_claim: String,
+    pub user_must_match: bool,
+    /// The claim holding the groups (a dotted path reaches nested claims,
+    /// e.g. `realm_access.roles`).
+    pub roles_claim: String,
+    /// Group → gatehouse role(s); unmapped groups are ignored...
+    pub role_map: std::collections::BTreeMap<String, OneOrMany>,
+    /// ...unless this is set, when they become roles of the same name.
+    pub role_passthrough: bool,
+    /// Role → targets it reaches (`*` for all). Without this table, an OIDC
+    /// identity reaches every target (the policy engine will refine this).
+    pub role_targets: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+impl Default for Oidc {
+    fn default() -> Self {
+        Oidc {
+            issuer: String::new(),
+            audience: OneOrMany::Many(Vec::new()),
+            jwks_file: None,
+            jwks_url: None,
+            jwks_ca_file: None,
+            refresh_secs: 300,
+            refresh_min_secs: 30,
+            leeway_secs: 60,
+            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+            user_claim: "sub".into(),
+            user_must_match: true,
+            roles_claim: "groups".into(),
+            role_map: Default::default(),
+            role_passthrough: false,
+            role_targets: None,
+        }
+    }
+}
+
+/// A string, or an array of strings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// An `http://` URL is accepted only to a loopback host.
+fn loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = if authority.starts_with('[') {
+        authority.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or("").to_string()
+    };
+    matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -399,6 +520,42 @@ impl Config {
         if self.scan.max_value_bytes == 0 {
             return Err((vec![Key("scan"), Key("max_value_bytes")], "must be at least 1".into()));
         }
+        if let Some(a) = &self.admin.listen {
+            if a.parse::<SocketAddr>().is_err() {
+                return Err((
+                    vec![Key("admin"), Key("listen")],
+                    format!("`{a}` is not an address like 127.0.0.1:9090"),
+                ));
+            }
+        }
+        if let Some(tls) = &mut self.admin.tls {
+            for (k, p) in [("cert_file", &mut tls.cert_file), ("key_file", &mut tls.key_file)] {
+                *p = base.join(&*p);
+                if !p.is_file() {
+                    return Err((
+                        vec![Key("admin"), Key("tls"), Key(k)],
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+        }
+        for (i, t) in self.admin.tokens.iter().enumerate() {
+            let k = |k: &'static str| vec![Key("admin"), Key("token"), Idx(i), Key(k)];
+            if crate::identity::parse_token_hash(&t.token_hash).is_none() {
+                return Err((
+                    k("token_hash"),
+                    "must be `sha256:` and 64 hex digits (make one with `gatehouse token hash`)".into(),
+                ));
+            }
+            for (j, r) in t.roles.iter().enumerate() {
+                if !matches!(r.as_str(), "admin" | "auditor" | "approver") {
+                    return Err((
+                        vec![Key("admin"), Key("token"), Idx(i), Key("roles"), Idx(j)],
+                        format!("`{r}` is not one of admin, auditor, approver"),
+                    ));
+                }
+            }
+        }
         let mut ids = std::collections::HashSet::new();
         for (i, id) in self.identities.iter().enumerate() {
             let k = |k: &'static str| vec![Key("identity"), Idx(i), Key(k)];
@@ -420,6 +577,9 @@ impl Config {
                 }
             }
         }
+        if let Some(o) = &mut self.oidc {
+            validate_oidc(o, base, &names)?;
+        }
         Ok(())
     }
 
@@ -431,6 +591,95 @@ impl Config {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
+}
+
+fn validate_oidc(
+    o: &mut Oidc,
+    base: &Path,
+    targets: &std::collections::HashSet<String>,
+) -> Result<(), (Vec<PathPart>, String)> {
+    use PathPart::{Idx, Key};
+    let k = |k: &'static str| vec![Key("oidc"), Key(k)];
+    if o.issuer.is_empty() {
+        return Err((k("issuer"), "is required: the `iss` of the provider's tokens".into()));
+    }
+    let auds = o.audience.to_vec();
+    if auds.is_empty() || auds.iter().any(|a| a.is_empty()) {
+        return Err((
+            k("audience"),
+            "is required: the `aud` tokens for this gateway carry".into(),
+        ));
+    }
+    match (&mut o.jwks_file, &o.jwks_url) {
+        (Some(_), Some(_)) => return Err((k("jwks_url"), "give only one of jwks_file, jwks_url".into())),
+        (None, None) => return Err((vec![Key("oidc")], "one of jwks_file, jwks_url is needed".into())),
+        (Some(f), None) => {
+            *f = base.join(&*f);
+            if !f.is_file() {
+                return Err((k("jwks_file"), format!("{} is not a readable file", f.display())));
+            }
+        }
+        (None, Some(u)) => {
+            let https = u.len() > 8 && u.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+            if !https && !loopback_http(u) {
+                return Err((
+                    k("jwks_url"),
+                    "must be an https:// URL (http:// only to 127.0.0.1, localhost or [::1])".into(),
+                ));
+            }
+        }
+    }
+    if let Some(ca) = &mut o.jwks_ca_file {
+        if o.jwks_url.is_none() {
+            return Err((k("jwks_ca_file"), "is used only with jwks_url".into()));
+        }
+        *ca = base.join(&*ca);
+        if !ca.is_file() {
+            return Err((k("jwks_ca_file"), format!("{} is not a readable file", ca.display())));
+        }
+    }
+    if o.refresh_secs == 0 {
+        return Err((k("refresh_secs"), "must be at least 1".into()));
+    }
+    if o.leeway_secs > 3600 {
+        return Err((k("leeway_secs"), "must be at most 3600".into()));
+    }
+    if o.algorithms.is_empty() {
+        return Err((k("algorithms"), "at least one of RS256, ES256, EdDSA".into()));
+    }
+    for (i, a) in o.algorithms.iter().enumerate() {
+        if !matches!(a.as_str(), "RS256" | "ES256" | "EdDSA") {
+            let why = if a.eq_ignore_ascii_case("none") || a.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("HS")) {
+                format!(
+                    "`{a}` is never accepted: tokens must be signed with a public-key algorithm (RS256, ES256, EdDSA)"
+                )
+            } else {
+                format!("`{a}` is not one of RS256, ES256, EdDSA")
+            };
+            return Err((vec![Key("oidc"), Key("algorithms"), Idx(i)], why));
+        }
+    }
+    if o.user_claim.is_empty() {
+        return Err((k("user_claim"), "must not be empty".into()));
+    }
+    if o.roles_claim.is_empty() {
+        return Err((k("roles_claim"), "must not be empty".into()));
+    }
+    for (group, roles) in &o.role_map {
+        if roles.to_vec().iter().any(|r| r.is_empty()) {
+            return Err((k("role_map"), format!("group `{group}`: a role name is empty")));
+        }
+    }
+    if let Some(rt) = &o.role_targets {
+        for (role, list) in rt {
+            for t in list {
+                if t != "*" && !targets.contains(t) {
+                    return Err((k("role_targets"), format!("role `{role}`: no target is named `{t}`")));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One step of a key path.
@@ -552,5 +801,58 @@ targets = ["pg"]
         let bad = GOOD.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nport = \"x\"");
         let e = Config::parse(&bad, "g.toml", Path::new(".")).unwrap_err();
         assert_eq!(e.line, 9, "{e}");
+    }
+
+    #[test]
+    fn oidc_section() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jwks.json"), "{}").unwrap();
+        // [oidc] is line 15.
+        let oidc = |body: &str| format!("{GOOD}[oidc]\n{body}");
+        let ok = oidc(
+            "issuer = \"https://idp\"\naudience = [\"gh\", \"gh2\"]\njwks_file = \"jwks.json\"\n\
+             [oidc.role_map]\n\"db-admins\" = \"admin\"\nops = [\"a\", \"b\"]\n\
+             [oidc.role_targets]\nadmin = [\"*\"]\na = [\"pg\"]\n",
+        );
+        let c = Config::parse(&ok, "g.toml", dir.path()).unwrap();
+        let o = c.oidc.unwrap();
+        assert_eq!(o.audience.to_vec(), vec!["gh", "gh2"]);
+        assert_eq!(o.jwks_file.unwrap(), dir.path().join("jwks.json"));
+        assert_eq!(o.role_map["ops"].to_vec(), vec!["a", "b"]);
+        assert_eq!(
+            (o.leeway_secs, o.user_claim.as_str(), o.roles_claim.as_str()),
+            (60, "sub", "groups")
+        );
+        assert!(o.user_must_match);
+        assert!(Config::parse(GOOD, "g.toml", dir.path()).unwrap().oidc.is_none());
+
+        let base = "issuer = \"https://idp\"\naudience = \"gh\"\n";
+        let cases: &[(&str, usize, &str, &str)] = &[
+            ("audience = \"gh\"\njwks_file = \"jwks.json\"\n", 15, "oidc.issuer", "is required"),
+            ("issuer = \"i\"\njwks_file = \"jwks.json\"\n", 15, "oidc.audience", "is required"),
+            (base, 15, "oidc", "one of jwks_file, jwks_url"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"nope.json\"\n", 18, "oidc.jwks_file", "not a readable file"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_url = \"http://idp.example/jwks\"\n", 18, "oidc.jwks_url", "https://"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_url = \"http://127.0.0.1.evil/x\"\n", 18, "oidc.jwks_url", "https://"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\njwks_url = \"https://x\"\n", 19, "oidc.jwks_url", "only one"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\njwks_ca_file = \"jwks.json\"\n", 19, "oidc.jwks_ca_file", "only with jwks_url"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nalgorithms = [\"RS256\", \"HS256\"]\n", 19, "oidc.algorithms[1]", "never accepted"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nalgorithms = [\"none\"]\n", 19, "oidc.algorithms[0]", "never accepted"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nalgorithms = [\"PS256\"]\n", 19, "oidc.algorithms[0]", "not one of"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nleeway_secs = 7200\n", 19, "oidc.leeway_secs", "at most"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nrefresh_secs = 0\n", 19, "oidc.refresh_secs", "at least 1"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\n[oidc.role_targets]\nadmin = [\"nope\"]\n", 19, "oidc.role_targets", "no target is named `nope`"),
+        ];
+        for (body, line, key, msg) in cases {
+            let e = Config::parse(&oidc(body), "g.toml", dir.path()).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (*line, *key), "{e}");
+            assert!(e.message.contains(msg), "{e}");
+        }
+        let e = Config::parse(&oidc("issuer = \"i\"\nbogus = 1\n"), "g.toml", dir.path()).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (17, "bogus"), "{e}");
+        assert!(loopback_http("http://127.0.0.1:8080/jwks"));
+        assert!(loopback_http("http://[::1]:80/"));
+        assert!(!loopback_http("http://127.0.0.1@evil/"));
+        assert!(!loopback_http("http://127.0.0.1:80@evil/"));
     }
 }

@@ -156,8 +156,14 @@ pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let pin = config.server.pin_workers;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let state = State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-    let shared = Shared::new(state);
+    let shared = Shared::new(state, workers);
     let listeners = Arc::new(Listeners::default());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ops = Arc::new(ProcessOps {
+        shared: shared.clone(),
+        path: config_path.clone(),
+    });
+    let _control = crate::control::start(shared.clone(), ready.clone(), ops)?;
 
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -185,6 +191,7 @@ pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a worker exited during startup"),
         }
     }
+    ready.store(true, Ordering::Release);
     tracing::info!(workers, driver = ?driver, listen = ?addrs, "gatehouse serving");
 
     // Housekeeping: the coarse clock and idle sweeps.
@@ -215,7 +222,9 @@ pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     for sig in signals.forever() {
         match sig {
-            SIGHUP => reload(&shared, &config_path),
+            SIGHUP => {
+                let _ = reload(&shared, &config_path);
+            }
             _ => break,
         }
     }
@@ -223,24 +232,37 @@ pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reload(shared: &Shared, path: &std::path::Path) {
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "reload refused: the configuration is invalid; the running one stays");
-            return;
+/// Re-reads the configuration and swaps it in whole; on any error the
+/// running configuration stays.
+pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
+    let result = Config::load(path).map_err(|e| e.to_string()).and_then(|cfg| {
+        let old = shared.state.load();
+        if cfg.server.listen != old.config.server.listen || cfg.server.workers != old.config.server.workers {
+            tracing::warn!("listen addresses and worker count change only on restart");
         }
-    };
-    let old = shared.state.load();
-    if cfg.server.listen != old.config.server.listen || cfg.server.workers != old.config.server.workers {
-        tracing::warn!("listen addresses and worker count change only on restart");
-    }
-    match State::build(cfg) {
+        State::build(cfg)
+    });
+    match result {
         Ok(s) => {
             shared.state.store(Arc::new(s));
             tracing::info!(path = %path.display(), "configuration reloaded; open sessions keep their settings");
+            Ok(())
         }
-        Err(e) => tracing::error!(error = %e, "reload refused; the running configuration stays"),
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the running configuration stays");
+            Err(e)
+        }
+    }
+}
+
+struct ProcessOps {
+    shared: Arc<Shared>,
+    path: PathBuf,
+}
+
+impl crate::control::Ops for ProcessOps {
+    fn reload(&self) -> Result<(), String> {
+        reload(&self.shared, &self.path)
     }
 }
 

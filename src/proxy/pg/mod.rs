@@ -2,6 +2,7 @@
 //! the upstream connection, and the relay in both directions.
 
 mod conn;
+pub mod counters;
 pub mod registry;
 mod relay;
 mod scanning;

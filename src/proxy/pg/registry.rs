@@ -123,6 +123,9 @@ pub struct SessionInfo {
     pub target: String,
     pub client_addr: String,
     pub worker: usize,
+    /// Unix seconds.
+    pub started_unix: u64,
+    pub client_tls: bool,
 }
 
 struct Entry {
@@ -259,6 +262,8 @@ mod tests {
             target: "t".into(),
             client_addr: "x".into(),
             worker: 0,
+            started_unix: 0,
+            client_tls: false,
         }
     }
 

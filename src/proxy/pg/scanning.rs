@@ -5,7 +5,7 @@
 use super::registry::SessionHandle;
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Refused};
 use super::state::Shared;
-use crate::scan::{engine::resolve_overlaps, Engine, Finding, Hit};
+use crate::scan::{engine::resolve_overlaps, Engine, Finding, Hit, ScanError};
 use crate::wire::pg::{self, Replace, HEADER_LEN};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -21,10 +21,13 @@ pub struct SessionCtx<'a> {
     pub engine: Option<&'a Engine>,
     pub refuse_client_secrets: bool,
     pub max_value: usize,
-    /// Backend messages to drop: the ParseComplete/BindComplete answering a
-    /// refusal gatehouse put in place of a client's message. Cleared at
-    /// ReadyForQuery (if the server skipped them, they never come).
-    pub suppress: RefCell<VecDeque<u8>>,
+    /// Refusals gatehouse put in place of a client's Parse or Bind whose
+    /// ParseComplete/BindComplete (to be dropped) have not come back yet:
+    /// each by its group, the number of Sync/Query/FunctionCall messages the
+    /// client sent before it. A group's refusal is over at the group's
+    /// ReadyForQuery (if the server skipped it after an earlier error, its
+    /// answers never come).
+    pub suppress: RefCell<VecDeque<u64>>,
     /// Masked values per rule in this session.
     pub masked: RefCell<Vec<(u32, u64)>>,
     /// Statements from the client that carried a secret.
@@ -68,12 +71,37 @@ pub struct ServerSide<'a> {
     withholding: bool,
     /// The error still to send in place of the first withheld frame.
     pending_error: Option<String>,
-    /// The held end of a COPY OUT stream, not yet sent.
-    copy_tail: Vec<u8>,
+    /// The last CopyData payloads of a COPY OUT stream, not yet sent (each
+    /// stays a message of its own: the protocol sends one per row).
+    copy_held: Vec<Vec<u8>>,
+    /// The COPY OUT in progress is in binary format: masks keep lengths.
+    copy_binary: bool,
+    /// ParseComplete/BindComplete held back while a refusal is pending,
+    /// until the next message shows whether they answer the refusal.
+    held: Vec<u8>,
+    /// ReadyForQuery messages seen (see `SessionCtx::suppress`).
+    ready_seen: u64,
+    /// Where the values are in a large frame being streamed.
+    large: LargeScan,
     hits: Vec<Hit>,
     spans: Vec<(usize, usize)>,
+    values: Vec<(usize, usize, usize)>,
+    ends: Vec<usize>,
     found: Vec<(usize, Finding)>,
     seg: Vec<u8>,
+}
+
+/// A large frame streamed in pieces: its tag, the frame offset of the next
+/// piece, and (DataRow) the columns still to come, the offset of the next
+/// column's length and the current column's value.
+#[derive(Clone, Copy, Debug, Default)]
+struct LargeScan {
+    tag: u8,
+    off: usize,
+    /// Columns not yet located; -1 until the column count is read.
+    cols_left: i32,
+    next: usize,
+    value: (usize, usize),
 }
 
 impl<'a> ServerSide<'a> {
@@ -84,9 +112,15 @@ impl<'a> ServerSide<'a> {
             rows: 0,
             withholding: false,
             pending_error: None,
-            copy_tail: Vec::new(),
+            copy_held: Vec::new(),
+            copy_binary: false,
+            held: Vec::new(),
+            ready_seen: 0,
+            large: LargeScan::default(),
             hits: Vec::new(),
             spans: Vec::new(),
+            values: Vec::new(),
+            ends: Vec::new(),
             found: Vec::new(),
             seg: Vec::new(),
         }
@@ -107,12 +141,84 @@ fn withheld_error(out: &mut Vec<u8>, why: &str) {
 }
 
 fn copy_data(out: &mut Vec<u8>, payload: &[u8]) {
-    if payload.is_empty() {
-        return;
-    }
     let at = pg::begin(out, b'd');
     out.extend_from_slice(payload);
     pg::finish(out, at);
+}
+
+/// Whether `frame` is the ErrorResponse of gatehouse's own refusal.
+fn is_refusal(frame: &[u8]) -> bool {
+    let body = frame.get(HEADER_LEN..).unwrap_or(&[]);
+    let mut code = false;
+    let mut ours = false;
+    for (c, v) in pg::error_fields(body) {
+        match c {
+            b'C' => code = v == b"42501",
+            b'M' => ours = v.starts_with(b"statement refused by gatehouse: it carries a secret"),
+            _ => {}
+        }
+    }
+    code && ours
+}
+
+/// A value holding a NUL byte is in binary format (text output never holds
+/// one): an array, a record, … whose inner lengths a mask must not change.
+fn is_binary(value: &[u8]) -> bool {
+    memchr::memchr(0, value).is_some()
+}
+
+/// Finds secrets in many values (`buf[s..e]`, each with an index) with one
+/// Hyperscan pass: the values are copied into `seg`, each followed by a
+/// newline. To the patterns (compiled multi-line) a newline is what the
+/// edge of a value is to a value scanned alone: a non-word byte, the end and
+/// the start of a line. So the bytes around a value in its message (a
+/// length, a field code, the next message's tag) never decide whether a
+/// pattern matches, and every hit is confirmed by the rule's regex on its
+/// value alone. Appends (index, finding) to `found`.
+fn find_in_values(
+    engine: &Engine,
+    buf: &[u8],
+    values: &[(usize, usize, usize)],
+    seg: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    hits: &mut Vec<Hit>,
+    found: &mut Vec<(usize, Finding)>,
+) -> Result<(), ScanError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    seg.clear();
+    ends.clear();
+    for &(s, e, _) in values {
+        seg.extend_from_slice(&buf[s..e]);
+        ends.push(seg.len());
+        seg.push(b'\n');
+    }
+    hits.clear();
+    engine.scan(seg, hits)?;
+    let mut tmp = Vec::new();
+    for h in hits.iter() {
+        let (a, b) = (h.first_end, h.last_end);
+        // The values the hit's range touches (an end may be a value's end).
+        let mut k = ends.partition_point(|&en| en < a);
+        while k < values.len() {
+            let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
+            if st > b {
+                break;
+            }
+            let (vs, ve, idx) = values[k];
+            let hit = Hit {
+                rule: h.rule,
+                first_end: vs + a.max(st) - st,
+                last_end: vs + b.min(ends[k]) - st,
+            };
+            tmp.clear();
+            engine.confirm(buf, vs, ve, &hit, &mut tmp);
+            found.extend(tmp.iter().map(|x| (idx, *x)));
+            k += 1;
+        }
+    }
+    Ok(())
 }
 
 fn scannable(tag: u8) -> bool {
@@ -120,97 +226,228 @@ fn scannable(tag: u8) -> bool {
 }
 
 impl ServerSide<'_> {
-    /// Finds secrets in the scannable, non-COPY frames of a batch: one
-    /// Hyperscan pass over the whole region, hits mapped back to values.
+    /// Finds secrets in the values of the scannable, non-COPY frames of a
+    /// batch, each value as the string it is (see `find_in_values`).
     fn find_in_frames(&mut self, engine: &Engine, buf: &[u8], frames: &[FrameRef]) -> Result<(), String> {
         self.found.clear();
-        let Some(first) = frames.iter().position(|f| scannable(f.tag)) else {
-            return Ok(());
-        };
-        let Some(last) = frames.iter().rposition(|f| scannable(f.tag)) else {
-            return Ok(());
-        };
-        let (lo, hi) = (frames[first].start, frames[last].end);
-        self.hits.clear();
-        engine.scan(&buf[lo..hi], &mut self.hits).map_err(|e| e.to_string())?;
-        if self.hits.is_empty() {
-            return Ok(());
-        }
-        for h in self.hits.iter() {
-            let (a, b) = (lo + h.first_end, lo + h.last_end);
-            let hit = Hit {
-                rule: h.rule,
-                first_end: a,
-                last_end: b,
-            };
-            // Frames whose bytes contain a reported end.
-            let mut i = frames[first..=last].partition_point(|f| f.end < a) + first;
-            while i <= last && frames[i].start < b.max(a + 1) {
-                let f = frames[i];
-                if scannable(f.tag) {
-                    self.spans.clear();
-                    if pg::value_spans(&buf[f.start..f.end], &mut self.spans).is_err() {
-                        return Err("malformed message from the server".into());
-                    }
-                    let mut tmp = Vec::new();
-                    for &(s, e) in &self.spans {
-                        let (s, e) = (f.start + s, f.start + e);
-                        if e < a || s > b {
-                            continue;
-                        }
-                        engine.confirm(buf, s, e, &hit, &mut tmp);
-                    }
-                    self.found.extend(tmp.into_iter().map(|x| (i, x)));
+        self.values.clear();
+        for (i, f) in frames.iter().enumerate() {
+            if !scannable(f.tag) {
+                continue;
+            }
+            self.spans.clear();
+            if pg::value_spans(&buf[f.start..f.end], &mut self.spans).is_err() {
+                return Err("malformed message from the server".into());
+            }
+            for &(s, e) in &self.spans {
+                if e - s >= engine.min_len {
+                    self.values.push((f.start + s, f.start + e, i));
                 }
-                i += 1;
             }
         }
-        Ok(())
+        find_in_values(
+            engine,
+            buf,
+            &self.values,
+            &mut self.seg,
+            &mut self.ends,
+            &mut self.hits,
+            &mut self.found,
+        )
+        .map_err(|e| e.to_string())
     }
 
-    /// Scans and masks one COPY OUT segment (held tail + payloads), leaving
-    /// the new held tail; returns the bytes to send now.
-    fn mask_segment(&mut self, engine: &Engine) -> Result<Vec<u8>, String> {
-        let mut found = engine.find(&self.seg).map_err(|e| e.to_string())?;
-        resolve_overlaps(&mut found);
-        let masked = if found.is_empty() {
-            std::mem::take(&mut self.seg)
-        } else {
-            let mut m = Vec::with_capacity(self.seg.len());
-            let mut p = 0;
-            for f in &found {
-                m.extend_from_slice(&self.seg[p..f.start]);
-                engine.mask(f.rule, &self.seg[f.start..f.end], &mut m);
-                self.ctx.count_masked(f.rule);
-                p = f.end;
+    /// Masks COPY OUT payloads (those held back before, then `msgs`) and
+    /// returns the CopyData messages to send now, one per payload: clients
+    /// rely on the protocol's one message per row. Unless `all`, the last
+    /// payloads (at least `COPY_HOLD` bytes of them) are held back, so a
+    /// secret split across messages is still seen whole; secrets that start
+    /// in them wait for the data after them.
+    fn mask_copy(&mut self, engine: &Engine, msgs: Vec<Vec<u8>>, all: bool) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        if msgs.is_empty() {
+            return Ok(out);
+        }
+        let mut keep = msgs.len();
+        if !all {
+            let mut held = 0;
+            while keep > 0 && held < COPY_HOLD {
+                keep -= 1;
+                held += msgs[keep].len();
             }
-            m.extend_from_slice(&self.seg[p..]);
-            self.seg.clear();
-            m
+        }
+        self.seg.clear();
+        for m in &msgs {
+            self.seg.extend_from_slice(m);
+        }
+        let cut: usize = msgs[..keep].iter().map(Vec::len).sum();
+        let mut found = engine.find(&self.seg).map_err(|e| e.to_string())?;
+        found.retain(|f| f.start < cut);
+        let mut masks = Vec::with_capacity(found.len());
+        for f in &found {
+            let secret = &self.seg[f.start..f.end];
+            let mut m = Vec::new();
+            if self.copy_binary {
+                m.extend_from_slice(secret);
+                engine.mask_same_len(f.rule, &mut m);
+            } else {
+                engine.mask(f.rule, secret, &mut m);
+            }
+            masks.push(m);
+            self.ctx.count_masked(f.rule);
+        }
+        let mut held = Vec::new();
+        let (mut at, mut k) = (0, 0);
+        for (n, m) in msgs.into_iter().enumerate() {
+            let (ms, me) = (at, at + m.len());
+            at = me;
+            while k < found.len() && found[k].end <= ms {
+                k += 1;
+            }
+            let content = if k < found.len() && found[k].start < me {
+                // A secret split across messages: its mask goes where it
+                // starts (binary: each piece keeps its length).
+                let mut c = Vec::with_capacity(m.len());
+                let mut p = ms;
+                let mut x = k;
+                while x < found.len() && found[x].start < me {
+                    let fd = found[x];
+                    let (s, e) = (fd.start.max(ms), fd.end.min(me));
+                    c.extend_from_slice(&self.seg[p..s]);
+                    if self.copy_binary {
+                        c.extend_from_slice(&masks[x][s - fd.start..e - fd.start]);
+                    } else if fd.start >= ms {
+                        c.extend_from_slice(&masks[x]);
+                    }
+                    p = e;
+                    x += 1;
+                }
+                c.extend_from_slice(&self.seg[p..me]);
+                c
+            } else {
+                m
+            };
+            if n < keep {
+                copy_data(&mut out, &content);
+            } else {
+                held.push(content);
+            }
+        }
+        self.copy_held = held;
+        Ok(out)
+    }
+
+    /// The refusals' ParseComplete/BindComplete: while one is pending, a
+    /// ParseComplete (and the BindComplete after it) is held back until the
+    /// next message shows whose it was: dropped before the refusal's error,
+    /// released (into `pre`) before anything else. Returns true when the
+    /// frame was taken.
+    fn hold_step(&mut self, f: &FrameRef, buf: &[u8], pre: &mut Vec<u8>) -> bool {
+        let continues = match (self.held.as_slice(), f.tag) {
+            ([b'1'], b'2') => true,
+            ([b'1', b'2'], b'E') => is_refusal(&buf[f.start..f.end]),
+            _ => false,
         };
-        let hold = COPY_HOLD.min(masked.len());
-        let mut masked = masked;
-        self.copy_tail = masked.split_off(masked.len() - hold);
-        Ok(masked)
+        if continues {
+            if f.tag == b'2' {
+                self.held.push(b'2');
+                return true;
+            }
+            self.held.clear();
+            self.ctx.suppress.borrow_mut().pop_front();
+            return false;
+        }
+        for t in self.held.drain(..) {
+            pre.extend_from_slice(&[t, 0, 0, 0, 4]);
+        }
+        if f.tag == b'1' && !self.ctx.suppress.borrow().is_empty() {
+            self.held.push(b'1');
+            return true;
+        }
+        false
+    }
+
+    /// A group ended (ReadyForQuery number `n`, counted from 1): its
+    /// refusals are over.
+    fn group_done(&self, n: u64) {
+        self.ctx.suppress.borrow_mut().retain(|g| *g >= n);
+    }
+
+    /// Value ranges (frame offsets) of a streamed large frame within the
+    /// piece `[base, end)`, advancing the DataRow parse over the lengths
+    /// found in `chunk`. Returns the frame offset from which the piece must
+    /// be seen again (a length not yet complete in it).
+    fn large_values(&mut self, chunk: &[u8], out: &mut Vec<(usize, usize)>) -> usize {
+        let lg = &mut self.large;
+        let (base, end) = (lg.off, lg.off + chunk.len());
+        let clip = |out: &mut Vec<(usize, usize)>, (s, e): (usize, usize)| {
+            let (s, e) = (s.max(base), e.min(end));
+            if s < e {
+                out.push((s, e));
+            }
+        };
+        match lg.tag {
+            b'D' => {
+                if lg.cols_left < 0 {
+                    if base > HEADER_LEN {
+                        // Lost track (cannot happen): scan whole pieces.
+                        lg.tag = 0;
+                        clip(out, (0, usize::MAX));
+                        return end;
+                    }
+                    if end < HEADER_LEN + 2 {
+                        return HEADER_LEN;
+                    }
+                    let at = HEADER_LEN - base;
+                    lg.cols_left = i16::from_be_bytes([chunk[at], chunk[at + 1]]).max(0) as i32;
+                    lg.next = HEADER_LEN + 2;
+                    lg.value = (lg.next, lg.next);
+                }
+                clip(out, lg.value);
+                while lg.cols_left > 0 && lg.next >= base && lg.next + 4 <= end {
+                    let at = lg.next - base;
+                    let len = i32::from_be_bytes([chunk[at], chunk[at + 1], chunk[at + 2], chunk[at + 3]]);
+                    let s = lg.next + 4;
+                    lg.value = (s, s + len.max(0) as usize);
+                    lg.next = lg.value.1;
+                    lg.cols_left -= 1;
+                    clip(out, lg.value);
+                }
+                if lg.cols_left > 0 && lg.next < base {
+                    // Lost track (cannot happen): scan whole pieces.
+                    lg.tag = 0;
+                    out.clear();
+                    clip(out, (0, usize::MAX));
+                } else if lg.cols_left > 0 && lg.next < end {
+                    return lg.next;
+                }
+                end
+            }
+            b'd' => {
+                clip(out, (HEADER_LEN, usize::MAX));
+                end
+            }
+            _ => {
+                clip(out, (0, usize::MAX));
+                end
+            }
+        }
     }
 }
 
 impl FrameHandler for ServerSide<'_> {
     #[inline]
-    fn on_frame(&mut self, tag: u8, _body: &[u8]) -> Action {
-        if tag == b'D' {
-            self.rows += 1;
+    fn on_frame(&mut self, tag: u8, body: &[u8]) -> Action {
+        match tag {
+            b'D' => self.rows += 1,
+            b'H' => self.copy_binary = body.first() == Some(&1),
+            _ => {}
         }
         Action::Forward
     }
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
-        let Some(engine) = self.ctx.engine else {
-            if !self.ctx.suppress.borrow().is_empty() {
-                self.suppress_only(frames, edits);
-            }
-            return;
-        };
+        let Some(engine) = self.ctx.engine else { return };
         if let Err(why) = self.find_in_frames(engine, buf, frames) {
             // Fail closed: withhold up to the next ReadyForQuery, then scan
             // the rest of the batch afresh.
@@ -227,13 +464,22 @@ impl FrameHandler for ServerSide<'_> {
             }
             return;
         }
-        let quiet = self.found.is_empty()
-            && self.copy_tail.is_empty()
+        if self.found.is_empty()
+            && self.copy_held.is_empty()
+            && self.held.is_empty()
             && !self.withholding
             && self.ctx.suppress.borrow().is_empty()
-            && !frames.iter().any(|f| f.tag == b'd');
-        if quiet {
-            return; // the common case: nothing to change, zero copies
+        {
+            let mut ready = 0;
+            let mut copy = false;
+            for f in frames {
+                ready += u64::from(f.tag == b'Z');
+                copy |= f.tag == b'd';
+            }
+            if !copy {
+                self.ready_seen += ready;
+                return; // the common case: nothing to change, zero copies
+            }
         }
         self.apply(engine, buf, frames, edits);
     }
@@ -245,36 +491,74 @@ impl FrameHandler for ServerSide<'_> {
         if self.withholding {
             return Large::Discard;
         }
-        if self.ctx.engine.is_some() {
-            let tail = std::mem::take(&mut self.copy_tail);
-            copy_data(out, &tail);
-            if total_len > self.ctx.max_value && scannable_or_copy(tag) {
-                withheld_error(
-                    out,
-                    &format!(
+        if let Some(engine) = self.ctx.engine {
+            // What is owed before it goes first.
+            for t in self.held.drain(..) {
+                out.extend_from_slice(&[t, 0, 0, 0, 4]);
+            }
+            let msgs = std::mem::take(&mut self.copy_held);
+            let why = match self.mask_copy(engine, msgs, true) {
+                Ok(send) => {
+                    out.extend_from_slice(&send);
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            let why = why.or_else(|| {
+                (total_len > self.ctx.max_value && scannable_or_copy(tag)).then(|| {
+                    tracing::warn!(target: "gatehouse::scan", bytes = total_len, "value over the scanning limit withheld");
+                    format!(
                         "a value of {total_len} bytes is over the scanning limit of {} bytes",
                         self.ctx.max_value
-                    ),
-                );
-                tracing::warn!(target: "gatehouse::scan", bytes = total_len, "value over the scanning limit withheld");
+                    )
+                })
+            });
+            if let Some(why) = why {
+                withheld_error(out, &why);
                 self.withholding = true;
                 return Large::Discard;
             }
+            self.large = LargeScan {
+                tag,
+                cols_left: -1,
+                ..LargeScan::default()
+            };
         }
         Large::Stream
     }
 
     fn large_chunk(&mut self, chunk: &mut [u8], last: bool) -> Result<usize, Refused> {
         let Some(engine) = self.ctx.engine else { return Ok(0) };
-        // Streamed frames keep their length: masks are fitted to the secret.
-        let found = engine
-            .find(chunk)
-            .map_err(|e| Refused(format!("scanning a large value failed: {e}")))?;
-        for f in found {
-            engine.mask_same_len(f.rule, &mut chunk[f.start..f.end]);
-            self.ctx.count_masked(f.rule);
+        // Each value (or the part of it in this piece) on its own, as in
+        // `find_in_frames`. Streamed frames keep their length: masks are
+        // fitted to the secret.
+        let mut ranges = std::mem::take(&mut self.spans);
+        ranges.clear();
+        let need = self.large_values(chunk, &mut ranges);
+        let (base, end) = (self.large.off, self.large.off + chunk.len());
+        for &(s, e) in &ranges {
+            let v = &mut chunk[s - base..e - base];
+            if v.len() < engine.min_len {
+                continue;
+            }
+            let found = engine
+                .find(v)
+                .map_err(|e| Refused(format!("scanning a large value failed: {e}")))?;
+            for f in found {
+                engine.mask_same_len(f.rule, &mut v[f.start..f.end]);
+                self.ctx.count_masked(f.rule);
+            }
         }
-        Ok(if last { 0 } else { COPY_HOLD.min(chunk.len() / 2) })
+        self.spans = ranges;
+        if last {
+            return Ok(0);
+        }
+        // Context for matches across pieces, and a length not yet whole. At
+        // most a quarter of the piece, so the relay keeps exactly this much
+        // (it keeps no more than a quarter of its buffer).
+        let hold = COPY_HOLD.min(chunk.len() / 4).max(end - need.min(end));
+        self.large.off = end - hold;
+        Ok(hold)
     }
 
     #[inline]
@@ -289,18 +573,7 @@ fn scannable_or_copy(tag: u8) -> bool {
 }
 
 impl ServerSide<'_> {
-    fn suppress_only(&mut self, frames: &[FrameRef], edits: &mut Edits) {
-        for f in frames {
-            if matches!(f.tag, b'1' | b'2') && self.ctx.suppress.borrow().front() == Some(&f.tag) {
-                self.ctx.suppress.borrow_mut().pop_front();
-                edits.drop_frame(f);
-            } else if f.tag == b'Z' {
-                self.ctx.suppress.borrow_mut().clear();
-            }
-        }
-    }
-
-    /// Applies findings, COPY re-chunking, suppressions and withholding to
+    /// Applies findings, COPY masking, suppressions and withholding to
     /// `frames` (whose findings are in `self.found`, by index).
     fn apply(&mut self, engine: &Engine, buf: &[u8], frames: &[FrameRef], edits: &mut Edits) {
         self.found.sort_by_key(|(i, f)| (*i, f.start));
@@ -312,9 +585,12 @@ impl ServerSide<'_> {
                 fi += 1;
             }
             if self.withholding {
+                self.copy_held.clear();
+                self.held.clear();
                 if f.tag == b'Z' {
+                    self.ready_seen += 1;
+                    self.group_done(self.ready_seen);
                     self.withholding = false;
-                    self.ctx.suppress.borrow_mut().clear();
                     if let Some(why) = self.pending_error.take() {
                         edits.replace(&f, |out| {
                             withheld_error(out, &why);
@@ -329,28 +605,20 @@ impl ServerSide<'_> {
                 i += 1;
                 continue;
             }
-            if matches!(f.tag, b'1' | b'2') && self.ctx.suppress.borrow().front() == Some(&f.tag) {
-                self.ctx.suppress.borrow_mut().pop_front();
-                edits.drop_frame(&f);
-                i += 1;
-                continue;
-            }
-            if f.tag == b'Z' {
-                self.ctx.suppress.borrow_mut().clear();
-            }
             if f.tag == b'd' {
                 let mut j = i;
-                self.seg.clear();
-                self.seg.extend_from_slice(&self.copy_tail);
-                self.copy_tail.clear();
+                let mut msgs = std::mem::take(&mut self.copy_held);
                 while j < frames.len() && frames[j].tag == b'd' {
-                    self.seg
-                        .extend_from_slice(&buf[frames[j].start + HEADER_LEN..frames[j].end]);
+                    msgs.push(buf[frames[j].start + HEADER_LEN..frames[j].end].to_vec());
                     j += 1;
                 }
-                match self.mask_segment(engine) {
+                match self.mask_copy(engine, msgs, false) {
                     Ok(send) => {
-                        edits.replace(&f, |out| copy_data(out, &send));
+                        if send.is_empty() {
+                            edits.drop_frame(&f);
+                        } else {
+                            edits.replace(&f, |out| out.extend_from_slice(&send));
+                        }
                         for g in &frames[i + 1..j] {
                             edits.drop_frame(g);
                         }
@@ -365,15 +633,42 @@ impl ServerSide<'_> {
                 }
                 continue;
             }
+            // What is owed before this frame: the rest of a COPY stream,
+            // ParseComplete/BindComplete held back.
+            let mut pre = Vec::new();
+            if !self.copy_held.is_empty() {
+                let msgs = std::mem::take(&mut self.copy_held);
+                match self.mask_copy(engine, msgs, true) {
+                    Ok(send) => pre = send,
+                    Err(why) => {
+                        tracing::warn!(target: "gatehouse::scan", error = %why, "COPY data withheld: scanning failed");
+                        self.withholding = true;
+                        self.pending_error = Some(why);
+                        continue;
+                    }
+                }
+            }
+            if self.hold_step(&f, buf, &mut pre) {
+                if pre.is_empty() {
+                    edits.drop_frame(&f);
+                } else {
+                    edits.replace(&f, |out| out.extend_from_slice(&pre));
+                }
+                i += 1;
+                continue;
+            }
+            if f.tag == b'Z' {
+                self.ready_seen += 1;
+                self.group_done(self.ready_seen);
+            }
             let start = fi;
             while fi < self.found.len() && self.found[fi].0 == i {
                 fi += 1;
             }
-            let tail = std::mem::take(&mut self.copy_tail);
             if start == fi {
-                if !tail.is_empty() {
+                if !pre.is_empty() {
                     edits.replace(&f, |out| {
-                        copy_data(out, &tail);
+                        out.extend_from_slice(&pre);
                         out.extend_from_slice(&buf[f.start..f.end]);
                     });
                 }
@@ -387,8 +682,20 @@ impl ServerSide<'_> {
             let _ = pg::value_spans(frame, &mut self.spans);
             let mut masks: Vec<Vec<u8>> = Vec::with_capacity(fs.len());
             for x in &fs {
+                let rel = x.start - f.start;
+                let binary = f.tag == b'D'
+                    && self
+                        .spans
+                        .iter()
+                        .find(|&&(s, e)| s <= rel && rel < e)
+                        .is_some_and(|&(s, e)| is_binary(&frame[s..e]));
                 let mut m = Vec::new();
-                engine.mask(x.rule, &buf[x.start..x.end], &mut m);
+                if binary {
+                    m.extend_from_slice(&buf[x.start..x.end]);
+                    engine.mask_same_len(x.rule, &mut m);
+                } else {
+                    engine.mask(x.rule, &buf[x.start..x.end], &mut m);
+                }
                 masks.push(m);
                 self.ctx.count_masked(x.rule);
             }
@@ -403,7 +710,7 @@ impl ServerSide<'_> {
                 .collect();
             let spans = &self.spans;
             edits.replace(&f, |out| {
-                copy_data(out, &tail);
+                out.extend_from_slice(&pre);
                 pg::rebuild(frame, spans, &reps, out);
             });
             i += 1;
@@ -417,7 +724,14 @@ pub struct ClientSide<'a> {
     pub ctx: &'a SessionCtx<'a>,
     pub bytes: u64,
     pub statements: u64,
+    /// Sync, Query and FunctionCall messages seen (each ends a group the
+    /// server answers with one ReadyForQuery).
+    groups: u64,
     hits: Vec<Hit>,
+    values: Vec<(usize, usize, usize)>,
+    ends: Vec<usize>,
+    found: Vec<(usize, Finding)>,
+    seg: Vec<u8>,
 }
 
 impl<'a> ClientSide<'a> {
@@ -426,8 +740,49 @@ impl<'a> ClientSide<'a> {
             ctx,
             bytes: 0,
             statements: 0,
+            groups: 0,
             hits: Vec::new(),
+            values: Vec::new(),
+            ends: Vec::new(),
+            found: Vec::new(),
+            seg: Vec::new(),
         }
+    }
+}
+
+/// The spans (frame offsets) of a client message that may carry a secret:
+/// the text of a Query or Parse, each parameter of a Bind.
+fn statement_values(frame: &[u8], out: &mut Vec<(usize, usize)>) {
+    let whole = (HEADER_LEN.min(frame.len()), frame.len());
+    if frame.first() != Some(&b'B') {
+        out.push(whole);
+        return;
+    }
+    let body = &frame[whole.0..];
+    let mut c = pg::Cursor::new(body, "Bind");
+    let parsed = (|| -> Result<(), pg::WireError> {
+        c.cstr()?;
+        c.cstr()?;
+        let formats = c.i16()?;
+        for _ in 0..formats.max(0) {
+            c.i16()?;
+        }
+        let params = c.i16()?;
+        for _ in 0..params.max(0) {
+            let len = c.i32()?;
+            if len < 0 {
+                continue;
+            }
+            let at = HEADER_LEN + body.len() - c.remaining().len();
+            c.bytes(len as usize)?;
+            out.push((at, at + len as usize));
+        }
+        Ok(())
+    })();
+    if parsed.is_err() {
+        // Not a Bind the server will take; scan it whole all the same.
+        out.clear();
+        out.push(whole);
     }
 }
 
@@ -453,47 +808,62 @@ impl FrameHandler for ClientSide<'_> {
         }
     }
 
+    fn on_large_frame(&mut self, tag: u8, _total_len: usize, _out: &mut Vec<u8>) -> Large {
+        if matches!(tag, b'S' | b'Q' | b'F') {
+            self.groups += 1;
+        }
+        Large::Stream
+    }
+
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
         let Some(engine) = self.ctx.engine else { return };
-        let is_stmt = |f: &FrameRef| matches!(f.tag, b'Q' | b'P' | b'B');
-        let (Some(first), Some(last)) = (frames.iter().position(is_stmt), frames.iter().rposition(is_stmt)) else {
-            return;
-        };
-        // One pass over all statements of the batch.
-        let (lo, hi) = (frames[first].start, frames[last].end);
-        self.hits.clear();
-        if let Err(e) = engine.scan(&buf[lo..hi], &mut self.hits) {
+        // The values of the statements (see `find_in_values`), and the group
+        // each statement belongs to.
+        let mut groups = Vec::new();
+        let mut spans = Vec::new();
+        self.values.clear();
+        self.found.clear();
+        for (i, f) in frames.iter().enumerate() {
+            let group = self.groups;
+            if matches!(f.tag, b'S' | b'Q' | b'F') {
+                self.groups += 1;
+            }
+            if !matches!(f.tag, b'Q' | b'P' | b'B') {
+                continue;
+            }
+            groups.push((i, group));
+            spans.clear();
+            statement_values(&buf[f.start..f.end], &mut spans);
+            for &(s, e) in &spans {
+                if e - s >= engine.min_len {
+                    self.values.push((f.start + s, f.start + e, i));
+                }
+            }
+        }
+        if let Err(e) = find_in_values(
+            engine,
+            buf,
+            &self.values,
+            &mut self.seg,
+            &mut self.ends,
+            &mut self.hits,
+            &mut self.found,
+        ) {
             tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan statements");
             return;
         }
-        if self.hits.is_empty() {
-            return;
-        }
-        // Confirmed findings per statement frame, in frame order.
-        let mut flagged: Vec<(usize, u32)> = Vec::new();
-        let mut tmp = Vec::new();
-        for h in &self.hits {
-            let (a, b) = (lo + h.first_end, lo + h.last_end);
-            let hit = Hit {
-                rule: h.rule,
-                first_end: a,
-                last_end: b,
-            };
-            let mut i = frames[first..=last].partition_point(|f| f.end < a) + first;
-            while i <= last && frames[i].start < b.max(a + 1) {
-                let f = frames[i];
-                if is_stmt(&f) && !flagged.iter().any(|(j, _)| *j == i) {
-                    tmp.clear();
-                    engine.confirm(buf, f.start + HEADER_LEN, f.end, &hit, &mut tmp);
-                    if let Some(x) = tmp.first() {
-                        flagged.push((i, x.rule));
-                    }
-                }
-                i += 1;
-            }
-        }
-        flagged.sort_unstable();
-        for (i, rule) in flagged {
+        // The first finding of each statement frame, in frame order.
+        self.found.sort_unstable_by_key(|(i, f)| (*i, f.start));
+        self.found.dedup_by_key(|(i, _)| *i);
+        let flagged: Vec<(usize, u32, u64)> = self
+            .found
+            .iter()
+            .map(|&(i, x)| {
+                let group = groups.iter().find(|(j, _)| *j == i).map_or(0, |(_, g)| *g);
+                (i, x.rule, group)
+            })
+            .collect();
+        for (i, rule, group) in flagged {
             let f = frames[i];
             self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
             let rule = engine.rule_id(rule).to_string();
@@ -518,9 +888,7 @@ impl FrameHandler for ClientSide<'_> {
                     out.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
                     out.extend_from_slice(&[b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0]);
                 });
-                let mut s = self.ctx.suppress.borrow_mut();
-                s.push_back(b'1');
-                s.push_back(b'2');
+                self.ctx.suppress.borrow_mut().push_back(group);
             }
         }
     }

@@ -164,6 +164,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
             if f.end != "client-disconnect" && f.end != "client-io-error" {
                 let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
             }
+            super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
             tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, reason = %f.message, "session refused");
             return;
         }
@@ -174,6 +175,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
                 "handshake-timeout",
             );
             let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
+            super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
             tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, "session refused");
             return;
         }
@@ -238,6 +240,7 @@ async fn handshake(
                         secret,
                     }) => match upstream::send_cancel(&host, port, pid, &secret).await {
                         Ok(()) => {
+                            super::counters::WorkerCounters::add(&shared.counters.worker(worker).cancels, 1);
                             tracing::info!(target: "gatehouse::session", session, client = %peer, worker, "cancel request forwarded")
                         }
                         Err(e) => {
@@ -355,6 +358,11 @@ async fn handshake(
         target: target.cfg.name.clone(),
         client_addr: peer.to_string(),
         worker,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        client_tls: tls,
     };
     let cancel = CancelTarget {
         host: target.cfg.host.clone(),
@@ -372,10 +380,12 @@ async fn handshake(
         shared.registry.deregister(pid);
         return Err(e.into());
     }
+    super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_opened, 1);
     tracing::info!(
         target: "gatehouse::session",
         session = pid,
         identity = %identity.name,
+        roles = %identity.roles.join(","),
         target = %target.cfg.name,
         client = %peer,
         worker,
@@ -577,6 +587,15 @@ async fn relay(
     };
     futures_util::future::join(c2s, s2c).await;
     drop(reg);
+    let c = shared.counters.worker(worker);
+    use super::counters::WorkerCounters as W;
+    W::add(&c.sessions_closed, 1);
+    W::add(&c.bytes_in, cs.bytes);
+    W::add(&c.bytes_out, ss.bytes);
+    W::add(&c.statements, cs.statements);
+    W::add(&c.rows, ss.rows);
+    W::add(&c.masked, ctx.masked_total());
+    W::add(&c.client_secrets, ctx.client_secrets.get());
     tracing::info!(
         target: "gatehouse::session",
         session = pid,

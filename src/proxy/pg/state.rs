@@ -1,10 +1,11 @@
 //! What sessions share: the compiled configuration (swapped whole on reload)
 //! and the process-wide registries.
 
+use super::counters::Counters;
 use super::registry::Registry;
 use super::tls;
 use crate::config::{Config, Target};
-use crate::identity::{Authenticator, StaticTokens};
+use crate::identity::Authenticator;
 use crate::scan::{self, Engine};
 use arc_swap::ArcSwap;
 use sha2::Digest;
@@ -45,7 +46,7 @@ impl State {
                 cfg: t.clone(),
             });
         }
-        let auth = Box::new(StaticTokens::from_config(&config.identities));
+        let auth = crate::identity::from_config(&config)?;
         let scan = if config.scan.enabled {
             Some(Arc::new(build_engine(&config)?))
         } else {
@@ -101,16 +102,25 @@ pub struct Shared {
     /// Seconds since start, advanced by the housekeeping thread; sessions
     /// stamp their last activity with it (a load, not a clock read).
     pub coarse_now: AtomicU64,
+    /// Per-worker counters for the metrics endpoint.
+    pub counters: Counters,
+    /// When the process started serving (Unix seconds).
+    pub started_unix: u64,
 }
 
 impl Shared {
-    pub fn new(state: State) -> Arc<Shared> {
+    pub fn new(state: State, workers: usize) -> Arc<Shared> {
         Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             registry: Registry::new(),
             active: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             coarse_now: AtomicU64::new(0),
+            counters: Counters::new(workers),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         })
     }
 

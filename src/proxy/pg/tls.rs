@@ -14,6 +14,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The server configuration for client connections.
 pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String> {
+    server_config_for(tls, &[b"postgresql".as_slice()])
+}
+
+/// A server configuration with the given ALPN protocols.
+pub fn server_config_for(tls: &ServerTls, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
         .map_err(|e| format!("{}: {e}", tls.cert_file.display()))?
         .collect::<Result<_, _>>()
@@ -28,7 +33,7 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Strin
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not fit: {e}"))?;
-    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 

@@ -1,0 +1,131 @@
+//! Prometheus text exposition of the data plane's counters.
+
+use crate::proxy::pg::counters::WorkerCounters;
+use crate::proxy::pg::Shared;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn per_worker(out: &mut String, s: &Shared, name: &str, help: &str, f: impl Fn(&WorkerCounters) -> &AtomicU64) {
+    family(out, name, "counter", help);
+    for (i, w) in s.counters.workers.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", f(w).load(Ordering::Relaxed));
+    }
+}
+
+/// Label values are rule ids and similar: escape what the format needs.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Renders all metrics.
+pub fn render(s: &Shared) -> String {
+    let mut out = String::with_capacity(4096);
+    family(&mut out, "gatehouse_up", "gauge", "1 while the process serves.");
+    let _ = writeln!(out, "gatehouse_up 1");
+    family(
+        &mut out,
+        "gatehouse_start_time_seconds",
+        "gauge",
+        "Start time of the process, Unix seconds.",
+    );
+    let _ = writeln!(out, "gatehouse_start_time_seconds {}", s.started_unix);
+    family(
+        &mut out,
+        "gatehouse_sessions_active",
+        "gauge",
+        "Client connections open now (all phases).",
+    );
+    let _ = writeln!(out, "gatehouse_sessions_active {}", s.active.load(Ordering::Relaxed));
+    family(
+        &mut out,
+        "gatehouse_draining",
+        "gauge",
+        "1 after SIGTERM, while sessions drain.",
+    );
+    let _ = writeln!(
+        out,
+        "gatehouse_draining {}",
+        u8::from(s.draining.load(Ordering::Relaxed))
+    );
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_sessions_opened_total",
+        "Sessions past authentication.",
+        |w| &w.sessions_opened,
+    );
+    per_worker(&mut out, s, "gatehouse_sessions_closed_total", "Sessions ended.", |w| {
+        &w.sessions_closed
+    });
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_sessions_refused_total",
+        "Connections refused before a session began.",
+        |w| &w.sessions_refused,
+    );
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_client_bytes_total",
+        "Bytes read from clients (closed sessions).",
+        |w| &w.bytes_in,
+    );
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_server_bytes_total",
+        "Bytes read from servers (closed sessions).",
+        |w| &w.bytes_out,
+    );
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_statements_total",
+        "Query and Execute messages (closed sessions).",
+        |w| &w.statements,
+    );
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_rows_total",
+        "DataRow messages (closed sessions).",
+        |w| &w.rows,
+    );
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_client_secrets_total",
+        "Client statements that carried a secret.",
+        |w| &w.client_secrets,
+    );
+    per_worker(
+        &mut out,
+        s,
+        "gatehouse_cancels_total",
+        "Cancel requests forwarded upstream.",
+        |w| &w.cancels,
+    );
+    family(
+        &mut out,
+        "gatehouse_masked_values_total",
+        "counter",
+        "Values masked, by rule.",
+    );
+    let state = s.state.load();
+    if let Some(engine) = &state.scan {
+        for (id, n) in engine.counts() {
+            if n > 0 {
+                let _ = writeln!(out, "gatehouse_masked_values_total{{rule=\"{}\"}} {n}", label(id));
+            }
+        }
+        family(&mut out, "gatehouse_scan_rules", "gauge", "Secret rules in force.");
+        let _ = writeln!(out, "gatehouse_scan_rules {}", engine.rule_count());
+    }
+    out
+}

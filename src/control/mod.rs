@@ -1,0 +1,70 @@
+//! The control plane: a small tokio runtime on low-priority threads that
+//! owns the admin API (and, as they land, reviews, the recorder and the
+//! notifiers). Workers never wait on it on the hot path.
+
+pub mod admin;
+pub mod metrics;
+
+use crate::proxy::pg::Shared;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Nice value of control-plane threads: the data plane comes first.
+pub const CONTROL_NICE: libc::c_int = 10;
+/// Threads of the control runtime.
+pub const CONTROL_THREADS: usize = 2;
+
+/// What the admin API may ask of the process.
+pub trait Ops: Send + Sync {
+    /// Re-reads the configuration (as SIGHUP does); the error says why not.
+    fn reload(&self) -> Result<(), String>;
+}
+
+/// The running control plane; dropping it stops its threads.
+pub struct Control {
+    pub rt: tokio::runtime::Runtime,
+    /// The admin API's bound address, when it serves.
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+fn lower_priority() {
+    // SAFETY: setpriority on the calling thread (Linux: who = 0 is this
+    // thread); failure only leaves the default priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, CONTROL_NICE);
+    }
+}
+
+/// Starts the control runtime and, when configured, the admin server.
+/// `ready` turns true once the data plane listens.
+pub fn start(shared: Arc<Shared>, ready: Arc<AtomicBool>, ops: Arc<dyn Ops>) -> anyhow::Result<Control> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CONTROL_THREADS)
+        .thread_name("gatehouse-ctl")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()?;
+    let state = shared.state.load_full();
+    let admin_addr = match &state.config.admin.listen {
+        Some(addr) => {
+            let addr: std::net::SocketAddr = addr.parse()?;
+            let tls = match &state.config.admin.tls {
+                Some(t) => Some(
+                    crate::proxy::pg::tls::server_config_for(t, &[b"http/1.1".as_slice()])
+                        .map_err(|e| anyhow::anyhow!("admin TLS: {e}"))?,
+                ),
+                None => None,
+            };
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
+            let bound = listener.local_addr()?;
+            let app = admin::AppState { shared, ready, ops };
+            rt.spawn(admin::serve(listener, tls, app));
+            tracing::info!(listen = %bound, tls = state.config.admin.tls.is_some(), "admin API serving");
+            Some(bound)
+        }
+        None => None,
+    };
+    Ok(Control { rt, admin_addr })
+}
