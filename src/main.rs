@@ -37,7 +37,8 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Tokens: `gatehouse token hash` prints the stored form of a token read from stdin.
+    /// Tokens: `hash` prints the stored form of a static token; `keygen` and
+    /// `mint` make OIDC signing keys and JWTs for development and tests.
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
@@ -48,6 +49,51 @@ enum Cmd {
 enum TokenCmd {
     /// Reads a token on stdin and prints its `sha256:` form for `token_hash`.
     Hash,
+    /// Generates a development signing key: DIR/KID.pem (private, PKCS#8)
+    /// and DIR/jwks.json (the public keys; the new one is added), for
+    /// `[oidc] jwks_file`.
+    Keygen {
+        /// RS256, ES256 or EdDSA.
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Key id (default: the key's RFC 7638 thumbprint).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Prints a signed JWT for development and tests.
+    Mint {
+        /// Private key (PEM) from `gatehouse token keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id for the header (default: the key's thumbprint).
+        #[arg(long)]
+        kid: Option<String>,
+        /// RS256, ES256 or EdDSA (default: the key's).
+        #[arg(long)]
+        alg: Option<String>,
+        #[arg(long)]
+        iss: String,
+        /// Audience; repeat for several.
+        #[arg(long, required = true)]
+        aud: Vec<String>,
+        #[arg(long)]
+        sub: String,
+        /// Groups, comma-separated.
+        #[arg(long)]
+        groups: Option<String>,
+        /// Lifetime, e.g. 90s, 15m, 1h (negative for an expired token).
+        #[arg(long, default_value = "1h", allow_hyphen_values = true)]
+        ttl: String,
+        /// Sets `nbf` this far from now.
+        #[arg(long, allow_hyphen_values = true)]
+        nbf_in: Option<String>,
+        /// More claims, KEY=VALUE (VALUE is JSON when it parses, else a string).
+        #[arg(long)]
+        claim: Vec<String>,
+    },
 }
 
 fn init_logs(format: &str, level: &str) {
@@ -135,6 +181,110 @@ fn run() -> anyhow::Result<ExitCode> {
                 anyhow::bail!("no token on stdin");
             }
             println!("{}", gatehouse::identity::hash_token(t.as_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Token {
+            cmd: TokenCmd::Keygen { alg, out, kid },
+        } => {
+            use gatehouse::identity::{jwks::Alg, mint};
+            let alg =
+                Alg::from_name(&alg).ok_or_else(|| anyhow::anyhow!("--alg: `{alg}` is not RS256, ES256 or EdDSA"))?;
+            let g = mint::keygen(alg, kid.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let key_path = out.join(format!("{}.pem", g.kid));
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&key_path)
+                    .with_context(|| format!("writing {}", key_path.display()))?;
+                f.write_all(g.private_pem.as_bytes())?;
+            }
+            let jwks_path = out.join("jwks.json");
+            let existing = match std::fs::read_to_string(&jwks_path) {
+                Ok(t) => Some(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", jwks_path.display())),
+            };
+            let doc = mint::add_to_jwks(existing.as_deref(), g.jwk)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", jwks_path.display()))?;
+            std::fs::write(&jwks_path, doc + "\n").with_context(|| format!("writing {}", jwks_path.display()))?;
+            println!("kid: {}", g.kid);
+            println!("private key: {}", key_path.display());
+            println!("jwks: {}", jwks_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Token {
+            cmd:
+                TokenCmd::Mint {
+                    key,
+                    kid,
+                    alg,
+                    iss,
+                    aud,
+                    sub,
+                    groups,
+                    ttl,
+                    nbf_in,
+                    claim,
+                },
+        } => {
+            use gatehouse::identity::{jwks::Alg, mint};
+            let alg = match alg {
+                Some(a) => Some(
+                    Alg::from_name(&a).ok_or_else(|| anyhow::anyhow!("--alg: `{a}` is not RS256, ES256 or EdDSA"))?,
+                ),
+                None => None,
+            };
+            let pem = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
+            let signer =
+                mint::SigningKey::from_pem(&pem, alg).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            let kid = kid.unwrap_or_else(|| signer.public_jwk(None)["kid"].as_str().unwrap_or_default().to_string());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            let ttl = mint::parse_duration(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            let mut claims = serde_json::Map::new();
+            claims.insert("iss".into(), iss.into());
+            claims.insert(
+                "aud".into(),
+                if aud.len() == 1 {
+                    aud[0].clone().into()
+                } else {
+                    aud.into()
+                },
+            );
+            claims.insert("sub".into(), sub.into());
+            claims.insert("iat".into(), now.into());
+            claims.insert("exp".into(), (now + ttl).into());
+            if let Some(n) = nbf_in {
+                let n = mint::parse_duration(&n).map_err(|e| anyhow::anyhow!("--nbf-in: {e}"))?;
+                claims.insert("nbf".into(), (now + n).into());
+            }
+            if let Some(g) = groups {
+                let list: Vec<String> = g
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                claims.insert("groups".into(), list.into());
+            }
+            for c in claim {
+                let (k, v) = c
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--claim: `{c}` is not KEY=VALUE"))?;
+                let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+                claims.insert(k.to_string(), v);
+            }
+            println!(
+                "{}",
+                mint::mint(&signer, Some(&kid), &claims).map_err(|e| anyhow::anyhow!(e))?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

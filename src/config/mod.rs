@@ -638,8 +638,8 @@ fn validate_oidc(
             return Err((k("jwks_ca_file"), format!("{} is not a readable file", ca.display())));
         }
     }
-    if o.refresh_secs == 0 {
-        return Err((k("refresh_secs"), "must be at least 1".into()));
+    if !(1..=604_800).contains(&o.refresh_secs) {
+        return Err((k("refresh_secs"), "must be between 1 and 604800 (a week)".into()));
     }
     if o.leeway_secs > 3600 {
         return Err((k("leeway_secs"), "must be at most 3600".into()));
@@ -840,7 +840,7 @@ targets = ["pg"]
             ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nalgorithms = [\"none\"]\n", 19, "oidc.algorithms[0]", "never accepted"),
             ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nalgorithms = [\"PS256\"]\n", 19, "oidc.algorithms[0]", "not one of"),
             ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nleeway_secs = 7200\n", 19, "oidc.leeway_secs", "at most"),
-            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nrefresh_secs = 0\n", 19, "oidc.refresh_secs", "at least 1"),
+            ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\nrefresh_secs = 0\n", 19, "oidc.refresh_secs", "between 1 and"),
             ("issuer = \"i\"\naudience = \"gh\"\njwks_file = \"jwks.json\"\n[oidc.role_targets]\nadmin = [\"nope\"]\n", 19, "oidc.role_targets", "no target is named `nope`"),
         ];
         for (body, line, key, msg) in cases {

@@ -3,6 +3,10 @@
 //! [`Authenticator`] interface; static tokens are one implementation and
 //! OIDC tokens plug in beside them.
 
+pub mod jwks;
+pub mod mint;
+pub mod oidc;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -26,6 +30,10 @@ pub enum AuthError {
     /// Unknown user and wrong token look the same to the client.
     #[error("password authentication failed for user \"{0}\"")]
     Rejected(String),
+    /// An OIDC token was refused; the reason says which check failed (and
+    /// never holds the token).
+    #[error("password authentication failed for user \"{user}\": {reason}")]
+    Token { user: String, reason: oidc::TokenError },
 }
 
 /// Checks a client's user name and password (a gatehouse credential).
@@ -93,6 +101,36 @@ impl Authenticator for StaticTokens {
     }
 }
 
+/// Static tokens, and OIDC tokens beside them: a password shaped like a JWT
+/// goes to OIDC (when configured), anything else to the static tokens,
+/// which keep working for service accounts. A JWT that OIDC refuses is not
+/// tried as a static token.
+pub struct Chain {
+    pub oidc: Option<oidc::OidcAuthenticator>,
+    pub static_tokens: StaticTokens,
+}
+
+impl Authenticator for Chain {
+    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Identity, AuthError> {
+        match &self.oidc {
+            Some(o) if oidc::looks_like_jwt(password) => o.authenticate(user, password),
+            _ => self.static_tokens.authenticate(user, password),
+        }
+    }
+}
+
+/// The authenticator the configuration describes. With `[oidc]` this loads
+/// the JWKS (a file now, a URL on the refresher thread) and starts its
+/// refresher, which stops when the authenticator is dropped.
+pub fn from_config(config: &crate::config::Config) -> Result<Box<dyn Authenticator>, String> {
+    let static_tokens = StaticTokens::from_config(&config.identities);
+    let oidc = match &config.oidc {
+        Some(o) => Some(oidc::OidcAuthenticator::from_config(o).map_err(|e| format!("oidc: {e}"))?),
+        None => None,
+    };
+    Ok(Box::new(Chain { oidc, static_tokens }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +150,74 @@ mod tests {
         assert!(a.authenticate("other", b"demo-token-change-me").is_err());
         assert!(parse_token_hash("sha256:zz").is_none());
         assert!(parse_token_hash(&hash_token(b"x")).is_some());
+    }
+
+    #[test]
+    fn chain_sends_jwts_to_oidc_and_the_rest_to_static_tokens() {
+        let g = mint::keygen(jwks::Alg::EdDSA, Some("k")).unwrap();
+        let doc = mint::add_to_jwks(None, g.jwk.clone()).unwrap();
+        let (keys, _) = jwks::parse(doc.as_bytes()).unwrap();
+        let settings = oidc::Settings {
+            issuer: "iss".into(),
+            audiences: vec!["gh".into()],
+            leeway_secs: 60,
+            algorithms: jwks::Alg::ALL.to_vec(),
+            user_claim: "sub".into(),
+            roles_claim: "groups".into(),
+            role_map: [("g".to_string(), vec!["r".to_string()])].into_iter().collect(),
+            role_passthrough: false,
+            role_targets: None,
+            user_must_match: true,
+        };
+        // A static token that is itself shaped like a JWT is reachable only
+        // without OIDC.
+        let jwt_shaped = mint::mint(
+            &mint::SigningKey::from_pem(&g.private_pem, None).unwrap(),
+            Some("x"),
+            &Default::default(),
+        )
+        .unwrap();
+        let statics = |extra: &str| {
+            StaticTokens::from_config(&[
+                IdentityConfig {
+                    name: "svc".into(),
+                    token_hash: hash_token(b"service-token"),
+                    targets: vec!["*".into()],
+                    roles: vec!["svc".into()],
+                },
+                IdentityConfig {
+                    name: "odd".into(),
+                    token_hash: hash_token(extra.as_bytes()),
+                    targets: vec![],
+                    roles: vec![],
+                },
+            ])
+        };
+        let chain = Chain {
+            oidc: Some(oidc::OidcAuthenticator::with_keys(settings, keys)),
+            static_tokens: statics(&jwt_shaped),
+        };
+        assert_eq!(chain.authenticate("svc", b"service-token").unwrap().roles, vec!["svc"]);
+        assert_eq!(
+            chain.authenticate("svc", b"wrong").unwrap_err(),
+            AuthError::Rejected("svc".into())
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({"iss": "iss", "aud": "gh", "sub": "alice", "groups": ["g"], "exp": now + 60});
+        let key = mint::SigningKey::from_pem(&g.private_pem, None).unwrap();
+        let t = mint::mint(&key, Some("k"), claims.as_object().unwrap()).unwrap();
+        let id = chain.authenticate("alice", t.as_bytes()).unwrap();
+        assert_eq!((id.name.as_str(), id.roles.clone()), ("alice", vec!["r".to_string()]));
+        // A JWT that OIDC refuses is not tried as a static token.
+        let e = chain.authenticate("odd", jwt_shaped.as_bytes()).unwrap_err();
+        assert!(matches!(e, AuthError::Token { .. }), "{e}");
+        let no_oidc = Chain {
+            oidc: None,
+            static_tokens: statics(&jwt_shaped),
+        };
+        assert_eq!(no_oidc.authenticate("odd", jwt_shaped.as_bytes()).unwrap().name, "odd");
     }
 }
