@@ -1,0 +1,60 @@
+//! Statement classification cost: pgbench's TPC-B statements (as pgbench
+//! sends them with `-M extended`/`prepared`, placeholders `$n`), cached (a
+//! hash lookup) and uncached (parse, walk, fingerprint).
+//!
+//! Targets: cached ≤ 5 µs, uncached ≤ 50 µs per statement.
+//!
+//! cargo bench --bench classify -- --warm-up-time 1 --measurement-time 3
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gatehouse::sql::Classifier;
+
+const TPCB: &[(&str, &str)] = &[
+    ("select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"),
+    (
+        "update_accounts",
+        "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;",
+    ),
+    (
+        "update_tellers",
+        "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2;",
+    ),
+    (
+        "update_branches",
+        "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2;",
+    ),
+    (
+        "insert_history",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP);",
+    ),
+];
+
+/// A larger statement for scale: CTEs, joins, a subquery, functions.
+const REPORT: &str = "WITH recent AS (SELECT aid, sum(delta) AS d FROM pgbench_history \
+     WHERE mtime > now() - interval '1 hour' GROUP BY aid), \
+     top AS (SELECT aid FROM recent ORDER BY d DESC LIMIT 10) \
+     SELECT a.aid, a.abalance, r.d, b.bbalance FROM pgbench_accounts a \
+     JOIN recent r USING (aid) JOIN pgbench_branches b ON b.bid = a.bid \
+     WHERE a.aid IN (SELECT aid FROM top) AND coalesce(a.filler, '') <> 'x' \
+     ORDER BY r.d DESC";
+
+fn bench(c: &mut Criterion) {
+    let classifier = Classifier::new(&[]);
+    let mut cached = c.benchmark_group("classify/cached");
+    for (name, sql) in TPCB {
+        let _ = classifier.classify(sql);
+        cached.bench_function(*name, |b| b.iter(|| classifier.classify(black_box(sql))));
+    }
+    cached.finish();
+
+    let mut uncached = c.benchmark_group("classify/uncached");
+    for (name, sql) in TPCB.iter().chain([("report", REPORT)].iter()) {
+        uncached.bench_function(*name, |b| b.iter(|| classifier.classify_uncached(black_box(sql))));
+    }
+    uncached.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

