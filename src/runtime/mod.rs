@@ -127,15 +127,31 @@ async fn worker_main(
 fn run_worker(driver: Driver, fut: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
     match driver {
         Driver::IoUring => {
-            let mut urb = io_uring::IoUring::builder();
-            // Completions are reaped when the worker enters the kernel
-            // anyway; skipping the IPI per completion saves CPU.
-            urb.setup_coop_taskrun();
-            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(4096)
-                .uring_builder(urb)
-                .enable_timer()
-                .build()?;
+            // Only this worker's thread submits, and it reaps completions when
+            // it waits anyway: with DEFER_TASKRUN the kernel runs completion
+            // work then, in a batch, instead of interrupting the worker for
+            // each one (measured: less CPU per transaction than COOP_TASKRUN
+            // alone). Kernels before 6.1 refuse it; COOP_TASKRUN then.
+            let build = |defer: bool| {
+                let mut urb = io_uring::IoUring::builder();
+                if defer {
+                    urb.setup_single_issuer().setup_defer_taskrun();
+                } else {
+                    urb.setup_coop_taskrun();
+                }
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(4096)
+                    .uring_builder(urb)
+                    .enable_timer()
+                    .build()
+            };
+            let mut rt = match build(true) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::info!(error = %e, "io_uring without DEFER_TASKRUN (needs Linux 6.1)");
+                    build(false)?
+                }
+            };
             rt.block_on(fut);
         }
         Driver::Epoll => {
