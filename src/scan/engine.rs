@@ -89,6 +89,10 @@ impl Engine {
                 message: e.to_string(),
             })?;
             p.id = Some(i);
+            // Multi-line: callers scan many values at once, each ended by a
+            // newline, and `^`/`$` must hold at each value's edges (hits
+            // are confirmed by the regex on the value alone).
+            p.flags |= hyperscan::PatternFlags::MULTILINE;
             patterns.push(p);
             compiled.push(Compiled {
                 id: r.id.clone(),
@@ -122,13 +126,19 @@ impl Engine {
                 }
             }
         };
+        // The shortest match any rule can have: shorter values hold none.
+        let min_len = patterns
+            .iter()
+            .map(|p| p.info().map(|i| i.min_width()).unwrap_or(0))
+            .min()
+            .unwrap_or(0);
         let counters = (0..rules.len()).map(|_| AtomicU64::new(0)).collect();
         Ok(Engine {
             db,
             rules: compiled,
             hash_key,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            min_len: 8,
+            min_len,
             counters,
         })
     }

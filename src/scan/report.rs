@@ -20,6 +20,10 @@ pub fn scan_stream(engine: &Engine, mut input: impl Read, out: &mut impl Write) 
     let mut base: u64 = 0;
     // Findings before this absolute offset were reported already.
     let mut reported_to: u64 = 0;
+    // Findings ending at or before this absolute offset were decided by the
+    // previous chunk, which saw them with their context on both sides (in
+    // this chunk their left context may be cut off).
+    let mut decided_to: u64 = 0;
     let mut count = 0;
     let mut eof = false;
     while !eof {
@@ -40,7 +44,10 @@ pub fn scan_stream(engine: &Engine, mut input: impl Read, out: &mut impl Write) 
         for (k, &f) in found.iter().enumerate() {
             let abs = base + f.start as u64;
             // A match cut by the chunk's end is reported from the next chunk.
-            if abs < reported_to || (!eof && f.end + WINDOW / 2 > buf.len() && buf.len() > WINDOW) {
+            if abs < reported_to
+                || base + (f.end as u64) <= decided_to
+                || (!eof && f.end + WINDOW / 2 > buf.len() && buf.len() > WINDOW)
+            {
                 continue;
             }
             let mut masked = Vec::new();
@@ -71,6 +78,9 @@ pub fn scan_stream(engine: &Engine, mut input: impl Read, out: &mut impl Write) 
             )?;
             reported_to = base + f.end as u64;
             count += 1;
+        }
+        if buf.len() > WINDOW {
+            decided_to = base + (buf.len() - WINDOW / 2) as u64;
         }
         // Keep the tail as context for the next chunk.
         let keep = buf.len().min(WINDOW);
