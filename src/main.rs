@@ -127,7 +127,15 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config } => match gatehouse::config::Config::load(&config) {
-            Ok(cfg) => match gatehouse::proxy::pg::State::build(cfg) {
+            Ok(cfg) => match gatehouse::proxy::pg::State::build(cfg).and_then(|s| {
+                // Serving compiles each rule's regex on its first hit; check
+                // compiles them all now.
+                if s.config.scan.enabled {
+                    let rules = gatehouse::proxy::pg::state::scan_rules(&s.config)?;
+                    gatehouse::scan::rules::compile_all(&rules)?;
+                }
+                Ok(s)
+            }) {
                 Ok(s) => {
                     println!(
                         "{}: ok ({} targets, {} identities)",

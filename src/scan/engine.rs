@@ -28,11 +28,30 @@ pub enum ScanError {
 
 struct Compiled {
     id: String,
-    re: regex::bytes::Regex,
+    pattern: String,
+    /// Compiled on the rule's first hit: most rules never hit, and 300
+    /// compiled regexes cost tens of MiB.
+    re: std::sync::OnceLock<Option<regex::bytes::Regex>>,
     group: usize,
     entropy: Option<f64>,
     validator: Option<Validator>,
     mask: MaskKind,
+}
+
+impl Compiled {
+    fn regex(&self) -> Option<&regex::bytes::Regex> {
+        self.re
+            .get_or_init(|| match super::rules::build_regex(&self.pattern) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    // The syntax was checked when the rules loaded; only a
+                    // size limit can fail here.
+                    tracing::error!(target: "gatehouse::scan", rule = %self.id, error = %e, "rule's regex does not compile; its hits are not confirmed");
+                    None
+                }
+            })
+            .as_ref()
+    }
 }
 
 /// A candidate region for one rule: Hyperscan reported match ends from
@@ -76,14 +95,11 @@ impl Engine {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut patterns = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
-            let re = regex::bytes::RegexBuilder::new(&r.pattern)
-                .size_limit(8 << 20)
-                .build()
-                .map_err(|e| ScanError::Regex {
-                    id: r.id.clone(),
-                    message: e.to_string(),
-                })?;
-            let group = r.group.unwrap_or(if re.captures_len() > 1 { 1 } else { 0 });
+            let captures = super::rules::capture_groups(&r.pattern).map_err(|e| ScanError::Regex {
+                id: r.id.clone(),
+                message: e,
+            })?;
+            let group = r.group.unwrap_or(if captures > 0 { 1 } else { 0 });
             let mut p = Pattern::new(r.pattern.clone()).map_err(|e| ScanError::Compile {
                 id: r.id.clone(),
                 message: e.to_string(),
@@ -96,7 +112,8 @@ impl Engine {
             patterns.push(p);
             compiled.push(Compiled {
                 id: r.id.clone(),
-                re,
+                pattern: r.pattern.clone(),
+                re: std::sync::OnceLock::new(),
                 group,
                 entropy: r.entropy,
                 validator: r.validator,
@@ -233,7 +250,10 @@ impl Engine {
             return;
         }
         let window = &data[from..to];
-        for caps in r.re.captures_iter(window) {
+        let Some(re) = r.regex() else {
+            return;
+        };
+        for caps in re.captures_iter(window) {
             let Some(m) = caps.get(r.group).or_else(|| caps.get(0)) else {
                 continue;
             };

@@ -101,9 +101,9 @@ impl RuleFile {
             if !seen.insert(r.id.clone()) {
                 return Err(err("id used twice".into()));
             }
-            let re = regex::bytes::Regex::new(&r.pattern).map_err(|e| err(format!("pattern: {e}")))?;
+            let captures = capture_groups(&r.pattern).map_err(|e| err(format!("pattern: {e}")))?;
             if let Some(g) = r.group {
-                if g >= re.captures_len() {
+                if g > captures {
                     return Err(err(format!("group {g} does not exist in the pattern")));
                 }
             }
@@ -126,6 +126,37 @@ impl RuleFile {
         })?;
         Self::parse(&text, &file)
     }
+}
+
+/// The regex of a rule: bytes, ASCII classes (as Hyperscan without UCP:
+/// tokens are ASCII, and Unicode classes would make every regex many times
+/// larger).
+pub fn build_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(32 << 20)
+        .build()
+}
+
+/// Checks a pattern's syntax without compiling it; returns its number of
+/// capture groups.
+pub fn capture_groups(pattern: &str) -> Result<usize, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())?;
+    Ok(hir.properties().explicit_captures_len())
+}
+
+/// Compiles every rule's regex once (for `gatehouse check`), naming the
+/// first that fails.
+pub fn compile_all(rules: &[Rule]) -> Result<(), String> {
+    for r in rules {
+        build_regex(&r.pattern).map_err(|e| format!("rule {}: {e}", r.id))?;
+    }
+    Ok(())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

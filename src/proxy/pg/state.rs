@@ -70,8 +70,9 @@ impl State {
     }
 }
 
-/// Compiles the secret rules the configuration names.
-pub fn build_engine(config: &Config) -> Result<Engine, String> {
+/// The secret rules the configuration names: a rules file or the built-in
+/// rules, minus those switched off, plus `[[scan.rule]]` tables.
+pub fn scan_rules(config: &Config) -> Result<Vec<scan::Rule>, String> {
     let sc = &config.scan;
     let mut extra = Vec::with_capacity(sc.rules.len());
     for t in &sc.rules {
@@ -80,7 +81,13 @@ pub fn build_engine(config: &Config) -> Result<Engine, String> {
             .map_err(|e| format!("scan.rule: {e}"))?;
         extra.push(r);
     }
-    let rules = scan::assemble(sc.rules_file.as_deref(), &sc.disabled_rules, extra)?;
+    scan::assemble(sc.rules_file.as_deref(), &sc.disabled_rules, extra)
+}
+
+/// Compiles the secret rules the configuration names.
+pub fn build_engine(config: &Config) -> Result<Engine, String> {
+    let sc = &config.scan;
+    let rules = scan_rules(config)?;
     let key_text = match (&sc.hash_key, &sc.hash_key_env) {
         (Some(k), _) => k.clone(),
         (None, Some(var)) => std::env::var(var).map_err(|_| format!("scan.hash_key_env: {var} is not set"))?,
