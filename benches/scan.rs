@@ -8,19 +8,43 @@ use gatehouse::scan::{assemble, Engine, Hit};
 /// A 64 KiB batch of DataRow frames of ordinary data: ids, md5 hex, names,
 /// e-mail addresses, timestamps, prose, JSON.
 fn ordinary_rows(target: usize) -> Vec<u8> {
-    let words = ["alpha", "river", "stone", "market", "orange", "window", "signal", "harbor", "copper", "meadow"];
+    let words = [
+        "alpha", "river", "stone", "market", "orange", "window", "signal", "harbor", "copper", "meadow",
+    ];
     let mut out = Vec::with_capacity(target + 512);
     let mut i: u64 = 0;
     while out.len() < target {
         i += 1;
-        let h = format!("{:016x}{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i.wrapping_mul(0xc2b2_ae3d_27d4_eb4f));
+        let h = format!(
+            "{:016x}{:016x}",
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            i.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+        );
         let name = format!("{} {}", words[(i % 10) as usize], words[(i / 10 % 10) as usize]);
         let email = format!("{}.{}@example.com", words[(i % 7) as usize], i);
         let ts = format!("2026-11-{:02} 12:{:02}:{:02}+00", i % 28 + 1, i % 60, (i * 7) % 60);
-        let prose = format!("The {} near the {} was quiet on day {} of the season.", words[(i % 10) as usize], words[((i + 3) % 10) as usize], i);
-        let json = format!(r#"{{"id":{i},"name":"{name}","tags":["{}","{}"],"score":{}}}"#, words[(i % 4) as usize], words[(i % 9) as usize], i % 1000);
+        let prose = format!(
+            "The {} near the {} was quiet on day {} of the season.",
+            words[(i % 10) as usize],
+            words[((i + 3) % 10) as usize],
+            i
+        );
+        let json = format!(
+            r#"{{"id":{i},"name":"{name}","tags":["{}","{}"],"score":{}}}"#,
+            words[(i % 4) as usize],
+            words[(i % 9) as usize],
+            i % 1000
+        );
         let id = i.to_string();
-        let cols: [&[u8]; 7] = [id.as_bytes(), h.as_bytes(), name.as_bytes(), email.as_bytes(), ts.as_bytes(), prose.as_bytes(), json.as_bytes()];
+        let cols: [&[u8]; 7] = [
+            id.as_bytes(),
+            h.as_bytes(),
+            name.as_bytes(),
+            email.as_bytes(),
+            ts.as_bytes(),
+            prose.as_bytes(),
+            json.as_bytes(),
+        ];
         let body_len: usize = 2 + cols.iter().map(|c| 4 + c.len()).sum::<usize>();
         out.push(b'D');
         out.extend_from_slice(&((body_len + 4) as u32).to_be_bytes());
@@ -57,7 +81,9 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Bytes(rows.len() as u64));
-    g.bench_function("find_confirmed_ordinary_rows_64k", |b| b.iter(|| engine.find(black_box(&rows)).expect("find").len()));
+    g.bench_function("find_confirmed_ordinary_rows_64k", |b| {
+        b.iter(|| engine.find(black_box(&rows)).expect("find").len())
+    });
     g.finish();
 }
 
