@@ -33,6 +33,116 @@ pub struct Config {
     pub scan: Scan,
     #[serde(default)]
     pub admin: Admin,
+    /// Statement policy per role; absent: every statement is allowed.
+    pub policy: Option<PolicyConfig>,
+}
+
+/// What a statement of a class gets.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Approve,
+    Deny,
+}
+
+/// Guardrail flags (the names of `sql::Flags`; a test keeps them equal).
+pub const GUARDRAIL_FLAGS: &[&str] = &[
+    "delete_without_where",
+    "update_without_where",
+    "drop",
+    "truncate",
+    "alter_system",
+    "copy_program",
+    "copy_from",
+    "file_access",
+    "set_role",
+    "do_block",
+    "call",
+    "execute",
+    "row_locks",
+    "lock_table",
+    "select_into",
+    "upsert",
+    "data_modifying_cte",
+    "explain_analyze",
+    "notify",
+    "grant",
+    "role_admin",
+    "maintenance",
+    "side_effect_function",
+    "guarded_setting",
+    "read_only_override",
+];
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The role of identities that carry none of the roles below.
+    pub default_role: Option<String>,
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, RolePolicyConfig>,
+    #[serde(default, rename = "guardrail")]
+    pub guardrails: Vec<GuardrailConfig>,
+    /// More functions with side effects, classed as admin when called.
+    #[serde(default)]
+    pub side_effect_functions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolePolicyConfig {
+    #[serde(default = "allow")]
+    pub read: Verdict,
+    #[serde(default = "approve")]
+    pub write: Verdict,
+    #[serde(default = "approve")]
+    pub delete: Verdict,
+    #[serde(default = "deny")]
+    pub ddl: Verdict,
+    #[serde(default = "deny")]
+    pub admin: Verdict,
+    /// Statements gatehouse cannot classify are treated as the strictest class.
+    #[serde(default = "deny")]
+    pub unknown: Verdict,
+    /// Rows per result; past it the result is cut with an error.
+    pub max_rows: Option<u64>,
+    /// Roles whose members may approve this role's held statements.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default = "one")]
+    pub approvals_required: u32,
+    #[serde(default = "five_minutes")]
+    pub approval_timeout_secs: u64,
+}
+
+fn allow() -> Verdict {
+    Verdict::Allow
+}
+fn approve() -> Verdict {
+    Verdict::Approve
+}
+fn deny() -> Verdict {
+    Verdict::Deny
+}
+fn one() -> u32 {
+    1
+}
+fn five_minutes() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailConfig {
+    pub id: String,
+    /// The statement flag that trips it (see `GUARDRAIL_FLAGS`).
+    pub flag: String,
+    /// What the client is told (SQLSTATE 42501).
+    pub message: String,
+    /// Roles it applies to; empty: everyone.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// The admin API: health, metrics, sessions; served by the control plane.
@@ -556,6 +666,37 @@ impl Config {
                 }
             }
         }
+        if let Some(p) = &self.policy {
+            for (name, r) in &p.roles {
+                let k = |k: &'static str| vec![Key("policy"), Key("roles"), Key(leak(name)), Key(k)];
+                if r.approvals_required == 0 {
+                    return Err((k("approvals_required"), "must be at least 1".into()));
+                }
+                if r.approval_timeout_secs == 0 {
+                    return Err((k("approval_timeout_secs"), "must be at least 1".into()));
+                }
+                if r.max_rows == Some(0) {
+                    return Err((k("max_rows"), "must be at least 1".into()));
+                }
+                let holds = [r.read, r.write, r.delete, r.ddl, r.admin, r.unknown].contains(&Verdict::Approve);
+                if holds && r.approvers.is_empty() {
+                    return Err((k("approvers"), "a role with `approve` verdicts needs approver roles".into()));
+                }
+            }
+            if let Some(d) = &p.default_role {
+                if !p.roles.contains_key(d) {
+                    return Err((vec![Key("policy"), Key("default_role")], format!("no role `{d}` under [policy.roles]")));
+                }
+            }
+            for (i, g) in p.guardrails.iter().enumerate() {
+                if !GUARDRAIL_FLAGS.contains(&g.flag.as_str()) {
+                    return Err((
+                        vec![Key("policy"), Key("guardrail"), Idx(i), Key("flag")],
+                        format!("`{}` is not a statement flag; one of: {}", g.flag, GUARDRAIL_FLAGS.join(", ")),
+                    ));
+                }
+            }
+        }
         let mut ids = std::collections::HashSet::new();
         for (i, id) in self.identities.iter().enumerate() {
             let k = |k: &'static str| vec![Key("identity"), Idx(i), Key(k)];
@@ -680,6 +821,11 @@ fn validate_oidc(
         }
     }
     Ok(())
+}
+
+/// Role names are keys in the document; the path type wants static strs.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
 }
 
 /// One step of a key path.

@@ -1,0 +1,231 @@
+//! The compiled statement policy: per role, what each statement class gets
+//! (allow, hold for approval, deny), guardrails that deny outright, the
+//! maximum rows per result, and who approves.
+//!
+//! Roles grant: an identity with several roles gets the most permissive
+//! verdict any of them gives; guardrails apply whatever the roles.
+
+use crate::config::{PolicyConfig, Verdict};
+use crate::sql::{Classification, StatementClass};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One role's rules.
+#[derive(Debug, Clone)]
+pub struct RolePolicy {
+    verdicts: [Verdict; 6],
+    pub max_rows: Option<u64>,
+    pub approvers: Vec<String>,
+    pub approvals_required: u32,
+    pub approval_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Guardrail {
+    id: String,
+    flag: String,
+    message: String,
+    roles: Vec<String>,
+}
+
+/// What to do with a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Hold until `required` approvals from members of `approvers` arrive,
+    /// or `timeout` passes.
+    Approve { approvers: Vec<String>, required: u32, timeout: Duration, class: StatementClass },
+    /// Refuse with this message (SQLSTATE 42501).
+    Deny { message: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    roles: BTreeMap<String, RolePolicy>,
+    default_role: Option<String>,
+    guardrails: Vec<Guardrail>,
+    /// Extra side-effect functions for the classifier.
+    pub side_effect_functions: Vec<String>,
+}
+
+fn class_index(c: StatementClass) -> usize {
+    match c {
+        StatementClass::Read => 0,
+        StatementClass::Write => 1,
+        StatementClass::Delete => 2,
+        StatementClass::Ddl => 3,
+        StatementClass::Admin => 4,
+        StatementClass::Unknown => 5,
+    }
+}
+
+impl Policy {
+    pub fn compile(cfg: &PolicyConfig) -> Policy {
+        let roles = cfg
+            .roles
+            .iter()
+            .map(|(name, r)| {
+                (
+                    name.clone(),
+                    RolePolicy {
+                        verdicts: [r.read, r.write, r.delete, r.ddl, r.admin, r.unknown],
+                        max_rows: r.max_rows,
+                        approvers: r.approvers.clone(),
+                        approvals_required: r.approvals_required,
+                        approval_timeout: Duration::from_secs(r.approval_timeout_secs),
+                    },
+                )
+            })
+            .collect();
+        let guardrails = cfg
+            .guardrails
+            .iter()
+            .map(|g| Guardrail { id: g.id.clone(), flag: g.flag.clone(), message: g.message.clone(), roles: g.roles.clone() })
+            .collect();
+        Policy {
+            roles,
+            default_role: cfg.default_role.clone(),
+            guardrails,
+            side_effect_functions: cfg.side_effect_functions.clone(),
+        }
+    }
+
+    /// The policies of an identity's roles (or the default role's).
+    fn role_policies<'a>(&'a self, roles: &[String]) -> Vec<(&'a str, &'a RolePolicy)> {
+        let mut out: Vec<(&str, &RolePolicy)> =
+            roles.iter().filter_map(|r| self.roles.get_key_value(r)).map(|(k, v)| (k.as_str(), v)).collect();
+        if out.is_empty() {
+            if let Some((k, v)) = self.default_role.as_ref().and_then(|d| self.roles.get_key_value(d)) {
+                out.push((k.as_str(), v));
+            }
+        }
+        out
+    }
+
+    /// The decision for a classified statement run by an identity with `roles`.
+    pub fn decide(&self, roles: &[String], c: &Classification) -> Decision {
+        let flags = c.flags();
+        let set = flags.names();
+        for g in &self.guardrails {
+            let applies = g.roles.is_empty() || g.roles.iter().any(|r| roles.contains(r));
+            if applies && set.contains(&g.flag.as_str()) {
+                return Decision::Deny { message: format!("{} (guardrail {})", g.message, g.id) };
+            }
+        }
+        let class = c.class;
+        let policies = self.role_policies(roles);
+        if policies.is_empty() {
+            return Decision::Deny {
+                message: format!("no policy role applies to this identity (roles: {})", roles.join(", ")),
+            };
+        }
+        let i = class_index(class);
+        // Most permissive verdict over the roles: allow > approve > deny.
+        let mut best: Option<(&str, &RolePolicy, Verdict)> = None;
+        for (name, p) in policies {
+            let v = p.verdicts[i];
+            let better = match (best.map(|b| b.2), v) {
+                (None, _) => true,
+                (Some(Verdict::Deny), Verdict::Approve | Verdict::Allow) => true,
+                (Some(Verdict::Approve), Verdict::Allow) => true,
+                _ => false,
+            };
+            if better {
+                best = Some((name, p, v));
+            }
+        }
+        match best {
+            Some((_, _, Verdict::Allow)) => Decision::Allow,
+            Some((_, p, Verdict::Approve)) => Decision::Approve {
+                approvers: p.approvers.clone(),
+                required: p.approvals_required,
+                timeout: p.approval_timeout,
+                class,
+            },
+            Some((role, _, Verdict::Deny)) | Some((role, _, _)) => Decision::Deny {
+                message: format!("{} statements are denied for role {role} by policy", class.as_str()),
+            },
+            None => Decision::Deny { message: "denied by policy".into() },
+        }
+    }
+
+    /// The largest result an identity may receive, if limited.
+    pub fn max_rows(&self, roles: &[String]) -> Option<u64> {
+        let p = self.role_policies(roles);
+        if p.iter().any(|(_, r)| r.max_rows.is_none()) {
+            return None;
+        }
+        p.iter().filter_map(|(_, r)| r.max_rows).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Classifier;
+
+    fn policy() -> Policy {
+        let cfg: PolicyConfig = toml::from_str(
+            r#"
+default_role = "agent"
+[roles.agent]
+write = "approve"
+approvers = ["dba"]
+max_rows = 100
+[roles.dba]
+read = "allow"
+write = "allow"
+delete = "allow"
+ddl = "approve"
+approvers = ["dba"]
+[[guardrail]]
+id = "no-drop"
+flag = "drop"
+message = "DROP is not allowed through gatehouse"
+[[guardrail]]
+id = "no-delete-all"
+flag = "delete_without_where"
+message = "DELETE without WHERE is not allowed"
+"#,
+        )
+        .unwrap();
+        Policy::compile(&cfg)
+    }
+
+    #[test]
+    fn verdicts_by_class_and_role() {
+        let p = policy();
+        let c = Classifier::new(&[]);
+        let agent = vec!["agent".to_string()];
+        assert_eq!(p.decide(&agent, &c.classify("select 1")), Decision::Allow);
+        assert!(matches!(p.decide(&agent, &c.classify("insert into t values (1)")), Decision::Approve { required: 1, .. }));
+        assert!(matches!(p.decide(&agent, &c.classify("create table x (a int)")), Decision::Deny { .. }));
+        assert!(matches!(p.decide(&agent, &c.classify("do $$ begin end $$")), Decision::Deny { .. }));
+        let dba = vec!["dba".to_string()];
+        assert_eq!(p.decide(&dba, &c.classify("delete from t where id = 1")), Decision::Allow);
+        assert!(matches!(p.decide(&dba, &c.classify("create table x (a int)")), Decision::Approve { .. }));
+        // Several roles: the most permissive verdict.
+        let both = vec!["agent".to_string(), "dba".to_string()];
+        assert_eq!(p.decide(&both, &c.classify("update t set a = 1 where id = 2")), Decision::Allow);
+        // No role: the default role.
+        assert!(matches!(p.decide(&[], &c.classify("insert into t values (1)")), Decision::Approve { .. }));
+        assert_eq!(p.max_rows(&agent), Some(100));
+        assert_eq!(p.max_rows(&dba), None);
+    }
+
+    #[test]
+    fn guardrails_deny_whatever_the_role() {
+        let p = policy();
+        let c = Classifier::new(&[]);
+        let dba = vec!["dba".to_string()];
+        let Decision::Deny { message } = p.decide(&dba, &c.classify("DROP TABLE t")) else { panic!() };
+        assert!(message.contains("DROP is not allowed"), "{message}");
+        assert!(matches!(p.decide(&dba, &c.classify("delete from t")), Decision::Deny { .. }));
+        assert!(matches!(p.decide(&dba, &c.classify("with d as (delete from t) select 1")), Decision::Deny { .. }));
+    }
+
+    #[test]
+    fn guardrail_flags_match_the_classifier() {
+        assert_eq!(crate::config::GUARDRAIL_FLAGS, crate::sql::Flags::NAMES);
+    }
+}
