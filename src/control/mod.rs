@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod metrics;
+pub mod reviews;
 
 use crate::proxy::pg::Shared;
 use std::sync::atomic::AtomicBool;

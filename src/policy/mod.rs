@@ -34,9 +34,16 @@ pub enum Decision {
     Allow,
     /// Hold until `required` approvals from members of `approvers` arrive,
     /// or `timeout` passes.
-    Approve { approvers: Vec<String>, required: u32, timeout: Duration, class: StatementClass },
+    Approve {
+        approvers: Vec<String>,
+        required: u32,
+        timeout: Duration,
+        class: StatementClass,
+    },
     /// Refuse with this message (SQLSTATE 42501).
-    Deny { message: String },
+    Deny {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -80,7 +87,12 @@ impl Policy {
         let guardrails = cfg
             .guardrails
             .iter()
-            .map(|g| Guardrail { id: g.id.clone(), flag: g.flag.clone(), message: g.message.clone(), roles: g.roles.clone() })
+            .map(|g| Guardrail {
+                id: g.id.clone(),
+                flag: g.flag.clone(),
+                message: g.message.clone(),
+                roles: g.roles.clone(),
+            })
             .collect();
         Policy {
             roles,
@@ -92,8 +104,11 @@ impl Policy {
 
     /// The policies of an identity's roles (or the default role's).
     fn role_policies<'a>(&'a self, roles: &[String]) -> Vec<(&'a str, &'a RolePolicy)> {
-        let mut out: Vec<(&str, &RolePolicy)> =
-            roles.iter().filter_map(|r| self.roles.get_key_value(r)).map(|(k, v)| (k.as_str(), v)).collect();
+        let mut out: Vec<(&str, &RolePolicy)> = roles
+            .iter()
+            .filter_map(|r| self.roles.get_key_value(r))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
         if out.is_empty() {
             if let Some((k, v)) = self.default_role.as_ref().and_then(|d| self.roles.get_key_value(d)) {
                 out.push((k.as_str(), v));
@@ -109,7 +124,9 @@ impl Policy {
         for g in &self.guardrails {
             let applies = g.roles.is_empty() || g.roles.iter().any(|r| roles.contains(r));
             if applies && set.contains(&g.flag.as_str()) {
-                return Decision::Deny { message: format!("{} (guardrail {})", g.message, g.id) };
+                return Decision::Deny {
+                    message: format!("{} (guardrail {})", g.message, g.id),
+                };
             }
         }
         let class = c.class;
@@ -142,10 +159,12 @@ impl Policy {
                 timeout: p.approval_timeout,
                 class,
             },
-            Some((role, _, Verdict::Deny)) | Some((role, _, _)) => Decision::Deny {
+            Some((role, _, Verdict::Deny)) => Decision::Deny {
                 message: format!("{} statements are denied for role {role} by policy", class.as_str()),
             },
-            None => Decision::Deny { message: "denied by policy".into() },
+            None => Decision::Deny {
+                message: "denied by policy".into(),
+            },
         }
     }
 
@@ -198,17 +217,38 @@ message = "DELETE without WHERE is not allowed"
         let c = Classifier::new(&[]);
         let agent = vec!["agent".to_string()];
         assert_eq!(p.decide(&agent, &c.classify("select 1")), Decision::Allow);
-        assert!(matches!(p.decide(&agent, &c.classify("insert into t values (1)")), Decision::Approve { required: 1, .. }));
-        assert!(matches!(p.decide(&agent, &c.classify("create table x (a int)")), Decision::Deny { .. }));
-        assert!(matches!(p.decide(&agent, &c.classify("do $$ begin end $$")), Decision::Deny { .. }));
+        assert!(matches!(
+            p.decide(&agent, &c.classify("insert into t values (1)")),
+            Decision::Approve { required: 1, .. }
+        ));
+        assert!(matches!(
+            p.decide(&agent, &c.classify("create table x (a int)")),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            p.decide(&agent, &c.classify("do $$ begin end $$")),
+            Decision::Deny { .. }
+        ));
         let dba = vec!["dba".to_string()];
-        assert_eq!(p.decide(&dba, &c.classify("delete from t where id = 1")), Decision::Allow);
-        assert!(matches!(p.decide(&dba, &c.classify("create table x (a int)")), Decision::Approve { .. }));
+        assert_eq!(
+            p.decide(&dba, &c.classify("delete from t where id = 1")),
+            Decision::Allow
+        );
+        assert!(matches!(
+            p.decide(&dba, &c.classify("create table x (a int)")),
+            Decision::Approve { .. }
+        ));
         // Several roles: the most permissive verdict.
         let both = vec!["agent".to_string(), "dba".to_string()];
-        assert_eq!(p.decide(&both, &c.classify("update t set a = 1 where id = 2")), Decision::Allow);
+        assert_eq!(
+            p.decide(&both, &c.classify("update t set a = 1 where id = 2")),
+            Decision::Allow
+        );
         // No role: the default role.
-        assert!(matches!(p.decide(&[], &c.classify("insert into t values (1)")), Decision::Approve { .. }));
+        assert!(matches!(
+            p.decide(&[], &c.classify("insert into t values (1)")),
+            Decision::Approve { .. }
+        ));
         assert_eq!(p.max_rows(&agent), Some(100));
         assert_eq!(p.max_rows(&dba), None);
     }
@@ -218,10 +258,18 @@ message = "DELETE without WHERE is not allowed"
         let p = policy();
         let c = Classifier::new(&[]);
         let dba = vec!["dba".to_string()];
-        let Decision::Deny { message } = p.decide(&dba, &c.classify("DROP TABLE t")) else { panic!() };
+        let Decision::Deny { message } = p.decide(&dba, &c.classify("DROP TABLE t")) else {
+            panic!()
+        };
         assert!(message.contains("DROP is not allowed"), "{message}");
-        assert!(matches!(p.decide(&dba, &c.classify("delete from t")), Decision::Deny { .. }));
-        assert!(matches!(p.decide(&dba, &c.classify("with d as (delete from t) select 1")), Decision::Deny { .. }));
+        assert!(matches!(
+            p.decide(&dba, &c.classify("delete from t")),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            p.decide(&dba, &c.classify("with d as (delete from t) select 1")),
+            Decision::Deny { .. }
+        ));
     }
 
     #[test]

@@ -1,0 +1,348 @@
+//! Reviews of held statements, and the time-boxed grants approvals give.
+//!
+//! A session that holds a statement submits a review and polls its slot;
+//! approvers decide over the admin API. Everything here is short critical
+//! sections under one mutex: reviews are human-rate events.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Reviews kept after they end, for the inbox's history.
+pub const MAX_FINISHED: usize = 1000;
+/// Reviews open at once, over the process; past it statements are refused.
+pub const MAX_OPEN: usize = 10_000;
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a session asks to have reviewed. `sql` is already masked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewRequest {
+    pub identity: String,
+    pub roles: Vec<String>,
+    pub target: String,
+    pub session: u32,
+    pub sql: String,
+    pub class: String,
+    pub flags: Vec<String>,
+    pub fingerprint: String,
+    pub approvers: Vec<String>,
+    pub required: u32,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied { reason: String },
+    Withdrawn { why: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub by: String,
+    pub at: u64,
+}
+
+/// A review as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Review {
+    pub id: String,
+    #[serde(flatten)]
+    pub request: ReviewRequest,
+    pub created: u64,
+    pub status: Status,
+    pub approvals: Vec<Approval>,
+    pub decided_by: Option<String>,
+    /// With an approval: the class granted to the identity until this time.
+    pub grant_until: Option<u64>,
+}
+
+/// How an approval grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// This statement, this once.
+    Once,
+    /// The statement's class, to the identity on the target, for minutes.
+    ClassFor(u64),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReviewError {
+    #[error("no review has this id")]
+    NotFound,
+    #[error("the review is no longer pending")]
+    NotPending,
+    #[error("a requester cannot approve their own review")]
+    SelfApproval,
+    #[error("this review needs an approver with one of the roles: {0}")]
+    WrongRole(String),
+    #[error("this approver has approved already")]
+    Twice,
+    #[error("too many reviews are open")]
+    TooMany,
+}
+
+struct Entry {
+    review: Review,
+}
+
+#[derive(Default)]
+struct Inner {
+    open: HashMap<String, Entry>,
+    finished: std::collections::VecDeque<Review>,
+    /// (identity, target, class) → until (unix seconds).
+    grants: HashMap<(String, String, String), u64>,
+}
+
+/// Called with a review when it opens (notifiers hook in here).
+pub type OnOpen = Box<dyn Fn(&Review) + Send + Sync>;
+
+#[derive(Default)]
+pub struct Reviews {
+    inner: Mutex<Inner>,
+    next: AtomicU64,
+    on_open: Mutex<Vec<OnOpen>>,
+}
+
+impl Reviews {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a hook run (on the caller's thread; keep it to a channel send)
+    /// for every review that opens.
+    pub fn on_open(&self, f: OnOpen) {
+        self.on_open.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+    }
+
+    /// Opens a review; returns its id.
+    pub fn submit(&self, request: ReviewRequest) -> Result<String, ReviewError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("r-{:x}-{n}", rand::random::<u32>());
+        let review = Review {
+            id: id.clone(),
+            request,
+            created: now_unix(),
+            status: Status::Pending,
+            approvals: Vec::new(),
+            decided_by: None,
+            grant_until: None,
+        };
+        {
+            let mut g = self.lock();
+            if g.open.len() >= MAX_OPEN {
+                return Err(ReviewError::TooMany);
+            }
+            g.open.insert(id.clone(), Entry { review: review.clone() });
+        }
+        for f in self.on_open.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            f(&review);
+        }
+        Ok(id)
+    }
+
+    /// The review's status now (`None` if unknown).
+    pub fn status(&self, id: &str) -> Option<Status> {
+        let g = self.lock();
+        if let Some(e) = g.open.get(id) {
+            return Some(e.review.status.clone());
+        }
+        g.finished.iter().rev().find(|r| r.id == id).map(|r| r.status.clone())
+    }
+
+    fn finish(g: &mut Inner, id: &str, status: Status, by: Option<String>) -> Option<Review> {
+        let mut e = g.open.remove(id)?;
+        e.review.status = status;
+        e.review.decided_by = by;
+        if g.finished.len() >= MAX_FINISHED {
+            g.finished.pop_front();
+        }
+        g.finished.push_back(e.review.clone());
+        Some(e.review)
+    }
+
+    /// Ends a pending review without a decision (timeout, cancel, disconnect).
+    pub fn withdraw(&self, id: &str, why: &str) {
+        let mut g = self.lock();
+        if g.open.get(id).is_some_and(|e| e.review.status == Status::Pending) {
+            Self::finish(&mut g, id, Status::Withdrawn { why: why.to_string() }, None);
+        }
+    }
+
+    fn check_approver(e: &Entry, who: &str, roles: &[String]) -> Result<(), ReviewError> {
+        if e.review.status != Status::Pending {
+            return Err(ReviewError::NotPending);
+        }
+        if who == e.review.request.identity {
+            return Err(ReviewError::SelfApproval);
+        }
+        let allowed = &e.review.request.approvers;
+        if !roles.iter().any(|r| r == "admin" || allowed.contains(r)) {
+            return Err(ReviewError::WrongRole(allowed.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// Records an approval; the review is approved once it has enough.
+    pub fn approve(&self, id: &str, who: &str, roles: &[String], grant: Grant) -> Result<Review, ReviewError> {
+        let mut g = self.lock();
+        let e = g.open.get_mut(id).ok_or(ReviewError::NotFound)?;
+        Self::check_approver(e, who, roles)?;
+        if e.review.approvals.iter().any(|a| a.by == who) {
+            return Err(ReviewError::Twice);
+        }
+        e.review.approvals.push(Approval {
+            by: who.to_string(),
+            at: now_unix(),
+        });
+        if (e.review.approvals.len() as u32) < e.review.request.required {
+            return Ok(e.review.clone());
+        }
+        if let Grant::ClassFor(minutes) = grant {
+            let until = now_unix() + minutes.saturating_mul(60);
+            e.review.grant_until = Some(until);
+            let r = &e.review.request;
+            let key = (r.identity.clone(), r.target.clone(), r.class.clone());
+            g.grants.insert(key, until);
+        }
+        Self::finish(&mut g, id, Status::Approved, Some(who.to_string())).ok_or(ReviewError::NotFound)
+    }
+
+    pub fn deny(&self, id: &str, who: &str, roles: &[String], reason: &str) -> Result<Review, ReviewError> {
+        let mut g = self.lock();
+        let e = g.open.get(id).ok_or(ReviewError::NotFound)?;
+        Self::check_approver(e, who, roles)?;
+        let reason = if reason.is_empty() {
+            "no reason given".to_string()
+        } else {
+            reason.to_string()
+        };
+        Self::finish(&mut g, id, Status::Denied { reason }, Some(who.to_string())).ok_or(ReviewError::NotFound)
+    }
+
+    /// Whether an approval granted `class` to `identity` on `target` for now.
+    pub fn granted(&self, identity: &str, target: &str, class: &str) -> bool {
+        let mut g = self.lock();
+        if g.grants.is_empty() {
+            return false;
+        }
+        let now = now_unix();
+        g.grants.retain(|_, until| *until > now);
+        g.grants
+            .contains_key(&(identity.to_string(), target.to_string(), class.to_string()))
+    }
+
+    /// Open reviews first (oldest first), then the finished ones (newest first).
+    pub fn list(&self) -> Vec<Review> {
+        let g = self.lock();
+        let mut open: Vec<Review> = g.open.values().map(|e| e.review.clone()).collect();
+        open.sort_by_key(|r| r.created);
+        open.extend(g.finished.iter().rev().cloned());
+        open
+    }
+
+    pub fn get(&self, id: &str) -> Option<Review> {
+        let g = self.lock();
+        g.open
+            .get(id)
+            .map(|e| e.review.clone())
+            .or_else(|| g.finished.iter().rev().find(|r| r.id == id).cloned())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
+/// How long a held session sleeps between looks at its review.
+pub const POLL: Duration = Duration::from_millis(50);
+
+pub type SharedReviews = Arc<Reviews>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(required: u32) -> ReviewRequest {
+        ReviewRequest {
+            identity: "agent".into(),
+            roles: vec!["agent".into()],
+            target: "db".into(),
+            session: 1,
+            sql: "insert into t values (1)".into(),
+            class: "write".into(),
+            flags: vec![],
+            fingerprint: "f".into(),
+            approvers: vec!["dba".into()],
+            required,
+            timeout_secs: 60,
+        }
+    }
+
+    #[test]
+    fn approve_deny_withdraw() {
+        let r = Reviews::default();
+        let dba = vec!["dba".to_string()];
+        let id = r.submit(req(1)).unwrap();
+        assert_eq!(
+            r.approve(&id, "agent", &dba, Grant::Once).unwrap_err(),
+            ReviewError::SelfApproval
+        );
+        assert_eq!(
+            r.approve(&id, "bob", &["ops".to_string()], Grant::Once).unwrap_err(),
+            ReviewError::WrongRole("dba".into())
+        );
+        assert_eq!(
+            r.approve(&id, "bob", &dba, Grant::Once).unwrap().status,
+            Status::Approved
+        );
+        assert_eq!(r.status(&id), Some(Status::Approved));
+        assert_eq!(r.deny(&id, "bob", &dba, "x").unwrap_err(), ReviewError::NotFound);
+
+        let id = r.submit(req(1)).unwrap();
+        r.deny(&id, "bob", &dba, "not today").unwrap();
+        assert_eq!(
+            r.status(&id),
+            Some(Status::Denied {
+                reason: "not today".into()
+            })
+        );
+
+        let id = r.submit(req(1)).unwrap();
+        r.withdraw(&id, "client cancelled");
+        assert!(matches!(r.status(&id), Some(Status::Withdrawn { .. })));
+    }
+
+    #[test]
+    fn n_of_m_and_grants() {
+        let r = Reviews::default();
+        let dba = vec!["dba".to_string()];
+        let id = r.submit(req(2)).unwrap();
+        assert_eq!(
+            r.approve(&id, "bob", &dba, Grant::ClassFor(5)).unwrap().status,
+            Status::Pending
+        );
+        assert_eq!(
+            r.approve(&id, "bob", &dba, Grant::ClassFor(5)).unwrap_err(),
+            ReviewError::Twice
+        );
+        assert!(!r.granted("agent", "db", "write"));
+        assert_eq!(
+            r.approve(&id, "carol", &dba, Grant::ClassFor(5)).unwrap().status,
+            Status::Approved
+        );
+        assert!(r.granted("agent", "db", "write"));
+        assert!(!r.granted("agent", "db", "delete"));
+        assert!(!r.granted("agent", "other", "write"));
+    }
+}
