@@ -1577,3 +1577,40 @@ fn scan_cli_on_a_file_and_on_stdin() {
     assert!(lines.is_empty());
     assert!(err.contains("0 findings"), "{err}");
 }
+
+/// `[scan.masks]` overrides a built-in rule's mask by id, and an unknown id
+/// is a configuration error.
+#[test]
+fn mask_kind_overridden_by_rule_id() {
+    let g = Gatehouse::start(
+        "",
+        "[scan]\nhash_key = \"k\"\n[scan.masks]\n\"github-personal-access-token\" = \"hash\"\n",
+    );
+    let token = format!("ghp_{}", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8");
+    let (ok, out, err) = psql(&g, "postgres", &["-c", &format!("select '{token}'")]);
+    assert!(ok, "{err}");
+    assert!(out.trim().starts_with("[HASH:github-personal-access-token:"), "{out}");
+    assert!(!out.contains(&token));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("g.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[scan.masks]\n\"no-such-rule\" = \"hash\"\n",
+            config_text(free_port(), "", "")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such-rule"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

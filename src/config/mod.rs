@@ -190,6 +190,8 @@ pub struct Scan {
     /// Rules added to the rules file's, in the same format.
     #[serde(rename = "rule")]
     pub rules: Vec<toml::Table>,
+    /// The mask per rule id, over the rule's own: `redact`, `partial` or `hash`.
+    pub masks: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Scan {
@@ -203,6 +205,7 @@ impl Default for Scan {
             refuse_client_secrets: false,
             max_value_bytes: 1 << 30,
             rules: Vec::new(),
+            masks: Default::default(),
         }
     }
 }
@@ -627,6 +630,14 @@ impl Config {
                 ));
             }
         }
+        for (id, m) in &self.scan.masks {
+            if !matches!(m.as_str(), "redact" | "partial" | "hash") {
+                return Err((
+                    vec![Key("scan"), Key("masks"), Key(leak(id))],
+                    format!("`{m}` is not a mask; one of redact, partial, hash"),
+                ));
+            }
+        }
         if self.scan.max_value_bytes == 0 {
             return Err((vec![Key("scan"), Key("max_value_bytes")], "must be at least 1".into()));
         }
@@ -680,19 +691,29 @@ impl Config {
                 }
                 let holds = [r.read, r.write, r.delete, r.ddl, r.admin, r.unknown].contains(&Verdict::Approve);
                 if holds && r.approvers.is_empty() {
-                    return Err((k("approvers"), "a role with `approve` verdicts needs approver roles".into()));
+                    return Err((
+                        k("approvers"),
+                        "a role with `approve` verdicts needs approver roles".into(),
+                    ));
                 }
             }
             if let Some(d) = &p.default_role {
                 if !p.roles.contains_key(d) {
-                    return Err((vec![Key("policy"), Key("default_role")], format!("no role `{d}` under [policy.roles]")));
+                    return Err((
+                        vec![Key("policy"), Key("default_role")],
+                        format!("no role `{d}` under [policy.roles]"),
+                    ));
                 }
             }
             for (i, g) in p.guardrails.iter().enumerate() {
                 if !GUARDRAIL_FLAGS.contains(&g.flag.as_str()) {
                     return Err((
                         vec![Key("policy"), Key("guardrail"), Idx(i), Key("flag")],
-                        format!("`{}` is not a statement flag; one of: {}", g.flag, GUARDRAIL_FLAGS.join(", ")),
+                        format!(
+                            "`{}` is not a statement flag; one of: {}",
+                            g.flag,
+                            GUARDRAIL_FLAGS.join(", ")
+                        ),
                     ));
                 }
             }

@@ -81,7 +81,20 @@ pub fn scan_rules(config: &Config) -> Result<Vec<scan::Rule>, String> {
             .map_err(|e| format!("scan.rule: {e}"))?;
         extra.push(r);
     }
-    scan::assemble(sc.rules_file.as_deref(), &sc.disabled_rules, extra)
+    let mut rules = scan::assemble(sc.rules_file.as_deref(), &sc.disabled_rules, extra)?;
+    for (id, m) in &sc.masks {
+        let kind = match m.as_str() {
+            "partial" => scan::MaskKind::Partial,
+            "hash" => scan::MaskKind::Hash,
+            _ => scan::MaskKind::Redact,
+        };
+        let rule = rules
+            .iter_mut()
+            .find(|r| &r.id == id)
+            .ok_or_else(|| format!("scan.masks: no rule has the id `{id}`"))?;
+        rule.mask = kind;
+    }
+    Ok(rules)
 }
 
 /// Compiles the secret rules the configuration names.
