@@ -3,6 +3,7 @@
 
 mod conn;
 pub mod counters;
+mod enforce;
 pub mod registry;
 mod relay;
 mod scanning;

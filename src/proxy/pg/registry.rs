@@ -52,6 +52,8 @@ impl KillReason {
 /// The part of a session other threads may touch.
 pub struct SessionHandle {
     killed: AtomicU8,
+    /// A CancelRequest for this session arrived (a held statement gives up).
+    cancel: std::sync::atomic::AtomicBool,
     pub last_active: AtomicU64,
     client_fd: AtomicI32,
     upstream_fd: AtomicI32,
@@ -61,6 +63,7 @@ impl SessionHandle {
     pub fn new(client_fd: RawFd, now: u64) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             killed: AtomicU8::new(0),
+            cancel: std::sync::atomic::AtomicBool::new(false),
             last_active: AtomicU64::new(now),
             client_fd: AtomicI32::new(client_fd),
             upstream_fd: AtomicI32::new(-1),
@@ -69,6 +72,11 @@ impl SessionHandle {
 
     pub fn set_upstream_fd(&self, fd: RawFd) {
         self.upstream_fd.store(fd, Ordering::Release);
+    }
+
+    /// Whether a cancel arrived since the last call.
+    pub fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::AcqRel)
     }
 
     pub fn killed(&self) -> Option<KillReason> {
@@ -195,6 +203,7 @@ impl Registry {
         let e = s.get(&pid)?;
         let ok: bool = e.secret.as_slice().ct_eq(secret).into();
         if ok {
+            e.handle.cancel.store(true, Ordering::Release);
             e.cancel.clone()
         } else {
             None

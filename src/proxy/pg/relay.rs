@@ -105,7 +105,16 @@ pub trait FrameHandler {
     fn on_frame(&mut self, tag: u8, body: &[u8]) -> Action;
     /// The batch of complete frames just read: record replacements in
     /// `edits` (in frame order). Frames not named are forwarded unchanged.
-    fn rewrite(&mut self, _buf: &mut [u8], _frames: &[FrameRef], _edits: &mut Edits) {}
+    /// `Some(i)`: hold the batch before frame `i` (no edits at or after it):
+    /// the frames before it are written, then `hold` is awaited, then the
+    /// rest of the batch comes round again.
+    fn rewrite(&mut self, _buf: &mut [u8], _frames: &[FrameRef], _edits: &mut Edits) -> Option<usize> {
+        None
+    }
+    /// Waits out a hold asked for by `rewrite`.
+    fn hold(&mut self) -> impl std::future::Future<Output = ()> {
+        async {}
+    }
     /// The start of a frame too large for the buffer. Bytes the handler
     /// appends to `out` are written before the frame (or instead of it).
     fn on_large_frame(&mut self, _tag: u8, _total_len: usize, _out: &mut Vec<u8>) -> Large {
@@ -346,10 +355,19 @@ pub async fn pump<H: FrameHandler>(
             }
         }
         if pos > 0 {
-            h.rewrite(&mut buf[..pos], &frames, &mut edits);
-            let (res, b) = write_batch(&sink, buf, pos, &mut edits).await;
+            let held = h.rewrite(&mut buf[..pos], &frames, &mut edits).and_then(|i| frames.get(i)).map(|f| f.start);
+            let upto = held.unwrap_or(pos);
+            let (res, b) = write_batch(&sink, buf, upto, &mut edits).await;
             buf = b;
             res.map_err(PumpError::Write)?;
+            if let Some(at) = held {
+                // The held frame and what follows it come round again once
+                // the hold ends, without a read in between.
+                h.hold().await;
+                buf.copy_within(at..len, 0);
+                buf.truncate(len - at);
+                continue;
+            }
         }
         if let Some(e) = err {
             return Err(PumpError::Protocol(e));

@@ -3,6 +3,7 @@
 //! frontend-side flagging (or refusal) of statements that carry secrets.
 
 use super::registry::SessionHandle;
+use super::enforce::{Enforcer, Step};
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Refused};
 use super::state::Shared;
 use crate::scan::{engine::resolve_overlaps, Engine, Finding, Hit, ScanError};
@@ -153,8 +154,8 @@ fn is_refusal(frame: &[u8]) -> bool {
     let mut ours = false;
     for (c, v) in pg::error_fields(body) {
         match c {
-            b'C' => code = v == b"42501",
-            b'M' => ours = v.starts_with(b"statement refused by gatehouse: it carries a secret"),
+            b'C' => code = v.len() == 5,
+            b'M' => ours = v.starts_with(b"statement refused by gatehouse: "),
             _ => {}
         }
     }
@@ -342,6 +343,37 @@ impl ServerSide<'_> {
     /// next message shows whose it was: dropped before the refusal's error,
     /// released (into `pre`) before anything else. Returns true when the
     /// frame was taken.
+    /// Without scanning: drops the answers to refusals, counts groups.
+    fn suppress_only(&mut self, buf: &[u8], frames: &[FrameRef], edits: &mut Edits) {
+        let quiet = self.ctx.suppress.borrow().is_empty() && self.held.is_empty();
+        for f in frames {
+            if f.tag == b'Z' {
+                self.ready_seen += 1;
+            }
+            if quiet {
+                continue;
+            }
+            let mut pre = Vec::new();
+            if self.hold_step(f, buf, &mut pre) {
+                if pre.is_empty() {
+                    edits.drop_frame(f);
+                } else {
+                    edits.replace(f, |out| out.extend_from_slice(&pre));
+                }
+                continue;
+            }
+            if f.tag == b'Z' {
+                self.group_done(self.ready_seen);
+            }
+            if !pre.is_empty() {
+                edits.replace(f, |out| {
+                    out.extend_from_slice(&pre);
+                    out.extend_from_slice(&buf[f.start..f.end]);
+                });
+            }
+        }
+    }
+
     fn hold_step(&mut self, f: &FrameRef, buf: &[u8], pre: &mut Vec<u8>) -> bool {
         let continues = match (self.held.as_slice(), f.tag) {
             ([b'1'], b'2') => true,
@@ -435,19 +467,13 @@ impl ServerSide<'_> {
     }
 }
 
-impl FrameHandler for ServerSide<'_> {
-    #[inline]
-    fn on_frame(&mut self, tag: u8, body: &[u8]) -> Action {
-        match tag {
-            b'D' => self.rows += 1,
-            b'H' => self.copy_binary = body.first() == Some(&1),
-            _ => {}
-        }
-        Action::Forward
-    }
-
-    fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
-        let Some(engine) = self.ctx.engine else { return };
+impl ServerSide<'_> {
+    fn rewrite_batch(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
+        let Some(engine) = self.ctx.engine else {
+            // Without scanning, only refusals' answers may need dropping.
+            self.suppress_only(buf, frames, edits);
+            return;
+        };
         if let Err(why) = self.find_in_frames(engine, buf, frames) {
             // Fail closed: withhold up to the next ReadyForQuery, then scan
             // the rest of the batch afresh.
@@ -458,7 +484,7 @@ impl FrameHandler for ServerSide<'_> {
             match frames.iter().position(|f| f.tag == b'Z') {
                 Some(z) => {
                     self.apply(engine, buf, &frames[..=z], edits);
-                    self.rewrite(buf, &frames[z + 1..], edits);
+                    self.rewrite_batch(buf, &frames[z + 1..], edits);
                 }
                 None => self.apply(engine, buf, frames, edits),
             }
@@ -482,6 +508,24 @@ impl FrameHandler for ServerSide<'_> {
             }
         }
         self.apply(engine, buf, frames, edits);
+    }
+
+}
+
+impl FrameHandler for ServerSide<'_> {
+    #[inline]
+    fn on_frame(&mut self, tag: u8, body: &[u8]) -> Action {
+        match tag {
+            b'D' => self.rows += 1,
+            b'H' => self.copy_binary = body.first() == Some(&1),
+            _ => {}
+        }
+        Action::Forward
+    }
+
+    fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
+        self.rewrite_batch(buf, frames, edits);
+        None
     }
 
     fn on_large_frame(&mut self, tag: u8, total_len: usize, out: &mut Vec<u8>) -> Large {
@@ -722,6 +766,10 @@ impl ServerSide<'_> {
 /// carry a secret.
 pub struct ClientSide<'a> {
     pub ctx: &'a SessionCtx<'a>,
+    /// Statement policy, when the configuration has one.
+    pub enforcer: Option<Enforcer<'a>>,
+    /// The client's writer (for the hold notice), its mid-frame flag and socket.
+    pub client: (&'a futures_util::lock::Mutex<super::relay::Writer>, &'a Cell<bool>, std::os::fd::RawFd),
     pub bytes: u64,
     pub statements: u64,
     /// Sync, Query and FunctionCall messages seen (each ends a group the
@@ -735,9 +783,15 @@ pub struct ClientSide<'a> {
 }
 
 impl<'a> ClientSide<'a> {
-    pub fn new(ctx: &'a SessionCtx<'a>) -> Self {
+    pub fn new(
+        ctx: &'a SessionCtx<'a>,
+        enforcer: Option<Enforcer<'a>>,
+        client: (&'a futures_util::lock::Mutex<super::relay::Writer>, &'a Cell<bool>, std::os::fd::RawFd),
+    ) -> Self {
         ClientSide {
             ctx,
+            enforcer,
+            client,
             bytes: 0,
             statements: 0,
             groups: 0,
@@ -786,6 +840,18 @@ fn statement_values(frame: &[u8], out: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// Parse + Bind + Execute of `sql` on the unnamed statement and portal.
+fn refusal_pbe(out: &mut Vec<u8>, sql: &str) {
+    let at = pg::begin(out, b'P');
+    out.push(0);
+    out.extend_from_slice(sql.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&0i16.to_be_bytes());
+    pg::finish(out, at);
+    out.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+}
+
 /// A statement that makes the server itself raise gatehouse's refusal, so
 /// the error arrives in order with everything else in the pipeline.
 fn refusal_sql(rule: &str) -> String {
@@ -815,81 +881,106 @@ impl FrameHandler for ClientSide<'_> {
         Large::Stream
     }
 
-    fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
-        let Some(engine) = self.ctx.engine else { return };
-        // The values of the statements (see `find_in_values`), and the group
-        // each statement belongs to.
-        let mut groups = Vec::new();
-        let mut spans = Vec::new();
-        self.values.clear();
-        self.found.clear();
-        for (i, f) in frames.iter().enumerate() {
-            let group = self.groups;
-            if matches!(f.tag, b'S' | b'Q' | b'F') {
-                self.groups += 1;
-            }
-            if !matches!(f.tag, b'Q' | b'P' | b'B') {
-                continue;
-            }
-            groups.push((i, group));
-            spans.clear();
-            statement_values(&buf[f.start..f.end], &mut spans);
-            for &(s, e) in &spans {
-                if e - s >= engine.min_len {
-                    self.values.push((f.start + s, f.start + e, i));
+    fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
+        // Policy first: refusals, and where to hold.
+        let mut refusals: Vec<(usize, &'static str, String)> = Vec::new();
+        let mut hold = None;
+        if let Some(enf) = self.enforcer.as_mut() {
+            for (i, f) in frames.iter().enumerate() {
+                match enf.step(i == 0, f.tag, &buf[f.start..f.end]) {
+                    Step::Pass => {}
+                    Step::Refuse { code, message } => {
+                        tracing::info!(target: "gatehouse::policy", code, reason = %message, "statement refused by policy");
+                        refusals.push((i, code, message));
+                    }
+                    Step::Hold => {
+                        hold = Some(i);
+                        break;
+                    }
                 }
             }
         }
-        if let Err(e) = find_in_values(
-            engine,
-            buf,
-            &self.values,
-            &mut self.seg,
-            &mut self.ends,
-            &mut self.hits,
-            &mut self.found,
-        ) {
-            tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan statements");
-            return;
-        }
-        // The first finding of each statement frame, in frame order.
-        self.found.sort_unstable_by_key(|(i, f)| (*i, f.start));
-        self.found.dedup_by_key(|(i, _)| *i);
-        let flagged: Vec<(usize, u32, u64)> = self
-            .found
-            .iter()
-            .map(|&(i, x)| {
-                let group = groups.iter().find(|(j, _)| *j == i).map_or(0, |(_, g)| *g);
-                (i, x.rule, group)
-            })
-            .collect();
-        for (i, rule, group) in flagged {
-            let f = frames[i];
-            self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
-            let rule = engine.rule_id(rule).to_string();
-            tracing::info!(target: "gatehouse::scan", rule = %rule, refused = self.ctx.refuse_client_secrets, "statement from the client carries a secret");
-            if !self.ctx.refuse_client_secrets {
-                continue;
+        let frames = match hold {
+            Some(i) => {
+                // These come round again after the hold: count them then.
+                let again = frames[i..].iter().filter(|f| matches!(f.tag, b'Q' | b'E')).count() as u64;
+                self.statements -= again;
+                &frames[..i]
             }
-            let sql = refusal_sql(&rule);
-            if f.tag == b'Q' {
+            None => frames,
+        };
+        // The group (Sync/Query/FunctionCall count) each frame belongs to.
+        let mut groups = Vec::with_capacity(frames.len());
+        for f in frames {
+            groups.push(self.groups);
+            if matches!(f.tag, b'S' | b'Q' | b'F') {
+                self.groups += 1;
+            }
+        }
+        // Secrets in statements: flagged always, refused when configured.
+        let mut secret_refusals: Vec<(usize, u32)> = Vec::new();
+        if let Some(engine) = self.ctx.engine {
+            let mut spans = Vec::new();
+            self.values.clear();
+            self.found.clear();
+            for (i, f) in frames.iter().enumerate() {
+                if !matches!(f.tag, b'Q' | b'P' | b'B') {
+                    continue;
+                }
+                spans.clear();
+                statement_values(&buf[f.start..f.end], &mut spans);
+                for &(s, e) in &spans {
+                    if e - s >= engine.min_len {
+                        self.values.push((f.start + s, f.start + e, i));
+                    }
+                }
+            }
+            match find_in_values(engine, buf, &self.values, &mut self.seg, &mut self.ends, &mut self.hits, &mut self.found) {
+                Err(e) => tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan statements"),
+                Ok(()) => {
+                    // The first finding of each statement frame, in frame order.
+                    self.found.sort_unstable_by_key(|(i, f)| (*i, f.start));
+                    self.found.dedup_by_key(|(i, _)| *i);
+                    for &(i, x) in &self.found {
+                        self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
+                        let rule = engine.rule_id(x.rule);
+                        tracing::info!(target: "gatehouse::scan", rule = %rule, refused = self.ctx.refuse_client_secrets, "statement from the client carries a secret");
+                        if self.ctx.refuse_client_secrets && !refusals.iter().any(|(j, _, _)| *j == i) {
+                            secret_refusals.push((i, x.rule));
+                        }
+                    }
+                }
+            }
+        }
+        // Every refusal, in frame order: the server raises it in place.
+        let mut all: Vec<(usize, &'static str, String)> = refusals;
+        if let Some(engine) = self.ctx.engine {
+            for (i, rule) in secret_refusals {
+                all.push((i, "", engine.rule_id(rule).to_string()));
+            }
+        }
+        all.sort_by_key(|(i, _, _)| *i);
+        for (i, code, text) in all {
+            let f = frames[i];
+            // An empty code marks a secret refusal (`text` is the rule id).
+            let sql = if code.is_empty() { refusal_sql(&text) } else { super::enforce::raise_sql(code, &text) };
+            if matches!(f.tag, b'Q' | b'F') {
                 edits.replace(&f, |out| pg::cstring_message(out, b'Q', sql.as_bytes()));
             } else {
                 // Parse + Bind + Execute of the refusal on the unnamed
                 // statement; the server answers ParseComplete, BindComplete
                 // (dropped on the way back) and the error, then skips to Sync.
-                edits.replace(&f, |out| {
-                    let at = pg::begin(out, b'P');
-                    out.push(0);
-                    out.extend_from_slice(sql.as_bytes());
-                    out.push(0);
-                    out.extend_from_slice(&0i16.to_be_bytes());
-                    pg::finish(out, at);
-                    out.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
-                    out.extend_from_slice(&[b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0]);
-                });
-                self.ctx.suppress.borrow_mut().push_back(group);
+                edits.replace(&f, |out| refusal_pbe(out, &sql));
+                self.ctx.suppress.borrow_mut().push_back(groups[i]);
             }
+        }
+        hold
+    }
+
+    async fn hold(&mut self) {
+        if let Some(enf) = self.enforcer.as_mut() {
+            let (w, mid, fd) = self.client;
+            enf.hold(w, mid, fd, self.ctx.handle).await;
         }
     }
 

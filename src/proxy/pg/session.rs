@@ -5,6 +5,7 @@
 use super::conn::{Conn, ConnError};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
+use super::enforce::{Enforcer, Who};
 use super::scanning::{ClientSide, ServerSide, SessionCtx};
 use super::state::{Shared, State};
 use super::stream::Stream;
@@ -29,6 +30,27 @@ const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
 /// does not become a reset that destroys the error before the client reads it.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 64 << 20;
+
+/// A statement's text with its secrets masked, for reviews and logs.
+fn mask_text(engine: Option<&crate::scan::Engine>, sql: &str) -> String {
+    let Some(e) = engine else { return sql.to_string() };
+    let bytes = sql.as_bytes();
+    match e.find(bytes) {
+        Ok(found) if found.is_empty() => sql.to_string(),
+        Ok(found) => {
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut p = 0;
+            for f in found {
+                out.extend_from_slice(&bytes[p..f.start]);
+                e.mask(f.rule, &bytes[f.start..f.end], &mut out);
+                p = f.end;
+            }
+            out.extend_from_slice(&bytes[p..]);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        Err(_) => "<statement withheld: it could not be scanned for secrets>".to_string(),
+    }
+}
 
 /// A FATAL error for the client, with what the session log says.
 struct Fatal {
@@ -495,7 +517,15 @@ async fn relay(
         buffer: cap,
         max_message: max_msg,
     };
-    let mut cs = ClientSide::new(&ctx);
+    let who = Who { identity: identity.name.clone(), roles: identity.roles.clone(), target: target.clone(), session: pid };
+    let engine = state.scan.clone();
+    let enforcer = state.policy.clone().map(|p| {
+        let mask = Box::new(move |sql: &str| mask_text(engine.as_deref(), sql));
+        let mut e = Enforcer::new(p, &who, &shared.reviews, mask);
+        e.admin_url = state.config.admin.listen.as_ref().map(|a| format!("http://{a}"));
+        e
+    });
+    let mut cs = ClientSide::new(&ctx, enforcer, (&cw, &client_mid, client_fd));
     let mut ss = ServerSide::new(&ctx);
 
     let c2s = async {

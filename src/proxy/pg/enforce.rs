@@ -1,0 +1,303 @@
+//! Statement policy on the data path: classify at Parse (and Query), enforce
+//! at Execute (and Query); deny in order with the pipeline; hold a statement
+//! for approval while the rest of the session waits behind it.
+
+use super::relay::Writer;
+use crate::control::reviews::{ReviewRequest, Reviews, Status, POLL};
+use crate::policy::{Decision, Policy};
+use crate::sql::{Classification, Classifier, StatementClass};
+use crate::wire::pg::{self, Cursor, HEADER_LEN};
+use futures_util::lock::Mutex;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Named statements and portals tracked per session, at most.
+const MAX_TRACKED: usize = 10_000;
+
+thread_local! {
+    /// This worker's classifier, for the policy generation it was built for.
+    static CLASSIFIER: RefCell<Option<(usize, Classifier)>> = const { RefCell::new(None) };
+}
+
+fn classify(policy: &Arc<Policy>, sql: &str) -> Arc<Classification> {
+    let key = Arc::as_ptr(policy) as usize;
+    CLASSIFIER.with(|c| {
+        let mut c = c.borrow_mut();
+        if !matches!(&*c, Some((k, _)) if *k == key) {
+            *c = Some((key, Classifier::new(&policy.side_effect_functions)));
+        }
+        match &*c {
+            Some((_, cl)) => cl.classify(sql),
+            None => Arc::new(Classifier::new(&[]).classify_uncached(sql)),
+        }
+    })
+}
+
+/// Who runs the session, for reviews and grants.
+pub struct Who {
+    pub identity: String,
+    pub roles: Vec<String>,
+    pub target: String,
+    pub session: u32,
+}
+
+/// How a held statement ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Approved,
+    Refused { code: &'static str, message: String },
+}
+
+/// What to do with a frame.
+pub enum Step {
+    Pass,
+    Refuse { code: &'static str, message: String },
+    Hold,
+}
+
+struct Pending {
+    class: StatementClass,
+    classification: Arc<Classification>,
+    sql: String,
+    approvers: Vec<String>,
+    required: u32,
+    timeout: Duration,
+}
+
+pub struct Enforcer<'a> {
+    pub policy: Arc<Policy>,
+    pub who: &'a Who,
+    pub reviews: &'a Reviews,
+    /// Masks the statement text put into a review.
+    pub mask: Box<dyn Fn(&str) -> String + 'a>,
+    statements: HashMap<Vec<u8>, (Arc<Classification>, String)>,
+    portals: HashMap<Vec<u8>, (Arc<Classification>, String)>,
+    pending: Option<Pending>,
+    decided: Option<Outcome>,
+    pub admin_url: Option<String>,
+}
+
+fn cstr_at(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut c = Cursor::new(body, "message");
+    let s = c.cstr().ok()?;
+    Some((s, c.remaining()))
+}
+
+impl<'a> Enforcer<'a> {
+    pub fn new(policy: Arc<Policy>, who: &'a Who, reviews: &'a Reviews, mask: Box<dyn Fn(&str) -> String + 'a>) -> Self {
+        Enforcer {
+            policy,
+            who,
+            reviews,
+            mask,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            pending: None,
+            decided: None,
+            admin_url: None,
+        }
+    }
+
+    fn decide(&mut self, c: Arc<Classification>, sql: &str) -> Step {
+        match self.policy.decide(&self.who.roles, &c) {
+            Decision::Allow => Step::Pass,
+            Decision::Deny { message } => Step::Refuse { code: "42501", message },
+            Decision::Approve { approvers, required, timeout, class } => {
+                if self.reviews.granted(&self.who.identity, &self.who.target, class.as_str()) {
+                    return Step::Pass;
+                }
+                self.pending = Some(Pending {
+                    class,
+                    classification: c,
+                    sql: sql.to_string(),
+                    approvers,
+                    required,
+                    timeout,
+                });
+                Step::Hold
+            }
+        }
+    }
+
+    /// One frame of a batch, in order. `first` is true for the batch's
+    /// first frame (where a statement held before resumes).
+    pub fn step(&mut self, first: bool, tag: u8, frame: &[u8]) -> Step {
+        let body = frame.get(HEADER_LEN..).unwrap_or(&[]);
+        if first && matches!(tag, b'Q' | b'E' | b'F') {
+            match self.decided.take() {
+                Some(Outcome::Approved) => return Step::Pass,
+                Some(Outcome::Refused { code, message }) => return Step::Refuse { code, message },
+                None => {}
+            }
+        }
+        match tag {
+            b'Q' => {
+                let sql = body.split(|&b| b == 0).next().unwrap_or(&[]);
+                let sql = String::from_utf8_lossy(sql);
+                let c = classify(&self.policy, &sql);
+                self.decide(c, &sql)
+            }
+            b'P' => {
+                if let Some((name, rest)) = cstr_at(body) {
+                    let sql = rest.split(|&b| b == 0).next().unwrap_or(&[]);
+                    let sql = String::from_utf8_lossy(sql).into_owned();
+                    let c = classify(&self.policy, &sql);
+                    if self.statements.len() >= MAX_TRACKED && !self.statements.contains_key(name) {
+                        self.statements.clear();
+                    }
+                    self.statements.insert(name.to_vec(), (c, sql));
+                }
+                Step::Pass
+            }
+            b'B' => {
+                if let Some((portal, rest)) = cstr_at(body) {
+                    let stmt = cstr_at(rest).map(|(s, _)| s).unwrap_or(&[]);
+                    // An unknown statement (prepared before tracking, or
+                    // too many) is the strictest class at Execute.
+                    let entry = self.statements.get(stmt).cloned();
+                    if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(portal) {
+                        self.portals.clear();
+                    }
+                    match entry {
+                        Some(e) => self.portals.insert(portal.to_vec(), e),
+                        None => self.portals.remove(portal),
+                    };
+                }
+                Step::Pass
+            }
+            b'C' => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    let name = rest.split(|&b| b == 0).next().unwrap_or(&[]);
+                    match kind {
+                        b'S' => self.statements.remove(name),
+                        b'P' => self.portals.remove(name),
+                        _ => None,
+                    };
+                }
+                Step::Pass
+            }
+            b'E' => {
+                let portal = body.split(|&b| b == 0).next().unwrap_or(&[]);
+                let (c, sql) = match self.portals.get(portal) {
+                    Some((c, s)) => (c.clone(), s.clone()),
+                    None => (unknown(), String::from("<a portal gatehouse did not see bound>")),
+                };
+                self.decide(c, &sql)
+            }
+            // A function call by OID: nothing to classify.
+            b'F' => self.decide(unknown(), "<function call>"),
+            _ => Step::Pass,
+        }
+    }
+
+    /// Waits for the held statement's review; the outcome applies when the
+    /// statement's frame comes round again.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn hold(&mut self, client: &Mutex<Writer>, client_mid: &Cell<bool>, client_fd: RawFd, handle: &super::registry::SessionHandle) {
+        let Some(p) = self.pending.take() else { return };
+        let req = ReviewRequest {
+            identity: self.who.identity.clone(),
+            roles: self.who.roles.clone(),
+            target: self.who.target.clone(),
+            session: self.who.session,
+            sql: (self.mask)(&p.sql),
+            class: p.class.as_str().to_string(),
+            flags: p.classification.flags().names().iter().map(|s| s.to_string()).collect(),
+            fingerprint: p.classification.fingerprint.clone(),
+            approvers: p.approvers.clone(),
+            required: p.required,
+            timeout_secs: p.timeout.as_secs(),
+        };
+        let id = match self.reviews.submit(req) {
+            Ok(id) => id,
+            Err(e) => {
+                self.decided = Some(Outcome::Refused { code: "53400", message: format!("cannot hold the statement for approval: {e}") });
+                return;
+            }
+        };
+        tracing::info!(target: "gatehouse::policy", session = self.who.session, review = %id, class = p.class.as_str(), "statement held for approval");
+        let how = match &self.admin_url {
+            Some(u) => format!("approve with `gatehouse review approve {id}` or POST {u}/api/v1/reviews/{id}/approve"),
+            None => format!("approve with `gatehouse review approve {id}`"),
+        };
+        let mut notice = Vec::with_capacity(256);
+        pg::error_message(
+            &mut notice,
+            true,
+            "NOTICE",
+            "01000",
+            &format!("statement held for approval: review {id} ({} statement); waiting up to {}s", p.class.as_str(), p.timeout.as_secs()),
+            None,
+            Some(&how),
+        );
+        {
+            let mut w = client.lock().await;
+            if !client_mid.get() {
+                let (_, _) = monoio::io::AsyncWriteRentExt::write_all(&mut *w, notice).await;
+                let _ = monoio::io::AsyncWriteRent::flush(&mut *w).await;
+            }
+        }
+        handle.take_cancel();
+        let deadline = Instant::now() + p.timeout;
+        let outcome = loop {
+            match self.reviews.status(&id) {
+                Some(Status::Approved) => break Outcome::Approved,
+                Some(Status::Denied { reason }) => {
+                    break Outcome::Refused { code: "42501", message: format!("statement denied by reviewer (review {id}): {reason}") }
+                }
+                Some(Status::Withdrawn { why }) => {
+                    break Outcome::Refused { code: "42501", message: format!("review {id} was withdrawn: {why}") }
+                }
+                Some(Status::Pending) => {}
+                None => break Outcome::Refused { code: "42501", message: format!("review {id} is gone") },
+            }
+            if handle.take_cancel() {
+                self.reviews.withdraw(&id, "cancelled by the client");
+                break Outcome::Refused { code: "57014", message: "canceling statement due to user request; the review was withdrawn".into() };
+            }
+            if handle.killed().is_some() || client_gone(client_fd) {
+                self.reviews.withdraw(&id, "the client disconnected");
+                break Outcome::Refused { code: "08006", message: "the client disconnected".into() };
+            }
+            if Instant::now() >= deadline {
+                self.reviews.withdraw(&id, "timed out");
+                break Outcome::Refused { code: "42501", message: format!("approval timed out (review {id})") };
+            }
+            monoio::time::sleep(POLL).await;
+        };
+        tracing::info!(target: "gatehouse::policy", session = self.who.session, review = %id, outcome = ?outcome, "hold ended");
+        self.decided = Some(outcome);
+    }
+}
+
+fn unknown() -> Arc<Classification> {
+    Arc::new(Classification {
+        class: StatementClass::Unknown,
+        statements: Vec::new(),
+        fingerprint: String::new(),
+        error: Some("not classified".into()),
+    })
+}
+
+/// Whether the client closed its end (a peek sees EOF).
+fn client_gone(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: a one-byte peek into a local buffer on the session's own socket.
+    let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0
+}
+
+/// A statement that makes the server raise `code`/`message`, in order with
+/// the rest of the pipeline. The message starts with gatehouse's refusal
+/// prefix so the backend side can recognise it.
+pub fn raise_sql(code: &str, message: &str) -> String {
+    let clean = |s: &str| s.replace('\'', "''").replace('$', "");
+    format!(
+        "DO $gatehouse$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = 'statement refused by gatehouse: {}'; END$gatehouse$",
+        clean(code),
+        clean(message)
+    )
+}
