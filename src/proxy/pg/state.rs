@@ -28,6 +28,8 @@ pub struct State {
     pub auth: Box<dyn Authenticator>,
     /// The compiled secret rules; `None` when scanning is off.
     pub scan: Option<Arc<Engine>>,
+    /// The statement policy; `None`: every statement is allowed.
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 impl State {
@@ -52,12 +54,14 @@ impl State {
         } else {
             None
         };
+        let policy = config.policy.as_ref().map(|p| Arc::new(crate::policy::Policy::compile(p)));
         Ok(State {
             config,
             server_tls,
             targets,
             auth,
             scan,
+            policy,
         })
     }
 
@@ -126,6 +130,8 @@ pub struct Shared {
     pub counters: Counters,
     /// When the process started serving (Unix seconds).
     pub started_unix: u64,
+    /// Reviews of held statements and the grants approvals give.
+    pub reviews: Arc<crate::control::reviews::Reviews>,
 }
 
 impl Shared {
@@ -137,6 +143,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             coarse_now: AtomicU64::new(0),
             counters: Counters::new(workers),
+            reviews: Arc::default(),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
