@@ -1,0 +1,346 @@
+//! Statement policy through the real gateway: denials and guardrails in
+//! both protocols, holds that time out, are cancelled, approved or denied,
+//! and a bypass corpus checked against the table afterwards.
+mod common;
+use common::*;
+use futures::StreamExt;
+use std::time::Duration;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+const ADMIN: &str = "policy-admin-token";
+const APPROVER: &str = "policy-approver-token";
+
+fn policy_toml(admin_port: u16, timeout_secs: u64) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[[admin.token]]
+name = "ops"
+token_hash = "{}"
+roles = ["admin"]
+[[admin.token]]
+name = "reviewer"
+token_hash = "{}"
+roles = ["approver"]
+
+[policy]
+default_role = "agent"
+[policy.roles.agent]
+read = "allow"
+write = "approve"
+delete = "approve"
+ddl = "deny"
+admin = "deny"
+unknown = "deny"
+approvers = ["approver"]
+approval_timeout_secs = {timeout_secs}
+
+[[policy.guardrail]]
+id = "no-drop"
+flag = "drop"
+message = "DROP is not allowed through gatehouse"
+"#,
+        token_hash(ADMIN),
+        token_hash(APPROVER)
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    use std::time::SystemTime;
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+async fn direct() -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// A client through gatehouse, with its notices collected.
+async fn through(g: &Gatehouse) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (c, mut conn) = tokio_postgres::connect(&g.conninfo("postgres"), NoTls)
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = stream.next().await {
+            match m {
+                Ok(AsyncMessage::Notice(n)) => {
+                    let _ = tx.send(n.message().to_string());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    (c, rx)
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
+}
+
+async fn count(table: &str) -> i64 {
+    direct()
+        .await
+        .query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let st = r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        st,
+        r.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default(),
+    )
+}
+
+/// The review id from the hold notice.
+fn review_id(notice: &str) -> String {
+    let at = notice.find("review ").expect("review in notice") + 7;
+    notice[at..]
+        .split(|c: char| c.is_whitespace() || c == ')' || c == '(')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn reads_pass_ddl_and_guardrails_are_denied_in_both_protocols() {
+    let admin_port = free_port();
+    let g = Gatehouse::start("", &policy_toml(admin_port, 2));
+    let t = unique("gh_pol_keep");
+    direct()
+        .await
+        .batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .unwrap();
+    let (c, _n) = through(&g).await;
+    assert_eq!(c.query_one("select 1 + 1", &[]).await.unwrap().get::<_, i32>(0), 2);
+    // DDL: denied (simple and extended), nothing created.
+    let made = unique("gh_pol_made");
+    let e = c
+        .batch_execute(&format!("create table {made} (a int)"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    assert!(message(&e).contains("ddl statements are denied"), "{}", message(&e));
+    let e = c
+        .execute(&format!("create table {made} (a int)"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    let exists: bool = direct()
+        .await
+        .query_one("select to_regclass($1) is not null", &[&made])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "the denied DDL ran");
+    // A guardrail names itself; the table stays.
+    let e = c.batch_execute(&format!("DROP TABLE {t}")).await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(
+        message(&e).contains("DROP is not allowed through gatehouse (guardrail no-drop)"),
+        "{}",
+        message(&e)
+    );
+    assert_eq!(count(&t).await, 0);
+    // The session stays in step: a pipeline with a denial in the middle.
+    let drop_sql = format!("drop table {t}");
+    let (a, b, d) = tokio::join!(
+        c.query_one("select 10", &[]),
+        c.execute(drop_sql.as_str(), &[]),
+        c.query_one("select 20", &[])
+    );
+    assert_eq!(a.unwrap().get::<_, i32>(0), 10);
+    assert_eq!(code(&b.unwrap_err()), "42501");
+    assert_eq!(d.unwrap().get::<_, i32>(0), 20);
+    direct().await.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn held_statement_times_out_and_is_cancelled() {
+    let admin_port = free_port();
+    let g = Gatehouse::start("", &policy_toml(admin_port, 2));
+    let t = unique("gh_pol_hold");
+    direct()
+        .await
+        .batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .unwrap();
+    let (c, mut notices) = through(&g).await;
+    let e = c
+        .execute(&format!("insert into {t} values (1)"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(message(&e).contains("approval timed out"), "{}", message(&e));
+    let n = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n.contains("held for approval"), "{n}");
+    assert_eq!(count(&t).await, 0);
+
+    // Cancel while held: 57014 at once, the review is withdrawn.
+    let cancel = c.cancel_token();
+    let sql2 = format!("insert into {t} values (2)");
+    let q = c.execute(sql2.as_str(), &[]);
+    let canceller = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cancel.cancel_query(NoTls).await.unwrap();
+    };
+    let (r, _) = tokio::join!(q, canceller);
+    assert_eq!(code(&r.unwrap_err()), "57014");
+    let n = notices.recv().await.unwrap();
+    let id = review_id(&n);
+    let (_, body) =
+        tokio::task::spawn_blocking(move || http(admin_port, "GET", &format!("/api/v1/reviews/{id}"), ADMIN, ""))
+            .await
+            .unwrap();
+    assert!(body.contains("withdrawn"), "{body}");
+    assert_eq!(count(&t).await, 0);
+    // And the session still works.
+    assert_eq!(c.query_one("select 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+    direct().await.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn held_statement_runs_when_approved_and_fails_when_denied() {
+    let admin_port = free_port();
+    let g = Gatehouse::start("", &policy_toml(admin_port, 30));
+    let t = unique("gh_pol_appr");
+    direct()
+        .await
+        .batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .unwrap();
+    let (c, mut notices) = through(&g).await;
+
+    let sql1 = format!("insert into {t} values (1)");
+    let q = c.execute(sql1.as_str(), &[]);
+    let approve = async {
+        let n = notices.recv().await.unwrap();
+        let id = review_id(&n);
+        assert_eq!(count(&t).await, 0, "held means not run");
+        // The requester's identity cannot approve; the admin token 'ops'
+        // (not the requester) can, as can an approver.
+        let path = format!("/api/v1/reviews/{id}/approve");
+        let (st, body) =
+            tokio::task::spawn_blocking(move || http(admin_port, "POST", &path, APPROVER, r#"{"reason":"ok"}"#))
+                .await
+                .unwrap();
+        assert_eq!(st, 200, "{body}");
+    };
+    let (r, _) = tokio::join!(q, approve);
+    assert_eq!(r.unwrap(), 1);
+    assert_eq!(count(&t).await, 1);
+
+    let sql3 = format!("delete from {t} where id = 1");
+    let q = c.execute(sql3.as_str(), &[]);
+    let deny = async {
+        let n = notices.recv().await.unwrap();
+        let id = review_id(&n);
+        let path = format!("/api/v1/reviews/{id}/deny");
+        let (st, body) = tokio::task::spawn_blocking(move || {
+            http(admin_port, "POST", &path, APPROVER, r#"{"reason":"not on a friday"}"#)
+        })
+        .await
+        .unwrap();
+        assert_eq!(st, 200, "{body}");
+    };
+    let (r, _) = tokio::join!(q, deny);
+    let e = r.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(message(&e).contains("not on a friday"), "{}", message(&e));
+    assert_eq!(count(&t).await, 1);
+    direct().await.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn bypass_corpus_never_runs_without_approval() {
+    let admin_port = free_port();
+    let g = Gatehouse::start("", &policy_toml(admin_port, 1));
+    let t = unique("gh_pol_byp");
+    let d = direct().await;
+    d.batch_execute(&format!(
+        "create table {t} (id int); insert into {t} values (1); create procedure {t}_p() language sql as 'delete from {t}'"
+    ))
+    .await
+    .unwrap();
+    let corpus = [
+        format!("WITH d AS (DELETE FROM {t} RETURNING *) SELECT * FROM d"),
+        format!("/* select */ DeLeTe FROM {t} WHERE id = 1"),
+        format!("SELECT $$x$$; DELETE FROM {t} WHERE id = 1"),
+        format!("EXPLAIN ANALYZE DELETE FROM {t} WHERE id = 1"),
+        format!("SELECT 1; -- \n UPDATE {t} SET id = 2"),
+        format!("DO $$ BEGIN DELETE FROM {t}; END $$"),
+        format!("INSERT INTO {t} SELECT 5"),
+        "SET ROLE postgres".to_string(),
+        "SELECT pg_terminate_backend(pg_backend_pid())".to_string(),
+        "SELECT set_config('role', 'postgres', false)".to_string(),
+        format!("PREPARE p AS DELETE FROM {t}; EXECUTE p"),
+        format!("CALL {t}_p()"),
+    ];
+    let (c, _n) = through(&g).await;
+    for sql in &corpus {
+        // Simple protocol.
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert!(matches!(code(&e).as_str(), "42501"), "{sql}: {e}");
+        // Extended protocol (single statements only).
+        if !sql.contains(';') || sql.starts_with("DO") {
+            let e = c.execute(sql.as_str(), &[]).await.expect_err(sql);
+            assert_eq!(code(&e), "42501", "{sql} (extended): {e}");
+        }
+        let rows: Vec<i32> = d
+            .query(&format!("select id from {t}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(rows, vec![1], "{sql} changed the table");
+    }
+    // COPY FROM STDIN is a write: held, then timed out, nothing copied.
+    let e = c
+        .copy_in::<_, bytes::Bytes>(&format!("COPY {t} FROM STDIN"))
+        .await
+        .err()
+        .expect("copy refused");
+    assert_eq!(code(&e), "42501", "{e}");
+    assert_eq!(count(&t).await, 1);
+    d.batch_execute(&format!("drop procedure {t}_p; drop table {t}"))
+        .await
+        .unwrap();
+}
