@@ -344,3 +344,30 @@ async fn bypass_corpus_never_runs_without_approval() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn results_past_max_rows_are_cut() {
+    let admin_port = free_port();
+    let toml =
+        policy_toml(admin_port, 2).replace("approval_timeout_secs = 2", "approval_timeout_secs = 2\nmax_rows = 5");
+    let g = Gatehouse::start("", &toml);
+    let (c, _n) = through(&g).await;
+    assert_eq!(c.query("select generate_series(1, 5)", &[]).await.unwrap().len(), 5);
+    let e = c.query("select generate_series(1, 100000)", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{e}");
+    assert!(message(&e).contains("after 5 rows"), "{}", message(&e));
+    // Simple protocol, and the session stays in step.
+    let e = c
+        .simple_query("select repeat('x', 100) from generate_series(1, 1000)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "54000");
+    assert_eq!(c.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+    // A row larger than the relay buffer counts too.
+    let e = c
+        .query("select repeat('y', 200000) from generate_series(1, 10)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "54000");
+    assert_eq!(c.query_one("select 8", &[]).await.unwrap().get::<_, i32>(0), 8);
+}

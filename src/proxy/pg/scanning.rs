@@ -2,8 +2,8 @@
 //! the backend-side masking of everything that leaves the database, and the
 //! frontend-side flagging (or refusal) of statements that carry secrets.
 
-use super::registry::SessionHandle;
 use super::enforce::{Enforcer, Step};
+use super::registry::SessionHandle;
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Refused};
 use super::state::Shared;
 use crate::scan::{engine::resolve_overlaps, Engine, Finding, Hit, ScanError};
@@ -22,6 +22,8 @@ pub struct SessionCtx<'a> {
     pub engine: Option<&'a Engine>,
     pub refuse_client_secrets: bool,
     pub max_value: usize,
+    /// Rows per result the policy allows this identity (`None`: no limit).
+    pub max_rows: Option<u64>,
     /// Refusals gatehouse put in place of a client's Parse or Bind whose
     /// ParseComplete/BindComplete (to be dropped) have not come back yet:
     /// each by its group, the number of Sync/Query/FunctionCall messages the
@@ -72,6 +74,10 @@ pub struct ServerSide<'a> {
     withholding: bool,
     /// The error still to send in place of the first withheld frame.
     pending_error: Option<String>,
+    /// Rows of the current result (for `max_rows`), and whether the rest of
+    /// a result past the limit is being dropped.
+    result_rows: u64,
+    cutting: bool,
     /// The last CopyData payloads of a COPY OUT stream, not yet sent (each
     /// stays a message of its own: the protocol sends one per row).
     copy_held: Vec<Vec<u8>>,
@@ -113,6 +119,8 @@ impl<'a> ServerSide<'a> {
             rows: 0,
             withholding: false,
             pending_error: None,
+            result_rows: 0,
+            cutting: false,
             copy_held: Vec::new(),
             copy_binary: false,
             held: Vec::new(),
@@ -138,6 +146,19 @@ fn withheld_error(out: &mut Vec<u8>, why: &str) {
         &format!("gatehouse withheld a result it could not scan for secrets: {why}"),
         None,
         Some("The rest of this result was not sent. Ask the gateway's operator; the session log names the cause."),
+    );
+}
+
+/// The error in place of the first row past the policy's `max_rows`.
+fn cut_error(out: &mut Vec<u8>, max: u64) {
+    pg::error_message(
+        out,
+        false,
+        "ERROR",
+        "54000",
+        &format!("result cut by gatehouse after {max} rows: the policy's max_rows for this identity"),
+        None,
+        Some("Narrow the query (WHERE, LIMIT) or ask for a role with a higher max_rows."),
     );
 }
 
@@ -509,7 +530,6 @@ impl ServerSide<'_> {
         }
         self.apply(engine, buf, frames, edits);
     }
-
 }
 
 impl FrameHandler for ServerSide<'_> {
@@ -524,13 +544,59 @@ impl FrameHandler for ServerSide<'_> {
     }
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
-        self.rewrite_batch(buf, frames, edits);
+        let Some(max) = self.ctx.max_rows else {
+            self.rewrite_batch(buf, frames, edits);
+            return None;
+        };
+        // Past `max` rows a result is cut: an error in place of the next
+        // row, and the rest of that result (up to its end) dropped.
+        let mut start = 0;
+        for (i, f) in frames.iter().enumerate() {
+            let ends_result = matches!(f.tag, b'C' | b's' | b'E' | b'I');
+            if self.cutting {
+                edits.drop_frame(f);
+                if ends_result {
+                    self.cutting = false;
+                    self.result_rows = 0;
+                }
+                start = i + 1;
+                continue;
+            }
+            if f.tag == b'D' {
+                self.result_rows += 1;
+                if self.result_rows > max {
+                    if start < i {
+                        self.rewrite_batch(buf, &frames[start..i], edits);
+                    }
+                    edits.replace(f, |out| cut_error(out, max));
+                    tracing::info!(target: "gatehouse::policy", max_rows = max, "result cut by policy");
+                    self.cutting = true;
+                    start = i + 1;
+                }
+            } else if ends_result || f.tag == b'Z' {
+                self.result_rows = 0;
+            }
+        }
+        if start < frames.len() {
+            self.rewrite_batch(buf, &frames[start..], edits);
+        }
         None
     }
 
     fn on_large_frame(&mut self, tag: u8, total_len: usize, out: &mut Vec<u8>) -> Large {
         if tag == b'D' {
             self.rows += 1;
+            if let Some(max) = self.ctx.max_rows {
+                if self.cutting {
+                    return Large::Discard;
+                }
+                self.result_rows += 1;
+                if self.result_rows > max {
+                    cut_error(out, max);
+                    self.cutting = true;
+                    return Large::Discard;
+                }
+            }
         }
         if self.withholding {
             return Large::Discard;
@@ -769,7 +835,11 @@ pub struct ClientSide<'a> {
     /// Statement policy, when the configuration has one.
     pub enforcer: Option<Enforcer<'a>>,
     /// The client's writer (for the hold notice), its mid-frame flag and socket.
-    pub client: (&'a futures_util::lock::Mutex<super::relay::Writer>, &'a Cell<bool>, std::os::fd::RawFd),
+    pub client: (
+        &'a futures_util::lock::Mutex<super::relay::Writer>,
+        &'a Cell<bool>,
+        std::os::fd::RawFd,
+    ),
     pub bytes: u64,
     pub statements: u64,
     /// Sync, Query and FunctionCall messages seen (each ends a group the
@@ -786,7 +856,11 @@ impl<'a> ClientSide<'a> {
     pub fn new(
         ctx: &'a SessionCtx<'a>,
         enforcer: Option<Enforcer<'a>>,
-        client: (&'a futures_util::lock::Mutex<super::relay::Writer>, &'a Cell<bool>, std::os::fd::RawFd),
+        client: (
+            &'a futures_util::lock::Mutex<super::relay::Writer>,
+            &'a Cell<bool>,
+            std::os::fd::RawFd,
+        ),
     ) -> Self {
         ClientSide {
             ctx,
@@ -935,7 +1009,15 @@ impl FrameHandler for ClientSide<'_> {
                     }
                 }
             }
-            match find_in_values(engine, buf, &self.values, &mut self.seg, &mut self.ends, &mut self.hits, &mut self.found) {
+            match find_in_values(
+                engine,
+                buf,
+                &self.values,
+                &mut self.seg,
+                &mut self.ends,
+                &mut self.hits,
+                &mut self.found,
+            ) {
                 Err(e) => tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan statements"),
                 Ok(()) => {
                     // The first finding of each statement frame, in frame order.
@@ -963,7 +1045,11 @@ impl FrameHandler for ClientSide<'_> {
         for (i, code, text) in all {
             let f = frames[i];
             // An empty code marks a secret refusal (`text` is the rule id).
-            let sql = if code.is_empty() { refusal_sql(&text) } else { super::enforce::raise_sql(code, &text) };
+            let sql = if code.is_empty() {
+                refusal_sql(&text)
+            } else {
+                super::enforce::raise_sql(code, &text)
+            };
             if matches!(f.tag, b'Q' | b'F') {
                 edits.replace(&f, |out| pg::cstring_message(out, b'Q', sql.as_bytes()));
             } else {

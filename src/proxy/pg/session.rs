@@ -3,9 +3,9 @@
 //! and then the relay.
 
 use super::conn::{Conn, ConnError};
+use super::enforce::{Enforcer, Who};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
-use super::enforce::{Enforcer, Who};
 use super::scanning::{ClientSide, ServerSide, SessionCtx};
 use super::state::{Shared, State};
 use super::stream::Stream;
@@ -509,6 +509,7 @@ async fn relay(
         engine: state.scan.as_deref(),
         refuse_client_secrets: state.config.scan.refuse_client_secrets,
         max_value: state.config.scan.max_value_bytes,
+        max_rows: state.policy.as_ref().and_then(|p| p.max_rows(&identity.roles)),
         suppress: Default::default(),
         masked: Default::default(),
         client_secrets: Cell::new(0),
@@ -517,7 +518,12 @@ async fn relay(
         buffer: cap,
         max_message: max_msg,
     };
-    let who = Who { identity: identity.name.clone(), roles: identity.roles.clone(), target: target.clone(), session: pid };
+    let who = Who {
+        identity: identity.name.clone(),
+        roles: identity.roles.clone(),
+        target: target.clone(),
+        session: pid,
+    };
     let engine = state.scan.clone();
     let enforcer = state.policy.clone().map(|p| {
         let mask = Box::new(move |sql: &str| mask_text(engine.as_deref(), sql));
