@@ -43,6 +43,116 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Reviews of held statements, over the admin API: `list`, `approve`, `deny`.
+    Review {
+        #[command(subcommand)]
+        cmd: ReviewCmd,
+    },
+}
+
+/// How `gatehouse review` reaches the admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API [default: $GATEHOUSE_ADMIN_URL, else http://127.0.0.1:9090].
+    #[arg(long, value_name = "URL")]
+    admin: Option<String>,
+    /// The admin token. Prefer $GATEHOUSE_ADMIN_TOKEN or --token-env: others
+    /// can read a command line.
+    #[arg(long, value_name = "T", conflicts_with = "token_env")]
+    token: Option<String>,
+    /// The environment variable holding the admin token [default: GATEHOUSE_ADMIN_TOKEN].
+    #[arg(long, value_name = "VAR")]
+    token_env: Option<String>,
+    /// CA bundle (PEM) for an https:// admin URL [default: the built-in web roots].
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Print the API's JSON rather than a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ReviewCmd {
+    /// Lists reviews: open ones (oldest first), then finished ones (newest first).
+    List {
+        /// Only the reviews waiting for a decision.
+        #[arg(long)]
+        pending: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Approves a review as the token's name.
+    Approve {
+        id: String,
+        /// Why (kept in the log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Also grant the statement's class to the identity on the target
+        /// for N minutes (0: this statement, once).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        grant_minutes: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Denies a review; the client gets the reason.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+fn admin_client(a: &AdminArgs) -> anyhow::Result<gatehouse::control::client::AdminClient> {
+    let url = match &a.admin {
+        Some(u) => u.clone(),
+        None => std::env::var("GATEHOUSE_ADMIN_URL")
+            .unwrap_or_else(|_| gatehouse::control::client::DEFAULT_ADMIN_URL.to_string()),
+    };
+    let token = match (&a.token, &a.token_env) {
+        (Some(t), _) => t.clone(),
+        (None, var) => {
+            let var = var.as_deref().unwrap_or("GATEHOUSE_ADMIN_TOKEN");
+            match std::env::var(var) {
+                Ok(t) if !t.is_empty() => t,
+                _ => anyhow::bail!("no admin token: set {var} (or give --token-env VAR)"),
+            }
+        }
+    };
+    gatehouse::control::client::AdminClient::new(&url, &token, a.ca_file.as_deref()).map_err(|e| anyhow::anyhow!(e))
+}
+
+fn review(cmd: ReviewCmd) -> anyhow::Result<ExitCode> {
+    use gatehouse::control::client;
+    let print = |v: &serde_json::Value, json: bool| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            println!("{}", client::describe(v));
+        }
+    };
+    match cmd {
+        ReviewCmd::List { pending, admin } => {
+            let list = admin_client(&admin)?.list(pending)?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs();
+                print!("{}", client::table(&list, now));
+            }
+        }
+        ReviewCmd::Approve {
+            id,
+            reason,
+            grant_minutes,
+            admin,
+        } => print(&admin_client(&admin)?.approve(&id, &reason, grant_minutes)?, admin.json),
+        ReviewCmd::Deny { id, reason, admin } => print(&admin_client(&admin)?.deny(&id, &reason)?, admin.json),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -114,6 +224,7 @@ fn init_logs(format: &str, level: &str) {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Review { cmd } => review(cmd),
         Cmd::Serve { config } => {
             let cfg = match gatehouse::config::Config::load(&config) {
                 Ok(c) => c,

@@ -35,6 +35,9 @@ pub struct Config {
     pub admin: Admin,
     /// Statement policy per role; absent: every statement is allowed.
     pub policy: Option<PolicyConfig>,
+    /// Where new reviews are announced: webhooks (Slack, signed JSON), e-mail.
+    #[serde(default)]
+    pub notify: Notify,
 }
 
 /// What a statement of a class gets.
@@ -143,6 +146,71 @@ pub struct GuardrailConfig {
     /// Roles it applies to; empty: everyone.
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// Announcements of new reviews, sent by the control plane.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notify {
+    /// The admin API's URL as approvers reach it, put in messages
+    /// (default: `http(s)://` and `[admin] listen`).
+    pub admin_url: Option<String>,
+    #[serde(rename = "webhook")]
+    pub webhooks: Vec<Webhook>,
+    pub smtp: Option<Smtp>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    /// A Slack incoming webhook: `{"text": ...}`.
+    Slack,
+    /// The review as JSON, signed with HMAC-SHA256.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub kind: WebhookKind,
+    /// `https://` (`http://` only to a loopback host). A Slack URL is a
+    /// credential: prefer `url_env`.
+    pub url: Option<String>,
+    /// The environment variable holding the URL.
+    pub url_env: Option<String>,
+    /// `json`: the environment variable holding the HMAC key.
+    pub secret_env: Option<String>,
+}
+
+impl Webhook {
+    /// The URL, from the config or its environment variable.
+    pub fn resolve_url(&self) -> Result<String, String> {
+        match (&self.url, &self.url_env) {
+            (Some(u), _) => Ok(u.clone()),
+            (None, Some(var)) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            (None, None) => Err("one of url, url_env is needed".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    /// The mail server, `host:port`.
+    pub server: String,
+    pub from: String,
+    pub to: Vec<String>,
+    /// Upgrade to TLS (server checked against the built-in web roots)
+    /// before anything else; off only for a relay you trust the path to.
+    #[serde(default = "yes")]
+    pub starttls: bool,
+    /// AUTH PLAIN with this user and the password in `password_env`.
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The admin API: health, metrics, sessions; served by the control plane.
@@ -669,14 +737,23 @@ impl Config {
                 ));
             }
             for (j, r) in t.roles.iter().enumerate() {
-                if !matches!(r.as_str(), "admin" | "auditor" | "approver") {
+                // Beyond the API's roles, a token may carry a role that
+                // approves held statements (`approvers` under [policy.roles]).
+                let approver_role = self
+                    .policy
+                    .as_ref()
+                    .is_some_and(|p| p.roles.values().any(|pr| pr.approvers.contains(r)));
+                if !matches!(r.as_str(), "admin" | "auditor" | "approver") && !approver_role {
                     return Err((
                         vec![Key("admin"), Key("token"), Idx(i), Key("roles"), Idx(j)],
-                        format!("`{r}` is not one of admin, auditor, approver"),
+                        format!(
+                            "`{r}` is not one of admin, auditor, approver, nor an approver role under [policy.roles]"
+                        ),
                     ));
                 }
             }
         }
+        validate_notify(&self.notify)?;
         if let Some(p) = &self.policy {
             for (name, r) in &p.roles {
                 let k = |k: &'static str| vec![Key("policy"), Key("roles"), Key(leak(name)), Key(k)];
@@ -753,6 +830,121 @@ impl Config {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
+}
+
+/// An address for SMTP's MAIL FROM / RCPT TO: no spaces, brackets or line breaks.
+fn mailbox_ok(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !a
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "<>,;\"()[]\\".contains(c))
+}
+
+/// `host:port` of a mail server, split.
+pub fn smtp_host_port(server: &str) -> Option<(&str, u16)> {
+    let (host, port) = server.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty() && !host.contains(['/', '@', ' '])).then_some((host, port))
+}
+
+fn validate_notify(n: &Notify) -> Result<(), (Vec<PathPart>, String)> {
+    use PathPart::{Idx, Key};
+    if let Some(u) = &n.admin_url {
+        let lower = u.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) || u.contains(char::is_whitespace) {
+            return Err((
+                vec![Key("notify"), Key("admin_url")],
+                "must be an http:// or https:// URL, as approvers reach the admin API".into(),
+            ));
+        }
+    }
+    for (i, w) in n.webhooks.iter().enumerate() {
+        let k = |k: &'static str| vec![Key("notify"), Key("webhook"), Idx(i), Key(k)];
+        let url = match (&w.url, &w.url_env) {
+            (Some(_), Some(_)) => return Err((k("url_env"), "give only one of url, url_env".into())),
+            (None, None) => {
+                return Err((
+                    vec![Key("notify"), Key("webhook"), Idx(i)],
+                    "one of url, url_env is needed".into(),
+                ))
+            }
+            _ => w.resolve_url().map_err(|e| (k("url_env"), e))?,
+        };
+        let key = if w.url.is_some() { "url" } else { "url_env" };
+        let https = url.len() > 8 && url.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+        if !https && !loopback_http(&url) {
+            return Err((
+                k(key),
+                "must be an https:// URL (http:// only to 127.0.0.1, localhost or [::1])".into(),
+            ));
+        }
+        match (w.kind, &w.secret_env) {
+            (WebhookKind::Json, None) => {
+                return Err((
+                    k("secret_env"),
+                    "a json webhook is signed: name the environment variable holding its key".into(),
+                ))
+            }
+            (WebhookKind::Json, Some(var)) => {
+                if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                    return Err((k("secret_env"), format!("environment variable {var} is not set")));
+                }
+            }
+            (WebhookKind::Slack, Some(_)) => {
+                return Err((k("secret_env"), "only json webhooks are signed".into()));
+            }
+            (WebhookKind::Slack, None) => {}
+        }
+    }
+    if let Some(m) = &n.smtp {
+        let k = |k: &'static str| vec![Key("notify"), Key("smtp"), Key(k)];
+        let Some((host, _)) = smtp_host_port(&m.server) else {
+            return Err((
+                k("server"),
+                format!("`{}` is not host:port, e.g. 127.0.0.1:25", m.server),
+            ));
+        };
+        if !mailbox_ok(&m.from) {
+            return Err((
+                k("from"),
+                format!("`{}` is not an address like gatehouse@example.com", m.from),
+            ));
+        }
+        if m.to.is_empty() {
+            return Err((k("to"), "at least one address is needed".into()));
+        }
+        for (i, a) in m.to.iter().enumerate() {
+            if !mailbox_ok(a) {
+                return Err((
+                    vec![Key("notify"), Key("smtp"), Key("to"), Idx(i)],
+                    format!("`{a}` is not an address like dba@example.com"),
+                ));
+            }
+        }
+        match (&m.username, &m.password_env) {
+            (Some(_), None) => return Err((k("password_env"), "a username needs password_env".into())),
+            (None, Some(_)) => return Err((k("username"), "password_env needs a username".into())),
+            (Some(_), Some(var)) => {
+                if std::env::var(var).is_err() {
+                    return Err((k("password_env"), format!("environment variable {var} is not set")));
+                }
+                let loopback = matches!(host, "127.0.0.1" | "localhost" | "::1");
+                if !m.starttls && !loopback {
+                    return Err((
+                        k("starttls"),
+                        "a password is sent only over TLS: set starttls = true (or use a relay on loopback)".into(),
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
 }
 
 fn validate_oidc(
@@ -1021,5 +1213,61 @@ targets = ["pg"]
         assert!(loopback_http("http://[::1]:80/"));
         assert!(!loopback_http("http://127.0.0.1@evil/"));
         assert!(!loopback_http("http://127.0.0.1:80@evil/"));
+    }
+
+    #[test]
+    fn notify_section() {
+        std::env::set_var("GH_TEST_NOTIFY_SECRET", "s3cret");
+        // [notify] is line 15.
+        let notify = |body: &str| format!("{GOOD}[notify]\n{body}");
+        let ok = notify(
+            "admin_url = \"https://gh.example:9090/\"\n\
+             [[notify.webhook]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/x\"\n\
+             [[notify.webhook]]\nkind = \"json\"\nurl = \"http://127.0.0.1:8080/hook\"\nsecret_env = \"GH_TEST_NOTIFY_SECRET\"\n\
+             [notify.smtp]\nserver = \"127.0.0.1:2525\"\nfrom = \"gh@example.com\"\nto = [\"dba@example.com\"]\nstarttls = false\n",
+        );
+        let c = Config::parse(&ok, "g.toml", Path::new(".")).unwrap();
+        assert_eq!(c.notify.webhooks.len(), 2);
+        assert_eq!(c.notify.webhooks[1].kind, WebhookKind::Json);
+        assert!(!c.notify.smtp.as_ref().unwrap().starttls);
+        let d = Config::parse(GOOD, "g.toml", Path::new(".")).unwrap();
+        assert!(d.notify.webhooks.is_empty() && d.notify.smtp.is_none());
+        let smtp = "[notify.smtp]\nserver = \"127.0.0.1:2525\"\nfrom = \"gh@example.com\"\n";
+        let cases: &[(&str, usize, &str, &str)] = &[
+            ("admin_url = \"ftp://x\"\n", 16, "notify.admin_url", "http://"),
+            ("[[notify.webhook]]\nkind = \"slack\"\nurl = \"http://hooks.example/x\"\n", 18, "notify.webhook[0].url", "https://"),
+            ("[[notify.webhook]]\nkind = \"slack\"\n", 16, "notify.webhook[0]", "one of url, url_env"),
+            ("[[notify.webhook]]\nkind = \"slack\"\nurl_env = \"GH_TEST_NOTIFY_UNSET\"\n", 18, "notify.webhook[0].url_env", "not set"),
+            ("[[notify.webhook]]\nkind = \"json\"\nurl = \"https://x/h\"\n", 16, "notify.webhook[0].secret_env", "signed"),
+            ("[[notify.webhook]]\nkind = \"json\"\nurl = \"https://x/h\"\nsecret_env = \"GH_TEST_NOTIFY_UNSET\"\n", 19, "notify.webhook[0].secret_env", "not set"),
+            ("[[notify.webhook]]\nkind = \"slack\"\nurl = \"https://x/h\"\nsecret_env = \"GH_TEST_NOTIFY_SECRET\"\n", 19, "notify.webhook[0].secret_env", "only json"),
+            ("[notify.smtp]\nserver = \"mail\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n", 17, "notify.smtp.server", "host:port"),
+            ("[notify.smtp]\nserver = \"mail:25\"\nfrom = \"a\"\nto = [\"c@d\"]\n", 18, "notify.smtp.from", "not an address"),
+            (&format!("{smtp}to = []\n"), 19, "notify.smtp.to", "at least one"),
+            (&format!("{smtp}to = [\"ok@x\", \"a@b>\\r\\nRCPT TO:<c@d\"]\n"), 19, "notify.smtp.to[1]", "not an address"),
+            (&format!("{smtp}to = [\"c@d\"]\nusername = \"u\"\n"), 16, "notify.smtp.password_env", "needs password_env"),
+            ("[notify.smtp]\nserver = \"mail.example:25\"\nfrom = \"a@b\"\nto = [\"c@d\"]\nstarttls = false\nusername = \"u\"\npassword_env = \"GH_TEST_NOTIFY_SECRET\"\n", 20, "notify.smtp.starttls", "only over TLS"),
+        ];
+        for (body, line, key, msg) in cases {
+            let e = Config::parse(&notify(body), "g.toml", Path::new(".")).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (*line, *key), "{e}");
+            assert!(e.message.contains(msg), "{e}");
+        }
+        let e = Config::parse(
+            &notify("[[notify.webhook]]\nkind = \"teams\"\n"),
+            "g.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn admin_tokens_may_carry_approver_roles() {
+        let tok = "[admin]\n[[admin.token]]\nname = \"t\"\ntoken_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nroles = [\"approver\", \"dba\"]\n";
+        let e = Config::parse(&format!("{GOOD}{tok}"), "g.toml", Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "admin.token[0].roles[1]", "{e}");
+        let policy = "[policy.roles.agent]\napprovers = [\"dba\"]\n";
+        Config::parse(&format!("{GOOD}{tok}{policy}"), "g.toml", Path::new(".")).unwrap();
     }
 }

@@ -5,10 +5,16 @@
 //! `admin` may do everything; `auditor` reads sessions and metrics;
 //! `approver` approves reviews. Probes (`/healthz`, `/readyz`) and the
 //! OpenAPI document need no token.
+//!
+//! A review is decided as the token's `name`; the token's roles (which may
+//! include approver roles named under `[policy.roles]`) must meet the
+//! review's `approvers` (`admin` always does), and a name never approves a
+//! review its own identity asked for.
 
+use super::reviews::{Grant, ReviewError, Status};
 use super::Ops;
 use crate::proxy::pg::{KillReason, Shared};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -82,14 +88,47 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         &[Role::Admin],
         "Re-reads the configuration, as SIGHUP does.",
     ),
+    (
+        "get",
+        "/api/v1/reviews",
+        &[Role::Admin, Role::Approver, Role::Auditor],
+        "Reviews of held statements: open ones (oldest first), then finished ones (newest first). \
+         `?state=pending` (or approved, denied, withdrawn) keeps one state.",
+    ),
+    (
+        "get",
+        "/api/v1/reviews/{id}",
+        &[Role::Admin, Role::Approver, Role::Auditor],
+        "One review.",
+    ),
+    (
+        "post",
+        "/api/v1/reviews/{id}/approve",
+        &[Role::Admin, Role::Approver],
+        "Approves as the token's name. Body (optional): {\"reason\": \"...\", \"grant_minutes\": N}; \
+         N absent or 0 lets this statement run once, N > 0 also grants the statement's class to the \
+         identity on the target for N minutes. With N-of-M approvals the review stays pending until \
+         enough approvers agree.",
+    ),
+    (
+        "post",
+        "/api/v1/reviews/{id}/deny",
+        &[Role::Admin, Role::Approver],
+        "Denies as the token's name. Body: {\"reason\": \"...\"}; the client gets the reason.",
+    ),
 ];
+
+/// Longest grant an approval may give: a day.
+pub const MAX_GRANT_MINUTES: u64 = 24 * 60;
+/// Longest reason accepted with a decision, in bytes.
+pub const MAX_REASON_BYTES: usize = 1000;
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// The caller's roles, from `Authorization: Bearer <token>`.
-fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<Role>)> {
+/// The caller's name and roles (as configured), from `Authorization: Bearer <token>`.
+fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<String>)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
@@ -100,7 +139,7 @@ fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<Role>
     for t in &state.config.admin.tokens {
         if let Some(expected) = crate::identity::parse_token_hash(&t.token_hash) {
             if bool::from(digest.as_slice().ct_eq(&expected)) {
-                return Some((t.name.clone(), t.roles.iter().filter_map(|r| Role::parse(r)).collect()));
+                return Some((t.name.clone(), t.roles.clone()));
             }
         }
     }
@@ -110,19 +149,34 @@ fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<Role>
 /// Checks the caller may use the route at `path` with `method`.
 #[allow(clippy::result_large_err)] // the error is the response itself
 fn authorize(st: &AppState, headers: &HeaderMap, method: &str, path: &str) -> Result<String, Response> {
+    authorize_roles(st, headers, method, path).map(|(name, _)| name)
+}
+
+/// As [`authorize`], also returning the token's configured roles.
+#[allow(clippy::result_large_err)]
+fn authorize_roles(
+    st: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+) -> Result<(String, Vec<String>), Response> {
     let allowed = ROUTES
         .iter()
         .find(|(m, p, _, _)| *m == method && *p == path)
         .map(|r| r.2)
         .unwrap_or(&[]);
     if allowed.is_empty() {
-        return Ok(String::new());
+        return Ok((String::new(), Vec::new()));
     }
     let Some((name, roles)) = caller_roles(st, headers) else {
         return Err(error(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
     };
-    if roles.iter().any(|r| allowed.contains(r)) {
-        Ok(name)
+    if roles
+        .iter()
+        .filter_map(|r| Role::parse(r))
+        .any(|r| allowed.contains(&r))
+    {
+        Ok((name, roles))
     } else {
         let need: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
         Err(error(
@@ -212,6 +266,230 @@ async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
+fn state_name(s: &Status) -> &'static str {
+    match s {
+        Status::Pending => "pending",
+        Status::Approved => "approved",
+        Status::Denied { .. } => "denied",
+        Status::Withdrawn { .. } => "withdrawn",
+    }
+}
+
+const STATES: &[&str] = &["pending", "approved", "denied", "withdrawn"];
+
+fn review_error(st: &AppState, id: &str, e: ReviewError) -> Response {
+    // A decided review has left the open set: say so rather than "not found".
+    let e = match e {
+        ReviewError::NotFound if st.shared.reviews.get(id).is_some() => ReviewError::NotPending,
+        e => e,
+    };
+    let status = match e {
+        ReviewError::NotFound => StatusCode::NOT_FOUND,
+        ReviewError::NotPending | ReviewError::Twice => StatusCode::CONFLICT,
+        ReviewError::SelfApproval | ReviewError::WrongRole(_) => StatusCode::FORBIDDEN,
+        ReviewError::TooMany => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &e.to_string())
+}
+
+async fn reviews_list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers, "get", "/api/v1/reviews") {
+        return r;
+    }
+    let want = match q.get("state").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => match STATES.iter().find(|k| **k == s) {
+            Some(k) => Some(*k),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("`state` is one of: {}", STATES.join(", ")),
+                )
+            }
+        },
+    };
+    let items: Vec<_> = st
+        .shared
+        .reviews
+        .list()
+        .into_iter()
+        .filter(|r| want.is_none_or(|w| state_name(&r.status) == w))
+        .collect();
+    Json(json!({ "reviews": items })).into_response()
+}
+
+async fn review_get(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&st, &headers, "get", "/api/v1/reviews/{id}") {
+        return r;
+    }
+    match st.shared.reviews.get(&id) {
+        Some(r) => Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, &ReviewError::NotFound.to_string()),
+    }
+}
+
+/// The body of a decision.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    grant_minutes: u64,
+}
+
+#[allow(clippy::result_large_err)]
+fn decision(body: &[u8]) -> Result<Decision, Response> {
+    let d = if body.iter().all(u8::is_ascii_whitespace) {
+        Decision::default()
+    } else {
+        serde_json::from_slice::<Decision>(body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is JSON like {{\"reason\": \"...\", \"grant_minutes\": 0}}: {e}"),
+            )
+        })?
+    };
+    if d.reason.len() > MAX_REASON_BYTES {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("`reason` is at most {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    if d.grant_minutes > MAX_GRANT_MINUTES {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("`grant_minutes` is at most {MAX_GRANT_MINUTES}"),
+        ));
+    }
+    Ok(d)
+}
+
+async fn review_approve(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/reviews/{id}/approve") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let d = match decision(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let grant = match d.grant_minutes {
+        0 => Grant::Once,
+        n => Grant::ClassFor(n),
+    };
+    match st.shared.reviews.approve(&id, &who, &roles, grant) {
+        Ok(r) => {
+            tracing::info!(
+                target: "gatehouse::admin",
+                review = %r.id,
+                by = %who,
+                identity = %r.request.identity,
+                target = %r.request.target,
+                class = %r.request.class,
+                approvals = r.approvals.len(),
+                required = r.request.required,
+                grant_minutes = d.grant_minutes,
+                state = state_name(&r.status),
+                reason = ?d.reason,
+                "review approval recorded"
+            );
+            Json(r).into_response()
+        }
+        Err(e) => {
+            tracing::info!(target: "gatehouse::admin", review = ?id, by = %who, refused = %e, "review approval refused");
+            review_error(&st, &id, e)
+        }
+    }
+}
+
+async fn review_deny(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/reviews/{id}/deny") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let d = match decision(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if d.grant_minutes != 0 {
+        return error(StatusCode::BAD_REQUEST, "a denial grants nothing: no `grant_minutes`");
+    }
+    match st.shared.reviews.deny(&id, &who, &roles, &d.reason) {
+        Ok(r) => {
+            tracing::info!(
+                target: "gatehouse::admin",
+                review = %r.id,
+                by = %who,
+                identity = %r.request.identity,
+                target = %r.request.target,
+                class = %r.request.class,
+                reason = ?d.reason,
+                "review denied"
+            );
+            Json(r).into_response()
+        }
+        Err(e) => {
+            tracing::info!(target: "gatehouse::admin", review = ?id, by = %who, refused = %e, "review denial refused");
+            review_error(&st, &id, e)
+        }
+    }
+}
+
+/// Per-operation details beyond what [`ROUTES`] says.
+fn doc_details(method: &str, path: &str, op: &mut serde_json::Value) {
+    let decision_body = |with_grant: bool| {
+        let mut props = json!({ "reason": { "type": "string", "maxLength": MAX_REASON_BYTES } });
+        if with_grant {
+            props["grant_minutes"] =
+                json!({ "type": "integer", "minimum": 0, "maximum": MAX_GRANT_MINUTES, "default": 0 });
+        }
+        json!({
+            "required": false,
+            "content": { "application/json": { "schema": {
+                "type": "object", "properties": props, "additionalProperties": false,
+            } } },
+        })
+    };
+    match (method, path) {
+        ("get", "/api/v1/reviews") => {
+            op["parameters"] = json!([{
+                "name": "state", "in": "query", "required": false,
+                "schema": { "type": "string", "enum": STATES },
+            }]);
+            op["responses"]["400"] = json!({ "description": "an unknown state" });
+        }
+        ("get", "/api/v1/reviews/{id}") => {
+            op["responses"]["404"] = json!({ "description": "no review has this id" });
+        }
+        ("post", "/api/v1/reviews/{id}/approve") | ("post", "/api/v1/reviews/{id}/deny") => {
+            op["requestBody"] = decision_body(path.ends_with("/approve"));
+            op["responses"]["400"] = json!({ "description": "a malformed body" });
+            op["responses"]["403"] = json!({
+                "description": "the token's roles do not allow this, or the caller asked for this review, or lacks the review's approver roles"
+            });
+            op["responses"]["404"] = json!({ "description": "no review has this id" });
+            op["responses"]["409"] =
+                json!({ "description": "the review is decided already, or this approver approved it already" });
+        }
+        _ => {}
+    }
+}
+
 /// The OpenAPI 3.1 document, made from [`ROUTES`].
 pub fn openapi() -> serde_json::Value {
     let mut paths = serde_json::Map::new();
@@ -231,6 +509,7 @@ pub fn openapi() -> serde_json::Value {
             op["parameters"] =
                 json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
         }
+        doc_details(method, path, &mut op);
         entry[*method] = op;
     }
     json!({
@@ -254,6 +533,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/sessions", get(sessions))
         .route("/api/v1/sessions/{id}/kill", post(kill))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/reviews", get(reviews_list))
+        .route("/api/v1/reviews/{id}", get(review_get))
+        .route("/api/v1/reviews/{id}/approve", post(review_approve))
+        .route("/api/v1/reviews/{id}/deny", post(review_deny))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
         .with_state(app)
 }

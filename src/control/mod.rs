@@ -1,9 +1,11 @@
 //! The control plane: a small tokio runtime on low-priority threads that
-//! owns the admin API (and, as they land, reviews, the recorder and the
-//! notifiers). Workers never wait on it on the hot path.
+//! owns the admin API, the notifiers of reviews (and, as it lands, the
+//! recorder). Workers never wait on it on the hot path.
 
 pub mod admin;
+pub mod client;
 pub mod metrics;
+pub mod notify;
 pub mod reviews;
 
 use crate::proxy::pg::Shared;
@@ -26,6 +28,8 @@ pub struct Control {
     pub rt: tokio::runtime::Runtime,
     /// The admin API's bound address, when it serves.
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// What the notifiers of reviews did.
+    pub notify: Arc<notify::Stats>,
 }
 
 fn lower_priority() {
@@ -46,6 +50,14 @@ pub fn start(shared: Arc<Shared>, ready: Arc<AtomicBool>, ops: Arc<dyn Ops>) -> 
         .enable_all()
         .build()?;
     let state = shared.state.load_full();
+    // Announce new reviews; the settings are read per review, so a reload
+    // applies to the next one.
+    let from = shared.clone();
+    let notify = notify::start(
+        rt.handle(),
+        &shared.reviews,
+        Arc::new(move || notify::Settings::from_config(&from.state.load().config)),
+    );
     let admin_addr = match &state.config.admin.listen {
         Some(addr) => {
             let addr: std::net::SocketAddr = addr.parse()?;
@@ -67,5 +79,5 @@ pub fn start(shared: Arc<Shared>, ready: Arc<AtomicBool>, ops: Arc<dyn Ops>) -> 
         }
         None => None,
     };
-    Ok(Control { rt, admin_addr })
+    Ok(Control { rt, admin_addr, notify })
 }

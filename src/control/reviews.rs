@@ -94,6 +94,8 @@ pub enum ReviewError {
 
 struct Entry {
     review: Review,
+    /// Submission order (`created` has only a second's resolution).
+    seq: u64,
 }
 
 #[derive(Default)]
@@ -143,7 +145,13 @@ impl Reviews {
             if g.open.len() >= MAX_OPEN {
                 return Err(ReviewError::TooMany);
             }
-            g.open.insert(id.clone(), Entry { review: review.clone() });
+            g.open.insert(
+                id.clone(),
+                Entry {
+                    review: review.clone(),
+                    seq: n,
+                },
+            );
         }
         for f in self.on_open.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             f(&review);
@@ -245,10 +253,11 @@ impl Reviews {
     /// Open reviews first (oldest first), then the finished ones (newest first).
     pub fn list(&self) -> Vec<Review> {
         let g = self.lock();
-        let mut open: Vec<Review> = g.open.values().map(|e| e.review.clone()).collect();
-        open.sort_by_key(|r| r.created);
-        open.extend(g.finished.iter().rev().cloned());
-        open
+        let mut open: Vec<&Entry> = g.open.values().collect();
+        open.sort_by_key(|e| e.seq);
+        let mut list: Vec<Review> = open.into_iter().map(|e| e.review.clone()).collect();
+        list.extend(g.finished.iter().rev().cloned());
+        list
     }
 
     pub fn get(&self, id: &str) -> Option<Review> {
