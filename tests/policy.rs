@@ -371,3 +371,29 @@ async fn results_past_max_rows_are_cut() {
     assert_eq!(code(&e), "54000");
     assert_eq!(c.query_one("select 8", &[]).await.unwrap().get::<_, i32>(0), 8);
 }
+
+#[tokio::test]
+async fn statements_too_large_to_check_are_refused_but_large_parameters_pass() {
+    let admin_port = free_port();
+    let g = Gatehouse::start("", &policy_toml(admin_port, 2));
+    let t = unique("gh_pol_big");
+    direct()
+        .await
+        .batch_execute(&format!("create table {t} (id int); insert into {t} values (1)"))
+        .await
+        .unwrap();
+    let (c, _n) = through(&g).await;
+    // A write hidden behind 100 KB of comment, in both protocols.
+    let padded = format!("/* {} */ DELETE FROM {t}", "x".repeat(100_000));
+    let e = c.batch_execute(&padded).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{e}");
+    let e = c.execute(padded.as_str(), &[]).await.unwrap_err();
+    assert_eq!(code(&e), "54000", "{e}");
+    assert_eq!(count(&t).await, 1);
+    // A read with a 300 KB parameter passes (its Bind streams through).
+    let big = "y".repeat(300_000);
+    let n: i32 = c.query_one("select length($1::text)", &[&big]).await.unwrap().get(0);
+    assert_eq!(n, 300_000);
+    assert_eq!(c.query_one("select 9", &[]).await.unwrap().get::<_, i32>(0), 9);
+    direct().await.batch_execute(&format!("drop table {t}")).await.unwrap();
+}

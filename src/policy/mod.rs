@@ -141,12 +141,12 @@ impl Policy {
         let mut best: Option<(&str, &RolePolicy, Verdict)> = None;
         for (name, p) in policies {
             let v = p.verdicts[i];
-            let better = match (best.map(|b| b.2), v) {
-                (None, _) => true,
-                (Some(Verdict::Deny), Verdict::Approve | Verdict::Allow) => true,
-                (Some(Verdict::Approve), Verdict::Allow) => true,
-                _ => false,
-            };
+            let better = matches!(
+                (best.map(|b| b.2), v),
+                (None, _)
+                    | (Some(Verdict::Deny), Verdict::Approve | Verdict::Allow)
+                    | (Some(Verdict::Approve), Verdict::Allow)
+            );
             if better {
                 best = Some((name, p, v));
             }

@@ -73,11 +73,30 @@ pub struct Enforcer<'a> {
     pub reviews: &'a Reviews,
     /// Masks the statement text put into a review.
     pub mask: Box<dyn Fn(&str) -> String + 'a>,
-    statements: HashMap<Vec<u8>, (Arc<Classification>, String)>,
-    portals: HashMap<Vec<u8>, (Arc<Classification>, String)>,
+    statements: HashMap<Vec<u8>, Tracked>,
+    portals: HashMap<Vec<u8>, Tracked>,
+    /// The last classification allowed outright (prepared statements run
+    /// the same one again and again).
+    last_allowed: Option<Arc<Classification>>,
     pending: Option<Pending>,
     decided: Option<Outcome>,
     pub admin_url: Option<String>,
+}
+
+/// A statement's classification and text, shared by its portals.
+type Tracked = Arc<(Arc<Classification>, String)>;
+
+/// Inserts without allocating a key when it is there already (the unnamed
+/// statement and portal are replaced all the time).
+fn put(map: &mut HashMap<Vec<u8>, Tracked>, key: &[u8], value: Tracked) {
+    if let Some(v) = map.get_mut(key) {
+        *v = value;
+        return;
+    }
+    if map.len() >= MAX_TRACKED {
+        map.clear();
+    }
+    map.insert(key.to_vec(), value);
 }
 
 fn cstr_at(body: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -87,7 +106,12 @@ fn cstr_at(body: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 impl<'a> Enforcer<'a> {
-    pub fn new(policy: Arc<Policy>, who: &'a Who, reviews: &'a Reviews, mask: Box<dyn Fn(&str) -> String + 'a>) -> Self {
+    pub fn new(
+        policy: Arc<Policy>,
+        who: &'a Who,
+        reviews: &'a Reviews,
+        mask: Box<dyn Fn(&str) -> String + 'a>,
+    ) -> Self {
         Enforcer {
             policy,
             who,
@@ -97,16 +121,31 @@ impl<'a> Enforcer<'a> {
             portals: HashMap::new(),
             pending: None,
             decided: None,
+            last_allowed: None,
             admin_url: None,
         }
     }
 
     fn decide(&mut self, c: Arc<Classification>, sql: &str) -> Step {
+        if self.last_allowed.as_ref().is_some_and(|l| Arc::ptr_eq(l, &c)) {
+            return Step::Pass;
+        }
         match self.policy.decide(&self.who.roles, &c) {
-            Decision::Allow => Step::Pass,
+            Decision::Allow => {
+                self.last_allowed = Some(c);
+                Step::Pass
+            }
             Decision::Deny { message } => Step::Refuse { code: "42501", message },
-            Decision::Approve { approvers, required, timeout, class } => {
-                if self.reviews.granted(&self.who.identity, &self.who.target, class.as_str()) {
+            Decision::Approve {
+                approvers,
+                required,
+                timeout,
+                class,
+            } => {
+                if self
+                    .reviews
+                    .granted(&self.who.identity, &self.who.target, class.as_str())
+                {
                     return Step::Pass;
                 }
                 self.pending = Some(Pending {
@@ -145,10 +184,7 @@ impl<'a> Enforcer<'a> {
                     let sql = rest.split(|&b| b == 0).next().unwrap_or(&[]);
                     let sql = String::from_utf8_lossy(sql).into_owned();
                     let c = classify(&self.policy, &sql);
-                    if self.statements.len() >= MAX_TRACKED && !self.statements.contains_key(name) {
-                        self.statements.clear();
-                    }
-                    self.statements.insert(name.to_vec(), (c, sql));
+                    put(&mut self.statements, name, Arc::new((c, sql)));
                 }
                 Step::Pass
             }
@@ -157,14 +193,12 @@ impl<'a> Enforcer<'a> {
                     let stmt = cstr_at(rest).map(|(s, _)| s).unwrap_or(&[]);
                     // An unknown statement (prepared before tracking, or
                     // too many) is the strictest class at Execute.
-                    let entry = self.statements.get(stmt).cloned();
-                    if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(portal) {
-                        self.portals.clear();
+                    match self.statements.get(stmt).cloned() {
+                        Some(e) => put(&mut self.portals, portal, e),
+                        None => {
+                            self.portals.remove(portal);
+                        }
                     }
-                    match entry {
-                        Some(e) => self.portals.insert(portal.to_vec(), e),
-                        None => self.portals.remove(portal),
-                    };
                 }
                 Step::Pass
             }
@@ -181,11 +215,10 @@ impl<'a> Enforcer<'a> {
             }
             b'E' => {
                 let portal = body.split(|&b| b == 0).next().unwrap_or(&[]);
-                let (c, sql) = match self.portals.get(portal) {
-                    Some((c, s)) => (c.clone(), s.clone()),
-                    None => (unknown(), String::from("<a portal gatehouse did not see bound>")),
-                };
-                self.decide(c, &sql)
+                match self.portals.get(portal).cloned() {
+                    Some(t) => self.decide(t.0.clone(), &t.1),
+                    None => self.decide(unknown(), "<a portal gatehouse did not see bound>"),
+                }
             }
             // A function call by OID: nothing to classify.
             b'F' => self.decide(unknown(), "<function call>"),
@@ -196,7 +229,13 @@ impl<'a> Enforcer<'a> {
     /// Waits for the held statement's review; the outcome applies when the
     /// statement's frame comes round again.
     #[allow(clippy::too_many_arguments)]
-    pub async fn hold(&mut self, client: &Mutex<Writer>, client_mid: &Cell<bool>, client_fd: RawFd, handle: &super::registry::SessionHandle) {
+    pub async fn hold(
+        &mut self,
+        client: &Mutex<Writer>,
+        client_mid: &Cell<bool>,
+        client_fd: RawFd,
+        handle: &super::registry::SessionHandle,
+    ) {
         let Some(p) = self.pending.take() else { return };
         let req = ReviewRequest {
             identity: self.who.identity.clone(),
@@ -214,7 +253,10 @@ impl<'a> Enforcer<'a> {
         let id = match self.reviews.submit(req) {
             Ok(id) => id,
             Err(e) => {
-                self.decided = Some(Outcome::Refused { code: "53400", message: format!("cannot hold the statement for approval: {e}") });
+                self.decided = Some(Outcome::Refused {
+                    code: "53400",
+                    message: format!("cannot hold the statement for approval: {e}"),
+                });
                 return;
             }
         };
@@ -229,7 +271,11 @@ impl<'a> Enforcer<'a> {
             true,
             "NOTICE",
             "01000",
-            &format!("statement held for approval: review {id} ({} statement); waiting up to {}s", p.class.as_str(), p.timeout.as_secs()),
+            &format!(
+                "statement held for approval: review {id} ({} statement); waiting up to {}s",
+                p.class.as_str(),
+                p.timeout.as_secs()
+            ),
             None,
             Some(&how),
         );
@@ -246,25 +292,45 @@ impl<'a> Enforcer<'a> {
             match self.reviews.status(&id) {
                 Some(Status::Approved) => break Outcome::Approved,
                 Some(Status::Denied { reason }) => {
-                    break Outcome::Refused { code: "42501", message: format!("statement denied by reviewer (review {id}): {reason}") }
+                    break Outcome::Refused {
+                        code: "42501",
+                        message: format!("statement denied by reviewer (review {id}): {reason}"),
+                    }
                 }
                 Some(Status::Withdrawn { why }) => {
-                    break Outcome::Refused { code: "42501", message: format!("review {id} was withdrawn: {why}") }
+                    break Outcome::Refused {
+                        code: "42501",
+                        message: format!("review {id} was withdrawn: {why}"),
+                    }
                 }
                 Some(Status::Pending) => {}
-                None => break Outcome::Refused { code: "42501", message: format!("review {id} is gone") },
+                None => {
+                    break Outcome::Refused {
+                        code: "42501",
+                        message: format!("review {id} is gone"),
+                    }
+                }
             }
             if handle.take_cancel() {
                 self.reviews.withdraw(&id, "cancelled by the client");
-                break Outcome::Refused { code: "57014", message: "canceling statement due to user request; the review was withdrawn".into() };
+                break Outcome::Refused {
+                    code: "57014",
+                    message: "canceling statement due to user request; the review was withdrawn".into(),
+                };
             }
             if handle.killed().is_some() || client_gone(client_fd) {
                 self.reviews.withdraw(&id, "the client disconnected");
-                break Outcome::Refused { code: "08006", message: "the client disconnected".into() };
+                break Outcome::Refused {
+                    code: "08006",
+                    message: "the client disconnected".into(),
+                };
             }
             if Instant::now() >= deadline {
                 self.reviews.withdraw(&id, "timed out");
-                break Outcome::Refused { code: "42501", message: format!("approval timed out (review {id})") };
+                break Outcome::Refused {
+                    code: "42501",
+                    message: format!("approval timed out (review {id})"),
+                };
             }
             monoio::time::sleep(POLL).await;
         };

@@ -117,7 +117,8 @@ pub trait FrameHandler {
     }
     /// The start of a frame too large for the buffer. Bytes the handler
     /// appends to `out` are written before the frame (or instead of it).
-    fn on_large_frame(&mut self, _tag: u8, _total_len: usize, _out: &mut Vec<u8>) -> Large {
+    /// `head` holds the frame's bytes read so far (header included).
+    fn on_large_frame(&mut self, _tag: u8, _total_len: usize, _head: &[u8], _out: &mut Vec<u8>) -> Large {
         Large::Stream
     }
     /// A piece of a streamed large frame, `chunk`, which may be changed in
@@ -326,7 +327,7 @@ pub async fn pump<H: FrameHandler>(
                     Ok(Some(hd)) => {
                         if len - pos < hd.total_len {
                             if hd.total_len > buf.capacity() && pos == 0 {
-                                large_mode = h.on_large_frame(hd.tag, hd.total_len, &mut edits.out);
+                                large_mode = h.on_large_frame(hd.tag, hd.total_len, &buf[pos..len], &mut edits.out);
                                 large = hd.total_len;
                                 if !edits.out.is_empty() {
                                     let out = std::mem::take(&mut edits.out);
@@ -355,7 +356,10 @@ pub async fn pump<H: FrameHandler>(
             }
         }
         if pos > 0 {
-            let held = h.rewrite(&mut buf[..pos], &frames, &mut edits).and_then(|i| frames.get(i)).map(|f| f.start);
+            let held = h
+                .rewrite(&mut buf[..pos], &frames, &mut edits)
+                .and_then(|i| frames.get(i))
+                .map(|f| f.start);
             let upto = held.unwrap_or(pos);
             let (res, b) = write_batch(&sink, buf, upto, &mut edits).await;
             buf = b;

@@ -583,7 +583,7 @@ impl FrameHandler for ServerSide<'_> {
         None
     }
 
-    fn on_large_frame(&mut self, tag: u8, total_len: usize, out: &mut Vec<u8>) -> Large {
+    fn on_large_frame(&mut self, tag: u8, total_len: usize, _head: &[u8], out: &mut Vec<u8>) -> Large {
         if tag == b'D' {
             self.rows += 1;
             if let Some(max) = self.ctx.max_rows {
@@ -948,11 +948,39 @@ impl FrameHandler for ClientSide<'_> {
         }
     }
 
-    fn on_large_frame(&mut self, tag: u8, _total_len: usize, _out: &mut Vec<u8>) -> Large {
+    fn on_large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
+        let group = self.groups;
         if matches!(tag, b'S' | b'Q' | b'F') {
             self.groups += 1;
         }
-        Large::Stream
+        let Some(enf) = self.enforcer.as_mut() else {
+            return Large::Stream;
+        };
+        match tag {
+            // Statement text too large for the buffer cannot be classified:
+            // under a policy it is refused, never passed unchecked.
+            b'Q' | b'P' | b'F' => {
+                let sql = super::enforce::raise_sql(
+                    "54000",
+                    &format!("a statement of {total_len} bytes is too large for the policy to check; send large data as parameters"),
+                );
+                if tag == b'P' {
+                    refusal_pbe(out, &sql);
+                    self.ctx.suppress.borrow_mut().push_back(group);
+                } else {
+                    pg::cstring_message(out, b'Q', sql.as_bytes());
+                }
+                tracing::info!(target: "gatehouse::policy", bytes = total_len, "statement too large to check refused");
+                Large::Discard
+            }
+            // A Bind with large parameters: its portal still maps to its
+            // statement (the names lead the message).
+            b'B' => {
+                enf.step(false, tag, head);
+                Large::Stream
+            }
+            _ => Large::Stream,
+        }
     }
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {

@@ -54,7 +54,10 @@ impl State {
         } else {
             None
         };
-        let policy = config.policy.as_ref().map(|p| Arc::new(crate::policy::Policy::compile(p)));
+        let policy = config
+            .policy
+            .as_ref()
+            .map(|p| Arc::new(crate::policy::Policy::compile(p)));
         Ok(State {
             config,
             server_tls,
