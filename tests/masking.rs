@@ -1614,3 +1614,23 @@ fn mask_kind_overridden_by_rule_id() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A statement larger than the relay buffer streams through; a secret in it
+/// is still found and counted (it can no longer be refused).
+#[test]
+fn secrets_in_statements_larger_than_the_buffer_are_flagged() {
+    let g = Gatehouse::start("", "");
+    let sql = format!(
+        "select length('{}') /* AKIA{} */",
+        "z".repeat(100_000),
+        "QWERTYUIOPASDFGH"
+    );
+    let (ok, out, err) = psql(&g, "postgres", &["-c", &sql]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "100000");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = g.log();
+    assert!(log.contains("too large to refuse"), "{log}");
+    assert!(log.contains("client_secrets=1"), "{log}");
+    assert!(!log.contains("AKIAQWERTYUIOPASDFGH"));
+}

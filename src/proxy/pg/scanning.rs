@@ -834,6 +834,10 @@ pub struct ClientSide<'a> {
     pub ctx: &'a SessionCtx<'a>,
     /// Statement policy, when the configuration has one.
     pub enforcer: Option<Enforcer<'a>>,
+    /// A statement too large for the buffer is streaming through: it is
+    /// scanned piece by piece (flagged, as it cannot be refused any more).
+    large_stmt: bool,
+    large_flagged: bool,
     /// The client's writer (for the hold notice), its mid-frame flag and socket.
     pub client: (
         &'a futures_util::lock::Mutex<super::relay::Writer>,
@@ -865,6 +869,8 @@ impl<'a> ClientSide<'a> {
         ClientSide {
             ctx,
             enforcer,
+            large_stmt: false,
+            large_flagged: false,
             client,
             bytes: 0,
             statements: 0,
@@ -948,7 +954,35 @@ impl FrameHandler for ClientSide<'_> {
         }
     }
 
+    fn large_chunk(&mut self, chunk: &mut [u8], last: bool) -> Result<usize, Refused> {
+        let hold = if last {
+            0
+        } else {
+            crate::scan::engine::WINDOW.min(chunk.len() / 2)
+        };
+        if !self.large_stmt {
+            return Ok(hold);
+        }
+        if let Some(engine) = self.ctx.engine {
+            if !self.large_flagged {
+                if let Ok(found) = engine.find(chunk) {
+                    if let Some(f) = found.first() {
+                        self.large_flagged = true;
+                        self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
+                        tracing::info!(target: "gatehouse::scan", rule = %engine.rule_id(f.rule), refused = false, "statement from the client carries a secret (too large to refuse)");
+                    }
+                }
+            }
+        }
+        if last {
+            self.large_stmt = false;
+        }
+        Ok(hold)
+    }
+
     fn on_large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
+        self.large_stmt = matches!(tag, b'Q' | b'P' | b'B');
+        self.large_flagged = false;
         let group = self.groups;
         if matches!(tag, b'S' | b'Q' | b'F') {
             self.groups += 1;
