@@ -3,9 +3,8 @@
 //! and a bypass corpus checked against the table afterwards.
 mod common;
 use common::*;
-use futures::StreamExt;
 use std::time::Duration;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::NoTls;
 
 const ADMIN: &str = "policy-admin-token";
 const APPROVER: &str = "policy-approver-token";
@@ -44,95 +43,6 @@ message = "DROP is not allowed through gatehouse"
         token_hash(ADMIN),
         token_hash(APPROVER)
     )
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), rand_suffix())
-}
-
-fn rand_suffix() -> u32 {
-    use std::time::SystemTime;
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-}
-
-async fn direct() -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    c
-}
-
-/// A client through gatehouse, with its notices collected.
-async fn through(g: &Gatehouse) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let (c, mut conn) = tokio_postgres::connect(&g.conninfo("postgres"), NoTls)
-        .await
-        .expect("connect");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(m) = stream.next().await {
-            match m {
-                Ok(AsyncMessage::Notice(n)) => {
-                    let _ = tx.send(n.message().to_string());
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    });
-    (c, rx)
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
-
-fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
-}
-
-async fn count(table: &str) -> i64 {
-    direct()
-        .await
-        .query_one(&format!("select count(*) from {table}"), &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let st = r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (
-        st,
-        r.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default(),
-    )
-}
-
-/// The review id from the hold notice.
-fn review_id(notice: &str) -> String {
-    let at = notice.find("review ").expect("review in notice") + 7;
-    notice[at..]
-        .split(|c: char| c.is_whitespace() || c == ')' || c == '(')
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test]

@@ -62,6 +62,8 @@ fn request(class: &str, required: u32) -> ReviewRequest {
         approvers: vec!["dba".into()],
         required,
         timeout_secs: 300,
+        reason: None,
+        grants: vec![class.into()],
     }
 }
 

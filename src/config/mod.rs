@@ -117,6 +117,29 @@ pub struct RolePolicyConfig {
     pub approvals_required: u32,
     #[serde(default = "five_minutes")]
     pub approval_timeout_secs: u64,
+    /// Targets members of this role reach, by name (`*`: all); absent: the
+    /// role does not restrict reach (the identity's own `targets` still do).
+    pub targets: Option<Vec<String>>,
+    /// Target name (or `*`) → the target's `[[target.account]]` members of
+    /// this role log in upstream as; otherwise the target's default account.
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, String>,
+    /// Limits per identity and minute, over all its sessions.
+    pub budget: Option<BudgetConfig>,
+}
+
+/// Per-identity limits per minute (a sliding minute). Past one, the
+/// identity's next statements are held for approval or denied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub statements_per_minute: Option<u64>,
+    pub rows_per_minute: Option<u64>,
+    pub bytes_per_minute: Option<u64>,
+    /// `approve` (hold the statement for a reviewer; an approval for minutes
+    /// lifts the budget for that long) or `deny`.
+    #[serde(default = "approve")]
+    pub action: Verdict,
 }
 
 fn allow() -> Verdict {
@@ -369,6 +392,50 @@ pub struct Target {
     pub tls_server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// More upstream accounts on this target, beside `user` (the default
+    /// account); policy roles choose one by name (`[policy.roles.X.accounts]`).
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<Account>,
+}
+
+/// An upstream account: the role gatehouse logs in as, and its password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// The account's name in policy.
+    pub name: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Account {
+    pub fn resolve_password(&self) -> Result<Option<String>, String> {
+        resolve_secret(&self.password, &self.password_env, &self.password_file)
+    }
+}
+
+/// A secret given inline, by environment variable or by file.
+fn resolve_secret(
+    inline: &Option<String>,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    if let Some(p) = inline {
+        return Ok(Some(p.clone()));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("environment variable {var} is not set"));
+    }
+    if let Some(f) = file {
+        return std::fs::read_to_string(f)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| format!("cannot read {}: {e}", f.display()));
+    }
+    Ok(None)
 }
 
 fn default_pg_port() -> u16 {
@@ -522,20 +589,7 @@ impl Target {
 
     /// Resolves the upstream password from its source.
     pub fn resolve_password(&self) -> Result<Option<String>, String> {
-        if let Some(p) = &self.password {
-            return Ok(Some(p.clone()));
-        }
-        if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("environment variable {var} is not set"));
-        }
-        if let Some(f) = &self.password_file {
-            return std::fs::read_to_string(f)
-                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| format!("cannot read {}: {e}", f.display()));
-        }
-        Ok(None)
+        resolve_secret(&self.password, &self.password_env, &self.password_file)
     }
 }
 
@@ -674,6 +728,41 @@ impl Config {
             if t.connect_timeout_secs == 0 {
                 return Err((k("connect_timeout_secs"), "must be at least 1".into()));
             }
+            let mut accounts = std::collections::HashSet::new();
+            for (j, a) in t.accounts.iter_mut().enumerate() {
+                let k = |k: &'static str| vec![Key("target"), Idx(i), Key("account"), Idx(j), Key(k)];
+                if a.name.is_empty() || a.name == "default" || !accounts.insert(a.name.clone()) {
+                    return Err((
+                        k("name"),
+                        format!("account name `{}` is empty, `default` or used twice", a.name),
+                    ));
+                }
+                if a.user.is_empty() {
+                    return Err((k("user"), "must not be empty".into()));
+                }
+                let n = [
+                    a.password.is_some(),
+                    a.password_env.is_some(),
+                    a.password_file.is_some(),
+                ];
+                if n.iter().filter(|&&b| b).count() > 1 {
+                    return Err((
+                        k("password"),
+                        "give only one of password, password_env, password_file".into(),
+                    ));
+                }
+                if let Some(f) = &mut a.password_file {
+                    *f = base.join(&*f);
+                }
+                if let Err(e) = a.resolve_password() {
+                    let key = if a.password_env.is_some() {
+                        "password_env"
+                    } else {
+                        "password_file"
+                    };
+                    return Err((k(key), e));
+                }
+            }
         }
         if let Some(f) = &mut self.scan.rules_file {
             *f = base.join(&*f);
@@ -701,7 +790,7 @@ impl Config {
         for (id, m) in &self.scan.masks {
             if !matches!(m.as_str(), "redact" | "partial" | "hash") {
                 return Err((
-                    vec![Key("scan"), Key("masks"), Key(leak(id))],
+                    vec![Key("scan"), Key("masks"), PathPart::Name(id.clone())],
                     format!("`{m}` is not a mask; one of redact, partial, hash"),
                 ));
             }
@@ -756,7 +845,7 @@ impl Config {
         validate_notify(&self.notify)?;
         if let Some(p) = &self.policy {
             for (name, r) in &p.roles {
-                let k = |k: &'static str| vec![Key("policy"), Key("roles"), Key(leak(name)), Key(k)];
+                let k = |k: &'static str| vec![Key("policy"), Key("roles"), PathPart::Name(name.clone()), Key(k)];
                 if r.approvals_required == 0 {
                     return Err((k("approvals_required"), "must be at least 1".into()));
                 }
@@ -766,7 +855,68 @@ impl Config {
                 if r.max_rows == Some(0) {
                     return Err((k("max_rows"), "must be at least 1".into()));
                 }
-                let holds = [r.read, r.write, r.delete, r.ddl, r.admin, r.unknown].contains(&Verdict::Approve);
+                let budget_holds = r.budget.as_ref().is_some_and(|b| b.action == Verdict::Approve);
+                let holds =
+                    [r.read, r.write, r.delete, r.ddl, r.admin, r.unknown].contains(&Verdict::Approve) || budget_holds;
+                if let Some(ts) = &r.targets {
+                    for (j, t) in ts.iter().enumerate() {
+                        if t != "*" && !names.contains(t) {
+                            let mut key = k("targets");
+                            key.push(Idx(j));
+                            return Err((key, format!("no target is named `{t}`")));
+                        }
+                    }
+                }
+                for (target, account) in &r.accounts {
+                    let mut key = k("accounts");
+                    key.push(PathPart::Name(target.clone()));
+                    let reached = |t: &Target| {
+                        r.targets
+                            .as_ref()
+                            .is_none_or(|ts| ts.iter().any(|x| x == "*" || x == &t.name))
+                    };
+                    let on: Vec<&Target> = if target == "*" {
+                        self.targets.iter().filter(|t| reached(t)).collect()
+                    } else {
+                        match self.targets.iter().find(|t| &t.name == target) {
+                            Some(t) => vec![t],
+                            None => return Err((key, format!("no target is named `{target}`"))),
+                        }
+                    };
+                    for t in on {
+                        if account != "default" && !t.accounts.iter().any(|a| &a.name == account) {
+                            return Err((
+                                key,
+                                format!("target `{}` has no [[target.account]] named `{account}`", t.name),
+                            ));
+                        }
+                    }
+                }
+                if let Some(b) = &r.budget {
+                    let limits = [
+                        ("statements_per_minute", b.statements_per_minute),
+                        ("rows_per_minute", b.rows_per_minute),
+                        ("bytes_per_minute", b.bytes_per_minute),
+                    ];
+                    if limits.iter().all(|(_, v)| v.is_none()) {
+                        return Err((
+                            k("budget"),
+                            "give at least one of statements_per_minute, rows_per_minute, bytes_per_minute".into(),
+                        ));
+                    }
+                    for (name, v) in limits {
+                        if v == Some(0) {
+                            let mut key = k("budget");
+                            key.push(Key(name));
+                            return Err((key, "must be at least 1".into()));
+                        }
+                    }
+                    if b.action == Verdict::Allow {
+                        let mut key = k("budget");
+                        key.push(Key("action"));
+                        return Err((key, "must be `approve` or `deny`".into()));
+                    }
+                }
                 if holds && r.approvers.is_empty() {
                     return Err((
                         k("approvers"),
@@ -1036,15 +1186,12 @@ fn validate_oidc(
     Ok(())
 }
 
-/// Role names are keys in the document; the path type wants static strs.
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_string().into_boxed_str())
-}
-
 /// One step of a key path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum PathPart {
     Key(&'static str),
+    /// A key named by the document (a role name, a rule id).
+    Name(String),
     Idx(usize),
 }
 
@@ -1066,6 +1213,7 @@ fn locate(text: &str, path: &[PathPart]) -> (usize, String) {
         .iter()
         .map(|p| match p {
             PathPart::Key(k) => k.to_string(),
+            PathPart::Name(k) => k.clone(),
             PathPart::Idx(i) => format!("[{i}]"),
         })
         .collect::<Vec<_>>()
@@ -1079,6 +1227,7 @@ fn locate(text: &str, path: &[PathPart]) -> (usize, String) {
     for p in path {
         let next = match p {
             PathPart::Key(k) => item.get(k),
+            PathPart::Name(k) => item.get(k.as_str()),
             PathPart::Idx(i) => item.get(*i),
         };
         match next {
@@ -1119,6 +1268,51 @@ name = "demo"
 token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 targets = ["pg"]
 "#;
+
+    #[test]
+    fn accounts_reach_and_budgets_are_checked() {
+        let ok = format!(
+            "{GOOD}[[target.account]]\nname = \"ro\"\nuser = \"reader\"\n\
+             [policy.roles.r]\ntargets = [\"pg\"]\naccounts = {{ pg = \"ro\" }}\nwrite = \"deny\"\ndelete = \"deny\"\n\
+             [policy.roles.r.budget]\nrows_per_minute = 10\naction = \"deny\"\n"
+        );
+        Config::parse(&ok, "g.toml", Path::new(".")).unwrap();
+        let e = Config::parse(&ok.replace("pg = \"ro\"", "pg = \"rw\""), "g.toml", Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "policy.roles.r.accounts.pg", "{e}");
+        assert!(e.message.contains("no [[target.account]] named `rw`"), "{e}");
+        assert_eq!(e.line, 20, "{e}");
+        let e = Config::parse(
+            &ok.replace("targets = [\"pg\"]", "targets = [\"x\"]"),
+            "g.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "policy.roles.r.targets[0]", "{e}");
+        let e = Config::parse(
+            &ok.replace("rows_per_minute = 10", "rows_per_minute = 0"),
+            "g.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "policy.roles.r.budget.rows_per_minute", "{e}");
+        let e = Config::parse(
+            &ok.replace("action = \"deny\"", "action = \"approve\""),
+            "g.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.key, "policy.roles.r.approvers",
+            "a budget that holds needs approvers: {e}"
+        );
+        let e = Config::parse(
+            &ok.replace("name = \"ro\"", "name = \"default\""),
+            "g.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "target[0].account[0].name", "{e}");
+    }
 
     #[test]
     fn good_config_parses() {

@@ -106,9 +106,10 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "/api/v1/reviews/{id}/approve",
         &[Role::Admin, Role::Approver],
         "Approves as the token's name. Body (optional): {\"reason\": \"...\", \"grant_minutes\": N}; \
-         N absent or 0 lets this statement run once, N > 0 also grants the statement's class to the \
-         identity on the target for N minutes. With N-of-M approvals the review stays pending until \
-         enough approvers agree.",
+         N absent or 0 lets this statement run once, N > 0 also grants the statement's class (and, for \
+         a review held by a budget, a lifted budget) to the identity on the target for N minutes \
+         (`grant_seconds` instead gives the time in seconds). With N-of-M approvals the review stays \
+         pending until enough approvers agree.",
     ),
     (
         "post",
@@ -340,6 +341,15 @@ struct Decision {
     reason: String,
     #[serde(default)]
     grant_minutes: u64,
+    #[serde(default)]
+    grant_seconds: u64,
+}
+
+impl Decision {
+    /// The grant's length in seconds.
+    fn grant_secs(&self) -> u64 {
+        self.grant_minutes.saturating_mul(60).max(self.grant_seconds)
+    }
 }
 
 #[allow(clippy::result_large_err)]
@@ -360,10 +370,16 @@ fn decision(body: &[u8]) -> Result<Decision, Response> {
             &format!("`reason` is at most {MAX_REASON_BYTES} bytes"),
         ));
     }
-    if d.grant_minutes > MAX_GRANT_MINUTES {
+    if d.grant_minutes > MAX_GRANT_MINUTES || d.grant_seconds > MAX_GRANT_MINUTES * 60 {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            &format!("`grant_minutes` is at most {MAX_GRANT_MINUTES}"),
+            &format!("a grant is at most {MAX_GRANT_MINUTES} minutes"),
+        ));
+    }
+    if d.grant_minutes != 0 && d.grant_seconds != 0 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "give one of `grant_minutes`, `grant_seconds`",
         ));
     }
     Ok(d)
@@ -383,9 +399,9 @@ async fn review_approve(
         Ok(d) => d,
         Err(r) => return r,
     };
-    let grant = match d.grant_minutes {
+    let grant = match d.grant_secs() {
         0 => Grant::Once,
-        n => Grant::ClassFor(n),
+        n => Grant::For(n),
     };
     match st.shared.reviews.approve(&id, &who, &roles, grant) {
         Ok(r) => {
@@ -398,7 +414,7 @@ async fn review_approve(
                 class = %r.request.class,
                 approvals = r.approvals.len(),
                 required = r.request.required,
-                grant_minutes = d.grant_minutes,
+                grant_secs = d.grant_secs(),
                 state = state_name(&r.status),
                 reason = ?d.reason,
                 "review approval recorded"
@@ -426,7 +442,7 @@ async fn review_deny(
         Ok(d) => d,
         Err(r) => return r,
     };
-    if d.grant_minutes != 0 {
+    if d.grant_secs() != 0 {
         return error(StatusCode::BAD_REQUEST, "a denial grants nothing: no `grant_minutes`");
     }
     match st.shared.reviews.deny(&id, &who, &roles, &d.reason) {
@@ -457,6 +473,8 @@ fn doc_details(method: &str, path: &str, op: &mut serde_json::Value) {
         if with_grant {
             props["grant_minutes"] =
                 json!({ "type": "integer", "minimum": 0, "maximum": MAX_GRANT_MINUTES, "default": 0 });
+            props["grant_seconds"] =
+                json!({ "type": "integer", "minimum": 0, "maximum": MAX_GRANT_MINUTES * 60, "default": 0 });
         }
         json!({
             "required": false,

@@ -716,6 +716,8 @@ mod tests {
                 approvers: vec!["dba".into()],
                 required: 2,
                 timeout_secs: 300,
+                reason: None,
+                grants: vec!["write".into()],
             },
             created: 1_700_000_000,
             status: Status::Pending,

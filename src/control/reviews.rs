@@ -36,6 +36,12 @@ pub struct ReviewRequest {
     pub approvers: Vec<String>,
     pub required: u32,
     pub timeout_secs: u64,
+    /// Why it is held beyond its class's verdict (a budget past its limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What an approval for a time grants: the class, and/or `budget`
+    /// (lifts the identity's budget on the target).
+    pub grants: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,8 +78,9 @@ pub struct Review {
 pub enum Grant {
     /// This statement, this once.
     Once,
-    /// The statement's class, to the identity on the target, for minutes.
-    ClassFor(u64),
+    /// The statement's class (or what else the review names in `grants`),
+    /// to the identity on the target, for this many seconds.
+    For(u64),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -216,12 +223,21 @@ impl Reviews {
         if (e.review.approvals.len() as u32) < e.review.request.required {
             return Ok(e.review.clone());
         }
-        if let Grant::ClassFor(minutes) = grant {
-            let until = now_unix() + minutes.saturating_mul(60);
+        if let Grant::For(secs) = grant {
+            let until = now_unix() + secs;
             e.review.grant_until = Some(until);
             let r = &e.review.request;
-            let key = (r.identity.clone(), r.target.clone(), r.class.clone());
-            g.grants.insert(key, until);
+            let keys: Vec<(String, String, String)> = if r.grants.is_empty() {
+                vec![(r.identity.clone(), r.target.clone(), r.class.clone())]
+            } else {
+                r.grants
+                    .iter()
+                    .map(|k| (r.identity.clone(), r.target.clone(), k.clone()))
+                    .collect()
+            };
+            for k in keys {
+                g.grants.insert(k, until);
+            }
         }
         Self::finish(&mut g, id, Status::Approved, Some(who.to_string())).ok_or(ReviewError::NotFound)
     }
@@ -295,6 +311,8 @@ mod tests {
             approvers: vec!["dba".into()],
             required,
             timeout_secs: 60,
+            reason: None,
+            grants: vec!["write".into()],
         }
     }
 
@@ -338,16 +356,16 @@ mod tests {
         let dba = vec!["dba".to_string()];
         let id = r.submit(req(2)).unwrap();
         assert_eq!(
-            r.approve(&id, "bob", &dba, Grant::ClassFor(5)).unwrap().status,
+            r.approve(&id, "bob", &dba, Grant::For(300)).unwrap().status,
             Status::Pending
         );
         assert_eq!(
-            r.approve(&id, "bob", &dba, Grant::ClassFor(5)).unwrap_err(),
+            r.approve(&id, "bob", &dba, Grant::For(300)).unwrap_err(),
             ReviewError::Twice
         );
         assert!(!r.granted("agent", "db", "write"));
         assert_eq!(
-            r.approve(&id, "carol", &dba, Grant::ClassFor(5)).unwrap().status,
+            r.approve(&id, "carol", &dba, Grant::For(300)).unwrap().status,
             Status::Approved
         );
         assert!(r.granted("agent", "db", "write"));

@@ -5,6 +5,10 @@
 //! Roles grant: an identity with several roles gets the most permissive
 //! verdict any of them gives; guardrails apply whatever the roles.
 
+pub mod budget;
+
+pub use budget::{Budget, Budgets, Meter};
+
 use crate::config::{PolicyConfig, Verdict};
 use crate::sql::{Classification, StatementClass};
 use std::collections::BTreeMap;
@@ -18,6 +22,11 @@ pub struct RolePolicy {
     pub approvers: Vec<String>,
     pub approvals_required: u32,
     pub approval_timeout: Duration,
+    /// Targets the role reaches; `None`: no restriction from the role.
+    pub targets: Option<Vec<String>>,
+    /// Target name (or `*`) → upstream account name.
+    pub accounts: BTreeMap<String, String>,
+    pub budget: Option<Budget>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +89,16 @@ impl Policy {
                         approvers: r.approvers.clone(),
                         approvals_required: r.approvals_required,
                         approval_timeout: Duration::from_secs(r.approval_timeout_secs),
+                        targets: r.targets.clone(),
+                        accounts: r.accounts.clone(),
+                        budget: r.budget.as_ref().map(|b| {
+                            Budget::from_config(
+                                b,
+                                &r.approvers,
+                                r.approvals_required,
+                                Duration::from_secs(r.approval_timeout_secs),
+                            )
+                        }),
                     },
                 )
             })
@@ -166,6 +185,57 @@ impl Policy {
                 message: "denied by policy".into(),
             },
         }
+    }
+
+    /// Whether an identity with `roles` may reach `target`, and the upstream
+    /// account it uses there (`None`: the target's default account). A
+    /// role without `targets` reaches every target; with several roles, the
+    /// first (by name) that reaches the target and names an account for it
+    /// chooses the account.
+    pub fn reach(&self, roles: &[String], target: &str) -> Result<Option<String>, String> {
+        let policies = self.role_policies(roles);
+        if policies.is_empty() {
+            return Err(format!(
+                "no policy role applies to this identity (roles: {})",
+                roles.join(", ")
+            ));
+        }
+        let reaching: Vec<&RolePolicy> = policies
+            .iter()
+            .filter(|(_, p)| {
+                p.targets
+                    .as_ref()
+                    .is_none_or(|ts| ts.iter().any(|t| t == "*" || t == target))
+            })
+            .map(|(_, p)| *p)
+            .collect();
+        if reaching.is_empty() {
+            let names: Vec<&str> = policies.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "none of the roles {} reaches target \"{target}\"",
+                names.join(", ")
+            ));
+        }
+        Ok(reaching
+            .iter()
+            .find_map(|p| p.accounts.get(target).or_else(|| p.accounts.get("*")))
+            .filter(|a| a.as_str() != "default")
+            .cloned())
+    }
+
+    /// The budget of an identity with `roles`: per limit the most generous
+    /// of its roles'; none when a role has no budget at all.
+    pub fn budget(&self, roles: &[String]) -> Option<Budget> {
+        let policies = self.role_policies(roles);
+        let mut out: Option<Budget> = None;
+        for (_, p) in &policies {
+            let b = p.budget.as_ref()?;
+            out = Some(match out {
+                None => b.clone(),
+                Some(o) => o.most_generous(b),
+            });
+        }
+        out
     }
 
     /// The largest result an identity may receive, if limited.

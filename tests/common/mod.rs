@@ -186,3 +186,102 @@ pub fn psql(g: &Gatehouse, dbname: &str, args: &[&str]) -> (bool, String, String
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+// ---- PostgreSQL clients and the admin API, for policy and review tests ----
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), rand_suffix())
+}
+
+pub fn rand_suffix() -> u32 {
+    use std::time::SystemTime;
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+pub async fn direct() -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// A client through gatehouse, with its notices collected.
+pub async fn through(g: &Gatehouse) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    connect_collecting(&g.conninfo("postgres")).await.expect("connect")
+}
+
+/// A client connected with `conninfo`, with its notices collected.
+pub async fn connect_collecting(
+    conninfo: &str,
+) -> Result<(tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>), tokio_postgres::Error> {
+    let (c, mut conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = futures::StreamExt::next(&mut stream).await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notice(n)) => {
+                    let _ = tx.send(n.message().to_string());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    Ok((c, rx))
+}
+
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
+
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default()
+}
+
+pub async fn count(table: &str) -> i64 {
+    direct()
+        .await
+        .query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let st = r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        st,
+        r.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default(),
+    )
+}
+
+/// The review id from the hold notice.
+pub fn review_id(notice: &str) -> String {
+    let at = notice.find("review ").expect("review in notice") + 7;
+    notice[at..]
+        .split(|c: char| c.is_whitespace() || c == ')' || c == '(')
+        .next()
+        .unwrap()
+        .to_string()
+}

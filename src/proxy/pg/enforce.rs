@@ -3,14 +3,16 @@
 //! for approval while the rest of the session waits behind it.
 
 use super::relay::Writer;
+use crate::config::Verdict;
 use crate::control::reviews::{ReviewRequest, Reviews, Status, POLL};
-use crate::policy::{Decision, Policy};
+use crate::policy::{Budget, Decision, Meter, Policy};
 use crate::sql::{Classification, Classifier, StatementClass};
 use crate::wire::pg::{self, Cursor, HEADER_LEN};
 use futures_util::lock::Mutex;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +67,17 @@ struct Pending {
     approvers: Vec<String>,
     required: u32,
     timeout: Duration,
+    /// Held by a budget: why.
+    reason: Option<String>,
+    grants: Vec<String>,
+}
+
+/// The identity's budget and its meter, shared with its other sessions.
+pub struct BudgetGuard<'a> {
+    pub limits: Budget,
+    pub meter: Arc<Meter>,
+    /// Seconds, advanced by the housekeeping thread.
+    pub clock: &'a AtomicU64,
 }
 
 pub struct Enforcer<'a> {
@@ -81,6 +94,7 @@ pub struct Enforcer<'a> {
     pending: Option<Pending>,
     decided: Option<Outcome>,
     pub admin_url: Option<String>,
+    pub budget: Option<BudgetGuard<'a>>,
 }
 
 /// A statement's classification and text, shared by its portals.
@@ -123,42 +137,95 @@ impl<'a> Enforcer<'a> {
             decided: None,
             last_allowed: None,
             admin_url: None,
+            budget: None,
         }
     }
 
+    /// Counts the statement against the identity's budget; the reason when
+    /// it is past the budget (and no approval lifted it).
+    fn over_budget(&self) -> Option<String> {
+        let b = self.budget.as_ref()?;
+        let now = b.clock.load(Ordering::Relaxed);
+        let why = b.limits.exceeded(&b.meter, now);
+        b.meter.add_statement(now);
+        let why = why?;
+        if self.reviews.granted(&self.who.identity, &self.who.target, "budget") {
+            return None;
+        }
+        Some(why)
+    }
+
     fn decide(&mut self, c: Arc<Classification>, sql: &str) -> Step {
-        if self.last_allowed.as_ref().is_some_and(|l| Arc::ptr_eq(l, &c)) {
+        let budget = self.over_budget();
+        if budget.is_none() && self.last_allowed.as_ref().is_some_and(|l| Arc::ptr_eq(l, &c)) {
             return Step::Pass;
         }
-        match self.policy.decide(&self.who.roles, &c) {
-            Decision::Allow => {
-                self.last_allowed = Some(c);
-                Step::Pass
-            }
-            Decision::Deny { message } => Step::Refuse { code: "42501", message },
+        let decision = self.policy.decide(&self.who.roles, &c);
+        let class = c.class;
+        let allowed = matches!(decision, Decision::Allow);
+        // The class's own hold, unless an approval granted the class.
+        let class_hold = match decision {
+            Decision::Allow => None,
+            Decision::Deny { message } => return Step::Refuse { code: "42501", message },
             Decision::Approve {
                 approvers,
                 required,
                 timeout,
-                class,
-            } => {
-                if self
-                    .reviews
-                    .granted(&self.who.identity, &self.who.target, class.as_str())
-                {
-                    return Step::Pass;
-                }
-                self.pending = Some(Pending {
-                    class,
-                    classification: c,
-                    sql: sql.to_string(),
-                    approvers,
-                    required,
-                    timeout,
-                });
-                Step::Hold
+                ..
+            } => (!self
+                .reviews
+                .granted(&self.who.identity, &self.who.target, class.as_str()))
+            .then_some((approvers, required, timeout)),
+        };
+        let budget_hold = match (budget, &self.budget) {
+            (Some(why), Some(b)) if b.limits.action == Verdict::Deny => {
+                tracing::info!(target: "gatehouse::policy", session = self.who.session, identity = %self.who.identity, "statement denied: {why}");
+                return Step::Refuse {
+                    code: "42501",
+                    message: format!("{why} (the identity's budget; ask for a higher one or wait)"),
+                };
             }
-        }
+            (Some(why), Some(b)) => Some((why, b.limits.clone())),
+            _ => None,
+        };
+        let mut grants = Vec::with_capacity(2);
+        let (approvers, required, timeout) = match (class_hold, &budget_hold) {
+            (None, None) => {
+                if allowed {
+                    self.last_allowed = Some(c);
+                }
+                return Step::Pass;
+            }
+            (Some(h), None) => {
+                grants.push(class.as_str().to_string());
+                h
+            }
+            (None, Some((_, b))) => {
+                grants.push("budget".to_string());
+                (b.approvers.clone(), b.approvals_required, b.approval_timeout)
+            }
+            (Some((mut a, r, t)), Some((_, b))) => {
+                grants.push(class.as_str().to_string());
+                grants.push("budget".to_string());
+                for x in &b.approvers {
+                    if !a.contains(x) {
+                        a.push(x.clone());
+                    }
+                }
+                (a, r.max(b.approvals_required), t.max(b.approval_timeout))
+            }
+        };
+        self.pending = Some(Pending {
+            class,
+            classification: c,
+            sql: sql.to_string(),
+            approvers,
+            required,
+            timeout,
+            reason: budget_hold.map(|(why, _)| why),
+            grants,
+        });
+        Step::Hold
     }
 
     /// One frame of a batch, in order. `first` is true for the batch's
@@ -249,6 +316,8 @@ impl<'a> Enforcer<'a> {
             approvers: p.approvers.clone(),
             required: p.required,
             timeout_secs: p.timeout.as_secs(),
+            reason: p.reason.clone(),
+            grants: p.grants.clone(),
         };
         let id = match self.reviews.submit(req) {
             Ok(id) => id,
@@ -271,11 +340,17 @@ impl<'a> Enforcer<'a> {
             true,
             "NOTICE",
             "01000",
-            &format!(
-                "statement held for approval: review {id} ({} statement); waiting up to {}s",
-                p.class.as_str(),
-                p.timeout.as_secs()
-            ),
+            &match &p.reason {
+                None => format!(
+                    "statement held for approval: review {id} ({} statement); waiting up to {}s",
+                    p.class.as_str(),
+                    p.timeout.as_secs()
+                ),
+                Some(why) => format!(
+                    "statement held for approval: review {id} ({why}); waiting up to {}s",
+                    p.timeout.as_secs()
+                ),
+            },
             None,
             Some(&how),
         );

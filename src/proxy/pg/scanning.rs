@@ -10,6 +10,7 @@ use crate::scan::{engine::resolve_overlaps, Engine, Finding, Hit, ScanError};
 use crate::wire::pg::{self, Replace, HEADER_LEN};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Held back at the end of a COPY stream so a secret split across two
 /// CopyData messages is still seen whole.
@@ -24,6 +25,8 @@ pub struct SessionCtx<'a> {
     pub max_value: usize,
     /// Rows per result the policy allows this identity (`None`: no limit).
     pub max_rows: Option<u64>,
+    /// The identity's budget meter, when its policy sets a budget.
+    pub meter: Option<Arc<crate::policy::Meter>>,
     /// Refusals gatehouse put in place of a client's Parse or Bind whose
     /// ParseComplete/BindComplete (to be dropped) have not come back yet:
     /// each by its group, the number of Sync/Query/FunctionCall messages the
@@ -70,6 +73,8 @@ pub struct ServerSide<'a> {
     pub ctx: &'a SessionCtx<'a>,
     pub bytes: u64,
     pub rows: u64,
+    /// Rows and bytes already added to the budget meter.
+    metered: (u64, u64),
     /// After a withheld value: drop everything up to ReadyForQuery.
     withholding: bool,
     /// The error still to send in place of the first withheld frame.
@@ -112,11 +117,23 @@ struct LargeScan {
 }
 
 impl<'a> ServerSide<'a> {
+    /// Adds the rows and bytes since the last ReadyForQuery to the
+    /// identity's budget meter.
+    #[inline]
+    fn meter(&mut self) {
+        if let Some(m) = &self.ctx.meter {
+            let (rows, bytes) = (self.rows - self.metered.0, self.bytes - self.metered.1);
+            m.add_result(self.ctx.shared.now(), rows, bytes);
+            self.metered = (self.rows, self.bytes);
+        }
+    }
+
     pub fn new(ctx: &'a SessionCtx<'a>) -> Self {
         ServerSide {
             ctx,
             bytes: 0,
             rows: 0,
+            metered: (0, 0),
             withholding: false,
             pending_error: None,
             result_rows: 0,
@@ -538,6 +555,7 @@ impl FrameHandler for ServerSide<'_> {
         match tag {
             b'D' => self.rows += 1,
             b'H' => self.copy_binary = body.first() == Some(&1),
+            b'Z' => self.meter(),
             _ => {}
         }
         Action::Forward
@@ -1045,14 +1063,12 @@ impl FrameHandler for ClientSide<'_> {
             }
             None => frames,
         };
-        // The group (Sync/Query/FunctionCall count) each frame belongs to.
-        let mut groups = Vec::with_capacity(frames.len());
-        for f in frames {
-            groups.push(self.groups);
-            if matches!(f.tag, b'S' | b'Q' | b'F') {
-                self.groups += 1;
-            }
-        }
+        // The group (Sync/Query/FunctionCall count) of the batch's first
+        // frame; a refused frame's own group is counted from it (refusals
+        // are rare, so no per-frame table is kept).
+        let ends_group = |t: u8| matches!(t, b'S' | b'Q' | b'F');
+        let first_group = self.groups;
+        self.groups += frames.iter().filter(|f| ends_group(f.tag)).count() as u64;
         // Secrets in statements: flagged always, refused when configured.
         let mut secret_refusals: Vec<(usize, u32)> = Vec::new();
         if let Some(engine) = self.ctx.engine {
@@ -1119,7 +1135,8 @@ impl FrameHandler for ClientSide<'_> {
                 // statement; the server answers ParseComplete, BindComplete
                 // (dropped on the way back) and the error, then skips to Sync.
                 edits.replace(&f, |out| refusal_pbe(out, &sql));
-                self.ctx.suppress.borrow_mut().push_back(groups[i]);
+                let group = first_group + frames[..i].iter().filter(|f| ends_group(f.tag)).count() as u64;
+                self.ctx.suppress.borrow_mut().push_back(group);
             }
         }
         hold

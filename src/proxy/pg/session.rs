@@ -3,7 +3,7 @@
 //! and then the relay.
 
 use super::conn::{Conn, ConnError};
-use super::enforce::{Enforcer, Who};
+use super::enforce::{BudgetGuard, Enforcer, Who};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
 use super::scanning::{ClientSide, ServerSide, SessionCtx};
@@ -365,13 +365,32 @@ async fn handshake(
         ));
     }
 
+    // Policy: whether the identity's roles reach the target, and as which
+    // upstream account.
+    let account_name = match &state.policy {
+        Some(p) => p
+            .reach(&identity.roles, &target.cfg.name)
+            .map_err(|why| Fatal::new("28000", format!("identity \"{}\": {why}", identity.name), "not-allowed"))?,
+        None => None,
+    };
+    let Some(account) = state.account(target, account_name.as_deref()) else {
+        return Err(Fatal::new(
+            "28000",
+            format!(
+                "target \"{}\" has no upstream account for this identity",
+                target.cfg.name
+            ),
+            "no-account",
+        ));
+    };
+
     let passthrough: Vec<(&str, &str)> = startup
         .params
         .iter()
         .copied()
         .filter(|(k, _)| !matches!(*k, "user" | "database" | "replication") && !k.starts_with("_pq_."))
         .collect();
-    let up = upstream::connect(target, &passthrough, srv.max_message_bytes).await?;
+    let up = upstream::connect(target, account, &passthrough, srv.max_message_bytes).await?;
 
     let handle = SessionHandle::new(client_fd, shared.now());
     handle.set_upstream_fd(up.conn.stream.raw_fd());
@@ -409,6 +428,7 @@ async fn handshake(
         identity = %identity.name,
         roles = %identity.roles.join(","),
         target = %target.cfg.name,
+        account = %account.name,
         client = %peer,
         worker,
         client_tls = tls,
@@ -503,6 +523,7 @@ async fn relay(
     let closing = Cell::new(false);
     let (client_mid, upstream_mid) = (Cell::new(false), Cell::new(false));
     let end: Cell<&'static str> = Cell::new("");
+    let budget = state.policy.as_ref().and_then(|p| p.budget(&identity.roles));
     let ctx = SessionCtx {
         shared,
         handle: &handle,
@@ -510,6 +531,7 @@ async fn relay(
         refuse_client_secrets: state.config.scan.refuse_client_secrets,
         max_value: state.config.scan.max_value_bytes,
         max_rows: state.policy.as_ref().and_then(|p| p.max_rows(&identity.roles)),
+        meter: budget.as_ref().map(|_| shared.budgets.meter(&identity.name)),
         suppress: Default::default(),
         masked: Default::default(),
         client_secrets: Cell::new(0),
@@ -528,7 +550,24 @@ async fn relay(
     let enforcer = state.policy.clone().map(|p| {
         let mask = Box::new(move |sql: &str| mask_text(engine.as_deref(), sql));
         let mut e = Enforcer::new(p, &who, &shared.reviews, mask);
-        e.admin_url = state.config.admin.listen.as_ref().map(|a| format!("http://{a}"));
+        let scheme = if state.config.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        e.admin_url = state
+            .config
+            .notify
+            .admin_url
+            .clone()
+            .or_else(|| state.config.admin.listen.as_ref().map(|a| format!("{scheme}://{a}")));
+        if let (Some(limits), Some(meter)) = (budget.clone(), ctx.meter.clone()) {
+            e.budget = Some(BudgetGuard {
+                limits,
+                meter,
+                clock: &shared.coarse_now,
+            });
+        }
         e
     });
     let mut cs = ClientSide::new(&ctx, enforcer, (&cw, &client_mid, client_fd));

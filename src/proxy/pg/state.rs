@@ -12,10 +12,19 @@ use sha2::Digest;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// An upstream account: who gatehouse logs in as.
+pub struct AccountRt {
+    /// `default` for the target's own `user`.
+    pub name: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
 /// A target ready to connect to.
 pub struct TargetRt {
     pub cfg: Target,
-    pub password: Option<String>,
+    /// The default account first, then `[[target.account]]`s.
+    pub accounts: Vec<AccountRt>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
@@ -41,8 +50,22 @@ impl State {
         let mut targets = Vec::with_capacity(config.targets.len());
         for t in &config.targets {
             let err = |e: String| format!("target `{}`: {e}", t.name);
-            targets.push(TargetRt {
+            let mut accounts = vec![AccountRt {
+                name: "default".into(),
+                user: t.user.clone(),
                 password: t.resolve_password().map_err(err)?,
+            }];
+            for a in &t.accounts {
+                accounts.push(AccountRt {
+                    name: a.name.clone(),
+                    user: a.user.clone(),
+                    password: a
+                        .resolve_password()
+                        .map_err(|e| err(format!("account `{}`: {e}", a.name)))?,
+                });
+            }
+            targets.push(TargetRt {
+                accounts,
                 tls: tls::upstream_config(t).map_err(err)?,
                 server_name: tls::server_name(t).map_err(err)?,
                 cfg: t.clone(),
@@ -66,6 +89,14 @@ impl State {
             scan,
             policy,
         })
+    }
+
+    /// The account named `name` on a target (`None`: the default one).
+    pub fn account<'a>(&self, t: &'a TargetRt, name: Option<&str>) -> Option<&'a AccountRt> {
+        match name {
+            None => t.accounts.first(),
+            Some(n) => t.accounts.iter().find(|a| a.name == n),
+        }
     }
 
     /// The target a client reaches with `database` as `user`.
@@ -135,6 +166,8 @@ pub struct Shared {
     pub started_unix: u64,
     /// Reviews of held statements and the grants approvals give.
     pub reviews: Arc<crate::control::reviews::Reviews>,
+    /// Per-identity budget meters.
+    pub budgets: crate::policy::Budgets,
 }
 
 impl Shared {
@@ -147,6 +180,7 @@ impl Shared {
             coarse_now: AtomicU64::new(0),
             counters: Counters::new(workers),
             reviews: Arc::default(),
+            budgets: Default::default(),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -2,7 +2,7 @@
 //! target's held credentials, collect what the server announces.
 
 use super::conn::{Conn, ConnError};
-use super::state::TargetRt;
+use super::state::{AccountRt, TargetRt};
 use super::stream::Stream;
 use crate::config::UpstreamTls;
 use crate::wire::pg::{self, Cursor, Side};
@@ -60,7 +60,12 @@ fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| "unknown error".into())
 }
 
-pub async fn connect(t: &TargetRt, client_params: &[(&str, &str)], max_msg: usize) -> Result<Upstream, UpstreamError> {
+pub async fn connect(
+    t: &TargetRt,
+    account: &AccountRt,
+    client_params: &[(&str, &str)],
+    max_msg: usize,
+) -> Result<Upstream, UpstreamError> {
     let name = t.cfg.name.clone();
     let addr_text = format!("{}:{}", t.cfg.host, t.cfg.port);
     let connect_err = |reason: String| UpstreamError::Connect {
@@ -141,13 +146,13 @@ pub async fn connect(t: &TargetRt, client_params: &[(&str, &str)], max_msg: usiz
         }
     }
 
-    let mut params: Vec<(&str, &str)> = vec![("user", &t.cfg.user), ("database", t.cfg.upstream_database())];
+    let mut params: Vec<(&str, &str)> = vec![("user", &account.user), ("database", t.cfg.upstream_database())];
     params.extend(client_params.iter().copied());
     let mut out = Vec::with_capacity(256);
     pg::startup_message(&mut out, &params);
     conn.write_all(out).await.map_err(io)?;
 
-    authenticate(&mut conn, t, max_msg).await?;
+    authenticate(&mut conn, t, account, max_msg).await?;
 
     let mut announce = Vec::new();
     let mut key = None;
@@ -198,7 +203,7 @@ async fn read_byte(conn: &mut Conn) -> Result<u8, ConnError> {
     }
 }
 
-async fn authenticate(conn: &mut Conn, t: &TargetRt, max_msg: usize) -> Result<(), UpstreamError> {
+async fn authenticate(conn: &mut Conn, t: &TargetRt, account: &AccountRt, max_msg: usize) -> Result<(), UpstreamError> {
     let name = &t.cfg.name;
     let auth_err = |reason: String| UpstreamError::Auth {
         target: name.clone(),
@@ -206,7 +211,8 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, max_msg: usize) -> Result<(
     };
     let io = |e: ConnError| auth_err(e.to_string());
     let password = || {
-        t.password
+        account
+            .password
             .as_deref()
             .ok_or_else(|| auth_err("the server asks for a password and none is configured".into()))
     };
@@ -235,7 +241,7 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, max_msg: usize) -> Result<(
                     .try_into()
                     .map_err(|_| auth_err("bad salt".into()))?;
                 let h =
-                    postgres_protocol::authentication::md5_hash(t.cfg.user.as_bytes(), password()?.as_bytes(), salt);
+                    postgres_protocol::authentication::md5_hash(account.user.as_bytes(), password()?.as_bytes(), salt);
                 pg::cstring_message(&mut out, b'p', h.as_bytes());
             }
             10 => {
