@@ -1113,6 +1113,59 @@ fn disabled_rules_switch_a_rule_off() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-rule"));
 }
 
+#[test]
+fn a_role_may_see_a_rule_unmasked() {
+    // `dba-user` carries role `dba`, which sees t-gh in clear; `agent` has
+    // no role and gets the default role, which masks every rule.
+    let dba_token = "dba-token-0123456789";
+    let g = start(
+        "",
+        &format!(
+            "[[identity]]\nname = \"dba-user\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\nroles = [\"dba\"]\n\
+             [policy]\ndefault_role = \"reader\"\n\
+             [policy.roles.reader]\nwrite = \"deny\"\ndelete = \"deny\"\n\
+             [policy.roles.dba]\nwrite = \"deny\"\ndelete = \"deny\"\nunmasked_rules = [\"t-gh\"]\n",
+            token_hash(dba_token)
+        ),
+    );
+    let sql = format!("SELECT '{GH1}', {}", sql_secret(AWS1));
+    let out = psql_ok(&g, "postgres", &sql);
+    assert_eq!(out, format!("{M_GH}|{M_AWS}\n"), "the default role masks every rule");
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", &sql])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", g.port.to_string())
+        .env("PGUSER", "dba-user")
+        .env("PGPASSWORD", dba_token)
+        .env("PGDATABASE", "postgres")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{GH1}|{M_AWS}\n"),
+        "dba sees t-gh, and only t-gh, in clear"
+    );
+    // A rule id no rule has stops the gateway at start.
+    let cfg = std::fs::read_to_string(&g.config_path)
+        .unwrap()
+        .replace("unmasked_rules = [\"t-gh\"]", "unmasked_rules = [\"t-nope\"]");
+    std::fs::write(&g.config_path, cfg).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(&g.config_path)
+        .output()
+        .expect("check");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("policy.roles.dba.unmasked_rules: no secret rule has the id `t-nope`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 6. refusing statements that carry secrets
 // ---------------------------------------------------------------------------

@@ -126,6 +126,11 @@ pub struct RolePolicyConfig {
     pub accounts: std::collections::BTreeMap<String, String>,
     /// Limits per identity and minute, over all its sessions.
     pub budget: Option<BudgetConfig>,
+    /// Secret rules (by id) whose findings members of this role see
+    /// unmasked, e.g. a DBA role and `postgres-password-hash`. Every other
+    /// rule masks. With several roles, a rule any role exempts is exempt.
+    #[serde(default)]
+    pub unmasked_rules: Vec<String>,
 }
 
 /// Per-identity limits per minute (a sliding minute). Past one, the

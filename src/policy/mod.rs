@@ -27,6 +27,7 @@ pub struct RolePolicy {
     /// Target name (or `*`) → upstream account name.
     pub accounts: BTreeMap<String, String>,
     pub budget: Option<Budget>,
+    pub unmasked_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +91,7 @@ impl Policy {
                         approvals_required: r.approvals_required,
                         approval_timeout: Duration::from_secs(r.approval_timeout_secs),
                         targets: r.targets.clone(),
+                        unmasked_rules: r.unmasked_rules.clone(),
                         accounts: r.accounts.clone(),
                         budget: r.budget.as_ref().map(|b| {
                             Budget::from_config(
@@ -236,6 +238,27 @@ impl Policy {
             });
         }
         out
+    }
+
+    /// The secret rule ids an identity with `roles` sees unmasked.
+    pub fn unmasked_rules(&self, roles: &[String]) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (_, p) in self.role_policies(roles) {
+            for r in &p.unmasked_rules {
+                if !out.contains(&r.as_str()) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every rule id some role names in `unmasked_rules` (checked against
+    /// the rules when the state is built).
+    pub fn named_rules(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.roles
+            .iter()
+            .flat_map(|(n, p)| p.unmasked_rules.iter().map(move |r| (n.as_str(), r.as_str())))
     }
 
     /// The largest result an identity may receive, if limited.

@@ -25,6 +25,8 @@ pub struct SessionCtx<'a> {
     pub max_value: usize,
     /// Rows per result the policy allows this identity (`None`: no limit).
     pub max_rows: Option<u64>,
+    /// Which secret rules mask for this identity (`None`: all of them).
+    pub applies: Option<Arc<[bool]>>,
     /// The identity's budget meter, when its policy sets a budget.
     pub meter: Option<Arc<crate::policy::Meter>>,
     /// Refusals gatehouse put in place of a client's Parse or Bind whose
@@ -41,6 +43,14 @@ pub struct SessionCtx<'a> {
 }
 
 impl SessionCtx<'_> {
+    /// Whether findings of `rule` are masked for this identity.
+    #[inline]
+    fn applies(&self, rule: u32) -> bool {
+        self.applies
+            .as_deref()
+            .is_none_or(|m| m.get(rule as usize).copied().unwrap_or(true))
+    }
+
     fn count_masked(&self, rule: u32) {
         if let Some(e) = self.engine {
             e.count(rule);
@@ -222,6 +232,7 @@ fn find_in_values(
     ends: &mut Vec<usize>,
     hits: &mut Vec<Hit>,
     found: &mut Vec<(usize, Finding)>,
+    applies: Option<&[bool]>,
 ) -> Result<(), ScanError> {
     if values.is_empty() {
         return Ok(());
@@ -237,6 +248,9 @@ fn find_in_values(
     engine.scan(seg, hits)?;
     let mut tmp = Vec::new();
     for h in hits.iter() {
+        if applies.is_some_and(|m| !m.get(h.rule as usize).copied().unwrap_or(true)) {
+            continue;
+        }
         let (a, b) = (h.first_end, h.last_end);
         // The values the hit's range touches (an end may be a value's end).
         let mut k = ends.partition_point(|&en| en < a);
@@ -292,6 +306,7 @@ impl ServerSide<'_> {
             &mut self.ends,
             &mut self.hits,
             &mut self.found,
+            self.ctx.applies.as_deref(),
         )
         .map_err(|e| e.to_string())
     }
@@ -321,7 +336,7 @@ impl ServerSide<'_> {
         }
         let cut: usize = msgs[..keep].iter().map(Vec::len).sum();
         let mut found = engine.find(&self.seg).map_err(|e| e.to_string())?;
-        found.retain(|f| f.start < cut);
+        found.retain(|f| f.start < cut && self.ctx.applies(f.rule));
         let mut masks = Vec::with_capacity(found.len());
         for f in &found {
             let secret = &self.seg[f.start..f.end];
@@ -672,7 +687,7 @@ impl FrameHandler for ServerSide<'_> {
             let found = engine
                 .find(v)
                 .map_err(|e| Refused(format!("scanning a large value failed: {e}")))?;
-            for f in found {
+            for f in found.into_iter().filter(|f| self.ctx.applies(f.rule)) {
                 engine.mask_same_len(f.rule, &mut v[f.start..f.end]);
                 self.ctx.count_masked(f.rule);
             }
@@ -1095,6 +1110,7 @@ impl FrameHandler for ClientSide<'_> {
                 &mut self.ends,
                 &mut self.hits,
                 &mut self.found,
+                None,
             ) {
                 Err(e) => tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan statements"),
                 Ok(()) => {

@@ -532,6 +532,7 @@ async fn relay(
         max_value: state.config.scan.max_value_bytes,
         max_rows: state.policy.as_ref().and_then(|p| p.max_rows(&identity.roles)),
         meter: budget.as_ref().map(|_| shared.budgets.meter(&identity.name)),
+        applies: state.masking_for(&identity.roles),
         suppress: Default::default(),
         masked: Default::default(),
         client_secrets: Cell::new(0),

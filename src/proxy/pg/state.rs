@@ -81,6 +81,18 @@ impl State {
             .policy
             .as_ref()
             .map(|p| Arc::new(crate::policy::Policy::compile(p)));
+        if let Some(p) = &policy {
+            for (role, id) in p.named_rules() {
+                let known = scan
+                    .as_ref()
+                    .is_some_and(|e| (0..e.rule_count()).any(|i| e.rule_id(i as u32) == id));
+                if !known {
+                    return Err(format!(
+                        "policy.roles.{role}.unmasked_rules: no secret rule has the id `{id}`"
+                    ));
+                }
+            }
+        }
         Ok(State {
             config,
             server_tls,
@@ -89,6 +101,21 @@ impl State {
             scan,
             policy,
         })
+    }
+
+    /// Which rules mask for an identity with `roles`: `None` when all do,
+    /// else a flag per rule index.
+    pub fn masking_for(&self, roles: &[String]) -> Option<Arc<[bool]>> {
+        let (p, e) = (self.policy.as_ref()?, self.scan.as_ref()?);
+        let exempt = p.unmasked_rules(roles);
+        if exempt.is_empty() {
+            return None;
+        }
+        Some(
+            (0..e.rule_count())
+                .map(|i| !exempt.contains(&e.rule_id(i as u32)))
+                .collect(),
+        )
     }
 
     /// The account named `name` on a target (`None`: the default one).
