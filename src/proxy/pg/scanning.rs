@@ -224,6 +224,7 @@ fn is_binary(value: &[u8]) -> bool {
 /// length, a field code, the next message's tag) never decide whether a
 /// pattern matches, and every hit is confirmed by the rule's regex on its
 /// value alone. Appends (index, finding) to `found`.
+#[allow(clippy::too_many_arguments)] // scratch buffers of the caller, passed apart to borrow them apart
 fn find_in_values(
     engine: &Engine,
     buf: &[u8],
