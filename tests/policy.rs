@@ -147,6 +147,62 @@ async fn held_statement_times_out_and_is_cancelled() {
 }
 
 #[tokio::test]
+async fn disconnecting_while_held_withdraws_the_review() {
+    let admin_port = free_port();
+    let g = Gatehouse::start("", &policy_toml(admin_port, 30));
+    let t = unique("gh_pol_gone");
+    direct()
+        .await
+        .batch_execute(&format!("create table {t} (id int)"))
+        .await
+        .unwrap();
+    // psql holds the statement; the process is killed while it waits.
+    let mut cmd = std::process::Command::new("psql");
+    g.pg_env(&mut cmd, "postgres");
+    let mut child = cmd
+        .args(["-X", "-c", &format!("insert into {t} values (1)")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let list = move || http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
+    let mut id = None;
+    for _ in 0..100 {
+        let (_, body) = tokio::task::spawn_blocking(list).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(r) = v["reviews"].as_array().and_then(|a| a.first()) {
+            id = r["id"].as_str().map(str::to_string);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = id.expect("a review opens");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut state = String::new();
+    for _ in 0..100 {
+        let path = format!("/api/v1/reviews/{id}");
+        let (_, body) = tokio::task::spawn_blocking(move || http(admin_port, "GET", &path, ADMIN, ""))
+            .await
+            .unwrap();
+        state = body;
+        if state.contains("withdrawn") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(state.contains("the client disconnected"), "{state}");
+    // Approving it now does nothing: nothing runs.
+    let path = format!("/api/v1/reviews/{id}/approve");
+    let (st, _) = tokio::task::spawn_blocking(move || http(admin_port, "POST", &path, APPROVER, ""))
+        .await
+        .unwrap();
+    assert_eq!(st, 409);
+    assert_eq!(count(&t).await, 0);
+    direct().await.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
+#[tokio::test]
 async fn held_statement_runs_when_approved_and_fails_when_denied() {
     let admin_port = free_port();
     let g = Gatehouse::start("", &policy_toml(admin_port, 30));
