@@ -8,6 +8,7 @@ pub mod control;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod record;
 pub mod runtime;
 pub mod scan;
 pub mod sql;

@@ -48,6 +48,37 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ReviewCmd,
     },
+    /// Checks recordings (a file, or every one under a directory): the hash
+    /// chain, the sequence and the seal. Exit 0: all intact and sealed;
+    /// 1: a record fails (named); 2: cannot read.
+    Verify {
+        path: PathBuf,
+        /// Print a line per file, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Prints a recorded session as it happened, with its timing.
+    Replay {
+        /// A recording file (or use --admin and --session).
+        file: Option<PathBuf>,
+        /// The session id, fetched from the admin API.
+        #[arg(long)]
+        session: Option<String>,
+        /// text (a transcript), json (lines) or csv.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Time scale: 2 plays twice as fast.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Print at once, without the recorded pauses.
+        #[arg(long)]
+        no_wait: bool,
+        /// Longest pause between two records, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        max_pause: f64,
+        #[command(flatten)]
+        session_admin: Option<AdminArgs>,
+    },
 }
 
 /// How `gatehouse review` reaches the admin API.
@@ -221,9 +252,98 @@ fn init_logs(format: &str, level: &str) {
     }
 }
 
+fn verify(path: &std::path::Path, verbose: bool) -> anyhow::Result<ExitCode> {
+    let reports = match gatehouse::record::verify(path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut bad = 0;
+    for r in &reports {
+        match &r.broken {
+            None => {
+                if verbose {
+                    println!("{}: ok, {} records, sealed", r.path.display(), r.intact);
+                }
+            }
+            Some((n, why)) => {
+                bad += 1;
+                println!(
+                    "{}: FAILED at record {n}: {why} ({} records before it are intact)",
+                    r.path.display(),
+                    r.intact.min(*n)
+                );
+            }
+        }
+    }
+    println!(
+        "{} recording(s) checked, {} intact, {} failed",
+        reports.len(),
+        reports.len() - bad,
+        bad
+    );
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn replay(
+    file: Option<PathBuf>,
+    session: Option<String>,
+    admin: Option<AdminArgs>,
+    format: &str,
+    speed: f64,
+    no_wait: bool,
+    max_pause: f64,
+) -> anyhow::Result<ExitCode> {
+    use gatehouse::record::render::{self, Format};
+    use std::io::Write;
+    let fmt: Format = format.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let data: Vec<u8> = match (file, session, admin) {
+        (Some(f), None, _) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(id), Some(a)) => admin_client(&a)?.download(
+            &format!("/api/v1/recordings/{}/events?format=jsonl", id.replace(['/', '?', '#'], "")),
+            1 << 30,
+        )?,
+        _ => anyhow::bail!("give a recording FILE, or --admin URL and --session ID"),
+    };
+    if !(speed > 0.0) {
+        anyhow::bail!("--speed must be more than 0");
+    }
+    let mut out = std::io::stdout().lock();
+    if fmt == Format::Csv {
+        out.write_all(render::CSV_HEADER.as_bytes())?;
+    }
+    let mut last: Option<u64> = None;
+    for v in gatehouse::record::records(&data[..]) {
+        let t = v["t"].as_u64().unwrap_or(0);
+        if let (Some(l), false) = (last, no_wait) {
+            let pause = (t.saturating_sub(l) as f64 / 1e6 / speed).min(max_pause);
+            if pause > 0.0005 {
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_secs_f64(pause));
+            }
+        }
+        last = Some(t);
+        out.write_all(render::line(&v, fmt).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Verify { path, verbose } => verify(&path, verbose),
+        Cmd::Replay {
+            file,
+            session,
+            format,
+            speed,
+            no_wait,
+            max_pause,
+            session_admin,
+        } => replay(file, session, session_admin, &format, speed, no_wait, max_pause),
         Cmd::Review { cmd } => review(cmd),
         Cmd::Serve { config } => {
             let cfg = match gatehouse::config::Config::load(&config) {

@@ -38,6 +38,62 @@ pub struct Config {
     /// Where new reviews are announced: webhooks (Slack, signed JSON), e-mail.
     #[serde(default)]
     pub notify: Notify,
+    /// Session recording; absent: sessions are not recorded.
+    pub recording: Option<Recording>,
+}
+
+/// What of results goes into a recording.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultsMode {
+    /// Statements and decisions only.
+    None,
+    /// Plus per result: columns, row count, masked-value counts, errors.
+    #[default]
+    Summary,
+    /// Plus the rows as the client saw them (masked), capped per statement.
+    Full,
+}
+
+/// Session recording, written by the control plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recording {
+    /// Where recordings go (one file per session, by day).
+    pub dir: PathBuf,
+    /// Results recorded unless a policy role says otherwise.
+    pub results: ResultsMode,
+    /// `full`: rows recorded per statement, at most.
+    pub full_max_rows: u64,
+    /// `full`: bytes of rows recorded per statement, at most.
+    pub full_max_bytes: u64,
+    /// Open files are synced to disk at least this often (and at session end).
+    pub sync_interval_ms: u64,
+    /// Writer threads (sessions are spread over them).
+    pub writers: usize,
+    /// Events queued per writer before sessions wait (statements) or result
+    /// rows are dropped with a gap record.
+    pub queue_events: usize,
+    /// Recordings older than this are deleted (0: kept).
+    pub retention_days: u64,
+    /// Past this total size the oldest recordings are deleted (0: no limit).
+    pub max_total_bytes: u64,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording {
+            dir: PathBuf::from("/var/lib/gatehouse/recordings"),
+            results: ResultsMode::Summary,
+            full_max_rows: 10_000,
+            full_max_bytes: 8 << 20,
+            sync_interval_ms: 1000,
+            writers: 1,
+            queue_events: 8192,
+            retention_days: 90,
+            max_total_bytes: 0,
+        }
+    }
 }
 
 /// What a statement of a class gets.
@@ -126,6 +182,9 @@ pub struct RolePolicyConfig {
     pub accounts: std::collections::BTreeMap<String, String>,
     /// Limits per identity and minute, over all its sessions.
     pub budget: Option<BudgetConfig>,
+    /// Results recorded for members of this role (over `[recording]
+    /// results`); with several roles, the most detailed.
+    pub record_results: Option<ResultsMode>,
     /// Secret rules (by id) whose findings members of this role see
     /// unmasked, e.g. a DBA role and `postgres-password-hash`. Every other
     /// rule masks. With several roles, a rule any role exempts is exempt.
@@ -848,6 +907,19 @@ impl Config {
             }
         }
         validate_notify(&self.notify)?;
+        if let Some(r) = &mut self.recording {
+            let k = |k: &'static str| vec![Key("recording"), Key(k)];
+            r.dir = base.join(&r.dir);
+            if r.writers == 0 || r.writers > 64 {
+                return Err((k("writers"), "must be between 1 and 64".into()));
+            }
+            if r.queue_events < 16 {
+                return Err((k("queue_events"), "must be at least 16".into()));
+            }
+            if r.sync_interval_ms == 0 {
+                return Err((k("sync_interval_ms"), "must be at least 1".into()));
+            }
+        }
         if let Some(p) = &self.policy {
             for (name, r) in &p.roles {
                 let k = |k: &'static str| vec![Key("policy"), Key("roles"), PathPart::Name(name.clone()), Key(k)];

@@ -94,6 +94,42 @@ impl AdminClient {
         }
     }
 
+    /// The raw body of a GET (a recording download), at most `max` bytes.
+    pub fn download(&self, path: &str, max: u64) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let res = self
+            .agent
+            .request("GET", &url)
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call();
+        match res {
+            Ok(resp) => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(resp.into_reader(), max), &mut out)
+                    .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?;
+                Ok(out)
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let reason = resp.status_text().to_string();
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(
+                    &mut std::io::Read::take(resp.into_reader(), MAX_RESPONSE),
+                    &mut text,
+                );
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(String::from))
+                    .unwrap_or_else(|| "(no message)".to_string());
+                Err(ClientError::Api {
+                    status,
+                    reason,
+                    message,
+                })
+            }
+            Err(ureq::Error::Transport(t)) => Err(ClientError::Transport(format!("{}: {t}", self.base))),
+        }
+    }
+
     /// Reviews, open ones first; only pending ones with `pending`.
     pub fn list(&self, pending: bool) -> Result<Vec<Value>, ClientError> {
         let path = if pending {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod client;
 pub mod metrics;
 pub mod notify;
+pub mod recorder;
 pub mod reviews;
 
 use crate::proxy::pg::Shared;

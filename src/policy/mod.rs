@@ -28,6 +28,7 @@ pub struct RolePolicy {
     pub accounts: BTreeMap<String, String>,
     pub budget: Option<Budget>,
     pub unmasked_rules: Vec<String>,
+    pub record_results: Option<crate::config::ResultsMode>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +93,7 @@ impl Policy {
                         approval_timeout: Duration::from_secs(r.approval_timeout_secs),
                         targets: r.targets.clone(),
                         unmasked_rules: r.unmasked_rules.clone(),
+                        record_results: r.record_results,
                         accounts: r.accounts.clone(),
                         budget: r.budget.as_ref().map(|b| {
                             Budget::from_config(
@@ -238,6 +240,20 @@ impl Policy {
             });
         }
         out
+    }
+
+    /// What of results to record for an identity with `roles`: the most
+    /// detailed any of its roles asks for, else `default`.
+    pub fn record_results(
+        &self,
+        roles: &[String],
+        default: crate::config::ResultsMode,
+    ) -> crate::config::ResultsMode {
+        self.role_policies(roles)
+            .iter()
+            .filter_map(|(_, p)| p.record_results)
+            .max()
+            .unwrap_or(default)
     }
 
     /// The secret rule ids an identity with `roles` sees unmasked.

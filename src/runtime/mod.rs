@@ -172,7 +172,14 @@ pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let pin = config.server.pin_workers;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let state = State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let recording = state.config.recording.clone();
     let shared = Shared::new(state, workers);
+    if let Some(r) = &recording {
+        let rec = crate::control::recorder::Recorder::start(r)
+            .map_err(|e| anyhow::anyhow!("recording: {}: {e}", r.dir.display()))?;
+        tracing::info!(dir = %r.dir.display(), results = ?r.results, "recording sessions");
+        let _ = shared.recorder.set(rec);
+    }
     let listeners = Arc::new(Listeners::default());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ops = Arc::new(ProcessOps {
@@ -245,6 +252,11 @@ pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
     }
     drain(&shared, &listeners);
+    if let Some(r) = shared.recorder.get() {
+        // Every session has closed (or been ended by the drain): what they
+        // sent is written, sealed and synced before the process exits.
+        r.finish();
+    }
     Ok(())
 }
 

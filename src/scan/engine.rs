@@ -160,6 +160,33 @@ impl Engine {
         })
     }
 
+    /// `text` with every secret in it masked (statements put in reviews
+    /// and recordings). Text that cannot be scanned is withheld whole.
+    pub fn mask_text(&self, text: &str) -> String {
+        let bytes = text.as_bytes();
+        if bytes.len() < self.min_len {
+            return text.to_string();
+        }
+        match self.find(bytes) {
+            Ok(found) if found.is_empty() => text.to_string(),
+            Ok(found) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                let mut p = 0;
+                for f in found {
+                    if f.start < p {
+                        continue;
+                    }
+                    out.extend_from_slice(&bytes[p..f.start]);
+                    self.mask(f.rule, &bytes[f.start..f.end], &mut out);
+                    p = f.end;
+                }
+                out.extend_from_slice(&bytes[p..]);
+                String::from_utf8_lossy(&out).into_owned()
+            }
+            Err(_) => "<withheld: it could not be scanned for secrets>".to_string(),
+        }
+    }
+
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }

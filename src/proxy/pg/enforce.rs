@@ -95,6 +95,8 @@ pub struct Enforcer<'a> {
     decided: Option<Outcome>,
     pub admin_url: Option<String>,
     pub budget: Option<BudgetGuard<'a>>,
+    /// The last hold's review: id, outcome, why, approvers (for the recorder).
+    pub last_review: Option<(String, String, Option<String>, Vec<String>)>,
 }
 
 /// A statement's classification and text, shared by its portals.
@@ -138,6 +140,7 @@ impl<'a> Enforcer<'a> {
             last_allowed: None,
             admin_url: None,
             budget: None,
+            last_review: None,
         }
     }
 
@@ -410,6 +413,31 @@ impl<'a> Enforcer<'a> {
             monoio::time::sleep(POLL).await;
         };
         tracing::info!(target: "gatehouse::policy", session = self.who.session, review = %id, outcome = ?outcome, "hold ended");
+        let by: Vec<String> = self
+            .reviews
+            .get(&id)
+            .map(|r| r.approvals.iter().map(|a| a.by.clone()).chain(r.decided_by.clone()).collect())
+            .unwrap_or_default();
+        let mut by_unique: Vec<String> = Vec::with_capacity(by.len());
+        for b in by {
+            if !by_unique.contains(&b) {
+                by_unique.push(b);
+            }
+        }
+        let (what, why) = match &outcome {
+            Outcome::Approved => ("approved".to_string(), None),
+            Outcome::Refused { code, message } => (
+                match *code {
+                    "57014" => "cancelled",
+                    "08006" => "disconnected",
+                    _ if message.starts_with("approval timed out") => "timed out",
+                    _ => "denied",
+                }
+                .to_string(),
+                Some(message.clone()),
+            ),
+        };
+        self.last_review = Some((id.clone(), what, why, by_unique));
         self.decided = Some(outcome);
     }
 }

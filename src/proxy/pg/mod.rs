@@ -2,6 +2,7 @@
 //! the upstream connection, and the relay in both directions.
 
 mod conn;
+pub mod capture;
 pub mod counters;
 mod enforce;
 pub mod registry;

@@ -131,6 +131,15 @@ pub trait FrameHandler {
     }
     /// Bytes read from this side.
     fn on_read(&mut self, n: usize);
+    /// Whether `flush` has work (checked after every batch).
+    fn pending(&self) -> bool {
+        false
+    }
+    /// Waits until what the handler queued for elsewhere (the recorder) is
+    /// taken; the pump reads no more until then.
+    fn flush(&mut self) -> impl std::future::Future<Output = ()> {
+        async {}
+    }
 }
 
 #[derive(Debug)]
@@ -364,6 +373,9 @@ pub async fn pump<H: FrameHandler>(
             let (res, b) = write_batch(&sink, buf, upto, &mut edits).await;
             buf = b;
             res.map_err(PumpError::Write)?;
+            if h.pending() {
+                h.flush().await;
+            }
             if let Some(at) = held {
                 // The held frame and what follows it come round again once
                 // the hold ends, without a read in between.

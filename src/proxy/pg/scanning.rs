@@ -25,6 +25,8 @@ pub struct SessionCtx<'a> {
     pub max_value: usize,
     /// Rows per result the policy allows this identity (`None`: no limit).
     pub max_rows: Option<u64>,
+    /// The session's recorder link, when sessions are recorded.
+    pub rec: Option<super::capture::SessionRec>,
     /// Which secret rules mask for this identity (`None`: all of them).
     pub applies: Option<Arc<[bool]>>,
     /// The identity's budget meter, when its policy sets a budget.
@@ -54,6 +56,9 @@ impl SessionCtx<'_> {
     fn count_masked(&self, rule: u32) {
         if let Some(e) = self.engine {
             e.count(rule);
+        }
+        if let Some(r) = &self.rec {
+            r.count_masked(rule);
         }
         let mut m = self.masked.borrow_mut();
         match m.iter_mut().find(|(r, _)| *r == rule) {
@@ -578,9 +583,82 @@ impl FrameHandler for ServerSide<'_> {
     }
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
+        self.rewrite_rows(buf, frames, edits);
+        if let Some(rec) = &self.ctx.rec {
+            let engine = self.ctx.engine;
+            rec.server(buf, frames, edits, |r| {
+                engine.map(|e| e.rule_id(r).to_string()).unwrap_or_default()
+            });
+        }
+        None
+    }
+
+    fn pending(&self) -> bool {
+        self.ctx.rec.as_ref().is_some_and(|r| r.pending())
+    }
+
+    async fn flush(&mut self) {
+        if let Some(r) = &self.ctx.rec {
+            r.flush().await;
+        }
+    }
+
+    fn on_large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
+        if tag == b'D' {
+            if let Some(r) = &self.ctx.rec {
+                r.large_row(total_len);
+            }
+        }
+        self.large_frame(tag, total_len, head, out)
+    }
+
+    fn large_chunk(&mut self, chunk: &mut [u8], last: bool) -> Result<usize, Refused> {
+        let Some(engine) = self.ctx.engine else { return Ok(0) };
+        // Each value (or the part of it in this piece) on its own, as in
+        // `find_in_frames`. Streamed frames keep their length: masks are
+        // fitted to the secret.
+        let mut ranges = std::mem::take(&mut self.spans);
+        ranges.clear();
+        let need = self.large_values(chunk, &mut ranges);
+        let (base, end) = (self.large.off, self.large.off + chunk.len());
+        for &(s, e) in &ranges {
+            let v = &mut chunk[s - base..e - base];
+            if v.len() < engine.min_len {
+                continue;
+            }
+            let found = engine
+                .find(v)
+                .map_err(|e| Refused(format!("scanning a large value failed: {e}")))?;
+            for f in found.into_iter().filter(|f| self.ctx.applies(f.rule)) {
+                engine.mask_same_len(f.rule, &mut v[f.start..f.end]);
+                self.ctx.count_masked(f.rule);
+            }
+        }
+        self.spans = ranges;
+        if last {
+            return Ok(0);
+        }
+        // Context for matches across pieces, and a length not yet whole. At
+        // most a quarter of the piece, so the relay keeps exactly this much
+        // (it keeps no more than a quarter of its buffer).
+        let hold = COPY_HOLD.min(chunk.len() / 4).max(end - need.min(end));
+        self.large.off = end - hold;
+        Ok(hold)
+    }
+
+    #[inline]
+    fn on_read(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.ctx.handle.touch(self.ctx.shared.now());
+    }
+}
+
+impl ServerSide<'_> {
+    /// Masking, and the policy's `max_rows` cut.
+    fn rewrite_rows(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
         let Some(max) = self.ctx.max_rows else {
             self.rewrite_batch(buf, frames, edits);
-            return None;
+            return;
         };
         // Past `max` rows a result is cut: an error in place of the next
         // row, and the rest of that result (up to its end) dropped.
@@ -614,10 +692,9 @@ impl FrameHandler for ServerSide<'_> {
         if start < frames.len() {
             self.rewrite_batch(buf, &frames[start..], edits);
         }
-        None
     }
 
-    fn on_large_frame(&mut self, tag: u8, total_len: usize, _head: &[u8], out: &mut Vec<u8>) -> Large {
+    fn large_frame(&mut self, tag: u8, total_len: usize, _head: &[u8], out: &mut Vec<u8>) -> Large {
         if tag == b'D' {
             self.rows += 1;
             if let Some(max) = self.ctx.max_rows {
@@ -671,45 +748,6 @@ impl FrameHandler for ServerSide<'_> {
         Large::Stream
     }
 
-    fn large_chunk(&mut self, chunk: &mut [u8], last: bool) -> Result<usize, Refused> {
-        let Some(engine) = self.ctx.engine else { return Ok(0) };
-        // Each value (or the part of it in this piece) on its own, as in
-        // `find_in_frames`. Streamed frames keep their length: masks are
-        // fitted to the secret.
-        let mut ranges = std::mem::take(&mut self.spans);
-        ranges.clear();
-        let need = self.large_values(chunk, &mut ranges);
-        let (base, end) = (self.large.off, self.large.off + chunk.len());
-        for &(s, e) in &ranges {
-            let v = &mut chunk[s - base..e - base];
-            if v.len() < engine.min_len {
-                continue;
-            }
-            let found = engine
-                .find(v)
-                .map_err(|e| Refused(format!("scanning a large value failed: {e}")))?;
-            for f in found.into_iter().filter(|f| self.ctx.applies(f.rule)) {
-                engine.mask_same_len(f.rule, &mut v[f.start..f.end]);
-                self.ctx.count_masked(f.rule);
-            }
-        }
-        self.spans = ranges;
-        if last {
-            return Ok(0);
-        }
-        // Context for matches across pieces, and a length not yet whole. At
-        // most a quarter of the piece, so the relay keeps exactly this much
-        // (it keeps no more than a quarter of its buffer).
-        let hold = COPY_HOLD.min(chunk.len() / 4).max(end - need.min(end));
-        self.large.off = end - hold;
-        Ok(hold)
-    }
-
-    #[inline]
-    fn on_read(&mut self, n: usize) {
-        self.bytes += n as u64;
-        self.ctx.handle.touch(self.ctx.shared.now());
-    }
 }
 
 fn scannable_or_copy(tag: u8) -> bool {
@@ -1137,6 +1175,19 @@ impl FrameHandler for ClientSide<'_> {
             }
         }
         all.sort_by_key(|(i, _, _)| *i);
+        if let Some(rec) = &self.ctx.rec {
+            let shown: Vec<(usize, &'static str, String)> = all
+                .iter()
+                .map(|(i, code, text)| {
+                    if code.is_empty() {
+                        (*i, "42501", format!("the statement carries a secret ({text})"))
+                    } else {
+                        (*i, *code, text.clone())
+                    }
+                })
+                .collect();
+            rec.client(buf, frames, &shown);
+        }
         for (i, code, text) in all {
             let f = frames[i];
             // An empty code marks a secret refusal (`text` is the rule id).
@@ -1163,6 +1214,27 @@ impl FrameHandler for ClientSide<'_> {
         if let Some(enf) = self.enforcer.as_mut() {
             let (w, mid, fd) = self.client;
             enf.hold(w, mid, fd, self.ctx.handle).await;
+            if let (Some(rec), Some((review, outcome, reason, by))) = (&self.ctx.rec, enf.last_review.take()) {
+                rec.push(crate::control::recorder::Ev::Review {
+                    session: rec.session,
+                    t: crate::record::now_us(),
+                    review,
+                    outcome,
+                    reason,
+                    by,
+                });
+                rec.flush().await;
+            }
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.ctx.rec.as_ref().is_some_and(|r| r.pending())
+    }
+
+    async fn flush(&mut self) {
+        if let Some(r) = &self.ctx.rec {
+            r.flush().await;
         }
     }
 

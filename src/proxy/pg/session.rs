@@ -3,7 +3,9 @@
 //! and then the relay.
 
 use super::conn::{Conn, ConnError};
+use super::capture::SessionRec;
 use super::enforce::{BudgetGuard, Enforcer, Who};
+use crate::control::recorder::{Ev, OpenInfo};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
 use super::scanning::{ClientSide, ServerSide, SessionCtx};
@@ -33,22 +35,9 @@ const LINGER_MAX_BYTES: usize = 64 << 20;
 
 /// A statement's text with its secrets masked, for reviews and logs.
 fn mask_text(engine: Option<&crate::scan::Engine>, sql: &str) -> String {
-    let Some(e) = engine else { return sql.to_string() };
-    let bytes = sql.as_bytes();
-    match e.find(bytes) {
-        Ok(found) if found.is_empty() => sql.to_string(),
-        Ok(found) => {
-            let mut out = Vec::with_capacity(bytes.len());
-            let mut p = 0;
-            for f in found {
-                out.extend_from_slice(&bytes[p..f.start]);
-                e.mask(f.rule, &bytes[f.start..f.end], &mut out);
-                p = f.end;
-            }
-            out.extend_from_slice(&bytes[p..]);
-            String::from_utf8_lossy(&out).into_owned()
-        }
-        Err(_) => "<statement withheld: it could not be scanned for secrets>".to_string(),
+    match engine {
+        Some(e) => e.mask_text(sql),
+        None => sql.to_string(),
     }
 }
 
@@ -124,6 +113,7 @@ impl From<UpstreamError> for Fatal {
 struct Ready {
     identity: Identity,
     target: String,
+    account: String,
     upstream: upstream::Upstream,
     pid: u32,
     handle: Arc<SessionHandle>,
@@ -438,6 +428,7 @@ async fn handshake(
     Ok(Handshake::Session(Box::new(Ready {
         identity,
         target: target.cfg.name.clone(),
+        account: account.name.clone(),
         upstream: up,
         pid,
         handle,
@@ -499,6 +490,7 @@ async fn relay(
     let Ready {
         identity,
         target,
+        account,
         upstream,
         pid,
         handle,
@@ -524,6 +516,37 @@ async fn relay(
     let (client_mid, upstream_mid) = (Cell::new(false), Cell::new(false));
     let end: Cell<&'static str> = Cell::new("");
     let budget = state.policy.as_ref().and_then(|p| p.budget(&identity.roles));
+    let rec = match (shared.recorder.get(), &state.config.recording) {
+        (Some(r), Some(cfg)) => {
+            let mode = match &state.policy {
+                Some(p) => p.record_results(&identity.roles, cfg.results),
+                None => cfg.results,
+            };
+            let info = OpenInfo {
+                session: pid,
+                identity: identity.name.clone(),
+                roles: identity.roles.clone(),
+                client: peer.to_string(),
+                target: target.clone(),
+                account: account.clone(),
+                client_tls,
+                upstream_tls: upstream_plain.is_none(),
+                worker,
+                results: mode,
+                engine: state.scan.clone(),
+            };
+            let tx = r.sender(pid);
+            // The open record waits for room like a statement.
+            let _ = tx
+                .send(Ev::Open {
+                    t: crate::record::now_us(),
+                    info: Box::new(info),
+                })
+                .await;
+            Some(SessionRec::new(tx, pid, mode, cfg.full_max_rows, cfg.full_max_bytes))
+        }
+        _ => None,
+    };
     let ctx = SessionCtx {
         shared,
         handle: &handle,
@@ -533,6 +556,7 @@ async fn relay(
         max_rows: state.policy.as_ref().and_then(|p| p.max_rows(&identity.roles)),
         meter: budget.as_ref().map(|_| shared.budgets.meter(&identity.name)),
         applies: state.masking_for(&identity.roles),
+        rec,
         suppress: Default::default(),
         masked: Default::default(),
         client_secrets: Cell::new(0),
@@ -662,6 +686,19 @@ async fn relay(
         shutdown_fd(client_fd, libc::SHUT_RD);
     };
     futures_util::future::join(c2s, s2c).await;
+    if let Some(r) = &ctx.rec {
+        r.push(Ev::Close {
+            session: pid,
+            t: crate::record::now_us(),
+            end: end.get(),
+            bytes_in: cs.bytes,
+            bytes_out: ss.bytes,
+            statements: cs.statements,
+            rows: ss.rows,
+            masked: ctx.masked_total(),
+        });
+        r.flush().await;
+    }
     drop(reg);
     let c = shared.counters.worker(worker);
     use super::counters::WorkerCounters as W;

@@ -195,6 +195,9 @@ pub struct Shared {
     pub reviews: Arc<crate::control::reviews::Reviews>,
     /// Per-identity budget meters.
     pub budgets: crate::policy::Budgets,
+    /// The session recorder, when `[recording]` is configured (set once at
+    /// start; a reload does not move it).
+    pub recorder: std::sync::OnceLock<Arc<crate::control::recorder::Recorder>>,
 }
 
 impl Shared {
@@ -208,6 +211,7 @@ impl Shared {
             counters: Counters::new(workers),
             reviews: Arc::default(),
             budgets: Default::default(),
+            recorder: Default::default(),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

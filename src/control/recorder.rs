@@ -1,0 +1,1244 @@
+//! The session recorder: writer threads at low priority that turn the data
+//! path's raw events into chained records (see `crate::record`).
+//!
+//! Workers send cheap events (copies of the protocol frames that matter,
+//! already masked as they went out) through a bounded channel per writer;
+//! all parsing, classification, masking of client statements, JSON and file
+//! I/O happen here. Writers poll their channel (every few milliseconds when
+//! idle) instead of being woken per event, so a busy data path pays no
+//! wake-up per statement. Under backlog a session waits for statements and
+//! decisions; rows of `full` results are dropped and a `gap` record says
+//! how many.
+
+use crate::config::{Recording, ResultsMode};
+use crate::record::{self, now_us, Chain};
+use crate::scan::Engine;
+use crate::sql::Classifier;
+use crate::wire::pg::Cursor;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+/// Statements and portals remembered per session, at most.
+const MAX_NAMES: usize = 10_000;
+/// Parameters recorded per statement, and bytes per parameter, at most.
+const MAX_PARAMS: usize = 256;
+const MAX_PARAM_BYTES: usize = 16 << 10;
+/// Rows per `rows` record.
+const ROWS_PER_RECORD: usize = 500;
+/// Sleep of an idle writer between looks at its channel.
+const IDLE_POLL: Duration = Duration::from_millis(3);
+/// Finished sessions kept in the in-memory index, at most.
+const MAX_INDEX: usize = 200_000;
+
+/// A session as the data path describes it at its start.
+#[derive(Clone)]
+pub struct OpenInfo {
+    pub session: u32,
+    pub identity: String,
+    pub roles: Vec<String>,
+    pub client: String,
+    pub target: String,
+    pub account: String,
+    pub client_tls: bool,
+    pub upstream_tls: bool,
+    pub worker: usize,
+    pub results: ResultsMode,
+    /// Masks client statements the way results are masked.
+    pub engine: Option<Arc<Engine>>,
+}
+
+/// What the data path sends.
+pub enum Ev {
+    Open {
+        t: u64,
+        info: Box<OpenInfo>,
+    },
+    /// Client frames (Query, Parse, Bind, Execute, FunctionCall, Close,
+    /// Sync) as sent upstream, and which of them gatehouse refused
+    /// (index among these frames, SQLSTATE, message).
+    Client {
+        session: u32,
+        t: u64,
+        frames: Vec<u8>,
+        refused: Vec<(u32, &'static str, String)>,
+    },
+    /// Server frames as the client received them (masked); rows only in
+    /// `full` mode, up to the caps. `masked`: values masked, by rule id.
+    Server {
+        session: u32,
+        t: u64,
+        frames: Vec<u8>,
+        masked: Vec<(String, u64)>,
+        gap_rows: u64,
+        gap_bytes: u64,
+    },
+    /// A held statement's review ended.
+    Review {
+        session: u32,
+        t: u64,
+        review: String,
+        outcome: String,
+        reason: Option<String>,
+        by: Vec<String>,
+    },
+    Close {
+        session: u32,
+        t: u64,
+        end: &'static str,
+        bytes_in: u64,
+        bytes_out: u64,
+        statements: u64,
+        rows: u64,
+        masked: u64,
+    },
+    /// An admin action, for the audit log.
+    Audit {
+        t: u64,
+        who: String,
+        roles: Vec<String>,
+        action: String,
+        object: String,
+        outcome: String,
+    },
+    /// Flush, seal what is open as interrupted, and stop (shutdown).
+    Stop,
+}
+
+/// A recorded session in the index (for the admin API's list).
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub session: u32,
+    pub identity: String,
+    pub roles: Vec<String>,
+    pub target: String,
+    pub client: String,
+    pub started_us: u64,
+    pub ended_us: Option<u64>,
+    pub end: Option<String>,
+    pub statements: u64,
+    /// Decisions seen: allow, deny, hold.
+    pub decisions: Vec<String>,
+    pub live: bool,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub gaps: AtomicU64,
+    pub gap_rows: AtomicU64,
+    pub syncs: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub deleted: AtomicU64,
+    /// Statements by class and decision.
+    pub statements: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// The recorder: its channels, its index, its live tails.
+pub struct Recorder {
+    pub cfg: Recording,
+    shards: Vec<mpsc::Sender<Ev>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub index: Mutex<Index>,
+    /// Active sessions' record lines, for live tails.
+    pub live: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Arc<str>>>>,
+    pub stats: Stats,
+    stopped: AtomicBool,
+}
+
+/// Recorded sessions by id, newest last.
+#[derive(Default)]
+pub struct Index {
+    pub entries: Vec<Entry>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Index {
+    fn upsert(&mut self, e: Entry) {
+        match self.by_id.get(&e.id) {
+            Some(&i) => self.entries[i] = e,
+            None => {
+                if self.entries.len() >= MAX_INDEX {
+                    let drop = self.entries.len() / 10;
+                    self.entries.drain(..drop);
+                    self.reindex();
+                }
+                self.by_id.insert(e.id.clone(), self.entries.len());
+                self.entries.push(e);
+            }
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.by_id = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i))
+            .collect();
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Entry> {
+        self.by_id.get(id).map(|&i| &self.entries[i])
+    }
+
+    fn remove_paths(&mut self, gone: &[PathBuf]) {
+        self.entries.retain(|e| !gone.contains(&e.path));
+        self.reindex();
+    }
+}
+
+fn lower_priority() {
+    // SAFETY: setpriority on the calling thread (who = 0 is this thread on
+    // Linux); failure leaves the default priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, super::CONTROL_NICE);
+    }
+}
+
+impl Recorder {
+    /// Creates the directory, indexes what is there, applies retention and
+    /// starts the writer threads.
+    pub fn start(cfg: &Recording) -> std::io::Result<Arc<Recorder>> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let mut shards = Vec::with_capacity(cfg.writers);
+        let mut rxs = Vec::with_capacity(cfg.writers);
+        for _ in 0..cfg.writers {
+            let (tx, rx) = mpsc::channel(cfg.queue_events);
+            shards.push(tx);
+            rxs.push(rx);
+        }
+        let rec = Arc::new(Recorder {
+            cfg: cfg.clone(),
+            shards,
+            threads: Mutex::new(Vec::new()),
+            index: Mutex::new(Index::default()),
+            live: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            stopped: AtomicBool::new(false),
+        });
+        rec.load_index();
+        rec.apply_retention();
+        let audit = AuditLog::open(&cfg.dir)?;
+        let mut audit = Some(audit);
+        for (i, rx) in rxs.into_iter().enumerate() {
+            let r = rec.clone();
+            let a = if i == 0 { audit.take() } else { None };
+            let h = std::thread::Builder::new()
+                .name(format!("gatehouse-rec{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    Writer::new(r, a).run(rx);
+                })?;
+            rec.threads.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+        }
+        Ok(rec)
+    }
+
+    /// The channel of a session's writer.
+    pub fn sender(&self, session: u32) -> mpsc::Sender<Ev> {
+        self.shards[session as usize % self.shards.len()].clone()
+    }
+
+    /// Events waiting in the channels.
+    pub fn backlog(&self) -> usize {
+        self.shards.iter().map(|s| s.max_capacity() - s.capacity()).sum()
+    }
+
+    /// Records an admin action (waits for room: the audit log never drops).
+    pub async fn audit(&self, who: &str, roles: &[String], action: &str, object: &str, outcome: &str) {
+        let ev = Ev::Audit {
+            t: now_us(),
+            who: who.to_string(),
+            roles: roles.to_vec(),
+            action: action.to_string(),
+            object: object.to_string(),
+            outcome: outcome.to_string(),
+        };
+        let _ = self.shards[0].send(ev).await;
+    }
+
+    /// Stops the writers after what is queued (sessions still open are
+    /// closed with an `interrupted` end), syncing every file.
+    pub fn finish(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for s in &self.shards {
+            let _ = s.blocking_send(Ev::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The path of a recording by id.
+    pub fn path_of(&self, id: &str) -> Option<PathBuf> {
+        let g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(id).map(|e| e.path.clone())
+    }
+
+    /// The audit log's path.
+    pub fn audit_path(&self) -> PathBuf {
+        self.cfg.dir.join(AUDIT_FILE)
+    }
+
+    fn load_index(&self) {
+        let mut files = Vec::new();
+        if record::collect(&self.cfg.dir, &mut files).is_err() {
+            return;
+        }
+        let mut entries: Vec<Entry> = files
+            .iter()
+            .filter(|p| !record::is_audit(p))
+            .filter_map(|p| entry_from_file(p))
+            .collect();
+        entries.sort_by_key(|e| e.started_us);
+        let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            g.upsert(e);
+        }
+    }
+
+    /// Deletes finished recordings past the age limit, then the oldest
+    /// until the total fits the size limit. Open sessions are never touched.
+    pub fn apply_retention(&self) {
+        let (days, max) = (self.cfg.retention_days, self.cfg.max_total_bytes);
+        if days == 0 && max == 0 {
+            return;
+        }
+        let now = now_us();
+        let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sizes: Vec<(u64, u64, PathBuf)> = g
+            .entries
+            .iter()
+            .filter(|e| !e.live)
+            .map(|e| {
+                let size = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
+                (e.started_us, size, e.path.clone())
+            })
+            .collect();
+        sizes.sort();
+        let mut total: u64 = sizes.iter().map(|s| s.1).sum();
+        let mut gone = Vec::new();
+        for (started, size, path) in &sizes {
+            let old = days > 0 && now.saturating_sub(*started) > days * 86_400 * 1_000_000;
+            let over = max > 0 && total > max;
+            if !(old || over) {
+                continue;
+            }
+            if std::fs::remove_file(path).is_ok() {
+                total -= size;
+                gone.push(path.clone());
+                self.stats.deleted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(target: "gatehouse::record", deleted = gone.len(), "recordings deleted by retention");
+            g.remove_paths(&gone);
+        }
+    }
+}
+
+/// The index entry of a recording on disk (first and last records).
+fn entry_from_file(p: &Path) -> Option<Entry> {
+    let f = File::open(p).ok()?;
+    let mut e: Option<Entry> = None;
+    for v in record::records(f) {
+        match v["kind"].as_str() {
+            Some("open") => {
+                e = Some(Entry {
+                    id: v["id"].as_str()?.to_string(),
+                    session: v["session"].as_u64().unwrap_or(0) as u32,
+                    identity: v["identity"].as_str().unwrap_or("").to_string(),
+                    roles: serde_json::from_value(v["roles"].clone()).unwrap_or_default(),
+                    target: v["target"].as_str().unwrap_or("").to_string(),
+                    client: v["client"].as_str().unwrap_or("").to_string(),
+                    started_us: v["t"].as_u64().unwrap_or(0),
+                    ended_us: None,
+                    end: None,
+                    statements: 0,
+                    decisions: Vec::new(),
+                    live: false,
+                    path: p.to_path_buf(),
+                })
+            }
+            Some("statement") => {
+                if let Some(e) = e.as_mut() {
+                    e.statements += 1;
+                    if let Some(d) = v["decision"].as_str() {
+                        if !e.decisions.iter().any(|x| x == d) {
+                            e.decisions.push(d.to_string());
+                        }
+                    }
+                }
+            }
+            Some("close") => {
+                if let Some(e) = e.as_mut() {
+                    e.ended_us = v["t"].as_u64();
+                    e.end = v["end"].as_str().map(str::to_string);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(e) = e.as_mut() {
+        if e.end.is_none() {
+            e.end = Some("unsealed".into());
+        }
+    }
+    e
+}
+
+const AUDIT_FILE: &str = "audit.ghrec";
+
+/// The audit log: one chain that continues across restarts.
+struct AuditLog {
+    file: BufWriter<File>,
+    chain: Chain,
+}
+
+impl AuditLog {
+    fn open(dir: &Path) -> std::io::Result<AuditLog> {
+        let path = dir.join(AUDIT_FILE);
+        let chain = if path.exists() {
+            match record::last_record(&path) {
+                Ok(Some((seq, line))) => Chain::after(seq, &line),
+                Ok(None) => Chain::default(),
+                Err(e) => {
+                    // A cut-short tail (a crash mid-write): keep the old
+                    // log aside, start a new chain.
+                    let aside = dir.join(format!("audit-broken-{}.ghrec", now_us()));
+                    tracing::warn!(target: "gatehouse::record", error = %e, aside = %aside.display(), "audit log set aside");
+                    std::fs::rename(&path, &aside)?;
+                    Chain::default()
+                }
+            }
+        } else {
+            Chain::default()
+        };
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut log = AuditLog {
+            file: BufWriter::new(file),
+            chain,
+        };
+        // Each start is on the record (and the log is never empty).
+        let line = log.chain.line(
+            now_us(),
+            "start",
+            json!({ "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION") }),
+        );
+        log.file.write_all(&line)?;
+        log.file.flush()?;
+        Ok(log)
+    }
+}
+
+/// A statement waiting for its result.
+struct Pending {
+    n: u64,
+    group: u64,
+    extended: bool,
+    t: u64,
+    columns: Vec<(String, i16)>,
+    masked: BTreeMap<String, u64>,
+    rows_seen: u64,
+    error: Option<Value>,
+    results: u32,
+}
+
+/// One open session file.
+struct Session {
+    id: String,
+    file: BufWriter<File>,
+    chain: Chain,
+    info: OpenInfo,
+    started: u64,
+    dirty: bool,
+    statements: HashMap<Vec<u8>, Arc<str>>,
+    portals: HashMap<Vec<u8>, (Arc<str>, Value)>,
+    queue: VecDeque<Pending>,
+    /// Sync/Query messages seen, and ReadyForQuery seen.
+    groups: u64,
+    readies: u64,
+    next_n: u64,
+    review: Option<Value>,
+    rows: Vec<Value>,
+    rows_of: u64,
+    live: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
+    entry: Entry,
+}
+
+struct Writer {
+    rec: Arc<Recorder>,
+    audit: Option<AuditLog>,
+    sessions: HashMap<u32, Session>,
+    classifier: Classifier,
+    last_sync: Instant,
+    last_retention: Instant,
+}
+
+impl Writer {
+    fn new(rec: Arc<Recorder>, audit: Option<AuditLog>) -> Writer {
+        Writer {
+            rec,
+            audit,
+            sessions: HashMap::new(),
+            classifier: Classifier::new(&[]),
+            last_sync: Instant::now(),
+            last_retention: Instant::now(),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Ev>) {
+        let interval = Duration::from_millis(self.rec.cfg.sync_interval_ms);
+        loop {
+            let mut stop = false;
+            let mut n = 0;
+            loop {
+                match rx.try_recv() {
+                    Ok(Ev::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(ev) => {
+                        self.handle(ev);
+                        n += 1;
+                        if n % 4096 == 0 {
+                            self.flush_buffers();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            }
+            if n > 0 {
+                self.flush_buffers();
+            }
+            if stop {
+                self.shutdown();
+                return;
+            }
+            if self.last_sync.elapsed() >= interval {
+                self.sync_dirty();
+            }
+            if self.last_retention.elapsed() >= Duration::from_secs(60) {
+                self.last_retention = Instant::now();
+                if self.audit.is_some() {
+                    self.rec.apply_retention();
+                }
+            }
+            if n == 0 {
+                std::thread::sleep(IDLE_POLL);
+            }
+        }
+    }
+
+    fn write_err(&self, what: &str, e: std::io::Error) {
+        self.rec.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(target: "gatehouse::record", error = %e, "recording: {what}");
+    }
+
+    /// Pushes buffered lines to the files (the live tails have them already).
+    fn flush_buffers(&mut self) {
+        let mut errs = Vec::new();
+        for s in self.sessions.values_mut() {
+            if let Err(e) = s.file.flush() {
+                errs.push(e);
+            }
+        }
+        if let Some(a) = self.audit.as_mut() {
+            if let Err(e) = a.file.flush() {
+                errs.push(e);
+            }
+        }
+        for e in errs {
+            self.write_err("flush", e);
+        }
+    }
+
+    fn sync_dirty(&mut self) {
+        self.last_sync = Instant::now();
+        let mut errs = Vec::new();
+        for s in self.sessions.values_mut().filter(|s| s.dirty) {
+            s.dirty = false;
+            if let Err(e) = s.file.flush().and_then(|_| s.file.get_ref().sync_data()) {
+                errs.push(e);
+            }
+            self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(a) = self.audit.as_mut() {
+            if let Err(e) = a.file.flush().and_then(|_| a.file.get_ref().sync_data()) {
+                errs.push(e);
+            }
+        }
+        for e in errs {
+            self.write_err("sync", e);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let ids: Vec<u32> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close(id, now_us(), "gateway-stopped", json!({}));
+        }
+        self.sync_dirty();
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Open { t, info } => self.open(t, *info),
+            Ev::Client {
+                session,
+                t,
+                frames,
+                refused,
+            } => self.client(session, t, &frames, &refused),
+            Ev::Server {
+                session,
+                t,
+                frames,
+                masked,
+                gap_rows,
+                gap_bytes,
+            } => self.server(session, t, &frames, masked, gap_rows, gap_bytes),
+            Ev::Review {
+                session,
+                t,
+                review,
+                outcome,
+                reason,
+                by,
+            } => {
+                let v = json!({ "review": review, "outcome": outcome, "reason": reason, "approvers": by });
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.review = Some(v.clone());
+                }
+                self.emit(session, t, "review", v);
+            }
+            Ev::Close {
+                session,
+                t,
+                end,
+                bytes_in,
+                bytes_out,
+                statements,
+                rows,
+                masked,
+            } => {
+                let v = json!({
+                    "bytes_in": bytes_in, "bytes_out": bytes_out, "statements": statements,
+                    "rows": rows, "masked": masked,
+                });
+                self.close(session, t, end, v);
+            }
+            Ev::Audit {
+                t,
+                who,
+                roles,
+                action,
+                object,
+                outcome,
+            } => {
+                if let Some(a) = self.audit.as_mut() {
+                    let line = a.chain.line(
+                        t,
+                        "admin",
+                        json!({ "who": who, "roles": roles, "action": action, "object": object, "outcome": outcome }),
+                    );
+                    if let Err(e) = a.file.write_all(&line) {
+                        self.write_err("audit log", e);
+                    }
+                }
+            }
+            Ev::Stop => {}
+        }
+    }
+
+    fn open(&mut self, t: u64, info: OpenInfo) {
+        let id = format!("{}-{:08x}", t / 1_000_000, info.session);
+        let day = civil_day(t / 1_000_000);
+        let dir = self.rec.cfg.dir.join(&day);
+        let path = dir.join(format!("{id}.{}", record::EXT));
+        let file = std::fs::create_dir_all(&dir).and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+        });
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                self.write_err("cannot create a session file", e);
+                return;
+            }
+        };
+        let (live, _) = tokio::sync::broadcast::channel(1024);
+        self.rec
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), live.clone());
+        let entry = Entry {
+            id: id.clone(),
+            session: info.session,
+            identity: info.identity.clone(),
+            roles: info.roles.clone(),
+            target: info.target.clone(),
+            client: info.client.clone(),
+            started_us: t,
+            ended_us: None,
+            end: None,
+            statements: 0,
+            decisions: Vec::new(),
+            live: true,
+            path: path.clone(),
+        };
+        self.rec
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upsert(entry.clone());
+        let fields = json!({
+            "id": id,
+            "session": info.session,
+            "identity": info.identity,
+            "roles": info.roles,
+            "client": info.client,
+            "target": info.target,
+            "account": info.account,
+            "tls": { "client": info.client_tls, "upstream": info.upstream_tls },
+            "worker": info.worker,
+            "results": format!("{:?}", info.results).to_lowercase(),
+        });
+        let session = info.session;
+        self.sessions.insert(
+            session,
+            Session {
+                id,
+                file: BufWriter::with_capacity(64 << 10, file),
+                chain: Chain::default(),
+                info,
+                started: t,
+                dirty: true,
+                statements: HashMap::new(),
+                portals: HashMap::new(),
+                queue: VecDeque::new(),
+                groups: 0,
+                readies: 0,
+                next_n: 0,
+                review: None,
+                rows: Vec::new(),
+                rows_of: 0,
+                live: Some(live),
+                entry,
+            },
+        );
+        self.emit(session, t, "open", fields);
+    }
+
+    /// Writes one record to a session's file and its live tail.
+    fn emit(&mut self, session: u32, t: u64, kind: &str, fields: Value) {
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let line = s.chain.line(t, kind, fields);
+        s.dirty = true;
+        self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.rec.stats.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
+        if let Some(l) = &s.live {
+            if l.receiver_count() > 0 {
+                let text: Arc<str> = String::from_utf8_lossy(&line[..line.len() - 1]).into();
+                let _ = l.send(text);
+            }
+        }
+        if let Err(e) = s.file.write_all(&line) {
+            self.write_err("write", e);
+        }
+    }
+
+    fn mask(s: &Session, text: &str) -> String {
+        match &s.info.engine {
+            Some(e) => e.mask_text(text),
+            None => text.to_string(),
+        }
+    }
+
+    fn client(&mut self, session: u32, t: u64, frames: &[u8], refused: &[(u32, &'static str, String)]) {
+        let mut records: Vec<Value> = Vec::new();
+        {
+            let Some(s) = self.sessions.get_mut(&session) else { return };
+            let mut at = 0;
+            let mut idx: u32 = 0;
+            while at + 5 <= frames.len() {
+                let tag = frames[at];
+                let len = i32::from_be_bytes([frames[at + 1], frames[at + 2], frames[at + 3], frames[at + 4]]) as usize;
+                let end = (at + 1 + len).min(frames.len());
+                let body = &frames[(at + 5).min(end)..end];
+                at = end;
+                let this = idx;
+                idx += 1;
+                let refusal = refused.iter().find(|r| r.0 == this);
+                match tag {
+                    b'P' => {
+                        let mut c = Cursor::new(body, "Parse");
+                        if let (Ok(name), Ok(sql)) = (c.cstr(), c.cstr()) {
+                            if s.statements.len() >= MAX_NAMES {
+                                s.statements.clear();
+                            }
+                            let sql: Arc<str> = String::from_utf8_lossy(sql).into();
+                            s.statements.insert(name.to_vec(), sql);
+                        }
+                    }
+                    b'B' => {
+                        if let Some((portal, stmt, params)) = bind_params(body) {
+                            let sql = s
+                                .statements
+                                .get(stmt)
+                                .cloned()
+                                .unwrap_or_else(|| Arc::from("<a statement prepared before gatehouse saw it>"));
+                            let params = Value::Array(
+                                params
+                                    .into_iter()
+                                    .map(|p| match p {
+                                        None => Value::Null,
+                                        Some(text) => Value::from(Self::mask(s, &text)),
+                                    })
+                                    .collect(),
+                            );
+                            if s.portals.len() >= MAX_NAMES {
+                                s.portals.clear();
+                            }
+                            s.portals.insert(portal.to_vec(), (sql, params));
+                        }
+                    }
+                    b'C' => {
+                        if let Some((&kind, rest)) = body.split_first() {
+                            let name = rest.split(|&b| b == 0).next().unwrap_or(&[]);
+                            if kind == b'S' {
+                                s.statements.remove(name);
+                            } else {
+                                s.portals.remove(name);
+                            }
+                        }
+                    }
+                    b'Q' | b'E' | b'F' => {
+                        let (protocol, sql, params) = match tag {
+                            b'Q' => (
+                                "simple",
+                                String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[])).into_owned(),
+                                Value::Null,
+                            ),
+                            b'E' => {
+                                let portal = body.split(|&b| b == 0).next().unwrap_or(&[]);
+                                match s.portals.get(portal) {
+                                    Some((sql, p)) => ("extended", sql.to_string(), p.clone()),
+                                    None => ("extended", "<a portal gatehouse did not see bound>".into(), Value::Null),
+                                }
+                            }
+                            _ => {
+                                let oid = body.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                                ("function", format!("<function call, oid {}>", oid.unwrap_or(0)), Value::Null)
+                            }
+                        };
+                        let class = self.classifier.classify(&sql);
+                        let sql = Self::mask(s, &sql);
+                        let n = s.next_n;
+                        s.next_n += 1;
+                        let review = s.review.take();
+                        let decision = match (refusal, &review) {
+                            (Some(_), _) => "deny",
+                            (None, Some(_)) => "approved",
+                            (None, None) => "allow",
+                        };
+                        let mut v = json!({
+                            "n": n,
+                            "protocol": protocol,
+                            "sql": sql,
+                            "class": class.class.as_str(),
+                            "decision": decision,
+                        });
+                        if !params.is_null() {
+                            v["params"] = params;
+                        }
+                        if let Some((_, code, msg)) = refusal {
+                            v["error"] = json!({ "code": code, "message": msg });
+                        }
+                        if let Some(r) = review {
+                            v["review"] = r;
+                        }
+                        {
+                            let mut m = self.rec.stats.statements.lock().unwrap_or_else(|p| p.into_inner());
+                            *m.entry((class.class.as_str().to_string(), decision.to_string())).or_default() += 1;
+                        }
+                        s.entry.statements += 1;
+                        if !s.entry.decisions.iter().any(|d| d == decision) {
+                            s.entry.decisions.push(decision.to_string());
+                        }
+                        s.queue.push_back(Pending {
+                            n,
+                            group: s.groups,
+                            extended: tag == b'E',
+                            t,
+                            columns: Vec::new(),
+                            masked: BTreeMap::new(),
+                            rows_seen: 0,
+                            error: None,
+                            results: 0,
+                        });
+                        if tag != b'E' {
+                            s.groups += 1;
+                        }
+                        records.push(v);
+                    }
+                    b'S' => s.groups += 1,
+                    _ => {}
+                }
+            }
+        }
+        for v in records {
+            self.emit(session, t, "statement", v);
+        }
+        if let Some(s) = self.sessions.get(&session) {
+            let e = s.entry.clone();
+            self.rec.index.lock().unwrap_or_else(|p| p.into_inner()).upsert(e);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn server(
+        &mut self,
+        session: u32,
+        t: u64,
+        frames: &[u8],
+        masked: Vec<(String, u64)>,
+        gap_rows: u64,
+        gap_bytes: u64,
+    ) {
+        let mut out: Vec<(&'static str, Value)> = Vec::new();
+        {
+            let Some(s) = self.sessions.get_mut(&session) else { return };
+            let mode = s.info.results;
+            if let Some(p) = s.queue.front_mut() {
+                for (rule, n) in masked {
+                    *p.masked.entry(rule).or_default() += n;
+                }
+            }
+            if gap_rows > 0 || gap_bytes > 0 {
+                out.push((
+                    "gap",
+                    json!({ "rows": gap_rows, "bytes": gap_bytes, "why": "result rows not recorded: the recorder was behind (or past the per-statement cap)" }),
+                ));
+            }
+            let mut at = 0;
+            while at + 5 <= frames.len() {
+                let tag = frames[at];
+                let len = i32::from_be_bytes([frames[at + 1], frames[at + 2], frames[at + 3], frames[at + 4]]) as usize;
+                let end = (at + 1 + len).min(frames.len());
+                let body = &frames[(at + 5).min(end)..end];
+                at = end;
+                match tag {
+                    b'T' => {
+                        if let Some(p) = s.queue.front_mut() {
+                            p.columns = row_description(body);
+                        }
+                    }
+                    b'D' if mode == ResultsMode::Full => {
+                        if let Some(p) = s.queue.front_mut() {
+                            p.rows_seen += 1;
+                            s.rows_of = p.n;
+                            s.rows.push(data_row(body, &p.columns));
+                            if s.rows.len() >= ROWS_PER_RECORD {
+                                out.push(("rows", json!({ "n": p.n, "rows": std::mem::take(&mut s.rows) })));
+                            }
+                        }
+                    }
+                    b'C' | b'I' | b's' | b'E' => {
+                        if !s.rows.is_empty() {
+                            out.push(("rows", json!({ "n": s.rows_of, "rows": std::mem::take(&mut s.rows) })));
+                        }
+                        let Some(p) = s.queue.front_mut() else { continue };
+                        p.results += 1;
+                        let mut v = json!({ "n": p.n, "duration_us": t.saturating_sub(p.t) });
+                        match tag {
+                            b'C' => {
+                                let tag = String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[]))
+                                    .into_owned();
+                                let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+                                v["tag"] = Value::from(tag);
+                                if let Some(r) = rows {
+                                    v["rows"] = Value::from(r);
+                                }
+                            }
+                            b'I' => v["tag"] = Value::from(""),
+                            b's' => v["suspended"] = Value::from(true),
+                            _ => {
+                                let mut code = String::new();
+                                let mut msg = String::new();
+                                for (f, val) in crate::wire::pg::error_fields(body) {
+                                    match f {
+                                        b'C' => code = String::from_utf8_lossy(val).into_owned(),
+                                        b'M' => msg = String::from_utf8_lossy(val).into_owned(),
+                                        _ => {}
+                                    }
+                                }
+                                let e = json!({ "code": code, "message": msg });
+                                p.error = Some(e.clone());
+                                v["error"] = e;
+                            }
+                        }
+                        if mode != ResultsMode::None || tag == b'E' {
+                            if !p.columns.is_empty() && mode != ResultsMode::None {
+                                v["columns"] =
+                                    Value::Array(p.columns.iter().map(|c| Value::from(c.0.clone())).collect());
+                            }
+                            if !p.masked.is_empty() {
+                                v["masked"] = json!(std::mem::take(&mut p.masked));
+                            }
+                            out.push(("result", v));
+                        }
+                        p.columns.clear();
+                        if p.extended {
+                            if tag == b'E' {
+                                // The server skips to Sync: the rest of the group has no result.
+                                let g = p.group;
+                                let popped = s.queue.pop_front();
+                                let _ = popped;
+                                while s.queue.front().is_some_and(|q| q.group == g) {
+                                    if let Some(q) = s.queue.pop_front() {
+                                        out.push(("result", json!({ "n": q.n, "skipped": "an earlier statement of the pipeline failed" })));
+                                    }
+                                }
+                            } else {
+                                s.queue.pop_front();
+                            }
+                        }
+                    }
+                    b'N' | b'A' => {
+                        let mut v = json!({});
+                        if tag == b'N' {
+                            for (f, val) in crate::wire::pg::error_fields(body) {
+                                let k = match f {
+                                    b'S' => "severity",
+                                    b'C' => "code",
+                                    b'M' => "message",
+                                    _ => continue,
+                                };
+                                v[k] = Value::from(String::from_utf8_lossy(val).into_owned());
+                            }
+                            out.push(("notice", v));
+                        } else {
+                            let mut c = Cursor::new(body, "Notification");
+                            let _ = c.i32();
+                            let ch = c.cstr().map(|x| String::from_utf8_lossy(x).into_owned()).unwrap_or_default();
+                            let pl = c.cstr().map(|x| String::from_utf8_lossy(x).into_owned()).unwrap_or_default();
+                            out.push(("notification", json!({ "channel": ch, "payload": pl })));
+                        }
+                    }
+                    b'Z' => {
+                        s.readies += 1;
+                        // Statements of groups now answered that got no result.
+                        while s.queue.front().is_some_and(|q| q.group < s.readies) {
+                            if let Some(q) = s.queue.pop_front() {
+                                if q.results == 0 {
+                                    out.push(("result", json!({ "n": q.n, "skipped": "no result (the group ended)" })));
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if gap_rows > 0 || gap_bytes > 0 {
+            self.rec.stats.gaps.fetch_add(1, Ordering::Relaxed);
+            self.rec.stats.gap_rows.fetch_add(gap_rows, Ordering::Relaxed);
+        }
+        for (kind, v) in out {
+            self.emit(session, t, kind, v);
+        }
+    }
+
+    fn close(&mut self, session: u32, t: u64, end: &str, mut fields: Value) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            if !s.rows.is_empty() {
+                let rows = std::mem::take(&mut s.rows);
+                let n = s.rows_of;
+                self.emit(session, t, "rows", json!({ "n": n, "rows": rows }));
+            }
+        }
+        let Some(s) = self.sessions.get(&session) else { return };
+        fields["end"] = Value::from(end);
+        fields["duration_ms"] = Value::from(t.saturating_sub(s.started) / 1000);
+        self.emit(session, t, "close", fields);
+        let Some(mut s) = self.sessions.remove(&session) else { return };
+        let records = s.chain.seq();
+        let line = s.chain.line(t, "seal", json!({ "records": records }));
+        if let Some(l) = &s.live {
+            if l.receiver_count() > 0 {
+                let _ = l.send(String::from_utf8_lossy(&line[..line.len() - 1]).into());
+            }
+        }
+        let res = s
+            .file
+            .write_all(&line)
+            .and_then(|_| s.file.flush())
+            .and_then(|_| s.file.get_ref().sync_all());
+        if let Err(e) = res {
+            self.write_err("seal", e);
+        }
+        self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.rec
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&s.id);
+        s.entry.live = false;
+        s.entry.ended_us = Some(t);
+        s.entry.end = Some(end.to_string());
+        self.rec
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upsert(s.entry);
+    }
+}
+
+/// A Bind's portal, statement and parameters (text; binary shown as
+/// `\x` hex unless it is UTF-8), capped.
+#[allow(clippy::type_complexity)]
+fn bind_params(body: &[u8]) -> Option<(&[u8], &[u8], Vec<Option<String>>)> {
+    let mut c = Cursor::new(body, "Bind");
+    let portal = c.cstr().ok()?;
+    let stmt = c.cstr().ok()?;
+    let nf = c.i16().ok()?.max(0) as usize;
+    let mut fmts = Vec::with_capacity(nf);
+    for _ in 0..nf {
+        fmts.push(c.i16().ok()?);
+    }
+    let np = c.i16().ok()?.max(0) as usize;
+    let mut out = Vec::with_capacity(np.min(MAX_PARAMS));
+    for i in 0..np {
+        let len = c.i32().ok()?;
+        let v = if len < 0 {
+            None
+        } else {
+            let b = c.bytes(len as usize).ok()?;
+            let fmt = match nf {
+                0 => 0,
+                1 => fmts[0],
+                _ => fmts.get(i).copied().unwrap_or(0),
+            };
+            let shown = &b[..b.len().min(MAX_PARAM_BYTES)];
+            let mut s = match (fmt, std::str::from_utf8(shown)) {
+                (_, Ok(s)) if fmt == 0 || !s.contains('\0') => s.to_string(),
+                _ => format!("\\x{}", hex::encode(shown)),
+            };
+            if b.len() > MAX_PARAM_BYTES {
+                s.push_str(&format!("…({} bytes)", b.len()));
+            }
+            Some(s)
+        };
+        if i < MAX_PARAMS {
+            out.push(v);
+        }
+    }
+    Some((portal, stmt, out))
+}
+
+fn row_description(body: &[u8]) -> Vec<(String, i16)> {
+    let mut c = Cursor::new(body, "RowDescription");
+    let n = c.i16().unwrap_or(0).max(0) as usize;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(name) = c.cstr() else { break };
+        // table oid, column, type oid, size, modifier, format
+        if c.bytes(4 + 2 + 4 + 2 + 4).is_err() {
+            break;
+        }
+        let fmt = c.i16().unwrap_or(0);
+        out.push((String::from_utf8_lossy(name).into_owned(), fmt));
+    }
+    out
+}
+
+fn data_row(body: &[u8], columns: &[(String, i16)]) -> Value {
+    let mut c = Cursor::new(body, "DataRow");
+    let n = c.i16().unwrap_or(0).max(0) as usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let Ok(len) = c.i32() else { break };
+        if len < 0 {
+            out.push(Value::Null);
+            continue;
+        }
+        let Ok(b) = c.bytes(len as usize) else { break };
+        let binary = columns.get(i).is_some_and(|c| c.1 == 1);
+        out.push(match (binary, std::str::from_utf8(b)) {
+            (false, Ok(s)) => Value::from(s),
+            _ => Value::from(format!("\\x{}", hex::encode(b))),
+        });
+    }
+    Value::Array(out)
+}
+
+/// `YYYY-MM-DD` of a Unix time (UTC).
+pub fn civil_day(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days() {
+        assert_eq!(civil_day(0), "1970-01-01");
+        assert_eq!(civil_day(1_764_150_000), "2025-11-26");
+        assert_eq!(civil_day(951_782_400), "2000-02-29");
+    }
+
+    #[test]
+    fn bind_parameters() {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"p\0s\0");
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&3i16.to_be_bytes());
+        b.extend_from_slice(&2i32.to_be_bytes());
+        b.extend_from_slice(b"42");
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&5i32.to_be_bytes());
+        b.extend_from_slice(b"hello");
+        let (portal, stmt, p) = bind_params(&b).unwrap();
+        assert_eq!((portal, stmt), (&b"p"[..], &b"s"[..]));
+        assert_eq!(p, vec![Some("42".into()), None, Some("hello".into())]);
+    }
+}

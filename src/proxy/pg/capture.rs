@@ -1,0 +1,235 @@
+//! What a session hands the recorder: copies of the frames that matter,
+//! taken as they go out (server frames after masking), sent in order
+//! through the recorder's bounded channel.
+//!
+//! A send that finds the channel full queues the event here, in order; the
+//! pump then waits for room before it reads more (statements and decisions
+//! are never dropped). Rows of `full` results are the exception: when the
+//! channel is full they are dropped and counted, and the recorder writes a
+//! `gap` record.
+
+use super::relay::{Edits, FrameRef};
+use crate::config::ResultsMode;
+use crate::control::recorder::Ev;
+use crate::record::now_us;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+/// One session's link to the recorder.
+pub struct SessionRec {
+    tx: mpsc::Sender<Ev>,
+    pub session: u32,
+    pub mode: ResultsMode,
+    max_rows: u64,
+    max_bytes: u64,
+    /// Events that found the channel full, oldest first.
+    queue: RefCell<VecDeque<Ev>>,
+    /// Rows and bytes of rows captured for the current result.
+    rows: Cell<u64>,
+    bytes: Cell<u64>,
+    /// Rows not recorded since the last server event that went out.
+    gap_rows: Cell<u64>,
+    gap_bytes: Cell<u64>,
+    /// Values masked in the current server batch, by rule index.
+    pub masked: RefCell<Vec<(u32, u64)>>,
+}
+
+fn client_tag(t: u8) -> bool {
+    matches!(t, b'Q' | b'P' | b'B' | b'E' | b'F' | b'C' | b'S')
+}
+
+fn server_tag(t: u8) -> bool {
+    matches!(
+        t,
+        b'T' | b'C' | b'E' | b'N' | b'A' | b'I' | b's' | b'Z' | b'G' | b'H' | b'W' | b'c'
+    )
+}
+
+impl SessionRec {
+    pub fn new(tx: mpsc::Sender<Ev>, session: u32, mode: ResultsMode, max_rows: u64, max_bytes: u64) -> Self {
+        SessionRec {
+            tx,
+            session,
+            mode,
+            max_rows,
+            max_bytes,
+            queue: RefCell::new(VecDeque::new()),
+            rows: Cell::new(0),
+            bytes: Cell::new(0),
+            gap_rows: Cell::new(0),
+            gap_bytes: Cell::new(0),
+            masked: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Sends now if there is room and nothing is queued; queues otherwise.
+    pub fn push(&self, ev: Ev) {
+        let mut q = self.queue.borrow_mut();
+        if !q.is_empty() {
+            q.push_back(ev);
+            return;
+        }
+        match self.tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ev)) => q.push_back(strip_rows(ev, self)),
+            // The recorder stopped (shutdown): nothing more to record.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    pub fn pending(&self) -> bool {
+        !self.queue.borrow().is_empty()
+    }
+
+    /// Waits until every queued event is in the channel.
+    pub async fn flush(&self) {
+        loop {
+            let Some(ev) = self.queue.borrow_mut().pop_front() else { return };
+            if self.tx.send(ev).await.is_err() {
+                self.queue.borrow_mut().clear();
+                return;
+            }
+        }
+    }
+
+    pub fn count_masked(&self, rule: u32) {
+        let mut m = self.masked.borrow_mut();
+        match m.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, n)) => *n += 1,
+            None => m.push((rule, 1)),
+        }
+    }
+
+    /// The client frames of a batch (up to a hold), and which of them were
+    /// refused (`refused`: frame index in `frames`, SQLSTATE, message).
+    pub fn client(&self, buf: &[u8], frames: &[FrameRef], refused: &[(usize, &'static str, String)]) {
+        let mut out = Vec::new();
+        let mut marks = Vec::new();
+        let mut idx: u32 = 0;
+        for (i, f) in frames.iter().enumerate() {
+            if !client_tag(f.tag) {
+                continue;
+            }
+            out.extend_from_slice(&buf[f.start..f.end]);
+            if let Some((_, code, msg)) = refused.iter().find(|r| r.0 == i) {
+                marks.push((idx, *code, msg.clone()));
+            }
+            idx += 1;
+        }
+        if out.is_empty() {
+            return;
+        }
+        self.push(Ev::Client {
+            session: self.session,
+            t: now_us(),
+            frames: out,
+            refused: marks,
+        });
+    }
+
+    /// The server frames of a batch as the client gets them: frames an
+    /// edit replaced are taken from the edit's output.
+    pub fn server(&self, buf: &[u8], frames: &[FrameRef], edits: &Edits, rule_id: impl Fn(u32) -> String) {
+        let mut out = Vec::new();
+        let mut e = 0;
+        let full = self.mode == ResultsMode::Full;
+        for f in frames {
+            while e < edits.list.len() && edits.list[e].frame_start < f.start {
+                e += 1;
+            }
+            let (bytes, replaced) = match edits.list.get(e) {
+                Some(x) if x.frame_start == f.start => (&edits.out[x.from..x.to], true),
+                _ => (&buf[f.start..f.end], false),
+            };
+            let Some(&tag) = bytes.first() else { continue };
+            if tag == b'D' {
+                if !full {
+                    continue;
+                }
+                let (r, b) = (self.rows.get(), self.bytes.get());
+                if r >= self.max_rows || b + bytes.len() as u64 > self.max_bytes {
+                    self.gap_rows.set(self.gap_rows.get() + 1);
+                    self.gap_bytes.set(self.gap_bytes.get() + bytes.len() as u64);
+                    continue;
+                }
+                self.rows.set(r + 1);
+                self.bytes.set(b + bytes.len() as u64);
+                out.extend_from_slice(bytes);
+                continue;
+            }
+            // A replacement may hold several frames (an error in place of a
+            // row): kept whole.
+            if replaced || server_tag(tag) {
+                out.extend_from_slice(bytes);
+            }
+            if matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z') {
+                self.rows.set(0);
+                self.bytes.set(0);
+            }
+        }
+        let masked: Vec<(String, u64)> = std::mem::take(&mut *self.masked.borrow_mut())
+            .into_iter()
+            .map(|(r, n)| (rule_id(r), n))
+            .collect();
+        if out.is_empty() && masked.is_empty() {
+            return;
+        }
+        let ev = Ev::Server {
+            session: self.session,
+            t: now_us(),
+            frames: out,
+            masked,
+            gap_rows: self.gap_rows.replace(0),
+            gap_bytes: self.gap_bytes.replace(0),
+        };
+        self.push(ev);
+    }
+
+    /// A large DataRow streamed through is not recorded: counted as a gap.
+    pub fn large_row(&self, len: usize) {
+        if self.mode == ResultsMode::Full {
+            self.gap_rows.set(self.gap_rows.get() + 1);
+            self.gap_bytes.set(self.gap_bytes.get() + len as u64);
+        }
+    }
+}
+
+/// A server event with its rows taken out (counted as a gap), for a
+/// channel with no room: result bodies may be dropped, nothing else.
+fn strip_rows(ev: Ev, rec: &SessionRec) -> Ev {
+    match ev {
+        Ev::Server {
+            session,
+            t,
+            frames,
+            masked,
+            mut gap_rows,
+            mut gap_bytes,
+        } if rec.mode == ResultsMode::Full => {
+            let mut kept = Vec::with_capacity(frames.len().min(4096));
+            let mut at = 0;
+            while at + 5 <= frames.len() {
+                let len =
+                    i32::from_be_bytes([frames[at + 1], frames[at + 2], frames[at + 3], frames[at + 4]]) as usize;
+                let end = (at + 1 + len).min(frames.len());
+                if frames[at] == b'D' {
+                    gap_rows += 1;
+                    gap_bytes += (end - at) as u64;
+                } else {
+                    kept.extend_from_slice(&frames[at..end]);
+                }
+                at = end;
+            }
+            Ev::Server {
+                session,
+                t,
+                frames: kept,
+                masked,
+                gap_rows,
+                gap_bytes,
+            }
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,357 @@
+//! The recording format: one file per session (and one audit log), JSON
+//! lines, each record chained to the one before it by SHA-256.
+//!
+//! ```text
+//! {"seq":0,"prev":"000…000","t":1764150000123456,"kind":"open",…}
+//! {"seq":1,"prev":"<hex SHA-256 of line 0's bytes>","t":…,"kind":"statement",…}
+//! …
+//! {"seq":N,"prev":"<hex SHA-256 of line N-1>","t":…,"kind":"seal","records":N}
+//! ```
+//!
+//! - `seq` counts from 0; `prev` is the lowercase hex SHA-256 of the
+//!   previous line's exact bytes (without its newline); the first record's
+//!   `prev` is 64 zeros. `t` is Unix time in microseconds.
+//! - A session file ends with a `seal` record whose `records` is its own
+//!   `seq`: a file without one was cut short (the gateway stopped, or the
+//!   file was truncated). The audit log is never sealed: it continues, across
+//!   restarts, from its last record.
+//! - Editing a record breaks the next record's `prev`; removing or
+//!   reordering records breaks `seq` and `prev`; cutting the end removes the
+//!   seal. [`verify`] names the first record that fails.
+//!
+//! Record kinds and their fields are documented in `docs/recording.md`.
+
+pub mod read;
+pub mod render;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// File name extension of recordings.
+pub const EXT: &str = "ghrec";
+/// The `prev` of a first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Longest record line accepted when reading (a capped `rows` record is
+/// far smaller).
+pub const MAX_LINE: usize = 64 << 20;
+
+/// Unix time in microseconds.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Appends records to one chain.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    prev: String,
+    seq: u64,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            prev: GENESIS.to_string(),
+            seq: 0,
+        }
+    }
+}
+
+impl Chain {
+    /// Continues a chain after a record with this `seq` and line.
+    pub fn after(seq: u64, line: &[u8]) -> Chain {
+        Chain {
+            prev: hex::encode(Sha256::digest(line)),
+            seq: seq + 1,
+        }
+    }
+
+    /// The next record's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Serialises a record of `kind` with `fields` (an object) as one line,
+    /// newline included, and advances the chain.
+    pub fn line(&mut self, t_us: u64, kind: &str, fields: Value) -> Vec<u8> {
+        let mut m = Map::new();
+        m.insert("seq".into(), Value::from(self.seq));
+        m.insert("prev".into(), Value::from(std::mem::take(&mut self.prev)));
+        m.insert("t".into(), Value::from(t_us));
+        m.insert("kind".into(), Value::from(kind));
+        if let Value::Object(f) = fields {
+            for (k, v) in f {
+                if !matches!(k.as_str(), "seq" | "prev" | "t" | "kind") {
+                    m.insert(k, v);
+                }
+            }
+        }
+        let mut out = serde_json::to_vec(&Value::Object(m)).unwrap_or_default();
+        self.prev = hex::encode(Sha256::digest(&out));
+        self.seq += 1;
+        out.push(b'\n');
+        out
+    }
+}
+
+/// What [`verify`] found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub path: PathBuf,
+    /// Records that check out, from the first.
+    pub intact: u64,
+    pub sealed: bool,
+    /// The first record that fails and why.
+    pub broken: Option<(u64, String)>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.broken.is_none() && self.sealed
+    }
+}
+
+/// Checks one recording: the chain, the sequence, the seal. `audit` files
+/// are not expected to be sealed.
+pub fn verify_reader(path: &Path, r: impl Read, audit: bool) -> Report {
+    let mut rep = Report {
+        path: path.to_path_buf(),
+        intact: 0,
+        sealed: false,
+        broken: None,
+    };
+    let mut reader = BufReader::new(r);
+    let mut prev = GENESIS.to_string();
+    let mut line = Vec::new();
+    let mut n: u64 = 0;
+    loop {
+        line.clear();
+        match read::read_line(&mut reader, &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                rep.broken = Some((n, format!("unreadable: {e}")));
+                return rep;
+            }
+        }
+        if rep.sealed {
+            rep.broken = Some((n, "a record after the seal".into()));
+            return rep;
+        }
+        if line.last() != Some(&b'\n') {
+            rep.broken = Some((n, "the record is cut short (no end of line)".into()));
+            return rep;
+        }
+        let body = &line[..line.len() - 1];
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                rep.broken = Some((n, format!("not a JSON record: {e}")));
+                return rep;
+            }
+        };
+        if v["seq"].as_u64() != Some(n) {
+            rep.broken = Some((
+                n,
+                format!(
+                    "out of sequence: seq is {}, expected {n} (a record was removed, added or moved)",
+                    v["seq"]
+                ),
+            ));
+            return rep;
+        }
+        if v["prev"].as_str() != Some(prev.as_str()) {
+            rep.broken = Some((
+                n,
+                if n == 0 {
+                    "the first record's prev is not the genesis value".into()
+                } else {
+                    format!("prev does not match record {}: record {} was changed", n - 1, n - 1)
+                },
+            ));
+            return rep;
+        }
+        if v["kind"] == "seal" {
+            if v["records"].as_u64() != Some(n) {
+                rep.broken = Some((n, format!("the seal counts {} records, the file has {n}", v["records"])));
+                return rep;
+            }
+            rep.sealed = true;
+        }
+        prev = hex::encode(Sha256::digest(body));
+        n += 1;
+        rep.intact = n;
+    }
+    if n == 0 {
+        rep.broken = Some((0, "empty recording".into()));
+    } else if !rep.sealed && !audit {
+        rep.broken = Some((
+            n,
+            format!("no seal after record {}: the recording was cut short (truncated, or the gateway stopped before the session ended)", n - 1),
+        ));
+    }
+    if audit && rep.broken.is_none() {
+        rep.sealed = true;
+    }
+    rep
+}
+
+/// Whether a file is an audit log (by name).
+pub fn is_audit(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("audit"))
+}
+
+/// Checks a file, or every recording under a directory (sorted by path).
+pub fn verify(path: &Path) -> std::io::Result<Vec<Report>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect(path, &mut files)?;
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let file = std::fs::File::open(&f)?;
+        out.push(verify_reader(&f, file, is_audit(&f)));
+    }
+    Ok(out)
+}
+
+/// Every recording file under `dir`.
+pub fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            collect(&p, out)?;
+        } else if p.extension().and_then(|x| x.to_str()) == Some(EXT) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The last complete line of a file and its `seq` (to continue a chain).
+pub fn last_record(path: &Path) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+    let f = std::fs::File::open(path)?;
+    let mut r = BufReader::new(f);
+    let mut last = None;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if read::read_line(&mut r, &mut line)? == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(std::io::Error::other("the last record is cut short"));
+        }
+        line.pop();
+        let v: Value = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
+        let seq = v["seq"].as_u64().ok_or_else(|| std::io::Error::other("a record without seq"))?;
+        last = Some((seq, line.clone()));
+    }
+    Ok(last)
+}
+
+/// Reads records as JSON values (stops at the first bad line).
+pub fn records(r: impl Read) -> impl Iterator<Item = Value> {
+    let mut reader = BufReader::new(r);
+    let mut line = Vec::new();
+    std::iter::from_fn(move || {
+        line.clear();
+        match read::read_line(&mut reader, &mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => serde_json::from_slice(&line).ok(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(n: usize, seal: bool) -> Vec<u8> {
+        let mut c = Chain::default();
+        let mut out = c.line(1, "open", json!({"session": "s"}));
+        for i in 0..n {
+            out.extend(c.line(2 + i as u64, "statement", json!({"sql": format!("select {i}")})));
+        }
+        if seal {
+            let s = c.seq();
+            out.extend(c.line(99, "seal", json!({ "records": s })));
+        }
+        out
+    }
+
+    fn check(data: &[u8]) -> Report {
+        verify_reader(Path::new("x.ghrec"), data, false)
+    }
+
+    #[test]
+    fn a_sealed_chain_verifies() {
+        let r = check(&sample(5, true));
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.intact, 7);
+    }
+
+    #[test]
+    fn an_edit_breaks_the_next_record() {
+        let data = String::from_utf8(sample(5, true)).unwrap().replace("select 2", "select 9");
+        let r = check(data.as_bytes());
+        // Record 3 holds `select 2`; record 4's prev no longer matches.
+        assert_eq!(r.broken.as_ref().map(|b| b.0), Some(4), "{r:?}");
+        assert!(r.broken.unwrap().1.contains("record 3 was changed"));
+    }
+
+    #[test]
+    fn removed_reordered_and_truncated_records_fail() {
+        let data = String::from_utf8(sample(5, true)).unwrap();
+        let lines: Vec<&str> = data.lines().collect();
+        let mut removed = lines.clone();
+        removed.remove(2);
+        let r = check((removed.join("\n") + "\n").as_bytes());
+        assert_eq!(r.broken.as_ref().map(|b| b.0), Some(2), "{r:?}");
+        let mut swapped = lines.clone();
+        swapped.swap(2, 3);
+        let r = check((swapped.join("\n") + "\n").as_bytes());
+        assert_eq!(r.broken.as_ref().map(|b| b.0), Some(2), "{r:?}");
+        // Cut at a record boundary: no seal.
+        let cut = lines[..4].join("\n") + "\n";
+        let r = check(cut.as_bytes());
+        assert_eq!(r.intact, 4);
+        assert!(!r.ok());
+        assert!(r.broken.unwrap().1.contains("no seal"));
+        // Cut inside a record.
+        let r = check(&data.as_bytes()[..data.len() - 10]);
+        assert_eq!(r.broken.as_ref().map(|b| b.0), Some(6), "{r:?}");
+        assert!(r.broken.unwrap().1.contains("cut short"));
+    }
+
+    #[test]
+    fn a_forged_seal_count_fails() {
+        let data = String::from_utf8(sample(2, true)).unwrap().replace("\"records\":4", "\"records\":3");
+        let r = check(data.as_bytes());
+        assert_eq!(r.broken.as_ref().map(|b| b.0), Some(4), "{r:?}");
+    }
+
+    #[test]
+    fn chains_continue() {
+        let data = sample(2, false);
+        let text = String::from_utf8(data.clone()).unwrap();
+        let last = text.lines().last().unwrap();
+        let mut c = Chain::after(3, last.as_bytes());
+        let mut all = data;
+        all.extend(c.line(5, "statement", json!({})));
+        let s = c.seq();
+        all.extend(c.line(6, "seal", json!({ "records": s })));
+        assert!(check(&all).ok());
+    }
+}
