@@ -302,12 +302,15 @@ fn replay(
     let data: Vec<u8> = match (file, session, admin) {
         (Some(f), None, _) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
         (None, Some(id), Some(a)) => admin_client(&a)?.download(
-            &format!("/api/v1/recordings/{}/events?format=jsonl", id.replace(['/', '?', '#'], "")),
+            &format!(
+                "/api/v1/recordings/{}/events?format=jsonl",
+                id.replace(['/', '?', '#'], "")
+            ),
             1 << 30,
         )?,
         _ => anyhow::bail!("give a recording FILE, or --admin URL and --session ID"),
     };
-    if !(speed > 0.0) {
+    if speed.is_nan() || speed <= 0.0 {
         anyhow::bail!("--speed must be more than 0");
     }
     let mut out = std::io::stdout().lock();

@@ -117,6 +117,38 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         &[Role::Admin, Role::Approver],
         "Denies as the token's name. Body: {\"reason\": \"...\"}; the client gets the reason.",
     ),
+    (
+        "get",
+        "/api/v1/recordings",
+        &[Role::Admin, Role::Auditor],
+        "Recorded sessions, newest first. Filters: identity, target, since, until (Unix seconds or \
+         YYYY-MM-DDTHH:MM:SSZ), text (in statements), decision (allow, deny, approved); paging: \
+         limit (1-1000, default 50), offset.",
+    ),
+    (
+        "get",
+        "/api/v1/recordings/{id}",
+        &[Role::Admin, Role::Auditor],
+        "One recorded session: who, where, how it ended, record counts, and its chain verified.",
+    ),
+    (
+        "get",
+        "/api/v1/recordings/{id}/events",
+        &[Role::Admin, Role::Auditor],
+        "The session's records: `?format=jsonl` (default), `csv` or `text` (a transcript). Audited.",
+    ),
+    (
+        "get",
+        "/api/v1/recordings/{id}/tail",
+        &[Role::Admin, Role::Auditor],
+        "Server-sent events: the records so far, then each new one until the session is sealed. Audited.",
+    ),
+    (
+        "get",
+        "/api/v1/audit",
+        &[Role::Admin, Role::Auditor],
+        "The audit log of admin actions (same chained format): `?format=jsonl|csv|text`. Audited.",
+    ),
 ];
 
 /// Longest grant an approval may give: a day.
@@ -124,7 +156,7 @@ pub const MAX_GRANT_MINUTES: u64 = 24 * 60;
 /// Longest reason accepted with a decision, in bytes.
 pub const MAX_REASON_BYTES: usize = 1000;
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
@@ -144,7 +176,9 @@ fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<Strin
             }
         }
     }
-    None
+    // An OIDC JWT: its groups map to roles (`[oidc] role_map`), which may
+    // be admin, auditor, approver or approver roles of the policy.
+    state.auth.bearer(token).map(|id| (id.name, id.roles))
 }
 
 /// Checks the caller may use the route at `path` with `method`.
@@ -155,7 +189,7 @@ fn authorize(st: &AppState, headers: &HeaderMap, method: &str, path: &str) -> Re
 
 /// As [`authorize`], also returning the token's configured roles.
 #[allow(clippy::result_large_err)]
-fn authorize_roles(
+pub(super) fn authorize_roles(
     st: &AppState,
     headers: &HeaderMap,
     method: &str,
@@ -184,6 +218,13 @@ fn authorize_roles(
             StatusCode::FORBIDDEN,
             &format!("this needs one of the roles: {}", need.join(", ")),
         ))
+    }
+}
+
+/// Writes an admin action to the audit log (when sessions are recorded).
+pub(super) async fn audit(st: &AppState, who: &str, roles: &[String], action: &str, object: &str, outcome: &str) {
+    if let Some(r) = st.shared.recorder.get() {
+        r.audit(who, roles, action, object, outcome).await;
     }
 }
 
@@ -236,7 +277,7 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn kill(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let who = match authorize(&st, &headers, "post", "/api/v1/sessions/{id}/kill") {
+    let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/sessions/{id}/kill") {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -245,14 +286,16 @@ async fn kill(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<Str
     };
     if st.shared.registry.kill(pid, KillReason::Admin) {
         tracing::info!(target: "gatehouse::admin", session = pid, by = %who, "session killed");
+        audit(&st, &who, &roles, "kill", &format!("session {pid}"), "killed").await;
         Json(json!({ "killed": id })).into_response()
     } else {
+        audit(&st, &who, &roles, "kill", &format!("session {pid}"), "not found").await;
         error(StatusCode::NOT_FOUND, "no open session has this id")
     }
 }
 
 async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let who = match authorize(&st, &headers, "post", "/api/v1/reload") {
+    let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/reload") {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -260,9 +303,13 @@ async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
     match tokio::task::spawn_blocking(move || ops.reload()).await {
         Ok(Ok(())) => {
             tracing::info!(target: "gatehouse::admin", by = %who, "configuration reloaded");
+            audit(&st, &who, &roles, "reload", "configuration", "reloaded").await;
             Json(json!({ "reloaded": true })).into_response()
         }
-        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Ok(Err(e)) => {
+            audit(&st, &who, &roles, "reload", "configuration", &format!("refused: {e}")).await;
+            error(StatusCode::UNPROCESSABLE_ENTITY, &e)
+        }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload failed"),
     }
 }
@@ -391,7 +438,32 @@ async fn review_approve(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/reviews/{id}/approve") {
+    review_decide(st, headers, id, body, true).await
+}
+
+async fn review_deny(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    review_decide(st, headers, id, body, false).await
+}
+
+/// Approves or denies as the token's name; both are audited.
+async fn review_decide(
+    st: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: axum::body::Bytes,
+    approve: bool,
+) -> Response {
+    let (route, action) = if approve {
+        ("/api/v1/reviews/{id}/approve", "approve")
+    } else {
+        ("/api/v1/reviews/{id}/deny", "deny")
+    };
+    let (who, roles) = match authorize_roles(&st, &headers, "post", route) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -399,11 +471,19 @@ async fn review_approve(
         Ok(d) => d,
         Err(r) => return r,
     };
-    let grant = match d.grant_secs() {
-        0 => Grant::Once,
-        n => Grant::For(n),
+    let res = if approve {
+        let grant = match d.grant_secs() {
+            0 => Grant::Once,
+            n => Grant::For(n),
+        };
+        st.shared.reviews.approve(&id, &who, &roles, grant)
+    } else {
+        if d.grant_secs() != 0 {
+            return error(StatusCode::BAD_REQUEST, "a denial grants nothing: no `grant_minutes`");
+        }
+        st.shared.reviews.deny(&id, &who, &roles, &d.reason)
     };
-    match st.shared.reviews.approve(&id, &who, &roles, grant) {
+    match res {
         Ok(r) => {
             tracing::info!(
                 target: "gatehouse::admin",
@@ -417,50 +497,36 @@ async fn review_approve(
                 grant_secs = d.grant_secs(),
                 state = state_name(&r.status),
                 reason = ?d.reason,
-                "review approval recorded"
+                "review {action} recorded"
             );
+            let outcome = format!(
+                "{}{}{}",
+                state_name(&r.status),
+                if d.grant_secs() > 0 {
+                    format!(", grant {}s", d.grant_secs())
+                } else {
+                    String::new()
+                },
+                if d.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(", reason: {}", d.reason)
+                }
+            );
+            audit(&st, &who, &roles, action, &format!("review {id}"), &outcome).await;
             Json(r).into_response()
         }
         Err(e) => {
-            tracing::info!(target: "gatehouse::admin", review = ?id, by = %who, refused = %e, "review approval refused");
-            review_error(&st, &id, e)
-        }
-    }
-}
-
-async fn review_deny(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/reviews/{id}/deny") {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let d = match decision(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    if d.grant_secs() != 0 {
-        return error(StatusCode::BAD_REQUEST, "a denial grants nothing: no `grant_minutes`");
-    }
-    match st.shared.reviews.deny(&id, &who, &roles, &d.reason) {
-        Ok(r) => {
-            tracing::info!(
-                target: "gatehouse::admin",
-                review = %r.id,
-                by = %who,
-                identity = %r.request.identity,
-                target = %r.request.target,
-                class = %r.request.class,
-                reason = ?d.reason,
-                "review denied"
-            );
-            Json(r).into_response()
-        }
-        Err(e) => {
-            tracing::info!(target: "gatehouse::admin", review = ?id, by = %who, refused = %e, "review denial refused");
+            tracing::info!(target: "gatehouse::admin", review = ?id, by = %who, refused = %e, "review {action} refused");
+            audit(
+                &st,
+                &who,
+                &roles,
+                action,
+                &format!("review {id}"),
+                &format!("refused: {e}"),
+            )
+            .await;
             review_error(&st, &id, e)
         }
     }
@@ -490,6 +556,39 @@ fn doc_details(method: &str, path: &str, op: &mut serde_json::Value) {
                 "schema": { "type": "string", "enum": STATES },
             }]);
             op["responses"]["400"] = json!({ "description": "an unknown state" });
+        }
+        ("get", "/api/v1/recordings") => {
+            let q = |name: &str, schema: serde_json::Value| json!({ "name": name, "in": "query", "required": false, "schema": schema });
+            op["parameters"] = json!([
+                q("identity", json!({ "type": "string" })),
+                q("target", json!({ "type": "string" })),
+                q("since", json!({ "type": "string" })),
+                q("until", json!({ "type": "string" })),
+                q("text", json!({ "type": "string" })),
+                q(
+                    "decision",
+                    json!({ "type": "string", "enum": ["allow", "deny", "approved"] })
+                ),
+                q(
+                    "limit",
+                    json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 })
+                ),
+                q("offset", json!({ "type": "integer", "minimum": 0, "default": 0 })),
+            ]);
+            op["responses"]["400"] = json!({ "description": "a malformed filter" });
+            op["responses"]["404"] = json!({ "description": "sessions are not recorded" });
+        }
+        ("get", "/api/v1/recordings/{id}/events") | ("get", "/api/v1/audit") => {
+            let mut params = op["parameters"].as_array().cloned().unwrap_or_default();
+            params.push(json!({
+                "name": "format", "in": "query", "required": false,
+                "schema": { "type": "string", "enum": ["jsonl", "csv", "text"], "default": "jsonl" },
+            }));
+            op["parameters"] = json!(params);
+            op["responses"]["404"] = json!({ "description": "no such recording" });
+        }
+        ("get", "/api/v1/recordings/{id}") | ("get", "/api/v1/recordings/{id}/tail") => {
+            op["responses"]["404"] = json!({ "description": "no such recording" });
         }
         ("get", "/api/v1/reviews/{id}") => {
             op["responses"]["404"] = json!({ "description": "no review has this id" });
@@ -555,6 +654,11 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/reviews/{id}", get(review_get))
         .route("/api/v1/reviews/{id}/approve", post(review_approve))
         .route("/api/v1/reviews/{id}/deny", post(review_deny))
+        .route("/api/v1/recordings", get(super::recordings_api::list))
+        .route("/api/v1/recordings/{id}", get(super::recordings_api::detail))
+        .route("/api/v1/recordings/{id}/events", get(super::recordings_api::events))
+        .route("/api/v1/recordings/{id}/tail", get(super::recordings_api::tail))
+        .route("/api/v1/audit", get(super::recordings_api::audit_log))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
         .with_state(app)
 }

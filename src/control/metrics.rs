@@ -127,5 +127,64 @@ pub fn render(s: &Shared) -> String {
         family(&mut out, "gatehouse_scan_rules", "gauge", "Secret rules in force.");
         let _ = writeln!(out, "gatehouse_scan_rules {}", engine.rule_count());
     }
+    family(
+        &mut out,
+        "gatehouse_reviews_pending",
+        "gauge",
+        "Statements held for approval now.",
+    );
+    let _ = writeln!(out, "gatehouse_reviews_pending {}", s.reviews.pending());
+    if let Some(r) = s.recorder.get() {
+        family(
+            &mut out,
+            "gatehouse_statements_by_class_total",
+            "counter",
+            "Recorded statements by class and policy decision.",
+        );
+        for ((class, decision), n) in r.stats.statements.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "gatehouse_statements_by_class_total{{class=\"{}\",decision=\"{}\"}} {n}",
+                label(class),
+                label(decision)
+            );
+        }
+        family(
+            &mut out,
+            "gatehouse_recorder_backlog",
+            "gauge",
+            "Events waiting for the recorder's writers.",
+        );
+        let _ = writeln!(out, "gatehouse_recorder_backlog {}", r.backlog());
+        let st = &r.stats;
+        for (name, help, v) in [
+            ("gatehouse_recorder_records_total", "Records written.", &st.records),
+            ("gatehouse_recorder_bytes_total", "Bytes of records written.", &st.bytes),
+            (
+                "gatehouse_recorder_gaps_total",
+                "Gap records (result rows not recorded).",
+                &st.gaps,
+            ),
+            (
+                "gatehouse_recorder_gap_rows_total",
+                "Result rows not recorded.",
+                &st.gap_rows,
+            ),
+            ("gatehouse_recorder_syncs_total", "File syncs.", &st.syncs),
+            (
+                "gatehouse_recorder_write_errors_total",
+                "Failed writes or syncs.",
+                &st.write_errors,
+            ),
+            (
+                "gatehouse_recorder_deleted_total",
+                "Recordings deleted by retention.",
+                &st.deleted,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
     out
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod metrics;
 pub mod notify;
 pub mod recorder;
+pub mod recordings_api;
 pub mod reviews;
 
 use crate::proxy::pg::Shared;

@@ -676,12 +676,8 @@ impl Writer {
         let day = civil_day(t / 1_000_000);
         let dir = self.rec.cfg.dir.join(&day);
         let path = dir.join(format!("{id}.{}", record::EXT));
-        let file = std::fs::create_dir_all(&dir).and_then(|_| {
-            std::fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .open(&path)
-        });
+        let file = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::OpenOptions::new().create_new(true).write(true).open(&path));
         let file = match file {
             Ok(f) => f,
             Err(e) => {
@@ -755,7 +751,9 @@ impl Writer {
 
     /// Writes one record to a session's file and its live tail.
     fn emit(&mut self, session: u32, t: u64, kind: &str, fields: Value) {
-        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
         let line = s.chain.line(t, kind, fields);
         s.dirty = true;
         self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
@@ -781,7 +779,9 @@ impl Writer {
     fn client(&mut self, session: u32, t: u64, frames: &[u8], refused: &[(u32, &'static str, String)]) {
         let mut records: Vec<Value> = Vec::new();
         {
-            let Some(s) = self.sessions.get_mut(&session) else { return };
+            let Some(s) = self.sessions.get_mut(&session) else {
+                return;
+            };
             let mut at = 0;
             let mut idx: u32 = 0;
             while at + 5 <= frames.len() {
@@ -852,7 +852,11 @@ impl Writer {
                             }
                             _ => {
                                 let oid = body.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                                ("function", format!("<function call, oid {}>", oid.unwrap_or(0)), Value::Null)
+                                (
+                                    "function",
+                                    format!("<function call, oid {}>", oid.unwrap_or(0)),
+                                    Value::Null,
+                                )
                             }
                         };
                         let class = self.classifier.classify(&sql);
@@ -883,7 +887,8 @@ impl Writer {
                         }
                         {
                             let mut m = self.rec.stats.statements.lock().unwrap_or_else(|p| p.into_inner());
-                            *m.entry((class.class.as_str().to_string(), decision.to_string())).or_default() += 1;
+                            *m.entry((class.class.as_str().to_string(), decision.to_string()))
+                                .or_default() += 1;
                         }
                         s.entry.statements += 1;
                         if !s.entry.decisions.iter().any(|d| d == decision) {
@@ -931,7 +936,9 @@ impl Writer {
     ) {
         let mut out: Vec<(&'static str, Value)> = Vec::new();
         {
-            let Some(s) = self.sessions.get_mut(&session) else { return };
+            let Some(s) = self.sessions.get_mut(&session) else {
+                return;
+            };
             let mode = s.info.results;
             if let Some(p) = s.queue.front_mut() {
                 for (rule, n) in masked {
@@ -976,8 +983,8 @@ impl Writer {
                         let mut v = json!({ "n": p.n, "duration_us": t.saturating_sub(p.t) });
                         match tag {
                             b'C' => {
-                                let tag = String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[]))
-                                    .into_owned();
+                                let tag =
+                                    String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
                                 let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
                                 v["tag"] = Value::from(tag);
                                 if let Some(r) = rows {
@@ -1044,8 +1051,14 @@ impl Writer {
                         } else {
                             let mut c = Cursor::new(body, "Notification");
                             let _ = c.i32();
-                            let ch = c.cstr().map(|x| String::from_utf8_lossy(x).into_owned()).unwrap_or_default();
-                            let pl = c.cstr().map(|x| String::from_utf8_lossy(x).into_owned()).unwrap_or_default();
+                            let ch = c
+                                .cstr()
+                                .map(|x| String::from_utf8_lossy(x).into_owned())
+                                .unwrap_or_default();
+                            let pl = c
+                                .cstr()
+                                .map(|x| String::from_utf8_lossy(x).into_owned())
+                                .unwrap_or_default();
                             out.push(("notification", json!({ "channel": ch, "payload": pl })));
                         }
                     }
@@ -1085,7 +1098,9 @@ impl Writer {
         fields["end"] = Value::from(end);
         fields["duration_ms"] = Value::from(t.saturating_sub(s.started) / 1000);
         self.emit(session, t, "close", fields);
-        let Some(mut s) = self.sessions.remove(&session) else { return };
+        let Some(mut s) = self.sessions.remove(&session) else {
+            return;
+        };
         let records = s.chain.seq();
         let line = s.chain.line(t, "seal", json!({ "records": records }));
         if let Some(l) = &s.live {
@@ -1103,19 +1118,11 @@ impl Writer {
         }
         self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
         self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        self.rec
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&s.id);
+        self.rec.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
         s.entry.live = false;
         s.entry.ended_us = Some(t);
         s.entry.end = Some(end.to_string());
-        self.rec
-            .index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upsert(s.entry);
+        self.rec.index.lock().unwrap_or_else(|p| p.into_inner()).upsert(s.entry);
     }
 }
 

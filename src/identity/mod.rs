@@ -39,6 +39,11 @@ pub enum AuthError {
 /// Checks a client's user name and password (a gatehouse credential).
 pub trait Authenticator: Send + Sync {
     fn authenticate(&self, user: &str, password: &[u8]) -> Result<Identity, AuthError>;
+    /// An OIDC JWT presented as an admin API bearer token: the identity it
+    /// names, with its mapped roles (`None`: not a valid token).
+    fn bearer(&self, _token: &str) -> Option<Identity> {
+        None
+    }
 }
 
 /// Parses `sha256:<64 hex>` into the digest.
@@ -116,6 +121,18 @@ impl Authenticator for Chain {
             Some(o) if oidc::looks_like_jwt(password) => o.authenticate(user, password),
             _ => self.static_tokens.authenticate(user, password),
         }
+    }
+
+    fn bearer(&self, token: &str) -> Option<Identity> {
+        let o = self.oidc.as_ref()?;
+        if !oidc::looks_like_jwt(token.as_bytes()) {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        o.check_bearer(token, now).ok()
     }
 }
 

@@ -244,11 +244,7 @@ impl Policy {
 
     /// What of results to record for an identity with `roles`: the most
     /// detailed any of its roles asks for, else `default`.
-    pub fn record_results(
-        &self,
-        roles: &[String],
-        default: crate::config::ResultsMode,
-    ) -> crate::config::ResultsMode {
+    pub fn record_results(&self, roles: &[String], default: crate::config::ResultsMode) -> crate::config::ResultsMode {
         self.role_policies(roles)
             .iter()
             .filter_map(|(_, p)| p.record_results)

@@ -254,7 +254,9 @@ pub fn last_record(path: &Path) -> std::io::Result<Option<(u64, Vec<u8>)>> {
         }
         line.pop();
         let v: Value = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
-        let seq = v["seq"].as_u64().ok_or_else(|| std::io::Error::other("a record without seq"))?;
+        let seq = v["seq"]
+            .as_u64()
+            .ok_or_else(|| std::io::Error::other("a record without seq"))?;
         last = Some((seq, line.clone()));
     }
     Ok(last)
@@ -304,7 +306,9 @@ mod tests {
 
     #[test]
     fn an_edit_breaks_the_next_record() {
-        let data = String::from_utf8(sample(5, true)).unwrap().replace("select 2", "select 9");
+        let data = String::from_utf8(sample(5, true))
+            .unwrap()
+            .replace("select 2", "select 9");
         let r = check(data.as_bytes());
         // Record 3 holds `select 2`; record 4's prev no longer matches.
         assert_eq!(r.broken.as_ref().map(|b| b.0), Some(4), "{r:?}");
@@ -337,7 +341,9 @@ mod tests {
 
     #[test]
     fn a_forged_seal_count_fails() {
-        let data = String::from_utf8(sample(2, true)).unwrap().replace("\"records\":4", "\"records\":3");
+        let data = String::from_utf8(sample(2, true))
+            .unwrap()
+            .replace("\"records\":4", "\"records\":3");
         let r = check(data.as_bytes());
         assert_eq!(r.broken.as_ref().map(|b| b.0), Some(4), "{r:?}");
     }

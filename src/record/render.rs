@@ -251,7 +251,10 @@ fn text(v: &Value) -> String {
                 o,
                 "{t}  {} ({}) {} {}: {}",
                 s(&v["who"]),
-                v["roles"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                v["roles"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
                 s(&v["action"]),
                 s(&v["object"]),
                 s(&v["outcome"])
@@ -274,7 +277,10 @@ mod tests {
         let v = json!({"seq": 3, "t": 1, "kind": "statement", "n": 0, "class": "read", "decision": "allow",
                        "sql": "select 'a,b', \"x\"", "params": ["1"]});
         let l = line(&v, Format::Csv);
-        assert_eq!(l, "3,1,statement,0,read,allow,\"select 'a,b', \"\"x\"\"\",\"[\"\"1\"\"]\",,,,\n");
+        assert_eq!(
+            l,
+            "3,1,statement,0,read,allow,\"select 'a,b', \"\"x\"\"\",\"[\"\"1\"\"]\",,,,\n"
+        );
     }
 
     #[test]

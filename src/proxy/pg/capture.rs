@@ -85,7 +85,9 @@ impl SessionRec {
     /// Waits until every queued event is in the channel.
     pub async fn flush(&self) {
         loop {
-            let Some(ev) = self.queue.borrow_mut().pop_front() else { return };
+            let Some(ev) = self.queue.borrow_mut().pop_front() else {
+                return;
+            };
             if self.tx.send(ev).await.is_err() {
                 self.queue.borrow_mut().clear();
                 return;
@@ -210,8 +212,7 @@ fn strip_rows(ev: Ev, rec: &SessionRec) -> Ev {
             let mut kept = Vec::with_capacity(frames.len().min(4096));
             let mut at = 0;
             while at + 5 <= frames.len() {
-                let len =
-                    i32::from_be_bytes([frames[at + 1], frames[at + 2], frames[at + 3], frames[at + 4]]) as usize;
+                let len = i32::from_be_bytes([frames[at + 1], frames[at + 2], frames[at + 3], frames[at + 4]]) as usize;
                 let end = (at + 1 + len).min(frames.len());
                 if frames[at] == b'D' {
                     gap_rows += 1;

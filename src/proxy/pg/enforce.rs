@@ -416,7 +416,13 @@ impl<'a> Enforcer<'a> {
         let by: Vec<String> = self
             .reviews
             .get(&id)
-            .map(|r| r.approvals.iter().map(|a| a.by.clone()).chain(r.decided_by.clone()).collect())
+            .map(|r| {
+                r.approvals
+                    .iter()
+                    .map(|a| a.by.clone())
+                    .chain(r.decided_by.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut by_unique: Vec<String> = Vec::with_capacity(by.len());
         for b in by {

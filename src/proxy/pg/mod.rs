@@ -1,8 +1,8 @@
 //! One PostgreSQL session's state machine: TLS, startup, authentication,
 //! the upstream connection, and the relay in both directions.
 
-mod conn;
 pub mod capture;
+mod conn;
 pub mod counters;
 mod enforce;
 pub mod registry;

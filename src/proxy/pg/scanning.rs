@@ -747,7 +747,6 @@ impl ServerSide<'_> {
         }
         Large::Stream
     }
-
 }
 
 fn scannable_or_copy(tag: u8) -> bool {

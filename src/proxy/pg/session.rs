@@ -2,16 +2,16 @@
 //! protocol negotiation, authentication, target selection, upstream login)
 //! and then the relay.
 
-use super::conn::{Conn, ConnError};
 use super::capture::SessionRec;
+use super::conn::{Conn, ConnError};
 use super::enforce::{BudgetGuard, Enforcer, Who};
-use crate::control::recorder::{Ev, OpenInfo};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
 use super::scanning::{ClientSide, ServerSide, SessionCtx};
 use super::state::{Shared, State};
 use super::stream::Stream;
 use super::upstream::{self, UpstreamError};
+use crate::control::recorder::{Ev, OpenInfo};
 use crate::identity::Identity;
 use crate::wire::pg::{self, Side, StartupPacket};
 use futures_util::lock::Mutex;

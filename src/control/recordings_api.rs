@@ -1,0 +1,418 @@
+//! The auditors' part of the admin API: recorded sessions (list with
+//! filters and paging, detail, downloads as JSON lines, CSV or a
+//! transcript, a live tail over server-sent events) and the audit log.
+//! Every download and tail is itself written to the audit log.
+// Handlers return their error responses directly.
+#![allow(clippy::result_large_err)]
+
+use super::admin::{audit, authorize_roles, error, AppState};
+use super::recorder::Entry;
+use crate::record::render::{self, Format};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+/// Recordings listed per page, at most.
+pub const MAX_PAGE: usize = 1000;
+/// Bytes of a recording served in one download, at most.
+pub const MAX_DOWNLOAD: u64 = 1 << 30;
+
+fn recorder(st: &AppState) -> Result<&std::sync::Arc<super::recorder::Recorder>, Response> {
+    st.shared.recorder.get().ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "sessions are not recorded: no [recording] section",
+        )
+    })
+}
+
+/// Seconds (or RFC 3339 `YYYY-MM-DDTHH:MM:SSZ`) → microseconds.
+fn parse_time(s: &str) -> Option<u64> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(n * 1_000_000);
+    }
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // days_from_civil
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs).ok().map(|s| s * 1_000_000)
+}
+
+fn entry_json(e: &Entry) -> Value {
+    json!({
+        "id": e.id,
+        "session": e.session,
+        "identity": e.identity,
+        "roles": e.roles,
+        "target": e.target,
+        "client": e.client,
+        "started_us": e.started_us,
+        "ended_us": e.ended_us,
+        "end": e.end,
+        "statements": e.statements,
+        "decisions": e.decisions,
+        "live": e.live,
+    })
+}
+
+/// Whether a statement of the recording contains `text` (case-insensitive).
+fn mentions(path: &std::path::Path, text: &str) -> bool {
+    let Ok(f) = std::fs::File::open(path) else { return false };
+    let needle = text.to_lowercase();
+    crate::record::records(f)
+        .any(|v| v["kind"] == "statement" && v["sql"].as_str().is_some_and(|s| s.to_lowercase().contains(&needle)))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = authorize_roles(&st, &headers, "get", "/api/v1/recordings") {
+        return r;
+    }
+    let rec = match recorder(&st) {
+        Ok(r) => r.clone(),
+        Err(r) => return r,
+    };
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let time = |k: &str| -> Result<Option<u64>, Response> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) => parse_time(v).map(Some).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("`{k}` is Unix seconds or YYYY-MM-DDTHH:MM:SSZ"),
+                )
+            }),
+        }
+    };
+    let (since, until) = match (time("since"), time("until")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let num = |k: &str, d: usize| {
+        get(k)
+            .map(|v| v.parse::<usize>().map_err(|_| k.to_string()))
+            .unwrap_or(Ok(d))
+    };
+    let (limit, offset) = match (num("limit", 50), num("offset", 0)) {
+        (Ok(l), Ok(o)) if (1..=MAX_PAGE).contains(&l) => (l, o),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("`limit` is 1 to {MAX_PAGE} and `offset` a number"),
+            )
+        }
+    };
+    let decision = get("decision");
+    if let Some(d) = decision {
+        if !matches!(d, "allow" | "deny" | "approved") {
+            return error(StatusCode::BAD_REQUEST, "`decision` is one of: allow, deny, approved");
+        }
+    }
+    let (identity, target) = (get("identity").map(str::to_string), get("target").map(str::to_string));
+    let text = get("text").map(str::to_string);
+    let decision = decision.map(str::to_string);
+    // Filters on the index first; the text filter reads files, off the
+    // runtime's threads.
+    let candidates: Vec<Entry> = {
+        let g = rec.index.lock().unwrap_or_else(|p| p.into_inner());
+        g.entries
+            .iter()
+            .rev()
+            .filter(|e| identity.as_ref().is_none_or(|i| &e.identity == i))
+            .filter(|e| target.as_ref().is_none_or(|t| &e.target == t))
+            .filter(|e| since.is_none_or(|s| e.ended_us.unwrap_or(u64::MAX) >= s))
+            .filter(|e| until.is_none_or(|u| e.started_us <= u))
+            .filter(|e| decision.as_ref().is_none_or(|d| e.decisions.contains(d)))
+            .cloned()
+            .collect()
+    };
+    let res = tokio::task::spawn_blocking(move || {
+        let matched: Vec<Entry> = match &text {
+            None => candidates,
+            Some(t) => candidates.into_iter().filter(|e| mentions(&e.path, t)).collect(),
+        };
+        let total = matched.len();
+        let page: Vec<Value> = matched.iter().skip(offset).take(limit).map(entry_json).collect();
+        (total, page)
+    })
+    .await;
+    match res {
+        Ok((total, page)) => Json(json!({
+            "total": total, "offset": offset, "limit": limit, "recordings": page,
+        }))
+        .into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "listing failed"),
+    }
+}
+
+pub async fn detail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize_roles(&st, &headers, "get", "/api/v1/recordings/{id}") {
+        return r;
+    }
+    let rec = match recorder(&st) {
+        Ok(r) => r.clone(),
+        Err(r) => return r,
+    };
+    let Some(entry) = rec.index.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "no recording has this id");
+    };
+    let path = entry.path.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path).ok()?;
+        let report = crate::record::verify_reader(&path, f, false);
+        let f = std::fs::File::open(&path).ok()?;
+        let mut open = Value::Null;
+        let mut close = Value::Null;
+        let mut kinds: HashMap<String, u64> = HashMap::new();
+        for v in crate::record::records(f) {
+            let k = v["kind"].as_str().unwrap_or("").to_string();
+            match k.as_str() {
+                "open" => open = v.clone(),
+                "close" => close = v.clone(),
+                _ => {}
+            }
+            *kinds.entry(k).or_default() += 1;
+        }
+        Some((report, open, close, kinds))
+    })
+    .await;
+    match res {
+        Ok(Some((report, open, close, kinds))) => {
+            let mut v = entry_json(&entry);
+            v["open"] = open;
+            v["close"] = close;
+            v["records"] = json!(kinds);
+            v["verified"] = json!({
+                "intact": report.intact,
+                "sealed": report.sealed,
+                "broken": report.broken.map(|(n, why)| json!({ "record": n, "why": why })),
+            });
+            Json(v).into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "the recording cannot be read"),
+    }
+}
+
+fn format_of(q: &HashMap<String, String>) -> Result<Format, Response> {
+    match q.get("format").map(String::as_str) {
+        None | Some("") => Ok(Format::Json),
+        Some(f) => f.parse().map_err(|e: String| error(StatusCode::BAD_REQUEST, &e)),
+    }
+}
+
+/// A recording file in one of the formats, as an HTTP response.
+async fn serve_file(path: std::path::PathBuf, fmt: Format, name: &str) -> Response {
+    let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let f = std::fs::File::open(&path)?;
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_DOWNLOAD), &mut raw)?;
+        if fmt == Format::Json {
+            return Ok(raw);
+        }
+        let mut out = String::with_capacity(raw.len());
+        if fmt == Format::Csv {
+            out.push_str(render::CSV_HEADER);
+        }
+        for v in crate::record::records(&raw[..]) {
+            out.push_str(&render::line(&v, fmt));
+        }
+        Ok(out.into_bytes())
+    })
+    .await;
+    let (ctype, ext) = match fmt {
+        Format::Json => ("application/x-ndjson", "jsonl"),
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        Format::Text => ("text/plain; charset=utf-8", "txt"),
+    };
+    match res {
+        Ok(Ok(body)) => (
+            [
+                (header::CONTENT_TYPE, ctype.to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}.{ext}\""),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        _ => error(StatusCode::NOT_FOUND, "the recording cannot be read"),
+    }
+}
+
+pub async fn events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (who, roles) = match authorize_roles(&st, &headers, "get", "/api/v1/recordings/{id}/events") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let rec = match recorder(&st) {
+        Ok(r) => r.clone(),
+        Err(r) => return r,
+    };
+    let fmt = match format_of(&q) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(path) = rec.path_of(&id) else {
+        audit(&st, &who, &roles, "download", &format!("recording {id}"), "not found").await;
+        return error(StatusCode::NOT_FOUND, "no recording has this id");
+    };
+    audit(
+        &st,
+        &who,
+        &roles,
+        "download",
+        &format!("recording {id}"),
+        &format!("{fmt:?}").to_lowercase(),
+    )
+    .await;
+    serve_file(path, fmt, &id).await
+}
+
+pub async fn audit_log(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (who, roles) = match authorize_roles(&st, &headers, "get", "/api/v1/audit") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let rec = match recorder(&st) {
+        Ok(r) => r.clone(),
+        Err(r) => return r,
+    };
+    let fmt = match format_of(&q) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    audit(&st, &who, &roles, "download", "audit log", "ok").await;
+    // Let the writer put the record just made into the file first.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    serve_file(rec.audit_path(), fmt, "audit").await
+}
+
+/// Server-sent events: the recording's records so far, then each new one
+/// as it is written, until the session is sealed.
+pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let (who, roles) = match authorize_roles(&st, &headers, "get", "/api/v1/recordings/{id}/tail") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let rec = match recorder(&st) {
+        Ok(r) => r.clone(),
+        Err(r) => return r,
+    };
+    let Some(path) = rec.path_of(&id) else {
+        return error(StatusCode::NOT_FOUND, "no recording has this id");
+    };
+    audit(&st, &who, &roles, "tail", &format!("recording {id}"), "ok").await;
+    // Subscribe before reading the file, so nothing falls in between.
+    let live = rec
+        .live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .map(|tx| tx.subscribe());
+    let backlog = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&path)
+            .map(|f| crate::record::records(f).collect::<Vec<Value>>())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    let next_seq = backlog
+        .last()
+        .and_then(|v| v["seq"].as_u64())
+        .map(|s| s + 1)
+        .unwrap_or(0);
+    let sealed = backlog.last().is_some_and(|v| v["kind"] == "seal");
+    struct S {
+        backlog: std::vec::IntoIter<Value>,
+        live: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>>,
+        next_seq: u64,
+        done: bool,
+    }
+    let state = S {
+        backlog: backlog.into_iter(),
+        live: if sealed { None } else { live },
+        next_seq,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        if let Some(v) = s.backlog.next() {
+            let ev = Event::default()
+                .event(v["kind"].as_str().unwrap_or("record"))
+                .data(v.to_string());
+            return Some((Ok::<_, Infallible>(ev), s));
+        }
+        let rx = s.live.as_mut()?;
+        loop {
+            match rx.recv().await {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                    if v["seq"].as_u64().is_some_and(|q| q < s.next_seq) {
+                        continue; // already sent from the file
+                    }
+                    if v["kind"] == "seal" {
+                        s.done = true;
+                    }
+                    let ev = Event::default()
+                        .event(v["kind"].as_str().unwrap_or("record"))
+                        .data(&*line);
+                    return Some((Ok(ev), s));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let ev = Event::default()
+                        .event("gap")
+                        .data(json!({ "kind": "gap", "missed_records": n }).to_string());
+                    return Some((Ok(ev), s));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("0"), Some(0));
+        assert_eq!(parse_time("1764150000"), Some(1_764_150_000_000_000));
+        assert_eq!(parse_time("2025-11-26T09:40:00Z"), Some(1_764_150_000_000_000));
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}
