@@ -142,6 +142,8 @@ async fn workload(g: &Gatehouse, table: &str) {
         .unwrap_err();
     assert_eq!(code(&e), "42501");
     c.simple_query("select generate_series(1, 5)").await.unwrap();
+    let rows = c.simple_query("select generate_series(1, 500)").await.unwrap();
+    assert_eq!(rows.len(), 502, "500 rows, the row description and the command tag");
 }
 
 #[tokio::test]
@@ -179,7 +181,7 @@ async fn a_session_is_recorded_masked_chained_and_verifiable() {
     assert_eq!(open["account"], "default");
     assert_eq!(open["tls"]["client"], false);
     let stmts: Vec<&Value> = recs.iter().filter(|v| v["kind"] == "statement").collect();
-    assert_eq!(stmts.len(), 5, "{stmts:?}");
+    assert_eq!(stmts.len(), 6, "{stmts:?}");
     assert_eq!(stmts[0]["class"], "read");
     assert_eq!(stmts[1]["protocol"], "extended");
     assert_eq!(stmts[1]["params"], serde_json::json!(["param-value"]));
@@ -204,6 +206,18 @@ async fn a_session_is_recorded_masked_chained_and_verifiable() {
     let all_rows = serde_json::to_string(&rows).unwrap();
     assert!(all_rows.contains("[MASKED:"), "{all_rows}");
     assert!(all_rows.contains("\"5\""), "{all_rows}");
+
+    // Past `full_max_rows` (100) a result's rows are not recorded: a gap
+    // record says how many.
+    let gaps: Vec<&Value> = recs.iter().filter(|v| v["kind"] == "gap").collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0]["rows"], 400);
+    let last_rows: usize = recs
+        .iter()
+        .filter(|v| v["kind"] == "rows" && v["n"] == 5)
+        .map(|v| v["rows"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(last_rows, 100);
 
     // No secret in clear anywhere in the recordings.
     for f in self::files(&r.dir()) {
@@ -728,4 +742,52 @@ async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Str
         .await
         .expect("a tail event")
         .expect("stream open")
+}
+
+/// A sealed recording started `age_secs` ago, padded to about `size` bytes.
+fn fake_recording(dir: &Path, id: &str, age_secs: u64, size: usize) -> PathBuf {
+    use serde_json::json;
+    let now = gatehouse::record::now_us();
+    let t = now - age_secs * 1_000_000;
+    let mut c = gatehouse::record::Chain::default();
+    let mut out = c.line(t, "open", json!({ "id": id, "identity": "agent", "target": "postgres" }));
+    out.extend(c.line(t + 1, "statement", json!({ "n": 0, "sql": "x".repeat(size), "decision": "allow" })));
+    out.extend(c.line(t + 2, "close", json!({ "end": "client-terminate" })));
+    let n = c.seq();
+    out.extend(c.line(t + 3, "seal", json!({ "records": n })));
+    let day = dir.join("2020-01-01");
+    std::fs::create_dir_all(&day).unwrap();
+    let p = day.join(format!("{id}.ghrec"));
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+#[test]
+fn retention_by_age_and_by_total_size() {
+    let rec = tempfile::tempdir().unwrap();
+    let old = fake_recording(rec.path(), "old", 10 * 86_400, 1000);
+    let older_recent = fake_recording(rec.path(), "recent-2h", 7200, 20_000);
+    let newest = fake_recording(rec.path(), "recent-1h", 3600, 20_000);
+    assert_eq!(verify_cmd(rec.path()).0, 0);
+    let admin = free_port();
+    let g = Gatehouse::start(
+        "",
+        &format!(
+            "[recording]\ndir = {:?}\nretention_days = 1\nmax_total_bytes = 30000\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.token]]\nname = \"ops\"\ntoken_hash = \"{}\"\nroles = [\"admin\"]\n",
+            rec.path().display().to_string(),
+            token_hash(ADMIN)
+        ),
+    );
+    assert!(!old.exists(), "older than retention_days");
+    assert!(!older_recent.exists(), "the oldest goes first past max_total_bytes");
+    assert!(newest.exists());
+    let (st, body) = http(admin, "GET", "/api/v1/recordings", ADMIN, "");
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["total"], 1, "{v}");
+    assert_eq!(v["recordings"][0]["id"], "recent-1h");
+    let (_, metrics) = http(admin, "GET", "/metrics", ADMIN, "");
+    assert!(metrics.contains("gatehouse_recorder_deleted_total 2"), "{metrics}");
+    drop(g);
 }

@@ -19,7 +19,7 @@
 //!   reordering records breaks `seq` and `prev`; cutting the end removes the
 //!   seal. [`verify`] names the first record that fails.
 //!
-//! Record kinds and their fields are documented in `docs/recording.md`.
+//! Record kinds and their fields are documented in `FORMAT.md` beside this file.
 
 pub mod read;
 pub mod render;
