@@ -69,7 +69,7 @@ case "${1:-}" in
     log "tests"
     cargo nextest run --locked --no-fail-fast
     log "benchmarks (short mode, so they never rot)"
-    cargo bench --locked --bench framer --bench scan --bench classify -- --quick >/dev/null
+    cargo bench --locked --bench framer --bench scan --bench classify --bench record -- --quick >/dev/null
     ;;
   *)
     echo "usage: ./dev.sh start|test" >&2

@@ -84,6 +84,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("find_confirmed_ordinary_rows_64k", |b| {
         b.iter(|| engine.find(black_box(&rows)).expect("find").len())
     });
+    // Masking: rows where every 16th carries a secret (found, confirmed,
+    // replaced by its mask).
+    let mut secret_rows = String::new();
+    let text = String::from_utf8_lossy(&rows).into_owned();
+    for (i, line) in text.lines().enumerate() {
+        secret_rows.push_str(line);
+        if i % 16 == 0 {
+            secret_rows.push_str(" ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789");
+        }
+        secret_rows.push('\n');
+    }
+    g.throughput(Throughput::Bytes(secret_rows.len() as u64));
+    g.bench_function("mask_rows_with_secrets_64k", |b| {
+        b.iter(|| engine.mask_text(black_box(&secret_rows)).len())
+    });
     g.finish();
 }
 

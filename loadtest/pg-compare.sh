@@ -25,8 +25,9 @@
 #   GH_IO_DRIVER   gatehouse io_driver: auto | io_uring | epoll (default auto)
 #   GH_SCAN        secret scanning: default (gatehouse's own default, on) | on | off
 #   GH_VARIANTS    several gatehouse configurations compared in the same
-#                  interleaved rounds: space-separated WORKERS:IO_DRIVER[:scan|:noscan][:policy][:BINARY]
-#                  (:policy adds a statement policy that allows reads and holds writes),
+#                  interleaved rounds: space-separated WORKERS:IO_DRIVER[:scan|:noscan][:policy][:rec-MODE][:BINARY]
+#                  (:policy adds a statement policy that allows reads and holds writes;
+#                  :rec-summary, :rec-full, :rec-none record sessions into a temp dir),
 #                  e.g. "2:io_uring 1:io_uring 2:epoll 1:epoll", "2:auto 2:auto:noscan",
 #                  or A/B of two builds: "2:auto 2:auto:/tmp/gatehouse-new"; each
 #                  runs as its own process (the first on GH_PORT, the others on
@@ -84,21 +85,21 @@ done
 want() { [[ ",$TARGETS," == *",$1,"* ]]; }
 
 # Gatehouse instances: name, workers, driver, port (pid filled in at start).
-GH_NAMES=() GH_WS=() GH_DS=() GH_SCANS=() GH_PORTS=() GH_PIDS=() GH_BINS=() GH_POLS=()
+GH_NAMES=() GH_WS=() GH_DS=() GH_SCANS=() GH_PORTS=() GH_PIDS=() GH_BINS=() GH_POLS=() GH_RECS=()
 if want gatehouse; then
   if [[ -z $GH_VARIANTS ]]; then
     case $GH_SCAN in default | on | off) ;; *) echo "GH_SCAN must be default, on or off" >&2; exit 2 ;; esac
-    GH_NAMES=(gatehouse) GH_WS=("$GH_WORKERS") GH_DS=("$GH_IO_DRIVER") GH_SCANS=("$GH_SCAN") GH_PORTS=("$GH_PORT") GH_BINS=("") GH_POLS=("")
+    GH_NAMES=(gatehouse) GH_WS=("$GH_WORKERS") GH_DS=("$GH_IO_DRIVER") GH_SCANS=("$GH_SCAN") GH_PORTS=("$GH_PORT") GH_BINS=("") GH_POLS=("") GH_RECS=("")
   else
     i=0
     for v in $GH_VARIANTS; do
-      [[ $v =~ ^([0-9]+):(auto|io_uring|epoll)(:(scan|noscan))?(:(policy))?(:(.+))?$ ]] \
-        || { echo "bad GH_VARIANTS entry: $v (want WORKERS:auto|io_uring|epoll[:scan|:noscan][:policy][:BINARY])" >&2; exit 2; }
+      [[ $v =~ ^([0-9]+):(auto|io_uring|epoll)(:(scan|noscan))?(:(policy))?(:rec-(none|summary|full))?(:(.+))?$ ]] \
+        || { echo "bad GH_VARIANTS entry: $v (want WORKERS:auto|io_uring|epoll[:scan|:noscan][:policy][:rec-MODE][:BINARY])" >&2; exit 2; }
       sc=default
       [[ ${BASH_REMATCH[4]} == scan ]] && sc=on
       [[ ${BASH_REMATCH[4]} == noscan ]] && sc=off
-      GH_NAMES+=("gatehouse-w${BASH_REMATCH[1]}-${BASH_REMATCH[2]}${BASH_REMATCH[4]:+-${BASH_REMATCH[4]}}${BASH_REMATCH[6]:+-policy}${BASH_REMATCH[8]:+-$(basename "${BASH_REMATCH[8]}")}")
-      GH_WS+=("${BASH_REMATCH[1]}") GH_DS+=("${BASH_REMATCH[2]}") GH_SCANS+=("$sc") GH_BINS+=("${BASH_REMATCH[8]}") GH_POLS+=("${BASH_REMATCH[6]}")
+      GH_NAMES+=("gatehouse-w${BASH_REMATCH[1]}-${BASH_REMATCH[2]}${BASH_REMATCH[4]:+-${BASH_REMATCH[4]}}${BASH_REMATCH[6]:+-policy}${BASH_REMATCH[8]:+-rec-${BASH_REMATCH[8]}}${BASH_REMATCH[10]:+-$(basename "${BASH_REMATCH[10]}")}")
+      GH_WS+=("${BASH_REMATCH[1]}") GH_DS+=("${BASH_REMATCH[2]}") GH_SCANS+=("$sc") GH_BINS+=("${BASH_REMATCH[10]}") GH_POLS+=("${BASH_REMATCH[6]}") GH_RECS+=("${BASH_REMATCH[8]}")
       GH_PORTS+=($((i == 0 ? GH_PORT : 0))) # 0: a free port, chosen at start
       i=$((i + 1))
     done
@@ -219,6 +220,9 @@ EOF
   esac
   if [[ -n ${GH_POLS[$i]:-} ]]; then
     printf '\n[policy]\ndefault_role = "bench"\n[policy.roles.bench]\nread = "allow"\nwrite = "approve"\napprovers = ["approver"]\n' >>"$TMP/$name.toml"
+  fi
+  if [[ -n ${GH_RECS[$i]:-} ]]; then
+    printf '\n[recording]\ndir = "%s"\nresults = "%s"\nretention_days = 1\n' "$TMP/$name-rec" "${GH_RECS[$i]}" >>"$TMP/$name.toml"
   fi
   bin=${GH_BINS[$i]:-$GH_BIN}
   [[ -x $bin ]] || die "no gatehouse binary at $bin"

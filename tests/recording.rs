@@ -589,6 +589,16 @@ async fn filters_paging_downloads_and_the_audit_log() {
         assert!(txt.contains("[delete deny]") && txt.contains("session closed"), "{txt}");
         let (st, _) = http(admin, "GET", "/api/v1/recordings/nope/events", AUDITOR, "");
         assert_eq!(st, 404);
+        // `gatehouse replay` over the admin API.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["replay", "--no-wait", "--session", &id, "--admin"])
+            .arg(format!("http://127.0.0.1:{admin}"))
+            .env("GATEHOUSE_ADMIN_TOKEN", AUDITOR)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, txt, "the same transcript as the download");
         let (st, _) = http(
             admin,
             "GET",

@@ -259,6 +259,19 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
     }
     let mut list = st.shared.registry.list();
     list.sort_by_key(|(_, i)| i.started_unix);
+    // The recording of each open session, for its live tail.
+    let recordings: std::collections::HashMap<u32, String> = match st.shared.recorder.get() {
+        Some(r) => r
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .iter()
+            .filter(|e| e.live)
+            .map(|e| (e.session, e.id.clone()))
+            .collect(),
+        None => Default::default(),
+    };
     let items: Vec<_> = list
         .into_iter()
         .map(|(id, i)| {
@@ -270,6 +283,7 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
                 "client_tls": i.client_tls,
                 "worker": i.worker,
                 "started": i.started_unix,
+                "recording": recordings.get(&id),
             })
         })
         .collect();

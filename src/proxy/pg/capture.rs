@@ -67,7 +67,8 @@ impl SessionRec {
     pub fn push(&self, ev: Ev) {
         let mut q = self.queue.borrow_mut();
         if !q.is_empty() {
-            q.push_back(ev);
+            // Behind a full channel: rows go, the rest waits its turn.
+            q.push_back(strip_rows(ev, self));
             return;
         }
         match self.tx.try_send(ev) {
@@ -232,5 +233,84 @@ fn strip_rows(ev: Ev, rec: &SessionRec) -> Ev {
             }
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(out: &mut Vec<u8>, tag: u8, body: &[u8]) -> FrameRef {
+        let start = out.len();
+        out.push(tag);
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(body);
+        FrameRef {
+            tag,
+            start,
+            end: out.len(),
+        }
+    }
+
+    #[test]
+    fn statements_queue_when_the_channel_is_full_and_rows_are_dropped_as_a_gap() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let rec = SessionRec::new(tx, 7, ResultsMode::Full, 1000, 1 << 20);
+        let mut buf = Vec::new();
+        let q = frame(&mut buf, b'Q', b"select 1\0");
+        rec.client(&buf, &[q], &[]);
+        rec.client(&buf, &[q], &[]);
+        assert!(rec.pending(), "the second statement waits for room");
+        // Server rows while the channel is full: the rows are dropped and
+        // counted, the rest of the event waits.
+        let mut sbuf = Vec::new();
+        let d1 = frame(&mut sbuf, b'D', b"\0\x01\0\0\0\x011");
+        let d2 = frame(&mut sbuf, b'D', b"\0\x01\0\0\0\x012");
+        let c = frame(&mut sbuf, b'C', b"SELECT 2\0");
+        rec.server(&sbuf, &[d1, d2, c], &Edits::default(), |_| String::new());
+        assert!(matches!(rx.try_recv(), Ok(Ev::Client { .. })));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let drain = async {
+                let mut got = Vec::new();
+                while got.len() < 2 {
+                    got.push(rx.recv().await.unwrap());
+                }
+                got
+            };
+            let (_, got) = tokio::join!(rec.flush(), drain);
+            assert!(matches!(got[0], Ev::Client { .. }), "in order");
+            match &got[1] {
+                Ev::Server {
+                    frames,
+                    gap_rows,
+                    gap_bytes,
+                    ..
+                } => {
+                    assert_eq!(*gap_rows, 2);
+                    assert_eq!(*gap_bytes, 2 * 12);
+                    assert_eq!(frames[0], b'C', "the command tag is kept");
+                }
+                _ => panic!("a server event"),
+            }
+        });
+        assert!(!rec.pending());
+    }
+
+    #[test]
+    fn summary_mode_keeps_no_rows_and_takes_masked_frames_from_edits() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let rec = SessionRec::new(tx, 1, ResultsMode::Summary, 1000, 1 << 20);
+        let mut sbuf = Vec::new();
+        let d = frame(&mut sbuf, b'D', b"\0\x01\0\0\0\x06secret");
+        let e = frame(&mut sbuf, b'E', b"Mleaked secret\0\0");
+        let mut edits = Edits::default();
+        edits.replace(&e, |out| {
+            frame(out, b'E', b"M[MASKED]\0\0");
+        });
+        rec.server(&sbuf, &[d, e], &edits, |_| String::new());
+        let Ok(Ev::Server { frames, .. }) = rx.try_recv() else { panic!() };
+        assert_eq!(frames[0], b'E');
+        assert!(!frames.windows(6).any(|w| w == b"secret"), "masked as sent");
     }
 }
