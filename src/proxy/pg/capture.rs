@@ -16,6 +16,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+/// How often a session waiting on a full recorder channel looks again.
+const FULL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// One session's link to the recorder.
 pub struct SessionRec {
     tx: mpsc::Sender<Ev>,
@@ -83,15 +86,25 @@ impl SessionRec {
         !self.queue.borrow().is_empty()
     }
 
-    /// Waits until every queued event is in the channel.
+    /// Waits until every queued event is in the channel. It polls (every
+    /// millisecond) rather than awaiting the channel: the writer's thread
+    /// must never wake a worker's task (workers' wakers stay on their
+    /// thread), and a full channel is the rare case.
     pub async fn flush(&self) {
         loop {
             let Some(ev) = self.queue.borrow_mut().pop_front() else {
                 return;
             };
-            if self.tx.send(ev).await.is_err() {
-                self.queue.borrow_mut().clear();
-                return;
+            match self.tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ev)) => {
+                    self.queue.borrow_mut().push_front(ev);
+                    monoio::time::sleep(FULL_POLL).await;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    self.queue.borrow_mut().clear();
+                    return;
+                }
             }
         }
     }
@@ -269,16 +282,21 @@ mod tests {
         let c = frame(&mut sbuf, b'C', b"SELECT 2\0");
         rec.server(&sbuf, &[d1, d2, c], &Edits::default(), |_| String::new());
         assert!(matches!(rx.try_recv(), Ok(Ev::Client { .. })));
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(async {
-            let drain = async {
-                let mut got = Vec::new();
-                while got.len() < 2 {
-                    got.push(rx.recv().await.unwrap());
-                }
-                got
-            };
-            let (_, got) = tokio::join!(rec.flush(), drain);
+        // The writer drains on its own thread; the session polls.
+        let drain = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                got.push(rx.blocking_recv().unwrap());
+            }
+            got
+        });
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(rec.flush());
+        let got = drain.join().unwrap();
+        {
             assert!(matches!(got[0], Ev::Client { .. }), "in order");
             match &got[1] {
                 Ev::Server {
@@ -293,7 +311,7 @@ mod tests {
                 }
                 _ => panic!("a server event"),
             }
-        });
+        }
         assert!(!rec.pending());
     }
 
@@ -309,7 +327,9 @@ mod tests {
             frame(out, b'E', b"M[MASKED]\0\0");
         });
         rec.server(&sbuf, &[d, e], &edits, |_| String::new());
-        let Ok(Ev::Server { frames, .. }) = rx.try_recv() else { panic!() };
+        let Ok(Ev::Server { frames, .. }) = rx.try_recv() else {
+            panic!()
+        };
         assert_eq!(frames[0], b'E');
         assert!(!frames.windows(6).any(|w| w == b"secret"), "masked as sent");
     }

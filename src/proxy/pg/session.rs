@@ -535,15 +535,14 @@ async fn relay(
                 results: mode,
                 engine: state.scan.clone(),
             };
-            let tx = r.sender(pid);
+            let rec = SessionRec::new(r.sender(pid), pid, mode, cfg.full_max_rows, cfg.full_max_bytes);
             // The open record waits for room like a statement.
-            let _ = tx
-                .send(Ev::Open {
-                    t: crate::record::now_us(),
-                    info: Box::new(info),
-                })
-                .await;
-            Some(SessionRec::new(tx, pid, mode, cfg.full_max_rows, cfg.full_max_bytes))
+            rec.push(Ev::Open {
+                t: crate::record::now_us(),
+                info: Box::new(info),
+            });
+            rec.flush().await;
+            Some(rec)
         }
         _ => None,
     };
