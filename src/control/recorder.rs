@@ -11,7 +11,7 @@
 //! how many.
 
 use crate::config::{Recording, ResultsMode};
-use crate::record::{self, now_us, Chain};
+use crate::record::{self, now_us, Chain, Fields};
 use crate::scan::Engine;
 use crate::sql::Classifier;
 use crate::wire::pg::Cursor;
@@ -447,6 +447,30 @@ impl AuditLog {
     }
 }
 
+/// A record's fields, as a JSON value or written already.
+enum Rec {
+    V(Value),
+    F(Fields),
+}
+
+/// Statement texts masked per writer (prepared and repeated statements
+/// cost a lookup), bounded.
+const MAX_MASKED_SQL: usize = 4096;
+
+fn masked_sql(cache: &mut HashMap<(usize, Arc<str>), Arc<str>>, s: &Session, sql: &str) -> Arc<str> {
+    let engine = s.info.engine.as_ref().map(|e| Arc::as_ptr(e) as usize).unwrap_or(0);
+    let key = (engine, Arc::<str>::from(sql));
+    if let Some(m) = cache.get(&key) {
+        return m.clone();
+    }
+    if cache.len() >= MAX_MASKED_SQL {
+        cache.clear();
+    }
+    let m: Arc<str> = Writer::mask(s, sql).into();
+    cache.insert(key, m.clone());
+    m
+}
+
 /// A statement waiting for its result.
 struct Pending {
     n: u64,
@@ -487,6 +511,7 @@ struct Writer {
     audit: Option<AuditLog>,
     sessions: HashMap<u32, Session>,
     classifier: Classifier,
+    masked_sql: HashMap<(usize, Arc<str>), Arc<str>>,
     last_sync: Instant,
     last_retention: Instant,
 }
@@ -498,6 +523,7 @@ impl Writer {
             audit,
             sessions: HashMap::new(),
             classifier: Classifier::new(&[]),
+            masked_sql: HashMap::new(),
             last_sync: Instant::now(),
             last_retention: Instant::now(),
         }
@@ -769,6 +795,26 @@ impl Writer {
         }
     }
 
+    /// Writes a record built with [`Fields`].
+    fn emit_fields(&mut self, session: u32, t: u64, kind: &str, fields: &Fields) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let line = s.chain.line_fields(t, kind, fields);
+        s.dirty = true;
+        self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.rec.stats.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
+        if let Some(l) = &s.live {
+            if l.receiver_count() > 0 {
+                let text: Arc<str> = String::from_utf8_lossy(&line[..line.len() - 1]).into();
+                let _ = l.send(text);
+            }
+        }
+        if let Err(e) = s.file.write_all(&line) {
+            self.write_err("write", e);
+        }
+    }
+
     fn mask(s: &Session, text: &str) -> String {
         match &s.info.engine {
             Some(e) => e.mask_text(text),
@@ -777,7 +823,7 @@ impl Writer {
     }
 
     fn client(&mut self, session: u32, t: u64, frames: &[u8], refused: &[(u32, &'static str, String)]) {
-        let mut records: Vec<Value> = Vec::new();
+        let mut records: Vec<Fields> = Vec::new();
         {
             let Some(s) = self.sessions.get_mut(&session) else {
                 return;
@@ -860,7 +906,7 @@ impl Writer {
                             }
                         };
                         let class = self.classifier.classify(&sql);
-                        let sql = Self::mask(s, &sql);
+                        let sql = masked_sql(&mut self.masked_sql, s, &sql);
                         let n = s.next_n;
                         s.next_n += 1;
                         let review = s.review.take();
@@ -869,21 +915,20 @@ impl Writer {
                             (None, Some(_)) => "approved",
                             (None, None) => "allow",
                         };
-                        let mut v = json!({
-                            "n": n,
-                            "protocol": protocol,
-                            "sql": sql,
-                            "class": class.class.as_str(),
-                            "decision": decision,
-                        });
+                        let mut v = Fields::default();
+                        v.u64("n", n)
+                            .str("protocol", protocol)
+                            .str("sql", &sql)
+                            .str("class", class.class.as_str())
+                            .str("decision", decision);
                         if !params.is_null() {
-                            v["params"] = params;
+                            v.value("params", &params);
                         }
                         if let Some((_, code, msg)) = refusal {
-                            v["error"] = json!({ "code": code, "message": msg });
+                            v.value("error", &json!({ "code": code, "message": msg }));
                         }
                         if let Some(r) = review {
-                            v["review"] = r;
+                            v.value("review", &r);
                         }
                         {
                             let mut m = self.rec.stats.statements.lock().unwrap_or_else(|p| p.into_inner());
@@ -916,7 +961,7 @@ impl Writer {
             }
         }
         for v in records {
-            self.emit(session, t, "statement", v);
+            self.emit_fields(session, t, "statement", &v);
         }
         if let Some(s) = self.sessions.get(&session) {
             let e = s.entry.clone();
@@ -934,7 +979,7 @@ impl Writer {
         gap_rows: u64,
         gap_bytes: u64,
     ) {
-        let mut out: Vec<(&'static str, Value)> = Vec::new();
+        let mut out: Vec<(&'static str, Rec)> = Vec::new();
         {
             let Some(s) = self.sessions.get_mut(&session) else {
                 return;
@@ -948,7 +993,7 @@ impl Writer {
             if gap_rows > 0 || gap_bytes > 0 {
                 out.push((
                     "gap",
-                    json!({ "rows": gap_rows, "bytes": gap_bytes, "why": "result rows not recorded: the recorder was behind (or past the per-statement cap)" }),
+                    Rec::V(json!({ "rows": gap_rows, "bytes": gap_bytes, "why": "result rows not recorded: the recorder was behind (or past the per-statement cap)" })),
                 ));
             }
             let mut at = 0;
@@ -970,29 +1015,36 @@ impl Writer {
                             s.rows_of = p.n;
                             s.rows.push(data_row(body, &p.columns));
                             if s.rows.len() >= ROWS_PER_RECORD {
-                                out.push(("rows", json!({ "n": p.n, "rows": std::mem::take(&mut s.rows) })));
+                                out.push(("rows", Rec::V(json!({ "n": p.n, "rows": std::mem::take(&mut s.rows) }))));
                             }
                         }
                     }
                     b'C' | b'I' | b's' | b'E' => {
                         if !s.rows.is_empty() {
-                            out.push(("rows", json!({ "n": s.rows_of, "rows": std::mem::take(&mut s.rows) })));
+                            out.push((
+                                "rows",
+                                Rec::V(json!({ "n": s.rows_of, "rows": std::mem::take(&mut s.rows) })),
+                            ));
                         }
                         let Some(p) = s.queue.front_mut() else { continue };
                         p.results += 1;
-                        let mut v = json!({ "n": p.n, "duration_us": t.saturating_sub(p.t) });
+                        let mut v = Fields::default();
+                        v.u64("n", p.n).u64("duration_us", t.saturating_sub(p.t));
                         match tag {
                             b'C' => {
-                                let tag =
-                                    String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+                                let tag = String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[]));
                                 let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
-                                v["tag"] = Value::from(tag);
+                                v.str("tag", &tag);
                                 if let Some(r) = rows {
-                                    v["rows"] = Value::from(r);
+                                    v.u64("rows", r);
                                 }
                             }
-                            b'I' => v["tag"] = Value::from(""),
-                            b's' => v["suspended"] = Value::from(true),
+                            b'I' => {
+                                v.str("tag", "");
+                            }
+                            b's' => {
+                                v.value("suspended", &Value::from(true));
+                            }
                             _ => {
                                 let mut code = String::new();
                                 let mut msg = String::new();
@@ -1004,19 +1056,18 @@ impl Writer {
                                     }
                                 }
                                 let e = json!({ "code": code, "message": msg });
-                                p.error = Some(e.clone());
-                                v["error"] = e;
+                                v.value("error", &e);
+                                p.error = Some(e);
                             }
                         }
                         if mode != ResultsMode::None || tag == b'E' {
                             if !p.columns.is_empty() && mode != ResultsMode::None {
-                                v["columns"] =
-                                    Value::Array(p.columns.iter().map(|c| Value::from(c.0.clone())).collect());
+                                v.strs("columns", p.columns.iter().map(|c| c.0.as_str()));
                             }
                             if !p.masked.is_empty() {
-                                v["masked"] = json!(std::mem::take(&mut p.masked));
+                                v.value("masked", &json!(std::mem::take(&mut p.masked)));
                             }
-                            out.push(("result", v));
+                            out.push(("result", Rec::F(v)));
                         }
                         p.columns.clear();
                         if p.extended {
@@ -1027,7 +1078,7 @@ impl Writer {
                                 let _ = popped;
                                 while s.queue.front().is_some_and(|q| q.group == g) {
                                     if let Some(q) = s.queue.pop_front() {
-                                        out.push(("result", json!({ "n": q.n, "skipped": "an earlier statement of the pipeline failed" })));
+                                        out.push(("result", Rec::V(json!({ "n": q.n, "skipped": "an earlier statement of the pipeline failed" }))));
                                     }
                                 }
                             } else {
@@ -1047,7 +1098,7 @@ impl Writer {
                                 };
                                 v[k] = Value::from(String::from_utf8_lossy(val).into_owned());
                             }
-                            out.push(("notice", v));
+                            out.push(("notice", Rec::V(v)));
                         } else {
                             let mut c = Cursor::new(body, "Notification");
                             let _ = c.i32();
@@ -1059,7 +1110,7 @@ impl Writer {
                                 .cstr()
                                 .map(|x| String::from_utf8_lossy(x).into_owned())
                                 .unwrap_or_default();
-                            out.push(("notification", json!({ "channel": ch, "payload": pl })));
+                            out.push(("notification", Rec::V(json!({ "channel": ch, "payload": pl }))));
                         }
                     }
                     b'Z' => {
@@ -1068,7 +1119,10 @@ impl Writer {
                         while s.queue.front().is_some_and(|q| q.group < s.readies) {
                             if let Some(q) = s.queue.pop_front() {
                                 if q.results == 0 {
-                                    out.push(("result", json!({ "n": q.n, "skipped": "no result (the group ended)" })));
+                                    out.push((
+                                        "result",
+                                        Rec::V(json!({ "n": q.n, "skipped": "no result (the group ended)" })),
+                                    ));
                                 }
                             }
                         }
@@ -1082,7 +1136,10 @@ impl Writer {
             self.rec.stats.gap_rows.fetch_add(gap_rows, Ordering::Relaxed);
         }
         for (kind, v) in out {
-            self.emit(session, t, kind, v);
+            match v {
+                Rec::V(v) => self.emit(session, t, kind, v),
+                Rec::F(f) => self.emit_fields(session, t, kind, &f),
+            }
         }
     }
 

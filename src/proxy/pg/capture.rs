@@ -120,7 +120,15 @@ impl SessionRec {
     /// The client frames of a batch (up to a hold), and which of them were
     /// refused (`refused`: frame index in `frames`, SQLSTATE, message).
     pub fn client(&self, buf: &[u8], frames: &[FrameRef], refused: &[(usize, &'static str, String)]) {
-        let mut out = Vec::new();
+        let size: usize = frames
+            .iter()
+            .filter(|f| client_tag(f.tag))
+            .map(|f| f.end - f.start)
+            .sum();
+        if size == 0 {
+            return;
+        }
+        let mut out = Vec::with_capacity(size);
         let mut marks = Vec::new();
         let mut idx: u32 = 0;
         for (i, f) in frames.iter().enumerate() {
@@ -147,9 +155,15 @@ impl SessionRec {
     /// The server frames of a batch as the client gets them: frames an
     /// edit replaced are taken from the edit's output.
     pub fn server(&self, buf: &[u8], frames: &[FrameRef], edits: &Edits, rule_id: impl Fn(u32) -> String) {
-        let mut out = Vec::new();
-        let mut e = 0;
         let full = self.mode == ResultsMode::Full;
+        let size: usize = frames
+            .iter()
+            .filter(|f| full || f.tag != b'D')
+            .map(|f| f.end - f.start)
+            .sum::<usize>()
+            + edits.out.len();
+        let mut out = Vec::with_capacity(size);
+        let mut e = 0;
         for f in frames {
             while e < edits.list.len() && edits.list[e].frame_start < f.start {
                 e += 1;
