@@ -10,7 +10,8 @@
 # Environment: ROWS (1000000), ROUNDS (3), GH_BIN (target/release/gatehouse,
 # built if missing), GH_PORT (6435), SCAN (on|off, default on), WORKERS (nproc),
 # RECORD (none|summary|full: also run a second gatehouse on GH_PORT+1 that
-# records sessions, in the same interleaved rounds).
+# records sessions, in the same interleaved rounds), REC_EXTRA (more TOML
+# lines for [recording], e.g. "full_max_rows = 2000000").
 set -euo pipefail
 ROWS=${ROWS:-1000000}
 ROUNDS=${ROUNDS:-3}
@@ -60,7 +61,7 @@ for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$GH_PORT" && break; sleep
 REC_PID=
 if [ -n "${RECORD:-}" ]; then
   REC_PORT=$((GH_PORT + 1))
-  config "$REC_PORT" "$(printf '[recording]\ndir = "%s"\nresults = "%s"\n' "$TMP/rec" "$RECORD")" >"$TMP/gatehouse-rec.toml"
+  config "$REC_PORT" "$(printf '[recording]\ndir = "%s"\nresults = "%s"\n%s\n' "$TMP/rec" "$RECORD" "${REC_EXTRA:-}")" >"$TMP/gatehouse-rec.toml"
   "$GH_BIN" serve --config "$TMP/gatehouse-rec.toml" 2>"$TMP/gh-rec.log" &
   REC_PID=$!
   for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$REC_PORT" && break; sleep 0.05; done

@@ -89,7 +89,7 @@ impl Default for Recording {
             full_max_bytes: 8 << 20,
             sync_interval_ms: 1000,
             writers: 1,
-            queue_events: 8192,
+            queue_events: 1024,
             retention_days: 90,
             max_total_bytes: 0,
         }
