@@ -18,7 +18,9 @@ pub fn host_port(url: &str) -> Result<String> {
 
 /// POST /api/v1/reviews/{id}/approve as the bearer of `token`.
 pub async fn approve(addr: &str, token: &str, id: &str) -> Result<()> {
-    let mut s = TcpStream::connect(addr).await.with_context(|| format!("admin API at {addr}"))?;
+    let mut s = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("admin API at {addr}"))?;
     s.set_nodelay(true)?;
     let req = format!(
         "POST /api/v1/reviews/{id}/approve HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\

@@ -30,7 +30,10 @@ use workload::{Endpoint, Progress, Tables};
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Parser)]
-#[command(name = "gatehouse-load", about = "Load harness for gatehouse and other PostgreSQL endpoints")]
+#[command(
+    name = "gatehouse-load",
+    about = "Load harness for gatehouse and other PostgreSQL endpoints"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -175,7 +178,10 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
     if (idle_max as u64) * 2 + 1024 > nofile {
         eprintln!("warning: open-file limit {nofile} is low for {idle_max} idle connections through a proxy");
     }
-    let repo = crate_dir().parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let repo = crate_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let tmp = tempfile::Builder::new().prefix("gatehouse-load.").tempdir()?;
     let cert = managed::make_cert(tmp.path())?;
     let pg_port = run.targets.iter().find(|t| t.direct).map_or(5432, |t| t.port);
@@ -187,7 +193,12 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
     if wants(Managed::Pgbouncer) {
         if let Some(spec) = &run.pgbouncer {
             let p = managed::start_pgbouncer(spec, &run, tmp.path(), pg_port)?;
-            eprintln!("pgbouncer pid {} on 127.0.0.1:{} ({} mode)", p.pid(), spec.port, spec.pool_mode);
+            eprintln!(
+                "pgbouncer pid {} on 127.0.0.1:{} ({} mode)",
+                p.pid(),
+                spec.port,
+                spec.pool_mode
+            );
             pgb_port = Some((spec.port, p.pid()));
             procs.push(p);
         }
@@ -242,7 +253,11 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
         if let Some(pf) = &t.pidfile {
             let pf = run.resolve(pf);
             let text = std::fs::read_to_string(&pf).with_context(|| format!("pidfile {}", pf.display()))?;
-            ep.pid = Some(text.trim().parse().with_context(|| format!("pidfile {}", pf.display()))?);
+            ep.pid = Some(
+                text.trim()
+                    .parse()
+                    .with_context(|| format!("pidfile {}", pf.display()))?,
+            );
         }
         match t.managed {
             Some(Managed::Gatehouse) => {
@@ -260,7 +275,9 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 }
             }
             Some(Managed::Pgbouncer) => {
-                let Some((port, pid)) = pgb_port else { bail!("PgBouncer did not start") };
+                let Some((port, pid)) = pgb_port else {
+                    bail!("PgBouncer did not start")
+                };
                 ep.params.port = port;
                 ep.pid = Some(pid);
             }
@@ -325,12 +342,19 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 row.latency.p50_ms,
                 row.latency.p99_ms,
                 row.errors,
-                row.error_samples.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
+                row.error_samples
+                    .first()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
             ));
             rows.push(row);
             if let Some(g) = &mut gh {
                 if let Ok(Some(st)) = g.proc.child.try_wait() {
-                    bail!("gatehouse exited ({st}) during {}; log {}", sc.name, g.proc.log.display());
+                    bail!(
+                        "gatehouse exited ({st}) during {}; log {}",
+                        sc.name,
+                        g.proc.log.display()
+                    );
                 }
             }
         }
@@ -353,7 +377,10 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
     std::fs::write(out.join("summary.md"), &md)?;
     report::write_json(&rep, &out.join("report.json"))?;
     report::write_svg(&rep, &out.join("chart.svg"))?;
-    if let (Some(dir), false) = (&run.latest_dir, opts.smoke || !opts.scenarios.is_empty() || !opts.targets.is_empty()) {
+    if let (Some(dir), false) = (
+        &run.latest_dir,
+        opts.smoke || !opts.scenarios.is_empty() || !opts.targets.is_empty(),
+    ) {
         let dir = run.resolve(dir);
         std::fs::create_dir_all(&dir)?;
         for (from, to) in [("summary.md", "md"), ("report.json", "json"), ("chart.svg", "svg")] {

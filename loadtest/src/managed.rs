@@ -251,7 +251,13 @@ pub fn start_gatehouse(
     })
 }
 
-pub fn pgbouncer_ini(spec: &PgbouncerSpec, database: &str, pg_port: u16, dir: &Path, cert: &(PathBuf, PathBuf)) -> String {
+pub fn pgbouncer_ini(
+    spec: &PgbouncerSpec,
+    database: &str,
+    pg_port: u16,
+    dir: &Path,
+    cert: &(PathBuf, PathBuf),
+) -> String {
     format!(
         "[databases]\n\
          {database} = host=127.0.0.1 port={pg_port} dbname={database} user=postgres\n\
@@ -325,7 +331,8 @@ pub fn start_pgbouncer(spec: &PgbouncerSpec, run: &RunFile, tmp: &Path, pg_port:
             std::os::unix::fs::chown(f?.path(), Some(uid), Some(gid))?;
         }
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(&bin);
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+            .arg(&bin);
         c
     } else {
         Command::new(&bin)
@@ -381,7 +388,16 @@ mod tests {
         ];
         let vars: Vec<(&str, String)> = keys
             .iter()
-            .map(|k| (*k, if matches!(*k, "TLS" | "EXTRA") { String::new() } else { "1".to_string() }))
+            .map(|k| {
+                (
+                    *k,
+                    if matches!(*k, "TLS" | "EXTRA") {
+                        String::new()
+                    } else {
+                        "1".to_string()
+                    },
+                )
+            })
             .collect();
         let out = fill(&t, &vars).unwrap();
         let parsed: toml::Table = toml::from_str(&out).unwrap();

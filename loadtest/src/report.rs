@@ -72,7 +72,12 @@ impl Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let cpu = read("/proc/cpuinfo")
             .lines()
-            .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1).map(|s| s.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(|s| s.trim().to_string())
+            })
             .unwrap_or_default();
         let mem_kib = crate::procmon::parse_status_kib(&read("/proc/meminfo"), "MemTotal").unwrap_or(0);
         let os = read("/etc/os-release")
@@ -164,7 +169,11 @@ pub fn markdown(rep: &Report) -> String {
     );
     for r in &rep.rows {
         if let Some(why) = &r.skipped {
-            let _ = writeln!(s, "| {} | {} | | | | | | | | | | | | skipped: {why} |", r.scenario, r.target);
+            let _ = writeln!(
+                s,
+                "| {} | {} | | | | | | | | | | | | skipped: {why} |",
+                r.scenario, r.target
+            );
             continue;
         }
         let l = &r.latency;
@@ -172,7 +181,10 @@ pub fn markdown(rep: &Report) -> String {
         if let (Some(o), Some(q)) = (r.extra.idle_opened, r.extra.idle_requested) {
             notes.push(format!(
                 "idle {o}/{q} held{}",
-                r.extra.idle_alive.map(|a| format!(" ({a} alive at the end)")).unwrap_or_default()
+                r.extra
+                    .idle_alive
+                    .map(|a| format!(" ({a} alive at the end)"))
+                    .unwrap_or_default()
             ));
         }
         if let Some(t) = r.extra.pgbench_tps {
@@ -196,7 +208,11 @@ pub fn markdown(rep: &Report) -> String {
             r.scenario,
             r.target,
             throughput(r),
-            if r.mb_per_s > 0.0 { format!("{:.1}", r.mb_per_s) } else { String::new() },
+            if matches!(r.kind.as_str(), "wide_rows" | "large_result" | "copy_in" | "copy_out") {
+                format!("{:.1}", r.mb_per_s)
+            } else {
+                String::new()
+            },
             l.mean_ms,
             l.p50_ms,
             l.p99_ms,
@@ -241,7 +257,7 @@ pub fn write_svg(rep: &Report, path: &Path) -> Result<()> {
             targets.push(&r.target);
         }
     }
-    let band = 34 + 26 * targets.len() as u32;
+    let band = 60 + 36 * targets.len() as u32;
     let height = 60 + band * scenarios.len().max(1) as u32;
     let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
     let draw = |e: DrawingAreaErrorKind<std::io::Error>| anyhow::anyhow!("chart: {e:?}");
@@ -249,22 +265,33 @@ pub fn write_svg(rep: &Report, path: &Path) -> Result<()> {
     let (title, body) = root.split_vertically(60);
     title
         .draw(&Text::new(
-            format!("gatehouse-load: {}{}", rep.label, if rep.smoke { " (smoke)" } else { "" }),
+            format!(
+                "gatehouse-load: {}{}",
+                rep.label,
+                if rep.smoke { " (smoke)" } else { "" }
+            ),
             (10, 8),
             ("sans-serif", 20).into_font(),
         ))
         .map_err(draw)?;
     title
-        .draw(&Text::new(rep.machine.describe(), (10, 34), ("sans-serif", 12).into_font()))
+        .draw(&Text::new(
+            rep.machine.describe(),
+            (10, 34),
+            ("sans-serif", 12).into_font(),
+        ))
         .map_err(draw)?;
     let rows = body.split_evenly((scenarios.len().max(1), 1));
     for (area, sc) in rows.iter().zip(&scenarios) {
         let (left, right) = area.split_horizontally(600);
         let rs: Vec<&Row> = rep.rows.iter().filter(|r| r.scenario == *sc).collect();
-        let bytes_kind = matches!(rs.first().map(|r| r.kind.as_str()), Some("large_result" | "copy_in" | "copy_out"));
+        let bytes_kind = matches!(
+            rs.first().map(|r| r.kind.as_str()),
+            Some("large_result" | "copy_in" | "copy_out")
+        );
         let value = |r: &Row| if bytes_kind { r.mb_per_s } else { r.ops_per_s };
         let unit = if bytes_kind { "MB/s" } else { "ops/s" };
-        let max = rs.iter().map(|r| value(r)).fold(0.0, f64::max).max(1e-9) * 1.35;
+        let max = rs.iter().map(|r| value(r)).fold(0.0, f64::max).max(1e-9) * 1.7;
         let n = targets.len() as f64;
         let mut chart = ChartBuilder::on(&left)
             .caption(format!("{sc}: throughput ({unit})"), ("sans-serif", 14))
@@ -289,7 +316,10 @@ pub fn write_svg(rep: &Report, path: &Path) -> Result<()> {
             let c = COLORS[i % COLORS.len()];
             let v = value(r);
             chart
-                .draw_series(std::iter::once(Rectangle::new([(0.0, y + 0.15), (v, y + 0.85)], c.mix(0.8).filled())))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.15), (v, y + 0.85)],
+                    c.mix(0.8).filled(),
+                )))
                 .map_err(draw)?;
             let label = match (&r.skipped, r.vs_direct) {
                 (Some(_), _) => format!("{t}: skipped"),
@@ -297,10 +327,14 @@ pub fn write_svg(rep: &Report, path: &Path) -> Result<()> {
                 _ => format!("{t}: {v:.1}"),
             };
             chart
-                .draw_series(std::iter::once(Text::new(label, (v + max * 0.01, y + 0.7), ("sans-serif", 11))))
+                .draw_series(std::iter::once(Text::new(
+                    label,
+                    (v + max * 0.01, y + 0.7),
+                    ("sans-serif", 11),
+                )))
                 .map_err(draw)?;
         }
-        let lmax = rs.iter().map(|r| r.latency.p999_ms).fold(0.0, f64::max).max(1e-6) * 1.3;
+        let lmax = rs.iter().map(|r| r.latency.p999_ms).fold(0.0, f64::max).max(1e-6) * 1.9;
         let mut chart = ChartBuilder::on(&right)
             .caption(format!("{sc}: latency ms (p50 / p99 / p99.9)"), ("sans-serif", 14))
             .margin(6)
@@ -326,7 +360,10 @@ pub fn write_svg(rep: &Report, path: &Path) -> Result<()> {
             for (k, (v, alpha)) in [(l.p50_ms, 1.0), (l.p99_ms, 0.6), (l.p999_ms, 0.3)].iter().enumerate() {
                 let y0 = y + 0.1 + k as f64 * 0.27;
                 chart
-                    .draw_series(std::iter::once(Rectangle::new([(0.0, y0), (*v, y0 + 0.24)], c.mix(*alpha).filled())))
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y0), (*v, y0 + 0.24)],
+                        c.mix(*alpha).filled(),
+                    )))
                     .map_err(draw)?;
             }
             chart

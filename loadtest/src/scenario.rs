@@ -140,7 +140,8 @@ pub struct Scenario {
 impl Scenario {
     pub fn parse(text: &str, origin: &str) -> Result<Scenario> {
         let s: Scenario = toml::from_str(text).with_context(|| format!("{origin}: not a scenario"))?;
-        s.validate().with_context(|| format!("{origin}: scenario {:?}", s.name))?;
+        s.validate()
+            .with_context(|| format!("{origin}: scenario {:?}", s.name))?;
         Ok(s)
     }
 
@@ -150,7 +151,12 @@ impl Scenario {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("name: letters, digits, - and _ only");
         }
         if self.clients == 0 || self.clients > MAX_CLIENTS {
@@ -309,7 +315,8 @@ impl Target {
         if let Some(u) = &self.admin_url {
             let hp = u.strip_prefix("http://").unwrap_or(u);
             let host = hp.rsplit_once(':').map(|(h, _)| h).unwrap_or(hp);
-            check_loopback(host.trim_matches(['[', ']'])).with_context(|| format!("target {:?}: admin_url", self.name))?;
+            check_loopback(host.trim_matches(['[', ']']))
+                .with_context(|| format!("target {:?}: admin_url", self.name))?;
         }
         Ok(())
     }
@@ -471,10 +478,16 @@ impl RunFile {
             }
             match t.managed {
                 Some(Managed::Gatehouse) if self.gatehouse.is_none() => {
-                    bail!("target {:?} is managed by the harness but there is no [gatehouse]", t.name)
+                    bail!(
+                        "target {:?} is managed by the harness but there is no [gatehouse]",
+                        t.name
+                    )
                 }
                 Some(Managed::Pgbouncer) if self.pgbouncer.is_none() => {
-                    bail!("target {:?} is managed by the harness but there is no [pgbouncer]", t.name)
+                    bail!(
+                        "target {:?} is managed by the harness but there is no [pgbouncer]",
+                        t.name
+                    )
                 }
                 _ => {}
             }
@@ -544,8 +557,11 @@ mod tests {
 
     #[test]
     fn parses_a_scenario_with_defaults() {
-        let s = Scenario::parse("name = \"p\"\nkind = \"point_select\"\nprotocol = \"prepared\"\nclients = 32\n", "t")
-            .unwrap();
+        let s = Scenario::parse(
+            "name = \"p\"\nkind = \"point_select\"\nprotocol = \"prepared\"\nclients = 32\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!(s.kind, Kind::PointSelect);
         assert_eq!(s.protocol, Protocol::Prepared);
         assert_eq!(s.clients, 32);
@@ -586,9 +602,12 @@ mod tests {
         assert!(s.duration_s <= 1.0 && s.warmup_s == 0.0 && s.clients <= 4);
         assert_eq!(s.max_ops, Some(2));
         assert_eq!(s.rows_per_op(), 20_000);
-        let i = Scenario::parse("name = \"i\"\nkind = \"idle_plus_work\"\nidle_connections = 10000\n", "t")
-            .unwrap()
-            .smoke();
+        let i = Scenario::parse(
+            "name = \"i\"\nkind = \"idle_plus_work\"\nidle_connections = 10000\n",
+            "t",
+        )
+        .unwrap()
+        .smoke();
         assert_eq!(i.idle_connections, 20);
         let c = Scenario::parse("name = \"c\"\nkind = \"copy_in\"\nbytes = 1000000000\n", "t")
             .unwrap()

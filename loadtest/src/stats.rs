@@ -247,7 +247,10 @@ mod tests {
         let b = Bound::new(t0, Duration::from_secs(1), Duration::from_secs(2), None);
         assert_eq!(b.next(t0, 1), Go::Warmup);
         assert_eq!(b.next(t0 + Duration::from_millis(1500), 1), Go::Measure);
-        assert_eq!(b.remaining(t0 + Duration::from_millis(1500)), Duration::from_millis(1500));
+        assert_eq!(
+            b.remaining(t0 + Duration::from_millis(1500)),
+            Duration::from_millis(1500)
+        );
         assert_eq!(b.next(t0 + Duration::from_secs(3), 1), Go::Stop);
         assert!(b.stopped());
         // Once stopped, stays stopped.

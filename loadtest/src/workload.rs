@@ -1,7 +1,7 @@
 //! Runs one scenario against one target: clients as tokio tasks under a
 //! shared [`Bound`], a progress line, CPU and RSS of the target's process.
 
-use crate::pg::{ConnectParams, Conn, PgError};
+use crate::pg::{Conn, ConnectParams, PgError};
 use crate::procmon;
 use crate::scenario::{Kind, Protocol, Scenario};
 use crate::stats::{Bound, Go, Recorder};
@@ -88,7 +88,12 @@ fn copy_chunk() -> Vec<u8> {
     let mut i = 0u64;
     while v.len() < 64 * 1024 {
         i += 1;
-        let _ = writeln!(v, "{i}\t{:032x}\t{}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835), "x".repeat(200));
+        let _ = writeln!(
+            v,
+            "{i}\t{:032x}\t{}",
+            (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+            "x".repeat(200)
+        );
     }
     v
 }
@@ -147,7 +152,8 @@ impl Client {
                 c.round_trip(1, |_, _| {}).await?;
             }
             (Kind::CopyIn, _) => {
-                c.simple("create temp table gh_load_copy_in (a int, b text, c text)").await?;
+                c.simple("create temp table gh_load_copy_in (a int, b text, c text)")
+                    .await?;
             }
             _ => {}
         }
@@ -224,7 +230,9 @@ impl Client {
                             if wide {
                                 c.parse(
                                     "",
-                                    &format!("select * from gh_load_secrets where id > $1 and id <= $1 + {rows_per_op}"),
+                                    &format!(
+                                        "select * from gh_load_secrets where id > $1 and id <= $1 + {rows_per_op}"
+                                    ),
                                 );
                             } else {
                                 c.parse("", POINT_SQL);
@@ -403,6 +411,8 @@ async fn open_idle(p: &ConnectParams, n: usize, limit: Duration, progress: &Prog
 pub struct Progress {
     pub label: String,
     tty: bool,
+    /// Without a terminal, a line every 5 s rather than a line redrawn every second.
+    last: std::cell::Cell<Option<Instant>>,
 }
 
 impl Progress {
@@ -410,9 +420,16 @@ impl Progress {
         Progress {
             label,
             tty: std::io::stderr().is_terminal(),
+            last: std::cell::Cell::new(None),
         }
     }
     pub fn line(&self, s: &str) {
+        if !self.tty {
+            if self.last.get().is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+                return;
+            }
+            self.last.set(Some(Instant::now()));
+        }
         let mut e = std::io::stderr().lock();
         if self.tty {
             let _ = write!(e, "\r\x1b[2K{} {s}", self.label);
@@ -434,7 +451,9 @@ impl Progress {
 pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progress) -> Result<Measured> {
     let sc = Arc::new(sc.clone());
     let ep = Arc::new(ep.clone());
-    let sampler = ep.pid.map(|p| procmon::RssSampler::start(p, Duration::from_millis(100)));
+    let sampler = ep
+        .pid
+        .map(|p| procmon::RssSampler::start(p, Duration::from_millis(100)));
     let mut extra = Extra::default();
 
     // Idle connections first, held until the work is done.
@@ -469,7 +488,11 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
         sc.max_ops,
     ));
     let tls = sc.tls.then(crate::pg::tls_connector);
-    let chunk = Arc::new(if sc.kind == Kind::CopyIn { copy_chunk() } else { Vec::new() });
+    let chunk = Arc::new(if sc.kind == Kind::CopyIn {
+        copy_chunk()
+    } else {
+        Vec::new()
+    });
     let mut handles = Vec::with_capacity(sc.clients);
     for i in 0..sc.clients {
         let cl = Client {
@@ -580,7 +603,11 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
 /// Creates the database and the tables the scenarios read, if missing,
 /// through `ep` (the direct target).
 pub async fn setup(ep: &Endpoint, database: &str, tables: Tables) -> Result<()> {
-    if database.is_empty() || !database.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+    if database.is_empty()
+        || !database
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         bail!("database {database:?}: lower-case letters, digits and _ only");
     }
     let mut p = ep.params.clone();
@@ -660,7 +687,9 @@ pub async fn pgbench(sc: &Scenario, ep: &Endpoint, tables: Tables, dir: &std::pa
         Protocol::Extended => "extended",
         Protocol::Prepared => "prepared",
     };
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(sc.clients);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(sc.clients);
     let mut cmd = tokio::process::Command::new("pgbench");
     cmd.args(["-n", "-M", mode])
         .arg("-c")
@@ -696,7 +725,10 @@ pub async fn pgbench(sc: &Scenario, ep: &Endpoint, tables: Tables, dir: &std::pa
         format!(
             "pgbench against {}: {}",
             ep.name,
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("no output")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no output")
         )
     })
 }
@@ -731,6 +763,9 @@ mod tests {
         let c = copy_chunk();
         assert!(c.len() >= 64 * 1024);
         assert_eq!(c.last(), Some(&b'\n'));
-        assert!(c.split(|&b| b == b'\n').filter(|l| !l.is_empty()).all(|l| l.split(|&b| b == b'\t').count() == 3));
+        assert!(c
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .all(|l| l.split(|&b| b == b'\t').count() == 3));
     }
 }
