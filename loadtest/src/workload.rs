@@ -304,13 +304,30 @@ fn unreachable_storm() -> Result<crate::pg::Outcome> {
     bail!("storm is handled above")
 }
 
-async fn client_loop(mut cl: Client, bound: Arc<Bound>) -> (Recorder, u64) {
+/// Runs operations until the bound says stop; returns the measurements,
+/// the statements that were not held (approvals) and when the client stopped.
+/// The client connects first, then waits at `gate` for the bound (sent
+/// once the idle connections of idle_plus_work are open).
+async fn client_loop(
+    mut cl: Client,
+    mut gate: tokio::sync::watch::Receiver<Option<Arc<Bound>>>,
+    ready: Arc<std::sync::atomic::AtomicUsize>,
+) -> (Recorder, u64, Instant) {
     let mut rec = Recorder::new();
+    let op_timeout = Duration::from_secs_f64(cl.sc.op_timeout_s);
+    let _ = tokio::time::timeout(op_timeout, cl.ensure_conn()).await;
+    ready.fetch_add(1, Ordering::Relaxed);
+    let bound = match gate.wait_for(Option::is_some).await {
+        Ok(b) => b.clone(),
+        Err(_) => None,
+    };
+    let Some(bound) = bound else {
+        return (rec, 0, Instant::now());
+    };
     let batch = match cl.sc.kind {
         Kind::PointSelect | Kind::WideRows | Kind::IdlePlusWork => cl.sc.pipeline,
         _ => 1,
     };
-    let op_timeout = Duration::from_secs_f64(cl.sc.op_timeout_s);
     loop {
         // Connection set-up and per-operation preparation are not timed.
         if bound.stopped() {
@@ -363,10 +380,11 @@ async fn client_loop(mut cl: Client, bound: Arc<Bound>) -> (Recorder, u64) {
             }
         }
     }
+    let stopped_at = Instant::now();
     if let Some(c) = cl.conn.take() {
         c.close().await;
     }
-    (rec, cl.not_held)
+    (rec, cl.not_held, stopped_at)
 }
 
 /// Opens `n` logged-in connections, `parallel` at a time, within `limit`.
@@ -456,7 +474,32 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
         .map(|p| procmon::RssSampler::start(p, Duration::from_millis(100)));
     let mut extra = Extra::default();
 
-    // Idle connections first, held until the work is done.
+    // The working clients connect first (so that they are not the ones
+    // refused when a limit is reached), then the idle connections open, then
+    // the clock starts.
+    let tls = sc.tls.then(crate::pg::tls_connector);
+    let chunk = Arc::new(if sc.kind == Kind::CopyIn {
+        copy_chunk()
+    } else {
+        Vec::new()
+    });
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(None);
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(sc.clients);
+    for i in 0..sc.clients {
+        let cl = Client {
+            sc: sc.clone(),
+            ep: ep.clone(),
+            tables,
+            rng: Rng::new(((std::process::id() as u64) << 20) + i as u64 + 1),
+            conn: None,
+            tls: tls.clone(),
+            chunk: chunk.clone(),
+            not_held: 0,
+        };
+        handles.push(tokio::spawn(client_loop(cl, gate_rx.clone(), ready.clone())));
+    }
+
     let mut idle = Vec::new();
     if sc.kind == Kind::IdlePlusWork {
         let mut p = ep.params.clone();
@@ -464,6 +507,11 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
             p.dbname = db.clone();
         }
         p.tls = false;
+        // Let the working clients log in first.
+        let t = Instant::now();
+        while ready.load(Ordering::Relaxed) < sc.clients && t.elapsed() < Duration::from_secs_f64(sc.op_timeout_s) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let t = Instant::now();
         let (conns, errors) = open_idle(&p, sc.idle_connections, Duration::from_secs(180), progress).await;
         extra.idle_requested = Some(sc.idle_connections);
@@ -471,9 +519,10 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
         extra.idle_open_s = Some(t.elapsed().as_secs_f64());
         if conns.len() < sc.idle_connections {
             progress.done(&format!(
-                "opened {} of {} idle connections; first errors: {}",
+                "opened {} of {} idle connections in {:.1} s; first errors: {}",
                 conns.len(),
                 sc.idle_connections,
+                t.elapsed().as_secs_f64(),
                 errors.join(" | ")
             ));
         }
@@ -487,33 +536,13 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
         Duration::from_secs_f64(sc.duration_s),
         sc.max_ops,
     ));
-    let tls = sc.tls.then(crate::pg::tls_connector);
-    let chunk = Arc::new(if sc.kind == Kind::CopyIn {
-        copy_chunk()
-    } else {
-        Vec::new()
-    });
-    let mut handles = Vec::with_capacity(sc.clients);
-    for i in 0..sc.clients {
-        let cl = Client {
-            sc: sc.clone(),
-            ep: ep.clone(),
-            tables,
-            rng: Rng::new(((std::process::id() as u64) << 20) + i as u64 + 1),
-            conn: None,
-            tls: tls.clone(),
-            chunk: chunk.clone(),
-            not_held: 0,
-        };
-        handles.push(tokio::spawn(client_loop(cl, bound.clone())));
-    }
+    let _ = gate_tx.send(Some(bound.clone()));
 
     // CPU from the start of the measured phase.
     tokio::time::sleep_until(bound.measure_from.into()).await;
     let cpu0 = ep.pid.and_then(procmon::cpu_seconds);
     let me = std::process::id();
     let hcpu0 = procmon::cpu_seconds(me);
-    let t_measure = Instant::now();
 
     // Progress until every client has finished, or the hard limit.
     let hard = bound.deadline + Duration::from_secs_f64(sc.op_timeout_s) + Duration::from_secs(5);
@@ -530,7 +559,7 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
             bound.stop();
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         if last.0.elapsed() >= Duration::from_secs(1) {
             let done = bound.done.load(Ordering::Relaxed);
             let rate = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
@@ -550,26 +579,30 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
             last = (Instant::now(), done);
         }
     }
-    // Measured time: from the end of the warm-up until every client stopped
-    // (a long operation started before the deadline counts in full).
-    let elapsed_s = t_measure.elapsed().as_secs_f64();
+    let hard_stopped = Instant::now();
     let cpu1 = ep.pid.and_then(procmon::cpu_seconds);
     let hcpu1 = procmon::cpu_seconds(me);
 
     let mut rec = Recorder::new();
     let mut aborted = 0;
     let mut not_held = 0;
+    let mut last_stop = bound.measure_from;
     for h in handles {
         if !h.is_finished() {
             h.abort();
             aborted += 1;
+            last_stop = last_stop.max(hard_stopped);
             continue;
         }
-        if let Ok((r, nh)) = h.await {
+        if let Ok((r, nh, at)) = h.await {
             rec.merge(&r);
             not_held += nh;
+            last_stop = last_stop.max(at);
         }
     }
+    // Measured time: from the end of the warm-up until the last client
+    // stopped (an operation started before the deadline counts in full).
+    let elapsed_s = last_stop.saturating_duration_since(bound.measure_from).as_secs_f64();
     if aborted > 0 {
         extra.aborted_clients = Some(aborted);
         rec.error(format!("{aborted} clients did not stop in time and were aborted"));
