@@ -5,6 +5,7 @@
 use crate::scenario::{GatehouseSpec, PgbouncerSpec, RunFile};
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -225,9 +226,12 @@ pub fn start_gatehouse(
     let log = tmp.join("gatehouse.log");
     let out = std::fs::File::create(&log)?;
     let err = out.try_clone()?;
+    // Own process group: a Ctrl-C at the terminal reaches the harness only,
+    // which then stops the process itself.
     let child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(&cfg)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -337,7 +341,11 @@ pub fn start_pgbouncer(spec: &PgbouncerSpec, run: &RunFile, tmp: &Path, pg_port:
     } else {
         Command::new(&bin)
     };
-    cmd.arg(&ini).stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.arg(&ini)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
     let child = cmd.spawn().context("starting PgBouncer")?;
     let mut proc = Proc {
         name: "pgbouncer".into(),

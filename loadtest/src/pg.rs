@@ -136,7 +136,9 @@ pub fn tls_connector() -> tokio_rustls::TlsConnector {
         });
     // The ring provider always supports the default protocol versions.
     #[allow(clippy::expect_used)]
-    let config = config.expect("ring supports TLS 1.2 and 1.3");
+    let mut config = config.expect("ring supports TLS 1.2 and 1.3");
+    // Every connection does a full handshake, as libpq's do: no session resumption.
+    config.resumption = rustls::client::Resumption::disabled();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
