@@ -187,6 +187,13 @@ pub fn markdown(rep: &Report) -> String {
                     .unwrap_or_default()
             ));
         }
+        if let Some(k) = r.extra.rss_per_idle_kib {
+            notes.push(format!("+{k:.1} KiB RSS per idle connection"));
+        }
+        if let Some(e) = &r.extra.idle_first_error {
+            let e: String = e.chars().take(100).collect();
+            notes.push(format!("idle refused: {}", e.replace('|', "/")));
+        }
         if let Some(t) = r.extra.pgbench_tps {
             notes.push(format!("pgbench {t:.0} tps"));
         }

@@ -44,6 +44,12 @@ pub struct Extra {
     pub idle_alive: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_open_s: Option<f64>,
+    /// Why the last idle connections could not open, if some could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_first_error: Option<String>,
+    /// The target's VmRSS growth per idle connection held, in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_per_idle_kib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_held: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -513,7 +519,15 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let t = Instant::now();
+        let rss_before = ep.pid.and_then(|p| procmon::status_kib(p, "VmRSS"));
         let (conns, errors) = open_idle(&p, sc.idle_connections, Duration::from_secs(180), progress).await;
+        let rss_after = ep.pid.and_then(|p| procmon::status_kib(p, "VmRSS"));
+        if let (Some(a), Some(b)) = (rss_before, rss_after) {
+            if !conns.is_empty() {
+                extra.rss_per_idle_kib = Some(b.saturating_sub(a) as f64 / conns.len() as f64);
+            }
+        }
+        extra.idle_first_error = errors.first().cloned();
         extra.idle_requested = Some(sc.idle_connections);
         extra.idle_opened = Some(conns.len());
         extra.idle_open_s = Some(t.elapsed().as_secs_f64());
