@@ -507,6 +507,7 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
     }
 
     let mut idle = Vec::new();
+    let mut rss_before_idle = None;
     if sc.kind == Kind::IdlePlusWork {
         let mut p = ep.params.clone();
         if let Some(db) = &ep.idle_dbname {
@@ -519,14 +520,8 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let t = Instant::now();
-        let rss_before = ep.pid.and_then(|p| procmon::status_kib(p, "VmRSS"));
+        rss_before_idle = ep.pid.and_then(|p| procmon::status_kib(p, "VmRSS"));
         let (conns, errors) = open_idle(&p, sc.idle_connections, Duration::from_secs(180), progress).await;
-        let rss_after = ep.pid.and_then(|p| procmon::status_kib(p, "VmRSS"));
-        if let (Some(a), Some(b)) = (rss_before, rss_after) {
-            if !conns.is_empty() {
-                extra.rss_per_idle_kib = Some(b.saturating_sub(a) as f64 / conns.len() as f64);
-            }
-        }
         extra.idle_first_error = errors.first().cloned();
         extra.idle_requested = Some(sc.idle_connections);
         extra.idle_opened = Some(conns.len());
@@ -629,6 +624,11 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
     }
     let vmhwm = ep.pid.and_then(|p| procmon::status_kib(p, "VmHWM"));
     let rss_peak = sampler.map(|s| s.finish());
+    // The growth from before the idle connections opened to the peak sampled
+    // while they were held (VmRSS read once can lag behind).
+    if let (Some(a), Some(b), false) = (rss_before_idle, rss_peak, idle.is_empty()) {
+        extra.rss_per_idle_kib = Some(b.saturating_sub(a) as f64 / idle.len() as f64);
+    }
     // Close the idle connections politely, without waiting long.
     let _ = tokio::time::timeout(Duration::from_secs(20), async {
         for c in idle {
