@@ -63,11 +63,13 @@ case "${1:-}" in
     ensure_nextest
     log "format and lints"
     cargo fmt --check
-    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --locked --workspace --all-targets -- -D warnings
     log "configuration check of the example"
     cargo run --quiet --locked -- check --config policies/gatehouse.toml
     log "tests"
-    cargo nextest run --locked --no-fail-fast
+    cargo nextest run --locked --workspace --no-fail-fast
+    log "load harness smoke run: every scenario for about a second (loadtest/smoke.toml)"
+    cargo run --quiet --locked -p gatehouse-load -- smoke
     log "benchmarks (short mode, so they never rot)"
     cargo bench --locked --bench framer --bench scan --bench classify --bench record -- --quick >/dev/null
     ;;

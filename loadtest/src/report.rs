@@ -1,0 +1,487 @@
+//! The report: one row per scenario and target, as a markdown table, JSON
+//! and an SVG chart of throughput and latency per target.
+
+use crate::stats::{ratio, Latency};
+use crate::workload::Extra;
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub kind: String,
+    pub protocol: String,
+    pub clients: usize,
+    pub pipeline: usize,
+    pub tls: bool,
+    pub target: String,
+    pub direct: bool,
+    /// Why the scenario did not run against this target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub ops: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_samples: Vec<String>,
+    pub elapsed_s: f64,
+    pub ops_per_s: f64,
+    pub rows_per_s: f64,
+    pub mb_per_s: f64,
+    pub latency: Latency,
+    /// Throughput over the direct target's in the same scenario.
+    pub vs_direct: Option<f64>,
+    /// Mean latency minus the direct target's, in µs.
+    pub latency_added_us: Option<f64>,
+    /// CPU time (user + system) of the target's process while measured.
+    pub cpu_s: Option<f64>,
+    pub cpu_us_per_op: Option<f64>,
+    /// Peak of VmRSS sampled every 100 ms during the scenario.
+    pub rss_peak_mib: Option<f64>,
+    /// VmHWM at the end: the peak over the process's whole life so far.
+    pub vmhwm_mib: Option<f64>,
+    pub harness_cpu_s: Option<f64>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub cpu: String,
+    pub os: String,
+    pub kernel: String,
+    pub postgres: Option<String>,
+    pub pgbouncer: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub label: String,
+    pub started_unix: u64,
+    pub smoke: bool,
+    pub machine: Machine,
+    pub rows: Vec<Row>,
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_default();
+        let mem_kib = crate::procmon::parse_status_kib(&read("/proc/meminfo"), "MemTotal").unwrap_or(0);
+        let os = read("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|s| s.trim_matches('"').to_string()))
+            .unwrap_or_default();
+        let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+        let version = |cmd: &str, arg: &str| {
+            std::process::Command::new(cmd)
+                .arg(arg)
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .and_then(|s| s.lines().next().map(str::to_string))
+        };
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gib: mem_kib as f64 / (1024.0 * 1024.0),
+            cpu,
+            os,
+            kernel,
+            postgres: version("pg_config", "--version").or_else(|| version("psql", "--version")),
+            pgbouncer: version("/usr/sbin/pgbouncer", "--version"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} cores ({}), {:.0} GiB, {}, Linux {}{}{}",
+            self.cores,
+            self.cpu,
+            self.memory_gib,
+            self.os,
+            self.kernel,
+            self.postgres.as_deref().map(|v| format!(", {v}")).unwrap_or_default(),
+            self.pgbouncer.as_deref().map(|v| format!(", {v}")).unwrap_or_default(),
+        )
+    }
+}
+
+/// Fills the columns compared with the direct target of the same scenario.
+pub fn compare(rows: &mut [Row]) {
+    let direct: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter(|r| r.direct && r.skipped.is_none() && r.ops > 0)
+        .map(|r| (r.scenario.clone(), r.ops_per_s, r.latency.mean_ms))
+        .collect();
+    for r in rows.iter_mut() {
+        if r.skipped.is_some() || r.ops == 0 {
+            continue;
+        }
+        if let Some((_, tput, mean)) = direct.iter().find(|(s, _, _)| *s == r.scenario) {
+            r.vs_direct = ratio(r.ops_per_s, *tput);
+            if !r.direct {
+                r.latency_added_us = Some((r.latency.mean_ms - mean) * 1000.0);
+            }
+        }
+    }
+}
+
+fn f(x: Option<f64>, p: usize) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.p$}"),
+        _ => String::new(),
+    }
+}
+
+/// Throughput with a unit that suits the scenario.
+fn throughput(r: &Row) -> String {
+    if r.ops_per_s >= 100.0 {
+        format!("{:.0}", r.ops_per_s)
+    } else {
+        format!("{:.2}", r.ops_per_s)
+    }
+}
+
+pub fn markdown(rep: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "`{}`{}: {}.\n",
+        rep.label,
+        if rep.smoke { " (smoke)" } else { "" },
+        rep.machine.describe()
+    );
+    s.push_str(
+        "| scenario | target | ops/s | MB/s | mean ms | p50 ms | p99 ms | p99.9 ms | vs direct | added µs | errors | proxy CPU µs/op | peak RSS MiB | notes |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in &rep.rows {
+        if let Some(why) = &r.skipped {
+            let _ = writeln!(
+                s,
+                "| {} | {} | | | | | | | | | | | | skipped: {why} |",
+                r.scenario, r.target
+            );
+            continue;
+        }
+        let l = &r.latency;
+        let mut notes = Vec::new();
+        if let (Some(o), Some(q)) = (r.extra.idle_opened, r.extra.idle_requested) {
+            notes.push(format!(
+                "idle {o}/{q} held{}",
+                r.extra
+                    .idle_alive
+                    .map(|a| format!(" ({a} alive at the end)"))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(k) = r.extra.rss_per_idle_kib {
+            notes.push(format!("+{k:.1} KiB RSS per idle connection"));
+        }
+        if let Some(e) = &r.extra.idle_first_error {
+            let e: String = e.chars().take(100).collect();
+            notes.push(format!("idle refused: {}", e.replace('|', "/")));
+        }
+        if let Some(t) = r.extra.pgbench_tps {
+            notes.push(format!("pgbench {t:.0} tps"));
+        }
+        if let Some(n) = r.extra.not_held.filter(|n| *n > 0) {
+            notes.push(format!("{n} not held"));
+        }
+        if let Some(v) = r.vmhwm_mib {
+            notes.push(format!("VmHWM {v:.0} MiB"));
+        }
+        if r.errors > 0 {
+            if let Some(e) = r.error_samples.first() {
+                let e: String = e.chars().take(80).collect();
+                notes.push(format!("first error: {}", e.replace('|', "/")));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.target,
+            throughput(r),
+            if matches!(r.kind.as_str(), "wide_rows" | "large_result" | "copy_in" | "copy_out") {
+                format!("{:.1}", r.mb_per_s)
+            } else {
+                String::new()
+            },
+            l.mean_ms,
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms,
+            f(r.vs_direct, 3),
+            f(r.latency_added_us, 0),
+            r.errors,
+            f(r.cpu_us_per_op, 1),
+            f(r.rss_peak_mib, 1),
+            notes.join("; ")
+        );
+    }
+    s
+}
+
+pub fn write_json(rep: &Report, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(rep)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0x4c, 0x72, 0xb0),
+    RGBColor(0xdd, 0x84, 0x52),
+    RGBColor(0x55, 0xa8, 0x68),
+    RGBColor(0xc4, 0x4e, 0x52),
+    RGBColor(0x81, 0x72, 0xb3),
+    RGBColor(0x93, 0x78, 0x60),
+];
+
+/// One row per scenario: throughput per target on the left, latency
+/// p50 / p99 / p99.9 per target on the right.
+pub fn write_svg(rep: &Report, path: &Path) -> Result<()> {
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in &rep.rows {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
+    let mut targets: Vec<&str> = Vec::new();
+    for r in &rep.rows {
+        if !targets.contains(&r.target.as_str()) {
+            targets.push(&r.target);
+        }
+    }
+    let band = 60 + 36 * targets.len() as u32;
+    let height = 60 + band * scenarios.len().max(1) as u32;
+    let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
+    let draw = |e: DrawingAreaErrorKind<std::io::Error>| anyhow::anyhow!("chart: {e:?}");
+    root.fill(&WHITE).map_err(draw)?;
+    let (title, body) = root.split_vertically(60);
+    title
+        .draw(&Text::new(
+            format!(
+                "gatehouse-load: {}{}",
+                rep.label,
+                if rep.smoke { " (smoke)" } else { "" }
+            ),
+            (10, 8),
+            ("sans-serif", 20).into_font(),
+        ))
+        .map_err(draw)?;
+    title
+        .draw(&Text::new(
+            rep.machine.describe(),
+            (10, 34),
+            ("sans-serif", 12).into_font(),
+        ))
+        .map_err(draw)?;
+    let rows = body.split_evenly((scenarios.len().max(1), 1));
+    for (area, sc) in rows.iter().zip(&scenarios) {
+        let (left, right) = area.split_horizontally(600);
+        let rs: Vec<&Row> = rep.rows.iter().filter(|r| r.scenario == *sc).collect();
+        let bytes_kind = matches!(
+            rs.first().map(|r| r.kind.as_str()),
+            Some("large_result" | "copy_in" | "copy_out")
+        );
+        let value = |r: &Row| if bytes_kind { r.mb_per_s } else { r.ops_per_s };
+        let unit = if bytes_kind { "MB/s" } else { "ops/s" };
+        let max = rs.iter().map(|r| value(r)).fold(0.0, f64::max).max(1e-9) * 1.7;
+        let n = targets.len() as f64;
+        let mut chart = ChartBuilder::on(&left)
+            .caption(format!("{sc}: throughput ({unit})"), ("sans-serif", 14))
+            .margin(6)
+            .x_label_area_size(18)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0.0..max, 0.0..n)
+            .map_err(draw)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_labels(5)
+            .label_style(("sans-serif", 10))
+            .draw()
+            .map_err(draw)?;
+        for (i, t) in targets.iter().enumerate() {
+            let y = n - i as f64 - 1.0;
+            let Some(r) = rs.iter().find(|r| r.target == *t) else {
+                continue;
+            };
+            let c = COLORS[i % COLORS.len()];
+            let v = value(r);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.15), (v, y + 0.85)],
+                    c.mix(0.8).filled(),
+                )))
+                .map_err(draw)?;
+            let label = match (&r.skipped, r.vs_direct) {
+                (Some(_), _) => format!("{t}: skipped"),
+                (None, Some(x)) if !r.direct => format!("{t}: {v:.1} ({x:.2}x direct)"),
+                _ => format!("{t}: {v:.1}"),
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label,
+                    (v + max * 0.01, y + 0.7),
+                    ("sans-serif", 11),
+                )))
+                .map_err(draw)?;
+        }
+        let lmax = rs.iter().map(|r| r.latency.p999_ms).fold(0.0, f64::max).max(1e-6) * 1.9;
+        let mut chart = ChartBuilder::on(&right)
+            .caption(format!("{sc}: latency ms (p50 / p99 / p99.9)"), ("sans-serif", 14))
+            .margin(6)
+            .x_label_area_size(18)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0.0..lmax, 0.0..n)
+            .map_err(draw)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_labels(5)
+            .label_style(("sans-serif", 10))
+            .draw()
+            .map_err(draw)?;
+        for (i, t) in targets.iter().enumerate() {
+            let y = n - i as f64 - 1.0;
+            let Some(r) = rs.iter().find(|r| r.target == *t && r.skipped.is_none()) else {
+                continue;
+            };
+            let c = COLORS[i % COLORS.len()];
+            let l = &r.latency;
+            for (k, (v, alpha)) in [(l.p50_ms, 1.0), (l.p99_ms, 0.6), (l.p999_ms, 0.3)].iter().enumerate() {
+                let y0 = y + 0.1 + k as f64 * 0.27;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y0), (*v, y0 + 0.24)],
+                        c.mix(*alpha).filled(),
+                    )))
+                    .map_err(draw)?;
+            }
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{t}: {:.3} / {:.3} / {:.3}", l.p50_ms, l.p99_ms, l.p999_ms),
+                    (l.p999_ms + lmax * 0.01, y + 0.7),
+                    ("sans-serif", 11),
+                )))
+                .map_err(draw)?;
+        }
+    }
+    root.present().map_err(draw)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &str, target: &str, direct: bool, ops_per_s: f64, mean_ms: f64) -> Row {
+        Row {
+            scenario: scenario.into(),
+            kind: "point_select".into(),
+            protocol: "prepared".into(),
+            clients: 1,
+            pipeline: 1,
+            tls: false,
+            target: target.into(),
+            direct,
+            skipped: None,
+            ops: 100,
+            errors: 0,
+            error_samples: vec![],
+            elapsed_s: 1.0,
+            ops_per_s,
+            rows_per_s: ops_per_s,
+            mb_per_s: 0.0,
+            latency: Latency {
+                mean_ms,
+                p50_ms: mean_ms,
+                p99_ms: mean_ms * 2.0,
+                p999_ms: mean_ms * 3.0,
+                max_ms: mean_ms * 4.0,
+            },
+            vs_direct: None,
+            latency_added_us: None,
+            cpu_s: None,
+            cpu_us_per_op: None,
+            rss_peak_mib: None,
+            vmhwm_mib: None,
+            harness_cpu_s: None,
+            extra: Extra::default(),
+        }
+    }
+
+    fn report(rows: Vec<Row>) -> Report {
+        Report {
+            label: "t".into(),
+            started_unix: 0,
+            smoke: false,
+            machine: Machine {
+                cores: 2,
+                memory_gib: 1.0,
+                cpu: "cpu".into(),
+                os: "os".into(),
+                kernel: "k".into(),
+                postgres: None,
+                pgbouncer: None,
+            },
+            rows,
+        }
+    }
+
+    #[test]
+    fn ratios_against_direct_per_scenario() {
+        let mut rows = vec![
+            row("a", "direct", true, 1000.0, 0.100),
+            row("a", "gatehouse", false, 600.0, 0.130),
+            row("b", "gatehouse", false, 50.0, 1.0),
+        ];
+        compare(&mut rows);
+        assert_eq!(rows[0].vs_direct, Some(1.0));
+        assert_eq!(rows[0].latency_added_us, None);
+        assert_eq!(rows[1].vs_direct, Some(0.6));
+        assert!((rows[1].latency_added_us.unwrap() - 30.0).abs() < 1e-9);
+        // No direct row for b: nothing to compare with.
+        assert_eq!(rows[2].vs_direct, None);
+    }
+
+    #[test]
+    fn table_json_and_chart() {
+        let mut rows = vec![
+            row("a", "direct", true, 1000.0, 0.100),
+            row("a", "gatehouse", false, 600.0, 0.130),
+        ];
+        let mut skipped = row("a", "pgbouncer", false, 0.0, 0.0);
+        skipped.skipped = Some("no admin API".into());
+        rows.push(skipped);
+        compare(&mut rows);
+        let rep = report(rows);
+        let md = markdown(&rep);
+        assert!(md.contains("| a | gatehouse | 600 |"), "{md}");
+        assert!(md.contains("| 0.600 | 30 |"), "{md}");
+        assert!(md.contains("skipped: no admin API"));
+        let dir = tempfile::tempdir().unwrap();
+        write_json(&rep, &dir.path().join("r.json")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+        assert_eq!(v["rows"][1]["vs_direct"], 0.6);
+        write_svg(&rep, &dir.path().join("r.svg")).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("r.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("gatehouse"));
+    }
+}
