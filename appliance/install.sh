@@ -19,6 +19,9 @@ if ldd /usr/local/bin/gatehouse | grep -q 'not found'; then
     log "gatehouse links libraries the image lacks (add their packages to packer/base-packages.txt)" >&2
     exit 1
 fi
+# The example configuration compiles the built-in secret rules (Hyperscan
+# needs SSSE3: a CPU model with at least x86-64-v2).
+/usr/local/bin/gatehouse check --config "$SRC/gatehouse.example.toml" >/dev/null
 log "$(/usr/local/bin/gatehouse --version 2>/dev/null || echo gatehouse) installed; links: $(ldd /usr/local/bin/gatehouse | awk '/=>/ { print $1 }' | tr '\n' ' ')"
 
 # Users: gatehouse runs the service; admin logs in with an SSH key only.
@@ -53,7 +56,9 @@ nft -c -f /etc/nftables.conf
 sshd -t
 systemd-analyze verify /etc/systemd/system/gatehouse.service /etc/systemd/system/gatehouse-firstboot.service 2>&1 \
     | grep -v -e 'gatehouse.toml' -e '^$' || true
-if ! systemd-analyze syscall-filter @system-service | grep -q io_uring_setup; then
+# @system-service names @aio, which holds io_uring_setup/enter/register.
+if ! { systemd-analyze syscall-filter @system-service | grep -qx '[[:space:]]*@aio' \
+       && systemd-analyze syscall-filter @aio | grep -qx '[[:space:]]*io_uring_setup'; }; then
     log "this systemd's @system-service lacks io_uring: gatehouse would fall back to epoll" >&2
     exit 1
 fi

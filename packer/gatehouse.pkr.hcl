@@ -114,7 +114,8 @@ source "qemu" "appliance" {
   memory           = var.memory
   headless         = true
   vnc_bind_address = "127.0.0.1"
-  qemuargs         = [["-serial", "file:${var.console_log}"]]
+  # -cpu max: Hyperscan needs SSSE3, which TCG's default CPU model lacks.
+  qemuargs         = [["-serial", "file:${var.console_log}"], ["-cpu", "max"]]
 
   output_directory = var.output_dir
   vm_name          = "${var.vm_name}.qcow2"
