@@ -18,6 +18,7 @@
 #   PG_HOST, PG_PORT, PG_USER   the host's PostgreSQL (127.0.0.1, 5432, postgres)
 #   ACCELERATOR        tcg (default) or kvm
 #   BOOT_TIMEOUT       seconds until /readyz must answer 200 (default 300)
+#   SKIP_REBOOT=1      skip the reboot checks
 #   KEEP_VM=1          leave the VM running at the end (prints how to reach it)
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -286,6 +287,34 @@ case "$out" in "65535 10240 65535 ") pass "sysctl tuning" "somaxconn 65535, port
 
 out=$(vm systemctl --failed --no-legend --plain 2>&1)
 [ -z "$out" ] && pass "no failed units" || fail "no failed units" "$(tr '\n' ' ' <<<"$out")"
+
+# --- reboot: the appliance boots by itself again, keeps its configuration
+# (first boot does not run twice for one instance) and its journal.
+if [ "${SKIP_REBOOT:-0}" != 1 ]; then
+    T_REBOOT=$(date +%s)
+    vm 'sudo systemctl reboot' >/dev/null 2>&1
+    # Down first, then up again.
+    while [ $(( $(date +%s) - T_REBOOT )) -lt 60 ] \
+          && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$ADMIN/readyz")" = 200 ]; do sleep 1; done
+    ready=0
+    while [ $(( $(date +%s) - T_REBOOT )) -lt "$BOOT_TIMEOUT" ]; do
+        kill -0 "$QEMU_PID" 2>/dev/null || break
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$ADMIN/readyz")" = 200 ]; then ready=1; break; fi
+        sleep 2
+    done
+    if [ $ready = 1 ]; then
+        pass "reboot to /readyz 200" "$(( $(date +%s) - T_REBOOT ))s"
+        out=$(PGPASSWORD=$GW_TOKEN timeout 60 psql -X -Atc "select count(*) from pgbench_branches" "$CONN" 2>&1)
+        [ "$out" = 1 ] && pass "psql after reboot" || fail "psql after reboot" "$out"
+        out=$(vm 'journalctl --list-boots --no-pager | grep -c "^ *-\?[0-9]"; journalctl -b -u gatehouse-firstboot -o cat --no-pager | grep -c "configured already"' 2>&1 | tr '\n' ' ')
+        case "$out" in
+            "1 "*|"0 "*|*" 0 ") fail "journal and config kept" "boots, 'configured already': $out" ;;
+            *) pass "journal and config kept" "boots in journal: ${out%% *}; first boot not repeated" ;;
+        esac
+    else
+        fail "reboot to /readyz 200" "not within ${BOOT_TIMEOUT}s; console: $WORK/console.log"
+    fi
+fi
 
 TOTAL=$(( $(date +%s) - T0 ))
 echo

@@ -91,6 +91,18 @@ variable "memory" {
   default = 1024
 }
 
+variable "extra_qemuargs" {
+  type        = list(list(string))
+  default     = []
+  description = "More QEMU arguments, e.g. [[\"-cdrom\", \"seed.iso\"]] for a cloud image's build seed."
+}
+
+variable "pre_install_commands" {
+  type        = list(string)
+  default     = []
+  description = "Commands run as root before install.sh, e.g. installing libhyperscan5 on a cloud image."
+}
+
 variable "console_log" {
   type        = string
   default     = "/dev/null"
@@ -115,7 +127,7 @@ source "qemu" "appliance" {
   headless         = true
   vnc_bind_address = "127.0.0.1"
   # -cpu max: Hyperscan needs SSSE3, which TCG's default CPU model lacks.
-  qemuargs         = [["-serial", "file:${var.console_log}"], ["-cpu", "max"]]
+  qemuargs         = concat([["-serial", "file:${var.console_log}"], ["-cpu", "max"]], var.extra_qemuargs)
 
   output_directory = var.output_dir
   vm_name          = "${var.vm_name}.qcow2"
@@ -133,7 +145,7 @@ build {
   sources = ["source.qemu.appliance"]
 
   provisioner "shell" {
-    inline = ["rm -rf /tmp/gatehouse-appliance", "mkdir -p /tmp/gatehouse-appliance/appliance"]
+    inline = concat(var.pre_install_commands, ["rm -rf /tmp/gatehouse-appliance", "mkdir -p /tmp/gatehouse-appliance/appliance"])
   }
 
   provisioner "file" {
