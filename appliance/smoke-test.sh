@@ -17,7 +17,7 @@
 #   SMOKE_WORK         work directory (default /var/tmp/gatehouse-appliance-smoke)
 #   PG_HOST, PG_PORT, PG_USER   the host's PostgreSQL (127.0.0.1, 5432, postgres)
 #   ACCELERATOR        tcg (default) or kvm
-#   BOOT_TIMEOUT       seconds until /readyz must answer 200 (default 300)
+#   BOOT_TIMEOUT       seconds until /readyz must answer 200 (default 600; TCG on a busy machine is slow)
 #   SKIP_REBOOT=1      skip the reboot checks
 #   KEEP_VM=1          leave the VM running at the end (prints how to reach it)
 set -uo pipefail
@@ -28,7 +28,7 @@ PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-postgres}
 DB=appliance_smoke
-BOOT_TIMEOUT=${BOOT_TIMEOUT:-300}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-600}
 T0=$(date +%s)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
