@@ -10,7 +10,9 @@
 # The image is cached under $GATEHOUSE_APPLIANCE_CACHE (default
 # /var/cache/gatehouse-appliance) as base-<key>.qcow2, where <key> hashes this
 # script, the package list, the suite and the mirrors: changing any of them
-# makes a new image; GATEHOUSE_REBUILD_BASE=1 forces one. The build key lies
+# makes a new image, and so does age (GATEHOUSE_BASE_MAX_AGE_DAYS, default 30,
+# so that the security updates in it stay recent); GATEHOUSE_REBUILD_BASE=1
+# forces one. The build key lies
 # beside it as base-<key>.id_ed25519. Nothing of gatehouse is in the base
 # image; the packer build provisions it every time.
 #
@@ -71,8 +73,11 @@ chmod 0700 "$CACHE"
 exec 9>"$CACHE/.lock"
 flock -w 1800 9 || die "another base image build holds $CACHE/.lock"
 
+MAX_AGE=${GATEHOUSE_BASE_MAX_AGE_DAYS:-30}
 if [ -s "$IMAGE" ] && [ -s "$BUILD_KEY" ] && [ "${GATEHOUSE_REBUILD_BASE:-0}" != 1 ]; then
-    if qemu-img check -q "$IMAGE" 2>/dev/null; then
+    if [ -n "$(find "$IMAGE" -mtime "+$MAX_AGE")" ]; then
+        log "cached image $IMAGE is older than $MAX_AGE days: rebuilding"
+    elif qemu-img check -q "$IMAGE" 2>/dev/null; then
         log "cached: $IMAGE"
         echo "$IMAGE"
         exit 0
