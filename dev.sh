@@ -4,6 +4,7 @@
 #
 #   ./dev.sh start   build, make sure PostgreSQL runs, serve policies/gatehouse.toml
 #   ./dev.sh test    install what the tests need, make sure PostgreSQL runs, run every test
+#   ./dev.sh appliance   build the VM appliance image and smoke-test it under QEMU (root or sudo)
 #
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -73,8 +74,18 @@ case "${1:-}" in
     log "benchmarks (short mode, so they never rot)"
     cargo bench --locked --bench framer --bench scan --bench classify --bench record -- --quick >/dev/null
     ;;
+  appliance)
+    ensure_packages
+    ensure_postgres
+    log "building gatehouse (release)"
+    cargo build --release --locked -p gatehouse
+    log "appliance: image build, boot under QEMU, smoke test"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    exec $sudo env GATEHOUSE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse" appliance/smoke-test.sh
+    ;;
   *)
-    echo "usage: ./dev.sh start|test" >&2
+    echo "usage: ./dev.sh start|test|appliance" >&2
     exit 2
     ;;
 esac

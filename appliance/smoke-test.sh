@@ -204,6 +204,12 @@ c=$(code "$ADMIN/api/v1/sessions")
 [ "$c" = 401 ] && pass "admin API needs its token" "HTTP 401 without" || fail "admin API needs its token" "HTTP $c without a token"
 c=$(code -H "Authorization: Bearer $ADMIN_TOKEN" "$ADMIN/metrics")
 [ "$c" = 200 ] && pass "admin /metrics" "$(grep -c '^gatehouse' "$WORK/http.out") gatehouse series" || fail "admin /metrics" "HTTP $c"
+c=$(code -H "Authorization: Bearer $ADMIN_TOKEN" "$ADMIN/api/v1/recordings")
+if [ "$c" = 200 ] && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["total"] >= 1 else 1)' "$WORK/http.out"; then
+    pass "sessions recorded" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"])' "$WORK/http.out") recordings listed"
+else
+    fail "sessions recorded" "HTTP $c: $(head -c 200 "$WORK/http.out")"
+fi
 
 # --- SSH ------------------------------------------------------------------------------
 if vm true; then pass "ssh with the seed's key"; else fail "ssh with the seed's key" "admin@ cannot log in"; fi
@@ -252,6 +258,13 @@ if grep -q 'gatehouse serving' <<<"$out" && grep 'gatehouse serving' <<<"$out" |
     pass "gatehouse runs on io_uring" "$(grep 'gatehouse serving' <<<"$out" | tail -1 | grep -o 'workers=[0-9]* driver=[A-Za-z]*')"
 else
     fail "gatehouse runs on io_uring" "$(grep -E 'serving|epoll|io_uring' <<<"$out" | tail -3 | tr '\n' ' ')"
+fi
+
+out=$(vm sudo -u gatehouse /usr/local/bin/gatehouse verify /var/lib/gatehouse/recordings 2>&1 | tail -1)
+if grep -q ' 0 failed' <<<"$out" && ! grep -q '^0 recording' <<<"$out"; then
+    pass "recordings verify in the VM" "$out"
+else
+    fail "recordings verify in the VM" "$out"
 fi
 
 out=$(vm sudo systemd-analyze security gatehouse.service --no-pager 2>&1 | grep 'Overall exposure level')
