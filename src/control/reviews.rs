@@ -290,7 +290,7 @@ impl Reviews {
 }
 
 /// How long a held session sleeps between looks at its review.
-pub const POLL: Duration = Duration::from_millis(50);
+pub const POLL: Duration = Duration::from_millis(10);
 
 pub type SharedReviews = Arc<Reviews>;
 
