@@ -511,7 +511,8 @@ async fn review_decide(
                 grant_secs = d.grant_secs(),
                 state = state_name(&r.status),
                 reason = ?d.reason,
-                "review {action} recorded"
+                "review {} recorded",
+                if approve { "approval" } else { "denial" }
             );
             let outcome = format!(
                 "{}{}{}",
