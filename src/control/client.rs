@@ -58,7 +58,9 @@ impl AdminClient {
         })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    /// Sends a request; the answer's body (at most `max` bytes), or the
+    /// API's error with its status and message.
+    fn send(&self, method: &str, path: &str, body: Option<Value>, max: u64) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
         let req = self
             .agent
@@ -70,18 +72,19 @@ impl AdminClient {
                 .send_bytes(b.to_string().as_bytes()),
             None => req.call(),
         };
-        let read = |resp: ureq::Response| -> Result<Value, String> {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::Read::take(resp.into_reader(), MAX_RESPONSE), &mut text)
+        let read = |resp: ureq::Response, max: u64| -> Result<Vec<u8>, String> {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(resp.into_reader(), max), &mut out)
                 .map_err(|e| format!("reading the answer: {e}"))?;
-            serde_json::from_str(&text).map_err(|_| "the answer is not JSON".to_string())
+            Ok(out)
         };
         match res {
-            Ok(resp) => read(resp).map_err(ClientError::Transport),
+            Ok(resp) => read(resp, max).map_err(ClientError::Transport),
             Err(ureq::Error::Status(status, resp)) => {
                 let reason = resp.status_text().to_string();
-                let message = read(resp)
+                let message = read(resp, MAX_RESPONSE)
                     .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                     .and_then(|v| v["error"].as_str().map(String::from))
                     .unwrap_or_else(|| "(no message)".to_string());
                 Err(ClientError::Api {
@@ -94,40 +97,14 @@ impl AdminClient {
         }
     }
 
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+        let bytes = self.send(method, path, body, MAX_RESPONSE)?;
+        serde_json::from_slice(&bytes).map_err(|_| ClientError::Transport("the answer is not JSON".into()))
+    }
+
     /// The raw body of a GET (a recording download), at most `max` bytes.
     pub fn download(&self, path: &str, max: u64) -> Result<Vec<u8>, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let res = self
-            .agent
-            .request("GET", &url)
-            .set("Authorization", &format!("Bearer {}", self.token))
-            .call();
-        match res {
-            Ok(resp) => {
-                let mut out = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::Read::take(resp.into_reader(), max), &mut out)
-                    .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?;
-                Ok(out)
-            }
-            Err(ureq::Error::Status(status, resp)) => {
-                let reason = resp.status_text().to_string();
-                let mut text = String::new();
-                let _ = std::io::Read::read_to_string(
-                    &mut std::io::Read::take(resp.into_reader(), MAX_RESPONSE),
-                    &mut text,
-                );
-                let message = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(String::from))
-                    .unwrap_or_else(|| "(no message)".to_string());
-                Err(ClientError::Api {
-                    status,
-                    reason,
-                    message,
-                })
-            }
-            Err(ureq::Error::Transport(t)) => Err(ClientError::Transport(format!("{}: {t}", self.base))),
-        }
+        self.send("GET", path, None, max)
     }
 
     /// Reviews, open ones first; only pending ones with `pending`.

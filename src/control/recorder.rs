@@ -775,27 +775,14 @@ impl Writer {
         self.emit(session, t, "open", fields);
     }
 
-    /// Writes one record to a session's file and its live tail.
+    /// Writes one record (a JSON object's members) to a session's file and
+    /// its live tail.
     fn emit(&mut self, session: u32, t: u64, kind: &str, fields: Value) {
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        let line = s.chain.line(t, kind, fields);
-        s.dirty = true;
-        self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
-        self.rec.stats.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
-        if let Some(l) = &s.live {
-            if l.receiver_count() > 0 {
-                let text: Arc<str> = String::from_utf8_lossy(&line[..line.len() - 1]).into();
-                let _ = l.send(text);
-            }
-        }
-        if let Err(e) = s.file.write_all(&line) {
-            self.write_err("write", e);
-        }
+        self.emit_fields(session, t, kind, &Fields::from_object(fields));
     }
 
-    /// Writes a record built with [`Fields`].
+    /// Writes a record built with [`Fields`] to a session's file and its
+    /// live tail.
     fn emit_fields(&mut self, session: u32, t: u64, kind: &str, fields: &Fields) {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
@@ -1155,25 +1142,17 @@ impl Writer {
         fields["end"] = Value::from(end);
         fields["duration_ms"] = Value::from(t.saturating_sub(s.started) / 1000);
         self.emit(session, t, "close", fields);
+        if let Some(s) = self.sessions.get(&session) {
+            let mut seal = Fields::default();
+            seal.u64("records", s.chain.seq());
+            self.emit_fields(session, t, "seal", &seal);
+        }
         let Some(mut s) = self.sessions.remove(&session) else {
             return;
         };
-        let records = s.chain.seq();
-        let line = s.chain.line(t, "seal", json!({ "records": records }));
-        if let Some(l) = &s.live {
-            if l.receiver_count() > 0 {
-                let _ = l.send(String::from_utf8_lossy(&line[..line.len() - 1]).into());
-            }
-        }
-        let res = s
-            .file
-            .write_all(&line)
-            .and_then(|_| s.file.flush())
-            .and_then(|_| s.file.get_ref().sync_all());
-        if let Err(e) = res {
+        if let Err(e) = s.file.flush().and_then(|_| s.file.get_ref().sync_all()) {
             self.write_err("seal", e);
         }
-        self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
         self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
         self.rec.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
         s.entry.live = false;

@@ -78,15 +78,7 @@ impl Chain {
     /// Serialises a record of `kind` with `fields` (an object) as one line,
     /// newline included, and advances the chain.
     pub fn line(&mut self, t_us: u64, kind: &str, fields: Value) -> Vec<u8> {
-        let mut body = Fields::default();
-        if let Value::Object(f) = fields {
-            for (k, v) in f {
-                if !matches!(k.as_str(), "seq" | "prev" | "t" | "kind") {
-                    body.value(&k, &v);
-                }
-            }
-        }
-        self.line_fields(t_us, kind, &body)
+        self.line_fields(t_us, kind, &Fields::from_object(fields))
     }
 
     /// As [`Chain::line`], with the fields already written.
@@ -133,6 +125,19 @@ fn hex64(d: &[u8; 32]) -> String {
 pub struct Fields(Vec<u8>);
 
 impl Fields {
+    /// The members of a JSON object (the chain's own keys are left out).
+    pub fn from_object(fields: Value) -> Fields {
+        let mut body = Fields::default();
+        if let Value::Object(f) = fields {
+            for (k, v) in f {
+                if !matches!(k.as_str(), "seq" | "prev" | "t" | "kind") {
+                    body.value(&k, &v);
+                }
+            }
+        }
+        body
+    }
+
     fn key(&mut self, k: &str) {
         if !self.0.is_empty() {
             self.0.push(b',');
