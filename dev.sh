@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Debian packages the build and the tests use; installed only when missing.
-PACKAGES=(postgresql-client pgbouncer clang libclang-dev)
+PACKAGES=(postgresql-client pgbouncer clang libclang-dev libhyperscan-dev pkg-config)
 
 ensure_packages() {
   local missing=()
