@@ -456,6 +456,23 @@ pub struct Target {
     pub tls_server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Idle upstream connections kept for reuse, per worker, upstream
+    /// account and client startup parameters. With a pool, a session logs
+    /// in upstream (or takes a kept connection) at its first message, not at
+    /// login, and a connection its session left idle is reset with
+    /// `pool_reset_query` and kept. 0: no pool; every session logs in
+    /// upstream at login and its connection closes with it.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// A kept connection unused this long is closed.
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout_secs: u64,
+    /// A connection older than this is closed instead of kept.
+    #[serde(default = "default_pool_lifetime")]
+    pub pool_lifetime_secs: u64,
+    /// Run on a connection before it is kept for another session.
+    #[serde(default = "default_pool_reset_query")]
+    pub pool_reset_query: String,
     /// More upstream accounts on this target, beside `user` (the default
     /// account); policy roles choose one by name (`[policy.roles.X.accounts]`).
     #[serde(default, rename = "account")]
@@ -507,6 +524,18 @@ fn default_pg_port() -> u16 {
 }
 fn default_connect_timeout() -> u64 {
     5
+}
+fn default_pool_size() -> usize {
+    32
+}
+fn default_pool_idle_timeout() -> u64 {
+    300
+}
+fn default_pool_lifetime() -> u64 {
+    3600
+}
+fn default_pool_reset_query() -> String {
+    "DISCARD ALL".into()
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -791,6 +820,18 @@ impl Config {
             }
             if t.connect_timeout_secs == 0 {
                 return Err((k("connect_timeout_secs"), "must be at least 1".into()));
+            }
+            if t.pool_size > 10_000 {
+                return Err((k("pool_size"), "must be at most 10000".into()));
+            }
+            if t.pool_size > 0 && (t.pool_idle_timeout_secs == 0 || t.pool_lifetime_secs == 0) {
+                return Err((
+                    k("pool_idle_timeout_secs"),
+                    "pool_idle_timeout_secs and pool_lifetime_secs must be at least 1".into(),
+                ));
+            }
+            if t.pool_size > 0 && (t.pool_reset_query.trim().is_empty() || t.pool_reset_query.contains('\0')) {
+                return Err((k("pool_reset_query"), "must be a statement (no NUL byte)".into()));
             }
             let mut accounts = std::collections::HashSet::new();
             for (j, a) in t.accounts.iter_mut().enumerate() {

@@ -111,6 +111,34 @@ pub fn render(s: &Shared) -> String {
         "Cancel requests forwarded upstream.",
         |w| &w.cancels,
     );
+    {
+        use crate::proxy::pg::counters as c;
+        for (name, help, v) in [
+            (
+                "gatehouse_upstream_logins_total",
+                "Logins to upstream servers (new upstream connections).",
+                &c::UPSTREAM_LOGINS,
+            ),
+            (
+                "gatehouse_pool_reused_total",
+                "Sessions served by a kept upstream connection.",
+                &c::POOL_REUSED,
+            ),
+            (
+                "gatehouse_pool_returned_total",
+                "Upstream connections reset and kept after their session.",
+                &c::POOL_RETURNED,
+            ),
+            (
+                "gatehouse_pool_closed_total",
+                "Kept upstream connections closed (expired, dead, over the limit, reload).",
+                &c::POOL_CLOSED,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
     family(
         &mut out,
         "gatehouse_masked_values_total",

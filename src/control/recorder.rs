@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -146,6 +147,14 @@ pub struct Stats {
     pub statements: Mutex<BTreeMap<(String, String), u64>>,
 }
 
+/// A session's live tail: a channel made when a tail first subscribes.
+pub type LiveTail = Arc<std::sync::OnceLock<tokio::sync::broadcast::Sender<Arc<str>>>>;
+
+/// Subscribes to a live tail, making its channel if it is the first.
+pub fn subscribe(tail: &LiveTail) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+    tail.get_or_init(|| tokio::sync::broadcast::channel(1024).0).subscribe()
+}
+
 /// The recorder: its channels, its index, its live tails.
 pub struct Recorder {
     pub cfg: Recording,
@@ -153,7 +162,8 @@ pub struct Recorder {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub index: Mutex<Index>,
     /// Active sessions' record lines, for live tails.
-    pub live: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Arc<str>>>>,
+    /// The channel is made by the first tail that asks (most sessions have none).
+    pub live: Mutex<HashMap<String, LiveTail>>,
     pub stats: Stats,
     stopped: AtomicBool,
 }
@@ -502,7 +512,7 @@ struct Session {
     review: Option<Value>,
     rows: Vec<Value>,
     rows_of: u64,
-    live: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
+    live: Option<LiveTail>,
     entry: Entry,
 }
 
@@ -514,6 +524,8 @@ struct Writer {
     masked_sql: HashMap<(usize, Arc<str>), Arc<str>>,
     last_sync: Instant,
     last_retention: Instant,
+    /// Sealed files not yet synced: made durable together at the next sync.
+    sealed: Vec<std::fs::File>,
 }
 
 impl Writer {
@@ -526,6 +538,7 @@ impl Writer {
             masked_sql: HashMap::new(),
             last_sync: Instant::now(),
             last_retention: Instant::now(),
+            sealed: Vec::new(),
         }
     }
 
@@ -602,6 +615,36 @@ impl Writer {
     fn sync_dirty(&mut self) {
         self.last_sync = Instant::now();
         let mut errs = Vec::new();
+        let dirty = self.sessions.values().filter(|s| s.dirty).count();
+        if self.sealed.len() + dirty > 1 {
+            // Many files (a storm of short sessions): one syncfs of the
+            // recordings' file system instead of a sync per file.
+            for s in self.sessions.values_mut().filter(|s| s.dirty) {
+                s.dirty = false;
+                if let Err(e) = s.file.flush() {
+                    errs.push(e);
+                }
+            }
+            let fd = self
+                .sealed
+                .first()
+                .map(|f| f.as_raw_fd())
+                .or_else(|| self.sessions.values().next().map(|s| s.file.get_ref().as_raw_fd()));
+            if let Some(fd) = fd {
+                // SAFETY: `fd` is an open file of this writer's.
+                if unsafe { libc::syncfs(fd) } != 0 {
+                    errs.push(std::io::Error::last_os_error());
+                }
+                self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            self.sealed.clear();
+        }
+        for f in self.sealed.drain(..) {
+            if let Err(e) = f.sync_all() {
+                errs.push(e);
+            }
+            self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         for s in self.sessions.values_mut().filter(|s| s.dirty) {
             s.dirty = false;
             if let Err(e) = s.file.flush().and_then(|_| s.file.get_ref().sync_data()) {
@@ -711,7 +754,7 @@ impl Writer {
                 return;
             }
         };
-        let (live, _) = tokio::sync::broadcast::channel(1024);
+        let live = LiveTail::default();
         self.rec
             .live
             .lock()
@@ -791,7 +834,7 @@ impl Writer {
         s.dirty = true;
         self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
         self.rec.stats.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
-        if let Some(l) = &s.live {
+        if let Some(l) = s.live.as_ref().and_then(|l| l.get()) {
             if l.receiver_count() > 0 {
                 let text: Arc<str> = String::from_utf8_lossy(&line[..line.len() - 1]).into();
                 let _ = l.send(text);
@@ -1150,10 +1193,11 @@ impl Writer {
         let Some(mut s) = self.sessions.remove(&session) else {
             return;
         };
-        if let Err(e) = s.file.flush().and_then(|_| s.file.get_ref().sync_all()) {
-            self.write_err("seal", e);
+        // Durable at the next sync, with the other sealed files.
+        match s.file.into_inner() {
+            Ok(f) => self.sealed.push(f),
+            Err(e) => self.write_err("seal", e.into_error()),
         }
-        self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
         self.rec.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
         s.entry.live = false;
         s.entry.ended_us = Some(t);

@@ -338,7 +338,7 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&id)
-        .map(|tx| tx.subscribe());
+        .map(crate::control::recorder::subscribe);
     let backlog = tokio::task::spawn_blocking(move || {
         std::fs::File::open(&path)
             .map(|f| crate::record::records(f).collect::<Vec<Value>>())

@@ -93,6 +93,17 @@ async fn worker_main(
         }
     }
     let _ = ready.send(Ok(()));
+    // This worker's upstream pool: expired, dead and old-configuration
+    // connections are closed every few seconds.
+    {
+        let shared = shared.clone();
+        monoio::spawn(async move {
+            while !shared.draining.load(Ordering::Acquire) {
+                monoio::time::sleep(Duration::from_secs(5)).await;
+                crate::proxy::pg::pool::sweep(shared.state.load().generation);
+            }
+        });
+    }
     let accepts = bound.into_iter().map(|l| {
         let shared = shared.clone();
         monoio::spawn(async move {

@@ -33,7 +33,7 @@ impl Conn {
     }
 
     /// Reads at least one more byte, growing the buffer up to `limit`.
-    async fn fill(&mut self, limit: usize) -> Result<(), ConnError> {
+    pub async fn fill(&mut self, limit: usize) -> Result<(), ConnError> {
         let want = (self.buf.len() * 2).clamp(STARTUP_BUF, limit.max(STARTUP_BUF));
         if self.buf.capacity() - self.buf.len() < 1024 && self.buf.capacity() < want {
             self.buf.reserve(want - self.buf.len());

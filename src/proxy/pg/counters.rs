@@ -49,3 +49,19 @@ impl Counters {
         self.workers.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
     }
 }
+
+/// Upstream connection pool events, process-wide (session events, not per frame).
+pub static UPSTREAM_LOGINS: AtomicU64 = AtomicU64::new(0);
+pub static POOL_REUSED: AtomicU64 = AtomicU64::new(0);
+pub static POOL_RETURNED: AtomicU64 = AtomicU64::new(0);
+pub static POOL_CLOSED: AtomicU64 = AtomicU64::new(0);
+
+pub fn pool_event(e: super::pool::PoolEvent) {
+    use super::pool::PoolEvent as P;
+    let c = match e {
+        P::Reused => &POOL_REUSED,
+        P::Returned => &POOL_RETURNED,
+        P::Closed => &POOL_CLOSED,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+}

@@ -5,6 +5,7 @@ pub mod capture;
 mod conn;
 pub mod counters;
 mod enforce;
+pub mod pool;
 pub mod registry;
 mod relay;
 mod scanning;

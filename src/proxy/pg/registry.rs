@@ -192,6 +192,16 @@ impl Registry {
         }
     }
 
+    /// Records the upstream connection a session got after its login:
+    /// where cancels go and which socket a kill shuts.
+    pub fn set_upstream(&self, pid: u32, fd: RawFd, cancel: CancelTarget) {
+        let mut s = self.shard(pid);
+        if let Some(e) = s.get_mut(&pid) {
+            e.handle.set_upstream_fd(fd);
+            e.cancel = Some(cancel);
+        }
+    }
+
     pub fn deregister(&self, pid: u32) {
         self.shard(pid).remove(&pid);
     }

@@ -144,10 +144,12 @@ pub trait FrameHandler {
 
 #[derive(Debug)]
 pub enum PumpEnd {
-    /// The reading side closed its socket.
-    Eof,
-    /// The handler asked to stop.
-    Stopped,
+    /// The reading side closed its socket; `rest` bytes of an incomplete
+    /// frame had been read (and are dropped).
+    Eof { rest: usize },
+    /// The handler asked to stop; `rest` bytes after the last frame had
+    /// been read already (and are dropped).
+    Stopped { rest: usize },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -270,8 +272,13 @@ pub struct Limits {
     pub max_message: usize,
 }
 
+/// A pump's buffer starts this small (at most the limit) and grows, up to
+/// the limit, when a frame needs it or a read fills it: a session of short
+/// statements keeps small buffers, a large result gets full-size reads.
+pub const INITIAL_BUFFER: usize = 8 * 1024;
+
 /// Moves frames from `r` to `sink` until EOF, an error, or the handler stops.
-/// `buf` may hold bytes already read; its capacity is raised to the limit.
+/// `buf` may hold bytes already read.
 pub async fn pump<H: FrameHandler>(
     r: &mut Reader,
     sink: Sink<'_>,
@@ -280,8 +287,9 @@ pub async fn pump<H: FrameHandler>(
     limits: Limits,
     h: &mut H,
 ) -> Result<PumpEnd, PumpError> {
-    if buf.capacity() < limits.buffer {
-        buf.reserve_exact(limits.buffer - buf.len());
+    let initial = INITIAL_BUFFER.min(limits.buffer);
+    if buf.capacity() < initial {
+        buf.reserve_exact(initial - buf.len());
     }
     let mut frames: Vec<FrameRef> = Vec::with_capacity(64);
     let mut edits = Edits::default();
@@ -306,7 +314,7 @@ pub async fn pump<H: FrameHandler>(
                 }
                 Large::Stream => {
                     let hold = match h.large_chunk(&mut buf[..n], last) {
-                        Ok(hold) if !last => hold.min(n).min(limits.buffer / 4),
+                        Ok(hold) if !last => hold.min(n).min(buf.capacity() / 4),
                         Ok(_) => 0,
                         Err(e) => return Err(PumpError::Refused(e)),
                     };
@@ -335,7 +343,12 @@ pub async fn pump<H: FrameHandler>(
                     Ok(None) => break,
                     Ok(Some(hd)) => {
                         if len - pos < hd.total_len {
-                            if hd.total_len > buf.capacity() && pos == 0 {
+                            if hd.total_len > buf.capacity() && hd.total_len <= limits.buffer {
+                                // Room for the whole frame (it moves to the
+                                // front before the next read).
+                                let want = hd.total_len.max(buf.capacity() * 2).min(limits.buffer);
+                                buf.reserve_exact(want - buf.len());
+                            } else if hd.total_len > buf.capacity() && pos == 0 {
                                 large_mode = h.on_large_frame(hd.tag, hd.total_len, &buf[pos..len], &mut edits.out);
                                 large = hd.total_len;
                                 if !edits.out.is_empty() {
@@ -389,7 +402,7 @@ pub async fn pump<H: FrameHandler>(
             return Err(PumpError::Protocol(e));
         }
         if stop {
-            return Ok(PumpEnd::Stopped);
+            return Ok(PumpEnd::Stopped { rest: len - pos });
         }
         if pos > 0 {
             buf.copy_within(pos..len, 0);
@@ -405,8 +418,14 @@ pub async fn pump<H: FrameHandler>(
         let (res, slice) = r.read(buf.slice_mut(start..end)).await;
         buf = slice.into_inner();
         match res {
-            Ok(0) => return Ok(PumpEnd::Eof),
-            Ok(n) => h.on_read(n),
+            Ok(0) => return Ok(PumpEnd::Eof { rest: buf.len() }),
+            Ok(n) => {
+                h.on_read(n);
+                if n == end - start && buf.capacity() < limits.buffer {
+                    let want = (buf.capacity() * 2).min(limits.buffer);
+                    buf.reserve_exact(want - buf.len());
+                }
+            }
             Err(e) => return Err(PumpError::Read(e)),
         }
     }

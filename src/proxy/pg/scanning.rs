@@ -42,6 +42,35 @@ pub struct SessionCtx<'a> {
     pub masked: RefCell<Vec<(u32, u64)>>,
     /// Statements from the client that carried a secret.
     pub client_secrets: Cell<u64>,
+    /// Whether the upstream connection is idle (for the pool).
+    pub track: PoolTrack,
+}
+
+/// What the relay knows of the upstream connection's state, so that a
+/// session that ends can leave it to the pool only when it is idle: every
+/// request answered, no transaction open, no half-sent batch.
+#[derive(Default)]
+pub struct PoolTrack {
+    /// The session may give its connection to the pool.
+    pub on: bool,
+    /// Sync, Query and FunctionCall messages sent upstream.
+    pub syncs: Cell<u64>,
+    /// ReadyForQuery messages from upstream, and the last one's status.
+    pub readys: Cell<u64>,
+    pub status: Cell<u8>,
+    /// The client sent something after its last Sync or Query (or a
+    /// message too large to follow).
+    pub loose: Cell<bool>,
+    /// 0 while relaying; 1 once the reset query is out (its answers are
+    /// dropped, its ReadyForQuery stops the server pump); 2 if it failed.
+    pub resetting: Cell<u8>,
+}
+
+impl PoolTrack {
+    /// Whether the connection is idle: nothing pending, no transaction.
+    pub fn idle(&self) -> bool {
+        self.on && self.syncs.get() == self.readys.get() && !self.loose.get() && self.status.get() == b'I'
+    }
 }
 
 impl SessionCtx<'_> {
@@ -576,13 +605,29 @@ impl FrameHandler for ServerSide<'_> {
         match tag {
             b'D' => self.rows += 1,
             b'H' => self.copy_binary = body.first() == Some(&1),
-            b'Z' => self.meter(),
+            b'Z' => {
+                self.meter();
+                let t = &self.ctx.track;
+                t.readys.set(t.readys.get() + 1);
+                t.status.set(body.first().copied().unwrap_or(0));
+                if t.resetting.get() != 0 {
+                    return Action::ForwardAndStop;
+                }
+            }
+            b'E' if self.ctx.track.resetting.get() != 0 => self.ctx.track.resetting.set(2),
             _ => {}
         }
         Action::Forward
     }
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
+        if self.ctx.track.resetting.get() != 0 {
+            // The answers to the pool's reset: the client is gone.
+            for f in frames {
+                edits.drop_frame(f);
+            }
+            return None;
+        }
         self.rewrite_rows(buf, frames, edits);
         if let Some(rec) = &self.ctx.rec {
             let engine = self.ctx.engine;
@@ -1054,6 +1099,7 @@ impl FrameHandler for ClientSide<'_> {
     fn on_large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
         self.large_stmt = matches!(tag, b'Q' | b'P' | b'B');
         self.large_flagged = false;
+        self.ctx.track.loose.set(true);
         let group = self.groups;
         if matches!(tag, b'S' | b'Q' | b'F') {
             self.groups += 1;
@@ -1121,7 +1167,18 @@ impl FrameHandler for ClientSide<'_> {
         // are rare, so no per-frame table is kept).
         let ends_group = |t: u8| matches!(t, b'S' | b'Q' | b'F');
         let first_group = self.groups;
-        self.groups += frames.iter().filter(|f| ends_group(f.tag)).count() as u64;
+        let mut groups = 0;
+        let track = &self.ctx.track;
+        for f in frames {
+            if ends_group(f.tag) {
+                groups += 1;
+                track.loose.set(false);
+            } else if f.tag != b'X' {
+                track.loose.set(true);
+            }
+        }
+        self.groups += groups;
+        track.syncs.set(track.syncs.get() + groups);
         // Secrets in statements: flagged always, refused when configured.
         let mut secret_refusals: Vec<(usize, u32)> = Vec::new();
         if let Some(engine) = self.ctx.engine {
@@ -1204,6 +1261,13 @@ impl FrameHandler for ClientSide<'_> {
                 edits.replace(&f, |out| refusal_pbe(out, &sql));
                 let group = first_group + frames[..i].iter().filter(|f| ends_group(f.tag)).count() as u64;
                 self.ctx.suppress.borrow_mut().push_back(group);
+            }
+        }
+        if hold.is_none() && self.ctx.track.on {
+            // The session says goodbye upstream itself, or keeps the
+            // connection for the pool.
+            if let Some(f) = frames.last().filter(|f| f.tag == b'X') {
+                edits.drop_frame(f);
             }
         }
         hold

@@ -5,9 +5,10 @@
 use super::capture::SessionRec;
 use super::conn::{Conn, ConnError};
 use super::enforce::{BudgetGuard, Enforcer, Who};
+use super::pool::{self, PoolKey};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
-use super::scanning::{ClientSide, ServerSide, SessionCtx};
+use super::scanning::{ClientSide, PoolTrack, ServerSide, SessionCtx};
 use super::state::{Shared, State};
 use super::stream::Stream;
 use super::upstream::{self, UpstreamError};
@@ -23,6 +24,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Buffer for a TLS client's first message after login.
+const STARTUP_READ: usize = 64 * 1024;
+
+/// How long a session's end waits for the pool's reset query.
+const RESET_WAIT: Duration = Duration::from_secs(5);
 
 /// Largest password message accepted (a JWT fits easily).
 const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
@@ -114,9 +121,57 @@ struct Ready {
     identity: Identity,
     target: String,
     account: String,
-    upstream: upstream::Upstream,
+    /// `None` until the client's first message when the target pools.
+    upstream: Option<upstream::Upstream>,
+    /// The pool the upstream connection comes from and goes back to.
+    pool: Option<PoolKey>,
+    /// The server parameters the client was given at login.
+    announced: Vec<u8>,
     pid: u32,
     handle: Arc<SessionHandle>,
+}
+
+/// Only the ParameterStatus frames of an upstream login's announcement.
+fn parameters_only(announce: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(announce.len());
+    let mut at = 0;
+    while at + 5 <= announce.len() {
+        let len = u32::from_be_bytes([announce[at + 1], announce[at + 2], announce[at + 3], announce[at + 4]]) as usize;
+        let end = (at + 1 + len).min(announce.len());
+        if announce[at] == b'S' {
+            out.extend_from_slice(&announce[at..end]);
+        }
+        at = end;
+    }
+    out
+}
+
+/// A flag one task sets and another awaits, on one thread.
+#[derive(Default)]
+struct Signal {
+    set: Cell<bool>,
+    waker: Cell<Option<std::task::Waker>>,
+}
+
+impl Signal {
+    fn set(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.get() {
+                std::task::Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 enum Handshake {
@@ -192,7 +247,202 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
             return;
         }
     };
-    relay(&shared, &state, conn, *ready, peer, worker, client_fd, started).await;
+    let mut ready = *ready;
+    if ready.upstream.is_none() {
+        if let Err(f) = attach(&shared, &state, &mut conn, &mut ready, client_fd).await {
+            end_unattached(&shared, &state, conn, ready, f, peer, worker, started).await;
+            return;
+        }
+    }
+    // Boxed: only sessions past their first message carry the relay's state.
+    Box::pin(relay(&shared, &state, conn, ready, peer, worker, client_fd, started)).await;
+}
+
+/// The first byte waiting on the socket: `Some(None)` at EOF, `None` when
+/// nothing can be read now.
+fn peek_byte(fd: RawFd) -> Option<Option<u8>> {
+    let mut b = [0u8; 1];
+    // SAFETY: `fd` is the session's open client socket; `b` a live buffer.
+    let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    match n {
+        0 => Some(None),
+        1 => Some(Some(b[0])),
+        _ => None,
+    }
+}
+
+/// Waits for the client's first message, then gives the session its
+/// upstream connection: a kept one from the pool or a new login. An idle
+/// client holds no upstream connection and no relay buffer meanwhile.
+async fn attach(
+    shared: &Shared,
+    state: &State,
+    conn: &mut Conn,
+    ready: &mut Ready,
+    client_fd: RawFd,
+) -> Result<(), Fatal> {
+    if conn.buf.is_empty() {
+        if let Stream::Plain(tcp) = &conn.stream {
+            conn.buf = Vec::new();
+            tcp.readable(false)
+                .await
+                .map_err(|e| Fatal::new("08006", e.to_string(), "client-io-error"))?;
+            if ready.handle.killed().is_none() {
+                match peek_byte(client_fd) {
+                    Some(None) => return Err(Fatal::new("08006", "connection closed", "client-disconnect")),
+                    // Goodbye before a first statement: no upstream needed.
+                    Some(Some(b'X')) => return Err(Fatal::new("08006", "terminated", "client-terminate")),
+                    _ => {}
+                }
+            }
+        } else {
+            conn.fill(STARTUP_READ).await?;
+        }
+    }
+    if conn.buf.first() == Some(&b'X') {
+        return Err(Fatal::new("08006", "terminated", "client-terminate"));
+    }
+    if let Some(reason) = ready.handle.killed() {
+        let (code, message) = reason.client_error();
+        return Err(Fatal::new(code, message, reason.as_str()));
+    }
+    let lost = || {
+        Fatal::new(
+            "08006",
+            format!("target \"{}\" is no longer served by this gateway", ready.target),
+            "no-target",
+        )
+    };
+    let target = state
+        .targets
+        .iter()
+        .find(|t| t.cfg.name == ready.target)
+        .ok_or_else(lost)?;
+    let account = target
+        .accounts
+        .iter()
+        .find(|a| a.name == ready.account)
+        .ok_or_else(lost)?;
+    let key = ready.pool.as_ref().ok_or_else(lost)?;
+    let up = match pool::take(key) {
+        Some(up) => up,
+        None => {
+            let params: Vec<(&str, &str)> = key.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let up = upstream::connect(target, account, &params, state.config.server.max_message_bytes).await?;
+            pool::remember(key, &parameters_only(&up.announce));
+            up
+        }
+    };
+    shared.registry.set_upstream(
+        ready.pid,
+        up.conn.stream.raw_fd(),
+        CancelTarget {
+            host: target.cfg.host.clone(),
+            port: target.cfg.port,
+            pid: up.backend_pid,
+            secret: up.backend_secret.clone(),
+        },
+    );
+    let params = parameters_only(&up.announce);
+    ready.upstream = Some(up);
+    if params != ready.announced {
+        // The server's parameters changed since the login the client was
+        // told about: the protocol lets them come at any time.
+        conn.write_all(params).await?;
+    }
+    Ok(())
+}
+
+/// Ends a session that never got its upstream connection: the client is
+/// told why (if it is still there), and the session is recorded and logged.
+#[allow(clippy::too_many_arguments)]
+async fn end_unattached(
+    shared: &Shared,
+    state: &State,
+    mut conn: Conn,
+    ready: Ready,
+    f: Fatal,
+    peer: SocketAddr,
+    worker: usize,
+    started: Instant,
+) {
+    if !matches!(f.end, "client-disconnect" | "client-io-error" | "client-terminate") {
+        let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
+    }
+    let client_tls = conn.stream.is_tls();
+    if let Some(rec) = open_recording(shared, state, &ready, peer, worker, client_tls, false) {
+        rec.push(Ev::Close {
+            session: ready.pid,
+            t: crate::record::now_us(),
+            end: f.end,
+            bytes_in: 0,
+            bytes_out: 0,
+            statements: 0,
+            rows: 0,
+            masked: 0,
+        });
+        rec.flush().await;
+    }
+    shared.registry.deregister(ready.pid);
+    super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_closed, 1);
+    tracing::info!(
+        target: "gatehouse::session",
+        session = ready.pid,
+        identity = %ready.identity.name,
+        target = %ready.target,
+        client = %peer,
+        worker,
+        client_tls,
+        statements = 0,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = f.end,
+        reason = %f.message,
+        "session close"
+    );
+}
+
+/// The session's recorder link with its open record pushed, when sessions
+/// are recorded.
+fn open_recording(
+    shared: &Shared,
+    state: &State,
+    ready: &Ready,
+    peer: SocketAddr,
+    worker: usize,
+    client_tls: bool,
+    upstream_tls: bool,
+) -> Option<SessionRec> {
+    let (r, cfg) = (shared.recorder.get()?, state.config.recording.as_ref()?);
+    let identity = &ready.identity;
+    let mode = match &state.policy {
+        Some(p) => p.record_results(&identity.roles, cfg.results),
+        None => cfg.results,
+    };
+    let info = OpenInfo {
+        session: ready.pid,
+        identity: identity.name.clone(),
+        roles: identity.roles.clone(),
+        client: peer.to_string(),
+        target: ready.target.clone(),
+        account: ready.account.clone(),
+        client_tls,
+        upstream_tls,
+        worker,
+        results: mode,
+        engine: state.scan.clone(),
+    };
+    let rec = SessionRec::new(
+        r.sender(ready.pid),
+        ready.pid,
+        mode,
+        cfg.full_max_rows,
+        cfg.full_max_bytes,
+    );
+    rec.push(Ev::Open {
+        t: crate::record::now_us(),
+        info: Box::new(info),
+    });
+    Some(rec)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -380,10 +630,27 @@ async fn handshake(
         .copied()
         .filter(|(k, _)| !matches!(*k, "user" | "database" | "replication") && !k.starts_with("_pq_."))
         .collect();
-    let up = upstream::connect(target, account, &passthrough, srv.max_message_bytes).await?;
+    // With a pool, the upstream connection waits for the client's first
+    // message; the client is told the parameters the last login with the
+    // same key announced. Without one (or before any login), log in now.
+    let pool = (target.cfg.pool_size > 0)
+        .then(|| PoolKey::new(state.generation, &target.cfg.name, &account.name, &passthrough));
+    let (up, announced) = match pool.as_ref().and_then(pool::announce) {
+        Some(a) => (None, a),
+        None => {
+            let up = upstream::connect(target, account, &passthrough, srv.max_message_bytes).await?;
+            let params = parameters_only(&up.announce);
+            if let Some(k) = &pool {
+                pool::remember(k, &params);
+            }
+            (Some(up), params)
+        }
+    };
 
     let handle = SessionHandle::new(client_fd, shared.now());
-    handle.set_upstream_fd(up.conn.stream.raw_fd());
+    if let Some(up) = &up {
+        handle.set_upstream_fd(up.conn.stream.raw_fd());
+    }
     let info = SessionInfo {
         identity: identity.name.clone(),
         target: target.cfg.name.clone(),
@@ -395,16 +662,20 @@ async fn handshake(
             .unwrap_or(0),
         client_tls: tls,
     };
-    let cancel = CancelTarget {
+    let cancel = up.as_ref().map(|up| CancelTarget {
         host: target.cfg.host.clone(),
         port: target.cfg.port,
         pid: up.backend_pid,
         secret: up.backend_secret.clone(),
-    };
-    let (pid, secret) = shared.registry.register(handle.clone(), info, Some(cancel));
+    });
+    let (pid, secret) = shared.registry.register(handle.clone(), info, cancel);
 
     pg::auth_request(&mut out, 0, &[]);
-    out.extend_from_slice(&up.announce);
+    match &up {
+        // Notices of the login too.
+        Some(up) => out.extend_from_slice(&up.announce),
+        None => out.extend_from_slice(&announced),
+    }
     pg::backend_key_data(&mut out, pid, &secret);
     pg::ready_for_query(&mut out, b'I');
     if let Err(e) = conn.write_all(out).await {
@@ -422,7 +693,7 @@ async fn handshake(
         client = %peer,
         worker,
         client_tls = tls,
-        upstream_tls = up.tls,
+        upstream = if up.is_some() { "connected" } else { "at first message" },
         "session open"
     );
     Ok(Handshake::Session(Box::new(Ready {
@@ -430,6 +701,8 @@ async fn handshake(
         target: target.cfg.name.clone(),
         account: account.name.clone(),
         upstream: up,
+        pool,
+        announced,
         pid,
         handle,
     })))
@@ -460,18 +733,19 @@ async fn linger(r: &mut super::relay::Reader, client_fd: RawFd) {
 /// Writes a frame of gatehouse's own, unless the peer is in the middle of a
 /// streamed frame: the protocol cannot carry it there, so the caller's
 /// close is all the peer gets (as when a server dies mid-message).
-async fn write_frame(w: &Mutex<super::relay::Writer>, mid_frame: &Cell<bool>, frame: Vec<u8>) {
+/// Returns whether the frame went out.
+async fn write_frame(w: &Mutex<super::relay::Writer>, mid_frame: &Cell<bool>, frame: Vec<u8>) -> bool {
     let mut w = w.lock().await;
     if mid_frame.get() {
-        return;
+        return false;
     }
     let fut = async {
         let (res, _) = w.write_all(frame).await;
-        if res.is_ok() {
-            let _ = monoio::io::AsyncWriteRent::flush(&mut *w).await;
-        }
+        res.is_ok() && monoio::io::AsyncWriteRent::flush(&mut *w).await.is_ok()
     };
-    let _ = monoio::time::timeout(Duration::from_secs(2), fut).await;
+    monoio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .unwrap_or(false)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -487,15 +761,35 @@ async fn relay(
 ) {
     let srv = &state.config.server;
     let (cap, max_msg) = (srv.buffer_bytes, srv.max_message_bytes);
+    let client_tls = conn.stream.is_tls();
+    let upstream_tls = ready.upstream.as_ref().is_some_and(|u| u.tls);
+    let rec = open_recording(shared, state, &ready, peer, worker, client_tls, upstream_tls);
+    if let Some(rec) = &rec {
+        // The open record waits for room like a statement.
+        rec.flush().await;
+    }
     let Ready {
         identity,
         target,
-        account,
         upstream,
+        pool: pool_key,
         pid,
         handle,
+        ..
     } = ready;
-    let upstream_fd = upstream.conn.stream.raw_fd();
+    let Some(upstream) = upstream else {
+        // `attach` gave every session that reaches here its connection.
+        return;
+    };
+    let upstream::Upstream {
+        conn: uconn,
+        announce,
+        backend_pid,
+        backend_secret,
+        tls: up_tls,
+        born,
+    } = upstream;
+    let upstream_fd = uconn.stream.raw_fd();
     let Conn {
         stream: cstream,
         buf: cbuf,
@@ -503,8 +797,7 @@ async fn relay(
     let Conn {
         stream: ustream,
         buf: ubuf,
-    } = upstream.conn;
-    let client_tls = cstream.is_tls();
+    } = uconn;
     let client_plain = (!client_tls).then_some(client_fd);
     let upstream_plain = (!ustream.is_tls()).then_some(upstream_fd);
     let (mut cr, cw) = cstream.into_split();
@@ -516,36 +809,6 @@ async fn relay(
     let (client_mid, upstream_mid) = (Cell::new(false), Cell::new(false));
     let end: Cell<&'static str> = Cell::new("");
     let budget = state.policy.as_ref().and_then(|p| p.budget(&identity.roles));
-    let rec = match (shared.recorder.get(), &state.config.recording) {
-        (Some(r), Some(cfg)) => {
-            let mode = match &state.policy {
-                Some(p) => p.record_results(&identity.roles, cfg.results),
-                None => cfg.results,
-            };
-            let info = OpenInfo {
-                session: pid,
-                identity: identity.name.clone(),
-                roles: identity.roles.clone(),
-                client: peer.to_string(),
-                target: target.clone(),
-                account: account.clone(),
-                client_tls,
-                upstream_tls: upstream_plain.is_none(),
-                worker,
-                results: mode,
-                engine: state.scan.clone(),
-            };
-            let rec = SessionRec::new(r.sender(pid), pid, mode, cfg.full_max_rows, cfg.full_max_bytes);
-            // The open record waits for room like a statement.
-            rec.push(Ev::Open {
-                t: crate::record::now_us(),
-                info: Box::new(info),
-            });
-            rec.flush().await;
-            Some(rec)
-        }
-        _ => None,
-    };
     let ctx = SessionCtx {
         shared,
         handle: &handle,
@@ -559,7 +822,22 @@ async fn relay(
         suppress: Default::default(),
         masked: Default::default(),
         client_secrets: Cell::new(0),
+        track: PoolTrack {
+            on: pool_key.is_some(),
+            // A connection is idle when a session gets it (after its login
+            // or its reset).
+            status: Cell::new(b'I'),
+            ..Default::default()
+        },
     };
+    let track = &ctx.track;
+    let reset_query = state
+        .targets
+        .iter()
+        .find(|t| t.cfg.name == target)
+        .map_or("DISCARD ALL", |t| t.cfg.pool_reset_query.as_str());
+    let server_done = Signal::default();
+    let server_stopped: Cell<Option<usize>> = Cell::new(None);
     let limits = Limits {
         buffer: cap,
         max_message: max_msg,
@@ -614,8 +892,8 @@ async fn relay(
                 write_frame(&cw, &client_mid, f).await;
                 end.set(reason.as_str());
             }
-            (Ok(PumpEnd::Stopped), _) => end.set("client-terminate"),
-            (Ok(PumpEnd::Eof), _) | (Err(PumpError::Read(_)), _) if first => end.set("client-disconnect"),
+            (Ok(PumpEnd::Stopped { .. }), _) => end.set("client-terminate"),
+            (Ok(PumpEnd::Eof { .. }), _) | (Err(PumpError::Read(_)), _) if first => end.set("client-disconnect"),
             (Err(PumpError::Protocol(e)), _) => {
                 let mut f = Vec::new();
                 pg::fatal(&mut f, e.sqlstate(), &format!("client sent an invalid message: {e}"));
@@ -626,10 +904,27 @@ async fn relay(
             (Err(PumpError::Write(_)), _) if first => end.set("upstream-lost"),
             _ => {}
         }
+        // A connection left idle goes back to the pool once reset: the
+        // reset's answers (dropped) end the server pump at a frame boundary.
+        // A client that left half a message behind is not a clean end.
+        let clean = matches!(r, Ok(PumpEnd::Eof { rest: 0 } | PumpEnd::Stopped { .. }));
+        if first && clean && handle.killed().is_none() && track.idle() && !upstream_mid.get() {
+            track.resetting.set(1);
+            let mut q = Vec::with_capacity(32);
+            pg::cstring_message(&mut q, b'Q', reset_query.as_bytes());
+            if write_frame(&uw, &upstream_mid, q).await
+                && monoio::time::timeout(RESET_WAIT, server_done.wait()).await.is_ok()
+            {
+                return;
+            }
+            track.resetting.set(2);
+        }
         // Tell the server goodbye, then wake the other pump.
         let mut t = Vec::with_capacity(5);
         pg::terminate(&mut t);
-        if !matches!(r, Ok(PumpEnd::Stopped)) {
+        // A Terminate from the client went upstream already, unless the
+        // session may pool (then the relay drops it).
+        if track.on || !matches!(r, Ok(PumpEnd::Stopped { .. })) {
             write_frame(&uw, &upstream_mid, t).await;
         }
         shutdown_fd(upstream_fd, libc::SHUT_RDWR);
@@ -644,6 +939,10 @@ async fn relay(
             mid_frame: &client_mid,
         };
         let r = pump(&mut ur, sink, Side::Backend, ubuf, limits, &mut ss).await;
+        if let Ok(PumpEnd::Stopped { rest }) = r {
+            server_stopped.set(Some(rest));
+        }
+        server_done.set();
         if closing.replace(true) || handle.killed().is_some() {
             return;
         }
@@ -685,14 +984,56 @@ async fn relay(
         shutdown_fd(client_fd, libc::SHUT_RD);
     };
     futures_util::future::join(c2s, s2c).await;
+    let (cs_bytes, cs_statements) = (cs.bytes, cs.statements);
+    drop(cs);
+    // Back to the pool: the reset answered, nothing more read, no kill.
+    let keep = match pool_key.as_ref() {
+        Some(key) if track.resetting.get() == 1 && server_stopped.get() == Some(0) && handle.killed().is_none() => {
+            Some(key)
+        }
+        _ => None,
+    };
+    if let Some(key) = keep {
+        let (cw, uw) = (cw.into_inner(), uw.into_inner());
+        drop((cr, cw));
+        match ur.reunite(uw) {
+            Ok(stream) => {
+                // Out of the registry first: a kill must not reach a socket
+                // another session may get.
+                shared.registry.deregister(pid);
+                let limits = state
+                    .targets
+                    .iter()
+                    .find(|t| t.cfg.name == target)
+                    .map(|t| t.pool_limits());
+                if let Some(limits) = limits {
+                    let up = upstream::Upstream {
+                        conn: Conn {
+                            stream,
+                            buf: Vec::new(),
+                        },
+                        announce,
+                        backend_pid,
+                        backend_secret,
+                        tls: up_tls,
+                        born,
+                    };
+                    pool::put(key, up, limits);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(target: "gatehouse::session", session = pid, "upstream connection halves did not match; not kept")
+            }
+        }
+    }
     if let Some(r) = &ctx.rec {
         r.push(Ev::Close {
             session: pid,
             t: crate::record::now_us(),
             end: end.get(),
-            bytes_in: cs.bytes,
+            bytes_in: cs_bytes,
             bytes_out: ss.bytes,
-            statements: cs.statements,
+            statements: cs_statements,
             rows: ss.rows,
             masked: ctx.masked_total(),
         });
@@ -702,9 +1043,9 @@ async fn relay(
     let c = shared.counters.worker(worker);
     use super::counters::WorkerCounters as W;
     W::add(&c.sessions_closed, 1);
-    W::add(&c.bytes_in, cs.bytes);
+    W::add(&c.bytes_in, cs_bytes);
     W::add(&c.bytes_out, ss.bytes);
-    W::add(&c.statements, cs.statements);
+    W::add(&c.statements, cs_statements);
     W::add(&c.rows, ss.rows);
     W::add(&c.masked, ctx.masked_total());
     W::add(&c.client_secrets, ctx.client_secrets.get());
@@ -716,9 +1057,9 @@ async fn relay(
         client = %peer,
         worker,
         client_tls,
-        bytes_in = cs.bytes,
+        bytes_in = cs_bytes,
         bytes_out = ss.bytes,
-        statements = cs.statements,
+        statements = cs_statements,
         rows = ss.rows,
         masked = ctx.masked_total(),
         masked_rules = %ctx.masked_summary(),

@@ -20,6 +20,16 @@ pub struct AccountRt {
     pub password: Option<String>,
 }
 
+impl TargetRt {
+    pub fn pool_limits(&self) -> super::pool::PoolLimits {
+        super::pool::PoolLimits {
+            max_idle: self.cfg.pool_size,
+            idle_timeout: std::time::Duration::from_secs(self.cfg.pool_idle_timeout_secs),
+            lifetime: std::time::Duration::from_secs(self.cfg.pool_lifetime_secs),
+        }
+    }
+}
+
 /// A target ready to connect to.
 pub struct TargetRt {
     pub cfg: Target,
@@ -39,7 +49,12 @@ pub struct State {
     pub scan: Option<Arc<Engine>>,
     /// The statement policy; `None`: every statement is allowed.
     pub policy: Option<Arc<crate::policy::Policy>>,
+    /// Which build of the configuration this is (upstream pools of older
+    /// ones are closed).
+    pub generation: u64,
 }
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl State {
     pub fn build(config: Config) -> Result<State, String> {
@@ -100,6 +115,7 @@ impl State {
             auth,
             scan,
             policy,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
 

@@ -43,6 +43,8 @@ pub struct Upstream {
     pub backend_pid: u32,
     pub backend_secret: Vec<u8>,
     pub tls: bool,
+    /// When the login happened (for the pool's lifetime limit).
+    pub born: std::time::Instant,
 }
 
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -184,12 +186,14 @@ pub async fn connect(
         }
     }
     let (backend_pid, backend_secret) = key.unwrap_or((0, Vec::new()));
+    super::counters::UPSTREAM_LOGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Upstream {
         conn,
         announce,
         backend_pid,
         backend_secret,
         tls,
+        born: std::time::Instant::now(),
     })
 }
 
