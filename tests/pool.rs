@@ -19,6 +19,8 @@ fn start() -> Gatehouse {
     let extra = format!(
         "[[target]]\nname = \"nopool\"\ndatabase = \"nopool\"\nupstream_database = \"postgres\"\n\
          host = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"postgres\"\ntls = \"disable\"\npool_size = 0\n\n\
+         [[target]]\nname = \"small\"\ndatabase = \"small\"\nupstream_database = \"postgres\"\n\
+         host = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"postgres\"\ntls = \"disable\"\npool_size = 2\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[[admin.token]]\nname = \"ops\"\ntoken_hash = \"{hash}\"\nroles = [\"admin\"]\n",
         admin = free_port(),
         hash = token_hash("admin-secret-token"),
@@ -327,4 +329,22 @@ async fn a_target_without_a_pool_closes_with_its_session() {
     wait_backends(&g, &app, 0).await;
     let b = connect(&g, "nopool", &app).await;
     assert_ne!(backend_pid(&b).await, pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_size_bounds_the_kept_connections() {
+    let g = start();
+    let app = unique("gh-pool-small");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let c = connect(&g, "small", &app).await;
+        backend_pid(&c).await;
+        clients.push(c);
+    }
+    assert_eq!(backends(&app).await, 4);
+    drop(clients);
+    // Two kept (pool_size = 2), the others closed.
+    wait_backends(&g, &app, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(backends(&app).await, 2);
 }

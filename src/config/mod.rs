@@ -456,8 +456,8 @@ pub struct Target {
     pub tls_server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
-    /// Idle upstream connections kept for reuse, per worker, upstream
-    /// account and client startup parameters. With a pool, a session logs
+    /// Idle upstream connections kept for reuse (all workers, upstream
+    /// accounts and client startup parameters together). With a pool, a session logs
     /// in upstream (or takes a kept connection) at its first message, not at
     /// login, and a connection its session left idle is reset with
     /// `pool_reset_query` and kept. 0: no pool; every session logs in
@@ -526,7 +526,7 @@ fn default_connect_timeout() -> u64 {
     5
 }
 fn default_pool_size() -> usize {
-    32
+    20
 }
 fn default_pool_idle_timeout() -> u64 {
     300

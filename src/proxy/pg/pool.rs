@@ -18,6 +18,8 @@ use super::upstream::Upstream;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which upstream connections are interchangeable.
@@ -45,12 +47,33 @@ impl PoolKey {
 }
 
 /// Limits of one target's pools.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PoolLimits {
-    /// Idle connections kept per key and worker (0: no pooling, no deferred login).
+    /// Idle connections the target's pools keep in all (every worker and
+    /// key together; 0: no pooling, no deferred login).
     pub max_idle: usize,
     pub idle_timeout: Duration,
     pub lifetime: Duration,
+    /// Idle connections kept now, over all workers.
+    pub kept: Arc<AtomicUsize>,
+}
+
+/// One place of a target's `max_idle`, given back when the connection
+/// leaves the pool (taken, closed).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn claim(kept: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        kept.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(kept.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct IdleConn {
@@ -58,6 +81,7 @@ struct IdleConn {
     since: Instant,
     idle_timeout: Duration,
     lifetime: Duration,
+    _slot: Slot,
 }
 
 impl IdleConn {
@@ -99,16 +123,7 @@ fn looks_alive(fd: RawFd) -> bool {
 /// Closes an idle connection politely: a Terminate when the socket takes it
 /// without waiting (plain sockets), then the close.
 fn retire(c: IdleConn) {
-    if !c.up.tls {
-        let fd = c.up.conn.stream.raw_fd();
-        let x = [b'X', 0, 0, 0, 4];
-        // SAFETY: `fd` is this connection's open socket, `x` a live buffer.
-        unsafe {
-            libc::send(fd, x.as_ptr().cast(), x.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-        }
-    }
-    crate::proxy::pg::counters::pool_event(PoolEvent::Closed);
-    drop(c);
+    close(c.up);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -168,26 +183,46 @@ pub fn take(key: &PoolKey) -> Option<Upstream> {
     }
 }
 
-/// Keeps a reset connection for the next session with `key`.
-pub fn put(key: &PoolKey, mut up: Upstream, limits: PoolLimits) {
+/// Closes a connection that is not kept, politely (see `retire`).
+fn close(up: Upstream) {
+    if !up.tls {
+        let x = [b'X', 0, 0, 0, 4];
+        // SAFETY: the connection's open socket and a live buffer.
+        unsafe {
+            libc::send(
+                up.conn.stream.raw_fd(),
+                x.as_ptr().cast(),
+                x.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+        }
+    }
+    crate::proxy::pg::counters::pool_event(PoolEvent::Closed);
+}
+
+/// Keeps a reset connection for the next session with `key`, if the
+/// target's pools have room; closes it otherwise.
+pub fn put(key: &PoolKey, mut up: Upstream, limits: &PoolLimits) {
     let now = Instant::now();
     up.conn.buf = Vec::new();
+    if now.duration_since(up.born) >= limits.lifetime {
+        close(up);
+        return;
+    }
+    let Some(slot) = Slot::claim(&limits.kept, limits.max_idle) else {
+        close(up);
+        return;
+    };
     let c = IdleConn {
         up,
         since: now,
         idle_timeout: limits.idle_timeout,
         lifetime: limits.lifetime,
+        _slot: slot,
     };
-    if c.expired(now) {
-        retire(c);
-        return;
-    }
     let over = POOL.with(|p| {
         let mut p = p.borrow_mut();
         let Some(e) = p.entry(key) else { return Some(c) };
-        if e.idle.len() >= limits.max_idle {
-            return Some(c);
-        }
         e.idle.push(c);
         None
     });

@@ -1018,7 +1018,7 @@ async fn relay(
                         tls: up_tls,
                         born,
                     };
-                    pool::put(key, up, limits);
+                    pool::put(key, up, &limits);
                 }
             }
             Err(_) => {

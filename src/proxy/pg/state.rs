@@ -26,6 +26,7 @@ impl TargetRt {
             max_idle: self.cfg.pool_size,
             idle_timeout: std::time::Duration::from_secs(self.cfg.pool_idle_timeout_secs),
             lifetime: std::time::Duration::from_secs(self.cfg.pool_lifetime_secs),
+            kept: self.pool_kept.clone(),
         }
     }
 }
@@ -37,6 +38,8 @@ pub struct TargetRt {
     pub accounts: Vec<AccountRt>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub server_name: rustls::pki_types::ServerName<'static>,
+    /// Idle connections the pools keep for this target (all workers).
+    pub pool_kept: Arc<AtomicUsize>,
 }
 
 /// The compiled configuration. Read-only; replaced as a whole on reload.
@@ -83,6 +86,7 @@ impl State {
                 accounts,
                 tls: tls::upstream_config(t).map_err(err)?,
                 server_name: tls::server_name(t).map_err(err)?,
+                pool_kept: Arc::default(),
                 cfg: t.clone(),
             });
         }
