@@ -526,6 +526,8 @@ struct Writer {
     last_retention: Instant,
     /// Sealed files not yet synced: made durable together at the next sync.
     sealed: Vec<std::fs::File>,
+    /// The day directory known to exist.
+    day_dir: Option<String>,
 }
 
 impl Writer {
@@ -539,6 +541,7 @@ impl Writer {
             last_sync: Instant::now(),
             last_retention: Instant::now(),
             sealed: Vec::new(),
+            day_dir: None,
         }
     }
 
@@ -745,8 +748,20 @@ impl Writer {
         let day = civil_day(t / 1_000_000);
         let dir = self.rec.cfg.dir.join(&day);
         let path = dir.join(format!("{id}.{}", record::EXT));
-        let file = std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::OpenOptions::new().create_new(true).write(true).open(&path));
+        // The day's directory is made once (again if retention removed it).
+        let create = || std::fs::OpenOptions::new().create_new(true).write(true).open(&path);
+        let file = if self.day_dir.as_deref() == Some(day.as_str()) {
+            create()
+        } else {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        let file = match file {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&dir).and_then(|_| {
+                self.day_dir = Some(day.clone());
+                create()
+            }),
+            other => other,
+        };
         let file = match file {
             Ok(f) => f,
             Err(e) => {
@@ -797,7 +812,7 @@ impl Writer {
             session,
             Session {
                 id,
-                file: BufWriter::with_capacity(64 << 10, file),
+                file: BufWriter::with_capacity(8 << 10, file),
                 chain: Chain::default(),
                 info,
                 started: t,
