@@ -38,15 +38,22 @@ die() { printf 'FAIL  %s\n' "$*"; exit 1; }
 # Debian packages the build and the test use; installed only when missing.
 PACKAGES=(packer qemu-system-x86 qemu-utils debootstrap fdisk e2fsprogs extlinux dosfstools mtools
           openssh-client postgresql-client curl openssl binutils python3 clang libclang-dev libhyperscan-dev)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# Twice: installing one package can remove another of a different origin
+# (Debian's qemu-system-x86 removes a newer qemu-utils), which the second
+# pass puts back in the matching version.
+for round in 1 2; do
+    missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -gt 0 ] || break
     log "installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    { [ "$round" = 2 ] || apt-get update -qq; } && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
         || die "setup: cannot install ${missing[*]}"
-fi
+done
+for tool in qemu-img qemu-system-x86_64 packer debootstrap; do
+    command -v "$tool" >/dev/null || die "setup: $tool is missing after installing ${PACKAGES[*]}"
+done
 
 FAILED=0
 PASSED=0
