@@ -34,6 +34,7 @@
 #                  free ports from 6440 up) and shows up as target
 #                  gatehouse-w<N>-<driver>[-noscan][-<binary name>].
 #                  Overrides GH_WORKERS/GH_IO_DRIVER/GH_SCAN.
+#   GH_POOL_SIZE   pool_size of each gatehouse variant (8)
 #   GH_BIN         gatehouse binary to use (default: target/release/gatehouse, built if needed)
 #   GH_SKIP_BUILD  1 = do not run cargo build
 #   GH_PORT, PGB_PORT  listen ports (6433, 6434); PG_PORT upstream port (5432)
@@ -208,6 +209,9 @@ host = "$PG_HOST"
 port = $PG_PORT
 user = "postgres"
 tls = "disable"
+# Kept idle connections: several variants and PgBouncer share
+# PostgreSQL's max_connections.
+pool_size = ${GH_POOL_SIZE:-8}
 
 [[identity]]
 name = "bench"

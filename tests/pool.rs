@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
 use tokio_postgres::Client;
@@ -16,35 +16,29 @@ const WAIT: Duration = Duration::from_secs(20);
 /// without a pool beside the default ones.
 fn start() -> Gatehouse {
     let port = free_port();
+    let admin = free_port();
     let extra = format!(
         "[[target]]\nname = \"nopool\"\ndatabase = \"nopool\"\nupstream_database = \"postgres\"\n\
          host = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"postgres\"\ntls = \"disable\"\npool_size = 0\n\n\
          [[target]]\nname = \"small\"\ndatabase = \"small\"\nupstream_database = \"postgres\"\n\
          host = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"postgres\"\ntls = \"disable\"\npool_size = 2\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[[admin.token]]\nname = \"ops\"\ntoken_hash = \"{hash}\"\nroles = [\"admin\"]\n",
-        admin = free_port(),
         hash = token_hash("admin-secret-token"),
     );
     let config = config_text(port, "", &extra).replace("workers = 2", "workers = 1");
-    Gatehouse::start_with(port, &config)
-}
-
-fn admin_port(g: &Gatehouse) -> u16 {
-    let text = std::fs::read_to_string(&g.config_path).expect("config");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("listen = \"127.0.0.1:"))
-        .expect("admin listen");
-    line.trim_end_matches('"')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("port")
+    let mut g = Gatehouse::start_with(port, &config);
+    g.admin_port = Some(admin);
+    g
 }
 
 fn metric(g: &Gatehouse, name: &str) -> u64 {
-    let (status, body) = http(admin_port(g), "GET", "/metrics", "admin-secret-token", "");
+    let (status, body) = http(
+        g.admin_port.expect("admin API"),
+        "GET",
+        "/metrics",
+        "admin-secret-token",
+        "",
+    );
     assert_eq!(status, 200, "{body}");
     body.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
@@ -58,52 +52,6 @@ async fn connect(g: &Gatehouse, db: &str, app: &str) -> Client {
         .expect("connect timed out")
         .expect("connect")
         .0
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut m = vec![b'Q'];
-    m.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-    m.extend_from_slice(sql.as_bytes());
-    m.push(0);
-    m
-}
-
-/// A logged-in client on a plain socket (ReadyForQuery read).
-fn raw_login(port: u16, app: &str) -> std::net::TcpStream {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", "agent"), ("database", "postgres"), ("application_name", app)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(&body);
-    s.write_all(&m).unwrap();
-    let mut sent_password = false;
-    loop {
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).unwrap();
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize - 4;
-        let mut rest = vec![0u8; len];
-        s.read_exact(&mut rest).unwrap();
-        match head[0] {
-            b'R' if rest[..4] == [0, 0, 0, 3] && !sent_password => {
-                let mut p = vec![b'p'];
-                p.extend_from_slice(&((TOKEN.len() + 5) as u32).to_be_bytes());
-                p.extend_from_slice(TOKEN.as_bytes());
-                p.push(0);
-                s.write_all(&p).unwrap();
-                sent_password = true;
-            }
-            b'Z' => return s,
-            b'E' => panic!("login refused: {}", String::from_utf8_lossy(&rest)),
-            _ => {}
-        }
-    }
 }
 
 async fn backend_pid(c: &Client) -> i32 {
@@ -225,8 +173,8 @@ async fn a_session_that_ends_in_a_transaction_is_not_reused() {
 
     // A query in flight when the client's socket closed: the same (a
     // client library would wait for the answer; a raw socket does not).
-    let mut raw = raw_login(g.port, &app);
-    raw.write_all(&query("select pg_sleep(2)")).unwrap();
+    let mut raw = raw_login(g.port, "postgres", &app);
+    raw.write_all(&query_message("select pg_sleep(2)")).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(backends(&app).await, 1);
     drop(raw);

@@ -144,7 +144,7 @@ pub struct Stats {
     pub write_errors: AtomicU64,
     pub deleted: AtomicU64,
     /// Statements by class and decision.
-    pub statements: Mutex<BTreeMap<(String, String), u64>>,
+    pub statements: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// A session's live tail: a channel made when a tail first subscribes.
@@ -198,6 +198,18 @@ impl Index {
             .enumerate()
             .map(|(i, e)| (e.id.clone(), i))
             .collect();
+    }
+
+    /// Brings a live entry's statement count and decisions up to date
+    /// (without copying the entry).
+    fn update_counts(&mut self, e: &Entry) {
+        if let Some(&i) = self.by_id.get(&e.id) {
+            let x = &mut self.entries[i];
+            x.statements = e.statements;
+            if x.decisions.len() != e.decisions.len() {
+                x.decisions.clone_from(&e.decisions);
+            }
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Entry> {
@@ -467,19 +479,21 @@ enum Rec {
 /// cost a lookup), bounded.
 const MAX_MASKED_SQL: usize = 4096;
 
-fn masked_sql(cache: &mut HashMap<(usize, Arc<str>), Arc<str>>, s: &Session, sql: &str) -> Arc<str> {
+fn masked_sql(cache: &mut MaskedSql, s: &Session, sql: &str) -> Arc<str> {
     let engine = s.info.engine.as_ref().map(|e| Arc::as_ptr(e) as usize).unwrap_or(0);
-    let key = (engine, Arc::<str>::from(sql));
-    if let Some(m) = cache.get(&key) {
+    if let Some(m) = cache.get(&engine).and_then(|c| c.get(sql)) {
         return m.clone();
     }
-    if cache.len() >= MAX_MASKED_SQL {
+    if cache.values().map(HashMap::len).sum::<usize>() >= MAX_MASKED_SQL {
         cache.clear();
     }
     let m: Arc<str> = Writer::mask(s, sql).into();
-    cache.insert(key, m.clone());
+    cache.entry(engine).or_default().insert(Arc::from(sql), m.clone());
     m
 }
+
+/// Masked statement texts by scanning engine (its address) and text.
+type MaskedSql = HashMap<usize, HashMap<Arc<str>, Arc<str>>>;
 
 /// A statement waiting for its result.
 struct Pending {
@@ -521,7 +535,7 @@ struct Writer {
     audit: Option<AuditLog>,
     sessions: HashMap<u32, Session>,
     classifier: Classifier,
-    masked_sql: HashMap<(usize, Arc<str>), Arc<str>>,
+    masked_sql: MaskedSql,
     last_sync: Instant,
     last_retention: Instant,
     /// Sealed files not yet synced: made durable together at the next sync.
@@ -869,6 +883,8 @@ impl Writer {
 
     fn client(&mut self, session: u32, t: u64, frames: &[u8], refused: &[(u32, &'static str, String)]) {
         let mut records: Vec<Fields> = Vec::new();
+        // Statements by class and decision, counted under one lock.
+        let mut counted: Vec<(&'static str, &'static str)> = Vec::new();
         {
             let Some(s) = self.sessions.get_mut(&session) else {
                 return;
@@ -928,24 +944,28 @@ impl Writer {
                         }
                     }
                     b'Q' | b'E' | b'F' => {
-                        let (protocol, sql, params) = match tag {
+                        let (protocol, sql, params): (&str, Arc<str>, Value) = match tag {
                             b'Q' => (
                                 "simple",
-                                String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[])).into_owned(),
+                                Arc::from(&*String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[]))),
                                 Value::Null,
                             ),
                             b'E' => {
                                 let portal = body.split(|&b| b == 0).next().unwrap_or(&[]);
                                 match s.portals.get(portal) {
-                                    Some((sql, p)) => ("extended", sql.to_string(), p.clone()),
-                                    None => ("extended", "<a portal gatehouse did not see bound>".into(), Value::Null),
+                                    Some((sql, p)) => ("extended", sql.clone(), p.clone()),
+                                    None => (
+                                        "extended",
+                                        Arc::from("<a portal gatehouse did not see bound>"),
+                                        Value::Null,
+                                    ),
                                 }
                             }
                             _ => {
                                 let oid = body.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                                 (
                                     "function",
-                                    format!("<function call, oid {}>", oid.unwrap_or(0)),
+                                    Arc::from(format!("<function call, oid {}>", oid.unwrap_or(0))),
                                     Value::Null,
                                 )
                             }
@@ -975,11 +995,7 @@ impl Writer {
                         if let Some(r) = review {
                             v.value("review", &r);
                         }
-                        {
-                            let mut m = self.rec.stats.statements.lock().unwrap_or_else(|p| p.into_inner());
-                            *m.entry((class.class.as_str().to_string(), decision.to_string()))
-                                .or_default() += 1;
-                        }
+                        counted.push((class.class.as_str(), decision));
                         s.entry.statements += 1;
                         if !s.entry.decisions.iter().any(|d| d == decision) {
                             s.entry.decisions.push(decision.to_string());
@@ -1005,12 +1021,24 @@ impl Writer {
                 }
             }
         }
+        if records.is_empty() {
+            return;
+        }
+        {
+            let mut m = self.rec.stats.statements.lock().unwrap_or_else(|p| p.into_inner());
+            for (class, decision) in counted.drain(..) {
+                *m.entry((class, decision)).or_default() += 1;
+            }
+        }
         for v in records {
             self.emit_fields(session, t, "statement", &v);
         }
         if let Some(s) = self.sessions.get(&session) {
-            let e = s.entry.clone();
-            self.rec.index.lock().unwrap_or_else(|p| p.into_inner()).upsert(e);
+            self.rec
+                .index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .update_counts(&s.entry);
         }
     }
 

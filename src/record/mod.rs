@@ -48,14 +48,15 @@ pub fn now_us() -> u64 {
 /// Appends records to one chain.
 #[derive(Debug, Clone)]
 pub struct Chain {
-    prev: String,
+    /// Lowercase hex SHA-256 of the previous line.
+    prev: [u8; 64],
     seq: u64,
 }
 
 impl Default for Chain {
     fn default() -> Self {
         Chain {
-            prev: GENESIS.to_string(),
+            prev: [b'0'; 64],
             seq: 0,
         }
     }
@@ -65,7 +66,7 @@ impl Chain {
     /// Continues a chain after a record with this `seq` and line.
     pub fn after(seq: u64, line: &[u8]) -> Chain {
         Chain {
-            prev: hex::encode(Sha256::digest(line)),
+            prev: hex64(&Sha256::digest(line).into()),
             seq: seq + 1,
         }
     }
@@ -85,11 +86,11 @@ impl Chain {
     pub fn line_fields(&mut self, t_us: u64, kind: &str, fields: &Fields) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + fields.0.len());
         out.extend_from_slice(b"{\"seq\":");
-        out.extend_from_slice(itoa_u64(self.seq).as_bytes());
+        push_u64(&mut out, self.seq);
         out.extend_from_slice(b",\"prev\":\"");
-        out.extend_from_slice(self.prev.as_bytes());
+        out.extend_from_slice(&self.prev);
         out.extend_from_slice(b"\",\"t\":");
-        out.extend_from_slice(itoa_u64(t_us).as_bytes());
+        push_u64(&mut out, t_us);
         out.extend_from_slice(b",\"kind\":");
         let _ = serde_json::to_writer(&mut out, kind);
         if !fields.0.is_empty() {
@@ -104,19 +105,30 @@ impl Chain {
     }
 }
 
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
+/// Appends the decimal digits of `n`.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
-/// Lowercase hex of a digest, without a per-character allocation.
-fn hex64(d: &[u8; 32]) -> String {
+/// Lowercase hex of a digest.
+fn hex64(d: &[u8; 32]) -> [u8; 64] {
     const H: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
     for (i, b) in d.iter().enumerate() {
         out[2 * i] = H[(b >> 4) as usize];
         out[2 * i + 1] = H[(b & 15) as usize];
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// The fields of a record, written straight into JSON (`"k":v,"k2":v2`),
@@ -154,7 +166,7 @@ impl Fields {
 
     pub fn u64(&mut self, k: &str, v: u64) -> &mut Self {
         self.key(k);
-        self.0.extend_from_slice(itoa_u64(v).as_bytes());
+        push_u64(&mut self.0, v);
         self
     }
 
@@ -206,7 +218,7 @@ pub fn verify_reader(path: &Path, r: impl Read, audit: bool) -> Report {
         broken: None,
     };
     let mut reader = BufReader::new(r);
-    let mut prev = GENESIS.to_string();
+    let mut prev: [u8; 64] = [b'0'; 64];
     let mut line = Vec::new();
     let mut n: u64 = 0;
     loop {
@@ -245,7 +257,7 @@ pub fn verify_reader(path: &Path, r: impl Read, audit: bool) -> Report {
             ));
             return rep;
         }
-        if v["prev"].as_str() != Some(prev.as_str()) {
+        if v["prev"].as_str().map(str::as_bytes) != Some(&prev[..]) {
             rep.broken = Some((
                 n,
                 if n == 0 {
@@ -376,6 +388,27 @@ mod tests {
 
     fn check(data: &[u8]) -> Report {
         verify_reader(Path::new("x.ghrec"), data, false)
+    }
+
+    #[test]
+    fn numbers_and_links_are_written_as_json() {
+        for n in [0u64, 7, 10, 99, 1_764_150_000_123_456, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+        let mut c = Chain::default();
+        let first = c.line(5, "open", json!({}));
+        let v: serde_json::Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(v["prev"], GENESIS);
+        assert_eq!(v["seq"], 0);
+        let second = c.line(6, "x", json!({}));
+        let v: serde_json::Value = serde_json::from_slice(&second).unwrap();
+        let want = hex::encode(Sha256::digest(&first[..first.len() - 1]));
+        assert_eq!(v["prev"].as_str(), Some(want.as_str()));
+        // A chain continued from a line links exactly as the original did.
+        let mut after = Chain::after(0, &first[..first.len() - 1]);
+        assert_eq!(after.line(6, "x", json!({})), second);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Gatehouse {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// The admin API's port, where the test's configuration has one.
+    pub admin_port: Option<u16>,
 }
 
 /// A config with one worker count, listening on `port`, with the identity
@@ -104,6 +106,7 @@ impl Gatehouse {
             dir,
             config_path,
             log_path,
+            admin_port: None,
         };
         g.wait_listening();
         g
@@ -185,6 +188,55 @@ pub fn psql(g: &Gatehouse, dbname: &str, args: &[&str]) -> (bool, String, String
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A simple Query message.
+pub fn query_message(sql: &str) -> Vec<u8> {
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
+}
+
+/// A client logged in as `agent` (token [`TOKEN`]) on a plain socket, its
+/// first ReadyForQuery read; the rest is the test's to speak.
+pub fn raw_login(port: u16, database: &str, app: &str) -> TcpStream {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to gatehouse");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", "agent"), ("database", database), ("application_name", app)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(&body);
+    s.write_all(&m).expect("startup");
+    let mut sent_password = false;
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).expect("login answer");
+        let len = (u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize).saturating_sub(4);
+        let mut rest = vec![0u8; len];
+        s.read_exact(&mut rest).expect("login answer");
+        match head[0] {
+            b'R' if rest.get(..4) == Some(&[0, 0, 0, 3]) && !sent_password => {
+                let mut p = vec![b'p'];
+                p.extend_from_slice(&((TOKEN.len() + 5) as u32).to_be_bytes());
+                p.extend_from_slice(TOKEN.as_bytes());
+                p.push(0);
+                s.write_all(&p).expect("password");
+                sent_password = true;
+            }
+            b'Z' => return s,
+            b'E' => panic!("login refused: {}", String::from_utf8_lossy(&rest)),
+            _ => {}
+        }
+    }
 }
 
 // ---- PostgreSQL clients and the admin API, for policy and review tests ----

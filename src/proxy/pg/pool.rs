@@ -109,15 +109,7 @@ thread_local! {
 /// Whether the socket still looks idle and open: no bytes waiting (a
 /// terminated backend sends an error before it closes) and no EOF.
 fn looks_alive(fd: RawFd) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: `fd` is the idle connection's own open socket; `b` is a live
-    // one-byte buffer; MSG_PEEK leaves the data (if any) in place.
-    let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error().raw_os_error();
-        return e == Some(libc::EAGAIN) || e == Some(libc::EWOULDBLOCK);
-    }
-    false
+    super::stream::peek(fd) == super::stream::Peeked::Nothing
 }
 
 /// Closes an idle connection politely: a Terminate when the socket takes it

@@ -10,7 +10,7 @@ use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
 use super::scanning::{ClientSide, PoolTrack, ServerSide, SessionCtx};
 use super::state::{Shared, State};
-use super::stream::Stream;
+use super::stream::{Peeked, Stream};
 use super::upstream::{self, UpstreamError};
 use crate::control::recorder::{Ev, OpenInfo};
 use crate::identity::Identity;
@@ -134,14 +134,12 @@ struct Ready {
 /// Only the ParameterStatus frames of an upstream login's announcement.
 fn parameters_only(announce: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(announce.len());
-    let mut at = 0;
-    while at + 5 <= announce.len() {
-        let len = u32::from_be_bytes([announce[at + 1], announce[at + 2], announce[at + 3], announce[at + 4]]) as usize;
-        let end = (at + 1 + len).min(announce.len());
-        if announce[at] == b'S' {
-            out.extend_from_slice(&announce[at..end]);
+    let mut rest = announce;
+    while let Ok(Some(h)) = pg::peek_header(rest, pg::Side::Backend, rest.len()) {
+        if h.tag == b'S' {
+            out.extend_from_slice(&rest[..h.total_len]);
         }
-        at = end;
+        rest = &rest[h.total_len..];
     }
     out
 }
@@ -248,27 +246,21 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         }
     };
     let mut ready = *ready;
-    if ready.upstream.is_none() {
-        if let Err(f) = attach(&shared, &state, &mut conn, &mut ready, client_fd).await {
-            end_unattached(&shared, &state, conn, ready, f, peer, worker, started).await;
-            return;
-        }
-    }
+    let upstream = match ready.upstream.take() {
+        Some(up) => up,
+        None => match attach(&shared, &state, &mut conn, &mut ready, client_fd).await {
+            Ok(up) => up,
+            Err(f) => {
+                end_unattached(&shared, &state, conn, ready, f, peer, worker, started).await;
+                return;
+            }
+        },
+    };
     // Boxed: only sessions past their first message carry the relay's state.
-    Box::pin(relay(&shared, &state, conn, ready, peer, worker, client_fd, started)).await;
-}
-
-/// The first byte waiting on the socket: `Some(None)` at EOF, `None` when
-/// nothing can be read now.
-fn peek_byte(fd: RawFd) -> Option<Option<u8>> {
-    let mut b = [0u8; 1];
-    // SAFETY: `fd` is the session's open client socket; `b` a live buffer.
-    let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    match n {
-        0 => Some(None),
-        1 => Some(Some(b[0])),
-        _ => None,
-    }
+    Box::pin(relay(
+        &shared, &state, conn, ready, upstream, peer, worker, client_fd, started,
+    ))
+    .await;
 }
 
 /// Waits for the client's first message, then gives the session its
@@ -280,7 +272,7 @@ async fn attach(
     conn: &mut Conn,
     ready: &mut Ready,
     client_fd: RawFd,
-) -> Result<(), Fatal> {
+) -> Result<upstream::Upstream, Fatal> {
     if conn.buf.is_empty() {
         if let Stream::Plain(tcp) = &conn.stream {
             conn.buf = Vec::new();
@@ -288,10 +280,10 @@ async fn attach(
                 .await
                 .map_err(|e| Fatal::new("08006", e.to_string(), "client-io-error"))?;
             if ready.handle.killed().is_none() {
-                match peek_byte(client_fd) {
-                    Some(None) => return Err(Fatal::new("08006", "connection closed", "client-disconnect")),
+                match super::stream::peek(client_fd) {
+                    Peeked::Eof => return Err(Fatal::new("08006", "connection closed", "client-disconnect")),
                     // Goodbye before a first statement: no upstream needed.
-                    Some(Some(b'X')) => return Err(Fatal::new("08006", "terminated", "client-terminate")),
+                    Peeked::Byte(b'X') => return Err(Fatal::new("08006", "terminated", "client-terminate")),
                     _ => {}
                 }
             }
@@ -344,13 +336,12 @@ async fn attach(
         },
     );
     let params = parameters_only(&up.announce);
-    ready.upstream = Some(up);
     if params != ready.announced {
         // The server's parameters changed since the login the client was
         // told about: the protocol lets them come at any time.
         conn.write_all(params).await?;
     }
-    Ok(())
+    Ok(up)
 }
 
 /// Ends a session that never got its upstream connection: the client is
@@ -754,6 +745,7 @@ async fn relay(
     state: &State,
     conn: Conn,
     ready: Ready,
+    upstream: upstream::Upstream,
     peer: SocketAddr,
     worker: usize,
     client_fd: RawFd,
@@ -762,7 +754,7 @@ async fn relay(
     let srv = &state.config.server;
     let (cap, max_msg) = (srv.buffer_bytes, srv.max_message_bytes);
     let client_tls = conn.stream.is_tls();
-    let upstream_tls = ready.upstream.as_ref().is_some_and(|u| u.tls);
+    let upstream_tls = upstream.tls;
     let rec = open_recording(shared, state, &ready, peer, worker, client_tls, upstream_tls);
     if let Some(rec) = &rec {
         // The open record waits for room like a statement.
@@ -771,16 +763,12 @@ async fn relay(
     let Ready {
         identity,
         target,
-        upstream,
         pool: pool_key,
         pid,
         handle,
         ..
     } = ready;
-    let Some(upstream) = upstream else {
-        // `attach` gave every session that reaches here its connection.
-        return;
-    };
+    let _relaying = super::relay::Relaying::enter();
     let upstream::Upstream {
         conn: uconn,
         announce,
@@ -1068,4 +1056,35 @@ async fn relay(
         end = end.get(),
         "session close"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[test]
+    fn only_parameter_status_frames_are_kept() {
+        let tz = frame(b'S', b"TimeZone\0UTC\0");
+        let enc = frame(b'S', b"client_encoding\0UTF8\0");
+        let mut announce = tz.clone();
+        announce.extend(frame(b'K', &[0, 0, 0, 7, 0, 0, 0, 9]));
+        announce.extend(&enc);
+        announce.extend(frame(b'Z', b"I"));
+        assert_eq!(parameters_only(&announce), [tz.clone(), enc].concat());
+        // A cut or garbled tail ends the walk without reading past it.
+        let mut cut = tz.clone();
+        cut.extend(&frame(b'S', b"DateStyle\0ISO\0")[..8]);
+        assert_eq!(parameters_only(&cut), tz);
+        let mut bad = tz.clone();
+        bad.extend([b'S', 0, 0, 0, 1]);
+        assert_eq!(parameters_only(&bad), tz);
+        assert!(parameters_only(&[]).is_empty());
+    }
 }

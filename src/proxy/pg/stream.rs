@@ -6,6 +6,36 @@ use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::os::fd::{AsRawFd, RawFd};
 
+/// What a socket holds for reading right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peeked {
+    /// At least this first byte, left in place.
+    Byte(u8),
+    /// The peer closed its side.
+    Eof,
+    /// Nothing yet.
+    Nothing,
+    /// An error (a reset connection, or not a socket).
+    Failed,
+}
+
+/// Looks at the next byte of a socket without taking it or blocking.
+pub fn peek(fd: RawFd) -> Peeked {
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is a live one-byte buffer; MSG_PEEK leaves the data in
+    // place and MSG_DONTWAIT never blocks. An fd that is not an open socket
+    // gives an error.
+    let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    match n {
+        0 => Peeked::Eof,
+        1 => Peeked::Byte(b[0]),
+        _ => match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Peeked::Nothing,
+            _ => Peeked::Failed,
+        },
+    }
+}
+
 pub enum Stream {
     Plain(TcpStream),
     ServerTls(Box<monoio_rustls::ServerTlsStream<TcpStream>>, RawFd),
