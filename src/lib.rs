@@ -6,6 +6,7 @@
 pub mod config;
 pub mod control;
 pub mod identity;
+pub mod logs;
 pub mod policy;
 pub mod proxy;
 pub mod record;

@@ -237,19 +237,24 @@ enum TokenCmd {
     },
 }
 
-fn init_logs(format: &str, level: &str) {
+/// Logs to stderr through a writer thread (see `gatehouse::logs`); the
+/// returned guard writes what is queued when dropped.
+fn init_logs(format: &str, level: &str) -> std::io::Result<gatehouse::logs::Background> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = format == "json";
+    let (sink, guard) = gatehouse::logs::background(std::io::stderr(), json, gatehouse::logs::QUEUE_LINES)?;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if format == "json" {
+        .with_writer(sink);
+    if json {
         b.json().flatten_event(true).init();
     } else {
         b.init();
     }
+    Ok(guard)
 }
 
 fn verify(path: &std::path::Path, verbose: bool) -> anyhow::Result<ExitCode> {
@@ -356,7 +361,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            init_logs(&cfg.log.format, &cfg.log.level);
+            let _logs = init_logs(&cfg.log.format, &cfg.log.level)?;
             gatehouse::runtime::serve(config, cfg)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,204 @@
+//! The log's writer thread: a worker formats a line and hands it over; it
+//! never waits on the log's file or pipe (a slow journal or a full disk
+//! does not stall the data path, and a storm of sessions does not pay a
+//! write system call per line). The thread writes what is queued in one
+//! go. When the queue is full a line is dropped and counted, and the
+//! writer says how many were dropped once it catches up.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Lines queued at most.
+pub const QUEUE_LINES: usize = 65_536;
+
+enum Msg {
+    Line(Vec<u8>),
+    Stop,
+}
+
+/// Where tracing's formatter writes (see `tracing_subscriber::fmt::MakeWriter`).
+#[derive(Clone)]
+pub struct Sink {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Sink {
+    fn send(&self, line: &[u8]) {
+        match self.tx.try_send(Msg::Line(line.to_vec())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One event's output.
+pub struct LineWriter<'a> {
+    sink: &'a Sink,
+}
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The formatter writes an event in one call.
+        self.sink.send(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter { sink: self }
+    }
+}
+
+/// The writer thread; dropping it writes what is queued and stops it.
+pub struct Background {
+    tx: SyncSender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Queued behind every line sent before it.
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts a writer thread over `out`. `json`: the dropped-lines notice is a
+/// JSON object like the other lines.
+pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -> io::Result<(Sink, Background)> {
+    let (tx, rx) = sync_channel(queue.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let d = dropped.clone();
+    let thread = std::thread::Builder::new()
+        .name("gatehouse-log".into())
+        .spawn(move || run(rx, out, &d, json))?;
+    Ok((
+        Sink {
+            tx: tx.clone(),
+            dropped,
+        },
+        Background {
+            tx,
+            thread: Some(thread),
+        },
+    ))
+}
+
+fn run<W: Write>(rx: Receiver<Msg>, out: W, dropped: &AtomicU64, json: bool) {
+    let mut out = io::BufWriter::with_capacity(64 << 10, out);
+    let mut reported = 0;
+    while let Ok(first) = rx.recv() {
+        let mut stop = false;
+        let mut next = Some(first);
+        while let Some(m) = next {
+            match m {
+                Msg::Line(l) => {
+                    let _ = out.write_all(&l);
+                }
+                Msg::Stop => stop = true,
+            }
+            next = if stop { None } else { rx.try_recv().ok() };
+        }
+        let d = dropped.load(Ordering::Relaxed);
+        if d != reported {
+            let n = d - reported;
+            reported = d;
+            let _ = if json {
+                writeln!(
+                    out,
+                    "{{\"level\":\"WARN\",\"target\":\"gatehouse::logs\",\"message\":\"log lines dropped: the log writer was behind\",\"dropped\":{n}}}"
+                )
+            } else {
+                writeln!(
+                    out,
+                    "WARN gatehouse::logs: {n} log lines dropped: the log writer was behind"
+                )
+            };
+        }
+        let _ = out.flush();
+        if stop {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A writer whose bytes the test can read, and that can be held shut.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_arrive_in_order_and_all_are_written_at_stop() {
+        let out = Shared::default();
+        let (sink, bg) = background(out.clone(), false, 1024).unwrap();
+        for i in 0..500 {
+            let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);
+            w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        drop(bg);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let want: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_says_how_many() {
+        let out = Shared::default();
+        // The writer is held up: it cannot take its first line's lock.
+        let gate = out.0.lock().unwrap();
+        let (sink, bg) = background(out.clone(), true, 4).unwrap();
+        for i in 0..100 {
+            sink.send(format!("{{\"n\":{i}}}\n").as_bytes());
+        }
+        drop(gate);
+        drop(bg);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = lines.iter().filter(|l| l.starts_with("{\"n\":")).count();
+        let dropped: usize = lines
+            .iter()
+            .filter(|l| l.contains("log lines dropped"))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["dropped"]
+                    .as_u64()
+                    .unwrap() as usize
+            })
+            .sum();
+        assert!(
+            dropped > 0 && kept + dropped == 100,
+            "{kept} kept, {dropped} dropped: {text}"
+        );
+        assert!(lines
+            .iter()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    }
+}
