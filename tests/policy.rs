@@ -172,6 +172,11 @@ async fn disconnecting_while_held_withdraws_the_review() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         if let Some(r) = v["reviews"].as_array().and_then(|a| a.first()) {
             id = r["id"].as_str().map(str::to_string);
+            // The review carries the statement's fingerprint (computed when
+            // it is held, not for every statement classified).
+            let fp = gatehouse::sql::fingerprint(&format!("insert into {t} values (1)"));
+            assert_eq!(fp.len(), 16, "{fp}");
+            assert!(body.contains(&format!("\"fingerprint\":\"{fp}\"")), "{body}");
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -28,9 +28,12 @@
 //!   strictest [`StatementClass`] over all statements in the text, one
 //!   [`StatementInfo`] per statement (its class, a command name such as
 //!   `"DELETE"` or `"EXPLAIN ANALYZE"`, its [`Flags`], the side-effect
-//!   functions it calls, every function it calls, the tables it names), the
-//!   text's fingerprint, and the parse error if any (then the class is
-//!   `Unknown` and there are no statements).
+//!   functions it calls, every function it calls, the tables it names), and
+//!   the parse error if any (then the class is `Unknown` and there are no
+//!   statements).
+//! - [`fingerprint`]`(sql)`: the text's fingerprint, computed only when
+//!   asked (a held statement's review): it parses the text again, which
+//!   the data path does not pay for every new text.
 //! - Results are cached by exact text in a bounded CLOCK cache
 //!   ([`Classifier::DEFAULT_CACHE_ENTRIES`] entries; texts longer than
 //!   [`Classifier::MAX_CACHED_SQL_LEN`] are not cached), so a prepared or
@@ -321,9 +324,6 @@ pub struct Classification {
     pub class: StatementClass,
     /// Each statement, in order.
     pub statements: Vec<StatementInfo>,
-    /// `pg_query`'s fingerprint of the text, or `raw:` and a hash when it
-    /// cannot be parsed.
-    pub fingerprint: String,
     /// The parser's error; then `class` is `Unknown`.
     pub error: Option<String>,
 }
@@ -408,7 +408,6 @@ impl Classifier {
                 return Classification {
                     class: StatementClass::Unknown,
                     statements: Vec::new(),
-                    fingerprint: raw_fingerprint(sql),
                     error: Some(e.to_string()),
                 }
             }
@@ -430,14 +429,9 @@ impl Classifier {
             })
             .collect();
         let class = statements.iter().map(|s| s.class).max().unwrap_or(StatementClass::Read);
-        let fingerprint = match pg_query::fingerprint(sql, 0, fingerprint_options()) {
-            Ok(f) => f.hex,
-            Err(_) => raw_fingerprint(sql),
-        };
         Classification {
             class,
             statements,
-            fingerprint,
             error: None,
         }
     }
@@ -445,6 +439,15 @@ impl Classifier {
     /// How many texts the cache holds.
     pub fn cached(&self) -> usize {
         self.cache.borrow().len()
+    }
+}
+
+/// `pg_query`'s fingerprint of a text, or `raw:` and a hash when it cannot
+/// be parsed (see the module's notes on fingerprints).
+pub fn fingerprint(sql: &str) -> String {
+    match pg_query::fingerprint(sql, 0, fingerprint_options()) {
+        Ok(f) => f.hex,
+        Err(_) => raw_fingerprint(sql),
     }
 }
 

@@ -315,7 +315,7 @@ impl<'a> Enforcer<'a> {
             sql: (self.mask)(&p.sql),
             class: p.class.as_str().to_string(),
             flags: p.classification.flags().names().iter().map(|s| s.to_string()).collect(),
-            fingerprint: p.classification.fingerprint.clone(),
+            fingerprint: crate::sql::fingerprint(&p.sql),
             approvers: p.approvers.clone(),
             required: p.required,
             timeout_secs: p.timeout.as_secs(),
@@ -452,7 +452,6 @@ fn unknown() -> Arc<Classification> {
     Arc::new(Classification {
         class: StatementClass::Unknown,
         statements: Vec::new(),
-        fingerprint: String::new(),
         error: Some("not classified".into()),
     })
 }
