@@ -150,6 +150,10 @@ enum Msg {
     Error(bool, Vec<(u8, Value)>),
     Notification(i32, Value, Value),
     CopyData(Value),
+    /// FunctionCallResponse: the result (`None`: NULL).
+    FunctionResult(Option<Value>),
+    /// ParameterStatus: a parameter's name and value.
+    Parameter(Vec<u8>, Value),
     /// Anything else, forwarded as it is.
     Other(u8, Vec<u8>),
 }
@@ -169,7 +173,9 @@ fn msg() -> impl Strategy<Value = Msg> {
         1 => (any::<bool>(), proptest::collection::vec((field_code, value(true)), 0..5)).prop_map(|(n, f)| Msg::Error(n, f)),
         1 => (any::<i32>(), value(true), value(true)).prop_map(|(p, c, v)| Msg::Notification(p, c, v)),
         1 => value(false).prop_map(Msg::CopyData),
-        1 => (prop::sample::select(b"CZTt12nsIKSvc".to_vec()), proptest::collection::vec(any::<u8>(), 0..30))
+        1 => proptest::option::weighted(0.8, value(false)).prop_map(Msg::FunctionResult),
+        1 => ("[a-z_]{1,20}", value(true)).prop_map(|(n, v)| Msg::Parameter(n.into_bytes(), v)),
+        1 => (prop::sample::select(b"CZTt12nsIKvc".to_vec()), proptest::collection::vec(any::<u8>(), 0..30))
             .prop_map(|(t, b)| Msg::Other(t, b)),
     ]
 }
@@ -222,6 +228,23 @@ fn encode(m: &Msg, out: &mut Vec<u8>) {
             out.extend_from_slice(&v.bytes);
             finish(out, at);
         }
+        Msg::FunctionResult(v) => {
+            let at = begin(out, b'V');
+            match v {
+                Some(v) => {
+                    out.extend_from_slice(&(v.bytes.len() as i32).to_be_bytes());
+                    out.extend_from_slice(&v.bytes);
+                }
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            finish(out, at);
+        }
+        Msg::Parameter(name, v) => {
+            let at = begin(out, b'S');
+            cstr(out, name);
+            cstr(out, &v.bytes);
+            finish(out, at);
+        }
         Msg::Other(tag, body) => {
             let at = begin(out, *tag);
             out.extend_from_slice(body);
@@ -237,6 +260,8 @@ fn tag(m: &Msg) -> u8 {
         Msg::Error(true, _) => b'N',
         Msg::Notification(..) => b'A',
         Msg::CopyData(_) => b'd',
+        Msg::FunctionResult(_) => b'V',
+        Msg::Parameter(..) => b'S',
         Msg::Other(t, _) => *t,
     }
 }
@@ -300,6 +325,8 @@ fn values(m: &Msg) -> Vec<&Value> {
         Msg::Error(_, f) => f.iter().map(|(_, v)| v).collect(),
         Msg::Notification(_, c, p) => vec![c, p],
         Msg::CopyData(v) => vec![v],
+        Msg::FunctionResult(v) => v.iter().collect(),
+        Msg::Parameter(_, v) => vec![v],
         Msg::Other(..) => vec![],
     }
 }
@@ -385,6 +412,22 @@ proptest! {
                     prop_assert_eq!(parts[1], &expected(payload)[..]);
                 }
                 Msg::CopyData(v) => prop_assert_eq!(f.body, &expected(v)[..]),
+                Msg::FunctionResult(v) => {
+                    let len = i32::from_be_bytes([f.body[0], f.body[1], f.body[2], f.body[3]]);
+                    match v {
+                        None => prop_assert_eq!(len, -1),
+                        Some(v) => {
+                            prop_assert_eq!(len as usize, f.body.len() - 4, "re-framed length");
+                            prop_assert_eq!(&f.body[4..], &expected(v)[..]);
+                        }
+                    }
+                }
+                Msg::Parameter(name, v) => {
+                    let parts = split_cstrings(f.body);
+                    prop_assert_eq!(parts.len(), 2);
+                    prop_assert_eq!(parts[0], &name[..]);
+                    prop_assert_eq!(parts[1], &expected(v)[..]);
+                }
                 Msg::Other(_, body) => prop_assert_eq!(f.body, &body[..]),
             }
             n += 1;

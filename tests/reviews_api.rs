@@ -56,6 +56,7 @@ fn request(class: &str, required: u32) -> ReviewRequest {
         target: "test".into(),
         session: 7,
         sql: format!("{class} statement for t where secret = '[MASKED]'"),
+        params: vec![],
         class: class.into(),
         flags: vec![],
         fingerprint: "fp".into(),

@@ -132,6 +132,9 @@ pub const GUARDRAIL_FLAGS: &[&str] = &[
     "side_effect_function",
     "guarded_setting",
     "read_only_override",
+    "lexical_setting",
+    "volatile_function",
+    "unresolved_function",
 ];
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -146,6 +149,11 @@ pub struct PolicyConfig {
     /// More functions with side effects, classed as admin when called.
     #[serde(default)]
     pub side_effect_functions: Vec<String>,
+    /// Functions (optionally `schema.name`) that only read whatever their
+    /// volatility says, e.g. an extension's `uuid_generate_v4`: calls of
+    /// them stay reads. Others are classed by the target's catalog.
+    #[serde(default)]
+    pub read_functions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

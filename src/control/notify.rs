@@ -234,9 +234,23 @@ pub fn json_body(r: &Review, sent_at: u64) -> Vec<u8> {
 
 fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}… ({} more characters)", &s[..at], s[at..].chars().count()),
+        Some((at, _)) => format!(
+            "{}… ({} more characters: the admin API has the whole statement)",
+            &s[..at],
+            s[at..].chars().count()
+        ),
         None => s.to_string(),
     }
+}
+
+/// Parameters as one text for a notification, shortened like statements.
+fn params_text(params: &[String]) -> String {
+    let all: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("${} = {p}", i + 1))
+        .collect();
+    truncate(&all.join(", "), MAX_SQL_CHARS / 2)
 }
 
 /// Slack's three escapes for message text.
@@ -258,11 +272,21 @@ pub fn slack_body(r: &Review, admin_url: &str) -> serde_json::Value {
     let sql = e(&truncate(&q.sql, MAX_SQL_CHARS)).replace('`', "`\u{200b}");
     let id = e(&r.id);
     let admin = e(admin_url);
+    let params = if q.params.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "parameters: ```{}```\n",
+            e(&params_text(&q.params)).replace('`', "`\u{200b}")
+        )
+    };
     let text = format!(
         "*gatehouse review `{id}` is waiting for approval*\n\
          identity: *{identity}* · target: *{target}* · class: *{class}*{flags} · session {session}\n\
          needs {required} approval(s) from: {approvers} · expires in {timeout}s\n\
          ```{sql}```\n\
+         {params}\
+         Full review: `GET {admin}/api/v1/reviews/{id}`\n\
          Approve once: `gatehouse review approve {id}` or `POST {admin}/api/v1/reviews/{id}/approve`\n\
          Grant the class for 30 minutes: `gatehouse review approve {id} --grant-minutes 30`\n\
          Deny: `gatehouse review deny {id} --reason \"...\"`",
@@ -290,6 +314,11 @@ pub fn mail_text(r: &Review, admin_url: &str) -> String {
         .map(|l| format!("    {l}\n"))
         .collect();
     let id = &r.id;
+    let params = if q.params.is_empty() {
+        String::new()
+    } else {
+        format!("Parameters (secrets masked):\n    {}\n\n", params_text(&q.params))
+    };
     format!(
         "gatehouse review {id} is waiting for approval.\n\n\
          Identity: {identity}\n\
@@ -299,6 +328,8 @@ pub fn mail_text(r: &Review, admin_url: &str) -> String {
          Needs:    {required} approval(s) from: {approvers}\n\
          Expires:  in {timeout} seconds\n\n\
          Statement (secrets masked):\n{sql}\n\
+         {params}\
+         The whole review: GET {admin_url}/api/v1/reviews/{id}\n\n\
          Approve this statement once:\n    gatehouse review approve {id}\n    \
          (or POST {admin_url}/api/v1/reviews/{id}/approve)\n\
          Grant the class to the identity on the target for 30 minutes:\n    \
@@ -710,6 +741,7 @@ mod tests {
                 target: "db".into(),
                 session: 42,
                 sql: "update t set a = '<x>' & 1".into(),
+                params: vec![],
                 class: "write".into(),
                 flags: vec!["update_without_where".into()],
                 fingerprint: "f".into(),
@@ -778,7 +810,17 @@ mod tests {
         r.request.sql = format!("select '````' || '{}'", "x".repeat(3000));
         let text = slack_body(&r, "u")["text"].as_str().unwrap().to_string();
         assert_eq!(text.matches("```").count(), 2, "{text}");
-        assert!(text.contains("more characters)"));
+        assert!(text.contains("more characters: the admin API has the whole statement)"));
+        assert!(
+            text.contains("GET u/api/v1/reviews/r-1a2b-7"),
+            "a link to the whole review"
+        );
+        // Bind parameters, masked by the session, shown (and shortened).
+        r.request.params = vec!["42".into(), "y".repeat(5000)];
+        let text = slack_body(&r, "u")["text"].as_str().unwrap().to_string();
+        assert!(text.contains("parameters: ```$1 = 42, $2 = yyy"), "{text}");
+        assert!(text.contains("more characters"));
+        assert!(mail_text(&r, "u").contains("Parameters (secrets masked):\n    $1 = 42"));
     }
 
     #[test]

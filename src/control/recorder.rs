@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
-/// Statements and portals remembered per session, at most.
-const MAX_NAMES: usize = 10_000;
+/// Bind parameters remembered per session, at most (the portals a client
+/// keeps open at once).
+const MAX_BINDS: usize = 1024;
 /// Parameters recorded per statement, and bytes per parameter, at most.
 const MAX_PARAMS: usize = 256;
 const MAX_PARAM_BYTES: usize = 16 << 10;
@@ -70,6 +71,9 @@ pub enum Ev {
         t: u64,
         frames: Vec<u8>,
         refused: Vec<(u32, &'static str, String)>,
+        /// What the data path resolved each Query, Execute and FunctionCall
+        /// to (index among these frames).
+        statements: Vec<crate::record::StatementRef>,
     },
     /// Server frames as the client received them (masked); rows only in
     /// `full` mode, up to the caps. `masked`: values masked, by rule id.
@@ -516,8 +520,9 @@ struct Session {
     info: OpenInfo,
     started: u64,
     dirty: bool,
-    statements: HashMap<Vec<u8>, Arc<str>>,
-    portals: HashMap<Vec<u8>, (Arc<str>, Value)>,
+    /// Parameters of the last Bind frames, by ordinal.
+    binds: VecDeque<(u64, Value)>,
+    next_bind: u64,
     queue: VecDeque<Pending>,
     /// Sync/Query messages seen, and ReadyForQuery seen.
     groups: u64,
@@ -695,7 +700,8 @@ impl Writer {
                 t,
                 frames,
                 refused,
-            } => self.client(session, t, &frames, &refused),
+                statements,
+            } => self.client(session, t, &frames, &refused, &statements),
             Ev::Server {
                 session,
                 t,
@@ -831,8 +837,8 @@ impl Writer {
                 info,
                 started: t,
                 dirty: true,
-                statements: HashMap::new(),
-                portals: HashMap::new(),
+                binds: VecDeque::new(),
+                next_bind: 0,
                 queue: VecDeque::new(),
                 groups: 0,
                 readies: 0,
@@ -881,7 +887,14 @@ impl Writer {
         }
     }
 
-    fn client(&mut self, session: u32, t: u64, frames: &[u8], refused: &[(u32, &'static str, String)]) {
+    fn client(
+        &mut self,
+        session: u32,
+        t: u64,
+        frames: &[u8],
+        refused: &[(u32, &'static str, String)],
+        statements: &[crate::record::StatementRef],
+    ) {
         let mut records: Vec<Fields> = Vec::new();
         // Statements by class and decision, counted under one lock.
         let mut counted: Vec<(&'static str, &'static str)> = Vec::new();
@@ -901,24 +914,10 @@ impl Writer {
                 idx += 1;
                 let refusal = refused.iter().find(|r| r.0 == this);
                 match tag {
-                    b'P' => {
-                        let mut c = Cursor::new(body, "Parse");
-                        if let (Ok(name), Ok(sql)) = (c.cstr(), c.cstr()) {
-                            if s.statements.len() >= MAX_NAMES {
-                                s.statements.clear();
-                            }
-                            let sql: Arc<str> = String::from_utf8_lossy(sql).into();
-                            s.statements.insert(name.to_vec(), sql);
-                        }
-                    }
                     b'B' => {
-                        if let Some((portal, stmt, params)) = bind_params(body) {
-                            let sql = s
-                                .statements
-                                .get(stmt)
-                                .cloned()
-                                .unwrap_or_else(|| Arc::from("<a statement prepared before gatehouse saw it>"));
-                            let params = Value::Array(
+                        // Parameters by the Bind's ordinal: Executes name it.
+                        let params = match bind_params(body) {
+                            Some((_, _, params)) => Value::Array(
                                 params
                                     .into_iter()
                                     .map(|p| match p {
@@ -926,51 +925,41 @@ impl Writer {
                                         Some(text) => Value::from(Self::mask(s, &text)),
                                     })
                                     .collect(),
-                            );
-                            if s.portals.len() >= MAX_NAMES {
-                                s.portals.clear();
-                            }
-                            s.portals.insert(portal.to_vec(), (sql, params));
+                            ),
+                            None => Value::Null,
+                        };
+                        if s.binds.len() >= MAX_BINDS {
+                            s.binds.pop_front();
                         }
-                    }
-                    b'C' => {
-                        if let Some((&kind, rest)) = body.split_first() {
-                            let name = rest.split(|&b| b == 0).next().unwrap_or(&[]);
-                            if kind == b'S' {
-                                s.statements.remove(name);
-                            } else {
-                                s.portals.remove(name);
-                            }
-                        }
+                        s.binds.push_back((s.next_bind, params));
+                        s.next_bind += 1;
                     }
                     b'Q' | b'E' | b'F' => {
-                        let (protocol, sql, params): (&str, Arc<str>, Value) = match tag {
-                            b'Q' => (
-                                "simple",
-                                Arc::from(&*String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[]))),
-                                Value::Null,
-                            ),
-                            b'E' => {
-                                let portal = body.split(|&b| b == 0).next().unwrap_or(&[]);
-                                match s.portals.get(portal) {
-                                    Some((sql, p)) => ("extended", sql.clone(), p.clone()),
-                                    None => (
-                                        "extended",
-                                        Arc::from("<a portal gatehouse did not see bound>"),
-                                        Value::Null,
-                                    ),
-                                }
-                            }
-                            _ => {
-                                let oid = body.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                                (
-                                    "function",
-                                    Arc::from(format!("<function call, oid {}>", oid.unwrap_or(0))),
-                                    Value::Null,
-                                )
-                            }
+                        // What the data path resolved: for an Execute, the
+                        // statement the server's portal held.
+                        let resolved = statements.iter().find(|r| r.frame == this);
+                        let protocol = match tag {
+                            b'Q' => "simple",
+                            b'E' => "extended",
+                            _ => "function",
                         };
-                        let class = self.classifier.classify(&sql);
+                        let sql: Arc<str> = match resolved {
+                            Some(r) => r.sql.clone(),
+                            None if tag == b'Q' => {
+                                Arc::from(&*String::from_utf8_lossy(body.split(|&b| b == 0).next().unwrap_or(&[])))
+                            }
+                            None => Arc::from("<a statement gatehouse did not resolve>"),
+                        };
+                        let params = resolved
+                            .and_then(|r| r.bind)
+                            .and_then(|b| s.binds.iter().rev().find(|(n, _)| *n == b))
+                            .map(|(_, p)| p.clone())
+                            .unwrap_or(Value::Null);
+                        let known_class = resolved.and_then(|r| r.class);
+                        let class = match known_class {
+                            Some(c) => c,
+                            None => self.classifier.classify(&sql).class.as_str(),
+                        };
                         let sql = masked_sql(&mut self.masked_sql, s, &sql);
                         let n = s.next_n;
                         s.next_n += 1;
@@ -984,7 +973,7 @@ impl Writer {
                         v.u64("n", n)
                             .str("protocol", protocol)
                             .str("sql", &sql)
-                            .str("class", class.class.as_str())
+                            .str("class", class)
                             .str("decision", decision);
                         if !params.is_null() {
                             v.value("params", &params);
@@ -995,7 +984,7 @@ impl Writer {
                         if let Some(r) = review {
                             v.value("review", &r);
                         }
-                        counted.push((class.class.as_str(), decision));
+                        counted.push((class, decision));
                         s.entry.statements += 1;
                         if !s.entry.decisions.iter().any(|d| d == decision) {
                             s.entry.decisions.push(decision.to_string());

@@ -29,7 +29,14 @@ pub struct ReviewRequest {
     pub roles: Vec<String>,
     pub target: String,
     pub session: u32,
+    /// The statement, whole (secrets masked). Notifiers may shorten it and
+    /// then say so; the admin API always has it whole.
     pub sql: String,
+    /// The Bind parameters of an extended-protocol statement, or the
+    /// arguments of a FunctionCall, as text (secrets masked; binary values
+    /// as hex).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
     pub class: String,
     pub flags: Vec<String>,
     pub fingerprint: String,
@@ -305,6 +312,7 @@ mod tests {
             target: "db".into(),
             session: 1,
             sql: "insert into t values (1)".into(),
+            params: vec![],
             class: "write".into(),
             flags: vec![],
             fingerprint: "f".into(),

@@ -10,7 +10,7 @@ pub mod budget;
 pub use budget::{Budget, Budgets, Meter};
 
 use crate::config::{PolicyConfig, Verdict};
-use crate::sql::{Classification, StatementClass};
+use crate::sql::{Classification, Flags, StatementClass};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -64,6 +64,8 @@ pub struct Policy {
     guardrails: Vec<Guardrail>,
     /// Extra side-effect functions for the classifier.
     pub side_effect_functions: Vec<String>,
+    /// Functions that only read whatever their catalog volatility says.
+    pub read_functions: Vec<String>,
 }
 
 fn class_index(c: StatementClass) -> usize {
@@ -122,6 +124,7 @@ impl Policy {
             default_role: cfg.default_role.clone(),
             guardrails,
             side_effect_functions: cfg.side_effect_functions.clone(),
+            read_functions: cfg.read_functions.clone(),
         }
     }
 
@@ -142,7 +145,13 @@ impl Policy {
 
     /// The decision for a classified statement run by an identity with `roles`.
     pub fn decide(&self, roles: &[String], c: &Classification) -> Decision {
-        let flags = c.flags();
+        self.decide_class(roles, c.class, c.flags())
+    }
+
+    /// The decision for a statement of `class` with `flags` (a
+    /// classification raised by what the target's catalog says of its
+    /// calls).
+    pub fn decide_class(&self, roles: &[String], class: StatementClass, flags: Flags) -> Decision {
         let set = flags.names();
         for g in &self.guardrails {
             let applies = g.roles.is_empty() || g.roles.iter().any(|r| roles.contains(r));
@@ -152,7 +161,6 @@ impl Policy {
                 };
             }
         }
-        let class = c.class;
         let policies = self.role_policies(roles);
         if policies.is_empty() {
             return Decision::Deny {
@@ -189,6 +197,19 @@ impl Policy {
                 message: "denied by policy".into(),
             },
         }
+    }
+
+    /// Whether an identity with `roles` may not change anything without an
+    /// approval: no class but `read` is allowed outright by any of its
+    /// roles. Its upstream sessions then run read-only
+    /// (`default_transaction_read_only`), so that a statement classified
+    /// wrongly as a read fails at the server instead of writing.
+    pub fn read_only(&self, roles: &[String]) -> bool {
+        let policies = self.role_policies(roles);
+        !policies.is_empty()
+            && policies
+                .iter()
+                .all(|(_, p)| p.verdicts[1..].iter().all(|v| *v != Verdict::Allow))
     }
 
     /// Whether an identity with `roles` may reach `target`, and the upstream
@@ -375,6 +396,15 @@ message = "DELETE without WHERE is not allowed"
             p.decide(&dba, &c.classify("with d as (delete from t) select 1")),
             Decision::Deny { .. }
         ));
+    }
+
+    #[test]
+    fn read_only_when_no_role_allows_a_change() {
+        let p = policy();
+        assert!(p.read_only(&["agent".to_string()]));
+        assert!(!p.read_only(&["dba".to_string()]));
+        assert!(!p.read_only(&["agent".to_string(), "dba".to_string()]));
+        assert!(p.read_only(&[]), "the default role");
     }
 
     #[test]

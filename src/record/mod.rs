@@ -37,6 +37,19 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// far smaller).
 pub const MAX_LINE: usize = 64 << 20;
 
+/// A statement the data path resolved, as the recorder is told of it: the
+/// client frame it belongs to, its text (what the server ran: for an
+/// Execute, the statement its portal was bound from), its class when a
+/// policy classified it, and for an Execute the ordinal of the Bind (among
+/// the session's recorded Bind frames) that made its portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementRef {
+    pub frame: u32,
+    pub sql: std::sync::Arc<str>,
+    pub class: Option<&'static str>,
+    pub bind: Option<u64>,
+}
+
 /// Unix time in microseconds.
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()

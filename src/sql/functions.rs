@@ -122,6 +122,7 @@ pub const DEFAULT_SIDE_EFFECT_FUNCTIONS: &[(&str, SideEffect)] = &[
     ("query_to_xmlschema", SQL),
     ("query_to_xml_and_xmlschema", SQL),
     ("ts_stat", SQL),
+    ("ts_rewrite", SQL),
     ("crosstab", SQL),
     ("crosstab2", SQL),
     ("crosstab3", SQL),
@@ -229,6 +230,10 @@ pub(super) enum Setting {
     /// `default_transaction_read_only` / `transaction_read_only`: guarded
     /// only when turned off.
     ReadOnly,
+    /// `client_encoding`, `standard_conforming_strings`, `backslash_quote`:
+    /// they decide where a string literal ends, so they are guarded unless
+    /// kept at the values gatehouse pins ([`lexical_value_ok`]).
+    Lexical,
 }
 
 /// Classify a run-time parameter name (lower-cased by the parser unless it
@@ -238,6 +243,7 @@ pub(super) fn setting(name: &str) -> Setting {
     match name.as_str() {
         "role" | "session_authorization" => Setting::Role,
         "default_transaction_read_only" | "transaction_read_only" => Setting::ReadOnly,
+        "client_encoding" | "standard_conforming_strings" | "backslash_quote" => Setting::Lexical,
         "session_replication_role"
         | "allow_system_table_mods"
         | "allow_in_place_tablespaces"
@@ -262,4 +268,34 @@ pub(super) fn is_on(value: &str) -> bool {
         value.trim().to_ascii_lowercase().as_str(),
         "on" | "true" | "t" | "tr" | "tru" | "yes" | "y" | "ye" | "1"
     )
+}
+
+/// Whether a constant given to a boolean setting turns it off, as
+/// PostgreSQL's `parse_bool` reads it.
+pub(super) fn is_off(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "off" | "of" | "false" | "f" | "fa" | "fal" | "fals" | "no" | "n" | "0"
+    )
+}
+
+/// An encoding name as PostgreSQL compares them: letters and digits only,
+/// lower-cased (`UTF-8` is `utf8`).
+fn encoding_key(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether `value` keeps the lexical setting `name` at the value gatehouse
+/// pins: `client_encoding` UTF8, `standard_conforming_strings` on,
+/// `backslash_quote` off.
+pub fn lexical_value_ok(name: &str, value: &str) -> bool {
+    match name.to_ascii_lowercase().as_str() {
+        "client_encoding" => matches!(encoding_key(value).as_str(), "utf8" | "unicode"),
+        "standard_conforming_strings" => is_on(value),
+        "backslash_quote" => is_off(value),
+        _ => true,
+    }
 }

@@ -97,7 +97,7 @@
 //! |---|---|
 //! | Admin, `file_access` | `pg_read_file`, `pg_read_binary_file`, `pg_ls_dir`, `pg_stat_file`, `pg_ls_logdir`, `pg_ls_waldir`, `pg_ls_tmpdir`, `pg_ls_archive_statusdir`, `pg_ls_logicalmapdir`, `pg_ls_logicalsnapdir`, `pg_ls_replslotdir`, `pg_ls_summariesdir`, `pg_file_write`, `pg_file_rename`, `pg_file_unlink`, `pg_file_sync`, `pg_logdir_ls`, `lo_import`, `lo_export` |
 //! | Admin | `pg_terminate_backend`, `pg_cancel_backend`, `pg_reload_conf`, `pg_rotate_logfile(_old)`, `pg_log_backend_memory_contexts`, `pg_switch_wal`/`pg_switch_xlog`, `pg_create_restore_point`, `pg_promote`, `pg_backup_start/stop`, `pg_start/stop_backup`, `pg_wal_replay_pause/resume`, `pg_xlog_replay_pause/resume`, `pg_log_standby_snapshot`, `pg_logical_emit_message`, replication slots (`pg_create_*_replication_slot`, `pg_drop_replication_slot`, `pg_copy_*_replication_slot`, `pg_replication_slot_advance`, `pg_logical_slot_get_(binary_)changes`, `pg_sync_replication_slots`), replication origins (`pg_replication_origin_*`), statistics resets (`pg_stat_reset*`, `pg_stat_statements_reset`), `pg_restore/clear_relation/attribute_stats`, `pg_import_system_collations`, `dblink_connect(_u)` |
-//! | Unknown (run SQL given as text) | `dblink`, `dblink_exec`, `dblink_send_query`, `dblink_open`, `query_to_xml`, `query_to_xmlschema`, `query_to_xml_and_xmlschema`, `ts_stat`, `crosstab`, `crosstab2..4` |
+//! | Unknown (run SQL given as text) | `dblink`, `dblink_exec`, `dblink_send_query`, `dblink_open`, `query_to_xml`, `query_to_xmlschema`, `query_to_xml_and_xmlschema`, `ts_stat`, `ts_rewrite`, `crosstab`, `crosstab2..4` |
 //! | Write | `nextval`, `setval`, `set_config` (Admin for `role`, `session_authorization`, guarded and read-only settings, or a setting named by an expression), `pg_notify`, advisory locks (`pg_(try_)advisory_(xact_)lock(_shared)`, `pg_advisory_unlock(_shared/_all)`), large objects (`lo_create`, `lo_creat`, `lo_from_bytea`, `lo_put`, `lowrite`, `lo_truncate(64)`) |
 //! | Delete | `lo_unlink` |
 //!
@@ -117,6 +117,7 @@
 //! privileges hold the line.
 
 mod cache;
+mod catalog;
 mod functions;
 mod rules;
 mod walk;
@@ -131,7 +132,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub use functions::{SideEffect, DEFAULT_SIDE_EFFECT_FUNCTIONS};
+pub use catalog::{Catalog, CatalogRow, Resolution, Volatility, HARMLESS_VOLATILE_FUNCTIONS};
+pub use functions::{lexical_value_ok, SideEffect, DEFAULT_SIDE_EFFECT_FUNCTIONS};
 
 /// How much a statement can change, ordered by strictness: `max` over a
 /// set of classes gives the strictest.
@@ -292,6 +294,19 @@ flags! {
     /// Turning read-only transactions off (`READ WRITE`,
     /// `default_transaction_read_only = off`).
     read_only_override,
+    /// Changing how statement text is read: `client_encoding`,
+    /// `standard_conforming_strings` or `backslash_quote` set to anything
+    /// but the values gatehouse pins (UTF8, on, off). Under a policy such a
+    /// statement is refused whatever the role: the classifier reads text the
+    /// way those values say.
+    lexical_setting,
+    /// Calls a function (or uses an operator) that the target's catalog
+    /// says may write: a volatile user function, or a volatile built-in not
+    /// known to be harmless. Set when the catalog is consulted.
+    volatile_function,
+    /// Calls a function the target's catalog does not have. Set when the
+    /// catalog is consulted; the class is then `Unknown`.
+    unresolved_function,
 }
 
 /// One statement of a classified text.
@@ -314,6 +329,31 @@ pub struct StatementInfo {
     pub calls: Vec<String>,
     /// Relations named (`schema.name` when qualified), CTE names excluded.
     pub tables: Vec<String>,
+    /// Operators used, as written (`=`, `pg_catalog.+`): each is a function
+    /// call too, resolved against the target's catalog like `calls`.
+    pub operators: Vec<String>,
+    /// Prepared statements this statement creates (`PREPARE name`): the
+    /// protocol sees them under the same names.
+    pub prepared: Vec<String>,
+    /// Cursors this statement opens (`DECLARE name CURSOR`): portals under
+    /// the same names.
+    pub cursors: Vec<String>,
+}
+
+impl Default for StatementInfo {
+    fn default() -> Self {
+        StatementInfo {
+            class: StatementClass::Read,
+            command: String::new(),
+            flags: Flags::default(),
+            functions: Vec::new(),
+            calls: Vec::new(),
+            tables: Vec::new(),
+            operators: Vec::new(),
+            prepared: Vec::new(),
+            cursors: Vec::new(),
+        }
+    }
 }
 
 /// The classification of one text, which may hold several statements.
@@ -421,10 +461,7 @@ impl Classifier {
                 None => StatementInfo {
                     class: StatementClass::Unknown,
                     command: "UNKNOWN".into(),
-                    flags: Flags::default(),
-                    functions: Vec::new(),
-                    calls: Vec::new(),
-                    tables: Vec::new(),
+                    ..StatementInfo::default()
                 },
             })
             .collect();

@@ -16,14 +16,7 @@ const MAX_WRAP_DEPTH: u8 = 4;
 
 /// Classify one top-level statement.
 pub(super) fn statement(node: &NodeEnum, table: &FunctionTable, depth: u8) -> StatementInfo {
-    let mut info = StatementInfo {
-        class: Read,
-        command: String::new(),
-        flags: Flags::default(),
-        functions: Vec::new(),
-        calls: Vec::new(),
-        tables: Vec::new(),
-    };
+    let mut info = StatementInfo::default();
     if depth > MAX_WRAP_DEPTH {
         info.class = Unknown;
         info.command = "UNKNOWN".into();
@@ -55,6 +48,7 @@ pub(super) fn statement(node: &NodeEnum, table: &FunctionTable, depth: u8) -> St
             };
             let mut info = statement(inner, table, depth + 1);
             info.command = "PREPARE".into();
+            info.prepared.push(p.name.clone());
             return info;
         }
 
@@ -76,7 +70,10 @@ pub(super) fn statement(node: &NodeEnum, table: &FunctionTable, depth: u8) -> St
             }
             (class, if c.is_from { "COPY FROM" } else { "COPY TO" }.into())
         }
-        NodeEnum::DeclareCursorStmt(_) => (Read, "DECLARE CURSOR".into()),
+        NodeEnum::DeclareCursorStmt(d) => {
+            info.cursors.push(d.portalname.clone());
+            (Read, "DECLARE CURSOR".into())
+        }
         NodeEnum::FetchStmt(f) => (Read, if f.ismove { "MOVE" } else { "FETCH" }.into()),
         NodeEnum::ClosePortalStmt(_) => (Read, "CLOSE".into()),
         NodeEnum::ExecuteStmt(_) => {
@@ -435,9 +432,19 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
             let mut effect_class = effect.class;
             if is_named(&call.name, "set_config") {
                 // set_config(name, value, is_local) is SET name = value.
-                let setting = call.first_const.as_deref().map(functions::setting);
+                let setting = call.consts[0].as_deref().map(functions::setting);
                 match setting {
                     Some(Setting::Ordinary) => {}
+                    Some(Setting::Lexical) => {
+                        let kept = match (&call.consts[0], &call.consts[1]) {
+                            (Some(name), Some(value)) => functions::lexical_value_ok(name, value),
+                            _ => false,
+                        };
+                        if !kept {
+                            flags.lexical_setting = true;
+                            effect_class = effect_class.max(Admin);
+                        }
+                    }
                     Some(Setting::Role) => {
                         flags.set_role = true;
                         effect_class = effect_class.max(Admin);
@@ -468,6 +475,7 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
         }
     }
 
+    info.operators = facts.operators;
     let mut tables = facts.tables;
     tables.sort_by_key(|(at, _)| *at);
     for (_, t) in tables {
@@ -537,16 +545,10 @@ fn explain_analyzes(options: &[Node]) -> bool {
 
 /// A boolean read from an option or setting value, when it is a constant.
 fn truthy(n: &NodeEnum) -> Option<bool> {
-    let is_off = |s: &str| {
-        matches!(
-            s.trim().to_ascii_lowercase().as_str(),
-            "off" | "of" | "false" | "f" | "fa" | "fal" | "fals" | "no" | "n" | "0"
-        )
-    };
     let text = |s: &str| {
         if functions::is_on(s) {
             Some(true)
-        } else if is_off(s) {
+        } else if functions::is_off(s) {
             Some(false)
         } else {
             None
@@ -560,6 +562,22 @@ fn truthy(n: &NodeEnum) -> Option<bool> {
             a_const::Val::Boolval(b) => Some(b.boolval),
             a_const::Val::Ival(i) => Some(i.ival != 0),
             a_const::Val::Sval(s) => text(&s.sval),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A setting's value as text when it is a constant: `'UTF8'`, `on`, `1`.
+fn const_text(n: &NodeEnum) -> Option<String> {
+    match n {
+        NodeEnum::String(s) => Some(s.sval.clone()),
+        NodeEnum::Integer(i) => Some(i.ival.to_string()),
+        NodeEnum::Boolean(b) => Some(if b.boolval { "on" } else { "off" }.into()),
+        NodeEnum::AConst(c) => match c.val.as_ref()? {
+            a_const::Val::Sval(s) => Some(s.sval.clone()),
+            a_const::Val::Ival(i) => Some(i.ival.to_string()),
+            a_const::Val::Boolval(b) => Some(if b.boolval { "on" } else { "off" }.into()),
             _ => None,
         },
         _ => None,
@@ -636,6 +654,20 @@ fn set(v: &pg_query::protobuf::VariableSetStmt, flags: &mut Flags) -> (Statement
         Setting::Guarded => {
             flags.guarded_setting = true;
             (Admin, verb.into())
+        }
+        Setting::Lexical => {
+            // Back to the session's value (gatehouse's, from the startup
+            // packet) or to the value gatehouse pins: harmless.
+            let value = v.args.first().and_then(|a| a.node.as_ref()).and_then(const_text);
+            let kept = reset
+                || kind == K::VarSetDefault
+                || value.is_some_and(|val| functions::lexical_value_ok(&v.name, &val));
+            if kept {
+                (Read, verb.into())
+            } else {
+                flags.lexical_setting = true;
+                (Admin, verb.into())
+            }
         }
         Setting::ReadOnly => {
             // Turning read-only on, or back to its default, is harmless.

@@ -217,6 +217,48 @@ const CORPUS: &[(&str, StatementClass, &[&str])] = &[
     ("DELETE FROM", Unknown, &[]),
     ("SELECT 1; DROP TABLE t; DO $$ BEGIN END $$", Unknown, &["drop", "do_block"]),
     ("SELECT 'unterminated", Unknown, &[]),
+    // The lexical environment gatehouse pins: changing it is refused
+    // (`lexical_setting`), keeping it is not.
+    ("SET standard_conforming_strings = off", Admin, &["lexical_setting"]),
+    ("SET standard_conforming_strings TO 0", Admin, &["lexical_setting"]),
+    ("set local standard_conforming_strings = false", Admin, &["lexical_setting"]),
+    ("SET standard_conforming_strings = on", Read, &[]),
+    ("SET standard_conforming_strings TO DEFAULT", Read, &[]),
+    ("RESET standard_conforming_strings", Read, &[]),
+    ("SET client_encoding = 'SJIS'", Admin, &["lexical_setting"]),
+    ("SET NAMES 'big5'", Admin, &["lexical_setting"]),
+    ("SET client_encoding TO 'UTF-8'", Read, &[]),
+    ("SET NAMES 'unicode'", Read, &[]),
+    ("SET \"Client_Encoding\" = 'gbk'", Admin, &["lexical_setting"]),
+    ("SET backslash_quote = on", Admin, &["lexical_setting"]),
+    ("SET backslash_quote = safe_encoding", Admin, &["lexical_setting"]),
+    ("SET backslash_quote = off", Read, &[]),
+    (
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        Admin,
+        &["side_effect_function", "lexical_setting"],
+    ),
+    (
+        "SELECT set_config('client_encoding', 'UTF8', false)",
+        Write,
+        &["side_effect_function"],
+    ),
+    (
+        "SELECT set_config('client_encoding', x, false) FROM t",
+        Admin,
+        &["side_effect_function", "lexical_setting"],
+    ),
+    // Text that standard strings read as one literal: a read (the server
+    // reads it the same way, since gatehouse pins the settings).
+    ("SELECT 'a\\' , '; DELETE FROM t; SELECT ' --'", Read, &[]),
+    // Names SQL gives to statements and cursors.
+    ("PREPARE q AS SELECT 1", Read, &[]),
+    ("DECLARE c2 CURSOR WITH HOLD FOR SELECT 1", Read, &[]),
+    // Functions named nowhere in the table: the catalog decides (see
+    // sql::catalog); syntactically they are reads.
+    ("SELECT my_fn()", Read, &[]),
+    ("SELECT 1 WHERE my_fn() > 0", Read, &[]),
+    ("SELECT ts_rewrite('a'::tsquery, 'SELECT a, b FROM aliases')", Unknown, &["side_effect_function"]),
 ];
 
 #[test]
@@ -510,4 +552,15 @@ fn every_default_function_classifies() {
         assert_eq!(got.statements[0].functions, vec![name.to_string()], "{name}");
         assert_eq!(got.flags().file_access, effect.file_access, "{name}");
     }
+}
+
+#[test]
+fn names_created_by_sql_and_operators_are_listed() {
+    let s = one("PREPARE q (int) AS SELECT $1 + 1");
+    assert_eq!(s.prepared, vec!["q"]);
+    assert_eq!(s.operators, vec!["+"]);
+    let s = one("DECLARE \"Cur\" CURSOR FOR SELECT * FROM t WHERE a OPERATOR(pg_catalog.=) 1");
+    assert_eq!(s.cursors, vec!["Cur"]);
+    assert_eq!(s.operators, vec!["pg_catalog.="]);
+    assert!(one("SELECT a FROM t WHERE b IN (1, 2) AND c LIKE 'x%'").operators.len() >= 2);
 }

@@ -27,9 +27,9 @@ type Error = serde::de::value::Error;
 pub(super) struct Call {
     /// The name as written, schema-qualified parts joined by `.`.
     pub name: String,
-    /// The first argument when it is a plain string constant (`set_config`'s
-    /// setting name).
-    pub first_const: Option<String>,
+    /// The first two arguments when they are plain constants
+    /// (`set_config`'s setting name and value).
+    pub consts: [Option<String>; 2],
 }
 
 /// What a walk over one statement found.
@@ -59,6 +59,8 @@ pub(super) struct Facts {
     /// CREATE TABLE … GRANT …`, SQL-standard function bodies).
     pub nested_utility: Vec<&'static str>,
     pub calls: Vec<Call>,
+    /// Operators used, as written (`=`, `pg_catalog.+`), each once.
+    pub operators: Vec<String>,
     /// Relations named, `schema.name` or `name`, with their offsets in the
     /// text (the walk meets them in field order, not text order).
     pub tables: Vec<(i32, String)>,
@@ -350,18 +352,32 @@ impl SerializeStruct for Struct<'_> {
                 });
                 self.call = Some(Call {
                     name: parts.join("."),
-                    first_const: None,
+                    consts: [None, None],
                 });
                 return Ok(());
             }
             ("FuncCall", "args") => {
-                // Only set_config's first argument matters (the setting).
+                // Only set_config's first arguments matter (the setting
+                // and its value).
                 if let Some(call) = self.call.as_mut() {
                     let bare = call.name.rsplit('.').next().unwrap_or_default();
                     if bare.eq_ignore_ascii_case("set_config") {
-                        call.first_const = first_const_string(v);
+                        call.consts = leading_consts(v);
                     }
                 }
+            }
+            ("AExpr", "name") => {
+                // An operator, `=` or `OPERATOR(schema.op)`: a function too.
+                let mut parts = Vec::new();
+                let _ = v.serialize(Strings {
+                    out: &mut parts,
+                    first_variant: &mut None,
+                });
+                let op = parts.join(".");
+                if !op.is_empty() && !self.facts.operators.contains(&op) {
+                    self.facts.operators.push(op);
+                }
+                return Ok(());
             }
             ("RangeVar", "schemaname") => {
                 self.schema = capture_str(v).unwrap_or_default();
@@ -449,18 +465,19 @@ impl SerializeStruct for Struct<'_> {
     }
 }
 
-/// The first argument of a call when it is a bare string constant, as in
-/// `set_config('role', …)`. A cast, a column or an expression gives `None`.
-fn first_const_string<T: Serialize + ?Sized>(args: &T) -> Option<String> {
-    let mut first = FirstElement { out: None };
+/// The first two arguments of a call when they are bare constants, as in
+/// `set_config('role', 'x', …)`. A cast, a column or an expression gives
+/// `None`.
+fn leading_consts<T: Serialize + ?Sized>(args: &T) -> [Option<String>; 2] {
+    let mut first = FirstElement { out: [None, None] };
     let _ = args.serialize(&mut first);
     first.out
 }
 
-/// Reads element 0 of a sequence of nodes with [`Strings`], keeping the
-/// strings only when the node is a constant.
+/// Reads elements 0 and 1 of a sequence of nodes with [`Strings`], keeping
+/// the strings only when the node is a constant.
 struct FirstElement {
-    out: Option<String>,
+    out: [Option<String>; 2],
 }
 
 impl<'a> Serializer for &'a mut FirstElement {
@@ -543,7 +560,7 @@ impl SerializeSeq for FirstSeq<'_> {
     type Ok = ();
     type Error = Error;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        if self.index == 0 {
+        if self.index < 2 {
             let mut parts = Vec::new();
             let mut variant = None;
             let _ = v.serialize(Strings {
@@ -551,7 +568,7 @@ impl SerializeSeq for FirstSeq<'_> {
                 first_variant: &mut variant,
             });
             if variant == Some("AConst") && parts.len() == 1 {
-                self.first.out = parts.pop();
+                self.first.out[self.index] = parts.pop();
             }
         }
         self.index += 1;

@@ -35,6 +35,64 @@ pub fn query(sql: &str) -> Vec<u8> {
     frame(b'Q', &b)
 }
 
+/// Parse of `sql` as statement `name` (bytes: names may be any length).
+pub fn parse(name: &[u8], sql: &str) -> Vec<u8> {
+    let mut b = name.to_vec();
+    b.push(0);
+    b.extend_from_slice(sql.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'P', &b)
+}
+
+/// Bind of statement `stmt` into portal `portal`, text parameters.
+pub fn bind(portal: &[u8], stmt: &[u8], params: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut b = portal.to_vec();
+    b.push(0);
+    b.extend_from_slice(stmt);
+    b.push(0);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        match p {
+            Some(v) => {
+                b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    b.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'B', &b)
+}
+
+pub fn execute(portal: &[u8]) -> Vec<u8> {
+    let mut b = portal.to_vec();
+    b.push(0);
+    b.extend_from_slice(&0i32.to_be_bytes());
+    frame(b'E', &b)
+}
+
+/// Describe (`kind` `S` or `P`).
+pub fn describe(kind: u8, name: &[u8]) -> Vec<u8> {
+    let mut b = vec![kind];
+    b.extend_from_slice(name);
+    b.push(0);
+    frame(b'D', &b)
+}
+
+/// Close (`kind` `S` or `P`).
+pub fn close(kind: u8, name: &[u8]) -> Vec<u8> {
+    let mut b = vec![kind];
+    b.extend_from_slice(name);
+    b.push(0);
+    frame(b'C', &b)
+}
+
+pub fn sync() -> Vec<u8> {
+    frame(b'S', b"")
+}
+
 pub fn password(p: &str) -> Vec<u8> {
     let mut b = p.as_bytes().to_vec();
     b.push(0);
@@ -203,6 +261,15 @@ impl Raw {
         self.send(&query(sql)).expect("send query");
         self.until_ready(Duration::from_secs(30))
     }
+}
+
+/// Every ErrorResponse among `frames`, as (SQLSTATE, message).
+pub fn errors(frames: &[(u8, Vec<u8>)]) -> Vec<(String, String)> {
+    frames
+        .iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, b)| (sqlstate(b), field(b, b'M').unwrap_or_default()))
+        .collect()
 }
 
 /// The first ErrorResponse among `frames`, as (SQLSTATE, message).

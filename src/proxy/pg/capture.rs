@@ -11,7 +11,7 @@
 use super::relay::{Edits, FrameRef};
 use crate::config::ResultsMode;
 use crate::control::recorder::Ev;
-use crate::record::now_us;
+use crate::record::{now_us, StatementRef};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -117,9 +117,16 @@ impl SessionRec {
         }
     }
 
-    /// The client frames of a batch (up to a hold), and which of them were
-    /// refused (`refused`: frame index in `frames`, SQLSTATE, message).
-    pub fn client(&self, buf: &[u8], frames: &[FrameRef], refused: &[(usize, &'static str, String)]) {
+    /// The client frames of a batch (up to a hold), which of them were
+    /// refused (`refused`: frame index in `frames`, SQLSTATE, message), and
+    /// what their statements were (`statements`: frame index in `frames`).
+    pub fn client(
+        &self,
+        buf: &[u8],
+        frames: &[FrameRef],
+        refused: &[(usize, &'static str, String)],
+        statements: &[StatementRef],
+    ) {
         let size: usize = frames
             .iter()
             .filter(|f| client_tag(f.tag))
@@ -130,6 +137,7 @@ impl SessionRec {
         }
         let mut out = Vec::with_capacity(size);
         let mut marks = Vec::new();
+        let mut refs = Vec::with_capacity(statements.len());
         let mut idx: u32 = 0;
         for (i, f) in frames.iter().enumerate() {
             if !client_tag(f.tag) {
@@ -138,6 +146,12 @@ impl SessionRec {
             out.extend_from_slice(&buf[f.start..f.end]);
             if let Some((_, code, msg)) = refused.iter().find(|r| r.0 == i) {
                 marks.push((idx, *code, msg.clone()));
+            }
+            if let Some(s) = statements.iter().find(|s| s.frame as usize == i) {
+                refs.push(StatementRef {
+                    frame: idx,
+                    ..s.clone()
+                });
             }
             idx += 1;
         }
@@ -149,6 +163,7 @@ impl SessionRec {
             t: now_us(),
             frames: out,
             refused: marks,
+            statements: refs,
         });
     }
 
@@ -285,8 +300,8 @@ mod tests {
         let rec = SessionRec::new(tx, 7, ResultsMode::Full, 1000, 1 << 20);
         let mut buf = Vec::new();
         let q = frame(&mut buf, b'Q', b"select 1\0");
-        rec.client(&buf, &[q], &[]);
-        rec.client(&buf, &[q], &[]);
+        rec.client(&buf, &[q], &[], &[]);
+        rec.client(&buf, &[q], &[], &[]);
         assert!(rec.pending(), "the second statement waits for room");
         // Server rows while the channel is full: the rows are dropped and
         // counted, the rest of the event waits.

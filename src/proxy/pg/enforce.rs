@@ -1,42 +1,45 @@
-//! Statement policy on the data path: classify at Parse (and Query), enforce
-//! at Execute (and Query); deny in order with the pipeline; hold a statement
-//! for approval while the rest of the session waits behind it.
+//! Statement policy on the data path: what to do with a statement the
+//! server is about to run (a simple Query, an Execute of a portal the
+//! protocol tracker resolved, a FunctionCall), holding it for approval
+//! while the rest of the session waits behind it.
+//!
+//! The decision is taken on what the server will execute: the caller
+//! resolves the portal through the tracker (`wire::pg::track`), never
+//! through what the client's messages seemed to say. Before the policy's
+//! verdict, three things are refused whatever the role:
+//! - a statement that changes how text is read (`lexical_setting`);
+//! - for a role whose upstream session is read-only, a statement that
+//!   turns read-only off (`read_only_override`);
+//! - a statement whose functions the target's catalog cannot be read for.
+//!
+//! Function calls and operators are resolved against the target's catalog
+//! (`sql::catalog`), which may raise the class: a volatile user function
+//! makes a `SELECT` a write.
 
+use super::catalog::{self, Cached, CatalogKey};
+use super::ctx::SessionCtx;
+use super::read_write::Plan;
 use super::relay::Writer;
+use super::state::{AccountRt, TargetRt};
 use crate::config::Verdict;
 use crate::control::reviews::{ReviewRequest, Reviews, Status, POLL};
 use crate::policy::{Budget, Decision, Meter, Policy};
-use crate::sql::{Classification, Classifier, StatementClass};
-use crate::wire::pg::{self, Cursor, HEADER_LEN};
+use crate::sql::{Catalog, Classification, Flags, StatementClass};
+use crate::wire::pg::{self, messages};
 use futures_util::lock::Mutex;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Named statements and portals tracked per session, at most.
-const MAX_TRACKED: usize = 10_000;
-
-thread_local! {
-    /// This worker's classifier, for the policy generation it was built for.
-    static CLASSIFIER: RefCell<Option<(usize, Classifier)>> = const { RefCell::new(None) };
-}
-
-fn classify(policy: &Arc<Policy>, sql: &str) -> Arc<Classification> {
-    let key = Arc::as_ptr(policy) as usize;
-    CLASSIFIER.with(|c| {
-        let mut c = c.borrow_mut();
-        if !matches!(&*c, Some((k, _)) if *k == key) {
-            *c = Some((key, Classifier::new(&policy.side_effect_functions)));
-        }
-        match &*c {
-            Some((_, cl)) => cl.classify(sql),
-            None => Arc::new(Classifier::new(&[]).classify_uncached(sql)),
-        }
-    })
-}
+/// Allowed statements remembered per session (the memo that spares a
+/// prepared statement a decision on every Execute).
+const MEMO: usize = 32;
+/// Parameters shown to a reviewer, each at most this long.
+const MAX_PARAM_SHOWN: usize = 1024;
+/// Parameters shown to a reviewer, at most.
+const MAX_PARAMS_SHOWN: usize = 100;
 
 /// Who runs the session, for reviews and grants.
 pub struct Who {
@@ -53,23 +56,63 @@ pub enum Outcome {
     Refused { code: &'static str, message: String },
 }
 
-/// What to do with a frame.
-pub enum Step {
-    Pass,
-    Refuse { code: &'static str, message: String },
-    Hold,
+/// Why a client message waits before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Answers to earlier groups: until they arrive, the tracker cannot say
+    /// what a name holds.
+    EarlierGroups,
+    /// Too many messages are unanswered.
+    Backpressure,
+    /// The target's catalog, to classify the statement's calls.
+    Catalog,
 }
 
-struct Pending {
+/// What to do with a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Pass,
+    Refuse {
+        code: &'static str,
+        message: String,
+    },
+    /// Held for review. `read_write`: once approved it must run in a
+    /// read-write context (a change, on a read-only session).
+    Hold {
+        read_write: bool,
+    },
+    Wait(WaitFor),
+}
+
+/// A statement as the enforcer sees it.
+pub struct Statement<'s> {
+    pub class: &'s Arc<Classification>,
+    pub sql: &'s str,
+    /// The Bind message's parameters (after its names), for a reviewer.
+    pub params: Option<&'s [u8]>,
+    /// A FunctionCall's OID and arguments.
+    pub call: Option<(u32, Vec<String>)>,
+}
+
+struct Review {
     class: StatementClass,
-    classification: Arc<Classification>,
+    flags: Flags,
     sql: String,
+    params: Vec<String>,
     approvers: Vec<String>,
     required: u32,
     timeout: Duration,
     /// Held by a budget: why.
     reason: Option<String>,
     grants: Vec<String>,
+    read_write: bool,
+}
+
+enum Pending {
+    Review(Review),
+    /// Allowed by a grant, but a change on a read-only session: it needs
+    /// the read-write context, as an approved one does.
+    ReadWrite,
 }
 
 /// The identity's budget and its meter, shared with its other sessions.
@@ -80,45 +123,66 @@ pub struct BudgetGuard<'a> {
     pub clock: &'a AtomicU64,
 }
 
+/// Where the enforcer reads the target's catalog.
+pub struct CatalogAccess<'a> {
+    pub key: CatalogKey,
+    /// Bumped when a statement that may change functions ends.
+    pub epoch: &'a AtomicU64,
+    pub target: &'a TargetRt,
+    pub account: &'a AccountRt,
+    pub max_message: usize,
+}
+
+/// The session's side of a hold: the client (for the notice), the
+/// session's handle (cancel, kill) and the tracker (to learn the
+/// transaction status a read-write context opens in).
+pub struct HoldIo<'h> {
+    pub client: &'h Mutex<Writer>,
+    pub client_mid: &'h Cell<bool>,
+    pub client_fd: RawFd,
+    pub ctx: &'h SessionCtx<'h>,
+}
+
 pub struct Enforcer<'a> {
     pub policy: Arc<Policy>,
     pub who: &'a Who,
     pub reviews: &'a Reviews,
-    /// Masks the statement text put into a review.
+    /// Masks the statement text and parameters put into a review.
     pub mask: Box<dyn Fn(&str) -> String + 'a>,
-    statements: HashMap<Vec<u8>, Tracked>,
-    portals: HashMap<Vec<u8>, Tracked>,
-    /// The last classification allowed outright (prepared statements run
-    /// the same one again and again).
-    last_allowed: Option<Arc<Classification>>,
+    pub catalog: CatalogAccess<'a>,
+    /// The upstream session is read-only (see `read_write`).
+    pub read_only: bool,
+    /// Statements allowed outright: (classification, catalog) addresses.
+    allowed: Vec<(usize, usize)>,
     pending: Option<Pending>,
+    /// The outcome of the last hold, for the next statement decided (the
+    /// held one, when its batch comes round again).
     decided: Option<Outcome>,
+    /// The read-write context to open before the held statement's group.
+    pub rw: Option<Plan>,
+    /// Where the last hold was placed: at the start of the statement's
+    /// group (a read-write context can be opened) or at the statement.
+    pub held_at_group_start: bool,
     pub admin_url: Option<String>,
     pub budget: Option<BudgetGuard<'a>>,
     /// The last hold's review: id, outcome, why, approvers (for the recorder).
     pub last_review: Option<(String, String, Option<String>, Vec<String>)>,
 }
 
-/// A statement's classification and text, shared by its portals.
-type Tracked = Arc<(Arc<Classification>, String)>;
-
-/// Inserts without allocating a key when it is there already (the unnamed
-/// statement and portal are replaced all the time).
-fn put(map: &mut HashMap<Vec<u8>, Tracked>, key: &[u8], value: Tracked) {
-    if let Some(v) = map.get_mut(key) {
-        *v = value;
-        return;
-    }
-    if map.len() >= MAX_TRACKED {
-        map.clear();
-    }
-    map.insert(key.to_vec(), value);
+fn ptr<T>(a: &Arc<T>) -> usize {
+    Arc::as_ptr(a) as *const u8 as usize
 }
 
-fn cstr_at(body: &[u8]) -> Option<(&[u8], &[u8])> {
-    let mut c = Cursor::new(body, "message");
-    let s = c.cstr().ok()?;
-    Some((s, c.remaining()))
+/// The classification of a statement gatehouse cannot name.
+pub fn unknown() -> Arc<Classification> {
+    thread_local! {
+        static UNKNOWN: Arc<Classification> = Arc::new(Classification {
+            class: StatementClass::Unknown,
+            statements: Vec::new(),
+            error: Some("not classified".into()),
+        });
+    }
+    UNKNOWN.with(Arc::clone)
 }
 
 impl<'a> Enforcer<'a> {
@@ -127,21 +191,31 @@ impl<'a> Enforcer<'a> {
         who: &'a Who,
         reviews: &'a Reviews,
         mask: Box<dyn Fn(&str) -> String + 'a>,
+        catalog: CatalogAccess<'a>,
     ) -> Self {
+        let read_only = policy.read_only(&who.roles);
         Enforcer {
             policy,
             who,
             reviews,
             mask,
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            catalog,
+            read_only,
+            allowed: Vec::new(),
             pending: None,
             decided: None,
-            last_allowed: None,
+            rw: None,
+            held_at_group_start: false,
             admin_url: None,
             budget: None,
             last_review: None,
         }
+    }
+
+    /// Whether a statement is one the session allowed outright before (its
+    /// Bind parameters are then not kept for a reviewer).
+    pub fn known_allowed(&self, c: &Arc<Classification>) -> bool {
+        self.budget.is_none() && self.allowed.iter().any(|(p, _)| *p == ptr(c))
     }
 
     /// Counts the statement against the identity's budget; the reason when
@@ -158,27 +232,101 @@ impl<'a> Enforcer<'a> {
         Some(why)
     }
 
-    fn decide(&mut self, c: Arc<Classification>, sql: &str) -> Step {
+    /// The catalog, if this worker has it for the current epoch.
+    fn catalog_now(&self) -> Cached {
+        catalog::cached(&self.catalog.key, self.catalog.epoch.load(Ordering::Acquire))
+    }
+
+    /// Loads the catalog (a [`WaitFor::Catalog`]).
+    pub async fn load_catalog(&self) {
+        let c = &self.catalog;
+        let epoch = c.epoch.load(Ordering::Acquire);
+        if let Err(e) = catalog::load(&c.key, epoch, c.target, c.account, c.max_message).await {
+            tracing::warn!(target: "gatehouse::policy", session = self.who.session, error = %e, "cannot read the target's catalog");
+        }
+    }
+
+    /// The decision for a statement the server is about to run.
+    pub fn decide(&mut self, s: &Statement<'_>) -> Step {
+        if let Some(outcome) = self.decided.take() {
+            return match outcome {
+                Outcome::Approved => Step::Pass,
+                Outcome::Refused { code, message } => Step::Refuse { code, message },
+            };
+        }
+        let c = s.class;
+        let mut flags = c.flags();
+        if flags.lexical_setting {
+            return Step::Refuse {
+                code: "42501",
+                message: "it would change how statements are read (gatehouse keeps client_encoding UTF8, standard_conforming_strings on and backslash_quote off)".into(),
+            };
+        }
+        if self.read_only && flags.read_only_override {
+            return Step::Refuse {
+                code: "42501",
+                message: "this role's sessions are read-only at the server and may not turn that off; held writes run read-write once approved".into(),
+            };
+        }
+        // What the target's catalog says of the calls.
+        let mut class = c.class;
+        let mut catalog_at = 0;
+        let mut function_shown = None;
+        if Catalog::needed(c) || s.call.is_some() {
+            let cat = match self.catalog_now() {
+                Cached::Ready(cat) => cat,
+                Cached::Missing => return Step::Wait(WaitFor::Catalog),
+                Cached::Failed(why) => return Step::Refuse {
+                    code: "42501",
+                    message: format!(
+                        "gatehouse cannot read the target's catalog to check the functions this statement calls: {why}"
+                    ),
+                },
+            };
+            let r = cat.resolve(c, &self.policy.read_functions);
+            if !r.unresolved.is_empty() && catalog::expire_if_old(&self.catalog.key) {
+                // Perhaps created since the snapshot: read it again first.
+                return Step::Wait(WaitFor::Catalog);
+            }
+            if let Some(raised) = r.class {
+                class = class.max(raised);
+            }
+            flags.volatile_function |= !r.volatile.is_empty();
+            flags.unresolved_function |= !r.unresolved.is_empty();
+            if let Some((oid, _)) = &s.call {
+                function_shown = Some(match cat.function_by_oid(*oid) {
+                    Some((name, _)) => name.to_string(),
+                    None => format!("function with OID {oid} (not in the catalog)"),
+                });
+            }
+            catalog_at = ptr(&cat);
+        }
         let budget = self.over_budget();
-        if budget.is_none() && self.last_allowed.as_ref().is_some_and(|l| Arc::ptr_eq(l, &c)) {
+        if budget.is_none() && self.allowed.iter().any(|m| *m == (ptr(c), catalog_at)) {
             return Step::Pass;
         }
-        let decision = self.policy.decide(&self.who.roles, &c);
-        let class = c.class;
+        let decision = self.policy.decide_class(&self.who.roles, class, flags);
         let allowed = matches!(decision, Decision::Allow);
+        let read_write = self.read_only && class > StatementClass::Read;
         // The class's own hold, unless an approval granted the class.
-        let class_hold = match decision {
-            Decision::Allow => None,
+        let (class_hold, granted) = match decision {
+            Decision::Allow => (None, false),
             Decision::Deny { message } => return Step::Refuse { code: "42501", message },
             Decision::Approve {
                 approvers,
                 required,
                 timeout,
                 ..
-            } => (!self
-                .reviews
-                .granted(&self.who.identity, &self.who.target, class.as_str()))
-            .then_some((approvers, required, timeout)),
+            } => {
+                if self
+                    .reviews
+                    .granted(&self.who.identity, &self.who.target, class.as_str())
+                {
+                    (None, true)
+                } else {
+                    (Some((approvers, required, timeout)), false)
+                }
+            }
         };
         let budget_hold = match (budget, &self.budget) {
             (Some(why), Some(b)) if b.limits.action == Verdict::Deny => {
@@ -194,8 +342,15 @@ impl<'a> Enforcer<'a> {
         let mut grants = Vec::with_capacity(2);
         let (approvers, required, timeout) = match (class_hold, &budget_hold) {
             (None, None) => {
+                if granted && read_write {
+                    self.pending = Some(Pending::ReadWrite);
+                    return Step::Hold { read_write };
+                }
                 if allowed {
-                    self.last_allowed = Some(c);
+                    if self.allowed.len() >= MEMO {
+                        self.allowed.remove(0);
+                    }
+                    self.allowed.push((ptr(c), catalog_at));
                 }
                 return Step::Pass;
             }
@@ -218,103 +373,78 @@ impl<'a> Enforcer<'a> {
                 (a, r.max(b.approvals_required), t.max(b.approval_timeout))
             }
         };
-        self.pending = Some(Pending {
+        let (sql, params) = match (&s.call, function_shown) {
+            (Some((_, args)), Some(name)) => (
+                format!("<FunctionCall of {name}>"),
+                args.iter().map(|a| (self.mask)(a)).collect(),
+            ),
+            _ => (s.sql.to_string(), self.shown_params(s.params)),
+        };
+        self.pending = Some(Pending::Review(Review {
             class,
-            classification: c,
-            sql: sql.to_string(),
+            flags,
+            sql,
+            params,
             approvers,
             required,
             timeout,
             reason: budget_hold.map(|(why, _)| why),
             grants,
-        });
-        Step::Hold
+            read_write,
+        }));
+        Step::Hold { read_write }
     }
 
-    /// One frame of a batch, in order. `first` is true for the batch's
-    /// first frame (where a statement held before resumes).
-    pub fn step(&mut self, first: bool, tag: u8, frame: &[u8]) -> Step {
-        let body = frame.get(HEADER_LEN..).unwrap_or(&[]);
-        if first && matches!(tag, b'Q' | b'E' | b'F') {
-            match self.decided.take() {
-                Some(Outcome::Approved) => return Step::Pass,
-                Some(Outcome::Refused { code, message }) => return Step::Refuse { code, message },
-                None => {}
-            }
-        }
-        match tag {
-            b'Q' => {
-                let sql = body.split(|&b| b == 0).next().unwrap_or(&[]);
-                let sql = String::from_utf8_lossy(sql);
-                let c = classify(&self.policy, &sql);
-                self.decide(c, &sql)
-            }
-            b'P' => {
-                if let Some((name, rest)) = cstr_at(body) {
-                    let sql = rest.split(|&b| b == 0).next().unwrap_or(&[]);
-                    let sql = String::from_utf8_lossy(sql).into_owned();
-                    let c = classify(&self.policy, &sql);
-                    put(&mut self.statements, name, Arc::new((c, sql)));
-                }
-                Step::Pass
-            }
-            b'B' => {
-                if let Some((portal, rest)) = cstr_at(body) {
-                    let stmt = cstr_at(rest).map(|(s, _)| s).unwrap_or(&[]);
-                    // An unknown statement (prepared before tracking, or
-                    // too many) is the strictest class at Execute.
-                    match self.statements.get(stmt).cloned() {
-                        Some(e) => put(&mut self.portals, portal, e),
-                        None => {
-                            self.portals.remove(portal);
-                        }
-                    }
-                }
-                Step::Pass
-            }
-            b'C' => {
-                if let Some((&kind, rest)) = body.split_first() {
-                    let name = rest.split(|&b| b == 0).next().unwrap_or(&[]);
-                    match kind {
-                        b'S' => self.statements.remove(name),
-                        b'P' => self.portals.remove(name),
-                        _ => None,
-                    };
-                }
-                Step::Pass
-            }
-            b'E' => {
-                let portal = body.split(|&b| b == 0).next().unwrap_or(&[]);
-                match self.portals.get(portal).cloned() {
-                    Some(t) => self.decide(t.0.clone(), &t.1),
-                    None => self.decide(unknown(), "<a portal gatehouse did not see bound>"),
-                }
-            }
-            // A function call by OID: nothing to classify.
-            b'F' => self.decide(unknown(), "<function call>"),
-            _ => Step::Pass,
+    /// A Bind's parameters as a reviewer reads them, masked.
+    fn shown_params(&self, rest: Option<&[u8]>) -> Vec<String> {
+        let Some(rest) = rest else { return Vec::new() };
+        match messages::bind_params(rest) {
+            Ok(ps) => ps
+                .iter()
+                .take(MAX_PARAMS_SHOWN)
+                .map(|p| (self.mask)(&messages::param_text(p, MAX_PARAM_SHOWN)))
+                .collect(),
+            Err(_) => vec!["<parameters gatehouse could not read>".into()],
         }
     }
 
-    /// Waits for the held statement's review; the outcome applies when the
-    /// statement's frame comes round again.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn hold(
-        &mut self,
-        client: &Mutex<Writer>,
-        client_mid: &Cell<bool>,
-        client_fd: RawFd,
-        handle: &super::registry::SessionHandle,
-    ) {
-        let Some(p) = self.pending.take() else { return };
+    /// Waits for the held statement's review (or, for a grant, for the
+    /// transaction status); the outcome applies when the statement comes
+    /// round again.
+    pub async fn hold(&mut self, io: HoldIo<'_>) {
+        let Some(pending) = self.pending.take() else { return };
+        let (outcome, read_write) = match pending {
+            Pending::ReadWrite => (Outcome::Approved, true),
+            Pending::Review(p) => {
+                let rw = p.read_write;
+                (self.review(p, &io).await, rw)
+            }
+        };
+        if outcome == Outcome::Approved && read_write && self.held_at_group_start {
+            // Everything before the group is answered: the transaction
+            // status the context opens in is known.
+            let ctx = io.ctx;
+            while ctx.tracker.borrow().pending_len() > 0 && !ctx.progress.ended.get() && ctx.handle.killed().is_none() {
+                ctx.progress.changed().await;
+            }
+            self.rw = Some(Plan {
+                status: ctx.tracker.borrow().status(),
+                opened: false,
+            });
+        }
+        self.decided = Some(outcome);
+    }
+
+    async fn review(&mut self, p: Review, io: &HoldIo<'_>) -> Outcome {
         let req = ReviewRequest {
             identity: self.who.identity.clone(),
             roles: self.who.roles.clone(),
             target: self.who.target.clone(),
             session: self.who.session,
             sql: (self.mask)(&p.sql),
+            params: p.params.clone(),
             class: p.class.as_str().to_string(),
-            flags: p.classification.flags().names().iter().map(|s| s.to_string()).collect(),
+            flags: p.flags.names().iter().map(|s| s.to_string()).collect(),
             fingerprint: crate::sql::fingerprint(&p.sql),
             approvers: p.approvers.clone(),
             required: p.required,
@@ -325,18 +455,22 @@ impl<'a> Enforcer<'a> {
         let id = match self.reviews.submit(req) {
             Ok(id) => id,
             Err(e) => {
-                self.decided = Some(Outcome::Refused {
+                return Outcome::Refused {
                     code: "53400",
                     message: format!("cannot hold the statement for approval: {e}"),
-                });
-                return;
+                }
             }
         };
         tracing::info!(target: "gatehouse::policy", session = self.who.session, review = %id, class = p.class.as_str(), "statement held for approval");
-        let how = match &self.admin_url {
+        let mut how = match &self.admin_url {
             Some(u) => format!("approve with `gatehouse review approve {id}` or POST {u}/api/v1/reviews/{id}/approve"),
             None => format!("approve with `gatehouse review approve {id}`"),
         };
+        if p.read_write && !self.held_at_group_start {
+            how.push_str(
+                "; note: this session is read-only at the server and the statement is not the first of its group, so it will fail with 25006 even once approved: send it on its own (a Query, or Parse/Bind/Execute after a Sync)",
+            );
+        }
         let mut notice = Vec::with_capacity(256);
         pg::error_message(
             &mut notice,
@@ -358,12 +492,13 @@ impl<'a> Enforcer<'a> {
             Some(&how),
         );
         {
-            let mut w = client.lock().await;
-            if !client_mid.get() {
+            let mut w = io.client.lock().await;
+            if !io.client_mid.get() {
                 let (_, _) = monoio::io::AsyncWriteRentExt::write_all(&mut *w, notice).await;
                 let _ = monoio::io::AsyncWriteRent::flush(&mut *w).await;
             }
         }
+        let handle = io.ctx.handle;
         handle.take_cancel();
         let deadline = Instant::now() + p.timeout;
         let outcome = loop {
@@ -396,7 +531,7 @@ impl<'a> Enforcer<'a> {
                     message: "canceling statement due to user request; the review was withdrawn".into(),
                 };
             }
-            if handle.killed().is_some() || client_gone(client_fd) {
+            if handle.killed().is_some() || client_gone(io.client_fd) {
                 self.reviews.withdraw(&id, "the client disconnected");
                 break Outcome::Refused {
                     code: "08006",
@@ -444,16 +579,8 @@ impl<'a> Enforcer<'a> {
             ),
         };
         self.last_review = Some((id.clone(), what, why, by_unique));
-        self.decided = Some(outcome);
+        outcome
     }
-}
-
-fn unknown() -> Arc<Classification> {
-    Arc::new(Classification {
-        class: StatementClass::Unknown,
-        statements: Vec::new(),
-        error: Some("not classified".into()),
-    })
 }
 
 /// Whether the client closed its end (a peek sees EOF).
@@ -465,8 +592,7 @@ fn client_gone(fd: RawFd) -> bool {
 }
 
 /// A statement that makes the server raise `code`/`message`, in order with
-/// the rest of the pipeline. The message starts with gatehouse's refusal
-/// prefix so the backend side can recognise it.
+/// the rest of the pipeline.
 pub fn raise_sql(code: &str, message: &str) -> String {
     let clean = |s: &str| s.replace('\'', "''").replace('$', "");
     format!(

@@ -24,20 +24,28 @@ pub type Reader = OwnedReadHalf<Stream>;
 pub type Writer = OwnedWriteHalf<Stream>;
 
 /// What a pump does after a complete frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Forward,
     /// Forward it, then stop the pump (Terminate).
     ForwardAndStop,
+    /// A message that may not pass: the session ends with a protocol error
+    /// (nothing of the batch is written).
+    Reject(WireError),
+    /// A message that breaks what gatehouse guarantees: the session ends
+    /// with this error (nothing of the batch is written).
+    End(Refused),
 }
 
 /// What to do with a frame too large for the buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Large {
     /// Pass it on in pieces as it arrives (through `large_chunk`).
     Stream,
     /// Drop it as it arrives (the handler has said why to the peer).
     Discard,
+    /// End the session with a protocol error.
+    Reject(WireError),
 }
 
 /// A complete frame in the batch buffer: `buf[start..end]`, header included.
@@ -94,10 +102,16 @@ impl Edits {
     }
 }
 
-/// Why a handler refuses to let a batch through.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
+/// Why a handler ends the session: the SQLSTATE and message the peer is
+/// told (when the protocol still lets it be told), and the end reason the
+/// session log gives.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
+    pub end: &'static str,
+}
 
 /// Per-direction frame inspection.
 pub trait FrameHandler {
@@ -346,8 +360,8 @@ pub async fn pump<H: FrameHandler>(
         if large > 0 {
             let n = large.min(len);
             let last = n == large;
-            match large_mode {
-                Large::Discard => {
+            match &large_mode {
+                Large::Discard | Large::Reject(_) => {
                     large -= n;
                     buf.drain(..n);
                 }
@@ -388,7 +402,19 @@ pub async fn pump<H: FrameHandler>(
                                 let want = hd.total_len.max(buf.capacity() * 2).min(limits.buffer);
                                 buf.reserve_exact(want - buf.len());
                             } else if hd.total_len > buf.capacity() && pos == 0 {
+                                if buf.capacity() < limits.buffer {
+                                    // The whole buffer first, so the handler
+                                    // judges as much of the frame as fits.
+                                    buf.reserve_exact(limits.buffer - buf.len());
+                                    break;
+                                }
+                                if len < buf.capacity() {
+                                    break;
+                                }
                                 large_mode = h.on_large_frame(hd.tag, hd.total_len, &buf[pos..len], &mut edits.out);
+                                if let Large::Reject(e) = &large_mode {
+                                    return Err(PumpError::Protocol(e.clone()));
+                                }
                                 large = hd.total_len;
                                 if !edits.out.is_empty() {
                                     let out = std::mem::take(&mut edits.out);
@@ -408,9 +434,14 @@ pub async fn pump<H: FrameHandler>(
                             end: pos + hd.total_len,
                         });
                         pos += hd.total_len;
-                        if action == Action::ForwardAndStop {
-                            stop = true;
-                            break;
+                        match action {
+                            Action::Forward => {}
+                            Action::ForwardAndStop => {
+                                stop = true;
+                                break;
+                            }
+                            Action::Reject(e) => return Err(PumpError::Protocol(e)),
+                            Action::End(r) => return Err(PumpError::Refused(r)),
                         }
                     }
                 }

@@ -1,116 +1,19 @@
-//! Secret scanning on the data path: the per-session state both pumps share,
-//! the backend-side masking of everything that leaves the database, and the
-//! frontend-side flagging (or refusal) of statements that carry secrets.
+//! The server's side of the relay: every message the server sends, in
+//! order, through the protocol tracker (which answers are the client's, and
+//! which belong to messages gatehouse sent itself), then secret masking of
+//! everything that leaves the database, the policy's `max_rows` cut, and the
+//! watch on the parameters gatehouse pins.
 
-use super::enforce::{Enforcer, Step};
-use super::registry::SessionHandle;
+use super::ctx::SessionCtx;
+use super::read_write::{MARK_CATALOG, MARK_RESTORE};
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Refused};
-use super::state::Shared;
 use crate::scan::{engine::resolve_overlaps, Engine, Finding, Hit, ScanError};
+use crate::wire::pg::track::{Delivery, Done};
 use crate::wire::pg::{self, Replace, HEADER_LEN};
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::sync::Arc;
 
 /// Held back at the end of a COPY stream so a secret split across two
 /// CopyData messages is still seen whole.
 pub const COPY_HOLD: usize = crate::scan::engine::WINDOW;
-
-/// What both pumps of a session share.
-pub struct SessionCtx<'a> {
-    pub shared: &'a Shared,
-    pub handle: &'a SessionHandle,
-    pub engine: Option<&'a Engine>,
-    pub refuse_client_secrets: bool,
-    pub max_value: usize,
-    /// Rows per result the policy allows this identity (`None`: no limit).
-    pub max_rows: Option<u64>,
-    /// The session's recorder link, when sessions are recorded.
-    pub rec: Option<super::capture::SessionRec>,
-    /// Which secret rules mask for this identity (`None`: all of them).
-    pub applies: Option<Arc<[bool]>>,
-    /// The identity's budget meter, when its policy sets a budget.
-    pub meter: Option<Arc<crate::policy::Meter>>,
-    /// Refusals gatehouse put in place of a client's Parse or Bind whose
-    /// ParseComplete/BindComplete (to be dropped) have not come back yet:
-    /// each by its group, the number of Sync/Query/FunctionCall messages the
-    /// client sent before it. A group's refusal is over at the group's
-    /// ReadyForQuery (if the server skipped it after an earlier error, its
-    /// answers never come).
-    pub suppress: RefCell<VecDeque<u64>>,
-    /// Masked values per rule in this session.
-    pub masked: RefCell<Vec<(u32, u64)>>,
-    /// Statements from the client that carried a secret.
-    pub client_secrets: Cell<u64>,
-    /// Whether the upstream connection is idle (for the pool).
-    pub track: PoolTrack,
-}
-
-/// What the relay knows of the upstream connection's state, so that a
-/// session that ends can leave it to the pool only when it is idle: every
-/// request answered, no transaction open, no half-sent batch.
-#[derive(Default)]
-pub struct PoolTrack {
-    /// The session may give its connection to the pool.
-    pub on: bool,
-    /// Sync, Query and FunctionCall messages sent upstream.
-    pub syncs: Cell<u64>,
-    /// ReadyForQuery messages from upstream, and the last one's status.
-    pub readys: Cell<u64>,
-    pub status: Cell<u8>,
-    /// The client sent something after its last Sync or Query (or a
-    /// message too large to follow).
-    pub loose: Cell<bool>,
-    /// 0 while relaying; 1 once the reset query is out (its answers are
-    /// dropped, its ReadyForQuery stops the server pump); 2 if it failed.
-    pub resetting: Cell<u8>,
-}
-
-impl PoolTrack {
-    /// Whether the connection is idle: nothing pending, no transaction.
-    pub fn idle(&self) -> bool {
-        self.on && self.syncs.get() == self.readys.get() && !self.loose.get() && self.status.get() == b'I'
-    }
-}
-
-impl SessionCtx<'_> {
-    /// Whether findings of `rule` are masked for this identity.
-    #[inline]
-    fn applies(&self, rule: u32) -> bool {
-        self.applies
-            .as_deref()
-            .is_none_or(|m| m.get(rule as usize).copied().unwrap_or(true))
-    }
-
-    fn count_masked(&self, rule: u32) {
-        if let Some(e) = self.engine {
-            e.count(rule);
-        }
-        if let Some(r) = &self.rec {
-            r.count_masked(rule);
-        }
-        let mut m = self.masked.borrow_mut();
-        match m.iter_mut().find(|(r, _)| *r == rule) {
-            Some((_, n)) => *n += 1,
-            None => m.push((rule, 1)),
-        }
-    }
-
-    pub fn masked_total(&self) -> u64 {
-        self.masked.borrow().iter().map(|(_, n)| n).sum()
-    }
-
-    /// `rule-id:count,…` for the session log.
-    pub fn masked_summary(&self) -> String {
-        let Some(e) = self.engine else { return String::new() };
-        self.masked
-            .borrow()
-            .iter()
-            .map(|(r, n)| format!("{}:{n}", e.rule_id(*r)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
 
 /// The backend side: counts, masks, fails closed.
 pub struct ServerSide<'a> {
@@ -132,11 +35,11 @@ pub struct ServerSide<'a> {
     copy_held: Vec<Vec<u8>>,
     /// The COPY OUT in progress is in binary format: masks keep lengths.
     copy_binary: bool,
-    /// ParseComplete/BindComplete held back while a refusal is pending,
-    /// until the next message shows whether they answer the refusal.
-    held: Vec<u8>,
-    /// ReadyForQuery messages seen (see `SessionCtx::suppress`).
-    ready_seen: u64,
+    /// Messages of the batch being read that the client does not get as
+    /// they are (answers to gatehouse's own messages): (index, delivery).
+    deliveries: Vec<(usize, Delivery)>,
+    /// Messages of the batch read so far.
+    batch_len: usize,
     /// Where the values are in a large frame being streamed.
     large: LargeScan,
     hits: Vec<Hit>,
@@ -184,8 +87,8 @@ impl<'a> ServerSide<'a> {
             cutting: false,
             copy_held: Vec::new(),
             copy_binary: false,
-            held: Vec::new(),
-            ready_seen: 0,
+            deliveries: Vec::new(),
+            batch_len: 0,
             large: LargeScan::default(),
             hits: Vec::new(),
             spans: Vec::new(),
@@ -229,21 +132,6 @@ fn copy_data(out: &mut Vec<u8>, payload: &[u8]) {
     pg::finish(out, at);
 }
 
-/// Whether `frame` is the ErrorResponse of gatehouse's own refusal.
-fn is_refusal(frame: &[u8]) -> bool {
-    let body = frame.get(HEADER_LEN..).unwrap_or(&[]);
-    let mut code = false;
-    let mut ours = false;
-    for (c, v) in pg::error_fields(body) {
-        match c {
-            b'C' => code = v.len() == 5,
-            b'M' => ours = v.starts_with(b"statement refused by gatehouse: "),
-            _ => {}
-        }
-    }
-    code && ours
-}
-
 /// A value holding a NUL byte is in binary format (text output never holds
 /// one): an array, a record, … whose inner lengths a mask must not change.
 fn is_binary(value: &[u8]) -> bool {
@@ -259,7 +147,7 @@ fn is_binary(value: &[u8]) -> bool {
 /// pattern matches, and every hit is confirmed by the rule's regex on its
 /// value alone. Appends (index, finding) to `found`.
 #[allow(clippy::too_many_arguments)] // scratch buffers of the caller, passed apart to borrow them apart
-fn find_in_values(
+pub(super) fn find_in_values(
     engine: &Engine,
     buf: &[u8],
     values: &[(usize, usize, usize)],
@@ -309,8 +197,11 @@ fn find_in_values(
     Ok(())
 }
 
+/// Server messages that carry values: DataRow, ErrorResponse,
+/// NoticeResponse, NotificationResponse, FunctionCallResponse and
+/// ParameterStatus.
 fn scannable(tag: u8) -> bool {
-    matches!(tag, b'D' | b'E' | b'N' | b'A')
+    matches!(tag, b'D' | b'E' | b'N' | b'A' | b'V' | b'S')
 }
 
 impl ServerSide<'_> {
@@ -426,73 +317,6 @@ impl ServerSide<'_> {
         Ok(out)
     }
 
-    /// The refusals' ParseComplete/BindComplete: while one is pending, a
-    /// ParseComplete (and the BindComplete after it) is held back until the
-    /// next message shows whose it was: dropped before the refusal's error,
-    /// released (into `pre`) before anything else. Returns true when the
-    /// frame was taken.
-    /// Without scanning: drops the answers to refusals, counts groups.
-    fn suppress_only(&mut self, buf: &[u8], frames: &[FrameRef], edits: &mut Edits) {
-        let quiet = self.ctx.suppress.borrow().is_empty() && self.held.is_empty();
-        for f in frames {
-            if f.tag == b'Z' {
-                self.ready_seen += 1;
-            }
-            if quiet {
-                continue;
-            }
-            let mut pre = Vec::new();
-            if self.hold_step(f, buf, &mut pre) {
-                if pre.is_empty() {
-                    edits.drop_frame(f);
-                } else {
-                    edits.replace(f, |out| out.extend_from_slice(&pre));
-                }
-                continue;
-            }
-            if f.tag == b'Z' {
-                self.group_done(self.ready_seen);
-            }
-            if !pre.is_empty() {
-                edits.replace(f, |out| {
-                    out.extend_from_slice(&pre);
-                    out.extend_from_slice(&buf[f.start..f.end]);
-                });
-            }
-        }
-    }
-
-    fn hold_step(&mut self, f: &FrameRef, buf: &[u8], pre: &mut Vec<u8>) -> bool {
-        let continues = match (self.held.as_slice(), f.tag) {
-            ([b'1'], b'2') => true,
-            ([b'1', b'2'], b'E') => is_refusal(&buf[f.start..f.end]),
-            _ => false,
-        };
-        if continues {
-            if f.tag == b'2' {
-                self.held.push(b'2');
-                return true;
-            }
-            self.held.clear();
-            self.ctx.suppress.borrow_mut().pop_front();
-            return false;
-        }
-        for t in self.held.drain(..) {
-            pre.extend_from_slice(&[t, 0, 0, 0, 4]);
-        }
-        if f.tag == b'1' && !self.ctx.suppress.borrow().is_empty() {
-            self.held.push(b'1');
-            return true;
-        }
-        false
-    }
-
-    /// A group ended (ReadyForQuery number `n`, counted from 1): its
-    /// refusals are over.
-    fn group_done(&self, n: u64) {
-        self.ctx.suppress.borrow_mut().retain(|g| *g >= n);
-    }
-
     /// Value ranges (frame offsets) of a streamed large frame within the
     /// piece `[base, end)`, advancing the DataRow parse over the lengths
     /// found in `chunk`. Returns the frame offset from which the piece must
@@ -557,11 +381,7 @@ impl ServerSide<'_> {
 
 impl ServerSide<'_> {
     fn rewrite_batch(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) {
-        let Some(engine) = self.ctx.engine else {
-            // Without scanning, only refusals' answers may need dropping.
-            self.suppress_only(buf, frames, edits);
-            return;
-        };
+        let Some(engine) = self.ctx.engine else { return };
         if let Err(why) = self.find_in_frames(engine, buf, frames) {
             // Fail closed: withhold up to the next ReadyForQuery, then scan
             // the rest of the batch afresh.
@@ -580,55 +400,131 @@ impl ServerSide<'_> {
         }
         if self.found.is_empty()
             && self.copy_held.is_empty()
-            && self.held.is_empty()
             && !self.withholding
-            && self.ctx.suppress.borrow().is_empty()
+            && !frames.iter().any(|f| f.tag == b'd')
         {
-            let mut ready = 0;
-            let mut copy = false;
-            for f in frames {
-                ready += u64::from(f.tag == b'Z');
-                copy |= f.tag == b'd';
-            }
-            if !copy {
-                self.ready_seen += ready;
-                return; // the common case: nothing to change, zero copies
-            }
+            return; // the common case: nothing to change, zero copies
         }
         self.apply(engine, buf, frames, edits);
+    }
+
+    /// A marked operation of the tracker ended.
+    fn done(&self, d: Done) {
+        match d.mark {
+            MARK_RESTORE if !d.failed && d.status == Some(b'I') => self.ctx.restore_read_only.set(false),
+            MARK_CATALOG => {
+                self.ctx
+                    .shared
+                    .catalog_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
+    /// An ErrorResponse passed to the client as a notice: gatehouse's step
+    /// for an approved statement (making its transaction read-write) failed.
+    fn as_notice(frame: &[u8], out: &mut Vec<u8>) {
+        let body = frame.get(HEADER_LEN..).unwrap_or(&[]);
+        let field = |code: u8| {
+            pg::error_fields(body)
+                .find(|(c, _)| *c == code)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        pg::error_message(
+            out,
+            true,
+            "WARNING",
+            &field(b'C'),
+            &format!(
+                "gatehouse could not make this transaction read-write for the approved statement: {}",
+                field(b'M')
+            ),
+            None,
+            Some("This role's transactions are read-only at the server; an approved write in a transaction block runs read-write only as the block's first statement. Roll back and send it first (or outside a block)."),
+        );
     }
 }
 
 impl FrameHandler for ServerSide<'_> {
     #[inline]
     fn on_frame(&mut self, tag: u8, body: &[u8]) -> Action {
+        let answer = self.ctx.tracker.borrow_mut().on_server(tag, body);
+        let index = self.batch_len;
+        self.batch_len += 1;
+        if answer.delivery != Delivery::Forward {
+            self.deliveries.push((index, answer.delivery));
+        }
+        if let Some(d) = answer.done {
+            self.done(d);
+        }
         match tag {
-            b'D' => self.rows += 1,
+            b'D' | b'd' => self.rows += 1,
             b'H' => self.copy_binary = body.first() == Some(&1),
             b'Z' => {
                 self.meter();
-                let t = &self.ctx.track;
-                t.readys.set(t.readys.get() + 1);
-                t.status.set(body.first().copied().unwrap_or(0));
-                if t.resetting.get() != 0 {
+                if self.ctx.track.resetting.get() != 0 {
                     return Action::ForwardAndStop;
                 }
             }
             b'E' if self.ctx.track.resetting.get() != 0 => self.ctx.track.resetting.set(2),
+            // A parameter the client's own statement changed (gatehouse's
+            // own steps are not the client's answers).
+            b'S' if answer.delivery == Delivery::Forward => {
+                let mut c = pg::Cursor::new(body, "ParameterStatus");
+                if let (Ok(name), Ok(value)) = (c.cstr(), c.cstr()) {
+                    if let Some(why) = self.ctx.pinned.violation(name, value) {
+                        tracing::warn!(target: "gatehouse::policy", reason = %why, "ending the session: a pinned parameter changed");
+                        return Action::End(Refused {
+                            code: "42501",
+                            message: format!("{why}; the session is ended (a statement changed it past the policy)"),
+                            end: "policy-violation",
+                        });
+                    }
+                }
+            }
             _ => {}
         }
         Action::Forward
     }
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
+        self.batch_len = 0;
+        self.ctx.progress.notify();
         if self.ctx.track.resetting.get() != 0 {
             // The answers to the pool's reset: the client is gone.
+            self.deliveries.clear();
             for f in frames {
                 edits.drop_frame(f);
             }
             return None;
         }
-        self.rewrite_rows(buf, frames, edits);
+        if self.deliveries.is_empty() {
+            self.rewrite_rows(buf, frames, edits);
+        } else {
+            // Answers to gatehouse's own messages: dropped (or an error
+            // turned into a notice); the rest as usual.
+            let deliveries = std::mem::take(&mut self.deliveries);
+            let mut kept = Vec::with_capacity(frames.len());
+            let mut d = deliveries.iter().peekable();
+            for (i, f) in frames.iter().enumerate() {
+                match d.peek() {
+                    Some((j, delivery)) if *j == i => {
+                        match delivery {
+                            Delivery::AsNotice if f.tag == b'E' => {
+                                edits.replace(f, |out| Self::as_notice(&buf[f.start..f.end], out))
+                            }
+                            _ => edits.drop_frame(f),
+                        }
+                        d.next();
+                    }
+                    _ => kept.push(*f),
+                }
+            }
+            self.rewrite_rows(buf, &kept, edits);
+            edits.list.sort_by_key(|e| e.frame_start);
+        }
         if let Some(rec) = &self.ctx.rec {
             let engine = self.ctx.engine;
             rec.server(buf, frames, edits, |r| {
@@ -649,6 +545,18 @@ impl FrameHandler for ServerSide<'_> {
     }
 
     fn on_large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
+        let answer = self
+            .ctx
+            .tracker
+            .borrow_mut()
+            .on_server(tag, head.get(HEADER_LEN..).unwrap_or(&[]));
+        if let Some(d) = answer.done {
+            self.done(d);
+        }
+        self.ctx.progress.notify();
+        if answer.delivery != Delivery::Forward || self.ctx.track.resetting.get() != 0 {
+            return Large::Discard;
+        }
         if tag == b'D' {
             if let Some(r) = &self.ctx.rec {
                 r.large_row(total_len);
@@ -671,9 +579,11 @@ impl FrameHandler for ServerSide<'_> {
             if v.len() < engine.min_len {
                 continue;
             }
-            let found = engine
-                .find(v)
-                .map_err(|e| Refused(format!("scanning a large value failed: {e}")))?;
+            let found = engine.find(v).map_err(|e| Refused {
+                code: "XX000",
+                message: format!("gatehouse could not scan a large value for secrets: {e}"),
+                end: "scan-failed",
+            })?;
             for f in found.into_iter().filter(|f| self.ctx.applies(f.rule)) {
                 engine.mask_same_len(f.rule, &mut v[f.start..f.end]);
                 self.ctx.count_masked(f.rule);
@@ -719,13 +629,20 @@ impl ServerSide<'_> {
                 start = i + 1;
                 continue;
             }
-            if f.tag == b'D' {
+            // Result rows: DataRows, and the CopyData of a COPY TO STDOUT
+            // (one message per row).
+            if matches!(f.tag, b'D' | b'd') {
                 self.result_rows += 1;
                 if self.result_rows > max {
                     if start < i {
                         self.rewrite_batch(buf, &frames[start..i], edits);
                     }
-                    edits.replace(f, |out| cut_error(out, max));
+                    // COPY data held back goes out before the cut.
+                    let owed = self.flush_copy();
+                    edits.replace(f, |out| {
+                        out.extend_from_slice(&owed);
+                        cut_error(out, max)
+                    });
                     tracing::info!(target: "gatehouse::policy", max_rows = max, "result cut by policy");
                     self.cutting = true;
                     start = i + 1;
@@ -739,8 +656,18 @@ impl ServerSide<'_> {
         }
     }
 
+    /// COPY data held back, masked, to send now (when scanning fails, the
+    /// held data is dropped: the cut's error follows anyway).
+    fn flush_copy(&mut self) -> Vec<u8> {
+        let msgs = std::mem::take(&mut self.copy_held);
+        match self.ctx.engine {
+            Some(engine) if !msgs.is_empty() => self.mask_copy(engine, msgs, true).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn large_frame(&mut self, tag: u8, total_len: usize, _head: &[u8], out: &mut Vec<u8>) -> Large {
-        if tag == b'D' {
+        if matches!(tag, b'D' | b'd') {
             self.rows += 1;
             if let Some(max) = self.ctx.max_rows {
                 if self.cutting {
@@ -748,6 +675,8 @@ impl ServerSide<'_> {
                 }
                 self.result_rows += 1;
                 if self.result_rows > max {
+                    let owed = self.flush_copy();
+                    out.extend_from_slice(&owed);
                     cut_error(out, max);
                     self.cutting = true;
                     return Large::Discard;
@@ -759,9 +688,6 @@ impl ServerSide<'_> {
         }
         if let Some(engine) = self.ctx.engine {
             // What is owed before it goes first.
-            for t in self.held.drain(..) {
-                out.extend_from_slice(&[t, 0, 0, 0, 4]);
-            }
             let msgs = std::mem::take(&mut self.copy_held);
             let why = match self.mask_copy(engine, msgs, true) {
                 Ok(send) => {
@@ -799,7 +725,7 @@ fn scannable_or_copy(tag: u8) -> bool {
 }
 
 impl ServerSide<'_> {
-    /// Applies findings, COPY masking, suppressions and withholding to
+    /// Applies findings, COPY masking and withholding to
     /// `frames` (whose findings are in `self.found`, by index).
     fn apply(&mut self, engine: &Engine, buf: &[u8], frames: &[FrameRef], edits: &mut Edits) {
         self.found.sort_by_key(|(i, f)| (*i, f.start));
@@ -812,10 +738,7 @@ impl ServerSide<'_> {
             }
             if self.withholding {
                 self.copy_held.clear();
-                self.held.clear();
                 if f.tag == b'Z' {
-                    self.ready_seen += 1;
-                    self.group_done(self.ready_seen);
                     self.withholding = false;
                     if let Some(why) = self.pending_error.take() {
                         edits.replace(&f, |out| {
@@ -859,8 +782,7 @@ impl ServerSide<'_> {
                 }
                 continue;
             }
-            // What is owed before this frame: the rest of a COPY stream,
-            // ParseComplete/BindComplete held back.
+            // What is owed before this frame: the rest of a COPY stream.
             let mut pre = Vec::new();
             if !self.copy_held.is_empty() {
                 let msgs = std::mem::take(&mut self.copy_held);
@@ -873,19 +795,6 @@ impl ServerSide<'_> {
                         continue;
                     }
                 }
-            }
-            if self.hold_step(&f, buf, &mut pre) {
-                if pre.is_empty() {
-                    edits.drop_frame(&f);
-                } else {
-                    edits.replace(&f, |out| out.extend_from_slice(&pre));
-                }
-                i += 1;
-                continue;
-            }
-            if f.tag == b'Z' {
-                self.ready_seen += 1;
-                self.group_done(self.ready_seen);
             }
             let start = fi;
             while fi < self.found.len() && self.found[fi].0 == i {
@@ -941,369 +850,5 @@ impl ServerSide<'_> {
             });
             i += 1;
         }
-    }
-}
-
-/// The frontend side: counts statements, flags (or refuses) statements that
-/// carry a secret.
-pub struct ClientSide<'a> {
-    pub ctx: &'a SessionCtx<'a>,
-    /// Statement policy, when the configuration has one.
-    pub enforcer: Option<Enforcer<'a>>,
-    /// A statement too large for the buffer is streaming through: it is
-    /// scanned piece by piece (flagged, as it cannot be refused any more).
-    large_stmt: bool,
-    large_flagged: bool,
-    /// The client's writer (for the hold notice), its mid-frame flag and socket.
-    pub client: (
-        &'a futures_util::lock::Mutex<super::relay::Writer>,
-        &'a Cell<bool>,
-        std::os::fd::RawFd,
-    ),
-    pub bytes: u64,
-    pub statements: u64,
-    /// Sync, Query and FunctionCall messages seen (each ends a group the
-    /// server answers with one ReadyForQuery).
-    groups: u64,
-    hits: Vec<Hit>,
-    values: Vec<(usize, usize, usize)>,
-    ends: Vec<usize>,
-    found: Vec<(usize, Finding)>,
-    seg: Vec<u8>,
-}
-
-impl<'a> ClientSide<'a> {
-    pub fn new(
-        ctx: &'a SessionCtx<'a>,
-        enforcer: Option<Enforcer<'a>>,
-        client: (
-            &'a futures_util::lock::Mutex<super::relay::Writer>,
-            &'a Cell<bool>,
-            std::os::fd::RawFd,
-        ),
-    ) -> Self {
-        ClientSide {
-            ctx,
-            enforcer,
-            large_stmt: false,
-            large_flagged: false,
-            client,
-            bytes: 0,
-            statements: 0,
-            groups: 0,
-            hits: Vec::new(),
-            values: Vec::new(),
-            ends: Vec::new(),
-            found: Vec::new(),
-            seg: Vec::new(),
-        }
-    }
-}
-
-/// The spans (frame offsets) of a client message that may carry a secret:
-/// the text of a Query or Parse, each parameter of a Bind.
-fn statement_values(frame: &[u8], out: &mut Vec<(usize, usize)>) {
-    let whole = (HEADER_LEN.min(frame.len()), frame.len());
-    if frame.first() != Some(&b'B') {
-        out.push(whole);
-        return;
-    }
-    let body = &frame[whole.0..];
-    let mut c = pg::Cursor::new(body, "Bind");
-    let parsed = (|| -> Result<(), pg::WireError> {
-        c.cstr()?;
-        c.cstr()?;
-        let formats = c.i16()?;
-        for _ in 0..formats.max(0) {
-            c.i16()?;
-        }
-        let params = c.i16()?;
-        for _ in 0..params.max(0) {
-            let len = c.i32()?;
-            if len < 0 {
-                continue;
-            }
-            let at = HEADER_LEN + body.len() - c.remaining().len();
-            c.bytes(len as usize)?;
-            out.push((at, at + len as usize));
-        }
-        Ok(())
-    })();
-    if parsed.is_err() {
-        // Not a Bind the server will take; scan it whole all the same.
-        out.clear();
-        out.push(whole);
-    }
-}
-
-/// Parse + Bind + Execute of `sql` on the unnamed statement and portal.
-fn refusal_pbe(out: &mut Vec<u8>, sql: &str) {
-    let at = pg::begin(out, b'P');
-    out.push(0);
-    out.extend_from_slice(sql.as_bytes());
-    out.push(0);
-    out.extend_from_slice(&0i16.to_be_bytes());
-    pg::finish(out, at);
-    out.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&[b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0]);
-}
-
-/// A statement that makes the server itself raise gatehouse's refusal, so
-/// the error arrives in order with everything else in the pipeline.
-fn refusal_sql(rule: &str) -> String {
-    format!(
-        "DO $gatehouse$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'statement refused by gatehouse: it carries a secret (rule {})', HINT = 'Remove the secret from the statement; secrets must not be sent through the gateway.'; END$gatehouse$",
-        rule.replace('\'', "''").replace('$', "")
-    )
-}
-
-impl FrameHandler for ClientSide<'_> {
-    #[inline]
-    fn on_frame(&mut self, tag: u8, _body: &[u8]) -> Action {
-        match tag {
-            b'Q' | b'E' => {
-                self.statements += 1;
-                Action::Forward
-            }
-            b'X' => Action::ForwardAndStop,
-            _ => Action::Forward,
-        }
-    }
-
-    fn large_chunk(&mut self, chunk: &mut [u8], last: bool) -> Result<usize, Refused> {
-        let hold = if last {
-            0
-        } else {
-            crate::scan::engine::WINDOW.min(chunk.len() / 2)
-        };
-        if !self.large_stmt {
-            return Ok(hold);
-        }
-        if let Some(engine) = self.ctx.engine {
-            if !self.large_flagged {
-                if let Ok(found) = engine.find(chunk) {
-                    if let Some(f) = found.first() {
-                        self.large_flagged = true;
-                        self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
-                        tracing::info!(target: "gatehouse::scan", rule = %engine.rule_id(f.rule), refused = false, "statement from the client carries a secret (too large to refuse)");
-                    }
-                }
-            }
-        }
-        if last {
-            self.large_stmt = false;
-        }
-        Ok(hold)
-    }
-
-    fn on_large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
-        self.large_stmt = matches!(tag, b'Q' | b'P' | b'B');
-        self.large_flagged = false;
-        self.ctx.track.loose.set(true);
-        let group = self.groups;
-        if matches!(tag, b'S' | b'Q' | b'F') {
-            self.groups += 1;
-        }
-        let Some(enf) = self.enforcer.as_mut() else {
-            return Large::Stream;
-        };
-        match tag {
-            // Statement text too large for the buffer cannot be classified:
-            // under a policy it is refused, never passed unchecked.
-            b'Q' | b'P' | b'F' => {
-                let sql = super::enforce::raise_sql(
-                    "54000",
-                    &format!("a statement of {total_len} bytes is too large for the policy to check; send large data as parameters"),
-                );
-                if tag == b'P' {
-                    refusal_pbe(out, &sql);
-                    self.ctx.suppress.borrow_mut().push_back(group);
-                } else {
-                    pg::cstring_message(out, b'Q', sql.as_bytes());
-                }
-                tracing::info!(target: "gatehouse::policy", bytes = total_len, "statement too large to check refused");
-                Large::Discard
-            }
-            // A Bind with large parameters: its portal still maps to its
-            // statement (the names lead the message).
-            b'B' => {
-                enf.step(false, tag, head);
-                Large::Stream
-            }
-            _ => Large::Stream,
-        }
-    }
-
-    fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
-        // Policy first: refusals, and where to hold.
-        let mut refusals: Vec<(usize, &'static str, String)> = Vec::new();
-        let mut hold = None;
-        if let Some(enf) = self.enforcer.as_mut() {
-            for (i, f) in frames.iter().enumerate() {
-                match enf.step(i == 0, f.tag, &buf[f.start..f.end]) {
-                    Step::Pass => {}
-                    Step::Refuse { code, message } => {
-                        tracing::info!(target: "gatehouse::policy", code, reason = %message, "statement refused by policy");
-                        refusals.push((i, code, message));
-                    }
-                    Step::Hold => {
-                        hold = Some(i);
-                        break;
-                    }
-                }
-            }
-        }
-        let frames = match hold {
-            Some(i) => {
-                // These come round again after the hold: count them then.
-                let again = frames[i..].iter().filter(|f| matches!(f.tag, b'Q' | b'E')).count() as u64;
-                self.statements -= again;
-                &frames[..i]
-            }
-            None => frames,
-        };
-        // The group (Sync/Query/FunctionCall count) of the batch's first
-        // frame; a refused frame's own group is counted from it (refusals
-        // are rare, so no per-frame table is kept).
-        let ends_group = |t: u8| matches!(t, b'S' | b'Q' | b'F');
-        let first_group = self.groups;
-        let mut groups = 0;
-        let track = &self.ctx.track;
-        for f in frames {
-            if ends_group(f.tag) {
-                groups += 1;
-                track.loose.set(false);
-            } else if f.tag != b'X' {
-                track.loose.set(true);
-            }
-        }
-        self.groups += groups;
-        track.syncs.set(track.syncs.get() + groups);
-        // Secrets in statements: flagged always, refused when configured.
-        let mut secret_refusals: Vec<(usize, u32)> = Vec::new();
-        if let Some(engine) = self.ctx.engine {
-            let mut spans = Vec::new();
-            self.values.clear();
-            self.found.clear();
-            for (i, f) in frames.iter().enumerate() {
-                if !matches!(f.tag, b'Q' | b'P' | b'B') {
-                    continue;
-                }
-                spans.clear();
-                statement_values(&buf[f.start..f.end], &mut spans);
-                for &(s, e) in &spans {
-                    if e - s >= engine.min_len {
-                        self.values.push((f.start + s, f.start + e, i));
-                    }
-                }
-            }
-            match find_in_values(
-                engine,
-                buf,
-                &self.values,
-                &mut self.seg,
-                &mut self.ends,
-                &mut self.hits,
-                &mut self.found,
-                None,
-            ) {
-                Err(e) => tracing::warn!(target: "gatehouse::scan", error = %e, "could not scan statements"),
-                Ok(()) => {
-                    // The first finding of each statement frame, in frame order.
-                    self.found.sort_unstable_by_key(|(i, f)| (*i, f.start));
-                    self.found.dedup_by_key(|(i, _)| *i);
-                    for &(i, x) in &self.found {
-                        self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
-                        let rule = engine.rule_id(x.rule);
-                        tracing::info!(target: "gatehouse::scan", rule = %rule, refused = self.ctx.refuse_client_secrets, "statement from the client carries a secret");
-                        if self.ctx.refuse_client_secrets && !refusals.iter().any(|(j, _, _)| *j == i) {
-                            secret_refusals.push((i, x.rule));
-                        }
-                    }
-                }
-            }
-        }
-        // Every refusal, in frame order: the server raises it in place.
-        let mut all: Vec<(usize, &'static str, String)> = refusals;
-        if let Some(engine) = self.ctx.engine {
-            for (i, rule) in secret_refusals {
-                all.push((i, "", engine.rule_id(rule).to_string()));
-            }
-        }
-        all.sort_by_key(|(i, _, _)| *i);
-        if let Some(rec) = &self.ctx.rec {
-            let shown: Vec<(usize, &'static str, String)> = all
-                .iter()
-                .map(|(i, code, text)| {
-                    if code.is_empty() {
-                        (*i, "42501", format!("the statement carries a secret ({text})"))
-                    } else {
-                        (*i, *code, text.clone())
-                    }
-                })
-                .collect();
-            rec.client(buf, frames, &shown);
-        }
-        for (i, code, text) in all {
-            let f = frames[i];
-            // An empty code marks a secret refusal (`text` is the rule id).
-            let sql = if code.is_empty() {
-                refusal_sql(&text)
-            } else {
-                super::enforce::raise_sql(code, &text)
-            };
-            if matches!(f.tag, b'Q' | b'F') {
-                edits.replace(&f, |out| pg::cstring_message(out, b'Q', sql.as_bytes()));
-            } else {
-                // Parse + Bind + Execute of the refusal on the unnamed
-                // statement; the server answers ParseComplete, BindComplete
-                // (dropped on the way back) and the error, then skips to Sync.
-                edits.replace(&f, |out| refusal_pbe(out, &sql));
-                let group = first_group + frames[..i].iter().filter(|f| ends_group(f.tag)).count() as u64;
-                self.ctx.suppress.borrow_mut().push_back(group);
-            }
-        }
-        if hold.is_none() && self.ctx.track.on {
-            // The session says goodbye upstream itself, or keeps the
-            // connection for the pool.
-            if let Some(f) = frames.last().filter(|f| f.tag == b'X') {
-                edits.drop_frame(f);
-            }
-        }
-        hold
-    }
-
-    async fn hold(&mut self) {
-        if let Some(enf) = self.enforcer.as_mut() {
-            let (w, mid, fd) = self.client;
-            enf.hold(w, mid, fd, self.ctx.handle).await;
-            if let (Some(rec), Some((review, outcome, reason, by))) = (&self.ctx.rec, enf.last_review.take()) {
-                rec.push(crate::control::recorder::Ev::Review {
-                    session: rec.session,
-                    t: crate::record::now_us(),
-                    review,
-                    outcome,
-                    reason,
-                    by,
-                });
-                rec.flush().await;
-            }
-        }
-    }
-
-    fn pending(&self) -> bool {
-        self.ctx.rec.as_ref().is_some_and(|r| r.pending())
-    }
-
-    async fn flush(&mut self) {
-        if let Some(r) = &self.ctx.rec {
-            r.flush().await;
-        }
-    }
-
-    #[inline]
-    fn on_read(&mut self, n: usize) {
-        self.bytes += n as u64;
-        self.ctx.handle.touch(self.ctx.shared.now());
     }
 }

@@ -3,12 +3,16 @@
 //! and then the relay.
 
 use super::capture::SessionRec;
+use super::catalog::CatalogKey;
 use super::conn::{Conn, ConnError};
+use super::ctx::{Pinned, PoolTrack, SessionCtx};
+use super::enforce::CatalogAccess;
 use super::enforce::{BudgetGuard, Enforcer, Who};
+use super::frontend::ClientSide;
 use super::pool::{self, PoolKey};
 use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
-use super::scanning::{ClientSide, PoolTrack, ServerSide, SessionCtx};
+use super::scanning::ServerSide;
 use super::state::{Shared, State};
 use super::stream::{Peeked, Stream};
 use super::upstream::{self, UpstreamError};
@@ -615,12 +619,14 @@ async fn handshake(
         ));
     };
 
-    let passthrough: Vec<(&str, &str)> = startup
-        .params
-        .iter()
-        .copied()
-        .filter(|(k, _)| !matches!(*k, "user" | "database" | "replication") && !k.starts_with("_pq_."))
-        .collect();
+    // Only parameters that cannot change who runs the session, what it may
+    // do or how its statements are read; under a policy gatehouse adds the
+    // values its classifier reads text with (and read-only for roles that
+    // may not change anything without approval).
+    let client_params =
+        super::params::client_params(&startup.params).map_err(|e| Fatal::new("42501", e.to_string(), "refused"))?;
+    let read_only = state.policy.as_ref().is_some_and(|p| p.read_only(&identity.roles));
+    let passthrough = super::params::upstream_params(&client_params, state.policy.is_some(), read_only);
     // With a pool, the upstream connection waits for the client's first
     // message; the client is told the parameters the last login with the
     // same key announced. Without one (or before any login), log in now.
@@ -763,6 +769,7 @@ async fn relay(
     let Ready {
         identity,
         target,
+        account: account_name,
         pool: pool_key,
         pid,
         handle,
@@ -797,6 +804,7 @@ async fn relay(
     let (client_mid, upstream_mid) = (Cell::new(false), Cell::new(false));
     let end: Cell<&'static str> = Cell::new("");
     let budget = state.policy.as_ref().and_then(|p| p.budget(&identity.roles));
+    let read_only = state.policy.as_ref().is_some_and(|p| p.read_only(&identity.roles));
     let ctx = SessionCtx {
         shared,
         handle: &handle,
@@ -807,16 +815,19 @@ async fn relay(
         meter: budget.as_ref().map(|_| shared.budgets.meter(&identity.name)),
         applies: state.masking_for(&identity.roles),
         rec,
-        suppress: Default::default(),
         masked: Default::default(),
         client_secrets: Cell::new(0),
         track: PoolTrack {
             on: pool_key.is_some(),
-            // A connection is idle when a session gets it (after its login
-            // or its reset).
-            status: Cell::new(b'I'),
             ..Default::default()
         },
+        tracker: Default::default(),
+        progress: Default::default(),
+        pinned: Pinned {
+            lexical: state.policy.is_some(),
+            read_only,
+        },
+        restore_read_only: Cell::new(false),
     };
     let track = &ctx.track;
     let reset_query = state
@@ -837,9 +848,26 @@ async fn relay(
         session: pid,
     };
     let engine = state.scan.clone();
-    let enforcer = state.policy.clone().map(|p| {
+    let target_rt = state.targets.iter().find(|t| t.cfg.name == target);
+    let account_rt = target_rt.and_then(|t| t.accounts.iter().find(|a| a.name == account_name));
+    let enforcer = match (state.policy.clone(), target_rt, account_rt) {
+        (Some(p), Some(target_rt), Some(account_rt)) => Some((p, target_rt, account_rt)),
+        _ => None,
+    }
+    .map(|(p, target_rt, account_rt)| {
         let mask = Box::new(move |sql: &str| mask_text(engine.as_deref(), sql));
-        let mut e = Enforcer::new(p, &who, &shared.reviews, mask);
+        let catalog = CatalogAccess {
+            key: CatalogKey {
+                generation: state.generation,
+                target: target.clone(),
+                account: account_name.clone(),
+            },
+            epoch: &shared.catalog_epoch,
+            target: target_rt,
+            account: account_rt,
+            max_message: max_msg,
+        };
+        let mut e = Enforcer::new(p, &who, &shared.reviews, mask, catalog);
         let scheme = if state.config.admin.tls.is_some() {
             "https"
         } else {
@@ -896,10 +924,13 @@ async fn relay(
         // reset's answers (dropped) end the server pump at a frame boundary.
         // A client that left half a message behind is not a clean end.
         let clean = matches!(r, Ok(PumpEnd::Eof { rest: 0 } | PumpEnd::Stopped { .. }));
-        if first && clean && handle.killed().is_none() && track.idle() && !upstream_mid.get() {
+        if first && clean && handle.killed().is_none() && ctx.idle() && !upstream_mid.get() {
             track.resetting.set(1);
             let mut q = Vec::with_capacity(32);
             pg::cstring_message(&mut q, b'Q', reset_query.as_bytes());
+            ctx.tracker
+                .borrow_mut()
+                .query(Vec::new(), crate::wire::pg::track::Answers::Dropped, 0);
             if write_frame(&uw, &upstream_mid, q).await
                 && monoio::time::timeout(RESET_WAIT, server_done.wait()).await.is_ok()
             {
@@ -931,6 +962,7 @@ async fn relay(
             server_stopped.set(Some(rest));
         }
         server_done.set();
+        ctx.progress.end();
         if closing.replace(true) || handle.killed().is_some() {
             return;
         }
@@ -963,10 +995,13 @@ async fn relay(
             }
             Err(PumpError::Write(_)) => end.set("client-disconnect"),
             Err(PumpError::Refused(why)) => {
-                // Part of a large value is already out: the protocol cannot
-                // carry an error now, so the connection is closed.
-                tracing::warn!(target: "gatehouse::scan", session = pid, error = %why, "closing the session: a streamed value could not be scanned");
-                end.set("scan-failed");
+                // Unless part of a large value is already out (the protocol
+                // cannot carry an error then), the client is told why.
+                tracing::warn!(target: "gatehouse::session", session = pid, error = %why, end = why.end, "closing the session");
+                let mut f = Vec::new();
+                pg::fatal(&mut f, why.code, &why.message);
+                write_frame(&cw, &client_mid, f).await;
+                end.set(why.end);
             }
         }
         shutdown_fd(client_fd, libc::SHUT_RD);

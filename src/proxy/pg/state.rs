@@ -218,6 +218,9 @@ pub struct Shared {
     /// The session recorder, when `[recording]` is configured (set once at
     /// start; a reload does not move it).
     pub recorder: std::sync::OnceLock<Arc<crate::control::recorder::Recorder>>,
+    /// Bumped when a statement that may change functions, operators or
+    /// types ends: workers read targets' catalogs afresh.
+    pub catalog_epoch: AtomicU64,
 }
 
 impl Shared {
@@ -232,6 +235,7 @@ impl Shared {
             reviews: Arc::default(),
             budgets: Default::default(),
             recorder: Default::default(),
+            catalog_epoch: AtomicU64::new(0),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -6,7 +6,9 @@
 
 mod build;
 mod frame;
+pub mod messages;
 mod startup;
+pub mod track;
 mod values;
 
 pub use build::*;
@@ -25,7 +27,7 @@ pub const MAX_STARTUP_PACKET: usize = 10_000;
 
 /// Errors of the codec. Each maps to SQLSTATE 08P01 (protocol violation)
 /// except `TooLarge`, which is 54000 (program limit exceeded).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("invalid message length {0}")]
     BadLength(u64),

@@ -7,7 +7,8 @@ use super::{begin, finish, Cursor, WireError, HEADER_LEN};
 /// Appends the spans (offsets into the whole frame, header included) of the
 /// values inside a backend frame that may hold data: DataRow columns,
 /// ErrorResponse/NoticeResponse fields, the NotificationResponse channel
-/// and payload, the CopyData payload. Other frames have none.
+/// and payload, the CopyData payload, a FunctionCallResponse's result, a
+/// ParameterStatus value. Other frames have none.
 pub fn value_spans(frame: &[u8], out: &mut Vec<(usize, usize)>) -> Result<(), WireError> {
     let Some(&tag) = frame.first() else { return Ok(()) };
     let body = frame.get(HEADER_LEN..).unwrap_or(&[]);
@@ -53,6 +54,22 @@ pub fn value_spans(frame: &[u8], out: &mut Vec<(usize, usize)>) -> Result<(), Wi
             }
         }
         b'd' => out.push((base, frame.len())),
+        b'V' => {
+            let mut c = Cursor::new(body, "FunctionCallResponse");
+            let len = c.i32()?;
+            if len >= 0 {
+                let at = base + 4;
+                c.bytes(len as usize)?;
+                out.push((at, at + len as usize));
+            }
+        }
+        b'S' => {
+            let mut c = Cursor::new(body, "ParameterStatus");
+            c.cstr()?;
+            let at = base + (body.len() - c.remaining().len());
+            let v = c.cstr()?;
+            out.push((at, at + v.len()));
+        }
         _ => {}
     }
     Ok(())
@@ -85,7 +102,15 @@ pub fn rebuild(frame: &[u8], spans: &[(usize, usize)], reps: &[Replace<'_>], out
         }
         out.extend_from_slice(&frame[p..e]);
     };
-    if tag == b'D' {
+    if tag == b'V' && spans.len() == 1 {
+        // The result's length, re-framed.
+        let (s, e) = spans[0];
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        copy_value(out, s, e, &mut ri);
+        let new_len = (out.len() - len_at - 4) as i32;
+        out[len_at..len_at + 4].copy_from_slice(&new_len.to_be_bytes());
+    } else if tag == b'D' {
         // Column count, then each column re-framed.
         out.extend_from_slice(&frame[HEADER_LEN..HEADER_LEN + 2]);
         pos += 2;
@@ -119,6 +144,14 @@ pub fn rebuild(frame: &[u8], spans: &[(usize, usize)], reps: &[Replace<'_>], out
 mod tests {
     use super::super::*;
     use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        let at = begin(&mut v, tag);
+        v.extend_from_slice(body);
+        finish(&mut v, at);
+        v
+    }
 
     fn data_row(cols: &[Option<&[u8]>]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -198,5 +231,33 @@ mod tests {
         f[8] = 0x7f; // column length far past the end
         let mut spans = Vec::new();
         assert!(value_spans(&f, &mut spans).is_err());
+    }
+
+    #[test]
+    fn function_results_and_parameter_values_are_values() {
+        let mut spans = Vec::new();
+        let v = msg(b'V', b"\0\0\0\x05hello");
+        value_spans(&v, &mut spans).unwrap();
+        assert_eq!(&v[spans[0].0..spans[0].1], b"hello");
+        let mut out = Vec::new();
+        rebuild(
+            &v,
+            &spans,
+            &[Replace {
+                start: spans[0].0,
+                end: spans[0].1,
+                with: b"[MASKED]",
+            }],
+            &mut out,
+        );
+        assert_eq!(out, msg(b'V', b"\0\0\0\x08[MASKED]"));
+        spans.clear();
+        value_spans(&msg(b'V', b"\xff\xff\xff\xff"), &mut spans).unwrap();
+        assert!(spans.is_empty(), "NULL has no value");
+        let p = msg(b'S', b"application_name\0secret-app\0");
+        spans.clear();
+        value_spans(&p, &mut spans).unwrap();
+        assert_eq!(&p[spans[0].0..spans[0].1], b"secret-app");
+        assert!(value_spans(&msg(b'V', b"\0\0\0\x09ab"), &mut Vec::new()).is_err());
     }
 }

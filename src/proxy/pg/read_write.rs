@@ -1,0 +1,189 @@
+//! The read-only upstream session and the read-write context gatehouse
+//! opens for one approved statement.
+//!
+//! For a role that may not change anything without approval, the upstream
+//! session starts with `default_transaction_read_only = on` (a startup
+//! parameter, so `RESET ALL` and `DISCARD ALL` keep it). A statement the
+//! classifier takes for a read but that writes (a view calling a writing
+//! function, a trigger) then fails at the server with 25006.
+//!
+//! A write that a reviewer approved (or that a grant allows) must run
+//! read-write, and only it. Before the statement's group (a simple Query,
+//! or the extended-protocol messages up to Sync) gatehouse sends, with
+//! answers dropped:
+//!
+//! - outside a transaction block: `SET default_transaction_read_only =
+//!   off`, so the group's transaction starts read-write; after the
+//!   statement `SET TRANSACTION READ ONLY` (the rest of its transaction is
+//!   read-only again), and before the client's next group `SET
+//!   default_transaction_read_only = on` until the server confirms it
+//!   outside a transaction block ([`MARK_RESTORE`]);
+//! - inside a transaction block: `SET TRANSACTION READ WRITE`, which the
+//!   server accepts only while the transaction has run no query: a block
+//!   that has (`BEGIN; SELECT …; UPDATE …`) cannot become read-write, the
+//!   client gets the server's refusal as a notice and the statement fails
+//!   with 25006 or 25P02. After the statement, `SET TRANSACTION READ ONLY`.
+//!
+//! In an extended-protocol group the statements after the approved one run
+//! read-only again: `SET TRANSACTION READ ONLY` is sent right after its
+//! Execute, as a statement of gatehouse's own (`gatehouse:ro`).
+
+use super::statements::{StatementTracker, Stmt};
+use crate::wire::pg::messages::Target;
+use crate::wire::pg::track::Answers;
+use crate::wire::pg::{self};
+use std::sync::Arc;
+
+/// A tracker mark: `default_transaction_read_only` set on again; the
+/// server side clears [`super::ctx::SessionCtx::restore_read_only`] when
+/// it ends outside a transaction block.
+pub const MARK_RESTORE: u8 = 1;
+/// A tracker mark: a statement that may change functions, operators or
+/// types ended; the next statements read the catalog afresh.
+pub const MARK_CATALOG: u8 = 2;
+
+/// Statement and portal names gatehouse uses on the upstream connection;
+/// clients may not use names with this prefix under a policy.
+pub const RESERVED_PREFIX: &[u8] = b"gatehouse:";
+const RO_NAME: &[u8] = b"gatehouse:ro";
+
+const RESTORE_SQL: &str = "SET default_transaction_read_only = on";
+const OPEN_SQL: &str = "SET default_transaction_read_only = off";
+const OPEN_IN_BLOCK_SQL: &str = "SET TRANSACTION READ WRITE";
+const CLOSE_SQL: &str = "SET TRANSACTION READ ONLY";
+
+/// The transaction status the read-write context is opened in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// `I`, `T` or `E`, from the last ReadyForQuery before the group.
+    pub status: u8,
+    pub opened: bool,
+}
+
+fn query(out: &mut Vec<u8>, tracker: &mut StatementTracker, sql: &str, answers: Answers, mark: u8) {
+    pg::cstring_message(out, b'Q', sql.as_bytes());
+    tracker.query(Vec::new(), answers, mark);
+}
+
+/// `SET default_transaction_read_only = on`, marked for confirmation.
+pub fn restore(out: &mut Vec<u8>, tracker: &mut StatementTracker) {
+    query(out, tracker, RESTORE_SQL, Answers::Dropped, MARK_RESTORE);
+}
+
+/// Before the approved statement's group. Returns whether the default was
+/// turned off (it must be restored).
+pub fn open(plan: Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) -> bool {
+    match plan.status {
+        b'I' => {
+            query(out, tracker, OPEN_SQL, Answers::Dropped, 0);
+            true
+        }
+        b'T' => {
+            query(out, tracker, OPEN_IN_BLOCK_SQL, Answers::ErrorAsNotice, 0);
+            false
+        }
+        // A failed block: the statement fails anyway.
+        _ => false,
+    }
+}
+
+/// Right after the approved statement (`tag` `Q` or `E`).
+pub fn close(tag: u8, plan: Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) {
+    if !matches!(plan.status, b'I' | b'T') {
+        return;
+    }
+    if tag == b'Q' {
+        query(out, tracker, CLOSE_SQL, Answers::Dropped, 0);
+        return;
+    }
+    // Inside the group: a statement and portal of gatehouse's own, never
+    // the unnamed ones (the client may bind its unnamed statement again).
+    let stmt = Arc::new(Stmt {
+        sql: Arc::from(CLOSE_SQL),
+        class: None,
+    });
+    let at = pg::begin(out, b'P');
+    out.extend_from_slice(RO_NAME);
+    out.push(0);
+    out.extend_from_slice(CLOSE_SQL.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&0i16.to_be_bytes());
+    pg::finish(out, at);
+    tracker.parse(RO_NAME, stmt.clone(), Answers::Dropped);
+    let at = pg::begin(out, b'B');
+    out.extend_from_slice(RO_NAME);
+    out.push(0);
+    out.extend_from_slice(RO_NAME);
+    out.push(0);
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    pg::finish(out, at);
+    tracker.bind(
+        RO_NAME,
+        Some(Arc::new(super::statements::Portal {
+            stmt,
+            params: None,
+            bind: u64::MAX,
+        })),
+        Answers::Dropped,
+    );
+    let at = pg::begin(out, b'E');
+    out.extend_from_slice(RO_NAME);
+    out.push(0);
+    out.extend_from_slice(&0i32.to_be_bytes());
+    pg::finish(out, at);
+    tracker.execute(Vec::new(), Answers::Dropped, 0);
+    for (kind, target) in [(b'P', Target::Portal), (b'S', Target::Statement)] {
+        let at = pg::begin(out, b'C');
+        out.push(kind);
+        out.extend_from_slice(RO_NAME);
+        out.push(0);
+        pg::finish(out, at);
+        tracker.close(target, RO_NAME, Answers::Dropped);
+    }
+}
+
+/// Whether a statement or portal name is one gatehouse keeps for itself.
+pub fn reserved(name: &[u8]) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::pg::{peek_header, Side};
+
+    fn tags(out: &[u8]) -> Vec<u8> {
+        let mut rest = out;
+        let mut v = Vec::new();
+        while let Ok(Some(h)) = peek_header(rest, Side::Frontend, usize::MAX) {
+            v.push(h.tag);
+            rest = &rest[h.total_len..];
+        }
+        assert!(rest.is_empty(), "whole frames");
+        v
+    }
+
+    #[test]
+    fn the_context_is_opened_and_closed_per_status() {
+        let mut t = StatementTracker::new();
+        let mut out = Vec::new();
+        let idle = Plan {
+            status: b'I',
+            opened: false,
+        };
+        assert!(open(idle, &mut out, &mut t));
+        close(b'E', idle, &mut out, &mut t);
+        restore(&mut out, &mut t);
+        assert_eq!(tags(&out), b"QPBECCQ");
+        assert_eq!(t.pending_len(), 7);
+        let mut out = Vec::new();
+        let failed = Plan {
+            status: b'E',
+            opened: false,
+        };
+        assert!(!open(failed, &mut out, &mut t));
+        close(b'Q', failed, &mut out, &mut t);
+        assert!(out.is_empty());
+        assert!(reserved(b"gatehouse:ro") && !reserved(b"s1"));
+    }
+}

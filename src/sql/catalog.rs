@@ -1,0 +1,437 @@
+//! What a function call does, by the target's own catalog.
+//!
+//! The grammar says a statement calls `my_fn()`; only the database knows
+//! whether `my_fn` writes. PostgreSQL labels every function `IMMUTABLE`,
+//! `STABLE` or `VOLATILE`, and refuses data changes inside functions that
+//! are not volatile (SQL and PL/pgSQL run them read-only), so the label is
+//! the honest answer for functions written in those languages. This module
+//! holds a snapshot of the target's `pg_proc`, `pg_operator` and `pg_type`
+//! (loaded by the data path, see `proxy::pg::catalog`) and resolves the
+//! calls of a [`Classification`] against it:
+//!
+//! - a call that matches the side-effect table is left to it (it already
+//!   raised the class);
+//! - every function of that name (in the schema named, or in any schema for
+//!   an unqualified call: `search_path` picks which, and an overload may
+//!   win over a built-in) is looked at, and the strictest decides;
+//! - immutable and stable functions read; volatile built-ins read only when
+//!   listed in [`HARMLESS_VOLATILE_FUNCTIONS`] (`random()`,
+//!   `clock_timestamp()`, size functions, …) and write otherwise; volatile
+//!   user functions write (`volatile_function`);
+//! - a name the catalog does not have at all is `Unknown`
+//!   (`unresolved_function`), unless it names a type (`uuid('…')` is a
+//!   cast);
+//! - user-defined operators count as calls of their functions.
+//!
+//! What it cannot see: functions called by views, triggers, rules, defaults
+//! and casts. The read-only upstream session (see the policy) is the net for
+//! those.
+
+use super::{Classification, StatementClass};
+use std::collections::HashMap;
+
+/// A function's volatility, as `pg_proc.provolatile` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Volatility {
+    Immutable,
+    Stable,
+    Volatile,
+}
+
+impl Volatility {
+    /// From `provolatile` (`i`, `s`, `v`); anything else is volatile.
+    pub fn from_code(c: &str) -> Volatility {
+        match c {
+            "i" => Volatility::Immutable,
+            "s" => Volatility::Stable,
+            _ => Volatility::Volatile,
+        }
+    }
+}
+
+/// Volatile built-in functions that only read (or only wait): calls of them
+/// stay reads.
+pub const HARMLESS_VOLATILE_FUNCTIONS: &[&str] = &[
+    "random",
+    "random_normal",
+    "setseed",
+    "clock_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "uuidv4",
+    "uuidv7",
+    "pg_sleep",
+    "pg_sleep_for",
+    "pg_sleep_until",
+    "currval",
+    "lastval",
+    "current_query",
+    "pg_database_size",
+    "pg_indexes_size",
+    "pg_relation_size",
+    "pg_table_size",
+    "pg_tablespace_size",
+    "pg_total_relation_size",
+    "pg_is_in_recovery",
+    "pg_is_wal_replay_paused",
+    "pg_get_wal_replay_pause_state",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+    "pg_last_wal_receive_lsn",
+    "pg_last_wal_replay_lsn",
+    "pg_last_xact_replay_timestamp",
+    "pg_last_committed_xact",
+    "pg_sequence_last_value",
+    "pg_notification_queue_usage",
+    "pg_blocking_pids",
+    "pg_safe_snapshot_blocking_pids",
+    "pg_lock_status",
+    "pg_jit_available",
+    "pg_xact_status",
+    "txid_status",
+    "pg_xact_commit_timestamp",
+    "pg_xact_commit_timestamp_origin",
+    "pg_stat_have_stats",
+    "pg_stat_clear_snapshot",
+    "pg_partition_ancestors",
+    "pg_partition_tree",
+    "pg_collation_actual_version",
+    "pg_database_collation_actual_version",
+    "pg_get_backend_memory_contexts",
+    "pg_get_shmem_allocations",
+    "pg_prepared_xact",
+    "pg_stat_get_xact_blocks_fetched",
+    "pg_stat_get_xact_blocks_hit",
+    "pg_stat_get_xact_function_calls",
+    "pg_stat_get_xact_function_self_time",
+    "pg_stat_get_xact_function_total_time",
+    "pg_stat_get_xact_numscans",
+    "pg_stat_get_xact_tuples_deleted",
+    "pg_stat_get_xact_tuples_fetched",
+    "pg_stat_get_xact_tuples_hot_updated",
+    "pg_stat_get_xact_tuples_inserted",
+    "pg_stat_get_xact_tuples_returned",
+    "pg_stat_get_xact_tuples_updated",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+];
+
+/// One row of the catalog snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogRow {
+    Function {
+        oid: u32,
+        schema: String,
+        name: String,
+        volatility: Volatility,
+        builtin: bool,
+        /// `oid::regprocedure` of a user function (for reviews of a
+        /// FunctionCall); empty for built-ins.
+        signature: String,
+    },
+    /// A user-defined operator and the volatility of its function.
+    Operator {
+        schema: String,
+        name: String,
+        volatility: Volatility,
+    },
+    Type {
+        schema: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    schema: String,
+    volatility: Volatility,
+    builtin: bool,
+}
+
+/// A snapshot of the target's functions, user operators and types.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Lower-cased function name → every function of that name.
+    functions: HashMap<String, Vec<Entry>>,
+    /// Operator name → every user-defined operator of that name.
+    operators: HashMap<String, Vec<Entry>>,
+    /// Lower-cased type name → schemas.
+    types: HashMap<String, Vec<String>>,
+    /// Function OID → `schema.name` or its signature.
+    by_oid: HashMap<u32, (String, Volatility)>,
+}
+
+/// What the catalog says about a statement's calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// The class the calls raise the statement to, at least.
+    pub class: Option<StatementClass>,
+    /// Calls (and operators) that may write.
+    pub volatile: Vec<String>,
+    /// Calls the catalog does not have.
+    pub unresolved: Vec<String>,
+}
+
+fn split(name: &str) -> (Option<String>, String) {
+    let lower = name.to_lowercase();
+    match lower.rsplit_once('.') {
+        Some((schema, bare)) => {
+            // `db.schema.fn`: the schema is the part before the name.
+            let schema = schema.rsplit('.').next().unwrap_or(schema);
+            (Some(schema.to_string()), bare.to_string())
+        }
+        None => (None, lower),
+    }
+}
+
+impl Catalog {
+    pub fn from_rows(rows: impl IntoIterator<Item = CatalogRow>) -> Catalog {
+        let mut c = Catalog::default();
+        for row in rows {
+            match row {
+                CatalogRow::Function {
+                    oid,
+                    schema,
+                    name,
+                    volatility,
+                    builtin,
+                    signature,
+                } => {
+                    let shown = if signature.is_empty() {
+                        format!("{schema}.{name}")
+                    } else {
+                        signature
+                    };
+                    c.by_oid.insert(oid, (shown, volatility));
+                    c.functions.entry(name.to_lowercase()).or_default().push(Entry {
+                        schema: schema.to_lowercase(),
+                        volatility,
+                        builtin,
+                    });
+                }
+                CatalogRow::Operator {
+                    schema,
+                    name,
+                    volatility,
+                } => c.operators.entry(name).or_default().push(Entry {
+                    schema: schema.to_lowercase(),
+                    volatility,
+                    builtin: false,
+                }),
+                CatalogRow::Type { schema, name } => c
+                    .types
+                    .entry(name.to_lowercase())
+                    .or_default()
+                    .push(schema.to_lowercase()),
+            }
+        }
+        c
+    }
+
+    /// Functions in the snapshot.
+    pub fn function_count(&self) -> usize {
+        self.by_oid.len()
+    }
+
+    /// A function by OID: how a reviewer reads it, and its volatility.
+    pub fn function_by_oid(&self, oid: u32) -> Option<(&str, Volatility)> {
+        self.by_oid.get(&oid).map(|(s, v)| (s.as_str(), *v))
+    }
+
+    /// Whether a statement with this classification needs the catalog: it
+    /// calls a function the side-effect table does not decide, or uses an
+    /// operator.
+    pub fn needed(c: &Classification) -> bool {
+        c.statements
+            .iter()
+            .any(|s| !s.operators.is_empty() || s.calls.iter().any(|call| !s.functions.contains(call)))
+    }
+
+    /// The class of one call by name, or `None` when the catalog has no
+    /// function (nor type) of that name.
+    fn call_class(&self, call: &str, read_functions: &[String]) -> Option<StatementClass> {
+        let (schema, bare) = split(call);
+        let listed = |list: &[String]| {
+            list.iter().any(|r| {
+                let (rs, rb) = split(r);
+                rb == bare && (rs.is_none() || rs == schema)
+            })
+        };
+        if listed(read_functions) {
+            return Some(StatementClass::Read);
+        }
+        let in_schema = |s: &str| schema.as_deref().is_none_or(|want| want == s);
+        let candidates: Vec<&Entry> = self
+            .functions
+            .get(&bare)
+            .map(|v| v.iter().filter(|e| in_schema(&e.schema)).collect())
+            .unwrap_or_default();
+        if candidates.is_empty() {
+            let is_type = self
+                .types
+                .get(&bare)
+                .is_some_and(|schemas| schemas.iter().any(|s| in_schema(s)));
+            return is_type.then_some(StatementClass::Read);
+        }
+        let harmless = HARMLESS_VOLATILE_FUNCTIONS.contains(&bare.as_str());
+        let class = candidates
+            .iter()
+            .map(|e| match (e.volatility, e.builtin) {
+                (Volatility::Immutable | Volatility::Stable, _) => StatementClass::Read,
+                (Volatility::Volatile, true) if harmless => StatementClass::Read,
+                (Volatility::Volatile, _) => StatementClass::Write,
+            })
+            .max()
+            .unwrap_or(StatementClass::Read);
+        Some(class)
+    }
+
+    /// Resolves every call and operator of `c` (those the side-effect table
+    /// did not decide). `read_functions` are the deployment's own functions
+    /// known to only read, whatever their label.
+    pub fn resolve(&self, c: &Classification, read_functions: &[String]) -> Resolution {
+        let mut r = Resolution::default();
+        let raise = |r: &mut Resolution, class: StatementClass| {
+            r.class = Some(r.class.map_or(class, |c| c.max(class)));
+        };
+        for s in &c.statements {
+            for call in s.calls.iter().filter(|call| !s.functions.contains(call)) {
+                match self.call_class(call, read_functions) {
+                    None => {
+                        raise(&mut r, StatementClass::Unknown);
+                        if !r.unresolved.contains(call) {
+                            r.unresolved.push(call.clone());
+                        }
+                    }
+                    Some(class) => {
+                        raise(&mut r, class);
+                        if class > StatementClass::Read && !r.volatile.contains(call) {
+                            r.volatile.push(call.clone());
+                        }
+                    }
+                }
+            }
+            for op in &s.operators {
+                let (schema, bare) = match op.rsplit_once('.') {
+                    Some((sch, b)) => (Some(sch.to_lowercase()), b),
+                    None => (None, op.as_str()),
+                };
+                let writes = self.operators.get(bare).is_some_and(|v| {
+                    v.iter().any(|e| {
+                        schema.as_deref().is_none_or(|want| want == e.schema) && e.volatility == Volatility::Volatile
+                    })
+                });
+                if writes {
+                    raise(&mut r, StatementClass::Write);
+                    let shown = format!("operator {op}");
+                    if !r.volatile.contains(&shown) {
+                        r.volatile.push(shown);
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Classifier;
+
+    fn f(schema: &str, name: &str, v: &str, builtin: bool) -> CatalogRow {
+        CatalogRow::Function {
+            oid: 0,
+            schema: schema.into(),
+            name: name.into(),
+            volatility: Volatility::from_code(v),
+            builtin,
+            signature: String::new(),
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::from_rows([
+            f("pg_catalog", "lower", "i", true),
+            f("pg_catalog", "now", "s", true),
+            f("pg_catalog", "random", "v", true),
+            f("pg_catalog", "count", "i", true),
+            f("pg_catalog", "brin_summarize_range", "v", true),
+            f("public", "my_fn", "v", false),
+            f("public", "my_stable", "s", false),
+            // An overload of a built-in name in another schema.
+            f("pg_catalog", "upper", "i", true),
+            f("app", "upper", "v", false),
+            CatalogRow::Operator {
+                schema: "public".into(),
+                name: "###".into(),
+                volatility: Volatility::Volatile,
+            },
+            CatalogRow::Type {
+                schema: "pg_catalog".into(),
+                name: "uuid".into(),
+            },
+        ])
+    }
+
+    fn resolve(sql: &str) -> Resolution {
+        let c = Classifier::new(&[]).classify(sql);
+        catalog().resolve(&c, &["app.safe_volatile".to_string()])
+    }
+
+    #[test]
+    fn calls_are_classed_by_their_functions() {
+        assert_eq!(
+            resolve("select lower(name), now(), count(*) from t").class,
+            Some(StatementClass::Read)
+        );
+        assert_eq!(
+            resolve("select random()").class,
+            Some(StatementClass::Read),
+            "harmless volatile"
+        );
+        let r = resolve("select my_fn()");
+        assert_eq!(r.class, Some(StatementClass::Write));
+        assert_eq!(r.volatile, vec!["my_fn".to_string()]);
+        assert_eq!(resolve("select my_stable(1)").class, Some(StatementClass::Read));
+        assert_eq!(
+            resolve("select brin_summarize_range('i', 1)").class,
+            Some(StatementClass::Write),
+            "a volatile built-in not known to be harmless"
+        );
+        // Any overload decides: `upper` may reach app.upper.
+        assert_eq!(resolve("select upper('x')").class, Some(StatementClass::Write));
+        assert_eq!(
+            resolve("select pg_catalog.upper('x')").class,
+            Some(StatementClass::Read)
+        );
+        let r = resolve("select nope(1)");
+        assert_eq!(r.class, Some(StatementClass::Unknown));
+        assert_eq!(r.unresolved, vec!["nope".to_string()]);
+        assert_eq!(
+            resolve("select uuid('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')").class,
+            Some(StatementClass::Read)
+        );
+        assert_eq!(resolve("select 1 ### 2").class, Some(StatementClass::Write));
+        assert_eq!(resolve("select 1 + 2").class, None);
+        // Deployment's list of reading functions.
+        assert!(resolve("select app.safe_volatile()").unresolved.is_empty());
+        // Side-effect table calls are the classifier's business.
+        assert_eq!(resolve("select nextval('s')").class, None);
+        // Calls anywhere: in a CTE, a subquery, a WHERE.
+        assert_eq!(
+            resolve("with x as (select 1 a) select * from x where a = (select my_fn())").class,
+            Some(StatementClass::Write)
+        );
+    }
+
+    #[test]
+    fn whether_the_catalog_is_needed() {
+        let c = Classifier::new(&[]);
+        assert!(!Catalog::needed(&c.classify("select * from t")));
+        assert!(Catalog::needed(&c.classify("select * from t where a = 1")));
+        assert!(Catalog::needed(&c.classify("select f()")));
+        assert!(!Catalog::needed(&c.classify("select nextval('s')")));
+    }
+}
