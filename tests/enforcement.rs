@@ -312,6 +312,10 @@ async fn attack_5_and_6_startup_parameters_are_allow_listed() {
         ("default_transaction_read_only", "off"),
         ("session_replication_role", "replica"),
         ("options", "-c role=postgres"),
+        (
+            "options",
+            "-c application_name=x\x0b-c\x0bsession_replication_role=replica",
+        ),
     ] {
         let e = Raw::login(g.port, &[("user", "agent"), ("database", "postgres"), (k, v)], TOKEN)
             .err()
@@ -562,11 +566,10 @@ async fn an_approved_write_runs_read_write_and_only_it() {
         for _ in 0..200 {
             let (_, body) = http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if let Some(id) = v["reviews"]
+            let pending = v["reviews"]
                 .as_array()
-                .and_then(|a| a.first())
-                .and_then(|r| r["id"].as_str())
-            {
+                .and_then(|a| a.iter().find(|r| r["status"]["state"] == "pending"));
+            if let Some(id) = pending.and_then(|r| r["id"].as_str()) {
                 let (st, body) = http(
                     admin_port,
                     "POST",
@@ -662,7 +665,10 @@ async fn reviews_carry_bind_parameters_masked_and_function_calls_by_name() {
     for _ in 0..100 {
         let (_, body) = http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(rv) = v["reviews"].as_array().and_then(|a| a.first()) {
+        if let Some(rv) = v["reviews"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["status"]["state"] == "pending"))
+        {
             review = rv.clone();
             break;
         }
@@ -715,4 +721,123 @@ async fn copy_out_counts_against_max_rows() {
     assert_eq!(first_value(&r.simple("SELECT 5")).as_deref(), Some("5"));
     let f = r.simple("COPY (SELECT generate_series(1, 5)) TO STDOUT");
     assert!(codes(&f).is_empty(), "{f:?}");
+}
+
+#[tokio::test]
+async fn a_bound_portal_cannot_be_run_by_sql_without_a_decision() {
+    // A role that may insert but not delete: its upstream session is not
+    // read-only, so only the decision at the Bind stands between a bound
+    // DELETE and SQL that runs the portal by name.
+    let toml = policy(free_port(), 1, "").replacen("write = \"approve\"", "write = \"allow\"", 1);
+    let g = Gatehouse::start("", &toml);
+    let t = Canary::new("gh_enf_fetch").await;
+    let before = t.state().await;
+    let n = &t.name;
+    let mut r = login(&g);
+    r.send(
+        &[
+            parse(
+                b"ins",
+                &format!("INSERT INTO {n} VALUES (50, 'via a portal') RETURNING id"),
+            ),
+            parse(b"del", &format!("DELETE FROM {n} RETURNING id")),
+            sync(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert!(codes(&readys(&mut r, 1)).is_empty());
+    for (stmt, run) in [
+        (&b"del"[..], "FETCH ALL FROM p"),
+        (&b"del"[..], "MOVE ALL IN p"),
+        (&b"del"[..], "SELECT cursor_to_xml('p', 10, false, false, '')"),
+    ] {
+        assert!(codes(&r.simple("BEGIN")).is_empty());
+        // The Bind of a change is decided at the Bind: held, then refused.
+        r.send(&[bind(b"p", stmt, &[]), sync()].concat()).unwrap();
+        assert_held_and_refused(&readys(&mut r, 1), "a Bind of a change");
+        // Nothing is left for SQL to run.
+        let f = r.simple(run);
+        assert!(!codes(&f).is_empty(), "{run}: {f:?}");
+        r.simple("ROLLBACK");
+        t.assert_unchanged(&before, run).await;
+    }
+    // An allowed change is bound and runs as usual, by Execute or by FETCH.
+    r.simple("BEGIN");
+    r.send(&[bind(b"p", b"ins", &[]), sync()].concat()).unwrap();
+    assert!(codes(&readys(&mut r, 1)).is_empty());
+    assert_eq!(first_value(&r.simple("FETCH ALL FROM p")).as_deref(), Some("50"));
+    r.simple("ROLLBACK");
+    // The same in one extended group with the SQL behind it.
+    r.send(
+        &[
+            query("BEGIN"),
+            bind(b"p", b"del", &[]),
+            query("FETCH ALL FROM p"),
+            sync(),
+            query("COMMIT"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let f = readys(&mut r, 3);
+    assert!(held(&f), "{f:?}");
+    t.assert_unchanged(&before, "FETCH in the group").await;
+    t.drop("").await;
+}
+
+#[tokio::test]
+async fn transaction_read_only_cannot_be_reset_and_aggregates_count_their_functions() {
+    let g = Gatehouse::start("", &policy(free_port(), 1, ""));
+    let t = Canary::new("gh_enf_agg").await;
+    let n = t.name.clone();
+    direct()
+        .await
+        .batch_execute(&format!(
+            "create function {n}_acc(int, int) returns int language plpgsql as $$ begin update {n} set v = 'agg'; return coalesce($1, 0) + $2; end $$;
+             create aggregate {n}_agg(int) (sfunc = {n}_acc, stype = int);"
+        ))
+        .await
+        .unwrap();
+    let before = t.state().await;
+    let mut r = login(&g);
+    for sql in [
+        "RESET transaction_read_only",
+        "SET transaction_read_only TO DEFAULT",
+        "SET LOCAL transaction_read_only = DEFAULT",
+    ] {
+        r.simple("BEGIN");
+        let f = r.simple(sql);
+        assert_eq!(codes(&f), vec!["42501"], "{sql}: {f:?}");
+        r.simple("ROLLBACK");
+    }
+    // A multi-statement Query cannot smuggle it either.
+    let f = r.simple(&format!("RESET transaction_read_only; SELECT {n}_agg(id) FROM {n}"));
+    assert!(!codes(&f).is_empty(), "{f:?}");
+    // An aggregate is as volatile as its transition function: held.
+    assert_held_and_refused(&r.simple(&format!("SELECT {n}_agg(id) FROM {n}")), "an aggregate");
+    t.assert_unchanged(&before, "an aggregate").await;
+    t.drop(&format!(
+        "drop aggregate {n}_agg(int); drop function {n}_acc(int, int);"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_denied_statement_never_passes_as_one_allowed_before() {
+    // Texts longer than the classification cache keeps are classified anew
+    // each time: a denied one must never reuse an allowed one's memo.
+    let g = Gatehouse::start("", &policy(free_port(), 1, ""));
+    let mut r = login(&g);
+    let pad = format!("/* {} */", "x".repeat(17 * 1024));
+    let made = unique("gh_enf_memo");
+    for i in 0..30 {
+        let f = r.simple(&format!("SELECT {i} {pad}"));
+        assert!(codes(&f).is_empty(), "{f:?}");
+        let f = r.simple(&format!("CREATE TABLE {made}_{i} (x int) {pad}"));
+        let errs = errors(&f);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "42501", "refused by gatehouse, not by the server: {errs:?}");
+        assert!(errs[0].1.contains("ddl statements are denied"), "{errs:?}");
+    }
 }

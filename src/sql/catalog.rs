@@ -245,13 +245,14 @@ impl Catalog {
     pub fn needed(c: &Classification) -> bool {
         c.statements
             .iter()
-            .any(|s| !s.operators.is_empty() || s.calls.iter().any(|call| !s.functions.contains(call)))
+            .any(|s| !s.operators.is_empty() || !s.catalog_calls.is_empty())
     }
 
-    /// The class of one call by name, or `None` when the catalog has no
-    /// function (nor type) of that name.
-    fn call_class(&self, call: &str, read_functions: &[String]) -> Option<StatementClass> {
-        let (schema, bare) = split(call);
+    /// The class of one call by (schema, name), or `None` when the catalog
+    /// has no function (nor type) of that name.
+    fn call_class(&self, schema: Option<&str>, name: &str, read_functions: &[String]) -> Option<StatementClass> {
+        let schema = schema.map(str::to_lowercase);
+        let bare = name.to_lowercase();
         let listed = |list: &[String]| {
             list.iter().any(|r| {
                 let (rs, rb) = split(r);
@@ -296,8 +297,13 @@ impl Catalog {
             r.class = Some(r.class.map_or(class, |c| c.max(class)));
         };
         for s in &c.statements {
-            for call in s.calls.iter().filter(|call| !s.functions.contains(call)) {
-                match self.call_class(call, read_functions) {
+            for (schema, name) in &s.catalog_calls {
+                let call = match schema {
+                    Some(sch) => format!("{sch}.{name}"),
+                    None => name.clone(),
+                };
+                let call = &call;
+                match self.call_class(schema.as_deref(), name, read_functions) {
                     None => {
                         raise(&mut r, StatementClass::Unknown);
                         if !r.unresolved.contains(call) {
@@ -419,6 +425,9 @@ mod tests {
         assert!(resolve("select app.safe_volatile()").unresolved.is_empty());
         // Side-effect table calls are the classifier's business.
         assert_eq!(resolve("select nextval('s')").class, None);
+        // A quoted name with a dot is one name, not a schema and a name.
+        let r = resolve("select \"pg_catalog.lower\"('x')");
+        assert_eq!(r.class, Some(StatementClass::Unknown), "{r:?}");
         // Calls anywhere: in a CTE, a subquery, a WHERE.
         assert_eq!(
             resolve("with x as (select 1 a) select * from x where a = (select my_fn())").class,

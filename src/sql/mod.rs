@@ -327,6 +327,10 @@ pub struct StatementInfo {
     /// Every function called by name, side effects or not, for policies that
     /// allow only known functions.
     pub calls: Vec<String>,
+    /// The same calls as (schema, name) the way the parser split them (a
+    /// quoted name may hold a dot), for the catalog; those the side-effect
+    /// table decides are left out.
+    pub catalog_calls: Vec<(Option<String>, String)>,
     /// Relations named (`schema.name` when qualified), CTE names excluded.
     pub tables: Vec<String>,
     /// Operators used, as written (`=`, `pg_catalog.+`): each is a function
@@ -348,6 +352,7 @@ impl Default for StatementInfo {
             flags: Flags::default(),
             functions: Vec::new(),
             calls: Vec::new(),
+            catalog_calls: Vec::new(),
             tables: Vec::new(),
             operators: Vec::new(),
             prepared: Vec::new(),

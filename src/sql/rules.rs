@@ -470,6 +470,15 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
                 info.functions.push(call.name.clone());
             }
         }
+        if table.lookup(&call.name).is_none() {
+            // `db.schema.fn`: the schema is the part before the name.
+            let mut parts = call.parts.iter().rev();
+            let name = parts.next().cloned().unwrap_or_default();
+            let qualified = (parts.next().cloned(), name);
+            if !info.catalog_calls.contains(&qualified) {
+                info.catalog_calls.push(qualified);
+            }
+        }
         if !info.calls.contains(&call.name) {
             info.calls.push(call.name);
         }
@@ -670,9 +679,14 @@ fn set(v: &pg_query::protobuf::VariableSetStmt, flags: &mut Flags) -> (Statement
             }
         }
         Setting::ReadOnly => {
-            // Turning read-only on, or back to its default, is harmless.
+            // Turning read-only on is harmless, and so is returning
+            // `default_transaction_read_only` to its session value (the
+            // startup packet's, which gatehouse sets). `transaction_read_only`
+            // returns to the server's built-in default, off: an override.
             let on = v.args.first().and_then(|a| a.node.as_ref()).and_then(truthy);
-            if reset || kind == K::VarSetDefault || on == Some(true) {
+            let back_to_session =
+                (reset || kind == K::VarSetDefault) && v.name.eq_ignore_ascii_case("default_transaction_read_only");
+            if back_to_session || on == Some(true) {
                 (Read, verb.into())
             } else {
                 flags.read_only_override = true;

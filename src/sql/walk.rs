@@ -27,6 +27,9 @@ type Error = serde::de::value::Error;
 pub(super) struct Call {
     /// The name as written, schema-qualified parts joined by `.`.
     pub name: String,
+    /// The parts of the name as the parser gives them (a quoted name may
+    /// hold a dot of its own).
+    pub parts: Vec<String>,
     /// The first two arguments when they are plain constants
     /// (`set_config`'s setting name and value).
     pub consts: [Option<String>; 2],
@@ -352,6 +355,7 @@ impl SerializeStruct for Struct<'_> {
                 });
                 self.call = Some(Call {
                     name: parts.join("."),
+                    parts,
                     consts: [None, None],
                 });
                 return Ok(());

@@ -95,7 +95,10 @@ impl Gatehouse {
         let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["serve", "--config"])
             .arg(&config_path)
-            .env("GATEHOUSE_LOG", "info")
+            .env(
+                "GATEHOUSE_LOG",
+                std::env::var("GH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -6,8 +6,9 @@
 //! connection of its own (logged in like the session's, closed after);
 //! every later statement reads it from memory. A DDL statement that
 //! gatehouse let through bumps the process-wide epoch when the server
-//! confirms it, and a reload changes the configuration's generation: both
-//! make the next statement load a fresh snapshot. A statement that calls a
+//! confirms it, a reload changes the configuration's generation, and a
+//! snapshot older than [`MAX_AGE`] expires: each makes the next statement
+//! that needs it load a fresh one. A statement that calls a
 //! function the snapshot does not have reloads it (at most every
 //! [`REFRESH_AFTER`]) before it is refused as unknown.
 
@@ -23,6 +24,9 @@ use std::time::{Duration, Instant};
 
 /// A snapshot younger than this is not reloaded for a missing name.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(2);
+/// A snapshot older than this is read afresh (functions redefined outside
+/// the gateway, say by a migration, are seen within this time).
+pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// After a failed load, statements that need the catalog are refused for
 /// this long before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -31,9 +35,16 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 const MAX_CATALOG_BYTES: usize = 64 << 20;
 
 /// Every function (signatures of user functions only), user-defined
-/// operators, and types.
+/// operators, and types. An aggregate is as volatile as the most volatile of
+/// its support functions (its own label is `IMMUTABLE` whatever they do);
+/// volatility letters order `i` < `s` < `v`.
 const CATALOG_SQL: &str = "\
-SELECT 'f', n.nspname, p.proname, p.provolatile::text, (p.oid < 16384)::text, p.oid::int8::text, \
+SELECT 'f', n.nspname, p.proname, \
+       GREATEST(p.provolatile::text, COALESCE((SELECT max(f.provolatile::text) \
+         FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc f ON f.oid IN (a.aggtransfn, a.aggfinalfn, \
+           a.aggcombinefn, a.aggserialfn, a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn) \
+         WHERE a.aggfnoid = p.oid), 'i')), \
+       (p.oid < 16384)::text, p.oid::int8::text, \
        CASE WHEN p.oid >= 16384 THEN p.oid::regprocedure::text ELSE '' END \
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
 UNION ALL \
@@ -80,8 +91,9 @@ pub fn cached(key: &CatalogKey, epoch: u64) -> Cached {
     SLOTS.with(|s| {
         let s = s.borrow();
         let Some(slot) = s.get(key) else { return Cached::Missing };
+        let fresh = slot.loaded_at.is_some_and(|t| t.elapsed() < MAX_AGE);
         match (&slot.catalog, &slot.failed) {
-            (Some(c), _) if slot.epoch == epoch => Cached::Ready(c.clone()),
+            (Some(c), _) if slot.epoch == epoch && fresh => Cached::Ready(c.clone()),
             (_, Some((at, why))) if at.elapsed() < RETRY_AFTER && !slot.loading => Cached::Failed(why.clone()),
             _ => Cached::Missing,
         }

@@ -84,6 +84,15 @@ pub enum Step {
     Wait(WaitFor),
 }
 
+/// What the pinned settings and the target's catalog make of a statement.
+struct Effective {
+    class: StatementClass,
+    flags: Flags,
+    catalog: Option<Arc<Catalog>>,
+    /// A FunctionCall's function as a reviewer reads it.
+    function_shown: Option<String>,
+}
+
 /// A statement as the enforcer sees it.
 pub struct Statement<'s> {
     pub class: &'s Arc<Classification>,
@@ -152,8 +161,9 @@ pub struct Enforcer<'a> {
     pub catalog: CatalogAccess<'a>,
     /// The upstream session is read-only (see `read_write`).
     pub read_only: bool,
-    /// Statements allowed outright: (classification, catalog) addresses.
-    allowed: Vec<(usize, usize)>,
+    /// Statements allowed outright, with the catalog they were allowed
+    /// under (kept alive, so an address is never reused for another).
+    allowed: Vec<(Arc<Classification>, Option<Arc<Catalog>>)>,
     pending: Option<Pending>,
     /// The outcome of the last hold, for the next statement decided (the
     /// held one, when its batch comes round again).
@@ -167,10 +177,6 @@ pub struct Enforcer<'a> {
     pub budget: Option<BudgetGuard<'a>>,
     /// The last hold's review: id, outcome, why, approvers (for the recorder).
     pub last_review: Option<(String, String, Option<String>, Vec<String>)>,
-}
-
-fn ptr<T>(a: &Arc<T>) -> usize {
-    Arc::as_ptr(a) as *const u8 as usize
 }
 
 /// The classification of a statement gatehouse cannot name.
@@ -215,7 +221,26 @@ impl<'a> Enforcer<'a> {
     /// Whether a statement is one the session allowed outright before (its
     /// Bind parameters are then not kept for a reviewer).
     pub fn known_allowed(&self, c: &Arc<Classification>) -> bool {
-        self.budget.is_none() && self.allowed.iter().any(|(p, _)| *p == ptr(c))
+        self.budget.is_none() && self.allowed.iter().any(|(a, _)| Arc::ptr_eq(a, c))
+    }
+
+    /// The outcome of the last hold, for the statement it was about.
+    fn take_decided(&mut self, portal: Option<&[u8]>) -> Option<Step> {
+        let outcome = self.decided.take()?;
+        Some(match outcome {
+            Outcome::Approved => {
+                if let Some(plan) = self.rw.as_mut() {
+                    match portal {
+                        // An approved Bind: the context closes after its
+                        // portal runs.
+                        Some(p) => plan.portal = Some(p.into()),
+                        None => plan.ran = true,
+                    }
+                }
+                Step::Pass
+            }
+            Outcome::Refused { code, message } => Step::Refuse { code, message },
+        })
     }
 
     /// Counts the statement against the identity's budget; the reason when
@@ -246,47 +271,73 @@ impl<'a> Enforcer<'a> {
         }
     }
 
-    /// The decision for a statement the server is about to run.
+    /// The decision for a statement the server is about to run (a Query,
+    /// an Execute of a portal not decided at its Bind, a FunctionCall).
     pub fn decide(&mut self, s: &Statement<'_>) -> Step {
-        if let Some(outcome) = self.decided.take() {
-            return match outcome {
-                Outcome::Approved => Step::Pass,
-                Outcome::Refused { code, message } => Step::Refuse { code, message },
-            };
+        if let Some(step) = self.take_decided(None) {
+            return step;
         }
+        match self.effective(s) {
+            Ok(e) => self.verdict(s, e),
+            Err(step) => step,
+        }
+    }
+
+    /// At a Bind of `portal`: a statement that may change anything is
+    /// decided here, so no portal on the server ever holds a change that
+    /// was not allowed (SQL `FETCH`, `MOVE` and functions can run portals
+    /// by name, without an Execute). `None`: a read, decided when it runs.
+    pub fn at_bind(&mut self, s: &Statement<'_>, portal: &[u8]) -> Option<Step> {
+        let e = match self.effective(s) {
+            Ok(e) => e,
+            Err(step) => return Some(step),
+        };
+        if e.class == StatementClass::Read {
+            return None;
+        }
+        if let Some(step) = self.take_decided(Some(portal)) {
+            return Some(step);
+        }
+        Some(self.verdict(s, e))
+    }
+
+    /// What the pinned settings and the target's catalog say of a
+    /// statement; `Err` refuses it or waits for the catalog.
+    fn effective(&self, s: &Statement<'_>) -> Result<Effective, Step> {
         let c = s.class;
         let mut flags = c.flags();
         if flags.lexical_setting {
-            return Step::Refuse {
+            return Err(Step::Refuse {
                 code: "42501",
                 message: "it would change how statements are read (gatehouse keeps client_encoding UTF8, standard_conforming_strings on and backslash_quote off)".into(),
-            };
+            });
         }
         if self.read_only && flags.read_only_override {
-            return Step::Refuse {
+            return Err(Step::Refuse {
                 code: "42501",
                 message: "this role's sessions are read-only at the server and may not turn that off; held writes run read-write once approved".into(),
-            };
+            });
         }
-        // What the target's catalog says of the calls.
         let mut class = c.class;
-        let mut catalog_at = 0;
+        let mut catalog = None;
         let mut function_shown = None;
         if Catalog::needed(c) || s.call.is_some() {
             let cat = match self.catalog_now() {
                 Cached::Ready(cat) => cat,
-                Cached::Missing => return Step::Wait(WaitFor::Catalog),
-                Cached::Failed(why) => return Step::Refuse {
-                    code: "42501",
-                    message: format!(
+                Cached::Missing => return Err(Step::Wait(WaitFor::Catalog)),
+                Cached::Failed(why) => {
+                    return Err(Step::Refuse {
+                        code: "42501",
+                        message: format!(
                         "gatehouse cannot read the target's catalog to check the functions this statement calls: {why}"
                     ),
-                },
+                    })
+                }
             };
             let r = cat.resolve(c, &self.policy.read_functions);
             if !r.unresolved.is_empty() && catalog::expire_if_old(&self.catalog.key) {
                 // Perhaps created since the snapshot: read it again first.
-                return Step::Wait(WaitFor::Catalog);
+                return Err(Step::Wait(WaitFor::Catalog));
             }
             if let Some(raised) = r.class {
                 class = class.max(raised);
@@ -299,10 +350,32 @@ impl<'a> Enforcer<'a> {
                     None => format!("function with OID {oid} (not in the catalog)"),
                 });
             }
-            catalog_at = ptr(&cat);
+            catalog = Some(cat);
         }
+        Ok(Effective {
+            class,
+            flags,
+            catalog,
+            function_shown,
+        })
+    }
+
+    /// The policy's verdict on a statement whose class and flags are known.
+    fn verdict(&mut self, s: &Statement<'_>, e: Effective) -> Step {
+        let c = s.class;
+        let Effective {
+            class,
+            flags,
+            catalog,
+            function_shown,
+        } = e;
+        let same_catalog = |a: &Option<Arc<Catalog>>| match (a, &catalog) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
         let budget = self.over_budget();
-        if budget.is_none() && self.allowed.iter().any(|m| *m == (ptr(c), catalog_at)) {
+        if budget.is_none() && self.allowed.iter().any(|(a, k)| Arc::ptr_eq(a, c) && same_catalog(k)) {
             return Step::Pass;
         }
         let decision = self.policy.decide_class(&self.who.roles, class, flags);
@@ -350,7 +423,7 @@ impl<'a> Enforcer<'a> {
                     if self.allowed.len() >= MEMO {
                         self.allowed.remove(0);
                     }
-                    self.allowed.push((ptr(c), catalog_at));
+                    self.allowed.push((c.clone(), catalog));
                 }
                 return Step::Pass;
             }
@@ -395,6 +468,34 @@ impl<'a> Enforcer<'a> {
         Step::Hold { read_write }
     }
 
+    /// Whether the read-write context must close before a message with
+    /// `tag` (the group of an approved Bind ends without running it).
+    pub fn rw_close_before(&mut self, tag: u8) -> Option<Plan> {
+        match &self.rw {
+            Some(p) if p.opened && p.portal.is_some() && matches!(tag, b'S' | b'Q' | b'F') => self.rw.take(),
+            _ => None,
+        }
+    }
+
+    /// Whether the read-write context closes after a message with `tag`
+    /// (for an Execute, of `portal`) that went out.
+    pub fn rw_close_after(&mut self, tag: u8, portal: Option<&[u8]>) -> Option<Plan> {
+        let p = self.rw.as_ref()?;
+        let done = p.opened
+            && match tag {
+                b'E' => {
+                    p.ran || (p.portal.is_some() && p.portal.as_deref() == portal.map(crate::wire::pg::track::name_key))
+                }
+                b'Q' | b'F' => p.ran,
+                _ => false,
+            };
+        if done {
+            self.rw.take()
+        } else {
+            None
+        }
+    }
+
     /// A Bind's parameters as a reviewer reads them, masked.
     fn shown_params(&self, rest: Option<&[u8]>) -> Vec<String> {
         let Some(rest) = rest else { return Vec::new() };
@@ -424,13 +525,14 @@ impl<'a> Enforcer<'a> {
             // Everything before the group is answered: the transaction
             // status the context opens in is known.
             let ctx = io.ctx;
-            while ctx.tracker.borrow().pending_len() > 0 && !ctx.progress.ended.get() && ctx.handle.killed().is_none() {
+            while ctx.tracker.borrow().pending_len() > 0
+                && ctx.tracker.borrow().lost().is_none()
+                && !ctx.progress.ended.get()
+                && ctx.handle.killed().is_none()
+            {
                 ctx.progress.changed().await;
             }
-            self.rw = Some(Plan {
-                status: ctx.tracker.borrow().status(),
-                opened: false,
-            });
+            self.rw = Some(Plan::new(ctx.tracker.borrow().status()));
         }
         self.decided = Some(outcome);
     }

@@ -86,8 +86,12 @@ pub struct ClientSide<'a> {
     large_flagged: bool,
     /// Bind messages handed to the recorder (the next one's ordinal).
     binds: u64,
-    /// A Query, Execute or FunctionCall was sent in the current group.
+    /// A Query, Bind, Execute or FunctionCall was sent in the current group.
     statement_in_group: bool,
+    /// A refusal went upstream in place of an extended-protocol message:
+    /// it always fails, so the server skips everything up to the next Sync,
+    /// and nothing until then needs a decision.
+    skipping: bool,
     waiting: Option<WaitFor>,
     frame_edits: Vec<FrameEdit>,
     recorded: Vec<StatementRef>,
@@ -114,6 +118,7 @@ impl<'a> ClientSide<'a> {
             large_flagged: false,
             binds: 0,
             statement_in_group: false,
+            skipping: false,
             waiting: None,
             frame_edits: Vec::new(),
             recorded: Vec::new(),
@@ -208,6 +213,7 @@ fn refuse_into(out: &mut Vec<u8>, tag: u8, sql: &str, tracker: &mut super::state
             stmt,
             params: None,
             bind: u64::MAX,
+            cleared: false,
         })),
         Answers::Dropped,
     );
@@ -229,7 +235,7 @@ fn reserved_name() -> Step {
     }
 }
 
-/// Statement text as the policy reads it: valid UTF-8, one string.
+/// A Query's text as the policy reads it: one string, valid UTF-8.
 fn policy_text(body: &[u8]) -> Result<&str, Step> {
     let Some(end) = memchr::memchr(0, body) else {
         return Err(malformed(WireError::Malformed("Query")));
@@ -237,7 +243,12 @@ fn policy_text(body: &[u8]) -> Result<&str, Step> {
     if end + 1 != body.len() {
         return Err(malformed(WireError::Malformed("Query")));
     }
-    std::str::from_utf8(&body[..end]).map_err(|_| Step::Refuse {
+    utf8_text(&body[..end])
+}
+
+/// Statement text as the policy reads it: valid UTF-8, never decoded lossily.
+fn utf8_text(text: &[u8]) -> Result<&str, Step> {
+    std::str::from_utf8(text).map_err(|_| Step::Refuse {
         code: "22021",
         message: "statement text is not valid UTF-8 (client_encoding is UTF8 through gatehouse)".into(),
     })
@@ -251,13 +262,27 @@ fn lossy(b: &[u8]) -> Arc<str> {
 
 /// What to push to the tracker for a message that passes.
 enum Op {
-    Parse { name: Vec<u8>, stmt: Arc<Stmt> },
-    Bind { name: Vec<u8>, portal: Option<Arc<Portal>> },
+    Parse {
+        name: Vec<u8>,
+        stmt: Arc<Stmt>,
+    },
+    Bind {
+        name: Vec<u8>,
+        portal: Option<Arc<Portal>>,
+    },
     Describe,
-    Close { target: Target, name: Vec<u8> },
-    Execute { class: Option<Arc<Classification>> },
+    Close {
+        target: Target,
+        name: Vec<u8>,
+    },
+    Execute {
+        portal: Vec<u8>,
+        class: Option<Arc<Classification>>,
+    },
     Sync,
-    Query { class: Option<Arc<Classification>> },
+    Query {
+        class: Option<Arc<Classification>>,
+    },
     Call,
     None,
 }
@@ -289,33 +314,37 @@ impl ClientSide<'_> {
                     Op::None,
                 )
             }
+            // Skipped by the server after a refusal: followed, not decided.
+            _ if self.skipping && tag != b'S' => match self.plan(i, tag, body, false) {
+                Ok((_, op)) => (Step::Pass, op),
+                Err(_) => (Step::Pass, Op::None),
+            },
             _ => match self.plan(i, tag, body, policy) {
                 Ok(x) => x,
                 Err(step) => (step, Op::None),
             },
         };
+        if tag == b'S' {
+            self.skipping = false;
+        }
         if matches!(step, Step::Wait(_) | Step::Hold { .. }) {
             return step;
         }
         let ctx = self.ctx;
         let mut tracker = ctx.tracker.borrow_mut();
-        // Before a group: what gatehouse owes the session first.
+        // Before a group: what gatehouse owes the session first; before the
+        // end of an approved Bind's group: read-only again.
+        let mut before = Vec::new();
         if group_start {
-            let mut before = Vec::new();
-            if let Some(enf) = self.enforcer.as_mut() {
-                if ctx.restore_read_only.get() {
-                    read_write::restore(&mut before, &mut tracker);
-                }
-                if let Some(plan) = enf.rw.as_mut().filter(|p| !p.opened) {
-                    plan.opened = true;
-                    if read_write::open(*plan, &mut before, &mut tracker) {
-                        ctx.restore_read_only.set(true);
-                    }
-                }
-            }
-            if !before.is_empty() {
-                self.edit(i).before = before;
-            }
+            self.before_group(&mut before, &mut tracker);
+        }
+        if let Some(plan) = self.enforcer.as_mut().and_then(|e| e.rw_close_before(tag)) {
+            read_write::close(b'E', &plan, &mut before, &mut tracker);
+        }
+        if !before.is_empty() {
+            drop(tracker);
+            self.edit(i).before = before;
+            tracker = ctx.tracker.borrow_mut();
         }
         if let Step::Refuse { code, message } = &step {
             let sql = if code.is_empty() {
@@ -327,16 +356,20 @@ impl ClientSide<'_> {
             refuse_into(&mut out, tag, &sql, &mut tracker);
             drop(tracker);
             self.edit(i).replace = Some(out);
+            // An extended-protocol refusal errors: the server skips to Sync.
+            self.skipping |= !matches!(tag, b'Q' | b'F');
             return step;
         }
+        let mut executed: Option<Vec<u8>> = None;
         match op {
             Op::Parse { name, stmt } => tracker.parse(&name, stmt, Answers::Client),
             Op::Bind { name, portal } => tracker.bind(&name, portal, Answers::Client),
             Op::Describe => tracker.describe(Answers::Client),
             Op::Close { target, name } => tracker.close(target, &name, Answers::Client),
-            Op::Execute { class } => {
+            Op::Execute { portal, class } => {
                 let names = class.as_deref().map(created_names).unwrap_or_default();
                 tracker.execute(names, Answers::Client, mark_for(&class));
+                executed = Some(portal);
             }
             Op::Query { class } => {
                 let names = class.as_deref().map(created_names).unwrap_or_default();
@@ -347,21 +380,39 @@ impl ClientSide<'_> {
             Op::None => {}
         }
         // After an approved statement in a read-write context: read-only again.
-        let plan = match self.enforcer.as_mut() {
-            Some(enf) if matches!(tag, b'Q' | b'E') && enf.rw.is_some_and(|p| p.opened) => enf.rw.take(),
-            _ => None,
-        };
+        let plan = self
+            .enforcer
+            .as_mut()
+            .and_then(|e| e.rw_close_after(tag, executed.as_deref()));
         if let Some(plan) = plan {
             let mut after = Vec::new();
-            read_write::close(tag, plan, &mut after, &mut tracker);
+            read_write::close(tag, &plan, &mut after, &mut tracker);
             drop(tracker);
             self.edit(i).after = after;
         }
         Step::Pass
     }
 
-    /// What a message is and what the policy says of it, before anything
-    /// is pushed. `Err` is a refusal (or a wait) found while reading it.
+    /// What gatehouse owes the session before a group starts: setting
+    /// read-only back on (until the server confirms it), and the read-write
+    /// context of an approved statement.
+    fn before_group(&mut self, out: &mut Vec<u8>, tracker: &mut super::statements::StatementTracker) {
+        let ctx = self.ctx;
+        let Some(enf) = self.enforcer.as_mut() else { return };
+        if ctx.restore_read_only.get() {
+            read_write::restore(out, tracker);
+        }
+        if let Some(plan) = enf.rw.as_mut().filter(|p| !p.opened) {
+            plan.opened = true;
+            if read_write::open(plan, out, tracker) {
+                ctx.restore_read_only.set(true);
+            }
+        }
+    }
+
+    /// What a message is and what the policy says of it (`policy`: read
+    /// it strictly and decide), before anything is pushed. `Err` is a
+    /// refusal (or a wait) found while reading it.
     fn plan(&mut self, i: usize, tag: u8, body: &[u8], policy: bool) -> Result<(Step, Op), Step> {
         let ctx = self.ctx;
         let pass = |op| Ok((Step::Pass, op));
@@ -374,7 +425,7 @@ impl ClientSide<'_> {
                     // never be real keeps the tracker in step.
                     Err(_) => messages::ParseMsg { name: b"\0", sql: body },
                 };
-                let (sql, class) = if let Some(enf) = &self.enforcer {
+                let (sql, class) = if let Some(enf) = self.enforcer.as_ref().filter(|_| policy) {
                     if read_write::reserved(m.name) {
                         return Err(reserved_name());
                     }
@@ -384,9 +435,7 @@ impl ClientSide<'_> {
                             message: format!("too many prepared statements and portals for gatehouse to track (at most {MAX_NAMES}); close some"),
                         });
                     }
-                    let mut text = m.sql.to_vec();
-                    text.push(0);
-                    let sql = policy_text(&text)?;
+                    let sql = utf8_text(m.sql)?;
                     (Arc::from(sql), Some(classify(&enf.policy, sql)))
                 } else {
                     (lossy(m.sql), None)
@@ -421,14 +470,36 @@ impl ClientSide<'_> {
                 let portal = match lookup {
                     Lookup::Unsettled => return Err(Step::Wait(WaitFor::EarlierGroups)),
                     Lookup::Known(stmt) => {
-                        let keep = match (&self.enforcer, &stmt.class) {
-                            (Some(enf), Some(c)) => !enf.known_allowed(c) && m.rest.len() <= MAX_KEPT_PARAMS,
+                        // A change is decided now: no portal on the server
+                        // holds a change that was not allowed.
+                        let mut cleared = false;
+                        if let (Some(enf), Some(c)) = (self.enforcer.as_mut().filter(|_| policy), &stmt.class) {
+                            let decided = enf.at_bind(
+                                &Statement {
+                                    class: c,
+                                    sql: &stmt.sql,
+                                    params: Some(m.rest),
+                                    call: None,
+                                },
+                                m.portal,
+                            );
+                            match decided {
+                                None => {}
+                                Some(Step::Pass) => cleared = true,
+                                Some(other) => return Ok((other, Op::None)),
+                            }
+                        }
+                        let keep = match (self.enforcer.as_ref().filter(|_| policy), &stmt.class) {
+                            (Some(enf), Some(c)) => {
+                                !cleared && !enf.known_allowed(c) && m.rest.len() <= MAX_KEPT_PARAMS
+                            }
                             _ => false,
                         };
                         Some(Arc::new(Portal {
                             stmt,
                             params: keep.then(|| m.rest.into()),
                             bind: self.binds,
+                            cleared,
                         }))
                     }
                     Lookup::Doubtful | Lookup::Absent => None,
@@ -465,7 +536,9 @@ impl ClientSide<'_> {
                     Some(p) => (p.stmt.sql.clone(), p.stmt.class.clone(), Some(p.bind)),
                     None => (Arc::from(UNKNOWN_PORTAL), None, None),
                 };
-                let step = match self.enforcer.as_mut() {
+                let step = match self.enforcer.as_mut().filter(|_| policy) {
+                    // Decided (and allowed) at its Bind.
+                    Some(_) if portal.as_ref().is_some_and(|p| p.cleared) => Step::Pass,
                     Some(enf) => {
                         let c = class.clone().unwrap_or_else(enforce::unknown);
                         enf.decide(&Statement {
@@ -485,17 +558,23 @@ impl ClientSide<'_> {
                         bind,
                     });
                 }
-                Ok((step, Op::Execute { class }))
+                Ok((
+                    step,
+                    Op::Execute {
+                        portal: name.to_vec(),
+                        class,
+                    },
+                ))
             }
             b'Q' => {
-                let (sql, class): (Arc<str>, _) = match &self.enforcer {
+                let (sql, class): (Arc<str>, _) = match self.enforcer.as_ref().filter(|_| policy) {
                     Some(enf) => {
                         let text = policy_text(body)?;
                         (Arc::from(text), Some(classify(&enf.policy, text)))
                     }
                     None => (lossy(body.split(|&b| b == 0).next().unwrap_or(&[])), None),
                 };
-                let step = match (self.enforcer.as_mut(), &class) {
+                let step = match (self.enforcer.as_mut().filter(|_| policy), &class) {
                     (Some(enf), Some(c)) => enf.decide(&Statement {
                         class: c,
                         sql: &sql,
@@ -516,7 +595,7 @@ impl ClientSide<'_> {
             }
             b'F' => {
                 let call = messages::function_call_msg(body);
-                let step = match (self.enforcer.as_mut(), &call) {
+                let step = match (self.enforcer.as_mut().filter(|_| policy), &call) {
                     (Some(_), Err(e)) => return Err(malformed(e.clone())),
                     (Some(enf), Ok(f)) => {
                         let args = f.args.iter().map(|a| messages::param_text(a, 1024)).collect();
@@ -702,6 +781,7 @@ impl FrameHandler for ClientSide<'_> {
                             stmt: s,
                             params: None,
                             bind: u64::MAX,
+                            cleared: false,
                         })),
                         _ => None,
                     };
@@ -746,21 +826,61 @@ impl FrameHandler for ClientSide<'_> {
                 if read_write::reserved(m.portal) || read_write::reserved(m.statement) {
                     return refuse(out, &mut tracker, "names starting with gatehouse: are kept for the gateway".into());
                 }
-                let p = match tracker.statement(m.statement) {
-                    Lookup::Known(s) => Some(Arc::new(Portal {
+                let stmt = match tracker.statement(m.statement) {
+                    Lookup::Known(s) => Some(s),
+                    Lookup::Doubtful | Lookup::Absent => None,
+                    Lookup::Unsettled => {
+                        self.waiting = Some(WaitFor::EarlierGroups);
+                        return Large::Hold;
+                    }
+                };
+                let at_start = tracker.at_group_start();
+                let mut cleared = false;
+                if let (Some(st), Some(enf)) = (&stmt, self.enforcer.as_mut()) {
+                    if let Some(c) = &st.class {
+                        let decided = enf.at_bind(
+                            &Statement {
+                                class: c,
+                                sql: &st.sql,
+                                params: None,
+                                call: None,
+                            },
+                            m.portal,
+                        );
+                        match decided {
+                            None => {}
+                            Some(Step::Pass) => cleared = true,
+                            Some(Step::Refuse { code, message }) => {
+                                let sql = enforce::raise_sql(code, &message);
+                                refuse_into(out, tag, &sql, &mut tracker);
+                                return Large::Discard;
+                            }
+                            Some(Step::Wait(w)) => {
+                                self.waiting = Some(w);
+                                return Large::Hold;
+                            }
+                            Some(Step::Hold { .. }) => {
+                                // Nothing of its group is out when it starts
+                                // one: a read-write context can open first.
+                                enf.held_at_group_start = at_start;
+                                return Large::Hold;
+                            }
+                        }
+                    }
+                }
+                if at_start {
+                    drop(tracker);
+                    self.before_group(out, &mut ctx.tracker.borrow_mut());
+                    tracker = ctx.tracker.borrow_mut();
+                }
+                let p = stmt.map(|s| {
+                    Arc::new(Portal {
                         stmt: s,
                         params: None,
                         bind: u64::MAX,
-                    })),
-                    Lookup::Doubtful | Lookup::Absent => None,
-                    Lookup::Unsettled => {
-                        return refuse(
-                            out,
-                            &mut tracker,
-                            format!("a Bind of {total_len} bytes for a statement whose preparation is not answered yet; send Sync and wait for it first"),
-                        )
-                    }
-                };
+                        cleared,
+                    })
+                });
                 tracker.bind(m.portal, p, Answers::Client);
                 Large::Stream
             }
@@ -829,7 +949,9 @@ impl FrameHandler for ClientSide<'_> {
                     break;
                 }
             }
-            if matches!(f.tag, b'Q' | b'E' | b'F') {
+            if matches!(f.tag, b'Q' | b'E' | b'F' | b'B') {
+                // A decision may have been taken (a Bind decides a change):
+                // a later hold in this group cannot take the group back.
                 self.statement_in_group = true;
             }
             if f.tag == b'B' {
@@ -894,7 +1016,9 @@ impl FrameHandler for ClientSide<'_> {
 
     async fn hold(&mut self) {
         if let Some(w) = self.waiting.take() {
+            tracing::debug!(target: "gatehouse::policy", wait = ?w, pending = self.ctx.tracker.borrow().pending_len(), "waiting before a message");
             self.wait(w).await;
+            tracing::debug!(target: "gatehouse::policy", wait = ?w, pending = self.ctx.tracker.borrow().pending_len(), "waited");
             return;
         }
         let (w, mid, fd) = self.client;

@@ -93,8 +93,14 @@ fn check(name: &str, value: &str) -> Result<(), Refused> {
     Ok(())
 }
 
+/// White space as C's `isspace` (which the server uses) sees it: vertical
+/// tab included, unlike `char::is_ascii_whitespace`.
+fn c_isspace(ch: char) -> bool {
+    matches!(ch, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
 /// Splits `options` the way the server does (`pg_split_opts`): on
-/// unescaped whitespace, a backslash escaping the next character.
+/// unescaped white space, a backslash escaping the next character.
 fn split_options(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -107,7 +113,7 @@ fn split_options(s: &str) -> Vec<String> {
             any = true;
         } else if ch == '\\' {
             escaped = true;
-        } else if ch.is_ascii_whitespace() {
+        } else if c_isspace(ch) {
             if any {
                 out.push(std::mem::take(&mut cur));
                 any = false;
@@ -221,6 +227,11 @@ mod tests {
             ("options", "-c default_transaction_read_only=off"),
             ("options", "--role=postgres"),
             ("options", "-c search_path=x -c\\ role=postgres"),
+            (
+                "options",
+                "-c application_name=x\x0b-c\x0bsession_replication_role=replica",
+            ),
+            ("options", "-c application_name=x\x0c--role=postgres"),
             ("options", "-B 100"),
             ("options", "-c"),
             ("options", "-c nothing"),

@@ -52,12 +52,30 @@ const OPEN_SQL: &str = "SET default_transaction_read_only = off";
 const OPEN_IN_BLOCK_SQL: &str = "SET TRANSACTION READ WRITE";
 const CLOSE_SQL: &str = "SET TRANSACTION READ ONLY";
 
-/// The transaction status the read-write context is opened in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A read-write context for an approved statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// `I`, `T` or `E`, from the last ReadyForQuery before the group.
     pub status: u8,
+    /// The context was opened (before the statement's group).
     pub opened: bool,
+    /// The approved statement was a Bind of this portal: the context closes
+    /// after the portal's Execute, or before the group ends.
+    pub portal: Option<Box<[u8]>>,
+    /// The approved Query, Execute or FunctionCall went out: the context
+    /// closes right after it.
+    pub ran: bool,
+}
+
+impl Plan {
+    pub fn new(status: u8) -> Plan {
+        Plan {
+            status,
+            opened: false,
+            portal: None,
+            ran: false,
+        }
+    }
 }
 
 fn query(out: &mut Vec<u8>, tracker: &mut StatementTracker, sql: &str, answers: Answers, mark: u8) {
@@ -72,7 +90,7 @@ pub fn restore(out: &mut Vec<u8>, tracker: &mut StatementTracker) {
 
 /// Before the approved statement's group. Returns whether the default was
 /// turned off (it must be restored).
-pub fn open(plan: Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) -> bool {
+pub fn open(plan: &Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) -> bool {
     match plan.status {
         b'I' => {
             query(out, tracker, OPEN_SQL, Answers::Dropped, 0);
@@ -87,12 +105,13 @@ pub fn open(plan: Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) -> bo
     }
 }
 
-/// Right after the approved statement (`tag` `Q` or `E`).
-pub fn close(tag: u8, plan: Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) {
+/// Right after the approved statement: a Query when it was a Query or a
+/// FunctionCall (`tag` `Q`/`F`), inside its group otherwise.
+pub fn close(tag: u8, plan: &Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) {
     if !matches!(plan.status, b'I' | b'T') {
         return;
     }
-    if tag == b'Q' {
+    if matches!(tag, b'Q' | b'F') {
         query(out, tracker, CLOSE_SQL, Answers::Dropped, 0);
         return;
     }
@@ -123,6 +142,7 @@ pub fn close(tag: u8, plan: Plan, out: &mut Vec<u8>, tracker: &mut StatementTrac
             stmt,
             params: None,
             bind: u64::MAX,
+            cleared: false,
         })),
         Answers::Dropped,
     );
@@ -167,22 +187,16 @@ mod tests {
     fn the_context_is_opened_and_closed_per_status() {
         let mut t = StatementTracker::new();
         let mut out = Vec::new();
-        let idle = Plan {
-            status: b'I',
-            opened: false,
-        };
-        assert!(open(idle, &mut out, &mut t));
-        close(b'E', idle, &mut out, &mut t);
+        let idle = Plan::new(b'I');
+        assert!(open(&idle, &mut out, &mut t));
+        close(b'E', &idle, &mut out, &mut t);
         restore(&mut out, &mut t);
         assert_eq!(tags(&out), b"QPBECCQ");
         assert_eq!(t.pending_len(), 7);
         let mut out = Vec::new();
-        let failed = Plan {
-            status: b'E',
-            opened: false,
-        };
-        assert!(!open(failed, &mut out, &mut t));
-        close(b'Q', failed, &mut out, &mut t);
+        let failed = Plan::new(b'E');
+        assert!(!open(&failed, &mut out, &mut t));
+        close(b'Q', &failed, &mut out, &mut t);
         assert!(out.is_empty());
         assert!(reserved(b"gatehouse:ro") && !reserved(b"s1"));
     }

@@ -46,6 +46,9 @@ pub enum Large {
     Discard,
     /// End the session with a protocol error.
     Reject(WireError),
+    /// Not yet: `hold` is awaited (nothing of the frame is sent), then the
+    /// frame is offered again.
+    Hold,
 }
 
 /// A complete frame in the batch buffer: `buf[start..end]`, header included.
@@ -355,13 +358,14 @@ pub async fn pump<H: FrameHandler>(
         let mut pos = 0;
         let mut stop = false;
         let mut err = None;
+        let mut held_large = false;
         frames.clear();
         edits.clear();
         if large > 0 {
             let n = large.min(len);
             let last = n == large;
             match &large_mode {
-                Large::Discard | Large::Reject(_) => {
+                Large::Discard | Large::Reject(_) | Large::Hold => {
                     large -= n;
                     buf.drain(..n);
                 }
@@ -412,8 +416,15 @@ pub async fn pump<H: FrameHandler>(
                                     break;
                                 }
                                 large_mode = h.on_large_frame(hd.tag, hd.total_len, &buf[pos..len], &mut edits.out);
-                                if let Large::Reject(e) = &large_mode {
-                                    return Err(PumpError::Protocol(e.clone()));
+                                match &large_mode {
+                                    Large::Reject(e) => return Err(PumpError::Protocol(e.clone())),
+                                    Large::Hold => {
+                                        // Nothing of the frame is out: wait,
+                                        // then judge it again.
+                                        held_large = true;
+                                        break;
+                                    }
+                                    _ => {}
                                 }
                                 large = hd.total_len;
                                 if !edits.out.is_empty() {
@@ -467,6 +478,10 @@ pub async fn pump<H: FrameHandler>(
                 buf.truncate(len - at);
                 continue;
             }
+        }
+        if held_large {
+            h.hold().await;
+            continue;
         }
         if let Some(e) = err {
             return Err(PumpError::Protocol(e));

@@ -450,7 +450,25 @@ impl ServerSide<'_> {
 impl FrameHandler for ServerSide<'_> {
     #[inline]
     fn on_frame(&mut self, tag: u8, body: &[u8]) -> Action {
-        let answer = self.ctx.tracker.borrow_mut().on_server(tag, body);
+        let (answer, lost) = {
+            let mut t = self.ctx.tracker.borrow_mut();
+            let was_lost = t.lost().is_some();
+            let a = t.on_server(tag, body);
+            (a, t.lost().filter(|_| !was_lost))
+        };
+        if let Some(why) = lost {
+            tracing::warn!(target: "gatehouse::session", reason = why, tag = %(tag as char), "lost track of the server's statements");
+            if self.ctx.pinned.lexical {
+                // Under a policy nothing could be decided any more.
+                return Action::End(Refused {
+                    code: "08P01",
+                    message: format!(
+                        "gatehouse lost track of the server's protocol state ({why}); the session is ended"
+                    ),
+                    end: "upstream-protocol-error",
+                });
+            }
+        }
         let index = self.batch_len;
         self.batch_len += 1;
         if answer.delivery != Delivery::Forward {

@@ -23,6 +23,9 @@ pub struct Portal {
     /// The ordinal of the Bind among the session's recorded Bind messages
     /// (`u64::MAX`: one of gatehouse's own, or too large to record).
     pub bind: u64,
+    /// The policy decided (and allowed) the statement at the Bind: running
+    /// the portal is what was allowed.
+    pub cleared: bool,
 }
 
 /// The session's tracker.

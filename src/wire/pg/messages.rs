@@ -24,6 +24,10 @@ pub fn parse_msg(body: &[u8]) -> Result<ParseMsg<'_>, WireError> {
         return Err(WireError::Malformed("Parse"));
     }
     c.bytes(n as usize * 4)?;
+    if !c.is_empty() {
+        // The server refuses bytes after the last field too.
+        return Err(WireError::Malformed("Parse"));
+    }
     Ok(ParseMsg { name, sql })
 }
 
@@ -86,6 +90,15 @@ pub fn bind_params(rest: &[u8]) -> Result<Vec<BindParam<'_>>, WireError> {
             value,
             binary: format == 1,
         });
+    }
+    // Result formats, and nothing after them (the server checks the end).
+    let nresults = c.i16()?;
+    if nresults < 0 {
+        return Err(WireError::Malformed("Bind"));
+    }
+    c.bytes(nresults as usize * 2)?;
+    if !c.is_empty() {
+        return Err(WireError::Malformed("Bind"));
     }
     Ok(out)
 }
@@ -153,6 +166,9 @@ pub fn function_call_msg(body: &[u8]) -> Result<FunctionCallMsg<'_>, WireError> 
         });
     }
     c.i16()?;
+    if !c.is_empty() {
+        return Err(WireError::Malformed("FunctionCall"));
+    }
     Ok(FunctionCallMsg { oid, args })
 }
 
@@ -193,6 +209,7 @@ mod tests {
         assert_eq!((p.name, p.sql), (&b"s1"[..], &b"select $1"[..]));
         assert!(parse_msg(b"s1\0select 1\0").is_err(), "no type count");
         assert!(parse_msg(b"s1\0select 1\0\0\x02\0\0\0\x17").is_err(), "types cut");
+        assert!(parse_msg(b"s1\0select 1\0\0\0junk").is_err(), "bytes after the types");
 
         let body = b"p\0s\0\0\x01\0\x01\0\x02\0\0\0\x02hi\xff\xff\xff\xff\0\0";
         let b = bind_names(body).unwrap();
@@ -204,6 +221,8 @@ mod tests {
         assert_eq!(params[1].value, None);
         assert!(bind_names(b"portal-without-end").is_err());
         assert!(bind_params(b"\0\0\0\x01\0\0\0\x09ab").is_err(), "value cut");
+        assert!(bind_params(b"\0\0\0\0\0\0x").is_err(), "bytes after the result formats");
+        assert!(bind_params(b"\0\0\0\0").is_err(), "no result formats");
 
         assert_eq!(execute_msg(b"p\0\0\0\0\x05").unwrap(), (&b"p"[..], 5));
         assert!(execute_msg(b"p\0\0").is_err());
