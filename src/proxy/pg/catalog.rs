@@ -79,7 +79,8 @@ thread_local! {
 
 /// What the worker has for a key now.
 pub enum Cached {
-    Ready(Arc<Catalog>),
+    /// The snapshot, and when it expires.
+    Ready(Arc<Catalog>, Instant),
     /// Not loaded (or stale): [`load`] it.
     Missing,
     /// The last load failed, recently: why.
@@ -91,10 +92,11 @@ pub fn cached(key: &CatalogKey, epoch: u64) -> Cached {
     SLOTS.with(|s| {
         let s = s.borrow();
         let Some(slot) = s.get(key) else { return Cached::Missing };
-        let fresh = slot.loaded_at.is_some_and(|t| t.elapsed() < MAX_AGE);
-        match (&slot.catalog, &slot.failed) {
-            (Some(c), _) if slot.epoch == epoch && fresh => Cached::Ready(c.clone()),
-            (_, Some((at, why))) if at.elapsed() < RETRY_AFTER && !slot.loading => Cached::Failed(why.clone()),
+        let expires = slot.loaded_at.map(|t| t + MAX_AGE);
+        let fresh = expires.filter(|e| Instant::now() < *e);
+        match (&slot.catalog, &slot.failed, fresh) {
+            (Some(c), _, Some(e)) if slot.epoch == epoch => Cached::Ready(c.clone(), e),
+            (_, Some((at, why)), _) if at.elapsed() < RETRY_AFTER && !slot.loading => Cached::Failed(why.clone()),
             _ => Cached::Missing,
         }
     })
@@ -150,7 +152,7 @@ pub async fn load(
         })
         .await;
         return match cached(key, epoch) {
-            Cached::Ready(c) => Ok(c),
+            Cached::Ready(c, _) => Ok(c),
             Cached::Failed(why) => Err(why),
             Cached::Missing => Err("the catalog changed while it was being read; try again".into()),
         };

@@ -164,6 +164,12 @@ pub struct Enforcer<'a> {
     /// Statements allowed outright, with the catalog they were allowed
     /// under (kept alive, so an address is never reused for another).
     allowed: Vec<(Arc<Classification>, Option<Arc<Catalog>>)>,
+    /// What the catalog made of recent statements: (classification,
+    /// catalog, class, flags), kept alive like `allowed`.
+    resolved: Vec<(Arc<Classification>, Arc<Catalog>, StatementClass, Flags)>,
+    /// The catalog this session read last: the snapshot, the epoch it is
+    /// for, and when it expires (spares a look into the worker's cache).
+    catalog_seen: Option<(Arc<Catalog>, u64, Instant)>,
     pending: Option<Pending>,
     /// The outcome of the last hold, for the next statement decided (the
     /// held one, when its batch comes round again).
@@ -208,6 +214,8 @@ impl<'a> Enforcer<'a> {
             catalog,
             read_only,
             allowed: Vec::new(),
+            resolved: Vec::new(),
+            catalog_seen: None,
             pending: None,
             decided: None,
             rw: None,
@@ -258,8 +266,26 @@ impl<'a> Enforcer<'a> {
     }
 
     /// The catalog, if this worker has it for the current epoch.
-    fn catalog_now(&self) -> Cached {
-        catalog::cached(&self.catalog.key, self.catalog.epoch.load(Ordering::Acquire))
+    fn catalog_now(&mut self) -> Cached {
+        let epoch = self.catalog.epoch.load(Ordering::Acquire);
+        if let Some((cat, e, expires)) = &self.catalog_seen {
+            if *e == epoch && Instant::now() < *expires {
+                return Cached::Ready(cat.clone(), *expires);
+            }
+        }
+        let c = catalog::cached(&self.catalog.key, epoch);
+        if let Cached::Ready(cat, expires) = &c {
+            if !self
+                .catalog_seen
+                .as_ref()
+                .is_some_and(|(seen, _, _)| Arc::ptr_eq(seen, cat))
+            {
+                // Another snapshot: what the old one resolved goes.
+                self.resolved.clear();
+            }
+            self.catalog_seen = Some((cat.clone(), epoch, *expires));
+        }
+        c
     }
 
     /// Loads the catalog (a [`WaitFor::Catalog`]).
@@ -303,7 +329,7 @@ impl<'a> Enforcer<'a> {
 
     /// What the pinned settings and the target's catalog say of a
     /// statement; `Err` refuses it or waits for the catalog.
-    fn effective(&self, s: &Statement<'_>) -> Result<Effective, Step> {
+    fn effective(&mut self, s: &Statement<'_>) -> Result<Effective, Step> {
         let c = s.class;
         let mut flags = c.flags();
         if flags.lexical_setting {
@@ -323,7 +349,7 @@ impl<'a> Enforcer<'a> {
         let mut function_shown = None;
         if Catalog::needed(c) || s.call.is_some() {
             let cat = match self.catalog_now() {
-                Cached::Ready(cat) => cat,
+                Cached::Ready(cat, _) => cat,
                 Cached::Missing => return Err(Step::Wait(WaitFor::Catalog)),
                 Cached::Failed(why) => {
                     return Err(Step::Refuse {
@@ -334,16 +360,34 @@ impl<'a> Enforcer<'a> {
                     })
                 }
             };
-            let r = cat.resolve(c, &self.policy.read_functions);
-            if !r.unresolved.is_empty() && catalog::expire_if_old(&self.catalog.key) {
-                // Perhaps created since the snapshot: read it again first.
-                return Err(Step::Wait(WaitFor::Catalog));
+            let memo = self
+                .resolved
+                .iter()
+                .find(|(k, kc, _, _)| Arc::ptr_eq(k, c) && Arc::ptr_eq(kc, &cat))
+                .map(|(_, _, cl, f)| (*cl, *f));
+            match memo {
+                Some((cl, f)) => {
+                    class = cl;
+                    flags = f;
+                }
+                None => {
+                    let r = cat.resolve(c, &self.policy.read_functions);
+                    if !r.unresolved.is_empty() && catalog::expire_if_old(&self.catalog.key) {
+                        // Perhaps created since the snapshot: read it again first.
+                        self.catalog_seen = None;
+                        return Err(Step::Wait(WaitFor::Catalog));
+                    }
+                    if let Some(raised) = r.class {
+                        class = class.max(raised);
+                    }
+                    flags.volatile_function |= !r.volatile.is_empty();
+                    flags.unresolved_function |= !r.unresolved.is_empty();
+                    if self.resolved.len() >= MEMO {
+                        self.resolved.remove(0);
+                    }
+                    self.resolved.push((c.clone(), cat.clone(), class, flags));
+                }
             }
-            if let Some(raised) = r.class {
-                class = class.max(raised);
-            }
-            flags.volatile_function |= !r.volatile.is_empty();
-            flags.unresolved_function |= !r.unresolved.is_empty();
             if let Some((oid, _)) = &s.call {
                 function_shown = Some(match cat.function_by_oid(*oid) {
                     Some((name, _)) => name.to_string(),

@@ -209,12 +209,12 @@ fn refuse_into(out: &mut Vec<u8>, tag: u8, sql: &str, tracker: &mut super::state
     tracker.parse(b"", stmt.clone(), Answers::Dropped);
     tracker.bind(
         b"",
-        Some(Arc::new(Portal {
+        Some(Portal {
             stmt,
             params: None,
             bind: u64::MAX,
             cleared: false,
-        })),
+        }),
         Answers::Dropped,
     );
     tracker.execute(Vec::new(), Answers::Client, 0);
@@ -268,7 +268,7 @@ enum Op {
     },
     Bind {
         name: Vec<u8>,
-        portal: Option<Arc<Portal>>,
+        portal: Option<Portal>,
     },
     Describe,
     Close {
@@ -447,7 +447,7 @@ impl ClientSide<'_> {
             }
             b'B' => {
                 let m = match messages::bind_names(body) {
-                    Ok(m) if !policy || messages::bind_params(m.rest).is_ok() => m,
+                    Ok(m) if !policy || messages::check_bind(m.rest).is_ok() => m,
                     Ok(_) if policy => return Err(malformed(WireError::Malformed("Bind"))),
                     Err(e) if policy => return Err(malformed(e)),
                     _ => messages::BindMsg {
@@ -495,12 +495,12 @@ impl ClientSide<'_> {
                             }
                             _ => false,
                         };
-                        Some(Arc::new(Portal {
+                        Some(Portal {
                             stmt,
-                            params: keep.then(|| m.rest.into()),
+                            params: keep.then(|| Arc::from(m.rest)),
                             bind: self.binds,
                             cleared,
-                        }))
+                        })
                     }
                     Lookup::Doubtful | Lookup::Absent => None,
                 };
@@ -550,7 +550,7 @@ impl ClientSide<'_> {
                     }
                     None => Step::Pass,
                 };
-                if !matches!(step, Step::Wait(_) | Step::Hold { .. }) {
+                if self.ctx.rec.is_some() && !matches!(step, Step::Wait(_) | Step::Hold { .. }) {
                     self.recorded.push(StatementRef {
                         frame: i as u32,
                         sql,
@@ -583,7 +583,7 @@ impl ClientSide<'_> {
                     }),
                     _ => Step::Pass,
                 };
-                if !matches!(step, Step::Wait(_) | Step::Hold { .. }) {
+                if self.ctx.rec.is_some() && !matches!(step, Step::Wait(_) | Step::Hold { .. }) {
                     self.recorded.push(StatementRef {
                         frame: i as u32,
                         sql,
@@ -777,12 +777,12 @@ impl FrameHandler for ClientSide<'_> {
                         .map(|m| (m.portal, m.statement))
                         .unwrap_or((b"\0", b"\0"));
                     let p = match tracker.statement_guess(stmt) {
-                        Lookup::Known(s) => Some(Arc::new(Portal {
+                        Lookup::Known(s) => Some(Portal {
                             stmt: s,
                             params: None,
                             bind: u64::MAX,
                             cleared: false,
-                        })),
+                        }),
                         _ => None,
                     };
                     tracker.bind(portal, p, Answers::Client);
@@ -874,12 +874,12 @@ impl FrameHandler for ClientSide<'_> {
                     tracker = ctx.tracker.borrow_mut();
                 }
                 let p = stmt.map(|s| {
-                    Arc::new(Portal {
+                    Portal {
                         stmt: s,
                         params: None,
                         bind: u64::MAX,
                         cleared,
-                    })
+                    }
                 });
                 tracker.bind(m.portal, p, Answers::Client);
                 Large::Stream

@@ -138,12 +138,12 @@ pub fn close(tag: u8, plan: &Plan, out: &mut Vec<u8>, tracker: &mut StatementTra
     pg::finish(out, at);
     tracker.bind(
         RO_NAME,
-        Some(Arc::new(super::statements::Portal {
+        Some(super::statements::Portal {
             stmt,
             params: None,
             bind: u64::MAX,
             cleared: false,
-        })),
+        }),
         Answers::Dropped,
     );
     let at = pg::begin(out, b'E');

@@ -14,12 +14,13 @@ pub struct Stmt {
 }
 
 /// A portal: the statement it was bound from, the Bind's parameters when a
-/// reviewer may need them, and which Bind of the session made it.
-#[derive(Debug)]
+/// reviewer may need them, and which Bind of the session made it. Cheap to
+/// clone (no allocation per Bind).
+#[derive(Debug, Clone)]
 pub struct Portal {
     pub stmt: Arc<Stmt>,
     /// The Bind message after its two names (formats and values).
-    pub params: Option<Box<[u8]>>,
+    pub params: Option<Arc<[u8]>>,
     /// The ordinal of the Bind among the session's recorded Bind messages
     /// (`u64::MAX`: one of gatehouse's own, or too large to record).
     pub bind: u64,
@@ -29,7 +30,7 @@ pub struct Portal {
 }
 
 /// The session's tracker.
-pub type StatementTracker = Tracker<Arc<Stmt>, Arc<Portal>>;
+pub type StatementTracker = Tracker<Arc<Stmt>, Portal>;
 
 /// Bind parameters are kept for reviews up to this size.
 pub const MAX_KEPT_PARAMS: usize = 64 * 1024;

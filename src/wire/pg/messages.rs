@@ -62,6 +62,36 @@ pub struct BindParam<'a> {
     pub binary: bool,
 }
 
+/// Whether the rest of a Bind (after its names) is well formed, as the
+/// server reads it; walks it without allocating.
+pub fn check_bind(rest: &[u8]) -> Result<(), WireError> {
+    let mut c = Cursor::new(rest, "Bind");
+    let nformats = c.i16()?;
+    if nformats < 0 {
+        return Err(WireError::Malformed("Bind"));
+    }
+    c.bytes(nformats as usize * 2)?;
+    let nparams = c.i16()?;
+    if nparams < 0 || (nformats > 1 && nformats != nparams) {
+        return Err(WireError::Malformed("Bind"));
+    }
+    for _ in 0..nparams {
+        let len = c.i32()?;
+        if len > 0 {
+            c.bytes(len as usize)?;
+        }
+    }
+    let nresults = c.i16()?;
+    if nresults < 0 {
+        return Err(WireError::Malformed("Bind"));
+    }
+    c.bytes(nresults as usize * 2)?;
+    if !c.is_empty() {
+        return Err(WireError::Malformed("Bind"));
+    }
+    Ok(())
+}
+
 /// The parameters of a Bind, from `BindMsg::rest`.
 pub fn bind_params(rest: &[u8]) -> Result<Vec<BindParam<'_>>, WireError> {
     let mut c = Cursor::new(rest, "Bind");
@@ -223,6 +253,9 @@ mod tests {
         assert!(bind_params(b"\0\0\0\x01\0\0\0\x09ab").is_err(), "value cut");
         assert!(bind_params(b"\0\0\0\0\0\0x").is_err(), "bytes after the result formats");
         assert!(bind_params(b"\0\0\0\0").is_err(), "no result formats");
+        for rest in [&body[4..], b"\0\0\0\0\0\0", b"\0\0\0\0\0\0x", b"\0\0\0\x01\0\0\0\x09ab"] {
+            assert_eq!(check_bind(rest).is_ok(), bind_params(rest).is_ok(), "{rest:?}");
+        }
 
         assert_eq!(execute_msg(b"p\0\0\0\0\x05").unwrap(), (&b"p"[..], 5));
         assert!(execute_msg(b"p\0\0").is_err());

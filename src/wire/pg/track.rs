@@ -35,7 +35,8 @@
 //! tracker is then [`Tracker::lost`] and names nothing any more.
 
 use super::messages::Target;
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 
 /// Bytes of a statement or portal name the server compares
 /// (`NAMEDATALEN - 1`).
@@ -202,11 +203,11 @@ impl<S: Clone, P: Clone> Default for Tracker<S, P> {
 impl<S: Clone, P: Clone> Tracker<S, P> {
     pub fn new() -> Self {
         Tracker {
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            statements: HashMap::default(),
+            portals: HashMap::default(),
             pending: VecDeque::new(),
-            spec_statements: HashMap::new(),
-            spec_portals: HashMap::new(),
+            spec_statements: HashMap::default(),
+            spec_portals: HashMap::default(),
             next_seq: 0,
             group_start: 0,
             open_group: false,
