@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod identity;
 pub mod logs;
 pub mod policy;
@@ -13,4 +14,5 @@ pub mod record;
 pub mod runtime;
 pub mod scan;
 pub mod sql;
+pub mod tls;
 pub mod wire;

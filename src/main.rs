@@ -362,15 +362,31 @@ fn run() -> anyhow::Result<ExitCode> {
                 }
             };
             let _logs = init_logs(&cfg.log.format, &cfg.log.level)?;
-            gatehouse::runtime::serve(config, cfg)?;
+            let recording = cfg.recording.clone();
+            let start_planes: gatehouse::runtime::StartPlanes<'_> = Box::new(move |shared, ready, ops| {
+                let recorder = match &recording {
+                    Some(r) => {
+                        let rec = gatehouse::control::recorder::Recorder::start(r)
+                            .map_err(|e| anyhow::anyhow!("recording: {}: {e}", r.dir.display()))?;
+                        tracing::info!(dir = %r.dir.display(), results = ?r.results, "recording sessions");
+                        let sink: std::sync::Arc<dyn gatehouse::record::link::Sink> = rec.clone();
+                        let _ = shared.recorder.set(sink);
+                        Some(rec)
+                    }
+                    None => None,
+                };
+                let control = gatehouse::control::start(shared.clone(), ready, ops, recorder)?;
+                Ok(Box::new(control))
+            });
+            gatehouse::runtime::serve(config, cfg, start_planes)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config } => match gatehouse::config::Config::load(&config) {
-            Ok(cfg) => match gatehouse::proxy::pg::State::build(cfg).and_then(|s| {
+            Ok(cfg) => match gatehouse::core::State::build(cfg).and_then(|s| {
                 // Serving compiles each rule's regex on its first hit; check
                 // compiles them all now.
                 if s.config.scan.enabled {
-                    let rules = gatehouse::proxy::pg::state::scan_rules(&s.config)?;
+                    let rules = gatehouse::core::state::scan_rules(&s.config)?;
                     gatehouse::scan::rules::compile_all(&rules)?;
                 }
                 Ok(s)
@@ -401,7 +417,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     if rules.is_some() {
                         cfg.scan.rules_file = rules.clone();
                     }
-                    gatehouse::proxy::pg::state::build_engine(&cfg).map_err(|e| anyhow::anyhow!(e))?
+                    gatehouse::core::state::build_engine(&cfg).map_err(|e| anyhow::anyhow!(e))?
                 }
                 (None, r) => {
                     let rules =

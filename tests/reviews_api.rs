@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use gatehouse::control::admin::{self, AppState};
 use gatehouse::control::notify;
-use gatehouse::control::reviews::{ReviewRequest, Reviews};
+use gatehouse::policy::reviews::{ReviewRequest, Reviews};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -77,7 +77,7 @@ impl gatehouse::control::Ops for NoOps {
 
 /// The admin router over a `Shared` of the test's, on its own runtime.
 struct Api {
-    shared: Arc<gatehouse::proxy::pg::Shared>,
+    shared: Arc<gatehouse::core::Shared>,
     port: u16,
     _rt: tokio::runtime::Runtime,
 }
@@ -89,8 +89,8 @@ fn api() -> Api {
         &format!("[scan]\nenabled = false\n\n[admin]\n{}{POLICY}", admin_tokens()),
     );
     let cfg = gatehouse::config::Config::parse(&text, "test.toml", std::path::Path::new(".")).expect("config");
-    let state = gatehouse::proxy::pg::State::build(cfg).expect("state");
-    let shared = gatehouse::proxy::pg::Shared::new(state, 1);
+    let state = gatehouse::core::State::build(cfg).expect("state");
+    let shared = gatehouse::core::Shared::new(state, 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -102,6 +102,7 @@ fn api() -> Api {
         shared: shared.clone(),
         ready: Arc::new(AtomicBool::new(true)),
         ops: Arc::new(NoOps),
+        recorder: None,
     };
     rt.spawn(admin::serve(listener, None, app));
     Api { shared, port, _rt: rt }

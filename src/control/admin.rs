@@ -11,9 +11,9 @@
 //! review's `approvers` (`admin` always does), and a name never approves a
 //! review its own identity asked for.
 
-use super::reviews::{Grant, ReviewError, Status};
 use super::Ops;
-use crate::proxy::pg::{KillReason, Shared};
+use crate::core::{KillReason, Shared};
+use crate::policy::reviews::{Grant, ReviewError, Status};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     pub ready: Arc<AtomicBool>,
     pub ops: Arc<dyn Ops>,
+    /// The session recorder, when sessions are recorded.
+    pub recorder: Option<Arc<super::recorder::Recorder>>,
 }
 
 /// A role an admin token may carry.
@@ -223,7 +225,7 @@ pub(super) fn authorize_roles(
 
 /// Writes an admin action to the audit log (when sessions are recorded).
 pub(super) async fn audit(st: &AppState, who: &str, roles: &[String], action: &str, object: &str, outcome: &str) {
-    if let Some(r) = st.shared.recorder.get() {
+    if let Some(r) = st.recorder.as_ref() {
         r.audit(who, roles, action, object, outcome).await;
     }
 }
@@ -248,7 +250,7 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        super::metrics::render(&st.shared),
+        super::metrics::render(&st.shared, st.recorder.as_deref()),
     )
         .into_response()
 }
@@ -260,7 +262,7 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let mut list = st.shared.registry.list();
     list.sort_by_key(|(_, i)| i.started_unix);
     // The recording of each open session, for its live tail.
-    let recordings: std::collections::HashMap<u32, String> = match st.shared.recorder.get() {
+    let recordings: std::collections::HashMap<u32, String> = match st.recorder.as_ref() {
         Some(r) => r
             .index
             .lock()

@@ -1,7 +1,7 @@
 //! Prometheus text exposition of the data plane's counters.
 
-use crate::proxy::pg::counters::WorkerCounters;
-use crate::proxy::pg::Shared;
+use crate::core::counters::WorkerCounters;
+use crate::core::Shared;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,7 +23,7 @@ fn label(v: &str) -> String {
 }
 
 /// Renders all metrics.
-pub fn render(s: &Shared) -> String {
+pub fn render(s: &Shared, recorder: Option<&super::recorder::Recorder>) -> String {
     let mut out = String::with_capacity(4096);
     family(&mut out, "gatehouse_up", "gauge", "1 while the process serves.");
     let _ = writeln!(out, "gatehouse_up 1");
@@ -112,7 +112,7 @@ pub fn render(s: &Shared) -> String {
         |w| &w.cancels,
     );
     {
-        use crate::proxy::pg::counters as c;
+        use crate::core::counters as c;
         for (name, help, v) in [
             (
                 "gatehouse_upstream_logins_total",
@@ -162,7 +162,7 @@ pub fn render(s: &Shared) -> String {
         "Statements held for approval now.",
     );
     let _ = writeln!(out, "gatehouse_reviews_pending {}", s.reviews.pending());
-    if let Some(r) = s.recorder.get() {
+    if let Some(r) = recorder {
         family(
             &mut out,
             "gatehouse_statements_by_class_total",

@@ -8,9 +8,8 @@ pub mod metrics;
 pub mod notify;
 pub mod recorder;
 pub mod recordings_api;
-pub mod reviews;
 
-use crate::proxy::pg::Shared;
+use crate::core::Shared;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -19,11 +18,7 @@ pub const CONTROL_NICE: libc::c_int = 10;
 /// Threads of the control runtime.
 pub const CONTROL_THREADS: usize = 2;
 
-/// What the admin API may ask of the process.
-pub trait Ops: Send + Sync {
-    /// Re-reads the configuration (as SIGHUP does); the error says why not.
-    fn reload(&self) -> Result<(), String>;
-}
+pub use crate::core::ops::Ops;
 
 /// The running control plane; dropping it stops its threads.
 pub struct Control {
@@ -44,7 +39,12 @@ fn lower_priority() {
 
 /// Starts the control runtime and, when configured, the admin server.
 /// `ready` turns true once the data plane listens.
-pub fn start(shared: Arc<Shared>, ready: Arc<AtomicBool>, ops: Arc<dyn Ops>) -> anyhow::Result<Control> {
+pub fn start(
+    shared: Arc<Shared>,
+    ready: Arc<AtomicBool>,
+    ops: Arc<dyn Ops>,
+    recorder: Option<Arc<recorder::Recorder>>,
+) -> anyhow::Result<Control> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(CONTROL_THREADS)
         .thread_name("gatehouse-ctl")
@@ -65,7 +65,7 @@ pub fn start(shared: Arc<Shared>, ready: Arc<AtomicBool>, ops: Arc<dyn Ops>) -> 
             let addr: std::net::SocketAddr = addr.parse()?;
             let tls = match &state.config.admin.tls {
                 Some(t) => Some(
-                    crate::proxy::pg::tls::server_config_for(t, &[b"http/1.1".as_slice()])
+                    crate::tls::server_config_for(t, &[b"http/1.1".as_slice()])
                         .map_err(|e| anyhow::anyhow!("admin TLS: {e}"))?,
                 ),
                 None => None,
@@ -74,7 +74,12 @@ pub fn start(shared: Arc<Shared>, ready: Arc<AtomicBool>, ops: Arc<dyn Ops>) -> 
                 .block_on(tokio::net::TcpListener::bind(addr))
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
             let bound = listener.local_addr()?;
-            let app = admin::AppState { shared, ready, ops };
+            let app = admin::AppState {
+                shared,
+                ready,
+                ops,
+                recorder,
+            };
             rt.spawn(admin::serve(listener, tls, app));
             tracing::info!(listen = %bound, tls = state.config.admin.tls.is_some(), "admin API serving");
             Some(bound)

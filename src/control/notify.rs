@@ -12,8 +12,8 @@
 //! webhook URL is a credential. Statement text appears in messages only as
 //! the session submitted it (already masked) and never in a log line.
 
-use super::reviews::{OnOpen, Review, Reviews};
 use crate::config::{Config, Notify, Smtp, Webhook, WebhookKind};
+use crate::policy::reviews::{OnOpen, Review, Reviews};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use std::io::Read as _;
@@ -730,7 +730,7 @@ async fn send_mail_with_retries(m: &Smtp, r: &Review, admin_url: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::reviews::{ReviewRequest, Status};
+    use crate::policy::reviews::{ReviewRequest, Status};
 
     fn review() -> Review {
         Review {

@@ -23,7 +23,7 @@ pub const MAX_PAGE: usize = 1000;
 pub const MAX_DOWNLOAD: u64 = 1 << 30;
 
 fn recorder(st: &AppState) -> Result<&std::sync::Arc<super::recorder::Recorder>, Response> {
-    st.shared.recorder.get().ok_or_else(|| {
+    st.recorder.as_ref().ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
             "sessions are not recorded: no [recording] section",

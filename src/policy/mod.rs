@@ -6,6 +6,7 @@
 //! verdict any of them gives; guardrails apply whatever the roles.
 
 pub mod budget;
+pub mod reviews;
 
 pub use budget::{Budget, Budgets, Meter};
 

@@ -21,6 +21,8 @@
 //!
 //! Record kinds and their fields are documented in `FORMAT.md` beside this file.
 
+pub mod events;
+pub mod link;
 pub mod read;
 pub mod render;
 

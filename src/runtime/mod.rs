@@ -7,7 +7,8 @@
 //! thread keeps the coarse clock and sweeps idle sessions.
 
 use crate::config::{Config, IoDriver};
-use crate::proxy::pg::{handle_connection, KillReason, Shared, State};
+use crate::core::{KillReason, Shared, State};
+use crate::proxy::pg::handle_connection;
 use monoio::net::{ListenerOpts, TcpListener};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -175,29 +176,34 @@ fn run_worker(driver: Driver, fut: impl std::future::Future<Output = ()>) -> std
     Ok(())
 }
 
+/// What the CLI starts beside the data plane, once the shared state exists
+/// and before the workers accept: the recorder (set on `Shared`) and the
+/// control plane. What it returns is kept until the process exits.
+pub type StartPlanes<'a> = Box<
+    dyn FnOnce(
+            &Arc<Shared>,
+            Arc<std::sync::atomic::AtomicBool>,
+            Arc<dyn crate::core::ops::Ops>,
+        ) -> anyhow::Result<Box<dyn std::any::Any>>
+        + 'a,
+>;
+
 /// Serves until SIGTERM/SIGINT and a drain; reloads on SIGHUP.
-pub fn serve(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>) -> anyhow::Result<()> {
     let workers = config.worker_count();
     let driver = choose_driver(config.server.io_driver);
     let addrs: Vec<SocketAddr> = config.server.listen.iter().filter_map(|a| a.parse().ok()).collect();
     let pin = config.server.pin_workers;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let state = State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-    let recording = state.config.recording.clone();
     let shared = Shared::new(state, workers);
-    if let Some(r) = &recording {
-        let rec = crate::control::recorder::Recorder::start(r)
-            .map_err(|e| anyhow::anyhow!("recording: {}: {e}", r.dir.display()))?;
-        tracing::info!(dir = %r.dir.display(), results = ?r.results, "recording sessions");
-        let _ = shared.recorder.set(rec);
-    }
     let listeners = Arc::new(Listeners::default());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ops = Arc::new(ProcessOps {
         shared: shared.clone(),
         path: config_path.clone(),
     });
-    let _control = crate::control::start(shared.clone(), ready.clone(), ops)?;
+    let _planes = start_planes(&shared, ready.clone(), ops)?;
 
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -299,7 +305,7 @@ struct ProcessOps {
     path: PathBuf,
 }
 
-impl crate::control::Ops for ProcessOps {
+impl crate::core::ops::Ops for ProcessOps {
     fn reload(&self) -> Result<(), String> {
         reload(&self.shared, &self.path)
     }

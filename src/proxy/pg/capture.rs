@@ -1,42 +1,12 @@
-//! What a session hands the recorder: copies of the frames that matter,
-//! taken as they go out (server frames after masking), sent in order
-//! through the recorder's bounded channel.
-//!
-//! A send that finds the channel full queues the event here, in order; the
-//! pump then waits for room before it reads more (statements and decisions
-//! are never dropped). Rows of `full` results are the exception: when the
-//! channel is full they are dropped and counted, and the recorder writes a
-//! `gap` record.
+//! What a PostgreSQL session hands the recorder: copies of the frames that
+//! matter, taken as they go out (server frames after masking), through the
+//! session's link (`record::link`).
 
 use super::relay::{Edits, FrameRef};
 use crate::config::ResultsMode;
-use crate::control::recorder::Ev;
+use crate::record::events::Ev;
+use crate::record::link::SessionRec;
 use crate::record::{now_us, StatementRef};
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use tokio::sync::mpsc::{self, error::TrySendError};
-
-/// How often a session waiting on a full recorder channel looks again.
-const FULL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// One session's link to the recorder.
-pub struct SessionRec {
-    tx: mpsc::Sender<Ev>,
-    pub session: u32,
-    pub mode: ResultsMode,
-    max_rows: u64,
-    max_bytes: u64,
-    /// Events that found the channel full, oldest first.
-    queue: RefCell<VecDeque<Ev>>,
-    /// Rows and bytes of rows captured for the current result.
-    rows: Cell<u64>,
-    bytes: Cell<u64>,
-    /// Rows not recorded since the last server event that went out.
-    gap_rows: Cell<u64>,
-    gap_bytes: Cell<u64>,
-    /// Values masked in the current server batch, by rule index.
-    pub masked: RefCell<Vec<(u32, u64)>>,
-}
 
 fn client_tag(t: u8) -> bool {
     matches!(t, b'Q' | b'P' | b'B' | b'E' | b'F' | b'C' | b'S')
@@ -49,78 +19,30 @@ fn server_tag(t: u8) -> bool {
     )
 }
 
-impl SessionRec {
-    pub fn new(tx: mpsc::Sender<Ev>, session: u32, mode: ResultsMode, max_rows: u64, max_bytes: u64) -> Self {
-        SessionRec {
-            tx,
-            session,
-            mode,
-            max_rows,
-            max_bytes,
-            queue: RefCell::new(VecDeque::new()),
-            rows: Cell::new(0),
-            bytes: Cell::new(0),
-            gap_rows: Cell::new(0),
-            gap_bytes: Cell::new(0),
-            masked: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Sends now if there is room and nothing is queued; queues otherwise.
-    pub fn push(&self, ev: Ev) {
-        let mut q = self.queue.borrow_mut();
-        if !q.is_empty() {
-            // Behind a full channel: rows go, the rest waits its turn.
-            q.push_back(strip_rows(ev, self));
-            return;
-        }
-        match self.tx.try_send(ev) {
-            Ok(()) => {}
-            Err(TrySendError::Full(ev)) => q.push_back(strip_rows(ev, self)),
-            // The recorder stopped (shutdown): nothing more to record.
-            Err(TrySendError::Closed(_)) => {}
-        }
-    }
-
-    pub fn pending(&self) -> bool {
-        !self.queue.borrow().is_empty()
-    }
-
-    /// Waits until every queued event is in the channel. It polls (every
-    /// millisecond) rather than awaiting the channel: the writer's thread
-    /// must never wake a worker's task (workers' wakers stay on their
-    /// thread), and a full channel is the rare case.
-    pub async fn flush(&self) {
-        loop {
-            let Some(ev) = self.queue.borrow_mut().pop_front() else {
-                return;
-            };
-            match self.tx.try_send(ev) {
-                Ok(()) => {}
-                Err(TrySendError::Full(ev)) => {
-                    self.queue.borrow_mut().push_front(ev);
-                    monoio::time::sleep(FULL_POLL).await;
-                }
-                Err(TrySendError::Closed(_)) => {
-                    self.queue.borrow_mut().clear();
-                    return;
-                }
-            }
-        }
-    }
-
-    pub fn count_masked(&self, rule: u32) {
-        let mut m = self.masked.borrow_mut();
-        match m.iter_mut().find(|(r, _)| *r == rule) {
-            Some((_, n)) => *n += 1,
-            None => m.push((rule, 1)),
-        }
-    }
-
+/// The PostgreSQL capture of a session's frames.
+pub trait PgCapture {
     /// The client frames of a batch (up to a hold), which of them were
     /// refused (`refused`: frame index in `frames`, SQLSTATE, message), and
     /// what their statements were (`statements`: frame index in `frames`).
-    pub fn client(
+    fn client(
+        &self,
+        buf: &[u8],
+        frames: &[FrameRef],
+        refused: &[(usize, &'static str, String)],
+        statements: &[StatementRef],
+    );
+    /// The server frames of a batch as the client gets them: frames an
+    /// edit replaced are taken from the edit's output.
+    fn server(&self, buf: &[u8], frames: &[FrameRef], edits: &Edits, rule_id: impl Fn(u32) -> String);
+    /// A large DataRow streamed through is not recorded: counted as a gap.
+    fn large_row(&self, len: usize);
+}
+
+impl PgCapture for SessionRec {
+    /// The client frames of a batch (up to a hold), which of them were
+    /// refused (`refused`: frame index in `frames`, SQLSTATE, message), and
+    /// what their statements were (`statements`: frame index in `frames`).
+    fn client(
         &self,
         buf: &[u8],
         frames: &[FrameRef],
@@ -169,7 +91,7 @@ impl SessionRec {
 
     /// The server frames of a batch as the client gets them: frames an
     /// edit replaced are taken from the edit's output.
-    pub fn server(&self, buf: &[u8], frames: &[FrameRef], edits: &Edits, rule_id: impl Fn(u32) -> String) {
+    fn server(&self, buf: &[u8], frames: &[FrameRef], edits: &Edits, rule_id: impl Fn(u32) -> String) {
         let full = self.mode == ResultsMode::Full;
         let size: usize = frames
             .iter()
@@ -232,7 +154,7 @@ impl SessionRec {
     }
 
     /// A large DataRow streamed through is not recorded: counted as a gap.
-    pub fn large_row(&self, len: usize) {
+    fn large_row(&self, len: usize) {
         if self.mode == ResultsMode::Full {
             self.gap_rows.set(self.gap_rows.get() + 1);
             self.gap_bytes.set(self.gap_bytes.get() + len as u64);
@@ -240,47 +162,29 @@ impl SessionRec {
     }
 }
 
-/// A server event with its rows taken out (counted as a gap), for a
-/// channel with no room: result bodies may be dropped, nothing else.
-fn strip_rows(ev: Ev, rec: &SessionRec) -> Ev {
-    match ev {
-        Ev::Server {
-            session,
-            t,
-            frames,
-            masked,
-            mut gap_rows,
-            mut gap_bytes,
-        } if rec.mode == ResultsMode::Full => {
-            let mut kept = Vec::with_capacity(frames.len().min(4096));
-            let mut at = 0;
-            while at + 5 <= frames.len() {
-                let len = i32::from_be_bytes([frames[at + 1], frames[at + 2], frames[at + 3], frames[at + 4]]) as usize;
-                let end = (at + 1 + len).min(frames.len());
-                if frames[at] == b'D' {
-                    gap_rows += 1;
-                    gap_bytes += (end - at) as u64;
-                } else {
-                    kept.extend_from_slice(&frames[at..end]);
-                }
-                at = end;
-            }
-            Ev::Server {
-                session,
-                t,
-                frames: kept,
-                masked,
-                gap_rows,
-                gap_bytes,
-            }
+/// Rows (DataRow frames) taken out of server frames: (kept, rows, bytes).
+pub fn strip_rows(frames: &[u8]) -> (Vec<u8>, u64, u64) {
+    let mut kept = Vec::with_capacity(frames.len().min(4096));
+    let (mut rows, mut bytes) = (0, 0);
+    let mut at = 0;
+    while at + 5 <= frames.len() {
+        let len = i32::from_be_bytes([frames[at + 1], frames[at + 2], frames[at + 3], frames[at + 4]]) as usize;
+        let end = (at + 1 + len).min(frames.len());
+        if frames[at] == b'D' {
+            rows += 1;
+            bytes += (end - at) as u64;
+        } else {
+            kept.extend_from_slice(&frames[at..end]);
         }
-        other => other,
+        at = end;
     }
+    (kept, rows, bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc;
 
     fn frame(out: &mut Vec<u8>, tag: u8, body: &[u8]) -> FrameRef {
         let start = out.len();
@@ -297,7 +201,7 @@ mod tests {
     #[test]
     fn statements_queue_when_the_channel_is_full_and_rows_are_dropped_as_a_gap() {
         let (tx, mut rx) = mpsc::channel(1);
-        let rec = SessionRec::new(tx, 7, ResultsMode::Full, 1000, 1 << 20);
+        let rec = SessionRec::new(tx, 7, ResultsMode::Full, 1000, 1 << 20, strip_rows);
         let mut buf = Vec::new();
         let q = frame(&mut buf, b'Q', b"select 1\0");
         rec.client(&buf, &[q], &[], &[]);
@@ -347,7 +251,7 @@ mod tests {
     #[test]
     fn summary_mode_keeps_no_rows_and_takes_masked_frames_from_edits() {
         let (tx, mut rx) = mpsc::channel(8);
-        let rec = SessionRec::new(tx, 1, ResultsMode::Summary, 1000, 1 << 20);
+        let rec = SessionRec::new(tx, 1, ResultsMode::Summary, 1000, 1 << 20, strip_rows);
         let mut sbuf = Vec::new();
         let d = frame(&mut sbuf, b'D', b"\0\x01\0\0\0\x06secret");
         let e = frame(&mut sbuf, b'E', b"Mleaked secret\0\0");

@@ -12,8 +12,8 @@
 //! function the snapshot does not have reloads it (at most every
 //! [`REFRESH_AFTER`]) before it is refused as unknown.
 
-use super::state::{AccountRt, TargetRt};
 use super::upstream;
+use crate::core::state::{AccountRt, TargetRt};
 use crate::sql::{Catalog, CatalogRow, Volatility};
 use crate::wire::pg::{self, Side, HEADER_LEN};
 use std::cell::RefCell;

@@ -1,9 +1,9 @@
 //! What both pumps of a session share: settings, counters, the recorder
 //! link, and the protocol tracker that tells what the server holds.
 
-use super::registry::SessionHandle;
-use super::state::Shared;
 use super::statements::StatementTracker;
+use crate::core::registry::SessionHandle;
+use crate::core::state::Shared;
 use crate::scan::Engine;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub struct SessionCtx<'a> {
     /// Rows per result the policy allows this identity (`None`: no limit).
     pub max_rows: Option<u64>,
     /// The session's recorder link, when sessions are recorded.
-    pub rec: Option<super::capture::SessionRec>,
+    pub rec: Option<crate::record::link::SessionRec>,
     /// Which secret rules mask for this identity (`None`: all of them).
     pub applies: Option<Arc<[bool]>>,
     /// The identity's budget meter, when its policy sets a budget.

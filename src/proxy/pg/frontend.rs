@@ -12,6 +12,7 @@
 //! Bind whose names are in its first buffer (its parameters then stream) or
 //! COPY data; a message type the enforcer cannot inspect ends the session.
 
+use super::capture::PgCapture;
 use super::ctx::SessionCtx;
 use super::enforce::{self, Enforcer, HoldIo, Statement, Step, WaitFor};
 use super::read_write::{self, MARK_CATALOG};
@@ -1032,7 +1033,7 @@ impl FrameHandler for ClientSide<'_> {
             })
             .await;
             if let (Some(rec), Some((review, outcome, reason, by))) = (&ctx.rec, enf.last_review.take()) {
-                rec.push(crate::control::recorder::Ev::Review {
+                rec.push(crate::record::events::Ev::Review {
                     session: rec.session,
                     t: crate::record::now_us(),
                     review,

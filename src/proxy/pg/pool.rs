@@ -15,6 +15,7 @@
 //! between io_uring rings, and nothing here is shared or locked.
 
 use super::upstream::Upstream;
+pub use crate::core::pool::{PoolEvent, PoolLimits};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -44,18 +45,6 @@ impl PoolKey {
             params,
         }
     }
-}
-
-/// Limits of one target's pools.
-#[derive(Clone, Debug)]
-pub struct PoolLimits {
-    /// Idle connections the target's pools keep in all (every worker and
-    /// key together; 0: no pooling, no deferred login).
-    pub max_idle: usize,
-    pub idle_timeout: Duration,
-    pub lifetime: Duration,
-    /// Idle connections kept now, over all workers.
-    pub kept: Arc<AtomicUsize>,
 }
 
 /// One place of a target's `max_idle`, given back when the connection
@@ -118,16 +107,6 @@ fn retire(c: IdleConn) {
     close(c.up);
 }
 
-#[derive(Clone, Copy, Debug)]
-pub enum PoolEvent {
-    /// A session got a kept connection.
-    Reused,
-    /// A connection was put back after its reset.
-    Returned,
-    /// A kept connection was closed (expired, dead, over the limit, old configuration).
-    Closed,
-}
-
 /// What the last login with `key` announced, if any.
 pub fn announce(key: &PoolKey) -> Option<Vec<u8>> {
     POOL.with(|p| p.borrow().map.get(key).and_then(|e| e.announce.clone()))
@@ -168,7 +147,7 @@ pub fn take(key: &PoolKey) -> Option<Upstream> {
     loop {
         let c = POOL.with(|p| p.borrow_mut().map.get_mut(key).and_then(|e| e.idle.pop()))?;
         if !c.expired(now) && looks_alive(c.up.conn.stream.raw_fd()) {
-            crate::proxy::pg::counters::pool_event(PoolEvent::Reused);
+            crate::core::counters::pool_event(PoolEvent::Reused);
             return Some(c.up);
         }
         retire(c);
@@ -189,7 +168,7 @@ fn close(up: Upstream) {
             );
         }
     }
-    crate::proxy::pg::counters::pool_event(PoolEvent::Closed);
+    crate::core::counters::pool_event(PoolEvent::Closed);
 }
 
 /// Keeps a reset connection for the next session with `key`, if the
@@ -220,7 +199,7 @@ pub fn put(key: &PoolKey, mut up: Upstream, limits: &PoolLimits) {
     });
     match over {
         Some(c) => retire(c),
-        None => crate::proxy::pg::counters::pool_event(PoolEvent::Returned),
+        None => crate::core::counters::pool_event(PoolEvent::Returned),
     }
 }
 

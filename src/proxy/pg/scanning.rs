@@ -4,6 +4,7 @@
 //! everything that leaves the database, the policy's `max_rows` cut, and the
 //! watch on the parameters gatehouse pins.
 
+use super::capture::PgCapture;
 use super::ctx::SessionCtx;
 use super::read_write::{MARK_CATALOG, MARK_RESTORE};
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Refused};

@@ -2,7 +2,6 @@
 //! protocol negotiation, authentication, target selection, upstream login)
 //! and then the relay.
 
-use super::capture::SessionRec;
 use super::catalog::CatalogKey;
 use super::conn::{Conn, ConnError};
 use super::ctx::{Pinned, PoolTrack, SessionCtx};
@@ -10,14 +9,15 @@ use super::enforce::CatalogAccess;
 use super::enforce::{BudgetGuard, Enforcer, Who};
 use super::frontend::ClientSide;
 use super::pool::{self, PoolKey};
-use super::registry::{CancelTarget, SessionHandle, SessionInfo};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
 use super::scanning::ServerSide;
-use super::state::{Shared, State};
 use super::stream::{Peeked, Stream};
 use super::upstream::{self, UpstreamError};
-use crate::control::recorder::{Ev, OpenInfo};
+use crate::core::registry::{CancelTarget, SessionHandle, SessionInfo};
+use crate::core::state::{Shared, State};
 use crate::identity::Identity;
+use crate::record::events::{Ev, OpenInfo};
+use crate::record::link::SessionRec;
 use crate::wire::pg::{self, Side, StartupPacket};
 use futures_util::lock::Mutex;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
@@ -233,7 +233,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
             if f.end != "client-disconnect" && f.end != "client-io-error" {
                 let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
             }
-            super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
+            crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
             tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, reason = %f.message, "session refused");
             return;
         }
@@ -244,7 +244,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
                 "handshake-timeout",
             );
             let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
-            super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
+            crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
             tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, "session refused");
             return;
         }
@@ -379,7 +379,7 @@ async fn end_unattached(
         rec.flush().await;
     }
     shared.registry.deregister(ready.pid);
-    super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_closed, 1);
+    crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_closed, 1);
     tracing::info!(
         target: "gatehouse::session",
         session = ready.pid,
@@ -432,6 +432,7 @@ fn open_recording(
         mode,
         cfg.full_max_rows,
         cfg.full_max_bytes,
+        super::capture::strip_rows,
     );
     rec.push(Ev::Open {
         t: crate::record::now_us(),
@@ -497,7 +498,7 @@ async fn handshake(
                         secret,
                     }) => match upstream::send_cancel(&host, port, pid, &secret).await {
                         Ok(()) => {
-                            super::counters::WorkerCounters::add(&shared.counters.worker(worker).cancels, 1);
+                            crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).cancels, 1);
                             tracing::info!(target: "gatehouse::session", session, client = %peer, worker, "cancel request forwarded")
                         }
                         Err(e) => {
@@ -679,7 +680,7 @@ async fn handshake(
         shared.registry.deregister(pid);
         return Err(e.into());
     }
-    super::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_opened, 1);
+    crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_opened, 1);
     tracing::info!(
         target: "gatehouse::session",
         session = pid,
@@ -1064,7 +1065,7 @@ async fn relay(
     }
     drop(reg);
     let c = shared.counters.worker(worker);
-    use super::counters::WorkerCounters as W;
+    use crate::core::counters::WorkerCounters as W;
     W::add(&c.sessions_closed, 1);
     W::add(&c.bytes_in, cs_bytes);
     W::add(&c.bytes_out, ss.bytes);

@@ -2,9 +2,9 @@
 //! target's held credentials, collect what the server announces.
 
 use super::conn::{Conn, ConnError};
-use super::state::{AccountRt, TargetRt};
 use super::stream::Stream;
 use crate::config::UpstreamTls;
+use crate::core::state::{AccountRt, TargetRt};
 use crate::wire::pg::{self, Cursor, Side};
 use monoio::net::TcpStream;
 use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
@@ -186,7 +186,7 @@ pub async fn connect(
         }
     }
     let (backend_pid, backend_secret) = key.unwrap_or((0, Vec::new()));
-    super::counters::UPSTREAM_LOGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::core::counters::UPSTREAM_LOGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Upstream {
         conn,
         announce,

@@ -3,10 +3,10 @@
 
 use super::counters::Counters;
 use super::registry::Registry;
-use super::tls;
 use crate::config::{Config, Target};
 use crate::identity::Authenticator;
 use crate::scan::{self, Engine};
+use crate::tls;
 use arc_swap::ArcSwap;
 use sha2::Digest;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -212,12 +212,12 @@ pub struct Shared {
     /// When the process started serving (Unix seconds).
     pub started_unix: u64,
     /// Reviews of held statements and the grants approvals give.
-    pub reviews: Arc<crate::control::reviews::Reviews>,
+    pub reviews: Arc<crate::policy::reviews::Reviews>,
     /// Per-identity budget meters.
     pub budgets: crate::policy::Budgets,
     /// The session recorder, when `[recording]` is configured (set once at
     /// start; a reload does not move it).
-    pub recorder: std::sync::OnceLock<Arc<crate::control::recorder::Recorder>>,
+    pub recorder: std::sync::OnceLock<Arc<dyn crate::record::link::Sink>>,
     /// Bumped when a statement that may change functions, operators or
     /// types ends: workers read targets' catalogs afresh.
     pub catalog_epoch: AtomicU64,

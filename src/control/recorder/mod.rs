@@ -1,0 +1,256 @@
+//! The session recorder: writer threads at low priority that turn the data
+//! path's raw events into chained records (see `crate::record`).
+//!
+//! Workers send cheap events (copies of the protocol frames that matter,
+//! already masked as they went out) through a bounded channel per writer;
+//! all parsing, classification, masking of client statements, JSON and file
+//! I/O happen here. Writers poll their channel (every few milliseconds when
+//! idle) instead of being woken per event, so a busy data path pays no
+//! wake-up per statement. Under backlog a session waits for statements and
+//! decisions; rows of `full` results are dropped and a `gap` record says
+//! how many.
+
+mod audit;
+mod index;
+mod writer;
+
+pub use crate::record::events::{Ev, OpenInfo};
+pub use index::{Entry, Index, Stats};
+
+use crate::config::Recording;
+use crate::record::{self, now_us};
+use audit::{AuditLog, AUDIT_FILE};
+use index::entry_from_file;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use writer::Writer;
+
+/// Bind parameters remembered per session, at most (the portals a client
+/// keeps open at once).
+pub(crate) const MAX_BINDS: usize = 1024;
+/// Parameters recorded per statement, and bytes per parameter, at most.
+pub(crate) const MAX_PARAMS: usize = 256;
+pub(crate) const MAX_PARAM_BYTES: usize = 16 << 10;
+/// Rows per `rows` record.
+pub(crate) const ROWS_PER_RECORD: usize = 500;
+/// Sleep of an idle writer between looks at its channel.
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(3);
+/// Finished sessions kept in the in-memory index, at most.
+pub(crate) const MAX_INDEX: usize = 200_000;
+
+/// A session's live tail: a channel made when a tail first subscribes.
+pub type LiveTail = Arc<std::sync::OnceLock<tokio::sync::broadcast::Sender<Arc<str>>>>;
+
+/// Subscribes to a live tail, making its channel if it is the first.
+pub fn subscribe(tail: &LiveTail) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+    tail.get_or_init(|| tokio::sync::broadcast::channel(1024).0).subscribe()
+}
+
+/// The recorder: its channels, its index, its live tails.
+pub struct Recorder {
+    pub cfg: Recording,
+    shards: Vec<mpsc::Sender<Ev>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub index: Mutex<Index>,
+    /// Active sessions' record lines, for live tails.
+    /// The channel is made by the first tail that asks (most sessions have none).
+    pub live: Mutex<HashMap<String, LiveTail>>,
+    pub stats: Stats,
+    stopped: AtomicBool,
+}
+
+fn lower_priority() {
+    // SAFETY: setpriority on the calling thread (who = 0 is this thread on
+    // Linux); failure leaves the default priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, super::CONTROL_NICE);
+    }
+}
+
+impl crate::record::link::Sink for Recorder {
+    fn sender(&self, session: u32) -> mpsc::Sender<Ev> {
+        Recorder::sender(self, session)
+    }
+
+    fn finish(&self) {
+        Recorder::finish(self)
+    }
+}
+
+impl Recorder {
+    /// Creates the directory, indexes what is there, applies retention and
+    /// starts the writer threads.
+    pub fn start(cfg: &Recording) -> std::io::Result<Arc<Recorder>> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let mut shards = Vec::with_capacity(cfg.writers);
+        let mut rxs = Vec::with_capacity(cfg.writers);
+        for _ in 0..cfg.writers {
+            let (tx, rx) = mpsc::channel(cfg.queue_events);
+            shards.push(tx);
+            rxs.push(rx);
+        }
+        let rec = Arc::new(Recorder {
+            cfg: cfg.clone(),
+            shards,
+            threads: Mutex::new(Vec::new()),
+            index: Mutex::new(Index::default()),
+            live: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            stopped: AtomicBool::new(false),
+        });
+        rec.load_index();
+        rec.apply_retention();
+        let audit = AuditLog::open(&cfg.dir)?;
+        let mut audit = Some(audit);
+        for (i, rx) in rxs.into_iter().enumerate() {
+            let r = rec.clone();
+            let a = if i == 0 { audit.take() } else { None };
+            let h = std::thread::Builder::new()
+                .name(format!("gatehouse-rec{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    Writer::new(r, a).run(rx);
+                })?;
+            rec.threads.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+        }
+        Ok(rec)
+    }
+
+    /// The channel of a session's writer.
+    pub fn sender(&self, session: u32) -> mpsc::Sender<Ev> {
+        self.shards[session as usize % self.shards.len()].clone()
+    }
+
+    /// Events waiting in the channels.
+    pub fn backlog(&self) -> usize {
+        self.shards.iter().map(|s| s.max_capacity() - s.capacity()).sum()
+    }
+
+    /// Records an admin action (waits for room: the audit log never drops).
+    pub async fn audit(&self, who: &str, roles: &[String], action: &str, object: &str, outcome: &str) {
+        let ev = Ev::Audit {
+            t: now_us(),
+            who: who.to_string(),
+            roles: roles.to_vec(),
+            action: action.to_string(),
+            object: object.to_string(),
+            outcome: outcome.to_string(),
+        };
+        let _ = self.shards[0].send(ev).await;
+    }
+
+    /// Stops the writers after what is queued (sessions still open are
+    /// closed with an `interrupted` end), syncing every file.
+    pub fn finish(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for s in &self.shards {
+            let _ = s.blocking_send(Ev::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The path of a recording by id.
+    pub fn path_of(&self, id: &str) -> Option<PathBuf> {
+        let g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(id).map(|e| e.path.clone())
+    }
+
+    /// The audit log's path.
+    pub fn audit_path(&self) -> PathBuf {
+        self.cfg.dir.join(AUDIT_FILE)
+    }
+
+    fn load_index(&self) {
+        let mut files = Vec::new();
+        if record::collect(&self.cfg.dir, &mut files).is_err() {
+            return;
+        }
+        let mut entries: Vec<Entry> = files
+            .iter()
+            .filter(|p| !record::is_audit(p))
+            .filter_map(|p| entry_from_file(p))
+            .collect();
+        entries.sort_by_key(|e| e.started_us);
+        let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            g.upsert(e);
+        }
+    }
+
+    /// Deletes finished recordings past the age limit, then the oldest
+    /// until the total fits the size limit. Open sessions are never touched.
+    pub fn apply_retention(&self) {
+        let (days, max) = (self.cfg.retention_days, self.cfg.max_total_bytes);
+        if days == 0 && max == 0 {
+            return;
+        }
+        let now = now_us();
+        let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sizes: Vec<(u64, u64, PathBuf)> = g
+            .entries
+            .iter()
+            .filter(|e| !e.live)
+            .map(|e| {
+                let size = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
+                (e.started_us, size, e.path.clone())
+            })
+            .collect();
+        sizes.sort();
+        let mut total: u64 = sizes.iter().map(|s| s.1).sum();
+        let mut gone = Vec::new();
+        for (started, size, path) in &sizes {
+            let old = days > 0 && now.saturating_sub(*started) > days * 86_400 * 1_000_000;
+            let over = max > 0 && total > max;
+            if !(old || over) {
+                continue;
+            }
+            if std::fs::remove_file(path).is_ok() {
+                total -= size;
+                gone.push(path.clone());
+                self.stats.deleted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(target: "gatehouse::record", deleted = gone.len(), "recordings deleted by retention");
+            g.remove_paths(&gone);
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a Unix time (UTC).
+pub fn civil_day(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days() {
+        assert_eq!(civil_day(0), "1970-01-01");
+        assert_eq!(civil_day(1_764_150_000), "2025-11-26");
+        assert_eq!(civil_day(951_782_400), "2000-02-29");
+    }
+}

@@ -1,0 +1,85 @@
+//! What the data path sends the recorder: a session's opening, its client
+//! and server frames as they went out, review outcomes, its close; admin
+//! actions for the audit log. The recorder's threads (in the control plane)
+//! turn these into chained records.
+
+use crate::config::ResultsMode;
+use crate::scan::Engine;
+use std::sync::Arc;
+
+/// A session as the data path describes it at its start.
+#[derive(Clone)]
+pub struct OpenInfo {
+    pub session: u32,
+    pub identity: String,
+    pub roles: Vec<String>,
+    pub client: String,
+    pub target: String,
+    pub account: String,
+    pub client_tls: bool,
+    pub upstream_tls: bool,
+    pub worker: usize,
+    pub results: ResultsMode,
+    /// Masks client statements the way results are masked.
+    pub engine: Option<Arc<Engine>>,
+}
+
+/// What the data path sends.
+pub enum Ev {
+    Open {
+        t: u64,
+        info: Box<OpenInfo>,
+    },
+    /// Client frames (Query, Parse, Bind, Execute, FunctionCall, Close,
+    /// Sync) as sent upstream, and which of them gatehouse refused
+    /// (index among these frames, SQLSTATE, message).
+    Client {
+        session: u32,
+        t: u64,
+        frames: Vec<u8>,
+        refused: Vec<(u32, &'static str, String)>,
+        /// What the data path resolved each Query, Execute and FunctionCall
+        /// to (index among these frames).
+        statements: Vec<super::StatementRef>,
+    },
+    /// Server frames as the client received them (masked); rows only in
+    /// `full` mode, up to the caps. `masked`: values masked, by rule id.
+    Server {
+        session: u32,
+        t: u64,
+        frames: Vec<u8>,
+        masked: Vec<(String, u64)>,
+        gap_rows: u64,
+        gap_bytes: u64,
+    },
+    /// A held statement's review ended.
+    Review {
+        session: u32,
+        t: u64,
+        review: String,
+        outcome: String,
+        reason: Option<String>,
+        by: Vec<String>,
+    },
+    Close {
+        session: u32,
+        t: u64,
+        end: &'static str,
+        bytes_in: u64,
+        bytes_out: u64,
+        statements: u64,
+        rows: u64,
+        masked: u64,
+    },
+    /// An admin action, for the audit log.
+    Audit {
+        t: u64,
+        who: String,
+        roles: Vec<String>,
+        action: String,
+        object: String,
+        outcome: String,
+    },
+    /// Flush, seal what is open as interrupted, and stop (shutdown).
+    Stop,
+}
