@@ -841,3 +841,173 @@ async fn a_denied_statement_never_passes_as_one_allowed_before() {
         assert!(errs[0].1.contains("ddl statements are denied"), "{errs:?}");
     }
 }
+
+/// Approves every review whose statement contains `needle`, until stopped.
+fn approver(
+    admin_port: u16,
+    needle: &'static str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let (_, body) = http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            for r in v["reviews"].as_array().into_iter().flatten() {
+                if r["status"]["state"] == "pending" && r["sql"].as_str().is_some_and(|q| q.contains(needle)) {
+                    if let Some(id) = r["id"].as_str() {
+                        http(
+                            admin_port,
+                            "POST",
+                            &format!("/api/v1/reviews/{id}/approve"),
+                            APPROVER,
+                            "{}",
+                        );
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (stop, h)
+}
+
+#[tokio::test]
+async fn an_approval_never_stretches_to_other_statements() {
+    let admin_port = free_port();
+    let g = Gatehouse::start("", &policy(admin_port, 3, ""));
+    let t = Canary::new("gh_enf_window").await;
+    let n = t.name.clone();
+    direct()
+        .await
+        .batch_execute(&format!(
+            "create table {n}_log (x text);
+             create function {n}_del() returns int language plpgsql as $$ begin delete from {n} where id = (select max(id) from {n}); return 1; end $$;
+             create view {n}_vw as select {n}_del() as x;"
+        ))
+        .await
+        .unwrap();
+    let before = t.state().await;
+    let (stop, h) = approver(admin_port, "_log VALUES");
+    let ins = format!("INSERT INTO {n}_log VALUES ('approved')");
+    let view = format!("SELECT * FROM {n}_vw");
+    let mut r = login(&g);
+    r.send(&[parse(b"w", &ins), parse(b"v", &view), sync()].concat())
+        .unwrap();
+    assert!(codes(&readys(&mut r, 1)).is_empty());
+    // The view runs in the approved group, before the approved Execute.
+    r.send(
+        &[
+            bind(b"pw", b"w", &[]),
+            bind(b"pv", b"v", &[]),
+            execute(b"pv"),
+            execute(b"pw"),
+            sync(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let f = readys(&mut r, 1);
+    assert!(held(&f), "{f:?}");
+    t.assert_unchanged(&before, "a view in the approved group").await;
+    // COMMIT, BEGIN and savepoints after the approved Execute.
+    // (Each fails read-only once approved, so the server skips the rest of
+    // its group: one ReadyForQuery.)
+    for (tail, answers) in [
+        (vec![query("SELECT 1")], 1),
+        (
+            vec![
+                parse(b"", "COMMIT"),
+                bind(b"", b"", &[]),
+                execute(b""),
+                parse(b"", &view),
+                bind(b"", b"", &[]),
+                execute(b""),
+            ],
+            1,
+        ),
+        (
+            vec![
+                parse(b"", "COMMIT"),
+                bind(b"", b"", &[]),
+                execute(b""),
+                parse(b"", "BEGIN"),
+                bind(b"", b"", &[]),
+                execute(b""),
+            ],
+            1,
+        ),
+    ] {
+        let mut group = vec![bind(b"pw", b"w", &[]), execute(b"pw")];
+        group.extend(tail);
+        group.push(sync());
+        r.send(&group.concat()).unwrap();
+        readys(&mut r, answers);
+        r.simple("ROLLBACK");
+        assert_eq!(codes(&r.simple(&view)), vec!["25006"], "the session is read-only again");
+        t.assert_unchanged(&before, "statements after the approved one").await;
+    }
+    r.simple("BEGIN");
+    r.send(
+        &[
+            parse(b"", "SAVEPOINT s"),
+            bind(b"", b"", &[]),
+            execute(b""),
+            bind(b"pw", b"w", &[]),
+            execute(b"pw"),
+            parse(b"", "ROLLBACK TO SAVEPOINT s"),
+            bind(b"", b"", &[]),
+            execute(b""),
+            sync(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    readys(&mut r, 1);
+    assert!(!codes(&r.simple(&view)).is_empty(), "the block is not read-write");
+    r.simple("ROLLBACK");
+    // A Query that leaves a block open gets no read-write context.
+    let f = r.simple(&format!("{ins}; BEGIN"));
+    assert!(codes(&f).contains(&"25006".to_string()), "{f:?}");
+    r.simple("ROLLBACK");
+    assert_eq!(codes(&r.simple(&view)), vec!["25006"]);
+    t.assert_unchanged(&before, "a Query with BEGIN").await;
+    // And alone, the approved statement runs.
+    let f = r.simple(&ins);
+    assert!(codes(&f).is_empty(), "{f:?}");
+    assert_eq!(codes(&r.simple(&view)), vec!["25006"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.join().unwrap();
+    t.assert_unchanged(&before, "the window").await;
+    t.drop(&format!(
+        "drop view {n}_vw; drop function {n}_del(); drop table {n}_log;"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_read_only_session_opaque_functions_are_unknown() {
+    // A role that may write but not delete: no read-only session, so a
+    // function whose effect the catalog cannot see is unknown (denied).
+    let toml = policy(free_port(), 1, "").replacen("write = \"approve\"", "write = \"allow\"", 1);
+    let g = Gatehouse::start("", &toml);
+    let t = Canary::new("gh_enf_opaque").await;
+    let n = t.name.clone();
+    direct()
+        .await
+        .batch_execute(&format!(
+            "create function {n}_del() returns int language plpgsql as $$ begin delete from {n}; return 1; end $$;"
+        ))
+        .await
+        .unwrap();
+    let before = t.state().await;
+    let mut r = login(&g);
+    let f = r.simple(&format!("SELECT {n}_del()"));
+    assert_eq!(codes(&f), vec!["42501"], "{f:?}");
+    assert!(first_error(&f).unwrap().1.contains("unknown"), "{f:?}");
+    t.assert_unchanged(&before, "an opaque function").await;
+    t.drop(&format!("drop function {n}_del();")).await;
+}

@@ -154,6 +154,12 @@ pub struct PolicyConfig {
     /// them stay reads. Others are classed by the target's catalog.
     #[serde(default)]
     pub read_functions: Vec<String>,
+    /// Functions that insert or update rows but neither delete nor change
+    /// the schema, e.g. `app.record_event`: calls of them are writes. Other
+    /// volatile user functions are writes where the upstream session is
+    /// read-only and `unknown` elsewhere (their effect cannot be seen).
+    #[serde(default)]
+    pub write_functions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -67,6 +67,8 @@ pub struct Policy {
     pub side_effect_functions: Vec<String>,
     /// Functions that only read whatever their catalog volatility says.
     pub read_functions: Vec<String>,
+    /// Functions that change rows but neither delete nor change the schema.
+    pub write_functions: Vec<String>,
 }
 
 fn class_index(c: StatementClass) -> usize {
@@ -126,6 +128,7 @@ impl Policy {
             guardrails,
             side_effect_functions: cfg.side_effect_functions.clone(),
             read_functions: cfg.read_functions.clone(),
+            write_functions: cfg.write_functions.clone(),
         }
     }
 

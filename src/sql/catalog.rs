@@ -162,6 +162,21 @@ pub struct Catalog {
     by_oid: HashMap<u32, (String, Volatility)>,
 }
 
+/// What the deployment knows of its functions, beyond their labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    /// Functions that only read, whatever their volatility.
+    pub read: &'a [String],
+    /// Functions that change rows (no deletes, no DDL), whatever their
+    /// volatility.
+    pub write: &'a [String],
+    /// The class of a call of any other volatile user function (or a
+    /// user-defined operator on one): code whose effect gatehouse cannot
+    /// see. `Write` where the upstream session is read-only (the server
+    /// stops anything the approval did not cover), `Unknown` otherwise.
+    pub opaque: StatementClass,
+}
+
 /// What the catalog says about a statement's calls.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolution {
@@ -250,7 +265,7 @@ impl Catalog {
 
     /// The class of one call by (schema, name), or `None` when the catalog
     /// has no function (nor type) of that name.
-    fn call_class(&self, schema: Option<&str>, name: &str, read_functions: &[String]) -> Option<StatementClass> {
+    fn call_class(&self, schema: Option<&str>, name: &str, known: &Known<'_>) -> Option<StatementClass> {
         let schema = schema.map(str::to_lowercase);
         let bare = name.to_lowercase();
         let listed = |list: &[String]| {
@@ -259,8 +274,11 @@ impl Catalog {
                 rb == bare && (rs.is_none() || rs == schema)
             })
         };
-        if listed(read_functions) {
+        if listed(known.read) {
             return Some(StatementClass::Read);
+        }
+        if listed(known.write) {
+            return Some(StatementClass::Write);
         }
         let in_schema = |s: &str| schema.as_deref().is_none_or(|want| want == s);
         let candidates: Vec<&Entry> = self
@@ -281,7 +299,8 @@ impl Catalog {
             .map(|e| match (e.volatility, e.builtin) {
                 (Volatility::Immutable | Volatility::Stable, _) => StatementClass::Read,
                 (Volatility::Volatile, true) if harmless => StatementClass::Read,
-                (Volatility::Volatile, _) => StatementClass::Write,
+                (Volatility::Volatile, true) => StatementClass::Write,
+                (Volatility::Volatile, false) => known.opaque,
             })
             .max()
             .unwrap_or(StatementClass::Read);
@@ -289,9 +308,8 @@ impl Catalog {
     }
 
     /// Resolves every call and operator of `c` (those the side-effect table
-    /// did not decide). `read_functions` are the deployment's own functions
-    /// known to only read, whatever their label.
-    pub fn resolve(&self, c: &Classification, read_functions: &[String]) -> Resolution {
+    /// did not decide).
+    pub fn resolve(&self, c: &Classification, known: &Known<'_>) -> Resolution {
         let mut r = Resolution::default();
         let raise = |r: &mut Resolution, class: StatementClass| {
             r.class = Some(r.class.map_or(class, |c| c.max(class)));
@@ -303,7 +321,7 @@ impl Catalog {
                     None => name.clone(),
                 };
                 let call = &call;
-                match self.call_class(schema.as_deref(), name, read_functions) {
+                match self.call_class(schema.as_deref(), name, known) {
                     None => {
                         raise(&mut r, StatementClass::Unknown);
                         if !r.unresolved.contains(call) {
@@ -329,7 +347,7 @@ impl Catalog {
                     })
                 });
                 if writes {
-                    raise(&mut r, StatementClass::Write);
+                    raise(&mut r, known.opaque);
                     let shown = format!("operator {op}");
                     if !r.volatile.contains(&shown) {
                         r.volatile.push(shown);
@@ -383,7 +401,15 @@ mod tests {
 
     fn resolve(sql: &str) -> Resolution {
         let c = Classifier::new(&[]).classify(sql);
-        catalog().resolve(&c, &["app.safe_volatile".to_string()])
+        let read = ["app.safe_volatile".to_string()];
+        catalog().resolve(
+            &c,
+            &Known {
+                read: &read,
+                write: &[],
+                opaque: StatementClass::Write,
+            },
+        )
     }
 
     #[test]
@@ -420,6 +446,23 @@ mod tests {
             Some(StatementClass::Read)
         );
         assert_eq!(resolve("select 1 ### 2").class, Some(StatementClass::Write));
+        // Without the read-only session's net, opaque code is unknown; a
+        // deployment may say what its functions do.
+        let c = Classifier::new(&[]).classify("select my_fn(), public.my_writer()");
+        let write = ["public.my_writer".to_string()];
+        let known = Known {
+            read: &[],
+            write: &write,
+            opaque: StatementClass::Unknown,
+        };
+        assert_eq!(catalog().resolve(&c, &known).class, Some(StatementClass::Unknown));
+        let c = Classifier::new(&[]).classify("select my_fn()");
+        let known = Known {
+            read: &[],
+            write: &["my_fn".to_string()],
+            opaque: StatementClass::Unknown,
+        };
+        assert_eq!(catalog().resolve(&c, &known).class, Some(StatementClass::Write));
         assert_eq!(resolve("select 1 + 2").class, None);
         // Deployment's list of reading functions.
         assert!(resolve("select app.safe_volatile()").unresolved.is_empty());

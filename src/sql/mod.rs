@@ -132,7 +132,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub use catalog::{Catalog, CatalogRow, Resolution, Volatility, HARMLESS_VOLATILE_FUNCTIONS};
+pub use catalog::{Catalog, CatalogRow, Known, Resolution, Volatility, HARMLESS_VOLATILE_FUNCTIONS};
 pub use functions::{lexical_value_ok, SideEffect, DEFAULT_SIDE_EFFECT_FUNCTIONS};
 
 /// How much a statement can change, ordered by strictness: `max` over a

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const REFRESH_AFTER: Duration = Duration::from_secs(2);
 /// A snapshot older than this is read afresh (functions redefined outside
 /// the gateway, say by a migration, are seen within this time).
-pub const MAX_AGE: Duration = Duration::from_secs(60);
+pub const MAX_AGE: Duration = Duration::from_secs(15);
 /// After a failed load, statements that need the catalog are refused for
 /// this long before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(5);

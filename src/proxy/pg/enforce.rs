@@ -124,6 +124,56 @@ enum Pending {
     ReadWrite,
 }
 
+/// The statement a hold is for: its classification (the same `Arc` when
+/// it comes round again), its text, and for a Bind or an Execute its
+/// portal.
+struct Held {
+    class: Arc<Classification>,
+    sql: String,
+    portal: Option<Box<[u8]>>,
+    /// It begins, ends or splits transactions: no read-write context may be
+    /// opened for it (it would outlive the statement).
+    transaction_control: bool,
+}
+
+impl Held {
+    fn of(s: &Statement<'_>, portal: Option<&[u8]>) -> Held {
+        let transaction_control = s.class.statements.iter().any(|st| {
+            matches!(
+                st.command.as_str(),
+                "BEGIN"
+                    | "START TRANSACTION"
+                    | "COMMIT"
+                    | "ROLLBACK"
+                    | "SAVEPOINT"
+                    | "RELEASE"
+                    | "ROLLBACK TO SAVEPOINT"
+                    | "PREPARE TRANSACTION"
+                    | "COMMIT PREPARED"
+                    | "ROLLBACK PREPARED"
+            ) || st.command.starts_with("SET TRANSACTION")
+                || st.command.starts_with("SET SESSION CHARACTERISTICS")
+        });
+        Held {
+            class: s.class.clone(),
+            sql: Held::text(s),
+            portal: portal.map(Into::into),
+            transaction_control,
+        }
+    }
+
+    fn text(s: &Statement<'_>) -> String {
+        match &s.call {
+            Some((oid, _)) => format!("<FunctionCall of OID {oid}>"),
+            None => s.sql.to_string(),
+        }
+    }
+
+    fn is(&self, s: &Statement<'_>, portal: Option<&[u8]>) -> bool {
+        Arc::ptr_eq(&self.class, s.class) && self.sql == Held::text(s) && self.portal.as_deref() == portal
+    }
+}
+
 /// The identity's budget and its meter, shared with its other sessions.
 pub struct BudgetGuard<'a> {
     pub limits: Budget,
@@ -171,14 +221,18 @@ pub struct Enforcer<'a> {
     /// for, and when it expires (spares a look into the worker's cache).
     catalog_seen: Option<(Arc<Catalog>, u64, Instant)>,
     pending: Option<Pending>,
-    /// The outcome of the last hold, for the next statement decided (the
-    /// held one, when its batch comes round again).
-    decided: Option<Outcome>,
-    /// The read-write context to open before the held statement's group.
+    /// The outcome of the last hold and the statement it is for: it applies
+    /// to that statement when its batch comes round again, and to nothing
+    /// else.
+    decided: Option<(Held, Outcome)>,
+    /// The statement being held (set with `pending`).
+    held: Option<Held>,
+    /// The read-write context of an approved statement.
     pub rw: Option<Plan>,
-    /// Where the last hold was placed: at the start of the statement's
-    /// group (a read-write context can be opened) or at the statement.
-    pub held_at_group_start: bool,
+    /// The held statement is alone in its group, which the hold holds
+    /// whole: a read-write context may be opened for it (set by the caller
+    /// when it places the hold).
+    pub rw_eligible: bool,
     pub admin_url: Option<String>,
     pub budget: Option<BudgetGuard<'a>>,
     /// The last hold's review: id, outcome, why, approvers (for the recorder).
@@ -218,8 +272,9 @@ impl<'a> Enforcer<'a> {
             catalog_seen: None,
             pending: None,
             decided: None,
+            held: None,
             rw: None,
-            held_at_group_start: false,
+            rw_eligible: false,
             admin_url: None,
             budget: None,
             last_review: None,
@@ -232,22 +287,22 @@ impl<'a> Enforcer<'a> {
         self.budget.is_none() && self.allowed.iter().any(|(a, _)| Arc::ptr_eq(a, c))
     }
 
-    /// The outcome of the last hold, for the statement it was about.
-    fn take_decided(&mut self, portal: Option<&[u8]>) -> Option<Step> {
-        let outcome = self.decided.take()?;
+    /// The outcome of the last hold, when `s` (with `portal`, for a Bind or
+    /// an Execute) is the statement it was for. Any other statement finds
+    /// it gone: an outcome never passes to another statement.
+    fn take_decided(&mut self, s: &Statement<'_>, portal: Option<&[u8]>) -> Option<Step> {
+        let (held, outcome) = self.decided.take()?;
+        if !held.is(s, portal) {
+            tracing::warn!(target: "gatehouse::policy", session = self.who.session, "a held statement's outcome met another statement: discarded");
+            self.rw = None;
+            return None;
+        }
         Some(match outcome {
-            Outcome::Approved => {
-                if let Some(plan) = self.rw.as_mut() {
-                    match portal {
-                        // An approved Bind: the context closes after its
-                        // portal runs.
-                        Some(p) => plan.portal = Some(p.into()),
-                        None => plan.ran = true,
-                    }
-                }
-                Step::Pass
+            Outcome::Approved => Step::Pass,
+            Outcome::Refused { code, message } => {
+                self.rw = None;
+                Step::Refuse { code, message }
             }
-            Outcome::Refused { code, message } => Step::Refuse { code, message },
         })
     }
 
@@ -300,9 +355,19 @@ impl<'a> Enforcer<'a> {
     /// The decision for a statement the server is about to run (a Query,
     /// an Execute of a portal not decided at its Bind, a FunctionCall).
     pub fn decide(&mut self, s: &Statement<'_>) -> Step {
-        if let Some(step) = self.take_decided(None) {
+        self.decide_for(s, None)
+    }
+
+    /// [`Self::decide`] for an Execute of `portal`.
+    pub fn decide_execute(&mut self, s: &Statement<'_>, portal: &[u8]) -> Step {
+        self.decide_for(s, Some(portal))
+    }
+
+    fn decide_for(&mut self, s: &Statement<'_>, portal: Option<&[u8]>) -> Step {
+        if let Some(step) = self.take_decided(s, portal) {
             return step;
         }
+        self.held = Some(Held::of(s, portal));
         match self.effective(s) {
             Ok(e) => self.verdict(s, e),
             Err(step) => step,
@@ -314,6 +379,9 @@ impl<'a> Enforcer<'a> {
     /// was not allowed (SQL `FETCH`, `MOVE` and functions can run portals
     /// by name, without an Execute). `None`: a read, decided when it runs.
     pub fn at_bind(&mut self, s: &Statement<'_>, portal: &[u8]) -> Option<Step> {
+        if let Some(step) = self.take_decided(s, Some(portal)) {
+            return Some(step);
+        }
         let e = match self.effective(s) {
             Ok(e) => e,
             Err(step) => return Some(step),
@@ -321,9 +389,7 @@ impl<'a> Enforcer<'a> {
         if e.class == StatementClass::Read {
             return None;
         }
-        if let Some(step) = self.take_decided(Some(portal)) {
-            return Some(step);
-        }
+        self.held = Some(Held::of(s, Some(portal)));
         Some(self.verdict(s, e))
     }
 
@@ -371,7 +437,16 @@ impl<'a> Enforcer<'a> {
                     flags = f;
                 }
                 None => {
-                    let r = cat.resolve(c, &self.policy.read_functions);
+                    let known = crate::sql::Known {
+                        read: &self.policy.read_functions,
+                        write: &self.policy.write_functions,
+                        opaque: if self.read_only {
+                            StatementClass::Write
+                        } else {
+                            StatementClass::Unknown
+                        },
+                    };
+                    let r = cat.resolve(c, &known);
                     if !r.unresolved.is_empty() && catalog::expire_if_old(&self.catalog.key) {
                         // Perhaps created since the snapshot: read it again first.
                         self.catalog_seen = None;
@@ -512,34 +587,6 @@ impl<'a> Enforcer<'a> {
         Step::Hold { read_write }
     }
 
-    /// Whether the read-write context must close before a message with
-    /// `tag` (the group of an approved Bind ends without running it).
-    pub fn rw_close_before(&mut self, tag: u8) -> Option<Plan> {
-        match &self.rw {
-            Some(p) if p.opened && p.portal.is_some() && matches!(tag, b'S' | b'Q' | b'F') => self.rw.take(),
-            _ => None,
-        }
-    }
-
-    /// Whether the read-write context closes after a message with `tag`
-    /// (for an Execute, of `portal`) that went out.
-    pub fn rw_close_after(&mut self, tag: u8, portal: Option<&[u8]>) -> Option<Plan> {
-        let p = self.rw.as_ref()?;
-        let done = p.opened
-            && match tag {
-                b'E' => {
-                    p.ran || (p.portal.is_some() && p.portal.as_deref() == portal.map(crate::wire::pg::track::name_key))
-                }
-                b'Q' | b'F' => p.ran,
-                _ => false,
-            };
-        if done {
-            self.rw.take()
-        } else {
-            None
-        }
-    }
-
     /// A Bind's parameters as a reviewer reads them, masked.
     fn shown_params(&self, rest: Option<&[u8]>) -> Vec<String> {
         let Some(rest) = rest else { return Vec::new() };
@@ -558,14 +605,16 @@ impl<'a> Enforcer<'a> {
     /// round again.
     pub async fn hold(&mut self, io: HoldIo<'_>) {
         let Some(pending) = self.pending.take() else { return };
-        let (outcome, read_write) = match pending {
+        let Some(held) = self.held.take() else { return };
+        let read_write = self.rw_eligible && !held.transaction_control;
+        let (outcome, wants_rw) = match pending {
             Pending::ReadWrite => (Outcome::Approved, true),
             Pending::Review(p) => {
                 let rw = p.read_write;
-                (self.review(p, &io).await, rw)
+                (self.review(p, &io, read_write).await, rw)
             }
         };
-        if outcome == Outcome::Approved && read_write && self.held_at_group_start {
+        if outcome == Outcome::Approved && wants_rw && read_write {
             // Everything before the group is answered: the transaction
             // status the context opens in is known.
             let ctx = io.ctx;
@@ -578,10 +627,10 @@ impl<'a> Enforcer<'a> {
             }
             self.rw = Some(Plan::new(ctx.tracker.borrow().status()));
         }
-        self.decided = Some(outcome);
+        self.decided = Some((held, outcome));
     }
 
-    async fn review(&mut self, p: Review, io: &HoldIo<'_>) -> Outcome {
+    async fn review(&mut self, p: Review, io: &HoldIo<'_>, read_write: bool) -> Outcome {
         let req = ReviewRequest {
             identity: self.who.identity.clone(),
             roles: self.who.roles.clone(),
@@ -612,9 +661,9 @@ impl<'a> Enforcer<'a> {
             Some(u) => format!("approve with `gatehouse review approve {id}` or POST {u}/api/v1/reviews/{id}/approve"),
             None => format!("approve with `gatehouse review approve {id}`"),
         };
-        if p.read_write && !self.held_at_group_start {
+        if p.read_write && !read_write {
             how.push_str(
-                "; note: this session is read-only at the server and the statement is not the first of its group, so it will fail with 25006 even once approved: send it on its own (a Query, or Parse/Bind/Execute after a Sync)",
+                "; note: this session is read-only at the server and the statement is not alone in its group (or controls transactions), so it will fail with 25006 even once approved: send it on its own (a Query without BEGIN/COMMIT, or Parse/Bind/Execute/Sync)",
             );
         }
         let mut notice = Vec::with_capacity(256);
@@ -746,4 +795,64 @@ pub fn raise_sql(code: &str, message: &str) -> String {
         clean(code),
         clean(message)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Classifier;
+
+    fn statement<'s>(c: &'s Arc<Classification>, sql: &'s str) -> Statement<'s> {
+        Statement {
+            class: c,
+            sql,
+            params: None,
+            call: None,
+        }
+    }
+
+    #[test]
+    fn an_outcome_belongs_to_the_statement_it_was_for() {
+        let cl = Classifier::new(&[]);
+        let narrow = cl.classify("delete from t where id = abs(-1)");
+        let wide = cl.classify("delete from t");
+        let held = Held::of(&statement(&narrow, "delete from t where id = abs(-1)"), Some(b"p"));
+        assert!(held.is(&statement(&narrow, "delete from t where id = abs(-1)"), Some(b"p")));
+        assert!(
+            !held.is(&statement(&wide, "delete from t"), Some(b"p")),
+            "another statement"
+        );
+        assert!(
+            !held.is(&statement(&narrow, "delete from t where id = abs(-1)"), Some(b"q")),
+            "another portal"
+        );
+        assert!(
+            !held.is(&statement(&narrow, "delete from t where id = abs(-1)"), None),
+            "a Query, not the Bind"
+        );
+        // A classification equal in value but not the same one (another
+        // text classified alike) is another statement too.
+        let again = Arc::new((*narrow).clone());
+        assert!(!held.is(&statement(&again, "delete from t where id = abs(-1)"), Some(b"p")));
+    }
+
+    #[test]
+    fn transaction_control_is_seen() {
+        let cl = Classifier::new(&[]);
+        for (sql, control) in [
+            ("insert into t values (1)", false),
+            ("insert into t values (1); begin", true),
+            ("commit; insert into t values (1)", true),
+            ("savepoint s", true),
+            ("set transaction isolation level serializable", true),
+            ("update t set a = 1 where id = 2", false),
+        ] {
+            let c = cl.classify(sql);
+            assert_eq!(
+                Held::of(&statement(&c, sql), None).transaction_control,
+                control,
+                "{sql}"
+            );
+        }
+    }
 }

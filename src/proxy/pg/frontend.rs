@@ -15,7 +15,7 @@
 use super::capture::PgCapture;
 use super::ctx::SessionCtx;
 use super::enforce::{self, Enforcer, HoldIo, Statement, Step, WaitFor};
-use super::read_write::{self, MARK_CATALOG};
+use super::read_write::{self, Stage, MARK_CATALOG};
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Writer};
 use super::statements::{created_names, Portal, Stmt, MAX_KEPT_PARAMS, UNKNOWN_PORTAL};
 use crate::record::StatementRef;
@@ -56,6 +56,52 @@ const NAMES_MARGIN: usize = 16;
 /// none is open).
 fn request(tag: u8) -> bool {
     matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'Q' | b'F')
+}
+
+/// Whether the statement held at frame `held` is alone in its group, which
+/// starts at frame `start` and must end (Sync) in this batch: a Query or a
+/// FunctionCall on its own, or extended-protocol messages with one Bind and
+/// one Execute, of the same portal, and otherwise only Parse, Describe,
+/// Close and Flush. Nothing else can then run inside a read-write context
+/// opened for it.
+fn alone_in_group(buf: &[u8], frames: &[FrameRef], start: usize, held: usize) -> bool {
+    let body = |f: &FrameRef| &buf[f.start + HEADER_LEN..f.end];
+    let held_frame = frames[held];
+    if matches!(held_frame.tag, b'Q' | b'F') {
+        return start == held;
+    }
+    let Some(end) = frames[held..].iter().position(|f| f.tag == b'S').map(|n| held + n) else {
+        return false;
+    };
+    let portal_of = |f: &FrameRef| -> Option<Vec<u8>> {
+        match f.tag {
+            b'B' => messages::bind_names(body(f))
+                .ok()
+                .map(|m| crate::wire::pg::track::name_key(m.portal).to_vec()),
+            b'E' => messages::execute_msg(body(f))
+                .ok()
+                .map(|(p, _)| crate::wire::pg::track::name_key(p).to_vec()),
+            _ => None,
+        }
+    };
+    let Some(portal) = portal_of(&held_frame) else {
+        return false;
+    };
+    let (mut binds, mut executes) = (0, 0);
+    for f in &frames[start..end] {
+        match f.tag {
+            b'P' | b'D' | b'C' | b'H' => {}
+            b'B' | b'E' if portal_of(f).as_deref() == Some(&portal[..]) => {
+                if f.tag == b'B' {
+                    binds += 1;
+                } else {
+                    executes += 1;
+                }
+            }
+            _ => return false,
+        }
+    }
+    binds <= 1 && executes == 1
 }
 
 /// Bytes sent around one frame of a batch, or in its place.
@@ -263,27 +309,13 @@ fn lossy(b: &[u8]) -> Arc<str> {
 
 /// What to push to the tracker for a message that passes.
 enum Op {
-    Parse {
-        name: Vec<u8>,
-        stmt: Arc<Stmt>,
-    },
-    Bind {
-        name: Vec<u8>,
-        portal: Option<Portal>,
-    },
+    Parse { name: Vec<u8>, stmt: Arc<Stmt> },
+    Bind { name: Vec<u8>, portal: Option<Portal> },
     Describe,
-    Close {
-        target: Target,
-        name: Vec<u8>,
-    },
-    Execute {
-        portal: Vec<u8>,
-        class: Option<Arc<Classification>>,
-    },
+    Close { target: Target, name: Vec<u8> },
+    Execute { class: Option<Arc<Classification>> },
     Sync,
-    Query {
-        class: Option<Arc<Classification>>,
-    },
+    Query { class: Option<Arc<Classification>> },
     Call,
     None,
 }
@@ -333,14 +365,22 @@ impl ClientSide<'_> {
         }
         let ctx = self.ctx;
         let mut tracker = ctx.tracker.borrow_mut();
-        // Before a group: what gatehouse owes the session first; before the
-        // end of an approved Bind's group: read-only again.
+        // Before a group: what gatehouse owes the session first. Before the
+        // end of an approved group whose statement did not run (it was
+        // refused after all): read-only again.
         let mut before = Vec::new();
         if group_start {
             self.before_group(&mut before, &mut tracker);
         }
-        if let Some(plan) = self.enforcer.as_mut().and_then(|e| e.rw_close_before(tag)) {
+        let unfinished = match self.enforcer.as_ref().and_then(|e| e.rw.as_ref()) {
+            Some(plan) if tag == b'S' && plan.stage == Stage::Open => Some(plan.clone()),
+            _ => None,
+        };
+        if let Some(plan) = unfinished {
             read_write::close(b'E', &plan, &mut before, &mut tracker);
+            if let Some(p) = self.enforcer.as_mut().and_then(|e| e.rw.as_mut()) {
+                p.stage = Stage::Closed;
+            }
         }
         if !before.is_empty() {
             drop(tracker);
@@ -361,16 +401,14 @@ impl ClientSide<'_> {
             self.skipping |= !matches!(tag, b'Q' | b'F');
             return step;
         }
-        let mut executed: Option<Vec<u8>> = None;
         match op {
             Op::Parse { name, stmt } => tracker.parse(&name, stmt, Answers::Client),
             Op::Bind { name, portal } => tracker.bind(&name, portal, Answers::Client),
             Op::Describe => tracker.describe(Answers::Client),
             Op::Close { target, name } => tracker.close(target, &name, Answers::Client),
-            Op::Execute { portal, class } => {
+            Op::Execute { class } => {
                 let names = class.as_deref().map(created_names).unwrap_or_default();
                 tracker.execute(names, Answers::Client, mark_for(&class));
-                executed = Some(portal);
             }
             Op::Query { class } => {
                 let names = class.as_deref().map(created_names).unwrap_or_default();
@@ -380,14 +418,33 @@ impl ClientSide<'_> {
             Op::Call => tracker.function_call(Answers::Client),
             Op::None => {}
         }
-        // After an approved statement in a read-write context: read-only again.
-        let plan = self
-            .enforcer
-            .as_mut()
-            .and_then(|e| e.rw_close_after(tag, executed.as_deref()));
-        if let Some(plan) = plan {
-            let mut after = Vec::new();
-            read_write::close(tag, &plan, &mut after, &mut tracker);
+        // After the approved statement (the only one in its group):
+        // read-only again at once; after its group: the default back on.
+        let mut after = Vec::new();
+        if let Some(enf) = self.enforcer.as_mut() {
+            if let Some(plan) = enf.rw.as_mut() {
+                let group_end = match tag {
+                    b'E' if plan.stage == Stage::Open => {
+                        read_write::close(tag, plan, &mut after, &mut tracker);
+                        plan.stage = Stage::Closed;
+                        false
+                    }
+                    b'Q' | b'F' if plan.stage == Stage::Open => {
+                        read_write::close(tag, plan, &mut after, &mut tracker);
+                        true
+                    }
+                    b'S' => plan.stage == Stage::Closed,
+                    _ => false,
+                };
+                if group_end {
+                    if plan.turned_default_off() {
+                        read_write::restore(&mut after, &mut tracker);
+                    }
+                    enf.rw = None;
+                }
+            }
+        }
+        if !after.is_empty() {
             drop(tracker);
             self.edit(i).after = after;
         }
@@ -403,8 +460,8 @@ impl ClientSide<'_> {
         if ctx.restore_read_only.get() {
             read_write::restore(out, tracker);
         }
-        if let Some(plan) = enf.rw.as_mut().filter(|p| !p.opened) {
-            plan.opened = true;
+        if let Some(plan) = enf.rw.as_mut().filter(|p| p.stage == Stage::Approved) {
+            plan.stage = Stage::Open;
             if read_write::open(plan, out, tracker) {
                 ctx.restore_read_only.set(true);
             }
@@ -542,12 +599,15 @@ impl ClientSide<'_> {
                     Some(_) if portal.as_ref().is_some_and(|p| p.cleared) => Step::Pass,
                     Some(enf) => {
                         let c = class.clone().unwrap_or_else(enforce::unknown);
-                        enf.decide(&Statement {
-                            class: &c,
-                            sql: &sql,
-                            params: portal.as_ref().and_then(|p| p.params.as_deref()),
-                            call: None,
-                        })
+                        enf.decide_execute(
+                            &Statement {
+                                class: &c,
+                                sql: &sql,
+                                params: portal.as_ref().and_then(|p| p.params.as_deref()),
+                                call: None,
+                            },
+                            name,
+                        )
                     }
                     None => Step::Pass,
                 };
@@ -559,13 +619,7 @@ impl ClientSide<'_> {
                         bind,
                     });
                 }
-                Ok((
-                    step,
-                    Op::Execute {
-                        portal: name.to_vec(),
-                        class,
-                    },
-                ))
+                Ok((step, Op::Execute { class }))
             }
             b'Q' => {
                 let (sql, class): (Arc<str>, _) = match self.enforcer.as_ref().filter(|_| policy) {
@@ -863,7 +917,10 @@ impl FrameHandler for ClientSide<'_> {
                             Some(Step::Hold { .. }) => {
                                 // Nothing of its group is out when it starts
                                 // one: a read-write context can open first.
-                                enf.held_at_group_start = at_start;
+                                // The rest of its group is not read yet: it
+                                // cannot be known to be alone in it.
+                                let _ = at_start;
+                                enf.rw_eligible = false;
                                 return Large::Hold;
                             }
                         }
@@ -934,15 +991,16 @@ impl FrameHandler for ClientSide<'_> {
                     let enf = self.enforcer.as_mut();
                     match (group.as_ref(), enf) {
                         (Some(g), Some(enf)) if read_write && !in_group => {
-                            // Held whole: a read-write context can open
-                            // before the group once it is approved.
+                            // Held whole: if the statement is alone in its
+                            // group, a read-write context can open before it
+                            // once it is approved.
+                            enf.rw_eligible = alone_in_group(buf, frames, g.frame, i);
                             self.ctx.tracker.borrow_mut().rollback(g.tracker);
                             self.binds = g.binds;
-                            enf.held_at_group_start = true;
                             hold = Some(g.frame);
                         }
                         (_, Some(enf)) => {
-                            enf.held_at_group_start = false;
+                            enf.rw_eligible = false;
                             hold = Some(i);
                         }
                         (_, None) => hold = Some(i),

@@ -8,25 +8,30 @@
 //! function, a trigger) then fails at the server with 25006.
 //!
 //! A write that a reviewer approved (or that a grant allows) must run
-//! read-write, and only it. Before the statement's group (a simple Query,
-//! or the extended-protocol messages up to Sync) gatehouse sends, with
-//! answers dropped:
+//! read-write, and nothing else may. So gatehouse opens the read-write
+//! context only when the approved statement is alone in its group: a
+//! simple Query without transaction control, or extended-protocol messages
+//! up to Sync that hold one Bind (the approved one), one Execute (of its
+//! portal) and otherwise only Parse, Describe, Close and Flush. Then,
+//! with answers dropped:
 //!
 //! - outside a transaction block: `SET default_transaction_read_only =
-//!   off`, so the group's transaction starts read-write; after the
-//!   statement `SET TRANSACTION READ ONLY` (the rest of its transaction is
-//!   read-only again), and before the client's next group `SET
-//!   default_transaction_read_only = on` until the server confirms it
-//!   outside a transaction block ([`MARK_RESTORE`]);
-//! - inside a transaction block: `SET TRANSACTION READ WRITE`, which the
-//!   server accepts only while the transaction has run no query: a block
-//!   that has (`BEGIN; SELECT …; UPDATE …`) cannot become read-write, the
-//!   client gets the server's refusal as a notice and the statement fails
-//!   with 25006 or 25P02. After the statement, `SET TRANSACTION READ ONLY`.
+//!   off` before the group (its transaction starts read-write), `SET
+//!   TRANSACTION READ ONLY` right after the statement, and `SET
+//!   default_transaction_read_only = on` right after the group, before
+//!   anything of the client's; until the server confirms that one outside a
+//!   block, every group the client starts is preceded by it again
+//!   ([`MARK_RESTORE`]);
+//! - inside a transaction block: `SET TRANSACTION READ WRITE` before the
+//!   group, which the server accepts only while the block has run no query
+//!   and no savepoint is open, and `SET TRANSACTION READ ONLY` right after
+//!   the statement, at the block's top level, where no later `ROLLBACK TO
+//!   SAVEPOINT` can undo it. A block that has run a query cannot become
+//!   read-write: the client gets the server's refusal as a WARNING and the
+//!   statement fails (25006 or 25P02).
 //!
-//! In an extended-protocol group the statements after the approved one run
-//! read-only again: `SET TRANSACTION READ ONLY` is sent right after its
-//! Execute, as a statement of gatehouse's own (`gatehouse:ro`).
+//! A held statement that is not alone in its group runs as it is, read-only,
+//! and fails with 25006 once approved (the hold notice says so).
 
 use super::statements::{StatementTracker, Stmt};
 use crate::wire::pg::messages::Target;
@@ -52,29 +57,37 @@ const OPEN_SQL: &str = "SET default_transaction_read_only = off";
 const OPEN_IN_BLOCK_SQL: &str = "SET TRANSACTION READ WRITE";
 const CLOSE_SQL: &str = "SET TRANSACTION READ ONLY";
 
+/// Where a read-write context is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Approved; opens before the statement's group.
+    Approved,
+    /// Open: the statement is on its way.
+    Open,
+    /// Closed after the statement; the default goes back on after its
+    /// group (outside a block).
+    Closed,
+}
+
 /// A read-write context for an approved statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// `I`, `T` or `E`, from the last ReadyForQuery before the group.
     pub status: u8,
-    /// The context was opened (before the statement's group).
-    pub opened: bool,
-    /// The approved statement was a Bind of this portal: the context closes
-    /// after the portal's Execute, or before the group ends.
-    pub portal: Option<Box<[u8]>>,
-    /// The approved Query, Execute or FunctionCall went out: the context
-    /// closes right after it.
-    pub ran: bool,
+    pub stage: Stage,
 }
 
 impl Plan {
     pub fn new(status: u8) -> Plan {
         Plan {
             status,
-            opened: false,
-            portal: None,
-            ran: false,
+            stage: Stage::Approved,
         }
+    }
+
+    /// The session default was turned off for it: it must be set back.
+    pub fn turned_default_off(&self) -> bool {
+        self.status == b'I'
     }
 }
 
@@ -188,6 +201,7 @@ mod tests {
         let mut t = StatementTracker::new();
         let mut out = Vec::new();
         let idle = Plan::new(b'I');
+        assert!(idle.turned_default_off());
         assert!(open(&idle, &mut out, &mut t));
         close(b'E', &idle, &mut out, &mut t);
         restore(&mut out, &mut t);

@@ -1,0 +1,107 @@
+//! Why a session ended (or was refused), as the session log and the
+//! recording say it.
+
+use std::fmt;
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// Still running (no end yet).
+    #[default]
+    Open,
+    /// The client closed its connection.
+    ClientDisconnect,
+    /// Reading from or writing to the client failed.
+    ClientIoError,
+    /// The client said goodbye (Terminate).
+    ClientTerminate,
+    /// The client broke the protocol.
+    ProtocolError,
+    /// The client's TLS handshake failed.
+    TlsFailed,
+    /// Startup did not finish in time.
+    HandshakeTimeout,
+    /// A wrong token or an unknown user.
+    AuthFailed,
+    /// TLS was required for a password.
+    TlsRequired,
+    /// No target serves the database (or it was removed by a reload).
+    NoTarget,
+    /// The identity may not reach the target.
+    NotAllowed,
+    /// The target has no upstream account for the identity.
+    NoAccount,
+    /// Refused at startup (a startup parameter, a replication connection).
+    Refused,
+    /// The gateway is shutting down.
+    Draining,
+    /// Over `max_connections`.
+    ConnectionLimit,
+    /// The upstream could not be reached.
+    UpstreamUnreachable,
+    /// The upstream refused the gateway's credentials.
+    UpstreamAuthFailed,
+    /// The upstream refused the session (an ErrorResponse at login).
+    UpstreamRefused,
+    /// The upstream connection was lost.
+    UpstreamLost,
+    /// The upstream broke the protocol (or gatehouse lost track of it).
+    UpstreamProtocolError,
+    /// A value could not be scanned once part of it was out.
+    ScanFailed,
+    /// The session broke what the policy pins (a parameter changed).
+    PolicyViolation,
+    /// Ended by an administrator.
+    Killed,
+    /// Ended by the shutdown's deadline.
+    Shutdown,
+    /// Idle longer than allowed.
+    IdleTimeout,
+}
+
+impl EndReason {
+    /// The name in logs and recordings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Open => "",
+            EndReason::ClientDisconnect => "client-disconnect",
+            EndReason::ClientIoError => "client-io-error",
+            EndReason::ClientTerminate => "client-terminate",
+            EndReason::ProtocolError => "protocol-error",
+            EndReason::TlsFailed => "tls-failed",
+            EndReason::HandshakeTimeout => "handshake-timeout",
+            EndReason::AuthFailed => "auth-failed",
+            EndReason::TlsRequired => "tls-required",
+            EndReason::NoTarget => "no-target",
+            EndReason::NotAllowed => "not-allowed",
+            EndReason::NoAccount => "no-account",
+            EndReason::Refused => "refused",
+            EndReason::Draining => "draining",
+            EndReason::ConnectionLimit => "connection-limit",
+            EndReason::UpstreamUnreachable => "upstream-unreachable",
+            EndReason::UpstreamAuthFailed => "upstream-auth-failed",
+            EndReason::UpstreamRefused => "upstream-refused",
+            EndReason::UpstreamLost => "upstream-lost",
+            EndReason::UpstreamProtocolError => "upstream-protocol-error",
+            EndReason::ScanFailed => "scan-failed",
+            EndReason::PolicyViolation => "policy-violation",
+            EndReason::Killed => "killed",
+            EndReason::Shutdown => "shutdown",
+            EndReason::IdleTimeout => "idle-timeout",
+        }
+    }
+
+    /// The client is gone: nothing can be said to it any more.
+    pub fn client_gone(self) -> bool {
+        matches!(
+            self,
+            EndReason::ClientDisconnect | EndReason::ClientIoError | EndReason::ClientTerminate
+        )
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
