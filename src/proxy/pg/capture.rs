@@ -4,6 +4,7 @@
 
 use super::relay::{Edits, FrameRef};
 use crate::config::ResultsMode;
+use crate::core::enforce::Refusal;
 use crate::record::events::Ev;
 use crate::record::link::SessionRec;
 use crate::record::{now_us, StatementRef};
@@ -22,15 +23,9 @@ fn server_tag(t: u8) -> bool {
 /// The PostgreSQL capture of a session's frames.
 pub trait PgCapture {
     /// The client frames of a batch (up to a hold), which of them were
-    /// refused (`refused`: frame index in `frames`, SQLSTATE, message), and
+    /// refused (`refused`: frame index in `frames`, and why), and
     /// what their statements were (`statements`: frame index in `frames`).
-    fn client(
-        &self,
-        buf: &[u8],
-        frames: &[FrameRef],
-        refused: &[(usize, &'static str, String)],
-        statements: &[StatementRef],
-    );
+    fn client(&self, buf: &[u8], frames: &[FrameRef], refused: &[(usize, Refusal)], statements: &[StatementRef]);
     /// The server frames of a batch as the client gets them: frames an
     /// edit replaced are taken from the edit's output.
     fn server(&self, buf: &[u8], frames: &[FrameRef], edits: &Edits, rule_id: impl Fn(u32) -> String);
@@ -40,15 +35,9 @@ pub trait PgCapture {
 
 impl PgCapture for SessionRec {
     /// The client frames of a batch (up to a hold), which of them were
-    /// refused (`refused`: frame index in `frames`, SQLSTATE, message), and
+    /// refused (`refused`: frame index in `frames`, and why), and
     /// what their statements were (`statements`: frame index in `frames`).
-    fn client(
-        &self,
-        buf: &[u8],
-        frames: &[FrameRef],
-        refused: &[(usize, &'static str, String)],
-        statements: &[StatementRef],
-    ) {
+    fn client(&self, buf: &[u8], frames: &[FrameRef], refused: &[(usize, Refusal)], statements: &[StatementRef]) {
         let size: usize = frames
             .iter()
             .filter(|f| client_tag(f.tag))
@@ -66,8 +55,8 @@ impl PgCapture for SessionRec {
                 continue;
             }
             out.extend_from_slice(&buf[f.start..f.end]);
-            if let Some((_, code, msg)) = refused.iter().find(|r| r.0 == i) {
-                marks.push((idx, *code, msg.clone()));
+            if let Some((_, refusal)) = refused.iter().find(|r| r.0 == i) {
+                marks.push((idx, refusal.code().code(), refusal.message()));
             }
             if let Some(s) = statements.iter().find(|s| s.frame as usize == i) {
                 refs.push(StatementRef {

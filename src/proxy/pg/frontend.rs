@@ -14,10 +14,11 @@
 
 use super::capture::PgCapture;
 use super::ctx::SessionCtx;
-use super::enforce::{self, Enforcer, HoldIo, Statement, Step, WaitFor};
-use super::read_write::{self, Stage, MARK_CATALOG};
+use super::read_write::{self, MARK_CATALOG};
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Writer};
 use super::statements::{created_names, Portal, Stmt, MAX_KEPT_PARAMS, UNKNOWN_PORTAL};
+use crate::core::enforce::{self, Enforcer, HoldIo, Refusal, Stage, Statement, Step, TxStatus, WaitFor};
+use crate::core::sqlstate::SqlState;
 use crate::record::StatementRef;
 use crate::scan::{Finding, Hit};
 use crate::sql::{Classification, StatementClass};
@@ -231,13 +232,22 @@ fn refusal_pbe(out: &mut Vec<u8>, sql: &str) {
     out.extend_from_slice(&[b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0]);
 }
 
-/// A statement that makes the server itself raise gatehouse's refusal of a
-/// statement that carries a secret.
-fn secret_refusal_sql(rule: &str) -> String {
-    format!(
-        "DO $gatehouse$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'statement refused by gatehouse: it carries a secret (rule {})', HINT = 'Remove the secret from the statement; secrets must not be sent through the gateway.'; END$gatehouse$",
-        rule.replace('\'', "''").replace('$', "")
-    )
+/// A statement that makes the server itself raise gatehouse's refusal, so
+/// the error arrives in order with the rest of the pipeline.
+fn refusal_sql(refusal: &Refusal) -> String {
+    let clean = |s: &str| s.replace('\'', "''").replace('$', "");
+    match refusal {
+        Refusal::Secret { rule } => format!(
+            "DO $gatehouse$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = 'statement refused by gatehouse: it carries a secret (rule {})', HINT = 'Remove the secret from the statement; secrets must not be sent through the gateway.'; END$gatehouse$",
+            refusal.code(),
+            clean(rule)
+        ),
+        Refusal::Policy { code, message } => format!(
+            "DO $gatehouse$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = 'statement refused by gatehouse: {}'; END$gatehouse$",
+            code,
+            clean(message)
+        ),
+    }
 }
 
 /// Writes the refusal of a client message with tag `tag` into `out` and
@@ -269,17 +279,16 @@ fn refuse_into(out: &mut Vec<u8>, tag: u8, sql: &str, tracker: &mut super::state
 
 /// A malformed message, as the client is told under a policy.
 fn malformed(e: WireError) -> Step {
-    Step::Refuse {
-        code: "08P01",
+    Step::Refuse(Refusal::Policy {
+        code: SqlState::PROTOCOL_VIOLATION,
         message: format!("{e}: gatehouse does not pass on a message it cannot read whole"),
-    }
+    })
 }
 
 fn reserved_name() -> Step {
-    Step::Refuse {
-        code: "42501",
-        message: "statement and portal names starting with \"gatehouse:\" are kept for the gateway".into(),
-    }
+    Step::Refuse(Refusal::policy(
+        "statement and portal names starting with \"gatehouse:\" are kept for the gateway",
+    ))
 }
 
 /// A Query's text as the policy reads it: one string, valid UTF-8.
@@ -295,9 +304,11 @@ fn policy_text(body: &[u8]) -> Result<&str, Step> {
 
 /// Statement text as the policy reads it: valid UTF-8, never decoded lossily.
 fn utf8_text(text: &[u8]) -> Result<&str, Step> {
-    std::str::from_utf8(text).map_err(|_| Step::Refuse {
-        code: "22021",
-        message: "statement text is not valid UTF-8 (client_encoding is UTF8 through gatehouse)".into(),
+    std::str::from_utf8(text).map_err(|_| {
+        Step::Refuse(Refusal::Policy {
+            code: SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+            message: "statement text is not valid UTF-8 (client_encoding is UTF8 through gatehouse)".into(),
+        })
     })
 }
 
@@ -305,6 +316,80 @@ fn utf8_text(text: &[u8]) -> Result<&str, Step> {
 /// (no decision is taken on it).
 fn lossy(b: &[u8]) -> Arc<str> {
     Arc::from(&*String::from_utf8_lossy(b))
+}
+
+/// Longest parameter a reviewer sees (longer ones are cut).
+const MAX_PARAM_SHOWN: usize = 1024;
+
+/// A Bind's parameters as text, for a reviewer (masked by the enforcer).
+fn shown_params(rest: &[u8]) -> Vec<String> {
+    match messages::bind_params(rest) {
+        Ok(ps) => ps.iter().map(|p| messages::param_text(p, MAX_PARAM_SHOWN)).collect(),
+        Err(_) => vec!["<parameters gatehouse could not read>".into()],
+    }
+}
+
+/// The session's side of a hold: the client (for the notice), the
+/// session's handle (cancel, kill) and the tracker (the transaction status
+/// a read-write context opens in).
+struct PgHold<'h> {
+    client: &'h Mutex<Writer>,
+    client_mid: &'h Cell<bool>,
+    client_fd: RawFd,
+    ctx: &'h SessionCtx<'h>,
+}
+
+impl HoldIo for PgHold<'_> {
+    async fn notice(&self, message: &str, hint: &str) {
+        let mut notice = Vec::with_capacity(256);
+        pg::error_message(
+            &mut notice,
+            true,
+            "NOTICE",
+            SqlState::WARNING.code(),
+            message,
+            None,
+            Some(hint),
+        );
+        let mut w = self.client.lock().await;
+        // Never inside a message the relay is still writing.
+        if !self.client_mid.get() {
+            let (_, _) = monoio::io::AsyncWriteRentExt::write_all(&mut *w, notice).await;
+            let _ = monoio::io::AsyncWriteRent::flush(&mut *w).await;
+        }
+    }
+
+    fn take_cancel(&self) -> bool {
+        self.ctx.handle.take_cancel()
+    }
+
+    fn gone(&self) -> bool {
+        self.ctx.handle.killed().is_some() || client_gone(self.client_fd)
+    }
+
+    async fn settled(&self) -> TxStatus {
+        let ctx = self.ctx;
+        while ctx.tracker.borrow().pending_len() > 0
+            && ctx.tracker.borrow().lost().is_none()
+            && !ctx.progress.ended.get()
+            && ctx.handle.killed().is_none()
+        {
+            ctx.progress.changed().await;
+        }
+        match ctx.tracker.borrow().status() {
+            b'I' => TxStatus::Idle,
+            b'T' => TxStatus::InBlock,
+            _ => TxStatus::Failed,
+        }
+    }
+}
+
+/// Whether the client closed its end (a peek sees EOF).
+fn client_gone(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: a one-byte peek into a local buffer on the session's own socket.
+    let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0
 }
 
 /// What to push to the tracker for a message that passes.
@@ -339,13 +424,7 @@ impl ClientSide<'_> {
         let (step, op) = match secret {
             Some(rule) if self.ctx.refuse_client_secrets && matches!(tag, b'Q' | b'P' | b'B') => {
                 let rule = self.ctx.engine.map(|e| e.rule_id(rule).to_string()).unwrap_or_default();
-                (
-                    Step::Refuse {
-                        code: "",
-                        message: rule,
-                    },
-                    Op::None,
-                )
+                (Step::Refuse(Refusal::Secret { rule }), Op::None)
             }
             // Skipped by the server after a refusal: followed, not decided.
             _ if self.skipping && tag != b'S' => match self.plan(i, tag, body, false) {
@@ -387,12 +466,8 @@ impl ClientSide<'_> {
             self.edit(i).before = before;
             tracker = ctx.tracker.borrow_mut();
         }
-        if let Step::Refuse { code, message } = &step {
-            let sql = if code.is_empty() {
-                secret_refusal_sql(message)
-            } else {
-                enforce::raise_sql(code, message)
-            };
+        if let Step::Refuse(refusal) = &step {
+            let sql = refusal_sql(refusal);
             let mut out = Vec::new();
             refuse_into(&mut out, tag, &sql, &mut tracker);
             drop(tracker);
@@ -488,10 +563,10 @@ impl ClientSide<'_> {
                         return Err(reserved_name());
                     }
                     if ctx.tracker.borrow().names() + NAMES_MARGIN >= MAX_NAMES {
-                        return Err(Step::Refuse {
-                            code: "54000",
+                        return Err(Step::Refuse(Refusal::Policy {
+                            code: SqlState::PROGRAM_LIMIT_EXCEEDED,
                             message: format!("too many prepared statements and portals for gatehouse to track (at most {MAX_NAMES}); close some"),
-                        });
+                        }));
                     }
                     let sql = utf8_text(m.sql)?;
                     (Arc::from(sql), Some(classify(&enf.policy, sql)))
@@ -532,11 +607,12 @@ impl ClientSide<'_> {
                         // holds a change that was not allowed.
                         let mut cleared = false;
                         if let (Some(enf), Some(c)) = (self.enforcer.as_mut().filter(|_| policy), &stmt.class) {
+                            let params = || shown_params(m.rest);
                             let decided = enf.at_bind(
                                 &Statement {
                                     class: c,
                                     sql: &stmt.sql,
-                                    params: Some(m.rest),
+                                    params: Some(&params),
                                     call: None,
                                 },
                                 m.portal,
@@ -599,11 +675,13 @@ impl ClientSide<'_> {
                     Some(_) if portal.as_ref().is_some_and(|p| p.cleared) => Step::Pass,
                     Some(enf) => {
                         let c = class.clone().unwrap_or_else(enforce::unknown);
+                        let kept = portal.as_ref().and_then(|p| p.params.as_deref());
+                        let params = || kept.map(shown_params).unwrap_or_default();
                         enf.decide_execute(
                             &Statement {
                                 class: &c,
                                 sql: &sql,
-                                params: portal.as_ref().and_then(|p| p.params.as_deref()),
+                                params: kept.map(|_| &params as &dyn Fn() -> Vec<String>),
                                 call: None,
                             },
                             name,
@@ -653,7 +731,11 @@ impl ClientSide<'_> {
                 let step = match (self.enforcer.as_mut().filter(|_| policy), &call) {
                     (Some(_), Err(e)) => return Err(malformed(e.clone())),
                     (Some(enf), Ok(f)) => {
-                        let args = f.args.iter().map(|a| messages::param_text(a, 1024)).collect();
+                        let args = f
+                            .args
+                            .iter()
+                            .map(|a| messages::param_text(a, MAX_PARAM_SHOWN))
+                            .collect();
                         let unknown = enforce::unknown();
                         enf.decide(&Statement {
                             class: &unknown,
@@ -808,154 +890,20 @@ impl FrameHandler for ClientSide<'_> {
     }
 
     fn on_large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
-        self.large_stmt = matches!(tag, b'Q' | b'P' | b'B');
-        self.large_flagged = false;
-        self.ctx.track.loose.set(true);
-        let body = head.get(HEADER_LEN..).unwrap_or(&[]);
-        let ctx = self.ctx;
-        let mut tracker = ctx.tracker.borrow_mut();
-        if self.enforcer.is_none() {
-            // Followed as far as its first piece tells.
-            match tag {
-                b'Q' => tracker.query(Vec::new(), Answers::Client, 0),
-                b'F' => tracker.function_call(Answers::Client),
-                b'P' => {
-                    let name = pg::Cursor::new(body, "Parse").cstr().unwrap_or(b"\0");
-                    let stmt = Arc::new(Stmt {
-                        sql: Arc::from("<a statement too large to record>"),
-                        class: None,
-                    });
-                    tracker.parse(name, stmt, Answers::Client);
-                }
-                b'B' => {
-                    let (portal, stmt) = messages::bind_names(body)
-                        .map(|m| (m.portal, m.statement))
-                        .unwrap_or((b"\0", b"\0"));
-                    let p = match tracker.statement_guess(stmt) {
-                        Lookup::Known(s) => Some(Portal {
-                            stmt: s,
-                            params: None,
-                            bind: u64::MAX,
-                            cleared: false,
-                        }),
-                        _ => None,
-                    };
-                    tracker.bind(portal, p, Answers::Client);
-                }
-                b'E' => tracker.execute(Vec::new(), Answers::Client, 0),
-                b'D' => tracker.describe(Answers::Client),
-                b'C' => {
-                    let (t, n) = messages::target_msg(body, "Close").unwrap_or((Target::Statement, b"\0"));
-                    tracker.close(t, n, Answers::Client);
-                }
-                b'S' => tracker.sync(Answers::Client),
-                _ => {}
-            }
-            return Large::Stream;
+        let large = self.large_frame(tag, total_len, head, out);
+        if matches!(large, Large::Discard) && !matches!(tag, b'Q' | b'F') {
+            // Refused: the server skips the rest of the group, which is then
+            // followed, not decided (as for any refusal).
+            self.skipping = true;
         }
-        let refuse = |out: &mut Vec<u8>, tracker: &mut super::statements::StatementTracker, why: String| {
-            let sql = enforce::raise_sql("54000", &why);
-            refuse_into(out, tag, &sql, tracker);
-            tracing::info!(target: "gatehouse::policy", bytes = total_len, reason = %why, "message too large to check refused");
-            Large::Discard
-        };
-        match tag {
-            // COPY data and its end stream through: the COPY was decided.
-            b'd' | b'c' | b'f' => Large::Stream,
-            // Statement text too large for the buffer cannot be classified.
-            b'Q' | b'P' | b'F' => refuse(
-                out,
-                &mut tracker,
-                format!("a statement of {total_len} bytes is too large for the policy to check; send large data as parameters"),
-            ),
-            // A Bind with large parameters: its names lead the message and
-            // must be whole in its first piece; the rest streams.
-            b'B' => {
-                let Ok(m) = messages::bind_names(body) else {
-                    return refuse(
-                        out,
-                        &mut tracker,
-                        format!("a Bind of {total_len} bytes whose names do not fit in gatehouse's buffer"),
-                    );
-                };
-                if read_write::reserved(m.portal) || read_write::reserved(m.statement) {
-                    return refuse(out, &mut tracker, "names starting with gatehouse: are kept for the gateway".into());
-                }
-                let stmt = match tracker.statement(m.statement) {
-                    Lookup::Known(s) => Some(s),
-                    Lookup::Doubtful | Lookup::Absent => None,
-                    Lookup::Unsettled => {
-                        self.waiting = Some(WaitFor::EarlierGroups);
-                        return Large::Hold;
-                    }
-                };
-                let at_start = tracker.at_group_start();
-                let mut cleared = false;
-                if let (Some(st), Some(enf)) = (&stmt, self.enforcer.as_mut()) {
-                    if let Some(c) = &st.class {
-                        let decided = enf.at_bind(
-                            &Statement {
-                                class: c,
-                                sql: &st.sql,
-                                params: None,
-                                call: None,
-                            },
-                            m.portal,
-                        );
-                        match decided {
-                            None => {}
-                            Some(Step::Pass) => cleared = true,
-                            Some(Step::Refuse { code, message }) => {
-                                let sql = enforce::raise_sql(code, &message);
-                                refuse_into(out, tag, &sql, &mut tracker);
-                                return Large::Discard;
-                            }
-                            Some(Step::Wait(w)) => {
-                                self.waiting = Some(w);
-                                return Large::Hold;
-                            }
-                            Some(Step::Hold { .. }) => {
-                                // Nothing of its group is out when it starts
-                                // one: a read-write context can open first.
-                                // The rest of its group is not read yet: it
-                                // cannot be known to be alone in it.
-                                let _ = at_start;
-                                enf.rw_eligible = false;
-                                return Large::Hold;
-                            }
-                        }
-                    }
-                }
-                if at_start {
-                    drop(tracker);
-                    self.before_group(out, &mut ctx.tracker.borrow_mut());
-                    tracker = ctx.tracker.borrow_mut();
-                }
-                let p = stmt.map(|s| {
-                    Portal {
-                        stmt: s,
-                        params: None,
-                        bind: u64::MAX,
-                        cleared,
-                    }
-                });
-                tracker.bind(m.portal, p, Answers::Client);
-                Large::Stream
-            }
-            // Nothing else is ever this large: a message the enforcer
-            // cannot read whole ends the session.
-            _ => Large::Reject(WireError::TooLarge {
-                len: total_len as u64,
-                max: head.len(),
-            }),
-        }
+        large
     }
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
         self.frame_edits.clear();
         self.recorded.clear();
         let secrets = self.statement_secrets(buf, frames);
-        let mut refusals: Vec<(usize, &'static str, String)> = Vec::new();
+        let mut refusals: Vec<(usize, Refusal)> = Vec::new();
         let mut hold = None;
         let mut group: Option<GroupStart> = None;
         let mut next_secret = secrets.iter().peekable();
@@ -975,11 +923,11 @@ impl FrameHandler for ClientSide<'_> {
             let secret = next_secret.peek().filter(|(j, _)| *j == i).map(|(_, r)| *r);
             match self.step(i, f.tag, &buf[f.start..f.end], group_start, secret) {
                 Step::Pass => {}
-                Step::Refuse { code, message } => {
-                    if !code.is_empty() {
-                        tracing::info!(target: "gatehouse::policy", code, reason = %message, "statement refused by policy");
+                Step::Refuse(refusal) => {
+                    if let Refusal::Policy { code, message } = &refusal {
+                        tracing::info!(target: "gatehouse::policy", code = code.code(), reason = %message, "statement refused by policy");
                     }
-                    refusals.push((i, code, message));
+                    refusals.push((i, refusal));
                 }
                 Step::Wait(w) => {
                     self.waiting = Some(w);
@@ -1035,22 +983,14 @@ impl FrameHandler for ClientSide<'_> {
         if let Some(engine) = self.ctx.engine {
             for &(i, rule) in secrets.iter().filter(|(i, _)| *i < upto) {
                 self.ctx.client_secrets.set(self.ctx.client_secrets.get() + 1);
-                let refused = refusals.iter().any(|(j, code, _)| *j == i && code.is_empty());
+                let refused = refusals
+                    .iter()
+                    .any(|(j, r)| *j == i && matches!(r, Refusal::Secret { .. }));
                 tracing::info!(target: "gatehouse::scan", rule = %engine.rule_id(rule), refused, frame = i, "statement from the client carries a secret");
             }
         }
         if let Some(rec) = &self.ctx.rec {
-            let shown: Vec<(usize, &'static str, String)> = refusals
-                .iter()
-                .map(|(i, code, text)| {
-                    if code.is_empty() {
-                        (*i, "42501", format!("the statement carries a secret ({text})"))
-                    } else {
-                        (*i, *code, text.clone())
-                    }
-                })
-                .collect();
-            rec.client(buf, frames, &shown, &self.recorded);
+            rec.client(buf, frames, &refusals, &self.recorded);
         }
         for e in self.frame_edits.drain(..) {
             let f = frames[e.frame];
@@ -1083,7 +1023,7 @@ impl FrameHandler for ClientSide<'_> {
         let (w, mid, fd) = self.client;
         let ctx = self.ctx;
         if let Some(enf) = self.enforcer.as_mut() {
-            enf.hold(HoldIo {
+            enf.hold(&PgHold {
                 client: w,
                 client_mid: mid,
                 client_fd: fd,
@@ -1118,5 +1058,156 @@ impl FrameHandler for ClientSide<'_> {
     fn on_read(&mut self, n: usize) {
         self.bytes += n as u64;
         self.ctx.handle.touch(self.ctx.shared.now());
+    }
+}
+
+impl ClientSide<'_> {
+    /// What to do with a message too large for the buffer (see
+    /// [`FrameHandler::on_large_frame`]).
+    fn large_frame(&mut self, tag: u8, total_len: usize, head: &[u8], out: &mut Vec<u8>) -> Large {
+        self.large_stmt = matches!(tag, b'Q' | b'P' | b'B');
+        self.large_flagged = false;
+        self.ctx.track.loose.set(true);
+        let body = head.get(HEADER_LEN..).unwrap_or(&[]);
+        let ctx = self.ctx;
+        let mut tracker = ctx.tracker.borrow_mut();
+        if self.enforcer.is_none() {
+            // Followed as far as its first piece tells.
+            match tag {
+                b'Q' => tracker.query(Vec::new(), Answers::Client, 0),
+                b'F' => tracker.function_call(Answers::Client),
+                b'P' => {
+                    let name = pg::Cursor::new(body, "Parse").cstr().unwrap_or(b"\0");
+                    let stmt = Arc::new(Stmt {
+                        sql: Arc::from("<a statement too large to record>"),
+                        class: None,
+                    });
+                    tracker.parse(name, stmt, Answers::Client);
+                }
+                b'B' => {
+                    let (portal, stmt) = messages::bind_names(body)
+                        .map(|m| (m.portal, m.statement))
+                        .unwrap_or((b"\0", b"\0"));
+                    let p = match tracker.statement_guess(stmt) {
+                        Lookup::Known(s) => Some(Portal {
+                            stmt: s,
+                            params: None,
+                            bind: u64::MAX,
+                            cleared: false,
+                        }),
+                        _ => None,
+                    };
+                    tracker.bind(portal, p, Answers::Client);
+                }
+                b'E' => tracker.execute(Vec::new(), Answers::Client, 0),
+                b'D' => tracker.describe(Answers::Client),
+                b'C' => {
+                    let (t, n) = messages::target_msg(body, "Close").unwrap_or((Target::Statement, b"\0"));
+                    tracker.close(t, n, Answers::Client);
+                }
+                b'S' => tracker.sync(Answers::Client),
+                _ => {}
+            }
+            return Large::Stream;
+        }
+        let refuse = |out: &mut Vec<u8>, tracker: &mut super::statements::StatementTracker, why: String| {
+            let sql = refusal_sql(&Refusal::Policy {
+                code: SqlState::PROGRAM_LIMIT_EXCEEDED,
+                message: why.clone(),
+            });
+            refuse_into(out, tag, &sql, tracker);
+            tracing::info!(target: "gatehouse::policy", bytes = total_len, reason = %why, "message too large to check refused");
+            Large::Discard
+        };
+        match tag {
+            // COPY data and its end stream through: the COPY was decided.
+            b'd' | b'c' | b'f' => Large::Stream,
+            // Statement text too large for the buffer cannot be classified.
+            b'Q' | b'P' | b'F' => refuse(
+                out,
+                &mut tracker,
+                format!("a statement of {total_len} bytes is too large for the policy to check; send large data as parameters"),
+            ),
+            // A Bind with large parameters: its names lead the message and
+            // must be whole in its first piece; the rest streams.
+            b'B' => {
+                let Ok(m) = messages::bind_names(body) else {
+                    return refuse(
+                        out,
+                        &mut tracker,
+                        format!("a Bind of {total_len} bytes whose names do not fit in gatehouse's buffer"),
+                    );
+                };
+                if read_write::reserved(m.portal) || read_write::reserved(m.statement) {
+                    return refuse(out, &mut tracker, "names starting with gatehouse: are kept for the gateway".into());
+                }
+                let stmt = match tracker.statement(m.statement) {
+                    Lookup::Known(s) => Some(s),
+                    Lookup::Doubtful | Lookup::Absent => None,
+                    Lookup::Unsettled => {
+                        self.waiting = Some(WaitFor::EarlierGroups);
+                        return Large::Hold;
+                    }
+                };
+                let at_start = tracker.at_group_start();
+                let mut cleared = false;
+                if let (Some(st), Some(enf)) = (&stmt, self.enforcer.as_mut()) {
+                    if let Some(c) = &st.class {
+                        let decided = enf.at_bind(
+                            &Statement {
+                                class: c,
+                                sql: &st.sql,
+                                params: None,
+                                call: None,
+                            },
+                            m.portal,
+                        );
+                        match decided {
+                            None => {}
+                            Some(Step::Pass) => cleared = true,
+                            Some(Step::Refuse(refusal)) => {
+                                let sql = refusal_sql(&refusal);
+                                refuse_into(out, tag, &sql, &mut tracker);
+                                return Large::Discard;
+                            }
+                            Some(Step::Wait(w)) => {
+                                self.waiting = Some(w);
+                                return Large::Hold;
+                            }
+                            Some(Step::Hold { .. }) => {
+                                // Nothing of its group is out when it starts
+                                // one: a read-write context can open first.
+                                // The rest of its group is not read yet: it
+                                // cannot be known to be alone in it.
+                                let _ = at_start;
+                                enf.rw_eligible = false;
+                                return Large::Hold;
+                            }
+                        }
+                    }
+                }
+                if at_start {
+                    drop(tracker);
+                    self.before_group(out, &mut ctx.tracker.borrow_mut());
+                    tracker = ctx.tracker.borrow_mut();
+                }
+                let p = stmt.map(|s| {
+                    Portal {
+                        stmt: s,
+                        params: None,
+                        bind: u64::MAX,
+                        cleared,
+                    }
+                });
+                tracker.bind(m.portal, p, Answers::Client);
+                Large::Stream
+            }
+            // Nothing else is ever this large: a message the enforcer
+            // cannot read whole ends the session.
+            _ => Large::Reject(WireError::TooLarge {
+                len: total_len as u64,
+                max: head.len(),
+            }),
+        }
     }
 }

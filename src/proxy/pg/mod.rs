@@ -5,7 +5,6 @@ pub mod capture;
 mod catalog;
 mod conn;
 mod ctx;
-mod enforce;
 mod frontend;
 pub mod params;
 pub mod pool;

@@ -34,6 +34,7 @@
 //! and fails with 25006 once approved (the hold notice says so).
 
 use super::statements::{StatementTracker, Stmt};
+use crate::core::enforce::{Plan, TxStatus};
 use crate::wire::pg::messages::Target;
 use crate::wire::pg::track::Answers;
 use crate::wire::pg::{self};
@@ -57,40 +58,6 @@ const OPEN_SQL: &str = "SET default_transaction_read_only = off";
 const OPEN_IN_BLOCK_SQL: &str = "SET TRANSACTION READ WRITE";
 const CLOSE_SQL: &str = "SET TRANSACTION READ ONLY";
 
-/// Where a read-write context is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Approved; opens before the statement's group.
-    Approved,
-    /// Open: the statement is on its way.
-    Open,
-    /// Closed after the statement; the default goes back on after its
-    /// group (outside a block).
-    Closed,
-}
-
-/// A read-write context for an approved statement.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
-    /// `I`, `T` or `E`, from the last ReadyForQuery before the group.
-    pub status: u8,
-    pub stage: Stage,
-}
-
-impl Plan {
-    pub fn new(status: u8) -> Plan {
-        Plan {
-            status,
-            stage: Stage::Approved,
-        }
-    }
-
-    /// The session default was turned off for it: it must be set back.
-    pub fn turned_default_off(&self) -> bool {
-        self.status == b'I'
-    }
-}
-
 fn query(out: &mut Vec<u8>, tracker: &mut StatementTracker, sql: &str, answers: Answers, mark: u8) {
     pg::cstring_message(out, b'Q', sql.as_bytes());
     tracker.query(Vec::new(), answers, mark);
@@ -105,23 +72,23 @@ pub fn restore(out: &mut Vec<u8>, tracker: &mut StatementTracker) {
 /// turned off (it must be restored).
 pub fn open(plan: &Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) -> bool {
     match plan.status {
-        b'I' => {
+        TxStatus::Idle => {
             query(out, tracker, OPEN_SQL, Answers::Dropped, 0);
             true
         }
-        b'T' => {
+        TxStatus::InBlock => {
             query(out, tracker, OPEN_IN_BLOCK_SQL, Answers::ErrorAsNotice, 0);
             false
         }
         // A failed block: the statement fails anyway.
-        _ => false,
+        TxStatus::Failed => false,
     }
 }
 
 /// Right after the approved statement: a Query when it was a Query or a
 /// FunctionCall (`tag` `Q`/`F`), inside its group otherwise.
 pub fn close(tag: u8, plan: &Plan, out: &mut Vec<u8>, tracker: &mut StatementTracker) {
-    if !matches!(plan.status, b'I' | b'T') {
+    if plan.status == TxStatus::Failed {
         return;
     }
     if matches!(tag, b'Q' | b'F') {
@@ -200,7 +167,7 @@ mod tests {
     fn the_context_is_opened_and_closed_per_status() {
         let mut t = StatementTracker::new();
         let mut out = Vec::new();
-        let idle = Plan::new(b'I');
+        let idle = Plan::new(TxStatus::Idle);
         assert!(idle.turned_default_off());
         assert!(open(&idle, &mut out, &mut t));
         close(b'E', &idle, &mut out, &mut t);
@@ -208,7 +175,7 @@ mod tests {
         assert_eq!(tags(&out), b"QPBECCQ");
         assert_eq!(t.pending_len(), 7);
         let mut out = Vec::new();
-        let failed = Plan::new(b'E');
+        let failed = Plan::new(TxStatus::Failed);
         assert!(!open(&failed, &mut out, &mut t));
         close(b'Q', &failed, &mut out, &mut t);
         assert!(out.is_empty());

@@ -2,17 +2,17 @@
 //! protocol negotiation, authentication, target selection, upstream login)
 //! and then the relay.
 
-use super::catalog::CatalogKey;
 use super::conn::{Conn, ConnError};
 use super::ctx::{Pinned, PoolTrack, SessionCtx};
-use super::enforce::CatalogAccess;
-use super::enforce::{BudgetGuard, Enforcer, Who};
 use super::frontend::ClientSide;
 use super::pool::{self, PoolKey};
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
 use super::scanning::ServerSide;
 use super::stream::{Peeked, Stream};
 use super::upstream::{self, UpstreamError};
+use crate::core::catalog::CatalogKey;
+use crate::core::enforce::CatalogAccess;
+use crate::core::enforce::{BudgetGuard, Enforcer, Who};
 use crate::core::registry::{CancelTarget, SessionHandle, SessionInfo};
 use crate::core::state::{Shared, State};
 use crate::identity::Identity;
@@ -864,9 +864,7 @@ async fn relay(
                 account: account_name.clone(),
             },
             epoch: &shared.catalog_epoch,
-            target: target_rt,
-            account: account_rt,
-            max_message: max_msg,
+            fetch: Box::new(move || Box::pin(super::catalog::fetch(target_rt, account_rt, max_msg))),
         };
         let mut e = Enforcer::new(p, &who, &shared.reviews, mask, catalog);
         let scheme = if state.config.admin.tls.is_some() {

@@ -608,8 +608,20 @@ impl<S: Clone, P: Clone> Tracker<S, P> {
     /// One message from the server, in order. Says whether the client gets
     /// it and which marked operation (if any) it finished.
     pub fn on_server(&mut self, tag: u8, body: &[u8]) -> Answer {
-        let front_answers = self.pending.front().map_or(Answers::Client, |op| op.answers);
-        let delivery = match (front_answers, tag) {
+        // Whose answer it is: the oldest unanswered message, except while
+        // the server skips to a Sync. Then the ReadyForQuery is the Sync's
+        // (messages sent after the error, still pending, get no answer),
+        // and anything else is asynchronous or the server's FATAL.
+        let owner = if self.server_skipping && self.lost.is_none() {
+            match tag {
+                b'Z' => self.pending.iter().find(|op| matches!(op.kind, Kind::Sync)),
+                _ => None,
+            }
+        } else {
+            self.pending.front()
+        };
+        let owner_answers = owner.map_or(Answers::Client, |op| op.answers);
+        let delivery = match (owner_answers, tag) {
             // Notifications are other sessions' news: always the client's.
             (_, b'A') | (Answers::Client, _) => Delivery::Forward,
             (Answers::ErrorAsNotice, b'E') => Delivery::AsNotice,
@@ -862,6 +874,36 @@ mod tests {
     }
 
     #[test]
+    fn after_an_error_the_ready_for_query_is_the_syncs() {
+        // gatehouse's messages (answers dropped) fail before the client's
+        // next messages are even sent; those are skipped, and the
+        // ReadyForQuery belongs to the client's Sync, not to the gatehouse
+        // message that happens to be the oldest one pending.
+        let mut t = T::new();
+        t.parse(b"", "refusal", Answers::Dropped);
+        t.bind(b"", None, Answers::Dropped);
+        t.execute(vec![], C, 0);
+        assert_eq!(t.on_server(b'1', b"").delivery, Delivery::Drop);
+        assert_eq!(t.on_server(b'2', b"").delivery, Delivery::Drop);
+        assert_eq!(t.on_server(b'E', b"").delivery, Delivery::Forward);
+        t.parse(b"", "another refusal", Answers::Dropped);
+        t.bind(b"", None, Answers::Dropped);
+        t.execute(vec![], Answers::Dropped, 0);
+        t.sync(C);
+        assert_eq!(t.on_server(b'N', b"").delivery, Delivery::Forward);
+        assert_eq!(t.on_server(b'Z', b"I").delivery, Delivery::Forward);
+        assert!(t.lost().is_none());
+        assert_eq!(t.pending_len(), 0);
+        // And a Sync of gatehouse's own keeps its ReadyForQuery.
+        t.execute(vec![], C, 0);
+        t.on_server(b'E', b"");
+        t.execute(vec![], C, 0);
+        t.sync(Answers::Dropped);
+        assert_eq!(t.on_server(b'Z', b"I").delivery, Delivery::Drop);
+        assert!(t.lost().is_none());
+    }
+
+    #[test]
     fn an_answer_for_nothing_loses_track() {
         let mut t = T::new();
         t.parse(b"s", "x", C);
@@ -979,6 +1021,8 @@ mod model {
         /// For Parse: the content; for Execute: the tracker's resolution.
         content: u32,
         expect: Option<Lookup<u32>>,
+        /// Who gets its answers.
+        answers: Answers,
     }
 
     #[derive(Default)]
@@ -1136,8 +1180,15 @@ mod model {
         fn step_server(&mut self) -> bool {
             let Some(s) = self.wire.pop_front() else { return false };
             self.srv.run(&s);
+            // Everything the server said now answers `s`: the client gets
+            // it exactly when `s` was the client's.
             while let Some((tag, body)) = self.srv.out.pop_front() {
-                self.t.on_server(tag, &body);
+                let a = self.t.on_server(tag, &body);
+                let want = match s.answers {
+                    Answers::Dropped => Delivery::Drop,
+                    _ => Delivery::Forward,
+                };
+                assert_eq!(a.delivery, want, "{} answering {:?}", tag as char, s.msg);
             }
             true
         }
@@ -1146,10 +1197,14 @@ mod model {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         #[test]
-        fn an_execute_runs_what_the_tracker_named(msgs in prop::collection::vec(msg(), 1..60)) {
+        fn an_execute_runs_what_the_tracker_named(
+            msgs in prop::collection::vec((msg(), prop::bool::weighted(0.2)), 1..60),
+        ) {
             let mut w = World { t: T::new(), srv: Server::default(), wire: VecDeque::new() };
             let mut next_content = 1u32;
-            for m in msgs {
+            for (m, ours) in msgs {
+                // Some messages are gatehouse's own: their answers are dropped.
+                let answers = if ours { Answers::Dropped } else { Answers::Client };
                 if let Msg::Deliver(n) = m {
                     for _ in 0..n {
                         w.step_server();
@@ -1167,11 +1222,11 @@ mod model {
                     prop_assert!(w.t.earlier_groups_pending());
                     prop_assert!(w.step_server(), "waiting on nothing");
                 }
-                let mut sent = Sent { msg: m.clone(), content: 0, expect: None };
+                let mut sent = Sent { msg: m.clone(), content: 0, expect: None, answers };
                 match &m {
                     Msg::Parse { name: n, .. } => {
                         sent.content = next_content;
-                        w.t.parse(&name(*n), next_content, Answers::Client);
+                        w.t.parse(&name(*n), next_content, answers);
                         next_content += 1;
                     }
                     Msg::Bind { portal, stmt, .. } => {
@@ -1179,31 +1234,31 @@ mod model {
                             Lookup::Known(v) => Some(v),
                             _ => None,
                         };
-                        w.t.bind(&name(*portal), p, Answers::Client);
+                        w.t.bind(&name(*portal), p, answers);
                     }
                     Msg::Execute { portal, .. } => {
                         sent.expect = Some(w.t.portal(&name(*portal)));
-                        w.t.execute(Vec::new(), Answers::Client, 0);
+                        w.t.execute(Vec::new(), answers, 0);
                     }
-                    Msg::Describe => w.t.describe(Answers::Client),
+                    Msg::Describe => w.t.describe(answers),
                     Msg::Close { portal, name: n } => {
                         let target = if *portal { Target::Portal } else { Target::Statement };
-                        w.t.close(target, &name(*n), Answers::Client);
+                        w.t.close(target, &name(*n), answers);
                     }
-                    Msg::Sync => w.t.sync(Answers::Client),
+                    Msg::Sync => w.t.sync(answers),
                     Msg::Query(sql) => {
                         let names = match sql {
                             Sql::Prepare(n) => vec![NameEffect::Statement(key(*n).into())],
                             Sql::Declare(n) => vec![NameEffect::Portal(key(*n).into())],
                             _ => Vec::new(),
                         };
-                        w.t.query(names, Answers::Client, 0);
+                        w.t.query(names, answers, 0);
                     }
                     Msg::Deliver(_) => {}
                 }
                 w.wire.push_back(sent);
             }
-            w.wire.push_back(Sent { msg: Msg::Sync, content: 0, expect: None });
+            w.wire.push_back(Sent { msg: Msg::Sync, content: 0, expect: None, answers: Answers::Client });
             w.t.sync(Answers::Client);
             while w.step_server() {}
             prop_assert!(w.t.lost().is_none(), "lost track: {:?}", w.t.lost());

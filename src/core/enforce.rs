@@ -1,11 +1,11 @@
-//! Statement policy on the data path: what to do with a statement the
-//! server is about to run (a simple Query, an Execute of a portal the
-//! protocol tracker resolved, a FunctionCall), holding it for approval
-//! while the rest of the session waits behind it.
+//! Statement policy on the data path, for any protocol: what to do with a
+//! statement the server is about to run (or, for a change, bind), holding
+//! it for approval while the rest of the session waits behind it.
 //!
-//! The decision is taken on what the server will execute: the caller
-//! resolves the portal through the tracker (`wire::pg::track`), never
-//! through what the client's messages seemed to say. Before the policy's
+//! The decision is taken on what the server will execute: the protocol's
+//! session resolves prepared statements and portals through what the server
+//! confirmed (for PostgreSQL `wire::pg::track`), never through what the
+//! client's messages seemed to say. Before the policy's
 //! verdict, three things are refused whatever the role:
 //! - a statement that changes how text is read (`lexical_setting`);
 //! - for a role whose upstream session is read-only, a statement that
@@ -17,18 +17,13 @@
 //! makes a `SELECT` a write.
 
 use super::catalog::{self, Cached, CatalogKey};
-use super::ctx::SessionCtx;
-use super::read_write::Plan;
-use super::relay::Writer;
+use super::sqlstate::SqlState;
 use crate::config::Verdict;
-use crate::core::state::{AccountRt, TargetRt};
 use crate::policy::reviews::{ReviewRequest, Reviews, Status, POLL};
 use crate::policy::{Budget, Decision, Meter, Policy};
 use crate::sql::{Catalog, Classification, Flags, StatementClass};
-use crate::wire::pg::{self, messages};
-use futures_util::lock::Mutex;
-use std::cell::Cell;
-use std::os::fd::RawFd;
+use futures_util::future::LocalBoxFuture;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +31,6 @@ use std::time::{Duration, Instant};
 /// Allowed statements remembered per session (the memo that spares a
 /// prepared statement a decision on every Execute).
 const MEMO: usize = 32;
-/// Parameters shown to a reviewer, each at most this long.
-const MAX_PARAM_SHOWN: usize = 1024;
 /// Parameters shown to a reviewer, at most.
 const MAX_PARAMS_SHOWN: usize = 100;
 
@@ -53,7 +46,111 @@ pub struct Who {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Approved,
-    Refused { code: &'static str, message: String },
+    /// A reviewer denied it, with a reason.
+    Denied {
+        review: String,
+        reason: String,
+    },
+    /// The review was withdrawn (by an administrator).
+    Withdrawn {
+        review: String,
+        why: String,
+    },
+    /// The review disappeared (a reload, a restart of the control plane).
+    Gone {
+        review: String,
+    },
+    /// The client cancelled it.
+    Cancelled,
+    /// The client left, or the session was ended.
+    Disconnected,
+    /// No decision in time.
+    TimedOut {
+        review: String,
+    },
+    /// It could not be held at all (too many open reviews).
+    NotHeld {
+        why: String,
+    },
+}
+
+impl Outcome {
+    /// What the client gets in place of the statement, unless approved.
+    pub fn refusal(&self) -> Option<Refusal> {
+        let policy = |code, message| Some(Refusal::Policy { code, message });
+        match self {
+            Outcome::Approved => None,
+            Outcome::Denied { review, reason } => policy(
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                format!("statement denied by reviewer (review {review}): {reason}"),
+            ),
+            Outcome::Withdrawn { review, why } => policy(
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                format!("review {review} was withdrawn: {why}"),
+            ),
+            Outcome::Gone { review } => policy(SqlState::INSUFFICIENT_PRIVILEGE, format!("review {review} is gone")),
+            Outcome::Cancelled => policy(
+                SqlState::QUERY_CANCELED,
+                "canceling statement due to user request; the review was withdrawn".into(),
+            ),
+            Outcome::Disconnected => policy(SqlState::CONNECTION_FAILURE, "the client disconnected".into()),
+            Outcome::TimedOut { review } => policy(
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                format!("approval timed out (review {review})"),
+            ),
+            Outcome::NotHeld { why } => policy(
+                SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+                format!("cannot hold the statement for approval: {why}"),
+            ),
+        }
+    }
+
+    /// The outcome as recordings name it.
+    pub fn recorded(&self) -> &'static str {
+        match self {
+            Outcome::Approved => "approved",
+            Outcome::Denied { .. } | Outcome::Withdrawn { .. } | Outcome::Gone { .. } | Outcome::NotHeld { .. } => {
+                "denied"
+            }
+            Outcome::Cancelled => "cancelled",
+            Outcome::Disconnected => "disconnected",
+            Outcome::TimedOut { .. } => "timed out",
+        }
+    }
+}
+
+/// Why a statement is refused: the policy's decision (with the SQLSTATE
+/// and message the client gets), or a secret in it (the rule that found
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Policy { code: SqlState, message: String },
+    Secret { rule: String },
+}
+
+impl Refusal {
+    pub fn policy(message: impl Into<String>) -> Refusal {
+        Refusal::Policy {
+            code: SqlState::INSUFFICIENT_PRIVILEGE,
+            message: message.into(),
+        }
+    }
+
+    /// The SQLSTATE the client gets.
+    pub fn code(&self) -> SqlState {
+        match self {
+            Refusal::Policy { code, .. } => *code,
+            Refusal::Secret { .. } => SqlState::INSUFFICIENT_PRIVILEGE,
+        }
+    }
+
+    /// What the client (and the recording) is told.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Policy { message, .. } => message.clone(),
+            Refusal::Secret { rule } => format!("the statement carries a secret ({rule})"),
+        }
+    }
 }
 
 /// Why a client message waits before it is sent.
@@ -72,10 +169,7 @@ pub enum WaitFor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Pass,
-    Refuse {
-        code: &'static str,
-        message: String,
-    },
+    Refuse(Refusal),
     /// Held for review. `read_write`: once approved it must run in a
     /// read-write context (a change, on a read-only session).
     Hold {
@@ -97,8 +191,9 @@ struct Effective {
 pub struct Statement<'s> {
     pub class: &'s Arc<Classification>,
     pub sql: &'s str,
-    /// The Bind message's parameters (after its names), for a reviewer.
-    pub params: Option<&'s [u8]>,
+    /// The statement's parameters as text (unmasked), for a reviewer:
+    /// decoded only when the statement is held.
+    pub params: Option<&'s dyn Fn() -> Vec<String>>,
     /// A FunctionCall's OID and arguments.
     pub call: Option<(u32, Vec<String>)>,
 }
@@ -182,24 +277,75 @@ pub struct BudgetGuard<'a> {
     pub clock: &'a AtomicU64,
 }
 
+/// Reads a target's catalog (the protocol's own query), once per load.
+pub type FetchCatalog<'a> = Box<dyn Fn() -> LocalBoxFuture<'a, Result<Arc<Catalog>, String>> + 'a>;
+
 /// Where the enforcer reads the target's catalog.
 pub struct CatalogAccess<'a> {
     pub key: CatalogKey,
     /// Bumped when a statement that may change functions ends.
     pub epoch: &'a AtomicU64,
-    pub target: &'a TargetRt,
-    pub account: &'a AccountRt,
-    pub max_message: usize,
+    pub fetch: FetchCatalog<'a>,
 }
 
-/// The session's side of a hold: the client (for the notice), the
-/// session's handle (cancel, kill) and the tracker (to learn the
-/// transaction status a read-write context opens in).
-pub struct HoldIo<'h> {
-    pub client: &'h Mutex<Writer>,
-    pub client_mid: &'h Cell<bool>,
-    pub client_fd: RawFd,
-    pub ctx: &'h SessionCtx<'h>,
+/// The state of the upstream transaction, as the last answer before a
+/// statement's group says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Outside a transaction block.
+    Idle,
+    /// Inside a transaction block.
+    InBlock,
+    /// Inside a failed transaction block.
+    Failed,
+}
+
+/// Where a read-write context is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Approved; opens before the statement's group.
+    Approved,
+    /// Open: the statement is on its way.
+    Open,
+    /// Closed after the statement; the default goes back on after its
+    /// group (outside a block).
+    Closed,
+}
+
+/// A read-write context for an approved statement (each protocol's
+/// session opens and closes it in its own terms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Where the upstream transaction was before the statement's group.
+    pub status: TxStatus,
+    pub stage: Stage,
+}
+
+impl Plan {
+    pub fn new(status: TxStatus) -> Plan {
+        Plan {
+            status,
+            stage: Stage::Approved,
+        }
+    }
+
+    /// The session default was turned off for it: it must be set back.
+    pub fn turned_default_off(&self) -> bool {
+        self.status == TxStatus::Idle
+    }
+}
+
+/// The session's side of a hold.
+pub trait HoldIo {
+    /// Tells the client the statement is held (a notice in its protocol).
+    fn notice(&self, message: &str, hint: &str) -> impl Future<Output = ()>;
+    /// The client asked to cancel (since the last look).
+    fn take_cancel(&self) -> bool;
+    /// The client left, or the session was ended.
+    fn gone(&self) -> bool;
+    /// Waits until every message sent before the held one is answered;
+    /// the transaction status then.
+    fn settled(&self) -> impl Future<Output = TxStatus>;
 }
 
 pub struct Enforcer<'a> {
@@ -297,11 +443,11 @@ impl<'a> Enforcer<'a> {
             self.rw = None;
             return None;
         }
-        Some(match outcome {
-            Outcome::Approved => Step::Pass,
-            Outcome::Refused { code, message } => {
+        Some(match outcome.refusal() {
+            None => Step::Pass,
+            Some(refusal) => {
                 self.rw = None;
-                Step::Refuse { code, message }
+                Step::Refuse(refusal)
             }
         })
     }
@@ -347,7 +493,7 @@ impl<'a> Enforcer<'a> {
     pub async fn load_catalog(&self) {
         let c = &self.catalog;
         let epoch = c.epoch.load(Ordering::Acquire);
-        if let Err(e) = catalog::load(&c.key, epoch, c.target, c.account, c.max_message).await {
+        if let Err(e) = catalog::load(&c.key, epoch, (c.fetch)()).await {
             tracing::warn!(target: "gatehouse::policy", session = self.who.session, error = %e, "cannot read the target's catalog");
         }
     }
@@ -399,16 +545,14 @@ impl<'a> Enforcer<'a> {
         let c = s.class;
         let mut flags = c.flags();
         if flags.lexical_setting {
-            return Err(Step::Refuse {
-                code: "42501",
-                message: "it would change how statements are read (gatehouse keeps client_encoding UTF8, standard_conforming_strings on and backslash_quote off)".into(),
-            });
+            return Err(Step::Refuse(Refusal::policy(
+                "it would change how statements are read (gatehouse keeps client_encoding UTF8, standard_conforming_strings on and backslash_quote off)",
+            )));
         }
         if self.read_only && flags.read_only_override {
-            return Err(Step::Refuse {
-                code: "42501",
-                message: "this role's sessions are read-only at the server and may not turn that off; held writes run read-write once approved".into(),
-            });
+            return Err(Step::Refuse(Refusal::policy(
+                "this role's sessions are read-only at the server and may not turn that off; held writes run read-write once approved",
+            )));
         }
         let mut class = c.class;
         let mut catalog = None;
@@ -418,12 +562,9 @@ impl<'a> Enforcer<'a> {
                 Cached::Ready(cat, _) => cat,
                 Cached::Missing => return Err(Step::Wait(WaitFor::Catalog)),
                 Cached::Failed(why) => {
-                    return Err(Step::Refuse {
-                        code: "42501",
-                        message: format!(
+                    return Err(Step::Refuse(Refusal::policy(format!(
                         "gatehouse cannot read the target's catalog to check the functions this statement calls: {why}"
-                    ),
-                    })
+                    ))))
                 }
             };
             let memo = self
@@ -503,7 +644,7 @@ impl<'a> Enforcer<'a> {
         // The class's own hold, unless an approval granted the class.
         let (class_hold, granted) = match decision {
             Decision::Allow => (None, false),
-            Decision::Deny { message } => return Step::Refuse { code: "42501", message },
+            Decision::Deny { message } => return Step::Refuse(Refusal::policy(message)),
             Decision::Approve {
                 approvers,
                 required,
@@ -523,10 +664,9 @@ impl<'a> Enforcer<'a> {
         let budget_hold = match (budget, &self.budget) {
             (Some(why), Some(b)) if b.limits.action == Verdict::Deny => {
                 tracing::info!(target: "gatehouse::policy", session = self.who.session, identity = %self.who.identity, "statement denied: {why}");
-                return Step::Refuse {
-                    code: "42501",
-                    message: format!("{why} (the identity's budget; ask for a higher one or wait)"),
-                };
+                return Step::Refuse(Refusal::policy(format!(
+                    "{why} (the identity's budget; ask for a higher one or wait)"
+                )));
             }
             (Some(why), Some(b)) => Some((why, b.limits.clone())),
             _ => None,
@@ -587,23 +727,16 @@ impl<'a> Enforcer<'a> {
         Step::Hold { read_write }
     }
 
-    /// A Bind's parameters as a reviewer reads them, masked.
-    fn shown_params(&self, rest: Option<&[u8]>) -> Vec<String> {
-        let Some(rest) = rest else { return Vec::new() };
-        match messages::bind_params(rest) {
-            Ok(ps) => ps
-                .iter()
-                .take(MAX_PARAMS_SHOWN)
-                .map(|p| (self.mask)(&messages::param_text(p, MAX_PARAM_SHOWN)))
-                .collect(),
-            Err(_) => vec!["<parameters gatehouse could not read>".into()],
-        }
+    /// A statement's parameters as a reviewer reads them, masked.
+    fn shown_params(&self, params: Option<&dyn Fn() -> Vec<String>>) -> Vec<String> {
+        let Some(params) = params else { return Vec::new() };
+        params().iter().take(MAX_PARAMS_SHOWN).map(|p| (self.mask)(p)).collect()
     }
 
     /// Waits for the held statement's review (or, for a grant, for the
     /// transaction status); the outcome applies when the statement comes
     /// round again.
-    pub async fn hold(&mut self, io: HoldIo<'_>) {
+    pub async fn hold(&mut self, io: &impl HoldIo) {
         let Some(pending) = self.pending.take() else { return };
         let Some(held) = self.held.take() else { return };
         let read_write = self.rw_eligible && !held.transaction_control;
@@ -611,26 +744,18 @@ impl<'a> Enforcer<'a> {
             Pending::ReadWrite => (Outcome::Approved, true),
             Pending::Review(p) => {
                 let rw = p.read_write;
-                (self.review(p, &io, read_write).await, rw)
+                (self.review(p, io, read_write).await, rw)
             }
         };
         if outcome == Outcome::Approved && wants_rw && read_write {
             // Everything before the group is answered: the transaction
             // status the context opens in is known.
-            let ctx = io.ctx;
-            while ctx.tracker.borrow().pending_len() > 0
-                && ctx.tracker.borrow().lost().is_none()
-                && !ctx.progress.ended.get()
-                && ctx.handle.killed().is_none()
-            {
-                ctx.progress.changed().await;
-            }
-            self.rw = Some(Plan::new(ctx.tracker.borrow().status()));
+            self.rw = Some(Plan::new(io.settled().await));
         }
         self.decided = Some((held, outcome));
     }
 
-    async fn review(&mut self, p: Review, io: &HoldIo<'_>, read_write: bool) -> Outcome {
+    async fn review(&mut self, p: Review, io: &impl HoldIo, read_write: bool) -> Outcome {
         let req = ReviewRequest {
             identity: self.who.identity.clone(),
             roles: self.who.roles.clone(),
@@ -649,12 +774,7 @@ impl<'a> Enforcer<'a> {
         };
         let id = match self.reviews.submit(req) {
             Ok(id) => id,
-            Err(e) => {
-                return Outcome::Refused {
-                    code: "53400",
-                    message: format!("cannot hold the statement for approval: {e}"),
-                }
-            }
+            Err(e) => return Outcome::NotHeld { why: e.to_string() },
         };
         tracing::info!(target: "gatehouse::policy", session = self.who.session, review = %id, class = p.class.as_str(), "statement held for approval");
         let mut how = match &self.admin_url {
@@ -666,79 +786,49 @@ impl<'a> Enforcer<'a> {
                 "; note: this session is read-only at the server and the statement is not alone in its group (or controls transactions), so it will fail with 25006 even once approved: send it on its own (a Query without BEGIN/COMMIT, or Parse/Bind/Execute/Sync)",
             );
         }
-        let mut notice = Vec::with_capacity(256);
-        pg::error_message(
-            &mut notice,
-            true,
-            "NOTICE",
-            "01000",
-            &match &p.reason {
-                None => format!(
-                    "statement held for approval: review {id} ({} statement); waiting up to {}s",
-                    p.class.as_str(),
-                    p.timeout.as_secs()
-                ),
-                Some(why) => format!(
-                    "statement held for approval: review {id} ({why}); waiting up to {}s",
-                    p.timeout.as_secs()
-                ),
-            },
-            None,
-            Some(&how),
-        );
-        {
-            let mut w = io.client.lock().await;
-            if !io.client_mid.get() {
-                let (_, _) = monoio::io::AsyncWriteRentExt::write_all(&mut *w, notice).await;
-                let _ = monoio::io::AsyncWriteRent::flush(&mut *w).await;
-            }
-        }
-        let handle = io.ctx.handle;
-        handle.take_cancel();
+        let message = match &p.reason {
+            None => format!(
+                "statement held for approval: review {id} ({} statement); waiting up to {}s",
+                p.class.as_str(),
+                p.timeout.as_secs()
+            ),
+            Some(why) => format!(
+                "statement held for approval: review {id} ({why}); waiting up to {}s",
+                p.timeout.as_secs()
+            ),
+        };
+        io.notice(&message, &how).await;
+        io.take_cancel();
         let deadline = Instant::now() + p.timeout;
         let outcome = loop {
             match self.reviews.status(&id) {
                 Some(Status::Approved) => break Outcome::Approved,
                 Some(Status::Denied { reason }) => {
-                    break Outcome::Refused {
-                        code: "42501",
-                        message: format!("statement denied by reviewer (review {id}): {reason}"),
+                    break Outcome::Denied {
+                        review: id.clone(),
+                        reason,
                     }
                 }
                 Some(Status::Withdrawn { why }) => {
-                    break Outcome::Refused {
-                        code: "42501",
-                        message: format!("review {id} was withdrawn: {why}"),
+                    break Outcome::Withdrawn {
+                        review: id.clone(),
+                        why,
                     }
                 }
                 Some(Status::Pending) => {}
-                None => {
-                    break Outcome::Refused {
-                        code: "42501",
-                        message: format!("review {id} is gone"),
-                    }
-                }
+                None => break Outcome::Gone { review: id.clone() },
             }
-            if handle.take_cancel() {
+            if io.take_cancel() {
                 self.reviews.withdraw(&id, "cancelled by the client");
-                break Outcome::Refused {
-                    code: "57014",
-                    message: "canceling statement due to user request; the review was withdrawn".into(),
-                };
+                break Outcome::Cancelled;
             }
-            if handle.killed().is_some() || client_gone(io.client_fd) {
+            if io.gone() {
                 self.reviews.withdraw(&id, "the client disconnected");
-                break Outcome::Refused {
-                    code: "08006",
-                    message: "the client disconnected".into(),
-                };
+                break Outcome::Disconnected;
             }
             if Instant::now() >= deadline {
                 self.reviews.withdraw(&id, "timed out");
-                break Outcome::Refused {
-                    code: "42501",
-                    message: format!("approval timed out (review {id})"),
-                };
+                break Outcome::TimedOut { review: id.clone() };
             }
             monoio::time::sleep(POLL).await;
         };
@@ -760,41 +850,10 @@ impl<'a> Enforcer<'a> {
                 by_unique.push(b);
             }
         }
-        let (what, why) = match &outcome {
-            Outcome::Approved => ("approved".to_string(), None),
-            Outcome::Refused { code, message } => (
-                match *code {
-                    "57014" => "cancelled",
-                    "08006" => "disconnected",
-                    _ if message.starts_with("approval timed out") => "timed out",
-                    _ => "denied",
-                }
-                .to_string(),
-                Some(message.clone()),
-            ),
-        };
-        self.last_review = Some((id.clone(), what, why, by_unique));
+        let why = outcome.refusal().map(|r| r.message());
+        self.last_review = Some((id.clone(), outcome.recorded().to_string(), why, by_unique));
         outcome
     }
-}
-
-/// Whether the client closed its end (a peek sees EOF).
-fn client_gone(fd: RawFd) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: a one-byte peek into a local buffer on the session's own socket.
-    let n = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    n == 0
-}
-
-/// A statement that makes the server raise `code`/`message`, in order with
-/// the rest of the pipeline.
-pub fn raise_sql(code: &str, message: &str) -> String {
-    let clean = |s: &str| s.replace('\'', "''").replace('$', "");
-    format!(
-        "DO $gatehouse$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = 'statement refused by gatehouse: {}'; END$gatehouse$",
-        clean(code),
-        clean(message)
-    )
 }
 
 #[cfg(test)]
