@@ -4,6 +4,8 @@
 //! Touched at session open and close, on a cancel and on a kill: never per
 //! frame. Sharded mutexes keep the open/close path short under storms.
 
+use super::end::EndReason;
+use super::sqlstate::SqlState;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
@@ -32,19 +34,29 @@ impl KillReason {
     }
 
     /// The SQLSTATE and message the client gets.
-    pub fn client_error(self) -> (&'static str, &'static str) {
+    pub fn client_error(self) -> (SqlState, &'static str) {
         match self {
-            KillReason::Admin => ("57P01", "terminating connection due to administrator command"),
-            KillReason::Shutdown => ("57P01", "terminating connection because gatehouse is shutting down"),
-            KillReason::Idle => ("57P05", "terminating connection due to idle timeout"),
+            KillReason::Admin => (
+                SqlState::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command",
+            ),
+            KillReason::Shutdown => (
+                SqlState::ADMIN_SHUTDOWN,
+                "terminating connection because gatehouse is shutting down",
+            ),
+            KillReason::Idle => (
+                SqlState::IDLE_SESSION_TIMEOUT,
+                "terminating connection due to idle timeout",
+            ),
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// How the session's end is logged and recorded.
+    pub fn end(self) -> EndReason {
         match self {
-            KillReason::Admin => "killed",
-            KillReason::Shutdown => "shutdown",
-            KillReason::Idle => "idle-timeout",
+            KillReason::Admin => EndReason::Killed,
+            KillReason::Shutdown => EndReason::Shutdown,
+            KillReason::Idle => EndReason::IdleTimeout,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! written from the read buffer.
 
 use super::stream::Stream;
+use crate::core::end::EndReason;
+use crate::core::sqlstate::SqlState;
 use crate::wire::pg::{peek_header, Side, WireError, HEADER_LEN};
 use futures_util::lock::Mutex;
 use monoio::buf::{IoBuf, IoBufMut};
@@ -111,9 +113,9 @@ impl Edits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refused {
-    pub code: &'static str,
+    pub code: SqlState,
     pub message: String,
-    pub end: &'static str,
+    pub end: EndReason,
 }
 
 /// Per-direction frame inspection.

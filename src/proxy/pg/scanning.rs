@@ -8,6 +8,8 @@ use super::capture::PgCapture;
 use super::ctx::SessionCtx;
 use super::read_write::{MARK_CATALOG, MARK_RESTORE};
 use super::relay::{Action, Edits, FrameHandler, FrameRef, Large, Refused};
+use crate::core::end::EndReason;
+use crate::core::sqlstate::SqlState;
 use crate::scan::{engine::resolve_overlaps, Engine, Finding, Hit, ScanError};
 use crate::wire::pg::track::{Delivery, Done};
 use crate::wire::pg::{self, Replace, HEADER_LEN};
@@ -107,7 +109,7 @@ fn withheld_error(out: &mut Vec<u8>, why: &str) {
         out,
         false,
         "ERROR",
-        "XX000",
+        SqlState::INTERNAL_ERROR.code(),
         &format!("gatehouse withheld a result it could not scan for secrets: {why}"),
         None,
         Some("The rest of this result was not sent. Ask the gateway's operator; the session log names the cause."),
@@ -120,7 +122,7 @@ fn cut_error(out: &mut Vec<u8>, max: u64) {
         out,
         false,
         "ERROR",
-        "54000",
+        SqlState::PROGRAM_LIMIT_EXCEEDED.code(),
         &format!("result cut by gatehouse after {max} rows: the policy's max_rows for this identity"),
         None,
         Some("Narrow the query (WHERE, LIMIT) or ask for a role with a higher max_rows."),
@@ -462,11 +464,11 @@ impl FrameHandler for ServerSide<'_> {
             if self.ctx.pinned.lexical {
                 // Under a policy nothing could be decided any more.
                 return Action::End(Refused {
-                    code: "08P01",
+                    code: SqlState::PROTOCOL_VIOLATION,
                     message: format!(
                         "gatehouse lost track of the server's protocol state ({why}); the session is ended"
                     ),
-                    end: "upstream-protocol-error",
+                    end: EndReason::UpstreamProtocolError,
                 });
             }
         }
@@ -496,9 +498,9 @@ impl FrameHandler for ServerSide<'_> {
                     if let Some(why) = self.ctx.pinned.violation(name, value) {
                         tracing::warn!(target: "gatehouse::policy", reason = %why, "ending the session: a pinned parameter changed");
                         return Action::End(Refused {
-                            code: "42501",
+                            code: SqlState::INSUFFICIENT_PRIVILEGE,
                             message: format!("{why}; the session is ended (a statement changed it past the policy)"),
-                            end: "policy-violation",
+                            end: EndReason::PolicyViolation,
                         });
                     }
                 }
@@ -599,9 +601,9 @@ impl FrameHandler for ServerSide<'_> {
                 continue;
             }
             let found = engine.find(v).map_err(|e| Refused {
-                code: "XX000",
+                code: SqlState::INTERNAL_ERROR,
                 message: format!("gatehouse could not scan a large value for secrets: {e}"),
-                end: "scan-failed",
+                end: EndReason::ScanFailed,
             })?;
             for f in found.into_iter().filter(|f| self.ctx.applies(f.rule)) {
                 engine.mask_same_len(f.rule, &mut v[f.start..f.end]);

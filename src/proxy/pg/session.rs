@@ -1,24 +1,31 @@
-//! A client connection from accept to close: the startup phase (TLS,
-//! protocol negotiation, authentication, target selection, upstream login)
-//! and then the relay.
+//! A client connection from accept to close: the startup (`startup`), the
+//! upstream connection at the client's first message (from the pool or a
+//! new login), the relay in both directions (`frontend` and `scanning`
+//! judge what passes), and the end (`core::summary`), a pooled upstream
+//! connection going back to its pool once reset.
 
-use super::conn::{Conn, ConnError};
+use super::conn::Conn;
 use super::ctx::{Pinned, PoolTrack, SessionCtx};
+use super::fatal::Fatal;
 use super::frontend::ClientSide;
-use super::pool::{self, PoolKey};
+use super::pool;
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
 use super::scanning::ServerSide;
+use super::startup::{handshake, parameters_only, Handshake, Ready};
 use super::stream::{Peeked, Stream};
-use super::upstream::{self, UpstreamError};
+use super::upstream;
+use crate::core::admission;
 use crate::core::catalog::CatalogKey;
+use crate::core::end::EndReason;
 use crate::core::enforce::CatalogAccess;
 use crate::core::enforce::{BudgetGuard, Enforcer, Who};
-use crate::core::registry::{CancelTarget, SessionHandle, SessionInfo};
+use crate::core::registry::CancelTarget;
+use crate::core::sqlstate::SqlState;
 use crate::core::state::{Shared, State};
-use crate::identity::Identity;
+use crate::core::summary::Summary;
 use crate::record::events::{Ev, OpenInfo};
 use crate::record::link::SessionRec;
-use crate::wire::pg::{self, Side, StartupPacket};
+use crate::wire::pg::{self, Side};
 use futures_util::lock::Mutex;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
@@ -35,9 +42,6 @@ const STARTUP_READ: usize = 64 * 1024;
 /// How long a session's end waits for the pool's reset query.
 const RESET_WAIT: Duration = Duration::from_secs(5);
 
-/// Largest password message accepted (a JWT fits easily).
-const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
-
 /// After refusing a client's message, how long and how much gatehouse keeps
 /// reading (and discarding) what the client still sends, so that the close
 /// does not become a reset that destroys the error before the client reads it.
@@ -50,102 +54,6 @@ fn mask_text(engine: Option<&crate::scan::Engine>, sql: &str) -> String {
         Some(e) => e.mask_text(sql),
         None => sql.to_string(),
     }
-}
-
-/// A FATAL error for the client, with what the session log says.
-struct Fatal {
-    code: &'static str,
-    message: String,
-    detail: Option<String>,
-    /// A complete ErrorResponse frame to send instead (an upstream's own).
-    raw: Option<Vec<u8>>,
-    end: &'static str,
-}
-
-impl Fatal {
-    fn new(code: &'static str, message: impl Into<String>, end: &'static str) -> Fatal {
-        Fatal {
-            code,
-            message: message.into(),
-            detail: None,
-            raw: None,
-            end,
-        }
-    }
-
-    fn frame(&self) -> Vec<u8> {
-        if let Some(raw) = &self.raw {
-            return raw.clone();
-        }
-        let mut out = Vec::with_capacity(128);
-        pg::error_message(
-            &mut out,
-            false,
-            "FATAL",
-            self.code,
-            &self.message,
-            self.detail.as_deref(),
-            None,
-        );
-        out
-    }
-}
-
-impl From<ConnError> for Fatal {
-    fn from(e: ConnError) -> Fatal {
-        match e {
-            ConnError::Wire(w) => Fatal::new(w.sqlstate(), w.to_string(), "protocol-error"),
-            ConnError::Closed => Fatal::new("08006", "connection closed", "client-disconnect"),
-            ConnError::Io(e) => Fatal::new("08006", e.to_string(), "client-io-error"),
-        }
-    }
-}
-
-impl From<pg::WireError> for Fatal {
-    fn from(e: pg::WireError) -> Fatal {
-        ConnError::Wire(e).into()
-    }
-}
-
-impl From<UpstreamError> for Fatal {
-    fn from(e: UpstreamError) -> Fatal {
-        match e {
-            UpstreamError::Server { frame } => Fatal { raw: Some(frame), ..Fatal::new("08006", "upstream error", "upstream-refused") },
-            e @ UpstreamError::Auth { .. } => Fatal {
-                detail: Some("The gateway's credentials for this target were refused; the gateway's operator must fix the target's configuration.".into()),
-                ..Fatal::new("08006", e.to_string(), "upstream-auth-failed")
-            },
-            e => Fatal::new("08006", e.to_string(), "upstream-unreachable"),
-        }
-    }
-}
-
-/// A session past its startup.
-struct Ready {
-    identity: Identity,
-    target: String,
-    account: String,
-    /// `None` until the client's first message when the target pools.
-    upstream: Option<upstream::Upstream>,
-    /// The pool the upstream connection comes from and goes back to.
-    pool: Option<PoolKey>,
-    /// The server parameters the client was given at login.
-    announced: Vec<u8>,
-    pid: u32,
-    handle: Arc<SessionHandle>,
-}
-
-/// Only the ParameterStatus frames of an upstream login's announcement.
-fn parameters_only(announce: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(announce.len());
-    let mut rest = announce;
-    while let Ok(Some(h)) = pg::peek_header(rest, pg::Side::Backend, rest.len()) {
-        if h.tag == b'S' {
-            out.extend_from_slice(&rest[..h.total_len]);
-        }
-        rest = &rest[h.total_len..];
-    }
-    out
 }
 
 /// A flag one task sets and another awaits, on one thread.
@@ -174,12 +82,6 @@ impl Signal {
         })
         .await
     }
-}
-
-enum Handshake {
-    /// A CancelRequest was served; nothing more on this connection.
-    Cancel,
-    Session(Box<Ready>),
 }
 
 /// Counts sessions open; dropping it closes the count.
@@ -230,22 +132,22 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         Ok(Ok(Handshake::Cancel)) => return,
         Ok(Ok(Handshake::Session(r))) => r,
         Ok(Err(f)) => {
-            if f.end != "client-disconnect" && f.end != "client-io-error" {
+            if !f.end.client_gone() {
                 let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
             }
             crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
-            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, reason = %f.message, "session refused");
+            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), reason = %f.message, "session refused");
             return;
         }
         Err(_) => {
             let f = Fatal::new(
-                "08P01",
+                SqlState::PROTOCOL_VIOLATION,
                 format!("startup did not complete within {}s", hs_timeout.as_secs()),
-                "handshake-timeout",
+                EndReason::HandshakeTimeout,
             );
             let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
             crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
-            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end, "session refused");
+            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), "session refused");
             return;
         }
     };
@@ -282,12 +184,24 @@ async fn attach(
             conn.buf = Vec::new();
             tcp.readable(false)
                 .await
-                .map_err(|e| Fatal::new("08006", e.to_string(), "client-io-error"))?;
+                .map_err(|e| Fatal::new(SqlState::CONNECTION_FAILURE, e.to_string(), EndReason::ClientIoError))?;
             if ready.handle.killed().is_none() {
                 match super::stream::peek(client_fd) {
-                    Peeked::Eof => return Err(Fatal::new("08006", "connection closed", "client-disconnect")),
+                    Peeked::Eof => {
+                        return Err(Fatal::new(
+                            SqlState::CONNECTION_FAILURE,
+                            "connection closed",
+                            EndReason::ClientDisconnect,
+                        ))
+                    }
                     // Goodbye before a first statement: no upstream needed.
-                    Peeked::Byte(b'X') => return Err(Fatal::new("08006", "terminated", "client-terminate")),
+                    Peeked::Byte(b'X') => {
+                        return Err(Fatal::new(
+                            SqlState::CONNECTION_FAILURE,
+                            "terminated",
+                            EndReason::ClientTerminate,
+                        ))
+                    }
                     _ => {}
                 }
             }
@@ -296,30 +210,24 @@ async fn attach(
         }
     }
     if conn.buf.first() == Some(&b'X') {
-        return Err(Fatal::new("08006", "terminated", "client-terminate"));
+        return Err(Fatal::new(
+            SqlState::CONNECTION_FAILURE,
+            "terminated",
+            EndReason::ClientTerminate,
+        ));
     }
     if let Some(reason) = ready.handle.killed() {
         let (code, message) = reason.client_error();
-        return Err(Fatal::new(code, message, reason.as_str()));
+        return Err(Fatal::new(code, message, reason.end()));
     }
-    let lost = || {
-        Fatal::new(
-            "08006",
-            format!("target \"{}\" is no longer served by this gateway", ready.target),
-            "no-target",
-        )
+    let (target, account) = admission::still_served(state, &ready.target, &ready.account)?;
+    let Some(key) = ready.pool.as_ref() else {
+        return Err(Fatal::new(
+            SqlState::CONNECTION_FAILURE,
+            "the session has no upstream connection",
+            EndReason::UpstreamLost,
+        ));
     };
-    let target = state
-        .targets
-        .iter()
-        .find(|t| t.cfg.name == ready.target)
-        .ok_or_else(lost)?;
-    let account = target
-        .accounts
-        .iter()
-        .find(|a| a.name == ready.account)
-        .ok_or_else(lost)?;
-    let key = ready.pool.as_ref().ok_or_else(lost)?;
     let up = match pool::take(key) {
         Some(up) => up,
         None => {
@@ -361,39 +269,32 @@ async fn end_unattached(
     worker: usize,
     started: Instant,
 ) {
-    if !matches!(f.end, "client-disconnect" | "client-io-error" | "client-terminate") {
+    if !f.end.client_gone() {
         let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
     }
     let client_tls = conn.stream.is_tls();
-    if let Some(rec) = open_recording(shared, state, &ready, peer, worker, client_tls, false) {
-        rec.push(Ev::Close {
-            session: ready.pid,
-            t: crate::record::now_us(),
-            end: f.end,
-            bytes_in: 0,
-            bytes_out: 0,
-            statements: 0,
-            rows: 0,
-            masked: 0,
-        });
-        rec.flush().await;
-    }
+    let rec = open_recording(shared, state, &ready, peer, worker, client_tls, false);
     shared.registry.deregister(ready.pid);
-    crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_closed, 1);
-    tracing::info!(
-        target: "gatehouse::session",
-        session = ready.pid,
-        identity = %ready.identity.name,
-        target = %ready.target,
-        client = %peer,
+    Summary {
+        session: ready.pid,
+        identity: &ready.identity.name,
+        target: &ready.target,
+        client: peer,
         worker,
         client_tls,
-        statements = 0,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = f.end,
-        reason = %f.message,
-        "session close"
-    );
+        bytes_in: 0,
+        bytes_out: 0,
+        statements: 0,
+        rows: 0,
+        masked: 0,
+        masked_rules: String::new(),
+        client_secrets: 0,
+        started,
+        end: f.end,
+        reason: Some(&f.message),
+    }
+    .close(shared, rec.as_ref())
+    .await;
 }
 
 /// The session's recorder link with its open record pushed, when sessions
@@ -439,271 +340,6 @@ fn open_recording(
         info: Box::new(info),
     });
     Some(rec)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn handshake(
-    shared: &Shared,
-    state: &State,
-    conn: &mut Conn,
-    peer: SocketAddr,
-    worker: usize,
-    over_limit: bool,
-    client_fd: RawFd,
-) -> Result<Handshake, Fatal> {
-    let srv = &state.config.server;
-    let mut tls = false;
-    let packet = loop {
-        let packet = conn.read_startup().await?;
-        match pg::parse_startup(&packet)? {
-            StartupPacket::SslRequest => {
-                if tls {
-                    return Err(Fatal::new("08P01", "SSLRequest received twice", "protocol-error"));
-                }
-                // Bytes after the SSLRequest would be read as if they came
-                // through TLS (CVE-2021-23214): refuse them.
-                if !conn.buf.is_empty() {
-                    return Err(Fatal::new(
-                        "08P01",
-                        "received unencrypted data after SSL request",
-                        "protocol-error",
-                    ));
-                }
-                match &state.server_tls {
-                    Some(cfg) => {
-                        conn.write_all(b"S".to_vec()).await?;
-                        let Stream::Plain(tcp) = std::mem::replace(&mut conn.stream, Stream::Closed) else {
-                            return Err(Fatal::new("08P01", "TLS requested twice", "protocol-error"));
-                        };
-                        let fd = tcp.as_raw_fd();
-                        let acceptor = monoio_rustls::TlsAcceptor::from(cfg.clone());
-                        let s = acceptor.accept(tcp).await.map_err(|e| {
-                            let e = std::io::Error::from(e);
-                            Fatal::new("08P01", format!("TLS handshake failed: {e}"), "tls-failed")
-                        })?;
-                        conn.stream = Stream::ServerTls(Box::new(s), fd);
-                        tls = true;
-                    }
-                    None => conn.write_all(b"N".to_vec()).await?,
-                }
-            }
-            StartupPacket::GssEncRequest => conn.write_all(b"N".to_vec()).await?,
-            StartupPacket::Cancel { pid, secret } => {
-                let session = pid;
-                match shared.registry.cancel_target(pid, secret) {
-                    Some(CancelTarget {
-                        host,
-                        port,
-                        pid,
-                        secret,
-                    }) => match upstream::send_cancel(&host, port, pid, &secret).await {
-                        Ok(()) => {
-                            crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).cancels, 1);
-                            tracing::info!(target: "gatehouse::session", session, client = %peer, worker, "cancel request forwarded")
-                        }
-                        Err(e) => {
-                            tracing::warn!(target: "gatehouse::session", session, client = %peer, worker, error = %e, "cancel could not reach the upstream")
-                        }
-                    },
-                    None => {
-                        tracing::info!(target: "gatehouse::session", client = %peer, worker, "cancel request for no known session ignored")
-                    }
-                }
-                return Ok(Handshake::Cancel);
-            }
-            StartupPacket::Startup(_) => break packet,
-        }
-    };
-    let StartupPacket::Startup(startup) = pg::parse_startup(&packet)? else {
-        return Err(Fatal::new("08P01", "invalid startup packet", "protocol-error"));
-    };
-
-    let mut out = Vec::with_capacity(256);
-    let unknown: Vec<&str> = startup
-        .params
-        .iter()
-        .map(|(k, _)| *k)
-        .filter(|k| k.starts_with("_pq_."))
-        .collect();
-    if startup.minor > 0 || !unknown.is_empty() {
-        pg::negotiate_protocol_version(&mut out, 0, &unknown);
-    }
-    if shared.draining.load(Ordering::Acquire) {
-        return Err(Fatal::new("57P03", "gatehouse is shutting down", "draining"));
-    }
-    if over_limit {
-        return Err(Fatal::new(
-            "53300",
-            "sorry, too many clients already",
-            "connection-limit",
-        ));
-    }
-    let Some(user) = startup.param("user").filter(|u| !u.is_empty()) else {
-        return Err(Fatal::new(
-            "28000",
-            "no user name specified in startup packet",
-            "auth-failed",
-        ));
-    };
-    let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user);
-    if startup
-        .param("replication")
-        .is_some_and(|r| r != "false" && r != "0" && r != "off")
-    {
-        return Err(Fatal::new(
-            "0A000",
-            "replication connections are not supported by gatehouse",
-            "refused",
-        ));
-    }
-    let loopback = peer.ip().to_canonical().is_loopback();
-    if !(tls || loopback && srv.allow_cleartext_on_loopback) {
-        let hint = if state.server_tls.is_some() {
-            "connect with sslmode=require"
-        } else {
-            "TLS is not configured on this gateway, and cleartext passwords are accepted only from loopback"
-        };
-        return Err(Fatal::new(
-            "28000",
-            format!("gatehouse accepts passwords only over TLS: {hint}"),
-            "tls-required",
-        ));
-    }
-
-    pg::auth_request(&mut out, 3, &[]);
-    conn.write_all(std::mem::take(&mut out)).await?;
-    let (tag, body) = conn.read_frame(Side::Frontend, MAX_PASSWORD_MESSAGE).await?;
-    if tag != b'p' {
-        return Err(Fatal::new(
-            "08P01",
-            format!("expected a password message, got message type 0x{tag:02x}"),
-            "protocol-error",
-        ));
-    }
-    let password = body.split(|&b| b == 0).next().unwrap_or(&[]);
-    let identity = state
-        .auth
-        .authenticate(user, password)
-        .map_err(|e| Fatal::new("28P01", e.to_string(), "auth-failed"))?;
-
-    let Some(target) = state.select_target(database, user) else {
-        return Err(Fatal::new(
-            "3D000",
-            format!("database \"{database}\" is not served by this gateway"),
-            "no-target",
-        ));
-    };
-    if !identity.may_reach(&target.cfg.name) {
-        return Err(Fatal::new(
-            "28000",
-            format!("identity \"{}\" may not reach database \"{database}\"", identity.name),
-            "not-allowed",
-        ));
-    }
-
-    // Policy: whether the identity's roles reach the target, and as which
-    // upstream account.
-    let account_name = match &state.policy {
-        Some(p) => p
-            .reach(&identity.roles, &target.cfg.name)
-            .map_err(|why| Fatal::new("28000", format!("identity \"{}\": {why}", identity.name), "not-allowed"))?,
-        None => None,
-    };
-    let Some(account) = state.account(target, account_name.as_deref()) else {
-        return Err(Fatal::new(
-            "28000",
-            format!(
-                "target \"{}\" has no upstream account for this identity",
-                target.cfg.name
-            ),
-            "no-account",
-        ));
-    };
-
-    // Only parameters that cannot change who runs the session, what it may
-    // do or how its statements are read; under a policy gatehouse adds the
-    // values its classifier reads text with (and read-only for roles that
-    // may not change anything without approval).
-    let client_params =
-        super::params::client_params(&startup.params).map_err(|e| Fatal::new("42501", e.to_string(), "refused"))?;
-    let read_only = state.policy.as_ref().is_some_and(|p| p.read_only(&identity.roles));
-    let passthrough = super::params::upstream_params(&client_params, state.policy.is_some(), read_only);
-    // With a pool, the upstream connection waits for the client's first
-    // message; the client is told the parameters the last login with the
-    // same key announced. Without one (or before any login), log in now.
-    let pool = (target.cfg.pool_size > 0)
-        .then(|| PoolKey::new(state.generation, &target.cfg.name, &account.name, &passthrough));
-    let (up, announced) = match pool.as_ref().and_then(pool::announce) {
-        Some(a) => (None, a),
-        None => {
-            let up = upstream::connect(target, account, &passthrough, srv.max_message_bytes).await?;
-            let params = parameters_only(&up.announce);
-            if let Some(k) = &pool {
-                pool::remember(k, &params);
-            }
-            (Some(up), params)
-        }
-    };
-
-    let handle = SessionHandle::new(client_fd, shared.now());
-    if let Some(up) = &up {
-        handle.set_upstream_fd(up.conn.stream.raw_fd());
-    }
-    let info = SessionInfo {
-        identity: identity.name.clone(),
-        target: target.cfg.name.clone(),
-        client_addr: peer.to_string(),
-        worker,
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        client_tls: tls,
-    };
-    let cancel = up.as_ref().map(|up| CancelTarget {
-        host: target.cfg.host.clone(),
-        port: target.cfg.port,
-        pid: up.backend_pid,
-        secret: up.backend_secret.clone(),
-    });
-    let (pid, secret) = shared.registry.register(handle.clone(), info, cancel);
-
-    pg::auth_request(&mut out, 0, &[]);
-    match &up {
-        // Notices of the login too.
-        Some(up) => out.extend_from_slice(&up.announce),
-        None => out.extend_from_slice(&announced),
-    }
-    pg::backend_key_data(&mut out, pid, &secret);
-    pg::ready_for_query(&mut out, b'I');
-    if let Err(e) = conn.write_all(out).await {
-        shared.registry.deregister(pid);
-        return Err(e.into());
-    }
-    crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_opened, 1);
-    tracing::info!(
-        target: "gatehouse::session",
-        session = pid,
-        identity = %identity.name,
-        roles = %identity.roles.join(","),
-        target = %target.cfg.name,
-        account = %account.name,
-        client = %peer,
-        worker,
-        client_tls = tls,
-        upstream = if up.is_some() { "connected" } else { "at first message" },
-        "session open"
-    );
-    Ok(Handshake::Session(Box::new(Ready {
-        identity,
-        target: target.cfg.name.clone(),
-        account: account.name.clone(),
-        upstream: up,
-        pool,
-        announced,
-        pid,
-        handle,
-    })))
 }
 
 /// Half-closes the client's socket and discards its input until it closes,
@@ -803,7 +439,7 @@ async fn relay(
 
     let closing = Cell::new(false);
     let (client_mid, upstream_mid) = (Cell::new(false), Cell::new(false));
-    let end: Cell<&'static str> = Cell::new("");
+    let end: Cell<EndReason> = Cell::new(EndReason::Open);
     let budget = state.policy.as_ref().and_then(|p| p.budget(&identity.roles));
     let read_only = state.policy.as_ref().is_some_and(|p| p.read_only(&identity.roles));
     let ctx = SessionCtx {
@@ -903,20 +539,26 @@ async fn relay(
             (_, Some(reason)) => {
                 let (code, msg) = reason.client_error();
                 let mut f = Vec::new();
-                pg::fatal(&mut f, code, msg);
+                pg::fatal(&mut f, code.code(), msg);
                 write_frame(&cw, &client_mid, f).await;
-                end.set(reason.as_str());
+                end.set(reason.end());
             }
-            (Ok(PumpEnd::Stopped { .. }), _) => end.set("client-terminate"),
-            (Ok(PumpEnd::Eof { .. }), _) | (Err(PumpError::Read(_)), _) if first => end.set("client-disconnect"),
+            (Ok(PumpEnd::Stopped { .. }), _) => end.set(EndReason::ClientTerminate),
+            (Ok(PumpEnd::Eof { .. }), _) | (Err(PumpError::Read(_)), _) if first => {
+                end.set(EndReason::ClientDisconnect)
+            }
             (Err(PumpError::Protocol(e)), _) => {
                 let mut f = Vec::new();
-                pg::fatal(&mut f, e.sqlstate(), &format!("client sent an invalid message: {e}"));
+                pg::fatal(
+                    &mut f,
+                    e.sqlstate().code(),
+                    &format!("client sent an invalid message: {e}"),
+                );
                 write_frame(&cw, &client_mid, f).await;
-                end.set("protocol-error");
+                end.set(EndReason::ProtocolError);
                 refused = true;
             }
-            (Err(PumpError::Write(_)), _) if first => end.set("upstream-lost"),
+            (Err(PumpError::Write(_)), _) if first => end.set(EndReason::UpstreamLost),
             _ => {}
         }
         // A connection left idle goes back to the pool once reset: the
@@ -972,7 +614,7 @@ async fn relay(
                     &mut f,
                     false,
                     "FATAL",
-                    "08006",
+                    SqlState::CONNECTION_FAILURE.code(),
                     &format!(
                         "the connection to target \"{target}\" was lost: the server closed the connection unexpectedly"
                     ),
@@ -980,25 +622,25 @@ async fn relay(
                     Some("The database server may have restarted or ended this session; reconnect to try again."),
                 );
                 write_frame(&cw, &client_mid, f).await;
-                end.set("upstream-lost");
+                end.set(EndReason::UpstreamLost);
             }
             Err(PumpError::Protocol(e)) => {
                 let mut f = Vec::new();
                 pg::fatal(
                     &mut f,
-                    e.sqlstate(),
+                    e.sqlstate().code(),
                     &format!("target \"{target}\" sent a message gatehouse cannot pass on: {e}"),
                 );
                 write_frame(&cw, &client_mid, f).await;
-                end.set("upstream-protocol-error");
+                end.set(EndReason::UpstreamProtocolError);
             }
-            Err(PumpError::Write(_)) => end.set("client-disconnect"),
+            Err(PumpError::Write(_)) => end.set(EndReason::ClientDisconnect),
             Err(PumpError::Refused(why)) => {
                 // Unless part of a large value is already out (the protocol
                 // cannot carry an error then), the client is told why.
-                tracing::warn!(target: "gatehouse::session", session = pid, error = %why, end = why.end, "closing the session");
+                tracing::warn!(target: "gatehouse::session", session = pid, error = %why, end = why.end.as_str(), "closing the session");
                 let mut f = Vec::new();
-                pg::fatal(&mut f, why.code, &why.message);
+                pg::fatal(&mut f, why.code.code(), &why.message);
                 write_frame(&cw, &client_mid, f).await;
                 end.set(why.end);
             }
@@ -1048,77 +690,25 @@ async fn relay(
             }
         }
     }
-    if let Some(r) = &ctx.rec {
-        r.push(Ev::Close {
-            session: pid,
-            t: crate::record::now_us(),
-            end: end.get(),
-            bytes_in: cs_bytes,
-            bytes_out: ss.bytes,
-            statements: cs_statements,
-            rows: ss.rows,
-            masked: ctx.masked_total(),
-        });
-        r.flush().await;
-    }
     drop(reg);
-    let c = shared.counters.worker(worker);
-    use crate::core::counters::WorkerCounters as W;
-    W::add(&c.sessions_closed, 1);
-    W::add(&c.bytes_in, cs_bytes);
-    W::add(&c.bytes_out, ss.bytes);
-    W::add(&c.statements, cs_statements);
-    W::add(&c.rows, ss.rows);
-    W::add(&c.masked, ctx.masked_total());
-    W::add(&c.client_secrets, ctx.client_secrets.get());
-    tracing::info!(
-        target: "gatehouse::session",
-        session = pid,
-        identity = %identity.name,
-        target = %target,
-        client = %peer,
+    Summary {
+        session: pid,
+        identity: &identity.name,
+        target: &target,
+        client: peer,
         worker,
         client_tls,
-        bytes_in = cs_bytes,
-        bytes_out = ss.bytes,
-        statements = cs_statements,
-        rows = ss.rows,
-        masked = ctx.masked_total(),
-        masked_rules = %ctx.masked_summary(),
-        client_secrets = ctx.client_secrets.get(),
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = end.get(),
-        "session close"
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut f = vec![tag];
-        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        f.extend_from_slice(body);
-        f
+        bytes_in: cs_bytes,
+        bytes_out: ss.bytes,
+        statements: cs_statements,
+        rows: ss.rows,
+        masked: ctx.masked_total(),
+        masked_rules: ctx.masked_summary(),
+        client_secrets: ctx.client_secrets.get(),
+        started,
+        end: end.get(),
+        reason: None,
     }
-
-    #[test]
-    fn only_parameter_status_frames_are_kept() {
-        let tz = frame(b'S', b"TimeZone\0UTC\0");
-        let enc = frame(b'S', b"client_encoding\0UTF8\0");
-        let mut announce = tz.clone();
-        announce.extend(frame(b'K', &[0, 0, 0, 7, 0, 0, 0, 9]));
-        announce.extend(&enc);
-        announce.extend(frame(b'Z', b"I"));
-        assert_eq!(parameters_only(&announce), [tz.clone(), enc].concat());
-        // A cut or garbled tail ends the walk without reading past it.
-        let mut cut = tz.clone();
-        cut.extend(&frame(b'S', b"DateStyle\0ISO\0")[..8]);
-        assert_eq!(parameters_only(&cut), tz);
-        let mut bad = tz.clone();
-        bad.extend([b'S', 0, 0, 0, 1]);
-        assert_eq!(parameters_only(&bad), tz);
-        assert!(parameters_only(&[]).is_empty());
-    }
+    .close(shared, ctx.rec.as_ref())
+    .await;
 }

@@ -14,6 +14,8 @@ mod values;
 pub use build::*;
 pub use frame::*;
 pub use startup::*;
+
+use crate::core::sqlstate::SqlState;
 pub use values::*;
 
 /// The protocol version gatehouse speaks on both sides: 3.0.
@@ -42,10 +44,10 @@ pub enum WireError {
 }
 
 impl WireError {
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            WireError::TooLarge { .. } => "54000",
-            _ => "08P01",
+            WireError::TooLarge { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
+            _ => SqlState::PROTOCOL_VIOLATION,
         }
     }
 }

@@ -1,0 +1,124 @@
+//! Who may open a session, and where it goes: the gateway's own limits,
+//! the identity behind the password, the target the client asked for, the
+//! identity's reach and the upstream account its roles use. The same for
+//! every protocol; each tells its client the refusal in its own terms.
+
+use super::end::EndReason;
+use super::sqlstate::SqlState;
+use super::state::{AccountRt, Shared, State, TargetRt};
+use crate::identity::Identity;
+use std::sync::atomic::Ordering;
+
+/// Why a session is not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: SqlState,
+    pub message: String,
+    pub end: EndReason,
+}
+
+impl Refusal {
+    pub fn new(code: SqlState, message: impl Into<String>, end: EndReason) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+            end,
+        }
+    }
+}
+
+/// A session that may open: who it is, the target and the upstream account.
+pub struct Admitted<'s> {
+    pub identity: Identity,
+    pub target: &'s TargetRt,
+    pub account: &'s AccountRt,
+}
+
+/// Before anything of the client's is read: the gateway takes new
+/// sessions (not draining, under `max_connections`).
+pub fn open_to_new(shared: &Shared, over_limit: bool) -> Result<(), Refusal> {
+    if shared.draining.load(Ordering::Acquire) {
+        return Err(Refusal::new(
+            SqlState::CANNOT_CONNECT_NOW,
+            "gatehouse is shutting down",
+            EndReason::Draining,
+        ));
+    }
+    if over_limit {
+        return Err(Refusal::new(
+            SqlState::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+            EndReason::ConnectionLimit,
+        ));
+    }
+    Ok(())
+}
+
+/// The identity `password` proves for `user`, and where its session with
+/// `database` goes.
+pub fn admit<'s>(state: &'s State, user: &str, password: &[u8], database: &str) -> Result<Admitted<'s>, Refusal> {
+    let identity = state
+        .auth
+        .authenticate(user, password)
+        .map_err(|e| Refusal::new(SqlState::INVALID_PASSWORD, e.to_string(), EndReason::AuthFailed))?;
+    let Some(target) = state.select_target(database, user) else {
+        return Err(Refusal::new(
+            SqlState::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" is not served by this gateway"),
+            EndReason::NoTarget,
+        ));
+    };
+    if !identity.may_reach(&target.cfg.name) {
+        return Err(Refusal::new(
+            SqlState::INVALID_AUTHORIZATION,
+            format!("identity \"{}\" may not reach database \"{database}\"", identity.name),
+            EndReason::NotAllowed,
+        ));
+    }
+    // Policy: whether the identity's roles reach the target, and as which
+    // upstream account.
+    let account_name = match &state.policy {
+        Some(p) => p.reach(&identity.roles, &target.cfg.name).map_err(|why| {
+            Refusal::new(
+                SqlState::INVALID_AUTHORIZATION,
+                format!("identity \"{}\": {why}", identity.name),
+                EndReason::NotAllowed,
+            )
+        })?,
+        None => None,
+    };
+    let Some(account) = state.account(target, account_name.as_deref()) else {
+        return Err(Refusal::new(
+            SqlState::INVALID_AUTHORIZATION,
+            format!(
+                "target \"{}\" has no upstream account for this identity",
+                target.cfg.name
+            ),
+            EndReason::NoAccount,
+        ));
+    };
+    Ok(Admitted {
+        identity,
+        target,
+        account,
+    })
+}
+
+/// The target and account a session was admitted to, found again in the
+/// configuration now in force (a reload may have removed them).
+pub fn still_served<'s>(
+    state: &'s State,
+    target: &str,
+    account: &str,
+) -> Result<(&'s TargetRt, &'s AccountRt), Refusal> {
+    let lost = || {
+        Refusal::new(
+            SqlState::CONNECTION_FAILURE,
+            format!("target \"{target}\" is no longer served by this gateway"),
+            EndReason::NoTarget,
+        )
+    };
+    let t = state.targets.iter().find(|t| t.cfg.name == target).ok_or_else(lost)?;
+    let a = t.accounts.iter().find(|a| a.name == account).ok_or_else(lost)?;
+    Ok((t, a))
+}
