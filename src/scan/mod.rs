@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod report;
 pub mod rules;
+pub mod values;
 
 pub use engine::{Engine, Finding, Hit, ScanError};
 pub use rules::{MaskKind, Rule, RuleFile, Validator};

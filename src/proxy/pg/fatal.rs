@@ -56,7 +56,7 @@ impl From<Refusal> for Fatal {
 impl From<ConnError> for Fatal {
     fn from(e: ConnError) -> Fatal {
         match e {
-            ConnError::Wire(w) => Fatal::new(w.sqlstate(), w.to_string(), EndReason::ProtocolError),
+            ConnError::Wire(w) => Fatal::new(wire_sqlstate(&w), w.to_string(), EndReason::ProtocolError),
             ConnError::Closed => Fatal::new(
                 SqlState::CONNECTION_FAILURE,
                 "connection closed",
@@ -83,5 +83,14 @@ impl From<UpstreamError> for Fatal {
             },
             e => Fatal::new(SqlState::CONNECTION_FAILURE, e.to_string(), EndReason::UpstreamUnreachable),
         }
+    }
+}
+
+/// The SQLSTATE for a message gatehouse cannot read: too large (54000) or
+/// malformed (08P01).
+pub fn wire_sqlstate(e: &pg::WireError) -> SqlState {
+    match e {
+        pg::WireError::TooLarge { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
+        _ => SqlState::PROTOCOL_VIOLATION,
     }
 }

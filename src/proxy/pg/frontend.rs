@@ -806,7 +806,7 @@ impl ClientSide<'_> {
         if self.values.is_empty() {
             return Vec::new();
         }
-        if let Err(e) = super::scanning::find_in_values(
+        if let Err(e) = crate::scan::values::find_in_values(
             engine,
             buf,
             &self.values,

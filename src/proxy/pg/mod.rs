@@ -11,7 +11,7 @@ pub mod params;
 pub mod pool;
 mod read_write;
 mod relay;
-mod scanning;
+mod server_side;
 mod session;
 mod startup;
 pub mod statements;

@@ -1,16 +1,16 @@
 //! A client connection from accept to close: the startup (`startup`), the
 //! upstream connection at the client's first message (from the pool or a
-//! new login), the relay in both directions (`frontend` and `scanning`
+//! new login), the relay in both directions (`frontend` and `server_side`
 //! judge what passes), and the end (`core::summary`), a pooled upstream
 //! connection going back to its pool once reset.
 
 use super::conn::Conn;
 use super::ctx::{Pinned, PoolTrack, SessionCtx};
-use super::fatal::Fatal;
+use super::fatal::{wire_sqlstate, Fatal};
 use super::frontend::ClientSide;
 use super::pool;
 use super::relay::{pump, Limits, PumpEnd, PumpError, Sink};
-use super::scanning::ServerSide;
+use super::server_side::ServerSide;
 use super::startup::{handshake, parameters_only, Handshake, Ready};
 use super::stream::{Peeked, Stream};
 use super::upstream;
@@ -551,7 +551,7 @@ async fn relay(
                 let mut f = Vec::new();
                 pg::fatal(
                     &mut f,
-                    e.sqlstate().code(),
+                    wire_sqlstate(e).code(),
                     &format!("client sent an invalid message: {e}"),
                 );
                 write_frame(&cw, &client_mid, f).await;
@@ -628,7 +628,7 @@ async fn relay(
                 let mut f = Vec::new();
                 pg::fatal(
                     &mut f,
-                    e.sqlstate().code(),
+                    wire_sqlstate(&e).code(),
                     &format!("target \"{target}\" sent a message gatehouse cannot pass on: {e}"),
                 );
                 write_frame(&cw, &client_mid, f).await;

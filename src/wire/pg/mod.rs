@@ -15,7 +15,6 @@ pub use build::*;
 pub use frame::*;
 pub use startup::*;
 
-use crate::core::sqlstate::SqlState;
 pub use values::*;
 
 /// The protocol version gatehouse speaks on both sides: 3.0.
@@ -41,13 +40,4 @@ pub enum WireError {
     BadStartup(&'static str),
     #[error("malformed {0} message")]
     Malformed(&'static str),
-}
-
-impl WireError {
-    pub fn sqlstate(&self) -> SqlState {
-        match self {
-            WireError::TooLarge { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
-            _ => SqlState::PROTOCOL_VIOLATION,
-        }
-    }
 }

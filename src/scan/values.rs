@@ -1,0 +1,63 @@
+//! Many values scanned in one Hyperscan pass, each as the string it is
+//! (for any protocol's rows, errors and notices).
+
+use super::{Engine, Finding, Hit, ScanError};
+
+/// Finds secrets in many values (`buf[s..e]`, each with an index) with one
+/// Hyperscan pass: the values are copied into `seg`, each followed by a
+/// newline. To the patterns (compiled multi-line) a newline is what the
+/// edge of a value is to a value scanned alone: a non-word byte, the end and
+/// the start of a line. So the bytes around a value in its message (a
+/// length, a field code, the next message's tag) never decide whether a
+/// pattern matches, and every hit is confirmed by the rule's regex on its
+/// value alone. Appends (index, finding) to `found`.
+#[allow(clippy::too_many_arguments)] // scratch buffers of the caller, passed apart to borrow them apart
+pub fn find_in_values(
+    engine: &Engine,
+    buf: &[u8],
+    values: &[(usize, usize, usize)],
+    seg: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    hits: &mut Vec<Hit>,
+    found: &mut Vec<(usize, Finding)>,
+    applies: Option<&[bool]>,
+) -> Result<(), ScanError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    seg.clear();
+    ends.clear();
+    for &(s, e, _) in values {
+        seg.extend_from_slice(&buf[s..e]);
+        ends.push(seg.len());
+        seg.push(b'\n');
+    }
+    hits.clear();
+    engine.scan(seg, hits)?;
+    let mut tmp = Vec::new();
+    for h in hits.iter() {
+        if applies.is_some_and(|m| !m.get(h.rule as usize).copied().unwrap_or(true)) {
+            continue;
+        }
+        let (a, b) = (h.first_end, h.last_end);
+        // The values the hit's range touches (an end may be a value's end).
+        let mut k = ends.partition_point(|&en| en < a);
+        while k < values.len() {
+            let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
+            if st > b {
+                break;
+            }
+            let (vs, ve, idx) = values[k];
+            let hit = Hit {
+                rule: h.rule,
+                first_end: vs + a.max(st) - st,
+                last_end: vs + b.min(ends[k]) - st,
+            };
+            tmp.clear();
+            engine.confirm(buf, vs, ve, &hit, &mut tmp);
+            found.extend(tmp.iter().map(|x| (idx, *x)));
+            k += 1;
+        }
+    }
+    Ok(())
+}
