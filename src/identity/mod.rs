@@ -46,13 +46,8 @@ pub trait Authenticator: Send + Sync {
     }
 }
 
-/// Parses `sha256:<64 hex>` into the digest.
-pub fn parse_token_hash(s: &str) -> Option<[u8; 32]> {
-    let hex = s.strip_prefix("sha256:")?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex, &mut out).ok()?;
-    Some(out)
-}
+/// Parses `sha256:<64 hex>` into the digest (the format is the configuration's).
+pub use crate::config::parse_token_hash;
 
 /// The stored form of a token: `sha256:<hex>`.
 pub fn hash_token(token: &[u8]) -> String {

@@ -1,0 +1,156 @@
+//! `[server]` (the client listener, its limits and TLS) and `[log]`.
+
+use super::locate::{Invalid, PathPart};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Addresses the PostgreSQL listener binds (each worker binds each one with SO_REUSEPORT).
+    pub listen: Vec<String>,
+    /// Data-plane workers; 0 means one per available core.
+    pub workers: usize,
+    /// Pin worker N to core N.
+    pub pin_workers: bool,
+    /// `auto` (io_uring where the kernel allows it, else epoll), `io_uring`, or `epoll`.
+    pub io_driver: IoDriver,
+    /// Sessions open at once, over all workers.
+    pub max_connections: usize,
+    /// Largest protocol message accepted in either direction, in bytes.
+    pub max_message_bytes: usize,
+    /// Read buffer per direction of a session, in bytes.
+    pub buffer_bytes: usize,
+    /// Time a client has to finish TLS, startup and authentication.
+    pub handshake_timeout_secs: u64,
+    /// Close sessions with no traffic in either direction for this long (0: never).
+    pub idle_timeout_secs: u64,
+    /// After SIGTERM, how long open sessions may take to finish.
+    pub shutdown_timeout_secs: u64,
+    /// Accept a cleartext password without TLS from loopback clients.
+    pub allow_cleartext_on_loopback: bool,
+    pub tls: Option<ServerTls>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: vec!["127.0.0.1:6432".into()],
+            workers: 0,
+            pin_workers: false,
+            io_driver: IoDriver::Auto,
+            max_connections: 10_000,
+            max_message_bytes: 1 << 30,
+            buffer_bytes: 64 * 1024,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 0,
+            shutdown_timeout_secs: 30,
+            allow_cleartext_on_loopback: false,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `gatehouse=debug`.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Server {
+    pub(super) fn validate(&mut self, base: &Path) -> Result<(), Invalid> {
+        use PathPart::{Idx, Key};
+        let srv = |k: &'static str| vec![Key("server"), Key(k)];
+        if self.listen.is_empty() {
+            return Err((srv("listen"), "at least one address is needed".into()));
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            if a.parse::<SocketAddr>().is_err() {
+                return Err((
+                    vec![Key("server"), Key("listen"), Idx(i)],
+                    format!("`{a}` is not an address like 127.0.0.1:6432"),
+                ));
+            }
+        }
+        if self.workers > 1024 {
+            return Err((srv("workers"), "at most 1024 workers".into()));
+        }
+        if self.max_connections == 0 {
+            return Err((srv("max_connections"), "must be at least 1".into()));
+        }
+        if !(1024..=(1 << 30)).contains(&self.max_message_bytes) {
+            return Err((srv("max_message_bytes"), "must be between 1024 and 1073741824".into()));
+        }
+        if !(4096..=(16 << 20)).contains(&self.buffer_bytes) {
+            return Err((srv("buffer_bytes"), "must be between 4096 and 16777216".into()));
+        }
+        if self.handshake_timeout_secs == 0 {
+            return Err((srv("handshake_timeout_secs"), "must be at least 1".into()));
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.resolve(base, "server")?;
+        }
+        Ok(())
+    }
+}
+
+impl ServerTls {
+    /// Makes the certificate and key paths absolute and checks they are files.
+    pub(super) fn resolve(&mut self, base: &Path, section: &'static str) -> Result<(), Invalid> {
+        use PathPart::Key;
+        for (k, p) in [("cert_file", &mut self.cert_file), ("key_file", &mut self.key_file)] {
+            *p = base.join(&*p);
+            if !p.is_file() {
+                return Err((
+                    vec![Key(section), Key("tls"), Key(k)],
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Log {
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        use PathPart::Key;
+        if !matches!(self.format.as_str(), "text" | "json") {
+            return Err((vec![Key("log"), Key("format")], "must be `text` or `json`".into()));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            return Err((
+                vec![Key("log"), Key("level")],
+                "is not a valid filter (e.g. `info`)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
