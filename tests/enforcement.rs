@@ -1011,3 +1011,93 @@ async fn without_a_read_only_session_opaque_functions_are_unknown() {
     t.assert_unchanged(&before, "an opaque function").await;
     t.drop(&format!("drop function {n}_del();")).await;
 }
+
+/// Calls the parse tree does not show as calls, on a role without the
+/// read-only session's net (so only the classification stands between the
+/// client and the write): attribute notation, an operator in `ANY
+/// (subquery)`, and syntax this parser reads as SQL/JSON while the server
+/// (PostgreSQL 15) calls a function through search_path. Each must be
+/// refused (unknown: opaque code) and change nothing.
+#[tokio::test]
+async fn calls_hidden_from_the_parse_tree_are_still_calls() {
+    let toml = policy(free_port(), 1, "").replacen("write = \"approve\"", "write = \"allow\"", 1);
+    let g = Gatehouse::start("", &toml);
+    let t = Canary::new("gh_enf_hidden").await;
+    let n = t.name.clone();
+    direct()
+        .await
+        .batch_execute(&format!(
+            "create schema {n}_s;
+             create function {n}_s.purge(r {n}) returns text language plpgsql as $$ begin delete from {n} where id = r.id; return 'gone'; end $$;
+             create function {n}_s.opdel(int, int) returns boolean language plpgsql as $$ begin delete from {n}; return true; end $$;
+             create operator {n}_s.%%% (leftarg = int, rightarg = int, function = {n}_s.opdel);
+             create function {n}_s.json_object(text[]) returns text language plpgsql as $$ begin delete from {n} where id = 3; return 'mine'; end $$;
+             create function {n}_s.json_array(variadic int[]) returns text language plpgsql as $$ begin delete from {n} where id = 2; return 'mine'; end $$;"
+        ))
+        .await
+        .unwrap();
+    let before = t.state().await;
+    let mut r = login(&g);
+    let f = r.simple(&format!("SET search_path = {n}_s, pg_catalog, public"));
+    assert!(codes(&f).is_empty(), "{f:?}");
+    for sql in [
+        format!("SELECT t.purge FROM {n} t WHERE id = 1"),
+        format!("SELECT (t).purge FROM {n} t WHERE id = 1"),
+        format!("SELECT 1 OPERATOR({n}_s.%%%) ANY (SELECT 2)"),
+        format!("SELECT 1 WHERE 1 OPERATOR({n}_s.%%%) ALL (SELECT 2)"),
+        "SELECT json_object('{a,1}'::text[])".to_string(),
+        "SELECT json_array(1, 2)".to_string(),
+    ] {
+        let f = r.simple(&sql);
+        assert_eq!(codes(&f), vec!["42501"], "{sql}: {f:?}");
+        t.assert_unchanged(&before, &sql).await;
+        // the extended protocol decides the same way
+        r.send(&[parse(b"", &sql), bind(b"", b"", &[]), execute(b""), sync()].concat())
+            .unwrap();
+        let f = readys(&mut r, 1);
+        assert_eq!(codes(&f), vec!["42501"], "extended {sql}: {f:?}");
+        t.assert_unchanged(&before, &sql).await;
+    }
+    // Columns stay columns, and built-ins stay reads.
+    let f = r.simple(&format!("SELECT t.id, t.v FROM {n} t ORDER BY t.id"));
+    assert!(codes(&f).is_empty(), "{f:?}");
+    t.drop(&format!("drop schema {n}_s cascade;")).await;
+}
+
+/// Settings fail closed (the upstream account is a superuser here): only
+/// those any user may set for the session alone pass; a system view's
+/// rule cannot turn an UPDATE into a SET.
+#[tokio::test]
+async fn settings_and_system_catalogs_are_administration() {
+    let g = Gatehouse::start("", &policy(free_port(), 1, ""));
+    let mut r = login(&g);
+    for sql in [
+        "SET jit_dump_bitcode = on",
+        "SET track_activities = off",
+        "SET temp_file_limit = -1",
+        "SET compute_query_id = off",
+        "SELECT set_config('track_functions', 'none', false)",
+        "UPDATE pg_settings SET setting = 'replica' WHERE name = 'session_replication_role'",
+        "UPDATE pg_catalog.pg_settings SET setting = 'on' WHERE name = 'backslash_quote'",
+        "UPDATE pg_catalog.pg_proc SET provolatile = 'i' WHERE proname = 'gh_nothing'",
+    ] {
+        let f = r.simple(sql);
+        assert_eq!(codes(&f), vec!["42501"], "{sql}: {f:?}");
+        assert!(!held(&f), "{sql}: administration is denied, not held");
+    }
+    let f = r.simple("SHOW session_replication_role");
+    assert!(
+        f.iter()
+            .any(|(t, b)| *t == b'D' && b.windows(6).any(|w| w == b"origin")),
+        "{f:?}"
+    );
+    for sql in [
+        "SET jit = off",
+        "SET work_mem = '8MB'",
+        "SET app.tenant_id = '7'",
+        "SET statement_timeout = 0",
+    ] {
+        let f = r.simple(sql);
+        assert!(codes(&f).is_empty(), "{sql}: {f:?}");
+    }
+}

@@ -21,7 +21,18 @@
 //! - a name the catalog does not have at all is `Unknown`
 //!   (`unresolved_function`), unless it names a type (`uuid('…')` is a
 //!   cast);
-//! - user-defined operators count as calls of their functions.
+//! - user-defined operators count as calls of their functions; where the
+//!   target defines a volatile comparison operator (`=`, `<`, …), every
+//!   statement that reads columns may call it implicitly (ORDER BY, GROUP
+//!   BY, DISTINCT, IN, BETWEEN, CASE, joins) and counts as calling it;
+//! - a call qualified with `pg_catalog` is resolved like an unqualified one:
+//!   this parser's grammar is newer than some servers', and qualifies as
+//!   `pg_catalog` names (`json_object(…)`) that an older server resolves
+//!   through `search_path`;
+//! - names the server may take for calls although the statement shows none
+//!   (`t.f` and `(row).f` are `f(t)` when there is no column `f`; SQL/JSON
+//!   syntax is a plain call before PostgreSQL 16) count as calls when a
+//!   function of that name may write, and as columns otherwise.
 //!
 //! What it cannot see: functions called by views, triggers, rules, defaults
 //! and casts. The read-only upstream session (see the policy) is the net for
@@ -160,7 +171,15 @@ pub struct Catalog {
     types: HashMap<String, Vec<String>>,
     /// Function OID → `schema.name` or its signature.
     by_oid: HashMap<u32, (String, Volatility)>,
+    /// Volatile user-defined comparison operators (`schema.op`): operators
+    /// the server may call without the statement naming them.
+    implicit_volatile: Vec<String>,
 }
+
+/// Operators the server calls without their being written: sorting,
+/// grouping, DISTINCT, IN, BETWEEN, CASE and joins use a type's comparison
+/// operators.
+const IMPLICIT_OPERATORS: &[&str] = &["=", "<>", "<", "<=", ">", ">="];
 
 /// What the deployment knows of its functions, beyond their labels.
 #[derive(Debug, Clone, Copy)]
@@ -229,11 +248,16 @@ impl Catalog {
                     schema,
                     name,
                     volatility,
-                } => c.operators.entry(name).or_default().push(Entry {
-                    schema: schema.to_lowercase(),
-                    volatility,
-                    builtin: false,
-                }),
+                } => {
+                    if volatility == Volatility::Volatile && IMPLICIT_OPERATORS.contains(&name.as_str()) {
+                        c.implicit_volatile.push(format!("{schema}.{name}"));
+                    }
+                    c.operators.entry(name).or_default().push(Entry {
+                        schema: schema.to_lowercase(),
+                        volatility,
+                        builtin: false,
+                    })
+                }
                 CatalogRow::Type { schema, name } => c
                     .types
                     .entry(name.to_lowercase())
@@ -256,11 +280,12 @@ impl Catalog {
 
     /// Whether a statement with this classification needs the catalog: it
     /// calls a function the side-effect table does not decide, or uses an
-    /// operator.
+    /// operator, names what may be a call, or reads columns (whose types'
+    /// operators may be user-defined).
     pub fn needed(c: &Classification) -> bool {
-        c.statements
-            .iter()
-            .any(|s| !s.operators.is_empty() || !s.catalog_calls.is_empty())
+        c.statements.iter().any(|s| {
+            !s.operators.is_empty() || !s.catalog_calls.is_empty() || !s.maybe_calls.is_empty() || s.reads_columns
+        })
     }
 
     /// The class of one call by (schema, name), or `None` when the catalog
@@ -321,7 +346,10 @@ impl Catalog {
                     None => name.clone(),
                 };
                 let call = &call;
-                match self.call_class(schema.as_deref(), name, known) {
+                // See the module docs: `pg_catalog.` may be this parser's
+                // addition, not the client's.
+                let schema = schema.as_deref().filter(|s| !s.eq_ignore_ascii_case("pg_catalog"));
+                match self.call_class(schema, name, known) {
                     None => {
                         raise(&mut r, StatementClass::Unknown);
                         if !r.unresolved.contains(call) {
@@ -333,6 +361,26 @@ impl Catalog {
                         if class > StatementClass::Read && !r.volatile.contains(call) {
                             r.volatile.push(call.clone());
                         }
+                    }
+                }
+            }
+            for name in &s.maybe_calls {
+                if let Some(class) = self.call_class(None, name, known) {
+                    if class > StatementClass::Read {
+                        raise(&mut r, class);
+                        let shown = format!("{name} (a call in attribute notation or older syntax)");
+                        if !r.volatile.contains(&shown) {
+                            r.volatile.push(shown);
+                        }
+                    }
+                }
+            }
+            if !self.implicit_volatile.is_empty() && (s.reads_columns || !s.operators.is_empty()) {
+                raise(&mut r, known.opaque);
+                for op in &self.implicit_volatile {
+                    let shown = format!("operator {op} (may be called implicitly)");
+                    if !r.volatile.contains(&shown) {
+                        r.volatile.push(shown);
                     }
                 }
             }
@@ -434,9 +482,11 @@ mod tests {
         );
         // Any overload decides: `upper` may reach app.upper.
         assert_eq!(resolve("select upper('x')").class, Some(StatementClass::Write));
+        // A `pg_catalog.` qualification may be the parser's own (see
+        // `json_object` below), so it is resolved like an unqualified name.
         assert_eq!(
             resolve("select pg_catalog.upper('x')").class,
-            Some(StatementClass::Read)
+            Some(StatementClass::Write)
         );
         let r = resolve("select nope(1)");
         assert_eq!(r.class, Some(StatementClass::Unknown));
@@ -478,10 +528,78 @@ mod tests {
         );
     }
 
+    /// Calls the parse tree does not show as calls: attribute notation,
+    /// operators in `ANY (subquery)` and `ORDER BY … USING`, SQL/JSON syntax
+    /// an older server resolves through search_path.
+    #[test]
+    fn hidden_calls_are_resolved() {
+        let rows = |extra: Vec<CatalogRow>| {
+            let mut v = vec![
+                f("pg_catalog", "json_object", "i", true),
+                f("pg_catalog", "json_array", "i", true),
+                f("rv", "purge", "v", false),
+                f("rv", "json_object", "v", false),
+                f("rv", "json_array", "v", false),
+                f("pg_catalog", "lower", "i", true),
+                CatalogRow::Operator {
+                    schema: "rv".into(),
+                    name: "%%%".into(),
+                    volatility: Volatility::Volatile,
+                },
+            ];
+            v.extend(extra);
+            Catalog::from_rows(v)
+        };
+        let known = Known {
+            read: &[],
+            write: &[],
+            opaque: StatementClass::Write,
+        };
+        let class = |cat: &Catalog, sql: &str| {
+            let c = Classifier::new(&[]).classify(sql);
+            assert!(Catalog::needed(&c), "{sql}");
+            cat.resolve(&c, &known).class
+        };
+        let cat = rows(vec![]);
+        for sql in [
+            "SELECT t.purge FROM rv.t t WHERE id = 1",
+            "SELECT (t).purge FROM rv.t t",
+            "SELECT (t.*).purge FROM rv.t t",
+            "SELECT 1 OPERATOR(rv.%%%) ANY (SELECT 2)",
+            "SELECT 1 WHERE 1 OPERATOR(rv.%%%) ALL (SELECT 2)",
+            "SELECT a FROM t ORDER BY a USING OPERATOR(rv.%%%)",
+            "INSERT INTO log SELECT 'x' WHERE 1 OPERATOR(rv.%%%) ANY (SELECT 2)",
+            "SELECT json_object('{a,1}'::text[])",
+            "SELECT json_array(1, 2)",
+            "SELECT json_object('a' VALUE 1)",
+        ] {
+            assert_eq!(class(&cat, sql), Some(StatementClass::Write), "{sql}");
+        }
+        // Names no function has are columns; functions that only read stay reads.
+        assert_eq!(class(&cat, "SELECT t.id, t.lower FROM t"), None);
+        assert_eq!(class(&cat, "SELECT a FROM t ORDER BY a"), None);
+        // A volatile comparison operator may be called by any statement
+        // that compares or sorts columns, without naming it.
+        let cat = rows(vec![CatalogRow::Operator {
+            schema: "rv".into(),
+            name: "<".into(),
+            volatility: Volatility::Volatile,
+        }]);
+        for sql in [
+            "SELECT a FROM t ORDER BY a",
+            "SELECT DISTINCT a FROM t",
+            "SELECT 1 WHERE 2 BETWEEN 1 AND 3",
+        ] {
+            assert_eq!(class(&cat, sql), Some(StatementClass::Write), "{sql}");
+        }
+    }
+
     #[test]
     fn whether_the_catalog_is_needed() {
         let c = Classifier::new(&[]);
-        assert!(!Catalog::needed(&c.classify("select * from t")));
+        assert!(!Catalog::needed(&c.classify("select 1")));
+        // Columns: their types' operators may be user-defined.
+        assert!(Catalog::needed(&c.classify("select * from t")));
         assert!(Catalog::needed(&c.classify("select * from t where a = 1")));
         assert!(Catalog::needed(&c.classify("select f()")));
         assert!(!Catalog::needed(&c.classify("select nextval('s')")));

@@ -223,9 +223,10 @@ pub(super) enum Setting {
     Ordinary,
     /// `role` or `session_authorization`: who the session acts as.
     Role,
-    /// A setting that disables a safety net or changes the server:
-    /// `session_replication_role` (skips triggers and foreign keys), logging,
-    /// system-catalog and checksum overrides, library loading.
+    /// Any other setting: one that disables a safety net or reaches beyond
+    /// the session (`session_replication_role` skips triggers and foreign
+    /// keys; logging, tracking, system-catalog and checksum overrides,
+    /// library loading, debugging output), or one gatehouse does not know.
     Guarded,
     /// `default_transaction_read_only` / `transaction_read_only`: guarded
     /// only when turned off.
@@ -236,28 +237,117 @@ pub(super) enum Setting {
     Lexical,
 }
 
+/// Settings a session may change without asking: they shape its own
+/// planning, formatting, timeouts and resource use, and any user may set
+/// them (PostgreSQL's `user` context). Everything else is guarded: the
+/// upstream account is often a superuser, so a deny-list would miss the
+/// superuser-only settings with effects beyond the session (`jit_dump_bitcode`
+/// writes files into the data directory, `track_activities = off` hides the
+/// session from monitoring, `temp_file_limit` lifts a disk bound).
+const ORDINARY_SETTINGS: &[&str] = &[
+    "application_name",
+    "array_nulls",
+    "bytea_output",
+    "check_function_bodies",
+    "client_min_messages",
+    "constraint_exclusion",
+    "cpu_index_tuple_cost",
+    "cpu_operator_cost",
+    "cpu_tuple_cost",
+    "cursor_tuple_fraction",
+    "datestyle",
+    "default_statistics_target",
+    "default_table_access_method",
+    "default_tablespace",
+    "default_text_search_config",
+    "default_toast_compression",
+    "default_transaction_deferrable",
+    "default_transaction_isolation",
+    "effective_cache_size",
+    "effective_io_concurrency",
+    "escape_string_warning",
+    "extra_float_digits",
+    "force_parallel_mode",
+    "from_collapse_limit",
+    "gin_fuzzy_search_limit",
+    "gin_pending_list_limit",
+    "hash_mem_multiplier",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "intervalstyle",
+    "jit",
+    "jit_above_cost",
+    "jit_inline_above_cost",
+    "jit_optimize_above_cost",
+    "join_collapse_limit",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+    "lock_timeout",
+    "maintenance_io_concurrency",
+    "maintenance_work_mem",
+    "max_parallel_maintenance_workers",
+    "max_parallel_workers",
+    "max_parallel_workers_per_gather",
+    "min_parallel_index_scan_size",
+    "min_parallel_table_scan_size",
+    "parallel_leader_participation",
+    "parallel_setup_cost",
+    "parallel_tuple_cost",
+    "plan_cache_mode",
+    "quote_all_identifiers",
+    "random_page_cost",
+    "recursive_worktable_factor",
+    "row_security",
+    "search_path",
+    "seed",
+    "seq_page_cost",
+    "statement_timeout",
+    "stats_fetch_consistency",
+    "synchronous_commit",
+    "temp_buffers",
+    "temp_tablespaces",
+    "timezone",
+    "transaction_deferrable",
+    "transaction_isolation",
+    "transform_null_equals",
+    "work_mem",
+    "xmlbinary",
+    "xmloption",
+];
+
+/// Families of ordinary settings, by prefix: the planner's switches and
+/// genetic optimiser, TCP keepalives.
+const ORDINARY_PREFIXES: &[&str] = &["enable_", "geqo", "tcp_keepalives_"];
+
+/// Namespaces of extension settings that are not the application's own:
+/// they change what is logged, audited or tracked.
+const GUARDED_NAMESPACES: &[&str] = &[
+    "auto_explain.",
+    "pgaudit.",
+    "pg_stat_statements.",
+    "pg_stat_monitor.",
+    "plpgsql.",
+    "pg_hint_plan.",
+    "citus.",
+    "pglogical.",
+    "anon.",
+];
+
 /// Classify a run-time parameter name (lower-cased by the parser unless it
-/// was quoted; compared case-insensitively here).
+/// was quoted; compared case-insensitively here). Fails closed: a setting
+/// not known to be ordinary is guarded. A dotted name outside the known
+/// extension namespaces is the application's own (`app.tenant_id`, read by
+/// row-level security policies through `current_setting`) and ordinary.
 pub(super) fn setting(name: &str) -> Setting {
     let name = name.to_ascii_lowercase();
     match name.as_str() {
         "role" | "session_authorization" => Setting::Role,
         "default_transaction_read_only" | "transaction_read_only" => Setting::ReadOnly,
         "client_encoding" | "standard_conforming_strings" | "backslash_quote" => Setting::Lexical,
-        "session_replication_role"
-        | "allow_system_table_mods"
-        | "allow_in_place_tablespaces"
-        | "zero_damaged_pages"
-        | "ignore_system_indexes"
-        | "ignore_checksum_failure"
-        | "ignore_invalid_pages"
-        | "lo_compat_privileges"
-        | "dynamic_library_path"
-        | "session_preload_libraries"
-        | "local_preload_libraries"
-        | "restrict_nonsystem_relation_kind" => Setting::Guarded,
-        n if n.starts_with("log_") || n.starts_with("debug_") || n.starts_with("trace_") => Setting::Guarded,
-        _ => Setting::Ordinary,
+        n if ORDINARY_SETTINGS.contains(&n) || ORDINARY_PREFIXES.iter().any(|p| n.starts_with(p)) => Setting::Ordinary,
+        n if n.contains('.') && !GUARDED_NAMESPACES.iter().any(|p| n.starts_with(p)) => Setting::Ordinary,
+        _ => Setting::Guarded,
     }
 }
 

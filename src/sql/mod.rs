@@ -63,7 +63,7 @@
 //! | `CREATE`/`ALTER`/`COMMENT`/`DROP` of schema objects, `SELECT INTO`, `CREATE TABLE AS` | Ddl | `drop` (also for `ALTER TABLE … DROP COLUMN/CONSTRAINT`), `select_into` |
 //! | `GRANT`/`REVOKE`, roles, `ALTER SYSTEM`, `VACUUM`/`ANALYZE`/`CLUSTER`/`REINDEX`, `CHECKPOINT`, `LOAD`, databases, tablespaces, extensions, languages, FDWs/servers/user mappings, publications/subscriptions, event triggers, ownership, security labels | Admin | `grant`, `role_admin`, `alter_system`, `maintenance` |
 //! | `SET ROLE`, `RESET ROLE`, `SET SESSION AUTHORIZATION` (and `set_config('role', …)`) | Admin | `set_role` |
-//! | `SET` of a guarded setting: `session_replication_role`, `allow_system_table_mods`, `zero_damaged_pages`, `ignore_*`, `lo_compat_privileges`, library paths, `log_*`/`debug_*`/`trace_*`, `restrict_nonsystem_relation_kind` | Admin | `guarded_setting` |
+//! | `SET` of a guarded setting: any setting not in `functions::ORDINARY_SETTINGS` (nor an application's own dotted name): `session_replication_role`, `jit_dump_bitcode`, `track_*`, `temp_file_limit`, `log_*`, library paths, unknown names; and INSERT/UPDATE/DELETE/MERGE of a system catalog (`pg_settings`, `pg_catalog.*`) | Admin | `guarded_setting` (`pg_settings`, settings) |
 //! | turning read-only off: `SET default_transaction_read_only/transaction_read_only = off`, `BEGIN`/`START TRANSACTION`/`SET TRANSACTION`/`SET SESSION CHARACTERISTICS … READ WRITE` | Admin | `read_only_override`: gatehouse may run sessions read-only as a second net |
 //! | `PREPARE TRANSACTION`, `COMMIT PREPARED`, `ROLLBACK PREPARED` | Admin | outlive the session, reach others' transactions |
 //! | `COPY … FROM/TO PROGRAM` | Admin | `copy_program` |
@@ -336,6 +336,14 @@ pub struct StatementInfo {
     /// Operators used, as written (`=`, `pg_catalog.+`): each is a function
     /// call too, resolved against the target's catalog like `calls`.
     pub operators: Vec<String>,
+    /// Names the server may resolve to a function although the statement
+    /// shows no call (attribute notation `t.f`, `(row).f`; SQL/JSON syntax
+    /// an older server reads as calls): a volatile function of such a name
+    /// counts as called; a name no function has is a column.
+    pub maybe_calls: Vec<String>,
+    /// Whether the statement reads columns (ORDER BY, GROUP BY, DISTINCT,
+    /// joins and comparisons on them may call their types' operators).
+    pub reads_columns: bool,
     /// Prepared statements this statement creates (`PREPARE name`): the
     /// protocol sees them under the same names.
     pub prepared: Vec<String>,
@@ -355,6 +363,8 @@ impl Default for StatementInfo {
             catalog_calls: Vec::new(),
             tables: Vec::new(),
             operators: Vec::new(),
+            maybe_calls: Vec::new(),
+            reads_columns: false,
             prepared: Vec::new(),
             cursors: Vec::new(),
         }

@@ -407,6 +407,24 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
     if facts.deletes > 0 || facts.merge_delete {
         class = class.max(Delete);
     }
+    for target in &facts.dml_targets {
+        // A change to a system catalog is administration, not a write:
+        // `UPDATE pg_settings` is `set_config` through the view's rule,
+        // and a superuser upstream may change `pg_proc` or `pg_authid`.
+        let mut parts = target.rsplit('.');
+        let bare = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let schema = parts.next().map(str::to_ascii_lowercase);
+        let system = match schema.as_deref() {
+            Some("pg_catalog" | "information_schema") => true,
+            Some(s) => s.starts_with("pg_toast"),
+            // Unqualified, pg_catalog comes first on every search_path.
+            None => bare.starts_with("pg_"),
+        };
+        if system {
+            class = class.max(Admin);
+            flags.guarded_setting |= bare == "pg_settings";
+        }
+    }
     flags.delete_without_where |= facts.delete_without_where;
     flags.update_without_where |= facts.update_without_where;
     flags.data_modifying_cte |= facts.dml_in_cte;
@@ -485,6 +503,8 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
     }
 
     info.operators = facts.operators;
+    info.maybe_calls = facts.maybe_calls;
+    info.reads_columns = facts.column_refs > 0;
     let mut tables = facts.tables;
     tables.sort_by_key(|(at, _)| *at);
     for (_, t) in tables {

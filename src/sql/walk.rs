@@ -64,11 +64,27 @@ pub(super) struct Facts {
     pub calls: Vec<Call>,
     /// Operators used, as written (`=`, `pg_catalog.+`), each once.
     pub operators: Vec<String>,
+    /// Names the server may resolve to a function although the parse tree
+    /// shows no call, each once: the field of `alias.name` or `(row).name`
+    /// (attribute notation: `t.f` is `f(t)` when `t` has no column `f`), and
+    /// the functions an older server calls for syntax this parser reads as
+    /// SQL/JSON constructs (`json_object(…)`, `json_array(…)`, …).
+    pub maybe_calls: Vec<String>,
     /// Relations named, `schema.name` or `name`, with their offsets in the
     /// text (the walk meets them in field order, not text order).
     pub tables: Vec<(i32, String)>,
+    /// Relations that INSERT, UPDATE, DELETE or MERGE change, as in `tables`.
+    pub dml_targets: Vec<String>,
     /// Names of common table expressions, so they are not listed as tables.
     pub ctes: Vec<String>,
+}
+
+impl Facts {
+    fn maybe_call(&mut self, name: String) {
+        if !name.is_empty() && !self.maybe_calls.contains(&name) {
+            self.maybe_calls.push(name);
+        }
+    }
 }
 
 /// Walk `node` (a statement or any part of one) and add what it contains to
@@ -370,8 +386,9 @@ impl SerializeStruct for Struct<'_> {
                     }
                 }
             }
-            ("AExpr", "name") => {
-                // An operator, `=` or `OPERATOR(schema.op)`: a function too.
+            ("AExpr", "name") | ("SubLink", "oper_name") | ("SortBy", "use_op") => {
+                // An operator, `=` or `OPERATOR(schema.op)`: a function too
+                // (also `x op ANY (SELECT …)` and `ORDER BY x USING op`).
                 let mut parts = Vec::new();
                 let _ = v.serialize(Strings {
                     out: &mut parts,
@@ -382,6 +399,39 @@ impl SerializeStruct for Struct<'_> {
                     self.facts.operators.push(op);
                 }
                 return Ok(());
+            }
+            ("InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt", "relation") => {
+                let before = self.facts.tables.len();
+                v.serialize(Walker::child(&mut *self.facts, self.in_cte))?;
+                let added: Vec<String> = self.facts.tables[before..].iter().map(|(_, t)| t.clone()).collect();
+                self.facts.dml_targets.extend(added);
+                return Ok(());
+            }
+            ("ColumnRef", "fields") => {
+                // Only String and A_Star nodes: nothing else to walk.
+                let mut parts = Vec::new();
+                let _ = v.serialize(Strings {
+                    out: &mut parts,
+                    first_variant: &mut None,
+                });
+                if parts.len() >= 2 {
+                    if let Some(last) = parts.pop() {
+                        self.facts.maybe_call(last);
+                    }
+                }
+                return Ok(());
+            }
+            ("AIndirection", "indirection") => {
+                // `(row).name` selects a field or calls `name(row)`; the
+                // subscripts among the indirections are walked below.
+                let mut parts = Vec::new();
+                let _ = v.serialize(Strings {
+                    out: &mut parts,
+                    first_variant: &mut None,
+                });
+                for p in parts {
+                    self.facts.maybe_call(p);
+                }
             }
             ("RangeVar", "schemaname") => {
                 self.schema = capture_str(v).unwrap_or_default();
@@ -459,6 +509,23 @@ impl SerializeStruct for Struct<'_> {
             // WHERE CURRENT OF picks a row as surely as a column does.
             "ColumnRef" | "CurrentOfExpr" => f.column_refs += 1,
             "LockingClause" => f.locking = true,
+            // Syntax this parser reads as SQL/JSON (PostgreSQL 16 and
+            // later) is an ordinary call on an older server, resolved
+            // through search_path like any other.
+            "JsonObjectConstructor" => f.maybe_call("json_object".into()),
+            "JsonArrayConstructor" | "JsonArrayQueryConstructor" => f.maybe_call("json_array".into()),
+            "JsonObjectAgg" => f.maybe_call("json_objectagg".into()),
+            "JsonArrayAgg" => f.maybe_call("json_arrayagg".into()),
+            "JsonParseExpr" => f.maybe_call("json".into()),
+            "JsonScalarExpr" => f.maybe_call("json_scalar".into()),
+            "JsonSerializeExpr" => f.maybe_call("json_serialize".into()),
+            "JsonFuncExpr" => {
+                for name in ["json_exists", "json_query", "json_value"] {
+                    f.maybe_call(name.into());
+                }
+            }
+            "JsonTable" => f.maybe_call("json_table".into()),
+            "MergeSupportFunc" => f.maybe_call("merge_action".into()),
             "IntoClause" => f.into = true,
             // Plain queries nested anywhere are covered by the facts above.
             "SelectStmt" | "SetOperationStmt" | "ReturnStmt" | "RawStmt" => {}
