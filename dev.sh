@@ -3,7 +3,7 @@
 # Debian 12 machine:
 #
 #   ./dev.sh start   build, make sure PostgreSQL runs, serve policies/gatehouse.toml
-#   ./dev.sh test    install what the tests need, make sure PostgreSQL runs, run every test
+#   ./dev.sh test    install what the tests need, make sure PostgreSQL and MariaDB run, run every test
 #   ./dev.sh appliance   build the VM appliance image and smoke-test it under QEMU (root or sudo)
 #
 set -euo pipefail
@@ -13,6 +13,9 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Debian packages the build and the tests use; installed only when missing.
 PACKAGES=(postgresql-client pgbouncer clang libclang-dev libhyperscan-dev pkg-config)
+# The MySQL protocol tests talk to a MariaDB server on 127.0.0.1:3306 (root
+# without a password, database `test`).
+MARIADB_PACKAGES=(mariadb-server mariadb-client)
 
 ensure_packages() {
   local missing=()
@@ -44,6 +47,38 @@ ensure_postgres() {
   exit 1
 }
 
+ensure_mariadb() {
+  local sql=(mariadb --protocol=tcp -h 127.0.0.1 -P 3306 -u root)
+  if command -v mariadb >/dev/null && "${sql[@]}" -e 'SELECT 1' >/dev/null 2>&1; then
+    "${sql[@]}" -e 'CREATE DATABASE IF NOT EXISTS test'
+    return
+  fi
+  local missing=()
+  for p in "${MARIADB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+  log "starting MariaDB"
+  $sudo mkdir -p /run/mysqld
+  $sudo chown mysql:mysql /run/mysqld 2>/dev/null || true
+  $sudo start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  for _ in $(seq 1 60); do
+    if "${sql[@]}" -e 'SELECT 1' >/dev/null 2>&1; then
+      "${sql[@]}" -e 'CREATE DATABASE IF NOT EXISTS test'
+      return
+    fi
+    sleep 0.5
+  done
+  echo "MariaDB is not answering on 127.0.0.1:3306" >&2
+  exit 1
+}
+
 ensure_nextest() {
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 }
@@ -61,6 +96,7 @@ case "${1:-}" in
   test)
     ensure_packages
     ensure_postgres
+    ensure_mariadb
     ensure_nextest
     log "format and lints"
     cargo fmt --check

@@ -71,7 +71,16 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, Strin
 fn probes_and_openapi_need_no_token() {
     let (g, port) = start();
     assert_eq!(http(port, "GET", "/healthz", None).0, 200, "{}", g.log());
-    assert_eq!(http(port, "GET", "/readyz", None).0, 200);
+    // Ready once every worker serves: the data port may already accept
+    // (one worker bound) a moment before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match http(port, "GET", "/readyz", None).0 {
+            200 => break,
+            503 if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("/readyz answered {other}: {}", g.log()),
+        }
+    }
     let (st, body) = http(port, "GET", "/openapi.json", None);
     assert_eq!(st, 200);
     assert!(body.contains("\"openapi\""), "{body}");

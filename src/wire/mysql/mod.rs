@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bytes;
 pub mod command;
 pub mod handshake;
+pub mod login;
 pub mod packet;
 pub mod response;
 
