@@ -1080,6 +1080,11 @@ async fn settings_and_system_catalogs_are_administration() {
         "UPDATE pg_settings SET setting = 'replica' WHERE name = 'session_replication_role'",
         "UPDATE pg_catalog.pg_settings SET setting = 'on' WHERE name = 'backslash_quote'",
         "UPDATE pg_catalog.pg_proc SET provolatile = 'i' WHERE proname = 'gh_nothing'",
+        "COPY pg_catalog.pg_description FROM STDIN",
+        "SET plperl.on_plperl_init = 'system(1)'",
+        // attribute notation on a scalar is a call of a side-effect function
+        "SELECT ('/etc/passwd'::text).pg_read_file",
+        "SELECT (pg_backend_pid()).pg_terminate_backend",
     ] {
         let f = r.simple(sql);
         assert_eq!(codes(&f), vec!["42501"], "{sql}: {f:?}");

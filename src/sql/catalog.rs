@@ -22,9 +22,12 @@
 //!   (`unresolved_function`), unless it names a type (`uuid('…')` is a
 //!   cast);
 //! - user-defined operators count as calls of their functions; where the
-//!   target defines a volatile comparison operator (`=`, `<`, …), every
-//!   statement that reads columns may call it implicitly (ORDER BY, GROUP
-//!   BY, DISTINCT, IN, BETWEEN, CASE, joins) and counts as calling it;
+//!   target has volatile user code that the server calls without a name
+//!   (a comparison operator such as `=` or `<`, the operators and support
+//!   functions of an operator class, a cast, a type's input function),
+//!   every statement that reads data or typed values may call it (ORDER
+//!   BY, GROUP BY, DISTINCT, IN, BETWEEN, CASE, joins, set operations,
+//!   casts) and counts as calling it;
 //! - a call qualified with `pg_catalog` is resolved like an unqualified one:
 //!   this parser's grammar is newer than some servers', and qualifies as
 //!   `pg_catalog` names (`json_object(…)`) that an older server resolves
@@ -35,7 +38,7 @@
 //!   function of that name may write, and as columns otherwise.
 //!
 //! What it cannot see: functions called by views, triggers, rules, defaults
-//! and casts. The read-only upstream session (see the policy) is the net for
+//! and domain constraints. The read-only upstream session (see the policy) is the net for
 //! those.
 
 use super::{Classification, StatementClass};
@@ -151,6 +154,13 @@ pub enum CatalogRow {
         schema: String,
         name: String,
     },
+    /// A volatile user function the server may call without the statement
+    /// naming it: in an operator class (sorting, grouping, hashing,
+    /// comparisons), a cast, or a type's input function.
+    Implicit {
+        schema: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -171,8 +181,9 @@ pub struct Catalog {
     types: HashMap<String, Vec<String>>,
     /// Function OID → `schema.name` or its signature.
     by_oid: HashMap<u32, (String, Volatility)>,
-    /// Volatile user-defined comparison operators (`schema.op`): operators
-    /// the server may call without the statement naming them.
+    /// Volatile user code the server may call without the statement naming
+    /// it: comparison operators, operator-class members and support
+    /// functions, casts, type input functions (`schema.name`).
     implicit_volatile: Vec<String>,
 }
 
@@ -250,7 +261,7 @@ impl Catalog {
                     volatility,
                 } => {
                     if volatility == Volatility::Volatile && IMPLICIT_OPERATORS.contains(&name.as_str()) {
-                        c.implicit_volatile.push(format!("{schema}.{name}"));
+                        c.implicit_volatile.push(format!("operator {schema}.{name}"));
                     }
                     c.operators.entry(name).or_default().push(Entry {
                         schema: schema.to_lowercase(),
@@ -263,6 +274,7 @@ impl Catalog {
                     .entry(name.to_lowercase())
                     .or_default()
                     .push(schema.to_lowercase()),
+                CatalogRow::Implicit { schema, name } => c.implicit_volatile.push(format!("{schema}.{name}")),
             }
         }
         c
@@ -284,7 +296,7 @@ impl Catalog {
     /// operators may be user-defined).
     pub fn needed(c: &Classification) -> bool {
         c.statements.iter().any(|s| {
-            !s.operators.is_empty() || !s.catalog_calls.is_empty() || !s.maybe_calls.is_empty() || s.reads_columns
+            !s.operators.is_empty() || !s.catalog_calls.is_empty() || !s.maybe_calls.is_empty() || s.reads_data
         })
     }
 
@@ -375,10 +387,10 @@ impl Catalog {
                     }
                 }
             }
-            if !self.implicit_volatile.is_empty() && (s.reads_columns || !s.operators.is_empty()) {
+            if !self.implicit_volatile.is_empty() && (s.reads_data || !s.operators.is_empty()) {
                 raise(&mut r, known.opaque);
-                for op in &self.implicit_volatile {
-                    let shown = format!("operator {op} (may be called implicitly)");
+                for f in &self.implicit_volatile {
+                    let shown = format!("{f} (may be called implicitly)");
                     if !r.volatile.contains(&shown) {
                         r.volatile.push(shown);
                     }

@@ -320,25 +320,18 @@ const ORDINARY_SETTINGS: &[&str] = &[
 /// genetic optimiser, TCP keepalives.
 const ORDINARY_PREFIXES: &[&str] = &["enable_", "geqo", "tcp_keepalives_"];
 
-/// Namespaces of extension settings that are not the application's own:
-/// they change what is logged, audited or tracked.
-const GUARDED_NAMESPACES: &[&str] = &[
-    "auto_explain.",
-    "pgaudit.",
-    "pg_stat_statements.",
-    "pg_stat_monitor.",
-    "plpgsql.",
-    "pg_hint_plan.",
-    "citus.",
-    "pglogical.",
-    "anon.",
-];
+/// Prefixes of dotted (custom) settings that are an application's own,
+/// read by row-level security policies and views through
+/// `current_setting`: `app.tenant_id`, PostgREST's `request.jwt.claims`.
+/// Any other dotted name may be an extension's (`plperl.on_plperl_init`
+/// runs Perl code, `pg_stat_statements.track` hides statements) and is
+/// guarded.
+const APPLICATION_SETTING_PREFIXES: &[&str] = &["app.", "application.", "request.", "jwt."];
 
 /// Classify a run-time parameter name (lower-cased by the parser unless it
 /// was quoted; compared case-insensitively here). Fails closed: a setting
-/// not known to be ordinary is guarded. A dotted name outside the known
-/// extension namespaces is the application's own (`app.tenant_id`, read by
-/// row-level security policies through `current_setting`) and ordinary.
+/// not known to be ordinary is guarded, and of the dotted names only an
+/// application's own prefixes are ordinary.
 pub(super) fn setting(name: &str) -> Setting {
     let name = name.to_ascii_lowercase();
     match name.as_str() {
@@ -346,7 +339,7 @@ pub(super) fn setting(name: &str) -> Setting {
         "default_transaction_read_only" | "transaction_read_only" => Setting::ReadOnly,
         "client_encoding" | "standard_conforming_strings" | "backslash_quote" => Setting::Lexical,
         n if ORDINARY_SETTINGS.contains(&n) || ORDINARY_PREFIXES.iter().any(|p| n.starts_with(p)) => Setting::Ordinary,
-        n if n.contains('.') && !GUARDED_NAMESPACES.iter().any(|p| n.starts_with(p)) => Setting::Ordinary,
+        n if APPLICATION_SETTING_PREFIXES.iter().any(|p| n.starts_with(p)) => Setting::Ordinary,
         _ => Setting::Guarded,
     }
 }

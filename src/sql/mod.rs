@@ -341,9 +341,11 @@ pub struct StatementInfo {
     /// an older server reads as calls): a volatile function of such a name
     /// counts as called; a name no function has is a column.
     pub maybe_calls: Vec<String>,
-    /// Whether the statement reads columns (ORDER BY, GROUP BY, DISTINCT,
-    /// joins and comparisons on them may call their types' operators).
-    pub reads_columns: bool,
+    /// Whether the statement reads relations, columns or typed values:
+    /// sorting, grouping, DISTINCT, joins, set operations, comparisons and
+    /// casts on them may call their types' operators, support functions,
+    /// casts and input functions.
+    pub reads_data: bool,
     /// Prepared statements this statement creates (`PREPARE name`): the
     /// protocol sees them under the same names.
     pub prepared: Vec<String>,
@@ -364,7 +366,7 @@ impl Default for StatementInfo {
             tables: Vec::new(),
             operators: Vec::new(),
             maybe_calls: Vec::new(),
-            reads_columns: false,
+            reads_data: false,
             prepared: Vec::new(),
             cursors: Vec::new(),
         }

@@ -61,6 +61,18 @@ pub(super) fn statement(node: &NodeEnum, table: &FunctionTable, depth: u8) -> St
         NodeEnum::CopyStmt(c) => {
             let mut class = if c.is_from { Write } else { Read };
             info.flags.copy_from = c.is_from;
+            if let Some(r) = c.relation.as_ref().filter(|_| c.is_from) {
+                let name = if r.schemaname.is_empty() {
+                    r.relname.clone()
+                } else {
+                    format!("{}.{}", r.schemaname, r.relname)
+                };
+                // COPY into a system catalog (a superuser upstream may).
+                if let Some(settings) = system_relation(&name) {
+                    class = Admin;
+                    info.flags.guarded_setting |= settings;
+                }
+            }
             if c.is_program {
                 class = Admin;
                 info.flags.copy_program = true;
@@ -411,18 +423,9 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
         // A change to a system catalog is administration, not a write:
         // `UPDATE pg_settings` is `set_config` through the view's rule,
         // and a superuser upstream may change `pg_proc` or `pg_authid`.
-        let mut parts = target.rsplit('.');
-        let bare = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let schema = parts.next().map(str::to_ascii_lowercase);
-        let system = match schema.as_deref() {
-            Some("pg_catalog" | "information_schema") => true,
-            Some(s) => s.starts_with("pg_toast"),
-            // Unqualified, pg_catalog comes first on every search_path.
-            None => bare.starts_with("pg_"),
-        };
-        if system {
+        if let Some(settings) = system_relation(target) {
             class = class.max(Admin);
-            flags.guarded_setting |= bare == "pg_settings";
+            flags.guarded_setting |= settings;
         }
     }
     flags.delete_without_where |= facts.delete_without_where;
@@ -502,9 +505,25 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
         }
     }
 
+    // A name that may be a call in attribute notation (`('/etc/passwd'::text).pg_read_file`
+    // is `pg_read_file('/etc/passwd')`) gets the side-effect table's verdict
+    // like a written call; the catalog resolves the rest.
+    for name in &facts.maybe_calls {
+        if let Some(effect) = table.lookup(name) {
+            class = class.max(effect.class);
+            flags.side_effect_function = true;
+            flags.file_access |= effect.file_access;
+            if !info.functions.contains(name) {
+                info.functions.push(name.clone());
+            }
+            if !info.calls.contains(name) {
+                info.calls.push(name.clone());
+            }
+        }
+    }
     info.operators = facts.operators;
     info.maybe_calls = facts.maybe_calls;
-    info.reads_columns = facts.column_refs > 0;
+    info.reads_data = facts.column_refs > 0 || facts.typecasts > 0 || !facts.tables.is_empty();
     let mut tables = facts.tables;
     tables.sort_by_key(|(at, _)| *at);
     for (_, t) in tables {
@@ -513,6 +532,23 @@ fn apply(info: &mut StatementInfo, facts: Facts, table: &FunctionTable) {
         }
     }
     info.class = class;
+}
+
+/// Whether a relation named `schema.name` or `name` is a system catalog
+/// (`Some(true)` for `pg_settings`, whose rule turns a change into
+/// `set_config`). Unqualified, `pg_catalog` is searched first unless
+/// `search_path` names it later; a `pg_` name is taken as a catalog either
+/// way (at worst a false alarm).
+fn system_relation(target: &str) -> Option<bool> {
+    let mut parts = target.rsplit('.');
+    let bare = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let schema = parts.next().map(str::to_ascii_lowercase);
+    let system = match schema.as_deref() {
+        Some("pg_catalog" | "information_schema") => true,
+        Some(s) => s.starts_with("pg_toast"),
+        None => bare.starts_with("pg_"),
+    };
+    system.then_some(bare == "pg_settings")
 }
 
 /// A call's bare name (after any schema) equals `bare`, case-insensitively.

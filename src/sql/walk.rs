@@ -58,6 +58,8 @@ pub(super) struct Facts {
     pub drop_column: bool,
     /// Column references (`ColumnRef`, and `CURRENT OF`) met.
     pub column_refs: u32,
+    /// Casts and typed literals (`x::t`, `t 'literal'`) met.
+    pub typecasts: u32,
     /// Names of utility statements nested below the root (`CREATE SCHEMA …
     /// CREATE TABLE … GRANT …`, SQL-standard function bodies).
     pub nested_utility: Vec<&'static str>,
@@ -508,6 +510,7 @@ impl SerializeStruct for Struct<'_> {
             }
             // WHERE CURRENT OF picks a row as surely as a column does.
             "ColumnRef" | "CurrentOfExpr" => f.column_refs += 1,
+            "TypeCast" => f.typecasts += 1,
             "LockingClause" => f.locking = true,
             // Syntax this parser reads as SQL/JSON (PostgreSQL 16 and
             // later) is an ordinary call on an older server, resolved

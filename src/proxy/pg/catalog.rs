@@ -13,7 +13,10 @@ use std::sync::Arc;
 const MAX_CATALOG_BYTES: usize = 64 << 20;
 
 /// Every function (signatures of user functions only), user-defined
-/// operators, and types. An aggregate is as volatile as the most volatile of
+/// operators, types, and the volatile user functions the server calls
+/// without a statement naming them (operator classes' operators and
+/// support functions: sorting, grouping, DISTINCT, IN, joins, set
+/// operations; casts; type input functions). An aggregate is as volatile as the most volatile of
 /// its support functions (its own label is `IMMUTABLE` whatever they do);
 /// volatility letters order `i` < `s` < `v`.
 const CATALOG_SQL: &str = "\
@@ -31,7 +34,15 @@ SELECT 'o', n.nspname, o.oprname, p.provolatile::text, 'false', '0', '' \
   JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE o.oid >= 16384 \
 UNION ALL \
 SELECT 't', n.nspname, t.typname, 'i', 'true', '0', '' \
-  FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace";
+  FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+UNION ALL \
+SELECT 'i', n.nspname, p.proname, 'v', 'false', '0', '' \
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+  WHERE p.oid >= 16384 AND p.provolatile = 'v' AND ( \
+    p.oid IN (SELECT amproc::oid FROM pg_catalog.pg_amproc) \
+    OR p.oid IN (SELECT o.oprcode::oid FROM pg_catalog.pg_amop a JOIN pg_catalog.pg_operator o ON o.oid = a.amopopr) \
+    OR p.oid IN (SELECT castfunc FROM pg_catalog.pg_cast) \
+    OR p.oid IN (SELECT typinput::oid FROM pg_catalog.pg_type))";
 
 /// One round trip on a connection of its own.
 pub async fn fetch(target: &TargetRt, account: &AccountRt, max_msg: usize) -> Result<Arc<Catalog>, String> {
@@ -120,6 +131,7 @@ fn row(body: &[u8]) -> Option<CatalogRow> {
             name,
             volatility: Volatility::from_code(&vol),
         },
+        "i" => CatalogRow::Implicit { schema, name },
         _ => CatalogRow::Type { schema, name },
     })
 }

@@ -1,6 +1,7 @@
 //! MySQL/MariaDB client/server protocol (protocol 41): packets and the
 //! split rule, the basic types, the handshake, the generic responses,
-//! command codes and the password scrambles. No I/O, no policy: like
+//! command codes, the password scrambles, the client side of the login and
+//! the values of result rows. No I/O, no policy: like
 //! `wire::pg`, everything works on byte slices and appends to `Vec<u8>`.
 
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod handshake;
 pub mod login;
 pub mod packet;
 pub mod response;
+pub mod rows;
 
 pub use command::Command;
 pub use packet::{frame, payload, write_message, Message, MAX_PACKET_PAYLOAD};
