@@ -36,12 +36,10 @@ fn raw_findings(engine: &Engine, data: &[u8]) -> Vec<Finding> {
     out
 }
 
+/// Nosey Parker's rules with their examples, kept in the repository with
+/// their licence (`tests/fixtures/noseyparker`).
 fn reference_dir() -> PathBuf {
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/secret-rules");
-    if beside.is_dir() {
-        return beside;
-    }
-    PathBuf::from("/work/shared/reference/secret-rules")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 #[derive(serde::Deserialize)]
