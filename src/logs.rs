@@ -26,9 +26,32 @@ pub struct Sink {
     dropped: Arc<AtomicU64>,
 }
 
+/// One event as one line: a line break inside it (a client's startup
+/// `database` or `user`, an upstream's error text) is written as `\n` or
+/// `\r`, so nobody who can put text into a field can forge log lines.
+fn one_line(event: &[u8]) -> Vec<u8> {
+    let (body, end) = match event.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (event, &b""[..]),
+    };
+    if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return event.to_vec();
+    }
+    let mut out = Vec::with_capacity(event.len() + 8);
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+    out.extend_from_slice(end);
+    out
+}
+
 impl Sink {
     fn send(&self, line: &[u8]) {
-        match self.tx.try_send(Msg::Line(line.to_vec())) {
+        match self.tx.try_send(Msg::Line(one_line(line))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +191,22 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let want: String = (0..500).map(|i| format!("line {i}\n")).collect();
         assert_eq!(text, want);
+    }
+
+    #[test]
+    fn an_event_stays_one_line() {
+        assert_eq!(one_line(b"plain\n"), b"plain\n");
+        assert_eq!(
+            one_line(b"refused database=\"x\nFAKE session open\r\"\n"),
+            b"refused database=\"x\\nFAKE session open\\r\"\n"
+        );
+        assert_eq!(one_line(b"no end\nhere"), b"no end\\nhere");
+        let out = Shared::default();
+        let (sink, bg) = background(out.clone(), false, 16).unwrap();
+        let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);
+        w.write_all(b"a\nb\n").unwrap();
+        drop(bg);
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"a\\nb\n");
     }
 
     #[test]

@@ -360,3 +360,22 @@ fn upstream_dying_mid_large_row_closes_the_client() {
     assert_upstream_gone(&app);
     assert_serving(&g);
 }
+
+/// Text a client puts into its startup packet cannot forge log lines: a
+/// line break in `user` (logged when authentication fails) is written
+/// escaped, inside the one event.
+#[test]
+fn startup_text_cannot_forge_log_lines() {
+    let g = Gatehouse::start("", "");
+    let forged = "x\nFORGED session open identity=admin\r";
+    let refused = Raw::login(g.port, &[("user", forged), ("database", "postgres")], TOKEN);
+    assert!(refused.is_err(), "no such identity");
+    let deadline = Instant::now() + WAIT;
+    while !g.log().contains("FORGED") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = g.log();
+    assert!(log.contains("x\\nFORGED session open identity=admin\\r"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("FORGED")), "{log}");
+    assert_serving(&g);
+}
