@@ -119,6 +119,7 @@
 mod cache;
 mod catalog;
 mod functions;
+pub mod mysql;
 mod rules;
 mod walk;
 
