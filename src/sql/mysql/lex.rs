@@ -116,7 +116,9 @@ pub(super) fn lex(sql: &str) -> Result<Lexed, String> {
             }
             b'/' if next == Some(b'*') => {
                 let body = i + 2;
-                if b.get(body) == Some(&b'!') || (b.get(body) == Some(&b'M') && b.get(body + 1) == Some(&b'!')) {
+                // `/*M!` is MariaDB's; `m` is refused too, for safety.
+                let m = matches!(b.get(body), Some(b'M' | b'm')) && b.get(body + 1) == Some(&b'!');
+                if b.get(body) == Some(&b'!') || m {
                     return Err(format!(
                         "executable comment at offset {i}: the server runs its content, which is not classified"
                     ));
@@ -130,6 +132,13 @@ pub(super) fn lex(sql: &str) -> Result<Lexed, String> {
                     ));
                 }
                 let end = close + 2;
+                // MySQL 8 reads `/*+ … */` after a verb as optimizer hints,
+                // and SET_VAR sets a session variable for the statement.
+                if b.get(body) == Some(&b'+') && sql[body..close].to_ascii_lowercase().contains("set_var") {
+                    return Err(format!(
+                        "SET_VAR hint at offset {i}: it sets variables the classifier does not see"
+                    ));
+                }
                 blank(&mut clean, &sql[i..end]);
                 i = end;
             }
@@ -180,6 +189,13 @@ pub(super) fn lex(sql: &str) -> Result<Lexed, String> {
                 let mut end = i;
                 while end < b.len() && is_word_byte(b[end]) {
                     end += 1;
+                }
+                // The server reads a non-ASCII space as part of a name; the
+                // parser as a space between two.
+                if sql[i..end].chars().any(char::is_whitespace) {
+                    return Err(format!(
+                        "non-ASCII space at offset {i}: the server reads it as part of a name"
+                    ));
                 }
                 let v = sql[i..end].to_string();
                 push(&mut tokens, &mut clean, sql, Kind::Word, i, end, v);
@@ -371,6 +387,7 @@ pub(super) fn parser_marks(clean: &str) -> Result<Vec<Mark>, String> {
             | T::Assignment
             | T::Placeholder(_)
             | T::Ampersand
+            | T::Overlap
             | T::Pipe
             | T::Caret
             | T::LBrace

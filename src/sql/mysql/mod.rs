@@ -35,12 +35,12 @@
 //!
 //! | statement | class | flags / notes |
 //! |---|---|---|
-//! | `SELECT`, `SHOW`, `DESCRIBE`, `EXPLAIN` (not `ANALYZE`), `HELP`, `HANDLER …` | Read | raised by what is inside |
+//! | `SELECT`, `VALUES`, `SHOW`, `DESCRIBE`, `EXPLAIN` (not `ANALYZE`), `HELP`, `HANDLER …` | Read | raised by what is inside |
 //! | `USE`, `BEGIN`/`START TRANSACTION`/`COMMIT`/`ROLLBACK`/`SAVEPOINT`/`RELEASE`, `UNLOCK TABLES`, `DEALLOCATE PREPARE` | Read | session control |
 //! | `SET` of an ordinary session variable (`functions::ORDINARY_VARIABLES`) or a user variable (`SET @x = …`), `SELECT … INTO @x` | Read | raised by the value's calls |
 //! | `DO expr` | Read | read as `SELECT expr`: raised by its calls |
 //! | `INSERT`, `REPLACE`, `INSERT … ON DUPLICATE KEY UPDATE` | Write | `upsert` for the last two |
-//! | `UPDATE` (also multi-table) | Write | `update_without_where`: no `WHERE`, one naming no column, or one OR'd (`OR`, `XOR`, `\|\|`) with such |
+//! | `UPDATE` (also multi-table) | Write | `update_without_where`: no `WHERE`, one naming no column, one OR'd with such, or one with `XOR` anywhere (the parser binds it tighter than the server) |
 //! | `SELECT … FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE` | Write | `row_locks` |
 //! | `LOCK TABLES` | Write | `lock_table` |
 //! | `LOAD DATA LOCAL INFILE` | Write | `copy_from` |
@@ -49,6 +49,8 @@
 //! | `DELETE` (also multi-table), `TRUNCATE` | Delete | `delete_without_where`, `truncate` |
 //! | `CREATE`/`ALTER`/`DROP`/`RENAME` of tables, views, indexes, triggers, events, procedures, functions, sequences | Ddl | `drop` (also `ALTER TABLE … DROP …`), `select_into` (`CREATE TABLE … SELECT`) |
 //! | `CREATE`/`ALTER`/`DROP` `DATABASE`/`SCHEMA`, servers, tablespaces | Admin | `drop` |
+//! | `CREATE FUNCTION … SONAME` (a shared library) | Admin | |
+//! | `INSERT`/`UPDATE`/`DELETE`/`REPLACE`/`TRUNCATE` of a table in `mysql`, `performance_schema`, `sys`, `information_schema`; `USE` of one of them (unqualified names would reach them unseen) | Admin | `guarded_setting` |
 //! | `GRANT`, `REVOKE` | Admin | `grant` |
 //! | `CREATE`/`ALTER`/`DROP`/`RENAME` `USER`/`ROLE`, `SET PASSWORD` | Admin | `role_admin` |
 //! | `SET ROLE`, `SET DEFAULT ROLE` | Admin | `set_role` |
@@ -89,8 +91,20 @@
 //!   differently (backslash escapes and `''` in '…' and "…", `` `` `` in
 //!   backticks, `X'…'`, `B'…'`, `N'…'`), or a literal the server does not
 //!   have (dollar quoting);
+//! - `||`, which the server reads as OR and the parser as concatenation;
+//! - a non-ASCII space outside strings (the server reads it as part of a
+//!   name, the parser as a space);
+//! - an optimizer hint with `SET_VAR` (`/*+ SET_VAR(sql_mode=…) */`);
+//! - a compound statement (`BEGIN … END` of a routine, `BEGIN NOT ATOMIC`)
+//!   with `;` inside, which the server reads as one statement;
 //! - a statement the parser reads as several, or a kind of statement the
 //!   rules do not know.
+//!
+//! A few MySQL spellings the parser lacks are rewritten before it runs, to
+//! ones with the same meaning (`SET @a := …`, `LOCK IN SHARE MODE`,
+//! `UPDATE a, b SET`, `INTO OUTFILE/DUMPFILE 'f'`, `… INTO @a`); other
+//! MySQL syntax it lacks (`TABLE t`, `CREATE TABLE` options it does not
+//! know, `INTO OUTFILE` with format options) comes out `Unknown`.
 //!
 //! Text that is not UTF-8 cannot reach [`MysqlClassifier::classify`];
 //! [`MysqlClassifier::classify_bytes`] makes it `Unknown`.

@@ -53,15 +53,30 @@ pub(super) fn statement(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<S
         raise(&mut info, Write);
         info.flags.row_locks = true;
     }
+    // Changing the server's own tables (`mysql.user`, then FLUSH
+    // PRIVILEGES) is administration, like PostgreSQL's catalogs.
+    if info.class >= Write && info.class < Admin && info.tables.iter().any(|t| is_system_table(t)) {
+        raise(&mut info, Admin);
+        info.flags.guarded_setting = true;
+    }
     Ok(info)
+}
+
+/// Schemas whose tables are the server's own configuration.
+const SYSTEM_SCHEMAS: &[&str] = &["mysql", "performance_schema", "sys", "information_schema"];
+
+fn is_system_table(name: &str) -> bool {
+    name.split_once('.')
+        .is_some_and(|(schema, _)| SYSTEM_SCHEMAS.iter().any(|s| s.eq_ignore_ascii_case(schema)))
 }
 
 /// The statement's text as handed to the parser: MySQL spellings it lacks
 /// rewritten to ones with the same meaning (`SET @a := 1` → `SET @a = 1`,
 /// `LOCK IN SHARE MODE` → `FOR SHARE`, `UPDATE a, b SET` → `UPDATE a JOIN b
 /// SET`), `INTO OUTFILE 'f'` and `INTO DUMPFILE 'f'` dropped (the tokens
-/// flag their file access), and `||` refused: the server reads OR, the
-/// parser concatenation.
+/// flag their file access), `SELECT … INTO @a, @b` dropped (it only sets
+/// user variables), and `||` refused: the server reads OR, the parser
+/// concatenation.
 fn parser_text(text: &str, tokens: &[Token]) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut at = tokens.first().map_or(0, |t| t.start);
@@ -72,6 +87,9 @@ fn parser_text(text: &str, tokens: &[Token]) -> Result<String, String> {
     };
     let is_set = tokens.first().is_some_and(|t| t.is_word("SET"));
     let is_update = tokens.first().is_some_and(|t| t.is_word("UPDATE"));
+    let is_select = tokens
+        .first()
+        .is_some_and(|t| t.is_word("SELECT") || t.is_word("WITH") || t.value == "(");
     let mut depth = 0i32;
     let mut before_set = true;
     let mut i = 0;
@@ -99,6 +117,24 @@ fn parser_text(text: &str, tokens: &[Token]) -> Result<String, String> {
             {
                 replace(&mut out, t.start, tokens[i + 3].end, "FOR SHARE", &mut at);
                 i += 3;
+            }
+            _ if t.is_word("INTO") && is_select && tokens.get(i + 1).is_some_and(|x| x.value == "@") => {
+                // INTO @a [, @b …]
+                let mut k = i + 1;
+                while tokens.get(k).is_some_and(|x| x.kind == Kind::Punct && x.value == "@")
+                    && tokens
+                        .get(k + 1)
+                        .is_some_and(|x| matches!(x.kind, Kind::Word | Kind::Str | Kind::QuotedIdent))
+                {
+                    k += 2;
+                    if tokens.get(k).is_some_and(|x| x.value == ",") {
+                        k += 1;
+                    } else {
+                        break;
+                    }
+                }
+                replace(&mut out, t.start, tokens[k - 1].end, " ", &mut at);
+                i = k - 1;
             }
             _ if t.is_word("INTO")
                 && tokens
@@ -249,6 +285,18 @@ fn by_keywords(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<Option<Sta
             }
         }
         "HELP" => info(Read, "HELP"),
+        "USE" => {
+            // Unqualified names would then reach the server's own tables,
+            // which the classifier could not tell.
+            let mut i = info(Read, "USE");
+            if tokens
+                .get(1)
+                .is_some_and(|t| SYSTEM_SCHEMAS.iter().any(|s| t.value.eq_ignore_ascii_case(s)))
+            {
+                guarded(&mut i);
+            }
+            i
+        }
         "HANDLER" => {
             let mut i = info(Read, "HANDLER");
             i.tables.extend(name_after(tokens, 1));
@@ -404,6 +452,8 @@ fn ddl(w0: &str, tokens: &[Token]) -> Option<StatementInfo> {
     let command = format!("{w0} {object}");
     let class = match object {
         "DATABASE" | "SCHEMA" | "USER" | "ROLE" | "SERVER" | "TABLESPACE" | "LOGFILE" | "RESOURCE" => Admin,
+        // CREATE FUNCTION … SONAME loads a shared library, like a plugin.
+        "FUNCTION" if tokens.iter().any(|t| t.is_word("SONAME")) => Admin,
         _ => Ddl,
     };
     let mut i = info(class, &command);
@@ -455,11 +505,11 @@ fn set_by_keywords(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<Option
             }
             i
         }
-        "PERSIST" | "PERSIST_ONLY" | "GLOBAL" => {
-            let mut i = info(Admin, "SET GLOBAL");
-            i.flags.guarded_setting = true;
-            i.flags.alter_system = true;
-            token_calls(tokens, 2, ctx, &mut i);
+        "PERSIST" | "PERSIST_ONLY" => {
+            // Read as SET GLOBAL, which it is and more (it survives a
+            // restart).
+            let mut i = nested(&format!("SET GLOBAL {}", rest(text, tokens, 2)), ctx)?;
+            i.command = format!("SET {w1}");
             i
         }
         "STATEMENT" => {
@@ -521,11 +571,25 @@ fn tree(stmt: &Statement, ctx: &Ctx<'_>) -> StatementInfo {
         return out;
     }
     let mut out = own(stmt);
+    // `WITH … DELETE …`: the statement after WITH is the main one.
+    let main = match stmt {
+        Statement::Query(q) => match q.body.as_ref() {
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => {
+                let inner = own(s);
+                out.command = inner.command.clone();
+                merge(&mut out, inner);
+                Some(s as *const Statement)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
     let mut walker = Walker {
         ctx,
         info: StatementInfo::default(),
         ctes: Vec::new(),
         top: true,
+        main,
     };
     let _ = stmt.visit(&mut walker);
     let Walker { info: found, ctes, .. } = walker;
@@ -589,8 +653,9 @@ fn own(stmt: &Statement) -> StatementInfo {
         Statement::Savepoint { .. } => info(Read, "SAVEPOINT"),
         Statement::ReleaseSavepoint { .. } => info(Read, "RELEASE SAVEPOINT"),
         Statement::Set(s) => set(s),
-        Statement::LockTables { .. } => {
+        Statement::LockTables { tables } => {
             let mut i = info(Write, "LOCK TABLES");
+            i.tables.extend(tables.iter().map(|t| t.table.value.clone()));
             i.flags.lock_table = true;
             i
         }
@@ -621,17 +686,27 @@ fn own(stmt: &Statement) -> StatementInfo {
             });
             i
         }
-        Statement::Drop { object_type, .. } => {
+        Statement::Drop { object_type, names, .. } => {
             let class = match object_type {
                 ObjectType::Database | ObjectType::Schema | ObjectType::Role | ObjectType::User => Admin,
                 _ => Ddl,
             };
             let mut i = info(class, &format!("DROP {object_type}"));
             i.flags.drop = true;
+            if matches!(object_type, ObjectType::Table | ObjectType::View | ObjectType::Sequence) {
+                i.tables.extend(names.iter().map(name_of));
+            }
             i.flags.role_admin = matches!(object_type, ObjectType::Role | ObjectType::User);
             i
         }
-        Statement::RenameTable(_) => info(Ddl, "RENAME TABLE"),
+        Statement::RenameTable(r) => {
+            let mut i = info(Ddl, "RENAME TABLE");
+            for t in r {
+                i.tables.push(name_of(&t.old_name));
+                i.tables.push(name_of(&t.new_name));
+            }
+            i
+        }
         _ => {
             let mut i = info(Unknown, "UNKNOWN");
             i.command = format!("UNKNOWN ({})", first_words(stmt));
@@ -684,6 +759,24 @@ fn read_write(modes: &[TransactionMode], i: &mut StatementInfo) {
 /// OR'd with something that names none (`|| ` is OR: gatehouse keeps
 /// PIPES_AS_CONCAT off).
 fn picks_all(e: &Expr) -> bool {
+    use ast::BinaryOperator as B;
+    // The parser binds XOR tighter than `=`, the server looser: with an XOR
+    // anywhere, the reading cannot be trusted to narrow the rows.
+    let mut xor = false;
+    let _ = ast::visit_expressions(e, |x| {
+        if matches!(x, Expr::BinaryOp { op: B::Xor, .. }) {
+            xor = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if xor {
+        return true;
+    }
+    picks_all_rows(e)
+}
+
+fn picks_all_rows(e: &Expr) -> bool {
     use ast::BinaryOperator as B;
     match e {
         Expr::Nested(x) => picks_all(x),
@@ -815,7 +908,6 @@ fn assignment(scope: Option<&ast::ContextModifier>, name: &ObjectName, value: Op
     if global {
         guarded(i);
         i.flags.alter_system = true;
-        return;
     }
     let text = value.and_then(literal_text);
     if var == "sql_mode" {
@@ -837,7 +929,7 @@ fn assignment(scope: Option<&ast::ContextModifier>, name: &ObjectName, value: Op
             raise(i, Admin);
             i.flags.read_only_override = true;
         }
-    } else if !ORDINARY_VARIABLES.contains(&var) {
+    } else if !global && !ORDINARY_VARIABLES.contains(&var) {
         guarded(i);
     }
 }
@@ -848,13 +940,15 @@ struct Walker<'a, 'b> {
     info: StatementInfo,
     ctes: Vec<String>,
     top: bool,
+    /// The main statement of a `WITH …` query, already counted.
+    main: Option<*const Statement>,
 }
 
 impl Visitor for Walker<'_, '_> {
     type Break = ();
 
     fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
-        if std::mem::take(&mut self.top) {
+        if std::mem::take(&mut self.top) || self.main.is_some_and(|m| std::ptr::eq(m, s)) {
             return ControlFlow::Continue(());
         }
         // A statement inside another (a CTE body the parser accepts where

@@ -293,6 +293,65 @@ fn writes_never_hide_behind_cte_or_subquery() {
     }
 }
 
+#[test]
+fn system_tables_and_loaders_are_admin() {
+    let c = classifier();
+    for sql in [
+        "INSERT INTO mysql.user (User) VALUES ('x')",
+        "DELETE FROM `mysql`.`db` WHERE User = 'x'",
+        "REPLACE INTO mysql.global_priv VALUES ('%', 'x', '{}')",
+        "USE mysql",
+        "CREATE FUNCTION sys_exec RETURNS INTEGER SONAME 'lib_mysqludf_sys.so'",
+    ] {
+        assert_eq!(c.classify(sql).class, Admin, "{sql}");
+    }
+    // Reading them is a read (tables are for the policy).
+    assert_eq!(c.classify("SELECT User, Host FROM mysql.user").class, Read);
+}
+
+#[test]
+fn settings_that_change_reading_are_lexical_in_every_spelling() {
+    let c = classifier();
+    for sql in [
+        "SET NAMES gbk",
+        "set names 'SJIS'",
+        "SET CHARACTER SET big5",
+        "SET @@character_set_client = 'cp932'",
+        "SET @@session.character_set_connection := gb18030",
+        "SET SESSION collation_connection = 'big5_chinese_ci'",
+        "SET sql_mode = 'ANSI_QUOTES'",
+        "SET sql_mode := 'NO_BACKSLASH_ESCAPES'",
+        "SET @@sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'",
+        "SET @@local.sql_mode = 'MSSQL'",
+        "SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+        "SET sql_mode = 4",
+        "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1",
+        "SET GLOBAL sql_mode = 'ANSI'",
+        "SET autocommit = 1, sql_mode = 'ANSI'",
+    ] {
+        let r = c.classify(sql);
+        assert!(r.flags().lexical_setting, "{sql}: {r:?}");
+        assert!(r.class >= Admin, "{sql}: {r:?}");
+    }
+    for sql in [
+        "SET NAMES utf8mb4",
+        "SET sql_mode = 'STRICT_ALL_TABLES,ONLY_FULL_GROUP_BY'",
+        "SET sql_mode = ''",
+    ] {
+        assert_eq!(c.classify(sql).class, Read, "{sql}");
+    }
+}
+
+#[test]
+fn with_before_a_write_is_the_write() {
+    let s = one("WITH d AS (SELECT 1) DELETE FROM t");
+    assert_eq!((s.class, s.command.as_str()), (Delete, "DELETE"));
+    assert!(s.flags.delete_without_where && !s.flags.data_modifying_cte);
+    let s = one("WITH d AS (DELETE FROM t) SELECT 1");
+    assert_eq!(s.class, Delete);
+    assert!(s.flags.data_modifying_cte);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
