@@ -23,6 +23,27 @@ use StatementClass::{Admin, Ddl, Delete, Read, Unknown, Write};
 /// the text is taken as unknown.
 pub(super) const MAX_DEPTH: usize = 4;
 
+/// Operators one statement may hold. The parser builds a chain of infix
+/// operators (`a = 1 OR a = 2 OR …`) as a tree as deep as it is long, and
+/// walking or even dropping a tree tens of thousands deep overflows a
+/// thread's stack; a bulk `INSERT … VALUES` has no such chain and is not
+/// limited.
+pub(super) const MAX_OPERATORS: usize = 4000;
+
+fn is_operator(t: &Token) -> bool {
+    const WORDS: &[&str] = &[
+        "and", "or", "xor", "not", "is", "like", "in", "between", "div", "mod", "regexp", "rlike", "collate",
+    ];
+    match t.kind {
+        Kind::Punct => matches!(
+            t.value.as_str(),
+            "=" | "<" | ">" | "!" | "+" | "-" | "*" | "/" | "%" | "&" | "|" | "^" | "~" | ":"
+        ),
+        Kind::Word => WORDS.iter().any(|w| t.value.eq_ignore_ascii_case(w)),
+        _ => false,
+    }
+}
+
 /// Everything a statement's rules need.
 pub(super) struct Ctx<'a> {
     pub functions: &'a FunctionTable,
@@ -33,6 +54,12 @@ pub(super) struct Ctx<'a> {
 /// `tokens` the statement's tokens (not empty). `Err` is a parse error,
 /// which makes the whole text unknown.
 pub(super) fn statement(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<StatementInfo, String> {
+    let operators = tokens.iter().filter(|t| is_operator(t)).count();
+    if operators > MAX_OPERATORS {
+        return Err(format!(
+            "{operators} operators in one statement: more than {MAX_OPERATORS} are not classified"
+        ));
+    }
     if let Some(info) = by_keywords(text, tokens, ctx)? {
         return Ok(info);
     }
@@ -756,8 +783,7 @@ fn read_write(modes: &[TransactionMode], i: &mut StatementInfo) {
 }
 
 /// Whether a WHERE clause picks every row: it names no column, or it is
-/// OR'd with something that names none (`|| ` is OR: gatehouse keeps
-/// PIPES_AS_CONCAT off).
+/// OR'd with something that names none.
 fn picks_all(e: &Expr) -> bool {
     use ast::BinaryOperator as B;
     // The parser binds XOR tighter than `=`, the server looser: with an XOR
@@ -776,22 +802,34 @@ fn picks_all(e: &Expr) -> bool {
     picks_all_rows(e)
 }
 
+/// `picks_all` without XOR, evaluated with an explicit stack: a chain of
+/// thousands of ORs is a tree as deep, too deep for recursion.
 fn picks_all_rows(e: &Expr) -> bool {
     use ast::BinaryOperator as B;
-    match e {
-        Expr::Nested(x) => picks_all(x),
-        Expr::BinaryOp {
-            left,
-            op: B::Or | B::Xor | B::StringConcat,
-            right,
-        } => picks_all(left) || picks_all(right),
-        Expr::BinaryOp {
-            left,
-            op: B::And,
-            right,
-        } => picks_all(left) && picks_all(right),
-        _ => !names_column(e),
+    enum Step<'a> {
+        Eval(&'a Expr),
+        Or,
+        And,
     }
+    let mut work = vec![Step::Eval(e)];
+    let mut values: Vec<bool> = Vec::new();
+    while let Some(step) = work.pop() {
+        match step {
+            Step::Eval(Expr::Nested(x)) => work.push(Step::Eval(x)),
+            Step::Eval(Expr::BinaryOp { left, op, right }) if matches!(op, B::Or | B::And) => {
+                work.push(if *op == B::Or { Step::Or } else { Step::And });
+                work.push(Step::Eval(right));
+                work.push(Step::Eval(left));
+            }
+            Step::Eval(x) => values.push(!names_column(x)),
+            Step::Or | Step::And => {
+                let b = values.pop().unwrap_or(true);
+                let a = values.pop().unwrap_or(true);
+                values.push(if matches!(step, Step::Or) { a || b } else { a && b });
+            }
+        }
+    }
+    values.pop().unwrap_or(true)
 }
 
 fn names_column(e: &Expr) -> bool {

@@ -378,3 +378,27 @@ proptest! {
         prop_assert_eq!(classifier().classify(&sql).class, Unknown, "{}", sql);
     }
 }
+
+#[test]
+fn long_operator_chains_are_refused_not_overflowing() {
+    let chain = |n: usize| {
+        let mut sql = String::from("DELETE FROM t WHERE a = 1");
+        for i in 0..n {
+            sql.push_str(&format!(" OR a = {i}"));
+        }
+        sql
+    };
+    let c = classifier().classify(&chain(1500));
+    assert_eq!(c.class, Delete, "{:?}", c.error);
+    assert!(!c.flags().delete_without_where);
+    let c = classifier().classify(&chain(100_000));
+    assert_eq!(c.class, Unknown);
+    assert!(c.error.as_deref().unwrap_or_default().contains("operators"));
+    // A bulk insert has no chain.
+    let rows: Vec<String> = (0..5000).map(|i| format!("({i}, 'x{i}', NULL)")).collect();
+    let c = classifier().classify(&format!("INSERT INTO t VALUES {}", rows.join(", ")));
+    assert_eq!(c.class, Write, "{:?}", c.error);
+    // Parentheses nest in the parser, which bounds its own recursion.
+    let c = classifier().classify(&format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000)));
+    assert_eq!(c.class, Unknown);
+}
