@@ -106,12 +106,12 @@ pub(super) fn lex(sql: &str) -> Result<Lexed, String> {
             }
             b'#' => {
                 let end = line_end(b, i);
-                blank(&mut clean, &sql[i..end]);
+                blank(&mut clean, &sql[i..end])?;
                 i = end;
             }
             b'-' if next == Some(b'-') && ends_dash_dash(b.get(i + 2).copied()) => {
                 let end = line_end(b, i);
-                blank(&mut clean, &sql[i..end]);
+                blank(&mut clean, &sql[i..end])?;
                 i = end;
             }
             b'/' if next == Some(b'*') => {
@@ -139,7 +139,7 @@ pub(super) fn lex(sql: &str) -> Result<Lexed, String> {
                         "SET_VAR hint at offset {i}: it sets variables the classifier does not see"
                     ));
                 }
-                blank(&mut clean, &sql[i..end]);
+                blank(&mut clean, &sql[i..end])?;
                 i = end;
             }
             b'\'' | b'"' => {
@@ -228,11 +228,17 @@ fn push(tokens: &mut Vec<Token>, clean: &mut String, sql: &str, kind: Kind, star
     });
 }
 
-/// Comments become spaces, byte for byte, keeping line breaks.
-fn blank(clean: &mut String, text: &str) {
+/// Comments become spaces, byte for byte, keeping line breaks. A NUL ends
+/// a line comment early in the server's lexer, and what it then reads is
+/// not certain: refused.
+fn blank(clean: &mut String, text: &str) -> Result<(), String> {
+    if text.contains('\0') {
+        return Err("NUL byte in a comment".into());
+    }
     for b in text.bytes() {
         clean.push(if b == b'\n' { '\n' } else { ' ' });
     }
+    Ok(())
 }
 
 fn line_end(b: &[u8], from: usize) -> usize {

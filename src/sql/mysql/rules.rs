@@ -293,7 +293,17 @@ fn by_keywords(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<Option<Sta
             i
         }
         "CHANGE" if matches!(w1.as_str(), "MASTER" | "REPLICATION") => info(Admin, &format!("CHANGE {w1}")),
-        "START" | "STOP" if w1 != "TRANSACTION" => info(Admin, &format!("{w0} {w1}")),
+        // START TRANSACTION holds only keywords; the parser lacks some
+        // (WITH CONSISTENT SNAPSHOT).
+        "START" if w1 == "TRANSACTION" => {
+            let mut i = info(Read, "START TRANSACTION");
+            if find_seq(tokens, &["READ", "WRITE"]).is_some() {
+                raise(&mut i, Admin);
+                i.flags.read_only_override = true;
+            }
+            i
+        }
+        "START" | "STOP" => info(Admin, &format!("{w0} {w1}")),
         "INSTALL" | "UNINSTALL" => info(Admin, &format!("{w0} {w1}")),
         "OPTIMIZE" | "REPAIR" | "CHECK" | "CHECKSUM" => maintenance(&w0, tokens),
         "ANALYZE" => {
@@ -530,6 +540,14 @@ fn set_by_keywords(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<Option
             {
                 lexical(&mut i);
             }
+            i
+        }
+        "GLOBAL" if word(tokens, 2) == "TRANSACTION" => {
+            // The default for every new session.
+            let mut i = nested(&format!("SET {}", rest(text, tokens, 2)), ctx)?;
+            guarded(&mut i);
+            i.flags.alter_system = true;
+            i.command = "SET GLOBAL TRANSACTION".into();
             i
         }
         "PERSIST" | "PERSIST_ONLY" => {

@@ -156,6 +156,9 @@ fn nested_and_unterminated_comments_and_strings_are_refused() {
     assert!(refused("SELECT \"x\\\"").contains("unterminated"));
     assert!(refused("SELECT `x").contains("unterminated"));
     assert!(refused("SELECT 1\0; DELETE FROM t").contains("NUL"));
+    assert!(refused("SELECT 1 # x\0; DELETE FROM t\n").contains("NUL"));
+    assert!(refused("SELECT 1 -- x\0; DELETE FROM t\n").contains("NUL"));
+    assert!(refused("SELECT 1 /* x\0 */").contains("NUL"));
 }
 
 #[test]
