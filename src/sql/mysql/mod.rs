@@ -48,6 +48,8 @@
 //! | `GET_LOCK`, `RELEASE_LOCK`, `RELEASE_ALL_LOCKS`, `NEXTVAL`, `SETVAL` | Write | `side_effect_function` |
 //! | `DELETE` (also multi-table), `TRUNCATE` | Delete | `delete_without_where`, `truncate` |
 //! | `CREATE`/`ALTER`/`DROP`/`RENAME` of tables, views, indexes, triggers, events, procedures, functions, sequences | Ddl | `drop` (also `ALTER TABLE … DROP …`), `select_into` (`CREATE TABLE … SELECT`) |
+//! | `CREATE`/`ALTER EVENT … DO stmt` | Ddl, raised to the body's class | the scheduler runs the body within the second |
+//! | `CREATE`/`ALTER TABLE … DATA/INDEX DIRECTORY`, `… CONNECTION`/`ENGINE=FEDERATED`/`CONNECT` | Admin | `file_access` for directories |
 //! | `CREATE`/`ALTER`/`DROP` `DATABASE`/`SCHEMA`, servers, tablespaces | Admin | `drop` |
 //! | `CREATE FUNCTION … SONAME` (a shared library) | Admin | |
 //! | `INSERT`/`UPDATE`/`DELETE`/`REPLACE`/`TRUNCATE` of a table in `mysql`, `performance_schema`, `sys`, `information_schema`; `USE` of one of them (unqualified names would reach them unseen) | Admin | `guarded_setting` |

@@ -71,6 +71,19 @@ pub(super) fn statement(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<S
         ));
     };
     let mut info = tree(stmt, ctx);
+    // Tables whose data lives in a server directory or on another server.
+    if matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_)) {
+        if tokens.iter().any(|t| t.is_word("DIRECTORY")) {
+            raise(&mut info, Admin);
+            info.flags.file_access = true;
+        }
+        if tokens
+            .iter()
+            .any(|t| t.is_word("CONNECTION") || t.is_word("FEDERATED") || t.is_word("CONNECT"))
+        {
+            raise(&mut info, Admin);
+        }
+    }
     // Clauses the tree does not keep.
     if find_seq(tokens, &["INTO", "OUTFILE"]).is_some() || find_seq(tokens, &["INTO", "DUMPFILE"]).is_some() {
         raise(&mut info, Admin);
@@ -372,7 +385,7 @@ fn by_keywords(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<Option<Sta
         }
         "LOAD" => load(tokens, ctx),
         "SET" => return set_by_keywords(text, tokens, ctx),
-        "CREATE" | "ALTER" | "DROP" => return Ok(ddl(&w0, tokens)),
+        "CREATE" | "ALTER" | "DROP" => return ddl(&w0, text, tokens, ctx),
         _ => return Ok(None),
     };
     Ok(Some(out))
@@ -445,7 +458,7 @@ fn load(tokens: &[Token], ctx: &Ctx<'_>) -> StatementInfo {
 
 /// CREATE/ALTER/DROP by the object's keyword; tables go to the parser
 /// (`CREATE TABLE … SELECT` runs its query now).
-fn ddl(w0: &str, tokens: &[Token]) -> Option<StatementInfo> {
+fn ddl(w0: &str, text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<Option<StatementInfo>, String> {
     const OBJECTS: &[&str] = &[
         "TABLE",
         "VIEW",
@@ -471,12 +484,15 @@ fn ddl(w0: &str, tokens: &[Token]) -> Option<StatementInfo> {
         "UNIQUE",
         "PREPARE",
     ];
-    let (pos, object) = tokens
+    let found = tokens
         .iter()
         .enumerate()
         .skip(1)
         .take(14)
-        .find_map(|(i, t)| OBJECTS.iter().find(|o| t.is_word(o)).map(|o| (i, *o)))?;
+        .find_map(|(i, t)| OBJECTS.iter().find(|o| t.is_word(o)).map(|o| (i, *o)));
+    let Some((pos, object)) = found else {
+        return Ok(None);
+    };
     let object = match object {
         "SPATIAL" | "FULLTEXT" | "UNIQUE" => "INDEX",
         // CREATE AGGREGATE FUNCTION
@@ -484,7 +500,7 @@ fn ddl(w0: &str, tokens: &[Token]) -> Option<StatementInfo> {
         o => o,
     };
     if object == "TABLE" {
-        return None;
+        return Ok(None);
     }
     let command = format!("{w0} {object}");
     let class = match object {
@@ -513,7 +529,15 @@ fn ddl(w0: &str, tokens: &[Token]) -> Option<StatementInfo> {
         i.tables
             .extend(name_after(tokens, p).filter(|_| matches!(object, "INDEX" | "VIEW" | "TRIGGER")));
     }
-    Some(i)
+    // An event runs its body on schedule, as soon as the next second: it
+    // counts as running it now.
+    if object == "EVENT" && w0 != "DROP" {
+        if let Some(d) = tokens.iter().position(|t| t.is_word("DO")) {
+            let body = nested(rest(text, tokens, d + 1), ctx)?;
+            merge(&mut i, body);
+        }
+    }
+    Ok(Some(i))
 }
 
 /// SET forms the parser lacks or reads loosely.
