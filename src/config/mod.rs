@@ -21,7 +21,7 @@ pub use notify::{smtp_host_port, Notify, Smtp, Webhook, WebhookKind};
 pub use policy::{BudgetConfig, GuardrailConfig, PolicyConfig, RolePolicyConfig, Verdict, GUARDRAIL_FLAGS};
 pub use recording::{Recording, ResultsMode};
 pub use scan::Scan;
-pub use server::{IoDriver, Log, Server, ServerTls};
+pub use server::{IoDriver, Listen, Log, Protocol, Server, ServerTls};
 pub use target::{Account, Target, UpstreamTls};
 
 use locate::{key_from_message, line_of, locate, Invalid, PathPart};

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
-    /// Addresses the PostgreSQL listener binds (each worker binds each one with SO_REUSEPORT).
-    pub listen: Vec<String>,
+    /// Addresses the listeners bind (each worker binds each one with
+    /// SO_REUSEPORT): `"127.0.0.1:6432"` speaks PostgreSQL;
+    /// `{ address = "127.0.0.1:3307", protocol = "mysql" }` names the protocol.
+    pub listen: Vec<Listen>,
     /// Data-plane workers; 0 means one per available core.
     pub workers: usize,
     /// Pin worker N to core N.
@@ -36,7 +38,7 @@ pub struct Server {
 impl Default for Server {
     fn default() -> Self {
         Server {
-            listen: vec!["127.0.0.1:6432".into()],
+            listen: vec![Listen::Address("127.0.0.1:6432".into())],
             workers: 0,
             pin_workers: false,
             io_driver: IoDriver::Auto,
@@ -48,6 +50,62 @@ impl Default for Server {
             shutdown_timeout_secs: 30,
             allow_cleartext_on_loopback: false,
             tls: None,
+        }
+    }
+}
+
+/// The database protocol a listener speaks, or a target is reached by.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    #[serde(alias = "postgresql")]
+    Postgres,
+    /// MySQL and MariaDB (client/server protocol 41).
+    #[serde(alias = "mariadb")]
+    Mysql,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+        }
+    }
+
+    /// The port a server of this protocol listens on unless told otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Protocol::Postgres => 5432,
+            Protocol::Mysql => 3306,
+        }
+    }
+}
+
+/// One listener: an address (PostgreSQL), or an address and its protocol.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Listen {
+    Address(String),
+    Table {
+        address: String,
+        #[serde(default)]
+        protocol: Protocol,
+    },
+}
+
+impl Listen {
+    pub fn address(&self) -> &str {
+        match self {
+            Listen::Address(a) | Listen::Table { address: a, .. } => a,
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Listen::Address(_) => Protocol::Postgres,
+            Listen::Table { protocol, .. } => *protocol,
         }
     }
 }
@@ -92,11 +150,19 @@ impl Server {
         if self.listen.is_empty() {
             return Err((srv("listen"), "at least one address is needed".into()));
         }
-        for (i, a) in self.listen.iter().enumerate() {
-            if a.parse::<SocketAddr>().is_err() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in self.listen.iter().enumerate() {
+            let a = l.address();
+            let Ok(addr) = a.parse::<SocketAddr>() else {
                 return Err((
                     vec![Key("server"), Key("listen"), Idx(i)],
                     format!("`{a}` is not an address like 127.0.0.1:6432"),
+                ));
+            };
+            if !seen.insert(addr) {
+                return Err((
+                    vec![Key("server"), Key("listen"), Idx(i)],
+                    format!("`{a}` is listed twice"),
                 ));
             }
         }

@@ -16,8 +16,13 @@ pub struct Target {
     /// When set, only these client user names select this target.
     #[serde(default)]
     pub client_users: Vec<String>,
+    /// The protocol gatehouse speaks to it; only clients of a listener of
+    /// the same protocol reach it.
+    #[serde(default)]
+    pub protocol: super::Protocol,
     pub host: String,
-    #[serde(default = "default_pg_port")]
+    /// Default: the protocol's port (5432, 3306).
+    #[serde(default)]
     pub port: u16,
     /// The database name upstream (default: `database`).
     pub upstream_database: Option<String>,
@@ -49,7 +54,8 @@ pub struct Target {
     /// A connection older than this is closed instead of kept.
     #[serde(default = "default_pool_lifetime")]
     pub pool_lifetime_secs: u64,
-    /// Run on a connection before it is kept for another session.
+    /// Run on a connection before it is kept for another session
+    /// (PostgreSQL; a MySQL connection is reset with COM_RESET_CONNECTION).
     #[serde(default = "default_pool_reset_query")]
     pub pool_reset_query: String,
     /// More upstream accounts on this target, beside `user` (the default
@@ -98,9 +104,6 @@ fn resolve_secret(
     Ok(None)
 }
 
-fn default_pg_port() -> u16 {
-    5432
-}
 fn default_connect_timeout() -> u64 {
     5
 }
@@ -154,7 +157,7 @@ pub(super) fn validate_targets(targets: &mut [Target], base: &Path) -> Result<Ha
             return Err((k("host"), "must not be empty".into()));
         }
         if t.port == 0 {
-            return Err((k("port"), "must not be 0".into()));
+            t.port = t.protocol.default_port();
         }
         let sources = [
             t.password.is_some(),

@@ -6,6 +6,7 @@
 use super::end::EndReason;
 use super::sqlstate::SqlState;
 use super::state::{AccountRt, Shared, State, TargetRt};
+use crate::config::Protocol;
 use crate::identity::Identity;
 use std::sync::atomic::Ordering;
 
@@ -56,12 +57,18 @@ pub fn open_to_new(shared: &Shared, over_limit: bool) -> Result<(), Refusal> {
 
 /// The identity `password` proves for `user`, and where its session with
 /// `database` goes.
-pub fn admit<'s>(state: &'s State, user: &str, password: &[u8], database: &str) -> Result<Admitted<'s>, Refusal> {
+pub fn admit<'s>(
+    state: &'s State,
+    protocol: Protocol,
+    user: &str,
+    password: &[u8],
+    database: &str,
+) -> Result<Admitted<'s>, Refusal> {
     let identity = state
         .auth
         .authenticate(user, password)
         .map_err(|e| Refusal::new(SqlState::INVALID_PASSWORD, e.to_string(), EndReason::AuthFailed))?;
-    let Some(target) = state.select_target(database, user) else {
+    let Some(target) = state.select_target(protocol, database, user) else {
         return Err(Refusal::new(
             SqlState::INVALID_CATALOG_NAME,
             format!("database \"{database}\" is not served by this gateway"),

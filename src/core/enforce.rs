@@ -354,7 +354,12 @@ pub struct Enforcer<'a> {
     pub reviews: &'a Reviews,
     /// Masks the statement text and parameters put into a review.
     pub mask: Box<dyn Fn(&str) -> String + 'a>,
-    pub catalog: CatalogAccess<'a>,
+    /// The target's function catalog; `None` for a protocol whose
+    /// classifier decides every call itself (MySQL: a function it does not
+    /// know as built-in is `Unknown`).
+    pub catalog: Option<CatalogAccess<'a>>,
+    /// The fingerprint a review carries, in the protocol's grammar.
+    pub fingerprint: fn(&str) -> String,
     /// The upstream session is read-only (see `read_write`).
     pub read_only: bool,
     /// Statements allowed outright, with the catalog they were allowed
@@ -403,7 +408,7 @@ impl<'a> Enforcer<'a> {
         who: &'a Who,
         reviews: &'a Reviews,
         mask: Box<dyn Fn(&str) -> String + 'a>,
-        catalog: CatalogAccess<'a>,
+        catalog: Option<CatalogAccess<'a>>,
     ) -> Self {
         let read_only = policy.read_only(&who.roles);
         Enforcer {
@@ -412,6 +417,7 @@ impl<'a> Enforcer<'a> {
             reviews,
             mask,
             catalog,
+            fingerprint: crate::sql::fingerprint,
             read_only,
             allowed: Vec::new(),
             resolved: Vec::new(),
@@ -468,13 +474,16 @@ impl<'a> Enforcer<'a> {
 
     /// The catalog, if this worker has it for the current epoch.
     fn catalog_now(&mut self) -> Cached {
-        let epoch = self.catalog.epoch.load(Ordering::Acquire);
+        let Some(access) = &self.catalog else {
+            return Cached::Failed("no catalog for this protocol".into());
+        };
+        let epoch = access.epoch.load(Ordering::Acquire);
         if let Some((cat, e, expires)) = &self.catalog_seen {
             if *e == epoch && Instant::now() < *expires {
                 return Cached::Ready(cat.clone(), *expires);
             }
         }
-        let c = catalog::cached(&self.catalog.key, epoch);
+        let c = catalog::cached(&access.key, epoch);
         if let Cached::Ready(cat, expires) = &c {
             if !self
                 .catalog_seen
@@ -491,7 +500,7 @@ impl<'a> Enforcer<'a> {
 
     /// Loads the catalog (a [`WaitFor::Catalog`]).
     pub async fn load_catalog(&self) {
-        let c = &self.catalog;
+        let Some(c) = &self.catalog else { return };
         let epoch = c.epoch.load(Ordering::Acquire);
         if let Err(e) = catalog::load(&c.key, epoch, (c.fetch)()).await {
             tracing::warn!(target: "gatehouse::policy", session = self.who.session, error = %e, "cannot read the target's catalog");
@@ -557,7 +566,7 @@ impl<'a> Enforcer<'a> {
         let mut class = c.class;
         let mut catalog = None;
         let mut function_shown = None;
-        if Catalog::needed(c) || s.call.is_some() {
+        if self.catalog.is_some() && (Catalog::needed(c) || s.call.is_some()) {
             let cat = match self.catalog_now() {
                 Cached::Ready(cat, _) => cat,
                 Cached::Missing => return Err(Step::Wait(WaitFor::Catalog)),
@@ -588,7 +597,8 @@ impl<'a> Enforcer<'a> {
                         },
                     };
                     let r = cat.resolve(c, &known);
-                    if !r.unresolved.is_empty() && catalog::expire_if_old(&self.catalog.key) {
+                    let key = self.catalog.as_ref().map(|a| &a.key);
+                    if !r.unresolved.is_empty() && key.is_some_and(catalog::expire_if_old) {
                         // Perhaps created since the snapshot: read it again first.
                         self.catalog_seen = None;
                         return Err(Step::Wait(WaitFor::Catalog));
@@ -765,7 +775,7 @@ impl<'a> Enforcer<'a> {
             params: p.params.clone(),
             class: p.class.as_str().to_string(),
             flags: p.flags.names().iter().map(|s| s.to_string()).collect(),
-            fingerprint: crate::sql::fingerprint(&p.sql),
+            fingerprint: (self.fingerprint)(&p.sql),
             approvers: p.approvers.clone(),
             required: p.required,
             timeout_secs: p.timeout.as_secs(),

@@ -204,6 +204,52 @@ impl Registry {
         }
     }
 
+    /// Adds a session under the id its client was already given (a MySQL
+    /// greeting carries it before the login); `None` when the id is taken.
+    pub fn register_as(
+        &self,
+        pid: u32,
+        handle: Arc<SessionHandle>,
+        info: SessionInfo,
+        cancel: Option<CancelTarget>,
+    ) -> Option<[u8; 4]> {
+        if pid == 0 {
+            return None;
+        }
+        let secret: [u8; 4] = rand::random();
+        let mut s = self.shard(pid);
+        match s.entry(pid) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    secret,
+                    handle,
+                    cancel,
+                    info,
+                });
+                Some(secret)
+            }
+            std::collections::hash_map::Entry::Occupied(_) => None,
+        }
+    }
+
+    /// A client's own `KILL` of a session by id: allowed only for a
+    /// session of the same identity. `query`: ask the session to stop its
+    /// running statement; otherwise end the session. Whether it was found.
+    pub fn kill_own(&self, pid: u32, identity: &str, query: bool) -> bool {
+        let s = self.shard(pid);
+        let Some(e) = s.get(&pid) else { return false };
+        if e.info.identity != identity {
+            return false;
+        }
+        if query {
+            e.handle.cancel.store(true, Ordering::Release);
+            true
+        } else {
+            e.handle.kill(KillReason::Admin);
+            true
+        }
+    }
+
     /// Records the upstream connection a session got after its login:
     /// where cancels go and which socket a kill shuts.
     pub fn set_upstream(&self, pid: u32, fd: RawFd, cancel: CancelTarget) {

@@ -3,7 +3,7 @@
 
 use super::counters::Counters;
 use super::registry::Registry;
-use crate::config::{Config, Target};
+use crate::config::{Config, Protocol, Target};
 use crate::identity::Authenticator;
 use crate::scan::{self, Engine};
 use crate::tls;
@@ -147,9 +147,10 @@ impl State {
     }
 
     /// The target a client reaches with `database` as `user`.
-    pub fn select_target(&self, database: &str, user: &str) -> Option<&TargetRt> {
+    pub fn select_target(&self, protocol: Protocol, database: &str, user: &str) -> Option<&TargetRt> {
         self.targets.iter().find(|t| {
-            t.cfg.database == database
+            t.cfg.protocol == protocol
+                && t.cfg.database == database
                 && (t.cfg.client_users.is_empty() || t.cfg.client_users.iter().any(|u| u == user))
         })
     }

@@ -1,2 +1,5 @@
-//! Sessions: one module per database protocol.
+//! Sessions: one module per database protocol, and the socket type they
+//! share.
+pub mod mysql;
 pub mod pg;
+pub mod stream;

@@ -18,6 +18,8 @@ pub struct OpenInfo {
     pub account: String,
     pub client_tls: bool,
     pub upstream_tls: bool,
+    /// The database protocol the session speaks.
+    pub protocol: crate::config::Protocol,
     pub worker: usize,
     pub results: ResultsMode,
     /// Masks client statements the way results are masked.

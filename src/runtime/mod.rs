@@ -6,9 +6,8 @@
 //! accepted it. The main thread only waits for signals; a housekeeping
 //! thread keeps the coarse clock and sweeps idle sessions.
 
-use crate::config::{Config, IoDriver};
+use crate::config::{Config, IoDriver, Protocol};
 use crate::core::{KillReason, Shared, State};
-use crate::proxy::pg::handle_connection;
 use monoio::net::{ListenerOpts, TcpListener};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -75,17 +74,17 @@ fn pin_to_core(core: usize) {
 async fn worker_main(
     shared: Arc<Shared>,
     id: usize,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<(SocketAddr, Protocol)>,
     listeners: Arc<Listeners>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
     let mut bound = Vec::new();
-    for a in &addrs {
+    for (a, protocol) in &addrs {
         match TcpListener::bind_with_config(a, &opts) {
             Ok(l) => {
                 listeners.add(l.as_raw_fd());
-                bound.push(l);
+                bound.push((l, *protocol));
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("cannot listen on {a}: {e}")));
@@ -105,14 +104,19 @@ async fn worker_main(
             }
         });
     }
-    let accepts = bound.into_iter().map(|l| {
+    let accepts = bound.into_iter().map(|(l, protocol)| {
         let shared = shared.clone();
         monoio::spawn(async move {
             loop {
                 match l.accept().await {
-                    Ok((tcp, peer)) => {
-                        monoio::spawn(handle_connection(shared.clone(), id, tcp, peer));
-                    }
+                    Ok((tcp, peer)) => match protocol {
+                        Protocol::Postgres => {
+                            monoio::spawn(crate::proxy::pg::handle_connection(shared.clone(), id, tcp, peer));
+                        }
+                        Protocol::Mysql => {
+                            monoio::spawn(crate::proxy::mysql::handle_connection(shared.clone(), id, tcp, peer));
+                        }
+                    },
                     Err(e) => {
                         if shared.draining.load(Ordering::Acquire) {
                             break;
@@ -192,7 +196,12 @@ pub type StartPlanes<'a> = Box<
 pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>) -> anyhow::Result<()> {
     let workers = config.worker_count();
     let driver = choose_driver(config.server.io_driver);
-    let addrs: Vec<SocketAddr> = config.server.listen.iter().filter_map(|a| a.parse().ok()).collect();
+    let addrs: Vec<(SocketAddr, Protocol)> = config
+        .server
+        .listen
+        .iter()
+        .filter_map(|l| Some((l.address().parse().ok()?, l.protocol())))
+        .collect();
     let pin = config.server.pin_workers;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let state = State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;

@@ -372,6 +372,7 @@ impl Writer {
             "target": info.target,
             "account": info.account,
             "tls": { "client": info.client_tls, "upstream": info.upstream_tls },
+            "protocol": info.protocol.as_str(),
             "worker": info.worker,
             "results": format!("{:?}", info.results).to_lowercase(),
         });

@@ -15,7 +15,7 @@ mod server_side;
 mod session;
 mod startup;
 pub mod statements;
-pub mod stream;
+pub use super::stream;
 mod upstream;
 
 pub use session::handle_connection;

@@ -323,6 +323,7 @@ fn open_recording(
         account: ready.account.clone(),
         client_tls,
         upstream_tls,
+        protocol: crate::config::Protocol::Postgres,
         worker,
         results: mode,
         engine: state.scan.clone(),
@@ -502,7 +503,7 @@ async fn relay(
             epoch: &shared.catalog_epoch,
             fetch: Box::new(move || Box::pin(super::catalog::fetch(target_rt, account_rt, max_msg))),
         };
-        let mut e = Enforcer::new(p, &who, &shared.reviews, mask, catalog);
+        let mut e = Enforcer::new(p, &who, &shared.reviews, mask, Some(catalog));
         let scheme = if state.config.admin.tls.is_some() {
             "https"
         } else {

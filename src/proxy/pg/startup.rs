@@ -207,7 +207,7 @@ pub async fn handshake(
         identity,
         target,
         account,
-    } = admission::admit(state, user, password, database)?;
+    } = admission::admit(state, crate::config::Protocol::Postgres, user, password, database)?;
 
     // Only parameters that cannot change who runs the session, what it may
     // do or how its statements are read; under a policy gatehouse adds the
