@@ -87,10 +87,12 @@ case "${1:-}" in
   start)
     ensure_packages
     ensure_postgres
+    ensure_mariadb
     log "building gatehouse (release)"
     cargo build --release --locked
     log "serving policies/gatehouse.toml on 127.0.0.1:6432"
     echo '    psql "host=127.0.0.1 port=6432 dbname=postgres user=demo password=demo-token-change-me"' >&2
+    echo '    mariadb -h 127.0.0.1 -P 3307 -u demo -pdemo-token-change-me test' >&2
     exec ./target/release/gatehouse serve --config policies/gatehouse.toml
     ;;
   test)
@@ -113,6 +115,7 @@ case "${1:-}" in
   appliance)
     ensure_packages
     ensure_postgres
+    ensure_mariadb
     log "building gatehouse (release)"
     cargo build --release --locked -p gatehouse
     log "appliance: image build, boot under QEMU, smoke test"
