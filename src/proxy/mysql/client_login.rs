@@ -51,7 +51,6 @@ pub const OFFERED: u32 = caps::LONG_PASSWORD
     | caps::LONG_FLAG
     | caps::CONNECT_WITH_DB
     | caps::LOCAL_FILES
-    | caps::IGNORE_SPACE
     | caps::PROTOCOL_41
     | caps::INTERACTIVE
     | caps::TRANSACTIONS
@@ -62,6 +61,18 @@ pub const OFFERED: u32 = caps::LONG_PASSWORD
     | caps::PLUGIN_AUTH
     | caps::CONNECT_ATTRS
     | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA;
+
+/// Collations whose character set the classifier reads text in: utf8mb4,
+/// utf8mb3, latin1, ascii and binary, none with a multibyte sequence that
+/// holds a backslash. A client asking for another (gbk, big5, sjis, cp932,
+/// gb18030, …) gets utf8mb4: otherwise the server could end a string
+/// literal where the classifier does not.
+fn safe_collation(id: u8) -> u8 {
+    match id {
+        5 | 8 | 11 | 15 | 31 | 33 | 45 | 46 | 47 | 48 | 49 | 63 | 65 | 76 | 83 | 94 | 192..=215 | 224..=247 => id,
+        _ => DEFAULT_COLLATION,
+    }
+}
 
 /// The version string clients see.
 pub fn server_version() -> String {
@@ -306,7 +317,7 @@ pub async fn accept<'s>(
     Ok(LoggedIn {
         admitted,
         caps: resp.capabilities & (offered | caps::SSL),
-        collation: resp.charset,
+        collation: safe_collation(resp.charset),
         tls,
         seq,
     })

@@ -563,6 +563,16 @@ impl Session<'_> {
                 Command::StmtReset | Command::Ping | Command::SetOption | Command::Statistics => {
                     self.forward(&payload, Shape::Single).await?;
                 }
+                Command::ResetConnection if self.enforcer.as_ref().is_some_and(|e| e.read_only) => {
+                    // A reset would drop the session's READ ONLY (session
+                    // variables go back to the server's globals).
+                    self.reply_err(
+                        code::NOT_SUPPORTED_YET,
+                        b"42000",
+                        "gatehouse: COM_RESET_CONNECTION is refused on a read-only session; reconnect instead",
+                    )
+                    .await?
+                }
                 Command::ResetConnection => {
                     self.prepared.clear();
                     self.prepared_bytes = 0;
@@ -1008,6 +1018,13 @@ impl Session<'_> {
                 }
             }
             match act {
+                Act::LocalInfile => {
+                    drop(p);
+                    self.up.conn.pos += m.wire_len;
+                    self.local_infile(&m, shift, &mut withheld).await?;
+                    reader.after_local_infile();
+                    continue;
+                }
                 _ if withheld => {}
                 Act::Keep if shift == 0 => self.out.extend_from_slice(wire),
                 Act::Keep => {
@@ -1016,13 +1033,6 @@ impl Session<'_> {
                 Act::Replace(new) => {
                     let next = write_message(&mut self.out, m.first_seq.wrapping_add(shift), &new);
                     shift = next.wrapping_sub(m.next_seq());
-                }
-                Act::LocalInfile => {
-                    drop(p);
-                    self.up.conn.pos += m.wire_len;
-                    self.local_infile(&m, shift, &mut withheld).await?;
-                    reader.after_local_infile();
-                    continue;
                 }
             }
             drop(p);
@@ -1035,11 +1045,14 @@ impl Session<'_> {
             }
         }
         self.stopping = false;
-        self.tx.set(if reader.status & status::IN_TRANS != 0 {
-            TxStatus::InBlock
-        } else {
-            TxStatus::Idle
-        });
+        // An ERR carries no status: the transaction is where it was.
+        if reader.error.is_none() {
+            self.tx.set(if reader.status & status::IN_TRANS != 0 {
+                TxStatus::InBlock
+            } else {
+                TxStatus::Idle
+            });
+        }
         self.flush_client().await?;
         Ok(reader)
     }

@@ -24,7 +24,6 @@ const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 /// others gatehouse does not offer, or sets itself).
 const PASSED: u32 = caps::FOUND_ROWS
     | caps::LONG_FLAG
-    | caps::IGNORE_SPACE
     | caps::INTERACTIVE
     | caps::MULTI_STATEMENTS
     | caps::MULTI_RESULTS
@@ -96,7 +95,8 @@ pub async fn connect(
         capabilities: wanted,
         tls: tls_wanted,
         attributes: vec![(b"program_name".to_vec(), b"gatehouse".to_vec())],
-    });
+    })
+    .verified_tls(t.cfg.tls == UpstreamTls::VerifyFull);
     let login_err = |e: LoginError| match e {
         LoginError::Server { code, message, .. } => Fatal::new(
             if code == 1045 {

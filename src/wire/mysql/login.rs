@@ -104,6 +104,10 @@ pub struct ClientLogin {
     greeting: Option<Greeting>,
     capabilities: u32,
     tls: bool,
+    /// The TLS connection checked the server's certificate: only then may
+    /// the password itself go (a TLS peer that was not verified may be a
+    /// man in the middle).
+    tls_verified: bool,
     plugin: Vec<u8>,
 }
 
@@ -116,8 +120,17 @@ impl ClientLogin {
             greeting: None,
             capabilities: 0,
             tls: false,
+            tls_verified: true,
             plugin: Vec::new(),
         }
+    }
+
+    /// Whether a TLS connection of this login checks the server's
+    /// certificate (default: yes). When it does not, the password is never
+    /// sent in clear, whatever the server asks.
+    pub fn verified_tls(mut self, verified: bool) -> Self {
+        self.tls_verified = verified;
+        self
     }
 
     /// The server's greeting, once read.
@@ -252,9 +265,9 @@ impl ClientLogin {
         } else if p == CACHING_SHA2_PASSWORD {
             Ok(caching_sha2_password(pw, nonce))
         } else if p == CLEAR_PASSWORD {
-            if !self.tls {
+            if !(self.tls && self.tls_verified) {
                 return Err(LoginError::Refused(
-                    "the server asked for the password in clear on a connection without TLS",
+                    "the server asked for the password in clear on a connection without verified TLS (tls = \"verify-full\")",
                 ));
             }
             Ok(clear_password(pw))
@@ -285,12 +298,12 @@ impl ClientLogin {
                     self.state = State::AwaitOk;
                     Ok(Action::Read)
                 }
-                Some(&PERFORM_FULL_AUTHENTICATION) if self.tls => {
+                Some(&PERFORM_FULL_AUTHENTICATION) if self.tls && self.tls_verified => {
                     let pw = clear_password(&self.options.password);
                     Ok(self.send(&pw))
                 }
                 Some(&PERFORM_FULL_AUTHENTICATION) => Err(LoginError::Refused(
-                    "the server wants the full password, which gatehouse sends only over TLS (use tls = \"require\" for this target)",
+                    "the server wants the full password, which gatehouse sends only over TLS that verified the server (use tls = \"verify-full\" for this target)",
                 )),
                 _ => Err(MyWireError::Malformed("unexpected caching_sha2_password data").into()),
             },
