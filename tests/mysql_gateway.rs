@@ -8,28 +8,8 @@ mod common;
 use common::*;
 use std::process::Command;
 
-/// A gatehouse with a MySQL listener and a MariaDB target `test`; `extra`
-/// is appended (a policy).
 fn start(extra: &str) -> (Gatehouse, u16) {
-    let pg = free_port();
-    let my = free_port();
-    let mut cfg = config_text(pg, "", extra);
-    cfg = cfg.replace(
-        &format!("listen = [\"127.0.0.1:{pg}\"]"),
-        &format!("listen = [\"127.0.0.1:{pg}\", {{ address = \"127.0.0.1:{my}\", protocol = \"mysql\" }}]"),
-    );
-    cfg.push_str(
-        r#"
-[[target]]
-name = "maria"
-protocol = "mysql"
-database = "test"
-host = "127.0.0.1"
-user = "root"
-tls = "disable"
-"#,
-    );
-    (Gatehouse::start_with(pg, &cfg), my)
+    start_mysql("", "", extra)
 }
 
 /// Runs the `mariadb` client: (success, stdout, stderr).

@@ -555,7 +555,7 @@ impl<'a> Enforcer<'a> {
         let mut flags = c.flags();
         if flags.lexical_setting {
             return Err(Step::Refuse(Refusal::policy(
-                "it would change how statements are read (gatehouse keeps client_encoding UTF8, standard_conforming_strings on and backslash_quote off)",
+                "it would change how statements are read (gatehouse keeps the character set, quoting and escaping fixed: PostgreSQL's client_encoding, standard_conforming_strings and backslash_quote; MySQL's character set and sql_mode)",
             )));
         }
         if self.read_only && flags.read_only_override {

@@ -100,7 +100,9 @@ async fn worker_main(
         monoio::spawn(async move {
             while !shared.draining.load(Ordering::Acquire) {
                 monoio::time::sleep(Duration::from_secs(5)).await;
-                crate::proxy::pg::pool::sweep(shared.state.load().generation);
+                let generation = shared.state.load().generation;
+                crate::proxy::pg::pool::sweep(generation);
+                crate::proxy::mysql::pool::sweep(generation);
             }
         });
     }

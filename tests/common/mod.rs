@@ -340,3 +340,47 @@ pub fn review_id(notice: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A gatehouse with a MySQL listener (the returned port) beside its
+/// PostgreSQL one, and a MariaDB target `maria` for the server on
+/// 127.0.0.1:3306 (database `test`, root). `extra_server` goes into
+/// [server], `target_extra` into the MariaDB target, `extra` is appended.
+pub fn start_mysql(extra_server: &str, target_extra: &str, extra: &str) -> (Gatehouse, u16) {
+    let pg = free_port();
+    let my = free_port();
+    let mut cfg = config_text(pg, extra_server, extra);
+    if extra_server.contains("workers =") {
+        cfg = cfg.replacen("workers = 2\n", "", 1);
+    }
+    cfg = cfg.replace(
+        &format!("listen = [\"127.0.0.1:{pg}\"]"),
+        &format!("listen = [\"127.0.0.1:{pg}\", {{ address = \"127.0.0.1:{my}\", protocol = \"mysql\" }}]"),
+    );
+    cfg.push_str(&format!(
+        "\n[[target]]\nname = \"maria\"\nprotocol = \"mysql\"\ndatabase = \"test\"\nhost = \"127.0.0.1\"\nuser = \"root\"\ntls = \"disable\"\n{target_extra}\n"
+    ));
+    (Gatehouse::start_with(pg, &cfg), my)
+}
+
+/// Runs one statement (or several) on MariaDB directly as root, with the
+/// stock client; panics when it fails. Returns its tab-separated output.
+pub fn mariadb_direct(sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "--batch",
+            "--skip-column-names",
+            "test",
+            "-e",
+            sql,
+        ])
+        .output()
+        .expect("run mariadb");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -14,6 +14,7 @@ mod client_login;
 mod conn;
 mod errors;
 mod kill;
+pub mod pool;
 mod results;
 pub mod rsa_key;
 mod session;

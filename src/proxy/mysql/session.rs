@@ -4,6 +4,7 @@ use super::client_login::{self, LoggedIn};
 use super::conn::{MyConn, ReadError};
 use super::errors::{code, err, err_state, Fatal};
 use super::kill;
+use super::pool;
 use super::results::{mask_value, Act, ReadFailure, Reader41, Scratch, Shape};
 use super::upstream::{self, Upstream};
 use crate::core::end::EndReason;
@@ -140,9 +141,21 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     } = login;
     let (identity, target, account) = (admitted.identity, admitted.target, admitted.account);
     let read_only = state.policy.as_ref().is_some_and(|p| p.read_only(&identity.roles));
-    let mut up = match upstream::connect(target, account, caps, collation, state.policy.is_none()).await {
-        Ok(up) => up,
-        Err(f) => return refuse(&shared, worker, &mut client, peer, f, seq).await,
+    let local_files = state.policy.is_none();
+    let pool_key = (target.cfg.pool_size > 0).then(|| pool::PoolKey {
+        generation: state.generation,
+        target: target.cfg.name.clone(),
+        account: account.name.clone(),
+        capabilities: upstream::passed_capabilities(caps, local_files),
+        collation: upstream::login_collation(collation),
+    });
+    let kept = pool_key.as_ref().and_then(pool::take);
+    let mut up = match kept {
+        Some(up) => up,
+        None => match upstream::connect(target, account, caps, collation, local_files).await {
+            Ok(up) => up,
+            Err(f) => return refuse(&shared, worker, &mut client, peer, f, seq).await,
+        },
     };
     if read_only {
         // A second net under the policy: the server itself refuses writes
@@ -272,6 +285,10 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         Ok(()) => (EndReason::ClientTerminate, None),
         Err(f) => (f.end, Some(f.message)),
     };
+    // Only a session that said goodbye between commands leaves a
+    // connection worth keeping: anything else may have left an answer
+    // half read or a statement being stopped.
+    let reusable = end == EndReason::ClientTerminate && !s.stopping && handle.killed().is_none();
     let end = handle.killed().map(|k| k.end()).unwrap_or(end);
     let masked_rules = s
         .masked_by_rule
@@ -283,7 +300,8 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         .collect::<Vec<_>>()
         .join(",");
     let stats = std::mem::take(&mut s.stats);
-    drop(s);
+    let Session { up, .. } = s;
+    leave_upstream(up, reusable.then_some(pool_key).flatten(), target).await;
     Summary {
         session: pid,
         identity: &identity.name,
@@ -304,6 +322,20 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     }
     .close(&shared, rec.as_ref())
     .await;
+}
+
+/// The end of a session's upstream connection: back to the pool once
+/// reset when `key` says it may, closed with COM_QUIT otherwise.
+async fn leave_upstream(mut up: Upstream, key: Option<pool::PoolKey>, target: &TargetRt) {
+    if let Some(key) = key {
+        if pool::reset(&mut up, target.cfg.upstream_database()).await {
+            pool::put(&key, up, &target.pool_limits());
+            return;
+        }
+    }
+    let mut out = Vec::new();
+    write_message(&mut out, 0, &[Command::Quit.code()]);
+    let _ = monoio::time::timeout(Duration::from_secs(1), up.conn.write_all(out)).await;
 }
 
 /// Runs one statement on a fresh upstream connection and reads its OK.
@@ -531,12 +563,8 @@ impl Session<'_> {
             };
             let command = Command::from_code(code);
             match command {
-                Command::Quit => {
-                    let mut out = Vec::new();
-                    write_message(&mut out, 0, &[Command::Quit.code()]);
-                    let _ = self.up.conn.write_all(out).await;
-                    return Ok(());
-                }
+                // The upstream connection's end is the session's (pooled or closed).
+                Command::Quit => return Ok(()),
                 Command::Query => self.query(&payload).await?,
                 Command::StmtPrepare => self.prepare(&payload).await?,
                 Command::StmtExecute => self.execute(&payload).await?,
@@ -768,7 +796,21 @@ impl Session<'_> {
             (Some(_), Err(_)) => Some(crate::core::enforce::unknown()),
             (None, _) => None,
         };
+        // A read-only session's server refuses to prepare a change at all
+        // (MariaDB checks at PREPARE): the text is prepared read-write,
+        // and the policy decides at each execution as for any statement.
+        let write_on_read_only = self.enforcer.as_ref().is_some_and(|e| e.read_only)
+            && class
+                .as_ref()
+                .is_some_and(|c| c.class != crate::sql::StatementClass::Read);
+        let name = self.target.cfg.name.clone();
+        if write_on_read_only {
+            simple_statement(&mut self.up, "SET SESSION TRANSACTION READ WRITE", &name).await?;
+        }
         let r = self.forward(payload, Shape::Prepare).await?;
+        if write_on_read_only {
+            simple_statement(&mut self.up, "SET SESSION TRANSACTION READ ONLY", &name).await?;
+        }
         if let Some(p) = r.prepared {
             self.prepared_bytes += sql.len();
             if let Some(old) = self.prepared.insert(

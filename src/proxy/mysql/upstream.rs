@@ -35,6 +35,30 @@ pub struct Upstream {
     pub conn: MyConn,
     pub established: Established,
     pub tls: bool,
+    /// When it logged in (a pool keeps it for the target's lifetime at most).
+    pub born: std::time::Instant,
+}
+
+/// What the upstream login asks of the server for a client that asked for
+/// `client_caps`: only what `PASSED` names, and `LOCAL_FILES` only when
+/// `LOAD DATA LOCAL` may be asked for at all.
+pub fn passed_capabilities(client_caps: u32, local_files: bool) -> u32 {
+    let wanted = client_caps & PASSED;
+    if local_files {
+        wanted
+    } else {
+        wanted & !caps::LOCAL_FILES
+    }
+}
+
+/// The collation the upstream login asks for (utf8mb4 when the client
+/// named none gatehouse passes).
+pub fn login_collation(collation: u8) -> u8 {
+    if collation == 0 {
+        45
+    } else {
+        collation
+    }
 }
 
 fn unreachable(t: &TargetRt, reason: impl std::fmt::Display) -> Fatal {
@@ -78,10 +102,7 @@ pub async fn connect(
     let tcp = dial(t).await?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let mut conn = MyConn::new(Stream::Plain(tcp));
-    let mut wanted = client_caps & PASSED;
-    if !local_files {
-        wanted &= !caps::LOCAL_FILES;
-    }
+    let wanted = passed_capabilities(client_caps, local_files);
     let tls_wanted = match (t.cfg.tls, &t.tls) {
         (UpstreamTls::Disable, _) | (_, None) => TlsWanted::No,
         (UpstreamTls::Prefer, Some(_)) => TlsWanted::IfOffered,
@@ -91,7 +112,7 @@ pub async fn connect(
         user: account.user.as_bytes().to_vec(),
         password: account.password.clone().unwrap_or_default().into_bytes(),
         database: Some(t.cfg.upstream_database().as_bytes().to_vec()),
-        charset: if collation == 0 { 45 } else { collation },
+        charset: login_collation(collation),
         capabilities: wanted,
         tls: tls_wanted,
         attributes: vec![(b"program_name".to_vec(), b"gatehouse".to_vec())],
@@ -158,7 +179,14 @@ pub async fn connect(
                     tls = true;
                     action = login.after_tls().map_err(login_err)?;
                 }
-                Action::Done(established) => return Ok(Upstream { conn, established, tls }),
+                Action::Done(established) => {
+                    return Ok(Upstream {
+                        conn,
+                        established,
+                        tls,
+                        born: std::time::Instant::now(),
+                    })
+                }
             }
         }
     }

@@ -1,0 +1,446 @@
+//! A Rust driver (`mysql_async`, with its default options) through
+//! gatehouse against the MariaDB on 127.0.0.1:3306: prepared statements,
+//! several result sets, packets over 16 MiB both ways, masking in text and
+//! binary rows and in error messages, TLS to the client, the policy on
+//! prepared statements, and a running statement stopped upstream by
+//! `KILL QUERY` or by its client leaving.
+
+mod common;
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder, Row};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn opts(port: u16, token: &str) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("agent"))
+        .pass(Some(token))
+        .db_name(Some("test"))
+}
+
+async fn connect(port: u16) -> Conn {
+    Conn::new(opts(port, TOKEN)).await.expect("connect through gatehouse")
+}
+
+/// Waits until gatehouse's log holds `needle`.
+fn wait_log(g: &Gatehouse, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !g.log().contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", g.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (code, message) of a server error.
+fn server_error(e: mysql_async::Error) -> (u16, String) {
+    match e {
+        mysql_async::Error::Server(s) => (s.code, s.message),
+        other => panic!("not a server error: {other:?}"),
+    }
+}
+
+#[test]
+fn prepared_statements_and_several_result_sets_with_values_masked() {
+    let (g, port) = start_mysql("", "", "");
+    let table = unique("gh_drv");
+    rt().block_on(async {
+        let mut c = connect(port).await;
+        // A prepared statement: binary rows, masked.
+        let (n, k): (i64, String) = c
+            .exec_first("SELECT ? + 1, CONCAT('AKIA', ?)", (41, "IOSFODNN7EXAMPLE"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 42);
+        assert!(!k.contains(KEY), "binary row not masked: {k}");
+        // Parameters, a batch, NULLs, and a table read back by a statement
+        // prepared once and executed twice.
+        c.query_drop(format!("CREATE TABLE {table} (id INT PRIMARY KEY, v TEXT, d DOUBLE)"))
+            .await
+            .unwrap();
+        c.exec_batch(
+            format!("INSERT INTO {table} VALUES (?, ?, ?)"),
+            vec![
+                (1, Some("plain".to_string()), Some(1.5)),
+                (2, Some(format!("token {KEY} here")), None),
+                (3, None, Some(-2.25)),
+            ],
+        )
+        .await
+        .unwrap();
+        let stmt = c
+            .prep(format!("SELECT id, v, d FROM {table} WHERE id >= ? ORDER BY id"))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let rows: Vec<(i32, Option<String>, Option<f64>)> = c.exec(&stmt, (1,)).await.unwrap();
+            assert_eq!(rows.len(), 3);
+            assert_eq!(rows[0], (1, Some("plain".into()), Some(1.5)));
+            assert_eq!(rows[2], (3, None, Some(-2.25)));
+            let v = rows[1].1.clone().unwrap();
+            assert!(v.starts_with("token ") && !v.contains(KEY), "{v}");
+        }
+        c.close(stmt).await.unwrap();
+        // Several result sets from one COM_QUERY, masked in each.
+        let mut r = c
+            .query_iter(format!(
+                "SELECT 1; SELECT 'a', 'b' UNION ALL SELECT 'c', '{KEY}'; SELECT v FROM {table} WHERE id = 2"
+            ))
+            .await
+            .unwrap();
+        let one: Vec<i64> = r.collect().await.unwrap();
+        let two: Vec<(String, String)> = r.collect().await.unwrap();
+        let three: Vec<String> = r.collect().await.unwrap();
+        drop(r);
+        assert_eq!(one, vec![1]);
+        assert_eq!(two[0], ("a".into(), "b".into()));
+        assert!(!two[1].1.contains(KEY), "{:?}", two[1]);
+        assert!(!three[0].contains(KEY), "{three:?}");
+        // A write in the middle of several statements: an OK between sets.
+        let mut r = c
+            .query_iter(format!(
+                "UPDATE {table} SET d = 0 WHERE id = 1; SELECT d FROM {table} WHERE id = 1"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.affected_rows(), 1);
+        let _: Vec<Row> = r.collect().await.unwrap();
+        let d: Vec<f64> = r.collect().await.unwrap();
+        drop(r);
+        assert_eq!(d, vec![0.0]);
+        // An error message carrying a secret is masked too.
+        let e = c
+            .query_drop(format!("SELECT * FROM `no table {KEY}`"))
+            .await
+            .unwrap_err();
+        let (code, message) = server_error(e);
+        assert_eq!(code, 1146, "{message}");
+        assert!(!message.contains(KEY), "{message}");
+        // The session goes on after an error; COM_PING and COM_RESET_CONNECTION.
+        c.ping().await.unwrap();
+        c.reset().await.unwrap();
+        let v: Option<i64> = c.query_first("SELECT 7").await.unwrap();
+        assert_eq!(v, Some(7));
+        c.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+        c.disconnect().await.unwrap();
+    });
+    wait_log(&g, "session close");
+    let log = g.log();
+    let close = log.lines().find(|l| l.contains("session close")).unwrap();
+    assert!(close.contains("end=\"client-terminate\""), "{close}");
+    assert!(!close.contains("masked=0 "), "values were masked: {close}");
+}
+
+#[test]
+fn packets_over_sixteen_mebibytes_both_ways_and_masked() {
+    // The server's packet limit for connections made after this.
+    mariadb_direct("SET GLOBAL max_allowed_packet = GREATEST(@@global.max_allowed_packet, 67108864)");
+    let (g, port) = start_mysql("", "", "");
+    rt().block_on(async {
+        let mut c = connect(port).await;
+        let n = (1 << 24) + 100;
+        // A text query over 16 MiB (split in packets by the client).
+        let big = "a".repeat(n);
+        let len: Option<i64> = c.query_first(format!("SELECT LENGTH('{big}')")).await.unwrap();
+        assert_eq!(len, Some(n as i64));
+        // A parameter over 16 MiB (COM_STMT_SEND_LONG_DATA or split packets).
+        let len: Option<i64> = c.exec_first("SELECT LENGTH(?)", (big.clone(),)).await.unwrap();
+        assert_eq!(len, Some(n as i64), "{}", g.log());
+        // A row over 16 MiB back, with a secret at its end: still masked,
+        // and the frames re-cut right (the next statement still works).
+        let v: Option<String> = c
+            .query_first(format!("SELECT CONCAT(REPEAT('x', {n}), ' {KEY}')"))
+            .await
+            .unwrap();
+        let v = v.unwrap();
+        assert!(v.len() > n && v.starts_with("xxxx") && !v.contains(KEY), "{}", v.len());
+        let v: Option<String> = c
+            .exec_first("SELECT CONCAT(REPEAT('y', ?), ?)", (n, format!(" {KEY}")))
+            .await
+            .unwrap();
+        let v = v.unwrap();
+        assert!(v.len() > n && v.starts_with("yyyy") && !v.contains(KEY), "{}", v.len());
+        let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+    });
+}
+
+#[test]
+fn kill_query_and_a_client_that_leaves_stop_the_statement_upstream() {
+    let (g, port) = start_mysql("", "", "");
+    let marker = unique("ghkill");
+    rt().block_on(async {
+        let mut victim = connect(port).await;
+        let id = victim.id();
+        let sleeper = tokio::spawn(async move {
+            let r = victim.query_drop("SELECT SLEEP(60)").await;
+            (r, victim)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The id the client was given is gatehouse's, and the identity may
+        // stop its own statement by it.
+        let mut killer = connect(port).await;
+        let started = Instant::now();
+        killer.query_drop(format!("KILL QUERY {id}")).await.unwrap();
+        let (r, mut victim) = tokio::time::timeout(Duration::from_secs(10), sleeper).await.unwrap().unwrap();
+        // MariaDB answers a killed SLEEP with its result 1 or error 1317.
+        if let Err(e) = r {
+            assert_eq!(server_error(e).0, 1317);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let v: Option<i64> = victim.query_first("SELECT 5").await.unwrap();
+        assert_eq!(v, Some(5), "the session goes on after its statement was stopped");
+
+        // A client that leaves mid-statement: its statement stops upstream.
+        let mut leaver = connect(port).await;
+        let sql = format!("SELECT SLEEP(60) AS {marker}");
+        let task = tokio::spawn(async move {
+            let _ = leaver.query_drop(sql).await;
+        });
+        let running = || mariadb_direct(&format!(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE '%SLEEP(60) AS {marker}%' AND info NOT LIKE '%processlist%'"
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running().trim() != "1" {
+            assert!(Instant::now() < deadline, "the statement never ran upstream");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running().trim() != "0" {
+            assert!(Instant::now() < deadline, "the statement still runs upstream: {}", g.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn the_policy_holds_for_prepared_statements() {
+    let table = unique("gh_drvp");
+    mariadb_direct(&format!(
+        "CREATE TABLE {table} (id INT, v TEXT); INSERT INTO {table} VALUES (1, 'a'), (2, 'b')"
+    ));
+    let (g, port) = start_mysql(
+        "",
+        "",
+        r#"
+[policy]
+default_role = "agent"
+[policy.roles.agent]
+read = "allow"
+write = "deny"
+delete = "deny"
+ddl = "deny"
+admin = "deny"
+unknown = "deny"
+"#,
+    );
+    rt().block_on(async {
+        let mut c = connect(port).await;
+        let rows: Vec<(i32, String)> = c
+            .exec(format!("SELECT id, v FROM {table} WHERE id > ? ORDER BY id"), (0,))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        for sql in [
+            format!("DELETE FROM {table} WHERE id = ?"),
+            format!("UPDATE {table} SET v = ? WHERE id = 1"),
+            format!("/*!50000 DELETE */ FROM {table} WHERE id = ?"),
+        ] {
+            let e = c.exec_drop(&sql, (1,)).await.unwrap_err();
+            let (_, message) = server_error(e);
+            assert!(message.contains("gatehouse"), "{sql}: {message}");
+        }
+        // SQL-level PREPARE of a write, and EXECUTE of a name never prepared.
+        for sql in [
+            format!("PREPARE p FROM 'DELETE FROM {table}'"),
+            "EXECUTE p".to_string(),
+            format!("SET @s = 'DELETE FROM {table}'; PREPARE p FROM @s"),
+        ] {
+            let e = c.query_drop(&sql).await.unwrap_err();
+            assert!(server_error(e).1.contains("gatehouse"), "{sql}");
+        }
+        let v: Option<String> = c
+            .query_first(format!("SELECT v FROM {table} WHERE id = 2"))
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("b"), "{}", g.log());
+    });
+    assert_eq!(
+        mariadb_direct(&format!("SELECT COUNT(*) FROM {table}; DROP TABLE {table}")).trim(),
+        "2"
+    );
+}
+
+/// A CA and a server certificate for `localhost`/127.0.0.1 it signed, as
+/// files in `dir`: (ca, cert, key).
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "gatehouse mysql test CA");
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = p.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
+
+#[test]
+fn tls_to_the_client_carries_the_token_in_clear_only_inside_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let tls = format!(
+        "\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (g, port) = start_mysql("", "", &tls);
+    rt().block_on(async {
+        let ssl = mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()]);
+        let mut c = Conn::new(opts(port, TOKEN).ssl_opts(Some(ssl.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", g.log()));
+        let v: Option<String> = c.query_first(format!("SELECT '{KEY}'")).await.unwrap();
+        assert!(!v.unwrap().contains(KEY));
+        c.disconnect().await.unwrap();
+        // A wrong token over TLS: access denied.
+        let e = Conn::new(opts(port, "wrong-token").ssl_opts(Some(ssl)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(server_error(e).0, 1045);
+        // Without TLS the same driver still logs in (RSA-encrypted token).
+        let mut c = connect(port).await;
+        c.ping().await.unwrap();
+    });
+    wait_log(&g, "client_tls=true");
+    assert!(!g.log().contains(TOKEN), "the token must never be logged");
+}
+
+const WRITER_TOKEN: &str = "writer-token-0123456789";
+
+/// The server's own connection id of a session.
+async fn server_connection(c: &mut Conn) -> i64 {
+    c.query_first("SELECT CONNECTION_ID()").await.unwrap().unwrap()
+}
+
+#[test]
+fn a_pooled_connection_is_reset_between_sessions() {
+    let table = unique("gh_pool");
+    mariadb_direct(&format!("CREATE TABLE {table} (id INT)"));
+    // One worker: each worker keeps a pool of its own.
+    let (g, port) = start_mysql(
+        "workers = 1",
+        "pool_size = 4",
+        &format!(
+            r#"
+[[identity]]
+name = "writer"
+token_hash = "{}"
+targets = ["*"]
+roles = ["writer"]
+
+[policy]
+default_role = "agent"
+[policy.roles.agent]
+read = "allow"
+write = "deny"
+delete = "deny"
+ddl = "deny"
+admin = "deny"
+unknown = "deny"
+[policy.roles.writer]
+read = "allow"
+write = "allow"
+delete = "allow"
+ddl = "allow"
+admin = "allow"
+unknown = "allow"
+"#,
+            token_hash(WRITER_TOKEN)
+        ),
+    );
+    let writer = || {
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some("writer"))
+            .pass(Some(WRITER_TOKEN))
+            .db_name(Some("test"))
+    };
+    rt().block_on(async {
+        // A writer leaves state behind: a user variable, a temporary
+        // table, a session setting, and an open transaction with a row.
+        let mut c = Conn::new(writer()).await.unwrap();
+        let first = server_connection(&mut c).await;
+        c.query_drop(format!(
+            "SET @left_behind = 'x'; CREATE TEMPORARY TABLE gh_tmp (a INT); SET SESSION wait_timeout = 12345; BEGIN; INSERT INTO {table} VALUES (1)"
+        ))
+        .await
+        .unwrap();
+        c.disconnect().await.unwrap();
+        // The next session gets the same server connection, reset.
+        let mut c = Conn::new(writer()).await.unwrap();
+        assert_eq!(server_connection(&mut c).await, first, "the connection was not reused: {}", g.log());
+        let v: Option<Option<String>> = c.query_first("SELECT @left_behind").await.unwrap();
+        assert_eq!(v, Some(None), "a user variable survived the reset");
+        let e = c.query_drop("SELECT * FROM gh_tmp").await.unwrap_err();
+        assert_eq!(server_error(e).0, 1146, "a temporary table survived the reset");
+        let t: Option<i64> = c.query_first("SELECT @@session.wait_timeout").await.unwrap();
+        assert_ne!(t, Some(12345), "a session setting survived the reset");
+        let db: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(db.as_deref(), Some("test"));
+        c.disconnect().await.unwrap();
+        assert_eq!(mariadb_direct(&format!("SELECT COUNT(*) FROM {table}")).trim(), "0", "the open transaction was rolled back");
+
+        // A read-only role on the writer's former connection: read-only at
+        // the server again.
+        let mut c = connect(port).await;
+        assert_eq!(server_connection(&mut c).await, first);
+        let ro: Option<i64> = c.query_first("SELECT @@session.tx_read_only").await.unwrap();
+        assert_eq!(ro, Some(1), "a read-only role's pooled connection must be read-only at the server");
+        c.disconnect().await.unwrap();
+        // And a writer after it is not held back by the agent's setting.
+        let mut c = Conn::new(writer()).await.unwrap();
+        assert_eq!(server_connection(&mut c).await, first);
+        let ro: Option<i64> = c.query_first("SELECT @@session.tx_read_only").await.unwrap();
+        assert_eq!(ro, Some(0));
+        // A session that leaves mid-statement does not give its
+        // connection back: the next one is a new login.
+        let task = tokio::spawn(async move {
+            let _ = c.query_drop("SELECT SLEEP(3)").await;
+            drop(c);
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        task.abort();
+        let _ = task.await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut c = Conn::new(writer()).await.unwrap();
+        assert_ne!(server_connection(&mut c).await, first, "a connection left mid-statement was pooled");
+        c.disconnect().await.unwrap();
+    });
+    mariadb_direct(&format!("DROP TABLE {table}"));
+}
