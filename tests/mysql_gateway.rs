@@ -7,6 +7,7 @@
 mod common;
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 fn start(extra: &str) -> (Gatehouse, u16) {
     start_mysql("", "", extra)
@@ -124,4 +125,177 @@ unknown = "deny"
         .output()
         .expect("mariadb");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "no row was deleted");
+}
+
+const ADMIN: &str = "mysql-admin-token-1111";
+const APPROVER: &str = "mysql-approver-token-2222";
+
+/// The next pending review, decided with `verdict` ("approve"/"deny").
+fn decide_next(admin_port: u16, verdict: &'static str, reason: &'static str) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        for _ in 0..400 {
+            let (_, body) = http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let pending = v["reviews"]
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["status"]["state"] == "pending").cloned());
+            if let Some(r) = pending {
+                let id = r["id"].as_str().unwrap().to_string();
+                let (st, body) = http(
+                    admin_port,
+                    "POST",
+                    &format!("/api/v1/reviews/{id}/{verdict}"),
+                    APPROVER,
+                    &format!("{{\"reason\":\"{reason}\"}}"),
+                );
+                assert_eq!(st, 200, "{body}");
+                return r.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no review opened");
+    })
+}
+
+#[test]
+fn holds_are_approved_or_denied_and_the_session_is_recorded() {
+    let table = unique("gh_myhold");
+    mariadb_direct(&format!("CREATE TABLE {table} (id INT, v TEXT)"));
+    let admin_port = free_port();
+    let (g, port) = start_mysql(
+        "",
+        "",
+        &format!(
+            r#"
+[recording]
+dir = "rec"
+results = "full"
+sync_interval_ms = 50
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[[admin.token]]
+name = "ops"
+token_hash = "{}"
+roles = ["admin"]
+[[admin.token]]
+name = "reviewer"
+token_hash = "{}"
+roles = ["approver"]
+
+[policy]
+default_role = "agent"
+[policy.roles.agent]
+read = "allow"
+write = "approve"
+delete = "approve"
+ddl = "deny"
+admin = "deny"
+unknown = "deny"
+approvers = ["approver"]
+approval_timeout_secs = 30
+"#,
+            token_hash(ADMIN),
+            token_hash(APPROVER)
+        ),
+    );
+    // Approved: the write runs (read-write for it alone) and the review
+    // shows the statement with its secret masked.
+    let reviewer = decide_next(admin_port, "approve", "fine");
+    let (ok, _, err) = mariadb(
+        port,
+        TOKEN,
+        &format!("INSERT INTO {table} VALUES (1, 'AKIAIOSFODNN7EXAMPLE')"),
+    );
+    let review = reviewer.join().unwrap();
+    assert!(ok, "{err}\n{}", g.log());
+    assert!(
+        review.contains("INSERT INTO") && !review.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{review}"
+    );
+    assert_eq!(mariadb_direct(&format!("SELECT COUNT(*) FROM {table}")).trim(), "1");
+    // Denied: nothing runs, and the client hears why.
+    let reviewer = decide_next(admin_port, "deny", "not today");
+    let (ok, _, err) = mariadb(port, TOKEN, &format!("DELETE FROM {table}"));
+    reviewer.join().unwrap();
+    assert!(!ok);
+    assert!(err.contains("not today"), "{err}");
+    assert_eq!(mariadb_direct(&format!("SELECT COUNT(*) FROM {table}")).trim(), "1");
+    // The session is still read-only at the server after the approved write.
+    let (ok, out, _) = mariadb(
+        port,
+        TOKEN,
+        &format!("SELECT v FROM {table}; SELECT @@session.tx_read_only"),
+    );
+    assert!(
+        ok && !out.contains("AKIAIOSFODNN7EXAMPLE") && out.trim_end().ends_with('1'),
+        "{out}"
+    );
+
+    // The recordings: each session's file names its protocol, holds its
+    // statements (secrets masked) and decisions, and verifies.
+    let dir = g.dir.path().join("rec");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sessions = loop {
+        let mut files = Vec::new();
+        gatehouse::record::collect(&dir, &mut files).unwrap();
+        files.retain(|p| !gatehouse::record::is_audit(p));
+        let sealed = files
+            .iter()
+            .filter(|f| std::fs::read_to_string(f).unwrap_or_default().contains("\"seal\""))
+            .count();
+        if sealed == 3 {
+            break files;
+        }
+        assert!(std::time::Instant::now() < deadline, "{files:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut all = String::new();
+    for f in &sessions {
+        all.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    assert!(
+        !all.contains("AKIAIOSFODNN7EXAMPLE"),
+        "a secret in clear in a recording"
+    );
+    let records: Vec<serde_json::Value> = all.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let opens: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "open").collect();
+    assert_eq!(opens.len(), 3);
+    assert!(
+        opens.iter().all(|o| o["protocol"] == "mysql" && o["target"] == "maria"),
+        "{opens:?}"
+    );
+    let statements: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "statement").collect();
+    assert!(
+        statements
+            .iter()
+            .any(|s| s["class"] == "write" && s["sql"].as_str().unwrap().contains("INSERT INTO")),
+        "{statements:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "review" && r["outcome"] == "approved"),
+        "{all}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "review" && r["outcome"] == "denied"),
+        "{all}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("verify")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Replay reads a MySQL session like any other.
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["replay", "--no-wait"])
+        .arg(&sessions[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("sealed after"));
+    mariadb_direct(&format!("DROP TABLE {table}"));
 }

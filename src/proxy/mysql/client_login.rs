@@ -125,10 +125,21 @@ fn protocol(message: impl Into<String>) -> Fatal {
 /// Reads the client's next login message, which must carry sequence id
 /// `*seq`; advances `*seq` past it.
 async fn next(conn: &mut MyConn, seq: &mut u8) -> Result<Vec<u8>, (Fatal, u8)> {
-    let (m, p) = conn
-        .read_message(MAX_LOGIN_MESSAGE)
-        .await
-        .map_err(|e| (read_err(e), *seq))?;
+    let read = conn.read_message(MAX_LOGIN_MESSAGE).await;
+    in_sequence(read, seq)
+}
+
+/// [`next`], reading nothing past the message (see `MyConn::read_message_exact`).
+async fn next_exact(conn: &mut MyConn, seq: &mut u8) -> Result<Vec<u8>, (Fatal, u8)> {
+    let read = conn.read_message_exact(MAX_LOGIN_MESSAGE).await;
+    in_sequence(read, seq)
+}
+
+fn in_sequence(
+    read: Result<(crate::wire::mysql::Message, Vec<u8>), super::conn::ReadError>,
+    seq: &mut u8,
+) -> Result<Vec<u8>, (Fatal, u8)> {
+    let (m, p) = read.map_err(|e| (read_err(e), *seq))?;
     if m.first_seq != *seq {
         return Err((
             Fatal::with_code(
@@ -187,7 +198,7 @@ pub async fn accept<'s>(
     send(conn, &mut seq, &g).await?;
 
     let mut tls = false;
-    let mut hello = HandshakeResponse::parse(&next(conn, &mut seq).await?)
+    let mut hello = HandshakeResponse::parse(&next_exact(conn, &mut seq).await?)
         .map_err(|e| (protocol(format!("bad handshake: {e}")), seq))?;
     if let ClientHello::SslRequest { .. } = hello {
         let Some(cfg) = server_tls else {

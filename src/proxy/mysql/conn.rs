@@ -91,6 +91,33 @@ impl MyConn {
         }
     }
 
+    /// One whole message, reading no byte past its end: what follows it
+    /// stays in the socket. The client's first message after the greeting
+    /// may be an SSL request, and the TLS handshake's first bytes can
+    /// follow it in the same segment: they belong to the TLS session.
+    pub async fn read_message_exact(&mut self, max: usize) -> Result<(Message, Vec<u8>), ReadError> {
+        loop {
+            if let Some(m) = self.peek_message(max)? {
+                let p = payload(&self.buf[self.pos..], &m).into_owned();
+                self.pos += m.wire_len;
+                return Ok((m, p));
+            }
+            let missing = self.need() - self.pending().len();
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.buf.reserve(missing);
+            let buf = std::mem::take(&mut self.buf);
+            let len = buf.len();
+            let (res, slice) = self.stream.read(buf.slice_mut(len..len + missing)).await;
+            self.buf = slice.into_inner();
+            if res? == 0 {
+                return Err(ReadError::Closed);
+            }
+        }
+    }
+
     /// Writes all of `data` and hands the buffer back (cleared) for reuse.
     pub async fn write_all(&mut self, data: Vec<u8>) -> io::Result<Vec<u8>> {
         let (res, mut data) = self.stream.write_all(data).await;
