@@ -12,7 +12,9 @@ cd "$(dirname "$0")"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Debian packages the build and the tests use; installed only when missing.
-PACKAGES=(postgresql-client pgbouncer clang libclang-dev libhyperscan-dev pkg-config)
+PACKAGES=(postgresql-client pgbouncer clang libclang-dev libhyperscan-dev pkg-config
+  # MySQL drivers the MySQL tests run through gatehouse (Debian's python3).
+  python3-pymysql python3-mysqldb python3-cryptography)
 # The MySQL protocol tests talk to a MariaDB server on 127.0.0.1:3306 (root
 # without a password, database `test`).
 MARIADB_PACKAGES=(mariadb-server mariadb-client)

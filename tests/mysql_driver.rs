@@ -1,4 +1,5 @@
-//! A Rust driver (`mysql_async`, with its default options) through
+//! Python's PyMySQL and mysqlclient, and a Rust driver (`mysql_async`),
+//! with their default options, through
 //! gatehouse against the MariaDB on 127.0.0.1:3306: prepared statements,
 //! several result sets, packets over 16 MiB both ways, masking in text and
 //! binary rows and in error messages, TLS to the client, the policy on
@@ -422,4 +423,27 @@ unknown = "allow"
         c.disconnect().await.unwrap();
     });
     mariadb_direct(&format!("DROP TABLE {table}"));
+}
+
+/// PyMySQL and mysqlclient (libmariadb underneath) with Debian's python3:
+/// `tests/fixtures/mysql/python_drivers.py` logs in with the token, runs a
+/// parameterized query, reads a masked secret, several result sets and an
+/// error, with each driver.
+#[test]
+fn python_drivers_log_in_and_see_values_masked() {
+    let (g, port) = start_mysql("", "", "");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mysql/python_drivers.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(TOKEN)
+        .output()
+        .expect("/usr/bin/python3 (./dev.sh test installs python3-pymysql and python3-mysqldb)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("pymysql ok") && stdout.contains("mysqlclient ok"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        g.log()
+    );
 }
