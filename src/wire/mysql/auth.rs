@@ -8,7 +8,14 @@
 //!   entry it asks for the full password, which is sent only over TLS (or
 //!   RSA-encrypted with the server's key).
 //!
-//! The nonce is the 20-byte scramble from the greeting or auth switch.
+//! - `client_ed25519` (MariaDB): an Ed25519 signature of the server's
+//!   32-byte nonce. The key is expanded as Ed25519 expands a seed
+//!   (SHA-512, clamped), but from the whole password instead of a 32-byte
+//!   seed; the server stores the public key. Nothing replayable crosses
+//!   the wire.
+//!
+//! The nonce is the 20-byte scramble from the greeting or auth switch
+//! (32 bytes for `client_ed25519`).
 
 use ring::digest::{digest, Context, SHA1_FOR_LEGACY_USE_ONLY as SHA1};
 use sha2::{Digest, Sha256};
@@ -16,6 +23,7 @@ use sha2::{Digest, Sha256};
 pub const NATIVE_PASSWORD: &[u8] = b"mysql_native_password";
 pub const CACHING_SHA2_PASSWORD: &[u8] = b"caching_sha2_password";
 pub const CLEAR_PASSWORD: &[u8] = b"mysql_clear_password";
+pub const ED25519: &[u8] = b"client_ed25519";
 
 /// caching_sha2_password's "more data" replies after the scramble.
 pub const FAST_AUTH_SUCCESS: u8 = 3;
@@ -58,6 +66,23 @@ pub fn native_password_matches(stage2: &[u8; 20], nonce: &[u8], response: &[u8])
     let stage1: Vec<u8> = response.iter().zip(mask).map(|(a, b)| a ^ b).collect();
     use subtle::ConstantTimeEq;
     bool::from(sha1(&[&stage1]).ct_eq(stage2))
+}
+
+/// The `client_ed25519` response: the 64-byte signature of `nonce`.
+pub fn ed25519_password(password: &[u8], nonce: &[u8]) -> Vec<u8> {
+    use ed25519_dalek::hazmat::{raw_sign, ExpandedSecretKey};
+    let expanded: [u8; 64] = sha2::Sha512::digest(password).into();
+    let key = ExpandedSecretKey::from_bytes(&expanded);
+    let public = ed25519_dalek::VerifyingKey::from(&key);
+    raw_sign::<sha2::Sha512>(&key, nonce, &public).to_bytes().to_vec()
+}
+
+/// The public key `client_ed25519` derives from a password (what the
+/// server stores, base64 in `mysql.global_priv`).
+pub fn ed25519_public_key(password: &[u8]) -> [u8; 32] {
+    let expanded: [u8; 64] = sha2::Sha512::digest(password).into();
+    let key = ed25519_dalek::hazmat::ExpandedSecretKey::from_bytes(&expanded);
+    ed25519_dalek::VerifyingKey::from(&key).to_bytes()
 }
 
 /// The `caching_sha2_password` fast-path response; empty for an empty password.

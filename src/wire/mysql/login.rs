@@ -4,14 +4,14 @@
 //! (the proxy drives it over its sockets, the tests over a blocking one).
 //!
 //! Plugins: `mysql_native_password`, `caching_sha2_password` (the fast
-//! path; the full password only over TLS) and `mysql_clear_password`
-//! (only over TLS). The password never leaves in clear on a connection
+//! path; the full password only over TLS), MariaDB's `client_ed25519` and
+//! `mysql_clear_password` (only over TLS). The password never leaves in clear on a connection
 //! that is not encrypted, whatever the server asks for: a server (or a man
 //! in the middle) that asks for it gets a refusal, not the password.
 
 use super::auth::{
-    caching_sha2_password, clear_password, native_password, CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, FAST_AUTH_SUCCESS,
-    NATIVE_PASSWORD, PERFORM_FULL_AUTHENTICATION,
+    caching_sha2_password, clear_password, ed25519_password, native_password, CACHING_SHA2_PASSWORD, CLEAR_PASSWORD,
+    ED25519, FAST_AUTH_SUCCESS, NATIVE_PASSWORD, PERFORM_FULL_AUTHENTICATION,
 };
 use super::handshake::{AuthSwitch, Greeting, HandshakeResponse, AUTH_MORE_DATA_HEADER, AUTH_SWITCH_HEADER};
 use super::packet::write_message;
@@ -264,6 +264,12 @@ impl ClientLogin {
             Ok(native_password(pw, nonce))
         } else if p == CACHING_SHA2_PASSWORD {
             Ok(caching_sha2_password(pw, nonce))
+        } else if p == ED25519 {
+            // The server's nonce is 32 bytes (a trailing NUL is not part of it).
+            let nonce = nonce
+                .get(..32)
+                .ok_or(MyWireError::Malformed("client_ed25519 nonce shorter than 32 bytes"))?;
+            Ok(ed25519_password(pw, nonce))
         } else if p == CLEAR_PASSWORD {
             if !(self.tls && self.tls_verified) {
                 return Err(LoginError::Refused(
@@ -463,6 +469,42 @@ mod tests {
         };
         assert_eq!(&pw[4..], b"secret\0");
         assert_eq!(pw[3], 4);
+    }
+
+    #[test]
+    fn a_switch_to_ed25519_signs_the_servers_nonce() {
+        use ed25519_dalek::Verifier;
+        let mut l = ClientLogin::new(options(TlsWanted::No));
+        l.on_message(0, &greeting(NATIVE_PASSWORD, 0)).unwrap();
+        let nonce = *b"0123456789abcdef0123456789abcdef";
+        let mut switch = Vec::new();
+        AuthSwitch {
+            plugin: ED25519,
+            data: &nonce,
+        }
+        .write(&mut switch)
+        .unwrap();
+        let Action::Send(out) = l.on_message(2, &switch).unwrap() else {
+            panic!()
+        };
+        assert_eq!(out.len(), 4 + 64);
+        let public =
+            ed25519_dalek::VerifyingKey::from_bytes(&crate::wire::mysql::auth::ed25519_public_key(b"secret")).unwrap();
+        let signature = ed25519_dalek::Signature::from_slice(&out[4..]).unwrap();
+        public
+            .verify(&nonce, &signature)
+            .expect("a signature the server's stored key verifies");
+        // A nonce too short is a malformed request, not a signature of less.
+        let mut l = ClientLogin::new(options(TlsWanted::No));
+        l.on_message(0, &greeting(NATIVE_PASSWORD, 0)).unwrap();
+        let mut switch = Vec::new();
+        AuthSwitch {
+            plugin: ED25519,
+            data: b"short",
+        }
+        .write(&mut switch)
+        .unwrap();
+        assert!(l.on_message(2, &switch).is_err());
     }
 
     #[test]
