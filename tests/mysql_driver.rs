@@ -447,3 +447,68 @@ fn python_drivers_log_in_and_see_values_masked() {
         g.log()
     );
 }
+
+/// Rows of prepared statements (binary protocol) are recorded as the text
+/// protocol would have sent them, masked, with their column names.
+#[test]
+fn binary_rows_are_recorded_as_text() {
+    let (g, port) = start_mysql(
+        "",
+        "",
+        "[recording]\ndir = \"rec\"\nresults = \"full\"\nsync_interval_ms = 50\n",
+    );
+    rt().block_on(async {
+        let mut c = connect(port).await;
+        let _: Vec<Row> = c
+            .exec(
+                "SELECT ? AS k, CAST('2026-12-04 13:05:09.123456' AS DATETIME(6)) AS ts, 1.5e0 AS d, \
+                 CAST(-3 AS SIGNED) AS neg, CAST(18446744073709551615 AS UNSIGNED) AS big, NULL AS nothing, \
+                 CAST('2026-12-04' AS DATE) AS day",
+                (format!("key {KEY}"),),
+            )
+            .await
+            .unwrap();
+        c.disconnect().await.unwrap();
+    });
+    let dir = g.dir.path().join("rec");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let mut files = Vec::new();
+        gatehouse::record::collect(&dir, &mut files).unwrap();
+        let text: String = files
+            .iter()
+            .filter(|p| !gatehouse::record::is_audit(p))
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect();
+        if text.contains("\"seal\"") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no sealed recording");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!text.contains(KEY), "{text}");
+    // (The driver's own first query comes before.)
+    let rows = text
+        .lines()
+        .find(|l| l.contains("\"kind\":\"rows\"") && l.contains("2026"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for want in [
+        "\"2026-12-04 13:05:09.123456\"",
+        "\"1.5\"",
+        "\"-3\"",
+        "\"18446744073709551615\"",
+        "null",
+        "\"2026-12-04\"",
+        "\"key ",
+    ] {
+        assert!(rows.contains(want), "{want} in {rows}");
+    }
+    let result = text
+        .lines()
+        .find(|l| l.contains("\"kind\":\"result\"") && l.contains("\"ts\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        result.contains("\"columns\":[\"k\",\"ts\",\"d\",\"neg\",\"big\",\"nothing\",\"day\"]"),
+        "{result}"
+    );
+}

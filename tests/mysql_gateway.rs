@@ -284,6 +284,25 @@ approval_timeout_secs = 30
             .any(|r| r["kind"] == "review" && r["outcome"] == "denied"),
         "{all}"
     );
+    // Rows as the client saw them (`results = "full"`), masked, under
+    // their columns; each statement has its own results.
+    let rows: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "rows").collect();
+    let all_rows = serde_json::to_string(&rows).unwrap();
+    assert!(all_rows.contains("MPLE") && all_rows.contains("[\"1\"]"), "{all}");
+    let results: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "result").collect();
+    assert!(
+        results
+            .iter()
+            .any(|r| r["columns"] == serde_json::json!(["v"]) && r["rows"] == 1),
+        "{results:?}"
+    );
+    assert!(
+        results.iter().any(|r| r["tag"] == "OK 1"),
+        "the approved INSERT: {results:?}"
+    );
+    if std::env::var("GH_SHOW_RECORDING").is_ok() {
+        eprintln!("{all}");
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("verify")
         .arg(&dir)

@@ -87,7 +87,10 @@ pub(super) struct Writer {
     rec: Arc<Recorder>,
     audit: Option<AuditLog>,
     sessions: HashMap<u32, Session>,
+    /// Classes of statements the data path did not classify (no policy),
+    /// in each protocol's grammar.
     classifier: Classifier,
+    mysql_classifier: crate::sql::mysql::MysqlClassifier,
     masked_sql: MaskedSql,
     last_sync: Instant,
     last_retention: Instant,
@@ -104,6 +107,7 @@ impl Writer {
             audit,
             sessions: HashMap::new(),
             classifier: Classifier::new(&[]),
+            mysql_classifier: crate::sql::mysql::MysqlClassifier::new(&[]),
             masked_sql: HashMap::new(),
             last_sync: Instant::now(),
             last_retention: Instant::now(),
@@ -507,6 +511,9 @@ impl Writer {
                         let known_class = resolved.and_then(|r| r.class);
                         let class = match known_class {
                             Some(c) => c,
+                            None if s.info.protocol == crate::config::Protocol::Mysql => {
+                                self.mysql_classifier.classify(&sql).class.as_str()
+                            }
                             None => self.classifier.classify(&sql).class.as_str(),
                         };
                         let sql = masked_sql(&mut self.masked_sql, s, &sql);

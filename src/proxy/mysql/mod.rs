@@ -10,6 +10,7 @@
 //! from another connection of the same identity, stops the statement
 //! upstream (`KILL QUERY` on a second upstream connection).
 
+mod capture;
 mod client_login;
 mod conn;
 mod errors;

@@ -56,6 +56,22 @@ pub enum Act {
     LocalInfile,
 }
 
+/// What the message just read was, for a recording of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Nothing a recording keeps (a column definition, a prepare's parts…).
+    Other,
+    /// The column definitions are complete and rows follow.
+    ColumnsDone,
+    Row,
+    /// The EOF after a result set's rows.
+    RowsEnd,
+    /// An OK that is a result of its own: affected rows.
+    Ok(u64),
+    /// The server's error (`Reader41::error`).
+    Error,
+}
+
 /// The reply to COM_STMT_PREPARE, as the server confirmed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared {
@@ -81,6 +97,12 @@ pub struct Reader41 {
     caps: u32,
     /// Column types of the current result set (for binary rows).
     pub types: Vec<u8>,
+    /// Column flags of the current result set (unsigned, for recordings).
+    pub flags: Vec<u16>,
+    /// Column names of the current result set, when `keep_names` is set
+    /// (a recording lists them).
+    pub names: Vec<Vec<u8>>,
+    pub keep_names: bool,
     binary: bool,
     /// Rows of this answer so far.
     pub rows: u64,
@@ -94,6 +116,8 @@ pub struct Reader41 {
     pub error: Option<(u16, String)>,
     /// Affected rows of the last OK.
     pub affected: u64,
+    /// What the last message was.
+    pub event: Event,
 }
 
 impl Reader41 {
@@ -109,6 +133,9 @@ impl Reader41 {
             stage,
             caps,
             types,
+            flags: Vec::new(),
+            names: Vec::new(),
+            keep_names: false,
             binary,
             rows: 0,
             status: 0,
@@ -116,6 +143,7 @@ impl Reader41 {
             cursor_types: None,
             error: None,
             affected: 0,
+            event: Event::Other,
         }
     }
 
@@ -134,7 +162,9 @@ impl Reader41 {
     pub fn on_message(&mut self, p: &[u8], mask: &mut MaskFn<'_>) -> Result<Act, ReadFailure> {
         let first = *p.first().ok_or(ReadFailure::Protocol(MyWireError::Truncated))?;
         let is_eof = first == EOF_HEADER && p.len() < 9;
+        self.event = Event::Other;
         if first == ERR_HEADER {
+            self.event = Event::Error;
             let e = ErrPacket::parse(p)?;
             self.error = Some((e.code, String::from_utf8_lossy(e.message).into_owned()));
             self.stage = Stage::Done;
@@ -166,6 +196,7 @@ impl Reader41 {
                     let ok = OkPacket::parse(p, self.caps)?;
                     self.status = ok.status;
                     self.affected += ok.affected_rows;
+                    self.event = Event::Ok(ok.affected_rows);
                     self.stage = self.after_end(ok.status);
                     Ok(Act::Keep)
                 }
@@ -186,6 +217,8 @@ impl Reader41 {
                         return Err(ReadFailure::Protocol(MyWireError::Malformed("bad column count")));
                     }
                     self.types.clear();
+                    self.flags.clear();
+                    self.names.clear();
                     self.stage = Stage::Columns { left: n };
                     Ok(Act::Keep)
                 }
@@ -196,6 +229,10 @@ impl Reader41 {
             Stage::Columns { left } => {
                 let c = Column::parse(p)?;
                 self.types.push(c.column_type);
+                self.flags.push(c.flags);
+                if self.keep_names {
+                    self.names.push(c.name);
+                }
                 self.stage = if left <= 1 {
                     Stage::ColumnsEof
                 } else {
@@ -216,10 +253,12 @@ impl Reader41 {
                     self.stage = Stage::Done;
                 } else {
                     self.stage = Stage::Rows;
+                    self.event = Event::ColumnsDone;
                 }
                 Ok(Act::Keep)
             }
             Stage::Rows if is_eof => {
+                self.event = Event::RowsEnd;
                 let e = EofPacket::parse(p)?;
                 self.status = e.status;
                 self.stage = self.after_end(e.status);
@@ -227,6 +266,7 @@ impl Reader41 {
             }
             Stage::Rows => {
                 self.rows += 1;
+                self.event = Event::Row;
                 let v = if self.binary {
                     Value::BinaryRow(p, &self.types)
                 } else {

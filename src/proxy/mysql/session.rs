@@ -1,11 +1,12 @@
 //! A MySQL client connection from accept to close.
 
+use super::capture::Capture;
 use super::client_login::{self, LoggedIn};
 use super::conn::{MyConn, ReadError};
 use super::errors::{code, err, err_state, Fatal};
 use super::kill;
 use super::pool;
-use super::results::{mask_value, Act, ReadFailure, Reader41, Scratch, Shape};
+use super::results::{mask_value, Act, Event, ReadFailure, Reader41, Scratch, Shape};
 use super::upstream::{self, Upstream};
 use crate::core::end::EndReason;
 use crate::core::enforce::{BudgetGuard, Enforcer, HoldIo, Refusal, Statement, Step, TxStatus, WaitFor, Who};
@@ -322,6 +323,14 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     }
     .close(&shared, rec.as_ref())
     .await;
+}
+
+/// Adds one to `rule`'s count.
+fn count_rule(counts: &mut Vec<(u32, u64)>, rule: u32) {
+    match counts.iter_mut().find(|(r, _)| *r == rule) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((rule, 1)),
+    }
 }
 
 /// The end of a session's upstream connection: back to the pool once
@@ -768,9 +777,7 @@ impl Session<'_> {
         self.stats.statements += 1;
         let r = self.forward(payload, Shape::Results { binary: false }).await;
         self.close_read_write();
-        let r = r?;
-        self.record_answer(&r);
-        Ok(())
+        r.map(|_| ())
     }
 
     /// COM_STMT_PREPARE: the text is classified and kept under the id the
@@ -861,7 +868,6 @@ impl Session<'_> {
         if let (Some(types), Some(p)) = (&r.cursor_types, self.prepared.get_mut(&id)) {
             p.cursor_types = Some(types.clone());
         }
-        self.record_answer(&r);
         Ok(())
     }
 
@@ -977,7 +983,13 @@ impl Session<'_> {
 
     /// Relays one command's answer to the client, its values masked.
     async fn relay_answer(&mut self, shape: Shape) -> Result<Reader41, Fatal> {
+        let binary = matches!(shape, Shape::Results { binary: true } | Shape::Fetch { .. });
+        let recorded = matches!(shape, Shape::Results { .. } | Shape::Fetch { .. });
+        let mut capture = self.rec.filter(|_| recorded).map(Capture::new);
         let mut reader = Reader41::new(shape, self.caps);
+        reader.keep_names = self.rec.is_some_and(Capture::wants_names);
+        // Values masked in this answer, by rule (for its recording).
+        let mut answer_masked: Vec<(u32, u64)> = Vec::new();
         // Sequence ids move when a masked message needs more or fewer
         // packets than the server's.
         let mut shift: u8 = 0;
@@ -1002,15 +1014,14 @@ impl Session<'_> {
             let applies = self.applies.clone();
             let scratch = &mut self.scratch;
             let counts = &mut self.masked_by_rule;
+            let answer_counts = &mut answer_masked;
             let mut masked = 0u64;
             let mut mask = |v: super::results::Value<'_>| -> Result<Option<Vec<u8>>, String> {
                 match engine {
                     Some(e) => mask_value(e, applies.as_deref(), scratch, v, &mut |rule| {
                         masked += 1;
-                        match counts.iter_mut().find(|(r, _)| *r == rule) {
-                            Some((_, n)) => *n += 1,
-                            None => counts.push((rule, 1)),
-                        }
+                        count_rule(counts, rule);
+                        count_rule(answer_counts, rule);
                     }),
                     None => Ok(None),
                 }
@@ -1028,13 +1039,17 @@ impl Session<'_> {
                     // gets an error in place of the rest of the answer.
                     tracing::warn!(target: "gatehouse::scan", protocol = "mysql", error = %why, "result withheld: scanning failed");
                     if !withheld {
+                        let msg = "gatehouse withheld a result it could not scan for secrets";
                         err(
                             &mut self.out,
                             m.first_seq.wrapping_add(shift),
                             code::UNKNOWN,
                             b"HY000",
-                            "gatehouse withheld a result it could not scan for secrets",
+                            msg,
                         );
+                        if let Some(c) = capture.as_mut() {
+                            c.error(code::UNKNOWN, msg);
+                        }
                         withheld = true;
                     }
                     Act::Keep
@@ -1046,17 +1061,45 @@ impl Session<'_> {
                 self.stats.rows += 1;
                 if let Some(max) = self.max_rows {
                     if rows_sent > max && !withheld {
+                        let msg = format!(
+                            "gatehouse: the result exceeds this role's limit of {max} rows; the rest was not sent"
+                        );
                         err(
                             &mut self.out,
                             m.first_seq.wrapping_add(shift),
                             code::USER_LIMIT_REACHED,
                             b"42000",
-                            &format!(
-                                "gatehouse: the result exceeds this role's limit of {max} rows; the rest was not sent"
-                            ),
+                            &msg,
                         );
+                        if let Some(c) = capture.as_mut() {
+                            c.error(code::USER_LIMIT_REACHED, &msg);
+                        }
                         withheld = true;
                     }
+                }
+            }
+            if let (Some(c), false) = (capture.as_mut(), withheld) {
+                match reader.event {
+                    Event::ColumnsDone => c.columns(&reader.names),
+                    Event::Row => {
+                        let sent: &[u8] = match &act {
+                            Act::Replace(new) => new,
+                            _ => &p,
+                        };
+                        c.row(sent, binary, &reader.types, &reader.flags);
+                    }
+                    Event::RowsEnd => c.rows_end(),
+                    Event::Ok(affected) => c.ok(affected),
+                    Event::Error => {
+                        if let Some((code, message)) = &reader.error {
+                            let text = match self.engine {
+                                Some(e) => e.mask_text(message),
+                                None => message.clone(),
+                            };
+                            c.error(*code, &text);
+                        }
+                    }
+                    Event::Other => {}
                 }
             }
             match act {
@@ -1096,6 +1139,14 @@ impl Session<'_> {
             });
         }
         self.flush_client().await?;
+        if let Some(c) = capture {
+            let engine = self.engine;
+            let masked = answer_masked
+                .into_iter()
+                .map(|(r, n)| (engine.map(|e| e.rule_id(r).to_string()).unwrap_or_default(), n))
+                .collect();
+            c.finish(masked);
+        }
         Ok(reader)
     }
 
@@ -1176,46 +1227,6 @@ impl Session<'_> {
                 class: class.map(|c| c.class.as_str()),
                 bind: None,
             }],
-        });
-    }
-
-    /// What the recording keeps of an answer: its row count and outcome
-    /// (the rows themselves stay out of MySQL recordings).
-    fn record_answer(&self, r: &Reader41) {
-        let Some(rec) = self.rec else { return };
-        let mut frames = Vec::new();
-        match &r.error {
-            Some((code, message)) => {
-                let text = match self.engine {
-                    Some(e) => e.mask_text(message),
-                    None => message.clone(),
-                };
-                crate::wire::pg::error_message(
-                    &mut frames,
-                    false,
-                    "ERROR",
-                    SqlState::INTERNAL_ERROR.code(),
-                    &format!("MySQL error {code}: {text}"),
-                    None,
-                    None,
-                );
-            }
-            None => {
-                let tag = if r.rows > 0 || r.affected == 0 {
-                    format!("SELECT {}", r.rows)
-                } else {
-                    format!("OK {}", r.affected)
-                };
-                crate::wire::pg::cstring_message(&mut frames, b'C', tag.as_bytes());
-            }
-        }
-        rec.push(Ev::Server {
-            session: rec.session,
-            t: crate::record::now_us(),
-            frames,
-            masked: Vec::new(),
-            gap_rows: r.rows,
-            gap_bytes: 0,
         });
     }
 }

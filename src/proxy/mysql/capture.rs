@@ -1,0 +1,264 @@
+//! What one MySQL answer leaves in the session's recording. The recorder
+//! reads every protocol's answers in one format, PostgreSQL's messages, so
+//! the answer is written as such: a RowDescription ('T') with the column
+//! names when a result set's rows begin, a DataRow ('D') per row with each
+//! value as text (`results = "full"`, within the per-result caps; past
+//! them the rows count as a gap), a CommandComplete ('C') or ErrorResponse
+//! ('E') per result, and a ReadyForQuery ('Z') at the end of the answer.
+//! Rows are taken as the client got them: masked.
+
+use crate::config::ResultsMode;
+use crate::core::sqlstate::SqlState;
+use crate::record::events::Ev;
+use crate::record::link::SessionRec;
+use crate::wire::mysql::rows::{binary_row_values, text_row_values, types};
+
+/// The column flag of unsigned integers.
+const UNSIGNED_FLAG: u16 = 32;
+
+pub struct Capture<'r> {
+    rec: &'r SessionRec,
+    full: bool,
+    frames: Vec<u8>,
+    /// Rows of the current result set.
+    set_rows: u64,
+}
+
+impl<'r> Capture<'r> {
+    pub fn new(rec: &'r SessionRec) -> Capture<'r> {
+        Capture {
+            rec,
+            full: rec.mode == ResultsMode::Full,
+            frames: Vec::new(),
+            set_rows: 0,
+        }
+    }
+
+    /// Whether column names are wanted (every mode but `none` lists them).
+    pub fn wants_names(rec: &SessionRec) -> bool {
+        rec.mode != ResultsMode::None
+    }
+
+    /// A result set's rows begin: its columns by name.
+    pub fn columns(&mut self, names: &[Vec<u8>]) {
+        let mut body = Vec::with_capacity(2 + names.iter().map(|n| n.len() + 19).sum::<usize>());
+        body.extend_from_slice(&(names.len().min(i16::MAX as usize) as i16).to_be_bytes());
+        for n in names.iter().take(i16::MAX as usize) {
+            body.extend(n.iter().copied().filter(|&b| b != 0));
+            body.push(0);
+            // table oid, column number, type oid (text), size, modifier, format (text)
+            body.extend_from_slice(&0i32.to_be_bytes());
+            body.extend_from_slice(&0i16.to_be_bytes());
+            body.extend_from_slice(&25i32.to_be_bytes());
+            body.extend_from_slice(&(-1i16).to_be_bytes());
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+            body.extend_from_slice(&0i16.to_be_bytes());
+        }
+        frame(&mut self.frames, b'T', &body);
+        self.set_rows = 0;
+    }
+
+    /// One row as the client got it. `binary`: COM_STMT_EXECUTE's encoding
+    /// of `column_types` (with their `flags`); text rows otherwise.
+    pub fn row(&mut self, payload: &[u8], binary: bool, column_types: &[u8], flags: &[u16]) {
+        self.set_rows += 1;
+        if !self.full {
+            return;
+        }
+        let (r, b) = (self.rec.rows.get(), self.rec.bytes.get());
+        if r >= self.rec.max_rows || b + payload.len() as u64 > self.rec.max_bytes {
+            self.rec.gap_rows.set(self.rec.gap_rows.get() + 1);
+            self.rec.gap_bytes.set(self.rec.gap_bytes.get() + payload.len() as u64);
+            return;
+        }
+        let spans = if binary {
+            binary_row_values(payload, column_types)
+        } else {
+            text_row_values(payload, column_types.len())
+        };
+        let Ok(spans) = spans else {
+            // The relay already checked the row; nothing half-read is recorded.
+            return;
+        };
+        self.rec.rows.set(r + 1);
+        self.rec.bytes.set(b + payload.len() as u64);
+        let mut body = Vec::with_capacity(2 + payload.len() + 4 * spans.len());
+        body.extend_from_slice(&(spans.len().min(i16::MAX as usize) as i16).to_be_bytes());
+        for (i, s) in spans.iter().enumerate().take(i16::MAX as usize) {
+            let Some(range) = &s.range else {
+                body.extend_from_slice(&(-1i32).to_be_bytes());
+                continue;
+            };
+            let raw = &payload[range.clone()];
+            let text;
+            let value: &[u8] = if binary && !s.textual {
+                let unsigned = flags.get(i).is_some_and(|f| f & UNSIGNED_FLAG != 0);
+                text = binary_value_text(column_types[i], unsigned, raw);
+                text.as_bytes()
+            } else {
+                raw
+            };
+            body.extend_from_slice(&(value.len().min(i32::MAX as usize) as i32).to_be_bytes());
+            body.extend_from_slice(value);
+        }
+        frame(&mut self.frames, b'D', &body);
+    }
+
+    /// A result set's rows ended.
+    pub fn rows_end(&mut self) {
+        let tag = format!("SELECT {}", self.set_rows);
+        self.complete(tag.as_bytes());
+    }
+
+    /// An OK that is a result of its own (a statement that returns no rows).
+    pub fn ok(&mut self, affected: u64) {
+        let tag = format!("OK {affected}");
+        self.complete(tag.as_bytes());
+    }
+
+    /// The server's error (its message masked by the caller).
+    pub fn error(&mut self, code: u16, message: &str) {
+        let mut body = Vec::new();
+        crate::wire::pg::error_message(
+            &mut body,
+            false,
+            "ERROR",
+            SqlState::INTERNAL_ERROR.code(),
+            &format!("MySQL error {code}: {message}"),
+            None,
+            None,
+        );
+        self.frames.extend_from_slice(&body);
+        self.reset_caps();
+    }
+
+    fn complete(&mut self, tag: &[u8]) {
+        let mut body = tag.to_vec();
+        body.push(0);
+        frame(&mut self.frames, b'C', &body);
+        self.set_rows = 0;
+        self.reset_caps();
+    }
+
+    fn reset_caps(&self) {
+        self.rec.rows.set(0);
+        self.rec.bytes.set(0);
+    }
+
+    /// The answer is over: everything goes to the recorder, with the
+    /// values masked on the way (`masked`: rule id and count).
+    pub fn finish(mut self, masked: Vec<(String, u64)>) {
+        frame(&mut self.frames, b'Z', b"I");
+        self.rec.push(Ev::Server {
+            session: self.rec.session,
+            t: crate::record::now_us(),
+            frames: self.frames,
+            masked,
+            gap_rows: self.rec.gap_rows.replace(0),
+            gap_bytes: self.rec.gap_bytes.replace(0),
+        });
+    }
+}
+
+fn frame(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// A fixed-width or temporal value of a binary row, as the text protocol
+/// would have sent it.
+pub fn binary_value_text(column_type: u8, unsigned: bool, b: &[u8]) -> String {
+    let le = |n: usize| -> u64 {
+        let mut v = 0u64;
+        for (i, &x) in b.iter().take(n).enumerate() {
+            v |= (x as u64) << (8 * i);
+        }
+        v
+    };
+    let int = |n: usize| -> String {
+        let v = le(n);
+        if unsigned {
+            v.to_string()
+        } else {
+            let shift = 64 - 8 * n as u32;
+            (((v << shift) as i64) >> shift).to_string()
+        }
+    };
+    match column_type {
+        types::TINY if b.len() == 1 => int(1),
+        types::SHORT | types::YEAR if b.len() == 2 => int(2),
+        types::LONG | types::INT24 if b.len() == 4 => int(4),
+        types::LONGLONG if b.len() == 8 => int(8),
+        types::FLOAT if b.len() == 4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]).to_string(),
+        types::DOUBLE if b.len() == 8 => f64::from_bits(le(8)).to_string(),
+        types::DATE | types::DATETIME | types::TIMESTAMP | types::NEWDATE | types::DATETIME2 | types::TIMESTAMP2 => {
+            let date_only = matches!(column_type, types::DATE | types::NEWDATE);
+            if b.len() < 4 {
+                return if date_only { "0000-00-00" } else { "0000-00-00 00:00:00" }.to_string();
+            }
+            let mut s = format!("{:04}-{:02}-{:02}", u16::from_le_bytes([b[0], b[1]]), b[2], b[3]);
+            if !date_only {
+                let (h, m, sec) = if b.len() >= 7 { (b[4], b[5], b[6]) } else { (0, 0, 0) };
+                s.push_str(&format!(" {h:02}:{m:02}:{sec:02}"));
+                if b.len() >= 11 {
+                    s.push_str(&format!(".{:06}", u32::from_le_bytes([b[7], b[8], b[9], b[10]])));
+                }
+            }
+            s
+        }
+        types::TIME | types::TIME2 => {
+            if b.len() < 8 {
+                return "00:00:00".to_string();
+            }
+            let negative = b[0] == 1;
+            let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as u64;
+            let hours = days * 24 + b[5] as u64;
+            let mut s = format!("{}{hours:02}:{:02}:{:02}", if negative { "-" } else { "" }, b[6], b[7]);
+            if b.len() >= 12 {
+                s.push_str(&format!(".{:06}", u32::from_le_bytes([b[8], b[9], b[10], b[11]])));
+            }
+            s
+        }
+        _ => format!("\\x{}", hex::encode(b)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_values_read_as_the_text_protocol_would_send_them() {
+        assert_eq!(binary_value_text(types::TINY, false, &[0xff]), "-1");
+        assert_eq!(binary_value_text(types::TINY, true, &[0xff]), "255");
+        assert_eq!(binary_value_text(types::LONG, false, &(-42i32).to_le_bytes()), "-42");
+        assert_eq!(
+            binary_value_text(types::LONGLONG, true, &u64::MAX.to_le_bytes()),
+            u64::MAX.to_string()
+        );
+        assert_eq!(
+            binary_value_text(types::LONGLONG, false, &i64::MIN.to_le_bytes()),
+            i64::MIN.to_string()
+        );
+        assert_eq!(binary_value_text(types::DOUBLE, false, &1.5f64.to_le_bytes()), "1.5");
+        assert_eq!(
+            binary_value_text(types::DATE, false, &[0xea, 0x07, 12, 4]),
+            "2026-12-04"
+        );
+        assert_eq!(
+            binary_value_text(
+                types::DATETIME,
+                false,
+                &[0xea, 0x07, 12, 4, 13, 5, 9, 0x40, 0xe2, 0x01, 0]
+            ),
+            "2026-12-04 13:05:09.123456"
+        );
+        assert_eq!(binary_value_text(types::TIMESTAMP, false, &[]), "0000-00-00 00:00:00");
+        assert_eq!(
+            binary_value_text(types::TIME, false, &[1, 1, 0, 0, 0, 2, 3, 4]),
+            "-26:03:04"
+        );
+        assert_eq!(binary_value_text(types::TINY, false, &[1, 2]), "\\x0102");
+    }
+}
