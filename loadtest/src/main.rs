@@ -10,6 +10,7 @@
 
 mod admin;
 mod managed;
+mod mysql;
 mod pg;
 mod procmon;
 mod report;
@@ -249,6 +250,13 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 _ => None,
             },
             approval: t.approval_user.clone().map(|u| (u, t.approval_password.clone())),
+            mysql: t.mysql_port.map(|port| mysql::MyParams {
+                host: t.host.clone(),
+                port,
+                user: t.mysql_user.clone().unwrap_or_else(|| "root".into()),
+                password: None,
+                dbname: run.database.clone(),
+            }),
         };
         if let Some(pf) = &t.pidfile {
             let pf = run.resolve(pf);
@@ -270,6 +278,13 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 ep.pid = Some(g.proc.pid());
                 ep.admin = Some((format!("127.0.0.1:{}", g.admin_port), g.admin_token.clone()));
                 ep.approval = Some(("load-held".into(), Some(g.held_token.clone())));
+                ep.mysql = Some(mysql::MyParams {
+                    host: "127.0.0.1".into(),
+                    port: g.mysql_port,
+                    user: t.mysql_user.clone().unwrap_or_else(|| "load".into()),
+                    password: Some(g.load_token.clone()),
+                    dbname: run.database.clone(),
+                });
                 if ep.idle_dbname.is_none() && pgb_port.is_some() {
                     ep.idle_dbname = Some(format!("{}_pooled", run.database));
                 }
@@ -296,6 +311,11 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
             eprintln!("setup: database {} and tables through {}", run.database, ep.name);
             workload::setup(ep, &run.database, tables).await.context("setup")?;
         }
+        let mysql_base = endpoints.iter().filter(|e| e.direct).find_map(|e| e.mysql.as_ref());
+        if let (Some(p), true) = (mysql_base, scenarios.iter().any(|s| s.kind == Kind::MysqlPointSelect)) {
+            eprintln!("setup: MySQL database {} and tables on port {}", run.database, p.port);
+            mysql::setup(p, tables.accounts).await.context("MySQL setup")?;
+        }
     }
 
     let label = run.label.clone().unwrap_or_else(|| "run".into());
@@ -317,6 +337,8 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 Some("the scenario leaves out the direct target".into())
             } else if sc.kind == Kind::Approvals && (ep.admin.is_none() || ep.approval.is_none()) {
                 Some("no admin API to approve with".into())
+            } else if sc.kind == Kind::MysqlPointSelect && ep.mysql.is_none() {
+                Some("no MySQL port".into())
             } else {
                 None
             };

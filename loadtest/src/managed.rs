@@ -177,6 +177,7 @@ pub struct GatehouseRun {
     pub admin_token: String,
     pub port: u16,
     pub admin_port: u16,
+    pub mysql_port: u16,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -194,6 +195,9 @@ pub fn start_gatehouse(
     }
     if port_open(spec.admin_port) {
         bail!("127.0.0.1:{} is in use (gatehouse's admin port)", spec.admin_port);
+    }
+    if port_open(spec.mysql_port) {
+        bail!("127.0.0.1:{} is in use (gatehouse's MySQL port)", spec.mysql_port);
     }
     let template_path = run.resolve(spec.template.as_deref().unwrap_or(Path::new("gatehouse.toml.in")));
     let template = std::fs::read_to_string(&template_path)
@@ -214,6 +218,8 @@ pub fn start_gatehouse(
             ("WORKERS", spec.workers.to_string()),
             ("PG_PORT", pg_port.to_string()),
             ("POOLED_PORT", pooled_port.to_string()),
+            ("MYSQL_PORT", spec.mysql_port.to_string()),
+            ("MYSQL_UPSTREAM_PORT", spec.mysql_upstream_port.to_string()),
             ("DATABASE", run.database.clone()),
             ("LOAD_HASH", token_hash(&load_token)),
             ("HELD_HASH", token_hash(&held_token)),
@@ -247,6 +253,7 @@ pub fn start_gatehouse(
     };
     wait_listening(&mut proc, spec.port)?;
     wait_listening(&mut proc, spec.admin_port)?;
+    wait_listening(&mut proc, spec.mysql_port)?;
     Ok(GatehouseRun {
         proc,
         load_token,
@@ -254,6 +261,7 @@ pub fn start_gatehouse(
         admin_token,
         port: spec.port,
         admin_port: spec.admin_port,
+        mysql_port: spec.mysql_port,
     })
 }
 
@@ -388,6 +396,8 @@ mod tests {
             "WORKERS",
             "PG_PORT",
             "POOLED_PORT",
+            "MYSQL_PORT",
+            "MYSQL_UPSTREAM_PORT",
             "DATABASE",
             "LOAD_HASH",
             "HELD_HASH",

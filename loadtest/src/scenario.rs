@@ -32,6 +32,10 @@ pub enum Kind {
     IdlePlusWork,
     /// Writes held for approval and approved by the harness through the admin API.
     Approvals,
+    /// One-row selects by primary key over MySQL (`protocol`: `simple` is
+    /// COM_QUERY, `prepared` COM_STMT_EXECUTE of a statement prepared
+    /// once), against targets with a `mysql_port`.
+    MysqlPointSelect,
 }
 
 impl Kind {
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Storm => "storm",
             Kind::IdlePlusWork => "idle_plus_work",
             Kind::Approvals => "approvals",
+            Kind::MysqlPointSelect => "mysql_point_select",
         }
     }
 }
@@ -192,6 +197,12 @@ impl Scenario {
         if self.pgbench_check && !matches!(self.kind, Kind::PointSelect) {
             bail!("pgbench_check is for point_select");
         }
+        if self.kind == Kind::MysqlPointSelect && self.protocol == Protocol::Extended {
+            bail!("mysql_point_select: protocol simple or prepared");
+        }
+        if self.kind == Kind::MysqlPointSelect && self.tls {
+            bail!("mysql_point_select: no TLS");
+        }
         if self.rows == Some(0) || self.bytes == Some(0) {
             bail!("rows and bytes: at least 1");
         }
@@ -279,6 +290,13 @@ pub struct Target {
     pub approval_user: Option<String>,
     #[serde(default)]
     pub approval_password: Option<String>,
+    /// The same endpoint's MySQL port, for MySQL scenarios (a managed
+    /// gatehouse's is filled in); a target without one skips them.
+    #[serde(default)]
+    pub mysql_port: Option<u16>,
+    /// The MySQL user (default `root`; `load` through a managed gatehouse).
+    #[serde(default)]
+    pub mysql_user: Option<String>,
 }
 
 fn d_host() -> String {
@@ -362,6 +380,19 @@ pub struct GatehouseSpec {
     /// Cargo profile of the binary built when `bin` is not given: release or debug.
     #[serde(default = "d_profile")]
     pub profile: String,
+    /// gatehouse's MySQL listener.
+    #[serde(default = "d_gh_mysql_port")]
+    pub mysql_port: u16,
+    /// The MariaDB/MySQL server its MySQL target reaches (on 127.0.0.1).
+    #[serde(default = "d_mysql_upstream_port")]
+    pub mysql_upstream_port: u16,
+}
+
+fn d_gh_mysql_port() -> u16 {
+    3317
+}
+fn d_mysql_upstream_port() -> u16 {
+    3306
 }
 
 fn d_profile() -> String {

@@ -1,7 +1,7 @@
 //! Runs one scenario against one target: clients as tokio tasks under a
 //! shared [`Bound`], a progress line, CPU and RSS of the target's process.
 
-use crate::pg::{Conn, ConnectParams, PgError};
+use crate::pg::{Conn, ConnectParams};
 use crate::procmon;
 use crate::scenario::{Kind, Protocol, Scenario};
 use crate::stats::{Bound, Go, Recorder};
@@ -24,6 +24,8 @@ pub struct Endpoint {
     pub admin: Option<(String, String)>,
     /// (user, password) whose writes are held.
     pub approval: Option<(String, Option<String>)>,
+    /// The same endpoint over MySQL, for MySQL scenarios.
+    pub mysql: Option<crate::mysql::MyParams>,
 }
 
 /// Sizes of the tables made by the setup.
@@ -110,6 +112,7 @@ struct Client {
     tables: Tables,
     rng: Rng,
     conn: Option<Conn>,
+    my: Option<crate::mysql::MyClient>,
     tls: Option<tokio_rustls::TlsConnector>,
     chunk: Arc<Vec<u8>>,
     not_held: u64,
@@ -136,7 +139,16 @@ impl Client {
         p
     }
 
-    async fn ensure_conn(&mut self) -> Result<(), PgError> {
+    async fn ensure_conn(&mut self) -> Result<(), anyhow::Error> {
+        if self.sc.kind == Kind::MysqlPointSelect {
+            if self.my.is_none() {
+                let Some(p) = &self.ep.mysql else {
+                    bail!("no MySQL port")
+                };
+                self.my = Some(crate::mysql::MyClient::open(p, self.sc.protocol == Protocol::Prepared).await?);
+            }
+            return Ok(());
+        }
         if self.conn.is_some() || self.sc.kind == Kind::Storm {
             return Ok(());
         }
@@ -175,7 +187,7 @@ impl Client {
     }
 
     /// Untimed preparation before an operation.
-    async fn before(&mut self) -> Result<(), PgError> {
+    async fn before(&mut self) -> Result<(), anyhow::Error> {
         self.ensure_conn().await?;
         if self.sc.kind == Kind::CopyIn {
             if let Some(c) = self.conn.as_mut() {
@@ -209,6 +221,21 @@ impl Client {
             keys.push(match kind {
                 Kind::WideRows => self.rng.below(secrets.saturating_sub(rows_per_op).max(1)),
                 _ => 1 + self.rng.below(accounts),
+            });
+        }
+        if kind == Kind::MysqlPointSelect {
+            let Some(my) = self.my.as_mut() else {
+                bail!("no connection")
+            };
+            let mut rows = 0;
+            for k in keys {
+                rows += my.point_select(k).await?;
+                lat.push(t0.elapsed());
+            }
+            return Ok(Done {
+                latencies: lat,
+                rows,
+                bytes: 0,
             });
         }
         let approval = self.ep.admin.clone();
@@ -296,7 +323,7 @@ impl Client {
                     }
                 }
             }
-            Kind::Storm => unreachable_storm()?,
+            Kind::Storm | Kind::MysqlPointSelect => handled_above()?,
         };
         Ok(Done {
             latencies: lat,
@@ -306,8 +333,8 @@ impl Client {
     }
 }
 
-fn unreachable_storm() -> Result<crate::pg::Outcome> {
-    bail!("storm is handled above")
+fn handled_above() -> Result<crate::pg::Outcome> {
+    bail!("storm and MySQL scenarios are handled above")
 }
 
 /// Runs operations until the bound says stop; returns the measurements,
@@ -352,6 +379,7 @@ async fn client_loop(
         let measured = go == Go::Measure;
         if let Some(e) = prep_err {
             cl.conn = None;
+            cl.my = None;
             if measured {
                 rec.error(e);
                 bound.errors.fetch_add(1, Ordering::Relaxed);
@@ -372,6 +400,7 @@ async fn client_loop(
             }
             Ok(Err(e)) => {
                 cl.conn = None;
+                cl.my = None;
                 if measured {
                     rec.error(format!("{e:#}"));
                     bound.errors.fetch_add(1, Ordering::Relaxed);
@@ -379,6 +408,7 @@ async fn client_loop(
             }
             Err(_) => {
                 cl.conn = None;
+                cl.my = None;
                 if measured {
                     rec.error(format!("operation timed out after {} s", cl.sc.op_timeout_s));
                     bound.errors.fetch_add(1, Ordering::Relaxed);
@@ -388,6 +418,9 @@ async fn client_loop(
     }
     let stopped_at = Instant::now();
     if let Some(c) = cl.conn.take() {
+        c.close().await;
+    }
+    if let Some(c) = cl.my.take() {
         c.close().await;
     }
     (rec, cl.not_held, stopped_at)
@@ -499,6 +532,7 @@ pub async fn run(sc: &Scenario, ep: &Endpoint, tables: Tables, progress: &Progre
             tables,
             rng: Rng::new(((std::process::id() as u64) << 20) + i as u64 + 1),
             conn: None,
+            my: None,
             tls: tls.clone(),
             chunk: chunk.clone(),
             not_held: 0,
