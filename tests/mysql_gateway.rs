@@ -318,3 +318,84 @@ approval_timeout_secs = 30
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("sealed after"));
     mariadb_direct(&format!("DROP TABLE {table}"));
 }
+
+/// A held COM_STMT_EXECUTE shows the reviewer the values it binds (a
+/// secret among them masked), not just the text with its `?`s.
+#[test]
+fn a_held_prepared_statement_shows_its_parameters() {
+    use mysql_async::prelude::*;
+    let table = unique("gh_myparams");
+    mariadb_direct(&format!(
+        "CREATE TABLE {table} (id INT, v TEXT); INSERT INTO {table} VALUES (42, 'x')"
+    ));
+    let admin_port = free_port();
+    let (g, port) = start_mysql(
+        "",
+        "",
+        &format!(
+            r#"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[[admin.token]]
+name = "ops"
+token_hash = "{}"
+roles = ["admin"]
+[[admin.token]]
+name = "reviewer"
+token_hash = "{}"
+roles = ["approver"]
+
+[policy]
+default_role = "agent"
+[policy.roles.agent]
+read = "allow"
+write = "approve"
+delete = "approve"
+approvers = ["approver"]
+approval_timeout_secs = 30
+"#,
+            token_hash(ADMIN),
+            token_hash(APPROVER)
+        ),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some("agent"))
+            .pass(Some(TOKEN))
+            .db_name(Some("test"));
+        let mut c = mysql_async::Conn::new(opts).await.unwrap();
+        let reviewer = decide_next(admin_port, "deny", "no");
+        let e = c
+            .exec_drop(
+                format!("UPDATE {table} SET v = ? WHERE id = ?"),
+                ("key AKIAIOSFODNN7EXAMPLE", 42),
+            )
+            .await
+            .unwrap_err();
+        let review: serde_json::Value = serde_json::from_str(&reviewer.join().unwrap()).unwrap();
+        let params = review["params"].to_string();
+        assert!(
+            params.contains("42") && params.contains("key ") && !params.contains("AKIAIOSFODNN7EXAMPLE"),
+            "{review}"
+        );
+        assert!(e.to_string().contains("gatehouse"), "{e}\n{}", g.log());
+        // The same statement again, approved: the types bound by the first
+        // execution serve this one.
+        let reviewer = decide_next(admin_port, "approve", "ok");
+        c.exec_drop(format!("UPDATE {table} SET v = ? WHERE id = ?"), ("y", 42))
+            .await
+            .unwrap();
+        let review: serde_json::Value = serde_json::from_str(&reviewer.join().unwrap()).unwrap();
+        assert_eq!(review["params"], serde_json::json!(["y", "42"]), "{review}");
+    });
+    assert_eq!(
+        mariadb_direct(&format!("SELECT v FROM {table}; DROP TABLE {table}")).trim(),
+        "y"
+    );
+}

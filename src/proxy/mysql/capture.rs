@@ -11,7 +11,7 @@ use crate::config::ResultsMode;
 use crate::core::sqlstate::SqlState;
 use crate::record::events::Ev;
 use crate::record::link::SessionRec;
-use crate::wire::mysql::rows::{binary_row_values, text_row_values, types};
+use crate::wire::mysql::rows::{binary_row_values, binary_value_text, text_row_values};
 
 /// The column flag of unsigned integers.
 const UNSIGNED_FLAG: u16 = 32;
@@ -164,101 +164,4 @@ fn frame(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
     out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     out.extend_from_slice(body);
-}
-
-/// A fixed-width or temporal value of a binary row, as the text protocol
-/// would have sent it.
-pub fn binary_value_text(column_type: u8, unsigned: bool, b: &[u8]) -> String {
-    let le = |n: usize| -> u64 {
-        let mut v = 0u64;
-        for (i, &x) in b.iter().take(n).enumerate() {
-            v |= (x as u64) << (8 * i);
-        }
-        v
-    };
-    let int = |n: usize| -> String {
-        let v = le(n);
-        if unsigned {
-            v.to_string()
-        } else {
-            let shift = 64 - 8 * n as u32;
-            (((v << shift) as i64) >> shift).to_string()
-        }
-    };
-    match column_type {
-        types::TINY if b.len() == 1 => int(1),
-        types::SHORT | types::YEAR if b.len() == 2 => int(2),
-        types::LONG | types::INT24 if b.len() == 4 => int(4),
-        types::LONGLONG if b.len() == 8 => int(8),
-        types::FLOAT if b.len() == 4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]).to_string(),
-        types::DOUBLE if b.len() == 8 => f64::from_bits(le(8)).to_string(),
-        types::DATE | types::DATETIME | types::TIMESTAMP | types::NEWDATE | types::DATETIME2 | types::TIMESTAMP2 => {
-            let date_only = matches!(column_type, types::DATE | types::NEWDATE);
-            if b.len() < 4 {
-                return if date_only { "0000-00-00" } else { "0000-00-00 00:00:00" }.to_string();
-            }
-            let mut s = format!("{:04}-{:02}-{:02}", u16::from_le_bytes([b[0], b[1]]), b[2], b[3]);
-            if !date_only {
-                let (h, m, sec) = if b.len() >= 7 { (b[4], b[5], b[6]) } else { (0, 0, 0) };
-                s.push_str(&format!(" {h:02}:{m:02}:{sec:02}"));
-                if b.len() >= 11 {
-                    s.push_str(&format!(".{:06}", u32::from_le_bytes([b[7], b[8], b[9], b[10]])));
-                }
-            }
-            s
-        }
-        types::TIME | types::TIME2 => {
-            if b.len() < 8 {
-                return "00:00:00".to_string();
-            }
-            let negative = b[0] == 1;
-            let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as u64;
-            let hours = days * 24 + b[5] as u64;
-            let mut s = format!("{}{hours:02}:{:02}:{:02}", if negative { "-" } else { "" }, b[6], b[7]);
-            if b.len() >= 12 {
-                s.push_str(&format!(".{:06}", u32::from_le_bytes([b[8], b[9], b[10], b[11]])));
-            }
-            s
-        }
-        _ => format!("\\x{}", hex::encode(b)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn binary_values_read_as_the_text_protocol_would_send_them() {
-        assert_eq!(binary_value_text(types::TINY, false, &[0xff]), "-1");
-        assert_eq!(binary_value_text(types::TINY, true, &[0xff]), "255");
-        assert_eq!(binary_value_text(types::LONG, false, &(-42i32).to_le_bytes()), "-42");
-        assert_eq!(
-            binary_value_text(types::LONGLONG, true, &u64::MAX.to_le_bytes()),
-            u64::MAX.to_string()
-        );
-        assert_eq!(
-            binary_value_text(types::LONGLONG, false, &i64::MIN.to_le_bytes()),
-            i64::MIN.to_string()
-        );
-        assert_eq!(binary_value_text(types::DOUBLE, false, &1.5f64.to_le_bytes()), "1.5");
-        assert_eq!(
-            binary_value_text(types::DATE, false, &[0xea, 0x07, 12, 4]),
-            "2026-12-04"
-        );
-        assert_eq!(
-            binary_value_text(
-                types::DATETIME,
-                false,
-                &[0xea, 0x07, 12, 4, 13, 5, 9, 0x40, 0xe2, 0x01, 0]
-            ),
-            "2026-12-04 13:05:09.123456"
-        );
-        assert_eq!(binary_value_text(types::TIMESTAMP, false, &[]), "0000-00-00 00:00:00");
-        assert_eq!(
-            binary_value_text(types::TIME, false, &[1, 1, 0, 0, 0, 2, 3, 4]),
-            "-26:03:04"
-        );
-        assert_eq!(binary_value_text(types::TINY, false, &[1, 2]), "\\x0102");
-    }
 }

@@ -22,6 +22,7 @@ use crate::record::StatementRef;
 use crate::sql::Classification;
 use crate::wire::mysql::packet::write_message;
 use crate::wire::mysql::response::OkPacket;
+use crate::wire::mysql::rows::{bind_types, execute_params, Param};
 use crate::wire::mysql::{status, Command, MyWireError};
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
@@ -325,6 +326,23 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     .await;
 }
 
+/// A COM_STMT_EXECUTE's parameters as a reviewer reads them (masked by
+/// the enforcer before anyone sees them).
+fn shown_params(payload: &[u8], count: usize, bound: &[(u8, bool)], long_data: &[u16]) -> Vec<String> {
+    let mut bound = bound.to_vec();
+    match execute_params(payload, count, &mut bound, long_data) {
+        Ok(params) => params
+            .into_iter()
+            .map(|p| match p {
+                Param::Null => "NULL".to_string(),
+                Param::LongData => "(sent with COM_STMT_SEND_LONG_DATA)".to_string(),
+                Param::Value(v) => String::from_utf8_lossy(&v).into_owned(),
+            })
+            .collect(),
+        Err(e) => vec![format!("(parameters unreadable: {e})")],
+    }
+}
+
 /// Adds one to `rule`'s count.
 fn count_rule(counts: &mut Vec<(u32, u64)>, rule: u32) {
     match counts.iter_mut().find(|(r, _)| *r == rule) {
@@ -430,6 +448,12 @@ struct Stats {
 struct Prepared {
     sql: Arc<str>,
     class: Option<Arc<Classification>>,
+    /// Parameters the server said it takes.
+    params: u16,
+    /// Their types as the last execution that bound types set them.
+    bound: Vec<(u8, bool)>,
+    /// Parameters sent with COM_STMT_SEND_LONG_DATA since the last execution.
+    long_data: Vec<u16>,
     /// Column types of the last execution that left a cursor open.
     cursor_types: Option<Vec<u8>>,
 }
@@ -596,8 +620,25 @@ impl Session<'_> {
                     }
                     self.send_upstream(&payload).await?;
                 }
-                Command::StmtSendLongData => self.send_upstream(&payload).await?,
-                Command::StmtReset | Command::Ping | Command::SetOption | Command::Statistics => {
+                Command::StmtSendLongData => {
+                    // Which parameter: a reviewer is told it came separately.
+                    if let (Some(id), Some(b)) = (stmt_id(&payload), payload.get(5..7)) {
+                        let param = u16::from_le_bytes([b[0], b[1]]);
+                        if let Some(p) = self.prepared.get_mut(&id) {
+                            if !p.long_data.contains(&param) && p.long_data.len() < usize::from(p.params) {
+                                p.long_data.push(param);
+                            }
+                        }
+                    }
+                    self.send_upstream(&payload).await?
+                }
+                Command::StmtReset => {
+                    if let Some(p) = stmt_id(&payload).and_then(|id| self.prepared.get_mut(&id)) {
+                        p.long_data.clear();
+                    }
+                    self.forward(&payload, Shape::Single).await?;
+                }
+                Command::Ping | Command::SetOption | Command::Statistics => {
                     self.forward(&payload, Shape::Single).await?;
                 }
                 Command::ResetConnection if self.enforcer.as_ref().is_some_and(|e| e.read_only) => {
@@ -688,6 +729,16 @@ impl Session<'_> {
     /// The policy's decision on a statement (held until a reviewer
     /// decides, when it says so).
     async fn decide(&mut self, class: &Arc<Classification>, sql: &str) -> Decided {
+        self.decide_with(class, sql, None).await
+    }
+
+    /// [`Self::decide`] of a statement with parameters.
+    async fn decide_with(
+        &mut self,
+        class: &Arc<Classification>,
+        sql: &str,
+        params: Option<&dyn Fn() -> Vec<String>>,
+    ) -> Decided {
         let hold = Hold {
             handle: &self.handle,
             client_fd: self.client_fd,
@@ -699,7 +750,7 @@ impl Session<'_> {
         let statement = Statement {
             class,
             sql,
-            params: None,
+            params,
             call: None,
         };
         let mut step = e.decide(&statement);
@@ -825,6 +876,9 @@ impl Session<'_> {
                 Prepared {
                     sql,
                     class,
+                    params: p.params,
+                    bound: Vec::new(),
+                    long_data: Vec::new(),
                     cursor_types: None,
                 },
             ) {
@@ -852,9 +906,24 @@ impl Session<'_> {
                 )
                 .await;
         };
-        let (sql, class) = (p.sql.clone(), p.class.clone());
+        let (sql, class, count) = (p.sql.clone(), p.class.clone(), p.params as usize);
+        if let Some(p) = self.prepared.get_mut(&id) {
+            // Types bound now serve later executions that bind none.
+            if bind_types(payload, count, &mut p.bound).is_err() {
+                return self
+                    .reply_err(code::UNKNOWN_COM, b"08S01", "malformed COM_STMT_EXECUTE")
+                    .await;
+            }
+        }
+        let (bound, long_data) = self
+            .prepared
+            .get_mut(&id)
+            .map(|p| (p.bound.clone(), std::mem::take(&mut p.long_data)))
+            .unwrap_or_default();
         if let Some(c) = &class {
-            if let Decided::Refused(msg) = self.decide(c, &sql).await {
+            // What a reviewer reads: the values this execution binds.
+            let params = || shown_params(payload, count, &bound, &long_data);
+            if let Decided::Refused(msg) = self.decide_with(c, &sql, Some(&params)).await {
                 self.record_client(&sql, Some(c), Some(&msg));
                 return self.reply_err(code::SPECIFIC_ACCESS_DENIED, b"42000", &msg).await;
             }

@@ -138,41 +138,7 @@ pub fn binary_row_values(payload: &[u8], column_types: &[u8]) -> Result<Vec<Valu
             });
             continue;
         }
-        let (len, textual) = match t {
-            types::TINY => (1, false),
-            types::SHORT | types::YEAR => (2, false),
-            types::LONG | types::INT24 | types::FLOAT => (4, false),
-            types::DOUBLE | types::LONGLONG => (8, false),
-            types::NULL => (0, false),
-            types::DATE
-            | types::DATETIME
-            | types::TIMESTAMP
-            | types::TIME
-            | types::NEWDATE
-            | types::TIMESTAMP2
-            | types::DATETIME2
-            | types::TIME2 => (r.u8()? as usize, false),
-            types::DECIMAL
-            | types::NEWDECIMAL
-            | types::VARCHAR
-            | types::BIT
-            | types::JSON
-            | types::ENUM
-            | types::SET
-            | types::TINY_BLOB
-            | types::MEDIUM_BLOB
-            | types::LONG_BLOB
-            | types::BLOB
-            | types::VAR_STRING
-            | types::STRING
-            | types::GEOMETRY => (
-                usize::try_from(r.lenenc_int()?).map_err(|_| MyWireError::Truncated)?,
-                true,
-            ),
-            // A type gatehouse cannot size: the rest of the row cannot be
-            // found, so the row is refused rather than passed unscanned.
-            _ => return Err(MyWireError::Unsupported("a binary row value of an unknown type")),
-        };
+        let (len, textual) = value_size(&mut r, t)?;
         let start = r.position();
         r.skip(len)?;
         out.push(ValueSpan {
@@ -186,10 +152,267 @@ pub fn binary_row_values(payload: &[u8], column_types: &[u8]) -> Result<Vec<Valu
     Ok(out)
 }
 
+/// The length of a binary-protocol value of type `t` (its length prefix
+/// read, if it has one), and whether it is text a secret could be in.
+fn value_size(r: &mut Reader<'_>, t: u8) -> Result<(usize, bool), MyWireError> {
+    Ok(match t {
+        types::TINY => (1, false),
+        types::SHORT | types::YEAR => (2, false),
+        types::LONG | types::INT24 | types::FLOAT => (4, false),
+        types::DOUBLE | types::LONGLONG => (8, false),
+        types::NULL => (0, false),
+        types::DATE
+        | types::DATETIME
+        | types::TIMESTAMP
+        | types::TIME
+        | types::NEWDATE
+        | types::TIMESTAMP2
+        | types::DATETIME2
+        | types::TIME2 => (r.u8()? as usize, false),
+        types::DECIMAL
+        | types::NEWDECIMAL
+        | types::VARCHAR
+        | types::BIT
+        | types::JSON
+        | types::ENUM
+        | types::SET
+        | types::TINY_BLOB
+        | types::MEDIUM_BLOB
+        | types::LONG_BLOB
+        | types::BLOB
+        | types::VAR_STRING
+        | types::STRING
+        | types::GEOMETRY => (
+            usize::try_from(r.lenenc_int()?).map_err(|_| MyWireError::Truncated)?,
+            true,
+        ),
+        // A type gatehouse cannot size: what follows cannot be found, so
+        // the message is refused rather than passed unread.
+        _ => return Err(MyWireError::Unsupported("a binary value of an unknown type")),
+    })
+}
+
+/// A fixed-width or temporal binary-protocol value as the text protocol
+/// would have sent it (other bytes in hex).
+pub fn binary_value_text(column_type: u8, unsigned: bool, b: &[u8]) -> String {
+    let le = |n: usize| -> u64 {
+        let mut v = 0u64;
+        for (i, &x) in b.iter().take(n).enumerate() {
+            v |= (x as u64) << (8 * i);
+        }
+        v
+    };
+    let int = |n: usize| -> String {
+        let v = le(n);
+        if unsigned {
+            v.to_string()
+        } else {
+            let shift = 64 - 8 * n as u32;
+            (((v << shift) as i64) >> shift).to_string()
+        }
+    };
+    match column_type {
+        types::TINY if b.len() == 1 => int(1),
+        types::SHORT | types::YEAR if b.len() == 2 => int(2),
+        types::LONG | types::INT24 if b.len() == 4 => int(4),
+        types::LONGLONG if b.len() == 8 => int(8),
+        types::FLOAT if b.len() == 4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]).to_string(),
+        types::DOUBLE if b.len() == 8 => f64::from_bits(le(8)).to_string(),
+        types::DATE | types::DATETIME | types::TIMESTAMP | types::NEWDATE | types::DATETIME2 | types::TIMESTAMP2 => {
+            let date_only = matches!(column_type, types::DATE | types::NEWDATE);
+            if b.len() < 4 {
+                return if date_only { "0000-00-00" } else { "0000-00-00 00:00:00" }.to_string();
+            }
+            let mut s = format!("{:04}-{:02}-{:02}", u16::from_le_bytes([b[0], b[1]]), b[2], b[3]);
+            if !date_only {
+                let (h, m, sec) = if b.len() >= 7 { (b[4], b[5], b[6]) } else { (0, 0, 0) };
+                s.push_str(&format!(" {h:02}:{m:02}:{sec:02}"));
+                if b.len() >= 11 {
+                    s.push_str(&format!(".{:06}", u32::from_le_bytes([b[7], b[8], b[9], b[10]])));
+                }
+            }
+            s
+        }
+        types::TIME | types::TIME2 => {
+            if b.len() < 8 {
+                return "00:00:00".to_string();
+            }
+            let negative = b[0] == 1;
+            let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as u64;
+            let hours = days * 24 + b[5] as u64;
+            let mut s = format!("{}{hours:02}:{:02}:{:02}", if negative { "-" } else { "" }, b[6], b[7]);
+            if b.len() >= 12 {
+                s.push_str(&format!(".{:06}", u32::from_le_bytes([b[8], b[9], b[10], b[11]])));
+            }
+            s
+        }
+        _ => format!("\\x{}", hex::encode(b)),
+    }
+}
+
+/// Reads the parameter types a COM_STMT_EXECUTE binds, if it binds new
+/// ones, into `bound` (see [`execute_params`]); the values are not read.
+pub fn bind_types(payload: &[u8], count: usize, bound: &mut Vec<(u8, bool)>) -> Result<(), MyWireError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut r = Reader::new(payload);
+    r.skip(1 + 4 + 1 + 4 + count.div_ceil(8))?;
+    if r.u8()? == 1 {
+        let mut types = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = r.u8()?;
+            let flags = r.u8()?;
+            types.push((t, flags & 0x80 != 0));
+        }
+        *bound = types;
+    }
+    Ok(())
+}
+
+/// One parameter of a COM_STMT_EXECUTE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Null,
+    /// Sent before, with COM_STMT_SEND_LONG_DATA.
+    LongData,
+    /// The value as the text protocol would write it (text and blobs as sent).
+    Value(Vec<u8>),
+}
+
+/// The parameters of a COM_STMT_EXECUTE payload (command byte included) of
+/// a statement with `count` parameters. `bound`: each parameter's type and
+/// whether it is unsigned, as the last execution that bound types left
+/// them (updated when this one binds new ones); `long_data`: parameters
+/// sent with COM_STMT_SEND_LONG_DATA since, which the payload leaves out.
+pub fn execute_params(
+    payload: &[u8],
+    count: usize,
+    bound: &mut Vec<(u8, bool)>,
+    long_data: &[u16],
+) -> Result<Vec<Param>, MyWireError> {
+    let mut r = Reader::new(payload);
+    r.skip(1 + 4 + 1 + 4)?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let nulls = r.bytes(count.div_ceil(8))?;
+    if r.u8()? == 1 {
+        let mut types = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = r.u8()?;
+            let flags = r.u8()?;
+            types.push((t, flags & 0x80 != 0));
+        }
+        *bound = types;
+    }
+    if bound.len() != count {
+        return Err(MyWireError::Malformed("parameters without their types"));
+    }
+    let mut out = Vec::with_capacity(count);
+    for (i, &(t, unsigned)) in bound.iter().enumerate() {
+        if nulls[i / 8] & (1 << (i % 8)) != 0 {
+            out.push(Param::Null);
+            continue;
+        }
+        if long_data.contains(&(i as u16)) {
+            out.push(Param::LongData);
+            continue;
+        }
+        let (len, textual) = value_size(&mut r, t)?;
+        let b = r.bytes(len)?;
+        out.push(Param::Value(if textual {
+            b.to_vec()
+        } else {
+            binary_value_text(t, unsigned, b).into_bytes()
+        }));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::mysql::bytes::{put_lenenc_bytes, put_lenenc_int};
+
+    #[test]
+    fn binary_values_read_as_the_text_protocol_would_send_them() {
+        assert_eq!(binary_value_text(types::TINY, false, &[0xff]), "-1");
+        assert_eq!(binary_value_text(types::TINY, true, &[0xff]), "255");
+        assert_eq!(binary_value_text(types::LONG, false, &(-42i32).to_le_bytes()), "-42");
+        assert_eq!(
+            binary_value_text(types::LONGLONG, true, &u64::MAX.to_le_bytes()),
+            u64::MAX.to_string()
+        );
+        assert_eq!(
+            binary_value_text(types::LONGLONG, false, &i64::MIN.to_le_bytes()),
+            i64::MIN.to_string()
+        );
+        assert_eq!(binary_value_text(types::DOUBLE, false, &1.5f64.to_le_bytes()), "1.5");
+        assert_eq!(
+            binary_value_text(types::DATE, false, &[0xea, 0x07, 12, 4]),
+            "2026-12-04"
+        );
+        assert_eq!(
+            binary_value_text(
+                types::DATETIME,
+                false,
+                &[0xea, 0x07, 12, 4, 13, 5, 9, 0x40, 0xe2, 0x01, 0]
+            ),
+            "2026-12-04 13:05:09.123456"
+        );
+        assert_eq!(binary_value_text(types::TIMESTAMP, false, &[]), "0000-00-00 00:00:00");
+        assert_eq!(
+            binary_value_text(types::TIME, false, &[1, 1, 0, 0, 0, 2, 3, 4]),
+            "-26:03:04"
+        );
+        assert_eq!(binary_value_text(types::TINY, false, &[1, 2]), "\\x0102");
+    }
+
+    #[test]
+    fn execute_parameters_with_types_bound_then_reused() {
+        // id 7, no cursor, one iteration; 3 params: NULL bitmap 0b010
+        // (the second is NULL), types bound: LONGLONG unsigned, VAR_STRING, TINY.
+        let mut p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b010, 1];
+        p.extend_from_slice(&[types::LONGLONG, 0x80, types::VAR_STRING, 0, types::TINY, 0]);
+        p.extend_from_slice(&u64::MAX.to_le_bytes());
+        p.push(0xfe);
+        let mut bound = Vec::new();
+        let v = execute_params(&p, 3, &mut bound, &[]).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Param::Value(u64::MAX.to_string().into_bytes()),
+                Param::Null,
+                Param::Value(b"-2".to_vec())
+            ]
+        );
+        // Next execution: no new types, all values; the second was sent as long data.
+        let mut p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&5u64.to_le_bytes());
+        p.push(3);
+        let v = execute_params(&p, 3, &mut bound, &[1]).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Param::Value(b"5".to_vec()),
+                Param::LongData,
+                Param::Value(b"3".to_vec())
+            ]
+        );
+        // A string parameter.
+        let mut p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, types::VAR_STRING, 0];
+        put_lenenc_bytes(&mut p, b"o'brien");
+        let mut one = Vec::new();
+        assert_eq!(
+            execute_params(&p, 1, &mut one, &[]).unwrap(),
+            vec![Param::Value(b"o'brien".to_vec())]
+        );
+        // Truncated or typeless: an error, never a panic.
+        assert!(execute_params(&p[..p.len() - 2], 1, &mut Vec::new(), &[]).is_err());
+        let typeless = [0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        assert!(execute_params(&typeless, 1, &mut Vec::new(), &[]).is_err());
+    }
 
     #[test]
     fn column_definition() {
