@@ -422,3 +422,72 @@ fn tls_bytes_right_after_the_ssl_request_are_the_tls_session() {
     let (seq, ok) = read(&mut s, &mut buf).expect("OK");
     assert_eq!((seq, ok[0]), (5, 0), "{ok:?}");
 }
+
+/// max_rows counts a cursor's rows over all its COM_STMT_FETCHes: a client
+/// cannot read a large result a few rows per fetch past its role's limit.
+#[test]
+fn max_rows_counts_a_cursors_rows_over_its_fetches() {
+    let (g, port) = start_mysql(
+        "",
+        "",
+        "[policy]\ndefault_role = \"agent\"\n[policy.roles.agent]\nread = \"allow\"\nwrite = \"deny\"\ndelete = \"deny\"\nddl = \"deny\"\nadmin = \"deny\"\nunknown = \"deny\"\nmax_rows = 5\n",
+    );
+    let (mut s, mut buf) = login(port);
+    let send = |s: &mut TcpStream, payload: &[u8]| {
+        let mut out = Vec::new();
+        write_message(&mut out, 0, payload);
+        s.write_all(&out).unwrap();
+    };
+    // Prepare a 20-row select.
+    let mut p = vec![0x16];
+    p.extend_from_slice(b"SELECT seq FROM seq_1_to_20");
+    send(&mut s, &p);
+    let (_, ok) = read(&mut s, &mut buf).unwrap();
+    assert_eq!(ok[0], 0, "{ok:?}\n{}", g.log());
+    let id = [ok[1], ok[2], ok[3], ok[4]];
+    let columns = u16::from_le_bytes([ok[5], ok[6]]);
+    // Its column definitions and their EOF.
+    for _ in 0..columns + 1 {
+        read(&mut s, &mut buf).unwrap();
+    }
+    // Execute with a read-only cursor: column definitions, then an EOF
+    // saying the cursor exists, and no rows.
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id);
+    p.extend_from_slice(&[1, 1, 0, 0, 0]);
+    send(&mut s, &p);
+    loop {
+        let (_, m) = read(&mut s, &mut buf).unwrap();
+        assert_ne!(m[0], 0xff, "{m:?}");
+        if m[0] == 0xfe && m.len() < 9 {
+            break;
+        }
+    }
+    // Fetch 3 rows at a time: the first fetch passes, the second crosses
+    // the limit and ends in gatehouse's error.
+    let mut rows = 0;
+    let mut refused = false;
+    for _ in 0..4 {
+        let mut p = vec![0x1c];
+        p.extend_from_slice(&id);
+        p.extend_from_slice(&3u32.to_le_bytes());
+        send(&mut s, &p);
+        loop {
+            let (_, m) = read(&mut s, &mut buf).unwrap();
+            if m[0] == 0xff {
+                refused = true;
+                assert!(String::from_utf8_lossy(&m).contains("limit of 5 rows"), "{m:?}");
+                break;
+            }
+            if m[0] == 0xfe && m.len() < 9 {
+                break;
+            }
+            rows += 1;
+        }
+        if refused {
+            break;
+        }
+    }
+    assert!(refused, "{rows} rows fetched past max_rows = 5");
+    assert!(rows <= 5, "{rows} rows reached the client");
+}

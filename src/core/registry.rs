@@ -148,6 +148,34 @@ pub struct SessionInfo {
     pub client_tls: bool,
 }
 
+impl SessionInfo {
+    /// A session starting now.
+    pub fn new(identity: &str, target: &str, client: std::net::SocketAddr, worker: usize, client_tls: bool) -> Self {
+        SessionInfo {
+            identity: identity.to_string(),
+            target: target.to_string(),
+            client_addr: client.to_string(),
+            worker,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            client_tls,
+        }
+    }
+}
+
+/// Removes a session from the registry when dropped; a session drops it
+/// before its sockets close, so a kill never touches a descriptor the
+/// session no longer owns.
+pub struct Registered<'a>(pub &'a Registry, pub u32);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.deregister(self.1);
+    }
+}
+
 struct Entry {
     secret: [u8; 4],
     handle: Arc<SessionHandle>,
@@ -200,6 +228,17 @@ impl Registry {
                     info,
                 });
                 return (pid, secret);
+            }
+        }
+    }
+
+    /// An id no session has now, for a greeting sent before the session
+    /// registers (`register_as` still checks: another may take it first).
+    pub fn unused_id(&self) -> u32 {
+        loop {
+            let pid: u32 = rand::random::<u32>() & 0x7fff_ffff;
+            if pid != 0 && !self.shard(pid).contains_key(&pid) {
+                return pid;
             }
         }
     }

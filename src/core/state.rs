@@ -224,7 +224,23 @@ pub struct Shared {
     pub catalog_epoch: AtomicU64,
 }
 
+/// A session counted in `Shared::active` until it is dropped.
+pub struct ActiveSession<'a>(&'a Shared);
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Shared {
+    /// Counts a new session: how many are open with it, and the guard that
+    /// stops counting it.
+    pub fn enter(&self) -> (usize, ActiveSession<'_>) {
+        let count = self.active.fetch_add(1, Ordering::AcqRel) + 1;
+        (count, ActiveSession(self))
+    }
+
     pub fn new(state: State, workers: usize) -> Arc<Shared> {
         Arc::new(Shared {
             state: ArcSwap::from_pointee(state),

@@ -10,7 +10,7 @@ use super::results::{mask_value, Act, Event, ReadFailure, Reader41, Scratch, Sha
 use super::upstream::{self, Upstream};
 use crate::core::end::EndReason;
 use crate::core::enforce::{BudgetGuard, Enforcer, HoldIo, Refusal, Statement, Step, TxStatus, WaitFor, Who};
-use crate::core::registry::{SessionHandle, SessionInfo};
+use crate::core::registry::{Registered, SessionHandle, SessionInfo};
 use crate::core::sqlstate::SqlState;
 use crate::core::state::{AccountRt, Shared, State, TargetRt};
 use crate::core::summary::Summary;
@@ -29,7 +29,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,34 +68,6 @@ fn classify(policy: &Arc<crate::policy::Policy>, sql: &str) -> Arc<Classificatio
     })
 }
 
-/// Counts sessions open; dropping it closes the count.
-struct Active<'a>(&'a Shared);
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Removes the session from the registry before its sockets close.
-struct Registered<'a>(&'a Shared, u32);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.0.registry.deregister(self.1);
-    }
-}
-
-/// A session id for the greeting: what `KILL` names.
-fn session_id(shared: &Shared) -> u32 {
-    loop {
-        let id = rand::random::<u32>() & 0x7fff_ffff;
-        if id != 0 && !shared.registry.list().iter().any(|(p, _)| *p == id) {
-            return id;
-        }
-    }
-}
-
 async fn refuse(shared: &Shared, worker: usize, client: &mut MyConn, peer: SocketAddr, f: Fatal, seq: u8) {
     if !f.end.client_gone() {
         let _ = monoio::time::timeout(Duration::from_secs(1), client.write_all(f.packet(seq))).await;
@@ -111,11 +82,11 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     let client_fd = tcp.as_raw_fd();
     let started = Instant::now();
     let state = shared.state.load_full();
-    let count = shared.active.fetch_add(1, Ordering::AcqRel) + 1;
-    let _active = Active(&shared);
+    let (count, _active) = shared.enter();
     let over_limit = count > state.config.server.max_connections;
     let mut client = MyConn::new(Stream::Plain(tcp));
-    let pid = session_id(&shared);
+    // The greeting carries the id `KILL` names.
+    let pid = shared.registry.unused_id();
     let hs_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
     let login = monoio::time::timeout(
         hs_timeout,
@@ -169,17 +140,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     }
     let handle = SessionHandle::new(client_fd, shared.now());
     handle.set_upstream_fd(up.conn.stream.raw_fd());
-    let info = SessionInfo {
-        identity: identity.name.clone(),
-        target: target.cfg.name.clone(),
-        client_addr: peer.to_string(),
-        worker,
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        client_tls: tls,
-    };
+    let info = SessionInfo::new(&identity.name, &target.cfg.name, peer, worker, tls);
     if shared.registry.register_as(pid, handle.clone(), info, None).is_none() {
         let f = Fatal::new(
             SqlState::CANNOT_CONNECT_NOW,
@@ -188,7 +149,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         );
         return refuse(&shared, worker, &mut client, peer, f, seq).await;
     }
-    let _registered = Registered(&shared, pid);
+    let _registered = Registered(&shared.registry, pid);
     let mut ok = Vec::with_capacity(16);
     OkPacket {
         affected_rows: 0,
@@ -282,6 +243,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         stats: Stats::default(),
         masked_by_rule: Vec::new(),
         stopping: false,
+        rows_before: 0,
     };
     let (end, reason) = match s.run().await {
         Ok(()) => (EndReason::ClientTerminate, None),
@@ -456,6 +418,8 @@ struct Prepared {
     long_data: Vec<u16>,
     /// Column types of the last execution that left a cursor open.
     cursor_types: Option<Vec<u8>>,
+    /// Rows fetched from that cursor so far.
+    cursor_rows: u64,
 }
 
 struct Session<'a> {
@@ -487,6 +451,9 @@ struct Session<'a> {
     masked_by_rule: Vec<(u32, u64)>,
     /// The running statement is being stopped upstream (once is enough).
     stopping: bool,
+    /// Rows the client already got of the result being relayed (an open
+    /// cursor's earlier fetches), for max_rows.
+    rows_before: u64,
 }
 
 /// The client's side of a hold: MySQL has no notices, so the client just
@@ -602,12 +569,20 @@ impl Session<'_> {
                 Command::StmtPrepare => self.prepare(&payload).await?,
                 Command::StmtExecute => self.execute(&payload).await?,
                 Command::StmtFetch => {
-                    let types = stmt_id(&payload)
+                    let id = stmt_id(&payload);
+                    let cursor = id
                         .and_then(|id| self.prepared.get(&id))
-                        .and_then(|p| p.cursor_types.clone());
-                    match types {
-                        Some(column_types) => {
-                            self.forward(&payload, Shape::Fetch { column_types }).await?;
+                        .and_then(|p| Some((p.cursor_types.clone()?, p.cursor_rows)));
+                    match cursor {
+                        Some((column_types, before)) => {
+                            // max_rows counts the cursor's rows, not each fetch's.
+                            self.rows_before = before;
+                            let r = self.forward(&payload, Shape::Fetch { column_types }).await;
+                            self.rows_before = 0;
+                            let r = r?;
+                            if let Some(p) = id.and_then(|id| self.prepared.get_mut(&id)) {
+                                p.cursor_rows += r.rows;
+                            }
                         }
                         None => self.reply_err(code::UNKNOWN_COM, b"HY000", "no open cursor for this statement").await?,
                     }
@@ -880,6 +855,7 @@ impl Session<'_> {
                     bound: Vec::new(),
                     long_data: Vec::new(),
                     cursor_types: None,
+                    cursor_rows: 0,
                 },
             ) {
                 self.prepared_bytes -= old.sql.len();
@@ -936,6 +912,7 @@ impl Session<'_> {
         let r = r?;
         if let (Some(types), Some(p)) = (&r.cursor_types, self.prepared.get_mut(&id)) {
             p.cursor_types = Some(types.clone());
+            p.cursor_rows = 0;
         }
         Ok(())
     }
@@ -1129,7 +1106,7 @@ impl Session<'_> {
                 rows_sent = reader.rows;
                 self.stats.rows += 1;
                 if let Some(max) = self.max_rows {
-                    if rows_sent > max && !withheld {
+                    if self.rows_before + rows_sent > max && !withheld {
                         let msg = format!(
                             "gatehouse: the result exceeds this role's limit of {max} rows; the rest was not sent"
                         );

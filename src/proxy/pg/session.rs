@@ -19,7 +19,7 @@ use crate::core::catalog::CatalogKey;
 use crate::core::end::EndReason;
 use crate::core::enforce::CatalogAccess;
 use crate::core::enforce::{BudgetGuard, Enforcer, Who};
-use crate::core::registry::CancelTarget;
+use crate::core::registry::{CancelTarget, Registered};
 use crate::core::sqlstate::SqlState;
 use crate::core::state::{Shared, State};
 use crate::core::summary::Summary;
@@ -32,7 +32,6 @@ use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,25 +83,6 @@ impl Signal {
     }
 }
 
-/// Counts sessions open; dropping it closes the count.
-struct ActiveGuard<'a>(&'a Shared);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Removes the session from the registry; dropped before its sockets close,
-/// so a kill never touches a descriptor the session no longer owns.
-struct RegGuard<'a>(&'a Shared, u32);
-
-impl Drop for RegGuard<'_> {
-    fn drop(&mut self) {
-        self.0.registry.deregister(self.1);
-    }
-}
-
 fn shutdown_fd(fd: RawFd, how: libc::c_int) {
     // SAFETY: `fd` is a socket this session still owns (its halves are alive
     // for the whole relay); shutdown does not close it.
@@ -117,8 +97,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     let client_fd = tcp.as_raw_fd();
     let started = Instant::now();
     let state = shared.state.load_full();
-    let count = shared.active.fetch_add(1, Ordering::AcqRel) + 1;
-    let _active = ActiveGuard(&shared);
+    let (count, _active) = shared.enter();
     let over_limit = count > state.config.server.max_connections;
     let mut conn = Conn::new(Stream::Plain(tcp));
     let hs_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
@@ -436,7 +415,7 @@ async fn relay(
     let (mut cr, cw) = cstream.into_split();
     let (mut ur, uw) = ustream.into_split();
     let (cw, uw) = (Mutex::new(cw), Mutex::new(uw));
-    let reg = RegGuard(shared, pid);
+    let reg = Registered(&shared.registry, pid);
 
     let closing = Cell::new(false);
     let (client_mid, upstream_mid) = (Cell::new(false), Cell::new(false));

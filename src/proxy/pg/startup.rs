@@ -238,17 +238,7 @@ pub async fn handshake(
     if let Some(up) = &up {
         handle.set_upstream_fd(up.conn.stream.raw_fd());
     }
-    let info = SessionInfo {
-        identity: identity.name.clone(),
-        target: target.cfg.name.clone(),
-        client_addr: peer.to_string(),
-        worker,
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        client_tls: tls,
-    };
+    let info = SessionInfo::new(&identity.name, &target.cfg.name, peer, worker, tls);
     let cancel = up.as_ref().map(|up| CancelTarget {
         host: target.cfg.host.clone(),
         port: target.cfg.port,
