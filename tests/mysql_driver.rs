@@ -512,3 +512,62 @@ fn binary_rows_are_recorded_as_text() {
         "{result}"
     );
 }
+
+/// A key file in `[server] mysql_rsa_key_file` is the key clients encrypt
+/// their token to, so a client can pin it: PyMySQL with the right public
+/// key logs in without asking for one, with another key it cannot.
+#[test]
+fn a_configured_rsa_key_can_be_pinned_by_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("mysql-rsa.pem");
+    let public = dir.path().join("mysql-rsa.pub.pem");
+    let other = dir.path().join("other.pem");
+    let other_public = dir.path().join("other.pub.pem");
+    for (k, p) in [(&key, &public), (&other, &other_public)] {
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(k)
+            .status()
+            .unwrap()
+            .success()
+            && std::process::Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(k)
+                .arg("-out")
+                .arg(p)
+                .status()
+                .unwrap()
+                .success();
+        assert!(ok, "openssl");
+    }
+    let (g, port) = start_mysql(&format!("mysql_rsa_key_file = \"{}\"", key.display()), "", "");
+    let script = r#"
+import sys, pymysql
+port, token, pub = int(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
+try:
+    c = pymysql.connect(host="127.0.0.1", port=port, user="agent", password=token, database="test", server_public_key=pub)
+    cur = c.cursor(); cur.execute("SELECT 1"); print("logged in", cur.fetchone()[0])
+except pymysql.err.OperationalError as e:
+    print("refused", e.args[0])
+"#;
+    let run = |pem: &std::path::Path| {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script, &port.to_string(), TOKEN])
+            .arg(pem)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(run(&public).contains("logged in 1"), "{}\n{}", run(&public), g.log());
+    assert!(run(&other_public).contains("refused 1045"), "{}", run(&other_public));
+    // Without pinning the client fetches the same key.
+    let c = rt().block_on(async { Conn::new(opts(port, TOKEN)).await.map(|_| ()) });
+    assert!(c.is_ok(), "{c:?}");
+}

@@ -33,6 +33,10 @@ pub struct Server {
     /// Accept a cleartext password without TLS from loopback clients.
     pub allow_cleartext_on_loopback: bool,
     pub tls: Option<ServerTls>,
+    /// The RSA private key (PEM, PKCS#8 or PKCS#1, at least 2048 bits) MySQL
+    /// clients without TLS encrypt their token to; read at start. Without
+    /// it a key is made at each start, which clients cannot pin.
+    pub mysql_rsa_key_file: Option<PathBuf>,
 }
 
 impl Default for Server {
@@ -50,6 +54,7 @@ impl Default for Server {
             shutdown_timeout_secs: 30,
             allow_cleartext_on_loopback: false,
             tls: None,
+            mysql_rsa_key_file: None,
         }
     }
 }
@@ -183,6 +188,16 @@ impl Server {
         }
         if let Some(tls) = &mut self.tls {
             tls.resolve(base, "server")?;
+        }
+        if let Some(p) = &mut self.mysql_rsa_key_file {
+            // Its contents are checked when gatehouse starts.
+            *p = base.join(&*p);
+            if !p.is_file() {
+                return Err((
+                    srv("mysql_rsa_key_file"),
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
         }
         Ok(())
     }

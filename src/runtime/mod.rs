@@ -206,6 +206,9 @@ pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>
         .collect();
     let pin = config.server.pin_workers;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if let Some(key) = &config.server.mysql_rsa_key_file {
+        crate::proxy::mysql::rsa_key::load(key).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    }
     let state = State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     let shared = Shared::new(state, workers);
     let listeners = Arc::new(Listeners::default());

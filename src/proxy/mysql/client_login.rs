@@ -304,6 +304,8 @@ pub async fn accept<'s>(
         rsa_key::decrypt_password(&cipher, &nonce)
             .await
             .map_err(|_| denied(seq))?
+    } else if let Some(password) = rsa_key::decrypt_pinned(&answer, &nonce) {
+        password
     } else {
         let loopback_ok = state.config.server.allow_cleartext_on_loopback && peer.ip().is_loopback();
         if !loopback_ok {
