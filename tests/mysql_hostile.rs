@@ -491,3 +491,40 @@ fn max_rows_counts_a_cursors_rows_over_its_fetches() {
     assert!(refused, "{rows} rows fetched past max_rows = 5");
     assert!(rows <= 5, "{rows} rows reached the client");
 }
+
+/// COM_FIELD_LIST sends each column's default value: a secret in one is
+/// masked like any value.
+#[test]
+fn field_list_defaults_are_masked() {
+    let table = unique("gh_fl");
+    mariadb_direct(&format!(
+        "CREATE TABLE {table} (id INT, v VARCHAR(100) DEFAULT 'key AKIAIOSFODNN7EXAMPLE')"
+    ));
+    let (g, port) = start_mysql("", "", "");
+    let (mut s, mut buf) = login(port);
+    let mut p = vec![0x04];
+    p.extend_from_slice(table.as_bytes());
+    p.push(0);
+    let mut out = Vec::new();
+    write_message(&mut out, 0, &p);
+    s.write_all(&out).unwrap();
+    let mut defs = Vec::new();
+    loop {
+        let (_, m) = read(&mut s, &mut buf).unwrap_or_else(|| panic!("closed: {}", g.log()));
+        assert_ne!(m[0], 0xff, "{}", String::from_utf8_lossy(&m));
+        if m[0] == 0xfe && m.len() < 9 {
+            break;
+        }
+        defs.push(m);
+    }
+    assert_eq!(defs.len(), 2);
+    let all: Vec<u8> = defs.concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains("key ") && !text.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{text}"
+    );
+    // The session goes on: the definitions were framed right.
+    assert_eq!(query(&mut s, &mut buf, "SELECT 1"), 0xfe);
+    mariadb_direct(&format!("DROP TABLE {table}"));
+}

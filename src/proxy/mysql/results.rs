@@ -12,7 +12,7 @@ use crate::wire::mysql::bytes::{lenenc_int_len, put_lenenc_bytes, Reader};
 use crate::wire::mysql::response::{
     EofPacket, ErrPacket, OkPacket, EOF_HEADER, ERR_HEADER, LOCAL_INFILE_HEADER, OK_HEADER,
 };
-use crate::wire::mysql::rows::{binary_row_values, text_row_values, Column};
+use crate::wire::mysql::rows::{binary_row_values, column_definition_values, text_row_values, Column};
 use crate::wire::mysql::{status, MyWireError};
 
 /// What kind of answer a command gets.
@@ -313,7 +313,9 @@ impl Reader41 {
             }
             Stage::FieldDefs => {
                 Column::parse(p)?;
-                Ok(Act::Keep)
+                // COM_FIELD_LIST sends each column's default value: data.
+                let r = mask(Value::ColumnDefinition(p))?;
+                self.masked(r)
             }
             Stage::Done => Err(ReadFailure::Protocol(MyWireError::Malformed(
                 "a message after the end of a reply",
@@ -351,6 +353,8 @@ pub enum Value<'a> {
     TextRow(&'a [u8], usize),
     BinaryRow(&'a [u8], &'a [u8]),
     Error(&'a [u8]),
+    /// A column definition's names and default value.
+    ColumnDefinition(&'a [u8]),
 }
 
 /// Why an answer could not be read.
@@ -398,6 +402,17 @@ pub fn mask_value(
         }
         Value::TextRow(p, n) => {
             let spans = text_row_values(p, n).map_err(|e| e.to_string())?;
+            mask_spans(
+                engine,
+                applies,
+                scratch,
+                p,
+                spans.iter().map(|s| (s.range.clone(), s.textual)),
+                counted,
+            )
+        }
+        Value::ColumnDefinition(p) => {
+            let spans = column_definition_values(p).map_err(|e| e.to_string())?;
             mask_spans(
                 engine,
                 applies,

@@ -90,6 +90,39 @@ pub struct ValueSpan {
     pub textual: bool,
 }
 
+/// The strings of a column definition a secret could be in: its catalog,
+/// schema, table and column names and, in a reply to COM_FIELD_LIST, the
+/// column's default value after the fixed-length fields.
+pub fn column_definition_values(payload: &[u8]) -> Result<Vec<ValueSpan>, MyWireError> {
+    let mut r = Reader::new(payload);
+    let mut out = Vec::with_capacity(7);
+    for _ in 0..6 {
+        let len = usize::try_from(r.lenenc_int()?).map_err(|_| MyWireError::Truncated)?;
+        let start = r.position();
+        r.skip(len)?;
+        out.push(ValueSpan {
+            range: Some(start..start + len),
+            textual: true,
+        });
+    }
+    let fixed = usize::try_from(r.lenenc_int()?).map_err(|_| MyWireError::Truncated)?;
+    r.skip(fixed)?;
+    if !r.is_empty() {
+        if r.peek() == Some(NULL_MARKER) {
+            r.skip(1)?;
+        } else {
+            let len = usize::try_from(r.lenenc_int()?).map_err(|_| MyWireError::Truncated)?;
+            let start = r.position();
+            r.skip(len)?;
+            out.push(ValueSpan {
+                range: Some(start..start + len),
+                textual: true,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The values of a text-protocol row: every value is a length-encoded
 /// string or the NULL marker.
 pub fn text_row_values(payload: &[u8], columns: usize) -> Result<Vec<ValueSpan>, MyWireError> {
