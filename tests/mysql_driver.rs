@@ -408,6 +408,14 @@ unknown = "allow"
         assert_eq!(server_connection(&mut c).await, first);
         let ro: Option<i64> = c.query_first("SELECT @@session.tx_read_only").await.unwrap();
         assert_eq!(ro, Some(0));
+        // A session that changed its active role does not give its
+        // connection back (a reset leaves the role in place).
+        c.query_drop("SET ROLE NONE").await.unwrap();
+        c.disconnect().await.unwrap();
+        let mut c = Conn::new(writer()).await.unwrap();
+        let second = server_connection(&mut c).await;
+        assert_ne!(second, first, "a connection whose role was set was pooled");
+        let first = second;
         // A session that leaves mid-statement does not give its
         // connection back: the next one is a new login.
         let task = tokio::spawn(async move {

@@ -215,11 +215,31 @@ approval_timeout_secs = 30
     );
     assert_eq!(mariadb_direct(&format!("SELECT COUNT(*) FROM {table}")).trim(), "1");
     // Denied: nothing runs, and the client hears why.
+    // (--force: the client goes on after the refusal, in the same session.)
     let reviewer = decide_next(admin_port, "deny", "not today");
-    let (ok, _, err) = mariadb(port, TOKEN, &format!("DELETE FROM {table}"));
+    let mut child = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "agent"])
+        .arg(format!("-p{TOKEN}"))
+        .args(["--batch", "--skip-column-names", "--force", "test"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "DELETE FROM {table};\nSELECT 'after the refusal';").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
     reviewer.join().unwrap();
-    assert!(!ok);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not today"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("after the refusal"),
+        "{}\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(mariadb_direct(&format!("SELECT COUNT(*) FROM {table}")).trim(), "1");
     // The session is still read-only at the server after the approved write.
     let (ok, out, _) = mariadb(
@@ -300,6 +320,38 @@ approval_timeout_secs = 30
         results.iter().any(|r| r["tag"] == "OK 1"),
         "the approved INSERT: {results:?}"
     );
+    // Each result belongs to its own statement: the refused DELETE's is its
+    // error, the SELECT after it has the SELECT's row.
+    let mut checked = false;
+    for f in &sessions {
+        let recs: Vec<serde_json::Value> = std::fs::read_to_string(f)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let Some(select) = recs
+            .iter()
+            .find(|r| r["kind"] == "statement" && r["sql"] == "SELECT 'after the refusal'")
+        else {
+            continue;
+        };
+        let deny = recs
+            .iter()
+            .find(|r| r["kind"] == "statement" && r["decision"] == "deny")
+            .unwrap();
+        let result_of = |n: &serde_json::Value| recs.iter().find(|r| r["kind"] == "result" && &r["n"] == n).cloned();
+        assert!(
+            result_of(&deny["n"]).is_some_and(|r| r["error"].is_object()),
+            "{recs:?}"
+        );
+        let rows = recs.iter().find(|r| r["kind"] == "rows" && r["n"] == select["n"]);
+        assert!(
+            rows.is_some_and(|r| r.to_string().contains("after the refusal")),
+            "{recs:?}"
+        );
+        checked = true;
+    }
+    assert!(checked, "no session held the SELECT after the refusal");
     if std::env::var("GH_SHOW_RECORDING").is_ok() {
         eprintln!("{all}");
     }

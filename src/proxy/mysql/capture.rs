@@ -16,6 +16,10 @@ use crate::wire::mysql::rows::{binary_row_values, binary_value_text, text_row_va
 /// The column flag of unsigned integers.
 const UNSIGNED_FLAG: u16 = 32;
 
+/// Frames gathered beyond this many bytes go to the recorder before the
+/// answer ends.
+const SEND_AT: usize = 256 * 1024;
+
 pub struct Capture<'r> {
     rec: &'r SessionRec,
     full: bool,
@@ -56,6 +60,7 @@ impl<'r> Capture<'r> {
         }
         frame(&mut self.frames, b'T', &body);
         self.set_rows = 0;
+        self.send_some();
     }
 
     /// One row as the client got it. `binary`: COM_STMT_EXECUTE's encoding
@@ -80,8 +85,6 @@ impl<'r> Capture<'r> {
             // The relay already checked the row; nothing half-read is recorded.
             return;
         };
-        self.rec.rows.set(r + 1);
-        self.rec.bytes.set(b + payload.len() as u64);
         let mut body = Vec::with_capacity(2 + payload.len() + 4 * spans.len());
         body.extend_from_slice(&(spans.len().min(i16::MAX as usize) as i16).to_be_bytes());
         for (i, s) in spans.iter().enumerate().take(i16::MAX as usize) {
@@ -101,7 +104,37 @@ impl<'r> Capture<'r> {
             body.extend_from_slice(&(value.len().min(i32::MAX as usize) as i32).to_be_bytes());
             body.extend_from_slice(value);
         }
+        // What is recorded counts against the caps, not what the server
+        // sent (a NULL bit becomes four bytes, a double its digits).
+        if b + body.len() as u64 + 5 > self.rec.max_bytes {
+            self.rec.gap_rows.set(self.rec.gap_rows.get() + 1);
+            self.rec.gap_bytes.set(self.rec.gap_bytes.get() + body.len() as u64);
+            return;
+        }
+        self.rec.rows.set(r + 1);
+        self.rec.bytes.set(b + body.len() as u64 + 5);
         frame(&mut self.frames, b'D', &body);
+        self.send_some();
+    }
+
+    /// Sends what is gathered when it grows, so that an answer of many
+    /// result sets is never held whole.
+    fn send_some(&mut self) {
+        if self.frames.len() >= SEND_AT {
+            let frames = std::mem::take(&mut self.frames);
+            self.push(frames, Vec::new());
+        }
+    }
+
+    fn push(&self, frames: Vec<u8>, masked: Vec<(String, u64)>) {
+        self.rec.push(Ev::Server {
+            session: self.rec.session,
+            t: crate::record::now_us(),
+            frames,
+            masked,
+            gap_rows: self.rec.gap_rows.replace(0),
+            gap_bytes: self.rec.gap_bytes.replace(0),
+        });
     }
 
     /// A result set's rows ended.
@@ -138,6 +171,7 @@ impl<'r> Capture<'r> {
         frame(&mut self.frames, b'C', &body);
         self.set_rows = 0;
         self.reset_caps();
+        self.send_some();
     }
 
     fn reset_caps(&self) {
@@ -149,13 +183,32 @@ impl<'r> Capture<'r> {
     /// values masked on the way (`masked`: rule id and count).
     pub fn finish(mut self, masked: Vec<(String, u64)>) {
         frame(&mut self.frames, b'Z', b"I");
-        self.rec.push(Ev::Server {
-            session: self.rec.session,
+        let frames = std::mem::take(&mut self.frames);
+        self.push(frames, masked);
+    }
+}
+
+impl Capture<'_> {
+    /// The answer to a statement gatehouse refused: its error, and the end.
+    pub fn refused(rec: &SessionRec, message: &str) {
+        let mut frames = Vec::new();
+        crate::wire::pg::error_message(
+            &mut frames,
+            false,
+            "ERROR",
+            SqlState::INSUFFICIENT_PRIVILEGE.code(),
+            message,
+            None,
+            None,
+        );
+        frame(&mut frames, b'Z', b"I");
+        rec.push(Ev::Server {
+            session: rec.session,
             t: crate::record::now_us(),
-            frames: self.frames,
-            masked,
-            gap_rows: self.rec.gap_rows.replace(0),
-            gap_bytes: self.rec.gap_bytes.replace(0),
+            frames,
+            masked: Vec::new(),
+            gap_rows: 0,
+            gap_bytes: 0,
         });
     }
 }

@@ -88,6 +88,25 @@ pub fn sweep(generation: u64) {
     POOL.with(|p| p.borrow_mut().sweep(|k| k.generation < generation));
 }
 
+/// Words of statements whose effects COM_RESET_CONNECTION leaves in place
+/// (an active role, an XA transaction) or that run code that could cause
+/// them: a session that sent one does not give its connection back.
+const TAINTING_WORDS: [&[u8]; 4] = [b"ROLE", b"XA", b"CALL", b"EXECUTE"];
+
+/// Whether a statement's text holds one of `TAINTING_WORDS` as a word, in
+/// any case, wherever it is (comments included: erring on the side of a
+/// new login).
+pub fn taints_connection(sql: &[u8]) -> bool {
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    TAINTING_WORDS.iter().any(|w| {
+        sql.windows(w.len()).enumerate().any(|(i, win)| {
+            win.eq_ignore_ascii_case(w)
+                && (i == 0 || !ident(sql[i - 1]))
+                && sql.get(i + w.len()).is_none_or(|&b| !ident(b))
+        })
+    })
+}
+
 /// Puts a connection a session left back to a fresh session's state:
 /// COM_RESET_CONNECTION and COM_INIT_DB of `database`, sent together.
 /// True when both answered OK and nothing else is waiting.
@@ -119,5 +138,32 @@ pub async fn reset(up: &mut Upstream, database: &str) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::taints_connection;
+
+    #[test]
+    fn statements_the_reset_would_not_undo() {
+        for sql in [
+            "SET ROLE dba",
+            "set role none",
+            "XA START 'x'",
+            "call p()",
+            "/* x */ execute s",
+            "SET @a = 1; SET ROLE `r`",
+        ] {
+            assert!(taints_connection(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT roles FROM t",
+            "SELECT 1",
+            "SELECT max_xa FROM t",
+            "UPDATE t SET recall = 1",
+        ] {
+            assert!(!taints_connection(sql.as_bytes()), "{sql}");
+        }
     }
 }

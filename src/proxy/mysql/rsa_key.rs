@@ -96,7 +96,11 @@ pub fn decrypt_pinned(cipher: &[u8], nonce: &[u8]) -> Option<Vec<u8>> {
     if cipher.len() != k.private.size() {
         return None;
     }
-    unmask(k.private.decrypt(Oaep::new::<sha1::Sha1>(), cipher).ok()?, nonce).ok()
+    let plain = k
+        .private
+        .decrypt_blinded(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), cipher)
+        .ok()?;
+    unmask(plain, nonce).ok()
 }
 
 fn unmask(mut plain: Vec<u8>, nonce: &[u8]) -> Result<Vec<u8>, String> {
@@ -116,9 +120,11 @@ fn unmask(mut plain: Vec<u8>, nonce: &[u8]) -> Result<Vec<u8>, String> {
 /// (repeated), its trailing NUL taken off.
 pub async fn decrypt_password(cipher: &[u8], nonce: &[u8]) -> Result<Vec<u8>, String> {
     let k = key().await?;
+    // Blinded, so that timing many decryptions tells less of the key
+    // (RUSTSEC-2023-0071 is about the timing of RSA decryption).
     let plain = k
         .private
-        .decrypt(Oaep::new::<sha1::Sha1>(), cipher)
+        .decrypt_blinded(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), cipher)
         .map_err(|_| "the encrypted password could not be decrypted".to_string())?;
     unmask(plain, nonce)
 }

@@ -122,22 +122,31 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         capabilities: upstream::passed_capabilities(caps, local_files),
         collation: upstream::login_collation(collation),
     });
-    let kept = pool_key.as_ref().and_then(pool::take);
-    let mut up = match kept {
-        Some(up) => up,
-        None => match upstream::connect(target, account, caps, collation, local_files).await {
-            Ok(up) => up,
-            Err(f) => return refuse(&shared, worker, &mut client, peer, f, seq).await,
-        },
-    };
-    if read_only {
-        // A second net under the policy: the server itself refuses writes
-        // of a read-only role's session; an approved write runs in a
-        // read-write transaction of its own.
-        if let Err(f) = simple_statement(&mut up, "SET SESSION TRANSACTION READ ONLY", &target.cfg.name).await {
-            return refuse(&shared, worker, &mut client, peer, f, seq).await;
+    // A kept connection first; one that fails its first statement (it died
+    // idle) is dropped for a new login.
+    let mut kept = pool_key.as_ref().and_then(pool::take);
+    let up = loop {
+        let fresh = kept.is_none();
+        let mut up = match kept.take() {
+            Some(up) => up,
+            None => match upstream::connect(target, account, caps, collation, local_files).await {
+                Ok(up) => up,
+                Err(f) => return refuse(&shared, worker, &mut client, peer, f, seq).await,
+            },
+        };
+        if read_only {
+            // A second net under the policy: the server itself refuses writes
+            // of a read-only role's session; an approved write runs in a
+            // read-write transaction of its own.
+            if let Err(f) = simple_statement(&mut up, "SET SESSION TRANSACTION READ ONLY", &target.cfg.name).await {
+                if fresh {
+                    return refuse(&shared, worker, &mut client, peer, f, seq).await;
+                }
+                continue;
+            }
         }
-    }
+        break up;
+    };
     let handle = SessionHandle::new(client_fd, shared.now());
     handle.set_upstream_fd(up.conn.stream.raw_fd());
     let info = SessionInfo::new(&identity.name, &target.cfg.name, peer, worker, tls);
@@ -149,7 +158,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         );
         return refuse(&shared, worker, &mut client, peer, f, seq).await;
     }
-    let _registered = Registered(&shared.registry, pid);
+    let registered = Registered(&shared.registry, pid);
     let mut ok = Vec::with_capacity(16);
     OkPacket {
         affected_rows: 0,
@@ -244,6 +253,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         masked_by_rule: Vec::new(),
         stopping: false,
         rows_before: 0,
+        tainted: false,
     };
     let (end, reason) = match s.run().await {
         Ok(()) => (EndReason::ClientTerminate, None),
@@ -264,7 +274,12 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         .collect::<Vec<_>>()
         .join(",");
     let stats = std::mem::take(&mut s.stats);
-    let Session { up, .. } = s;
+    let Session { up, tainted, .. } = s;
+    // Out of the registry first: a kill of this session must not reach the
+    // upstream socket once another session may hold it.
+    handle.set_upstream_fd(-1);
+    drop(registered);
+    let reusable = reusable && !tainted;
     leave_upstream(up, reusable.then_some(pool_key).flatten(), target).await;
     Summary {
         session: pid,
@@ -454,6 +469,9 @@ struct Session<'a> {
     /// Rows the client already got of the result being relayed (an open
     /// cursor's earlier fetches), for max_rows.
     rows_before: u64,
+    /// The session did something a reset does not undo: its upstream
+    /// connection is not pooled (`pool::taints_connection`).
+    tainted: bool,
 }
 
 /// The client's side of a hold: MySQL has no notices, so the client just
@@ -572,9 +590,15 @@ impl Session<'_> {
                     let id = stmt_id(&payload);
                     let cursor = id
                         .and_then(|id| self.prepared.get(&id))
-                        .and_then(|p| Some((p.cursor_types.clone()?, p.cursor_rows)));
+                        .and_then(|p| Some((p.cursor_types.clone()?, p.cursor_rows, p.sql.clone(), p.class.clone())));
                     match cursor {
-                        Some((column_types, before)) => {
+                        Some((column_types, before, sql, class)) => {
+                            // Each fetch is recorded as a statement of its
+                            // own, so its rows have somewhere to go.
+                            if self.rec.is_some() {
+                                let text: Arc<str> = Arc::from(format!("/* COM_STMT_FETCH */ {sql}"));
+                                self.record_client(&text, class.as_ref(), None);
+                            }
                             // max_rows counts the cursor's rows, not each fetch's.
                             self.rows_before = before;
                             let r = self.forward(&payload, Shape::Fetch { column_types }).await;
@@ -613,7 +637,11 @@ impl Session<'_> {
                     }
                     self.forward(&payload, Shape::Single).await?;
                 }
-                Command::Ping | Command::SetOption | Command::Statistics => {
+                Command::SetOption => {
+                    self.tainted = true;
+                    self.forward(&payload, Shape::Single).await?;
+                }
+                Command::Ping | Command::Statistics => {
                     self.forward(&payload, Shape::Single).await?;
                 }
                 Command::ResetConnection if self.enforcer.as_ref().is_some_and(|e| e.read_only) => {
@@ -776,6 +804,7 @@ impl Session<'_> {
         if let Some(k) = kill::parse(sql) {
             return self.kill(k).await;
         }
+        self.tainted |= pool::taints_connection(raw);
         let sql_owned: Arc<str> = Arc::from(if sql.is_empty() {
             String::from_utf8_lossy(raw).into_owned()
         } else {
@@ -784,17 +813,17 @@ impl Session<'_> {
         if let Some(rule) = self.client_secret(raw) {
             self.stats.client_secrets += 1;
             let msg = format!("gatehouse: statement refused: it carries a secret ({rule})");
-            self.record_client(&sql_owned, None, Some(&msg));
+            self.record_refusal(&sql_owned, None, &msg);
             return self.reply_err(code::SPECIFIC_ACCESS_DENIED, b"42000", &msg).await;
         }
         let class = self.state.policy.as_ref().map(|p| classify(p, sql));
         if let Some(c) = &class {
             if let Some(msg) = self.database_switch(c, sql) {
-                self.record_client(&sql_owned, Some(c), Some(&msg));
+                self.record_refusal(&sql_owned, Some(c), &msg);
                 return self.reply_err(code::DBACCESS_DENIED, b"42000", &msg).await;
             }
             if let Decided::Refused(msg) = self.decide(c, sql).await {
-                self.record_client(&sql_owned, Some(c), Some(&msg));
+                self.record_refusal(&sql_owned, Some(c), &msg);
                 return self.reply_err(code::SPECIFIC_ACCESS_DENIED, b"42000", &msg).await;
             }
         }
@@ -809,6 +838,7 @@ impl Session<'_> {
     /// COM_STMT_PREPARE: the text is classified and kept under the id the
     /// server gives it; the decision is taken at each execution.
     async fn prepare(&mut self, payload: &[u8]) -> Result<(), Fatal> {
+        self.tainted |= pool::taints_connection(&payload[1..]);
         let sql: Arc<str> = Arc::from(String::from_utf8_lossy(&payload[1..]).into_owned());
         if let Some(rule) = self.client_secret(&payload[1..]) {
             self.stats.client_secrets += 1;
@@ -883,31 +913,33 @@ impl Session<'_> {
                 .await;
         };
         let (sql, class, count) = (p.sql.clone(), p.class.clone(), p.params as usize);
-        if let Some(p) = self.prepared.get_mut(&id) {
-            // Types bound now serve later executions that bind none.
-            if bind_types(payload, count, &mut p.bound).is_err() {
-                return self
-                    .reply_err(code::UNKNOWN_COM, b"08S01", "malformed COM_STMT_EXECUTE")
-                    .await;
-            }
+        // The server's state of this statement (types bound, long data
+        // sent) changes only when an execution reaches it: what this one
+        // binds is worked out on copies, kept once it is sent.
+        let mut bound = p.bound.clone();
+        let long_data = p.long_data.clone();
+        if bind_types(payload, count, &mut bound).is_err() {
+            return self
+                .reply_err(code::UNKNOWN_COM, b"08S01", "malformed COM_STMT_EXECUTE")
+                .await;
         }
-        let (bound, long_data) = self
-            .prepared
-            .get_mut(&id)
-            .map(|p| (p.bound.clone(), std::mem::take(&mut p.long_data)))
-            .unwrap_or_default();
         if let Some(c) = &class {
             // What a reviewer reads: the values this execution binds.
             let params = || shown_params(payload, count, &bound, &long_data);
             if let Decided::Refused(msg) = self.decide_with(c, &sql, Some(&params)).await {
-                self.record_client(&sql, Some(c), Some(&msg));
+                self.record_refusal(&sql, Some(c), &msg);
                 return self.reply_err(code::SPECIFIC_ACCESS_DENIED, b"42000", &msg).await;
             }
         }
         self.record_client(&sql, class.as_ref(), None);
         self.open_read_write().await?;
         self.stats.statements += 1;
-        let r = self.forward(payload, Shape::Results { binary: true }).await;
+        self.send_upstream(payload).await?;
+        if let Some(p) = self.prepared.get_mut(&id) {
+            p.bound = bound;
+            p.long_data.clear();
+        }
+        let r = self.relay_answer(Shape::Results { binary: true }).await;
         self.close_read_write();
         let r = r?;
         if let (Some(types), Some(p)) = (&r.cursor_types, self.prepared.get_mut(&id)) {
@@ -1126,7 +1158,18 @@ impl Session<'_> {
             }
             if let (Some(c), false) = (capture.as_mut(), withheld) {
                 match reader.event {
-                    Event::ColumnsDone => c.columns(&reader.names),
+                    Event::ColumnsDone => match self.engine {
+                        // A column named by its expression can carry a value.
+                        Some(e) => {
+                            let names: Vec<Vec<u8>> = reader
+                                .names
+                                .iter()
+                                .map(|n| e.mask_text(&String::from_utf8_lossy(n)).into_bytes())
+                                .collect();
+                            c.columns(&names)
+                        }
+                        None => c.columns(&reader.names),
+                    },
                     Event::Row => {
                         let sent: &[u8] = match &act {
                             Act::Replace(new) => new,
@@ -1256,6 +1299,16 @@ impl Session<'_> {
 
     /// What the recording keeps of a client statement: its text as a
     /// query, the class, and gatehouse's refusal if any.
+    /// A statement gatehouse refused: recorded with the refusal, and its
+    /// answer (the error the client got) so that later answers stay with
+    /// their own statements.
+    fn record_refusal(&self, sql: &Arc<str>, class: Option<&Arc<Classification>>, message: &str) {
+        self.record_client(sql, class, Some(message));
+        if let Some(rec) = self.rec {
+            Capture::refused(rec, message);
+        }
+    }
+
     fn record_client(&self, sql: &Arc<str>, class: Option<&Arc<Classification>>, refused: Option<&str>) {
         let Some(rec) = self.rec else { return };
         let mut frames = Vec::with_capacity(sql.len() + 8);

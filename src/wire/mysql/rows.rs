@@ -249,8 +249,8 @@ pub fn binary_value_text(column_type: u8, unsigned: bool, b: &[u8]) -> String {
         types::SHORT | types::YEAR if b.len() == 2 => int(2),
         types::LONG | types::INT24 if b.len() == 4 => int(4),
         types::LONGLONG if b.len() == 8 => int(8),
-        types::FLOAT if b.len() == 4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]).to_string(),
-        types::DOUBLE if b.len() == 8 => f64::from_bits(le(8)).to_string(),
+        types::FLOAT if b.len() == 4 => float_text(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64),
+        types::DOUBLE if b.len() == 8 => float_text(f64::from_bits(le(8))),
         types::DATE | types::DATETIME | types::TIMESTAMP | types::NEWDATE | types::DATETIME2 | types::TIMESTAMP2 => {
             let date_only = matches!(column_type, types::DATE | types::NEWDATE);
             if b.len() < 4 {
@@ -303,6 +303,16 @@ pub fn bind_types(payload: &[u8], count: usize, bound: &mut Vec<(u8, bool)>) -> 
     Ok(())
 }
 
+/// A floating-point value as the server writes one: an exponent for the
+/// very large and very small (never hundreds of digits).
+fn float_text(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && (v.abs() >= 1e15 || v.abs() < 1e-4) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 /// One parameter of a COM_STMT_EXECUTE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Param {
@@ -352,6 +362,13 @@ pub fn execute_params(
             out.push(Param::LongData);
             continue;
         }
+        if matches!(t, types::NEWDATE | types::TIMESTAMP2 | types::DATETIME2 | types::TIME2) {
+            // Types a server does not take as parameters the way rows send
+            // them: what it would read cannot be told.
+            return Err(MyWireError::Unsupported(
+                "a parameter type the server reads its own way",
+            ));
+        }
         let (len, textual) = value_size(&mut r, t)?;
         let b = r.bytes(len)?;
         out.push(Param::Value(if textual {
@@ -359,6 +376,11 @@ pub fn execute_params(
         } else {
             binary_value_text(t, unsigned, b).into_bytes()
         }));
+    }
+    if !r.is_empty() {
+        // Bytes the server would not read as these parameters: what a
+        // reviewer is shown would not be what runs.
+        return Err(MyWireError::Malformed("bytes after the last parameter"));
     }
     Ok(out)
 }
@@ -382,6 +404,14 @@ mod tests {
             i64::MIN.to_string()
         );
         assert_eq!(binary_value_text(types::DOUBLE, false, &1.5f64.to_le_bytes()), "1.5");
+        assert_eq!(
+            binary_value_text(types::DOUBLE, false, &1e308f64.to_le_bytes()),
+            "1e308"
+        );
+        assert_eq!(
+            binary_value_text(types::DOUBLE, false, &(-2.5e-7f64).to_le_bytes()),
+            "-2.5e-7"
+        );
         assert_eq!(
             binary_value_text(types::DATE, false, &[0xea, 0x07, 12, 4]),
             "2026-12-04"
