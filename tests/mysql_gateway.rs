@@ -127,36 +127,6 @@ unknown = "deny"
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "no row was deleted");
 }
 
-const ADMIN: &str = "mysql-admin-token-1111";
-const APPROVER: &str = "mysql-approver-token-2222";
-
-/// The next pending review, decided with `verdict` ("approve"/"deny").
-fn decide_next(admin_port: u16, verdict: &'static str, reason: &'static str) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        for _ in 0..400 {
-            let (_, body) = http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let pending = v["reviews"]
-                .as_array()
-                .and_then(|a| a.iter().find(|r| r["status"]["state"] == "pending").cloned());
-            if let Some(r) = pending {
-                let id = r["id"].as_str().unwrap().to_string();
-                let (st, body) = http(
-                    admin_port,
-                    "POST",
-                    &format!("/api/v1/reviews/{id}/{verdict}"),
-                    APPROVER,
-                    &format!("{{\"reason\":\"{reason}\"}}"),
-                );
-                assert_eq!(st, 200, "{body}");
-                return r.to_string();
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("no review opened");
-    })
-}
-
 #[test]
 fn holds_are_approved_or_denied_and_the_session_is_recorded() {
     let table = unique("gh_myhold");

@@ -528,3 +528,83 @@ fn field_list_defaults_are_masked() {
     assert_eq!(query(&mut s, &mut buf, "SELECT 1"), 0xfe);
     mariadb_direct(&format!("DROP TABLE {table}"));
 }
+
+/// A refused COM_STMT_EXECUTE never reaches the server, so the long data
+/// and parameter types the server holds for the statement stay as they
+/// were: the next execution's review must not show values the server would
+/// not run (here the server would take parameter 0 from the long data and
+/// read the payload's first value as parameter 1).
+#[test]
+fn a_refused_execution_cannot_make_the_next_review_lie() {
+    let table = unique("gh_desync");
+    mariadb_direct(&format!(
+        "CREATE TABLE {table} (id INT, v TEXT); INSERT INTO {table} VALUES (42, 'x')"
+    ));
+    let admin_port = free_port();
+    let (g, port) = start_mysql(
+        "",
+        "",
+        &format!(
+            "{}\n[policy]\ndefault_role = \"agent\"\n[policy.roles.agent]\nread = \"allow\"\nwrite = \"approve\"\napprovers = [\"approver\"]\napproval_timeout_secs = 30\n",
+            admin_section(admin_port)
+        ),
+    );
+    let (mut s, mut buf) = login(port);
+    let send = |s: &mut TcpStream, payload: &[u8]| {
+        let mut out = Vec::new();
+        write_message(&mut out, 0, payload);
+        s.write_all(&out).unwrap();
+    };
+    let mut p = vec![0x16];
+    p.extend_from_slice(format!("UPDATE {table} SET v = ? WHERE id = ?").as_bytes());
+    send(&mut s, &p);
+    let (_, ok) = read(&mut s, &mut buf).unwrap();
+    assert_eq!(ok[0], 0, "{}", String::from_utf8_lossy(&ok));
+    let id = [ok[1], ok[2], ok[3], ok[4]];
+    let params = u16::from_le_bytes([ok[7], ok[8]]);
+    assert_eq!(params, 2);
+    for _ in 0..params + 1 {
+        read(&mut s, &mut buf).unwrap();
+    }
+    // Parameter 0 sent as long data: 'admin'.
+    let mut p = vec![0x18];
+    p.extend_from_slice(&id);
+    p.extend_from_slice(&0u16.to_le_bytes());
+    p.extend_from_slice(b"admin");
+    send(&mut s, &p);
+    // An execution the reviewer denies.
+    let execute = |values: &[u8]| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id);
+        p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 253, 0, 3, 0]);
+        p.extend_from_slice(values);
+        p
+    };
+    let reviewer = decide_next(admin_port, "deny", "no");
+    send(&mut s, &execute(&42i32.to_le_bytes()));
+    let (_, e) = read(&mut s, &mut buf).unwrap();
+    assert_eq!(e[0], 0xff);
+    let first: serde_json::Value = serde_json::from_str(&reviewer.join().unwrap()).unwrap();
+    assert_eq!(first["params"][0], "(sent with COM_STMT_SEND_LONG_DATA)", "{first}");
+    assert_eq!(first["params"][1], "42", "{first}");
+    // The next execution carries 'user' and 42 in its payload; the server
+    // still has 'admin' as parameter 0. The reviewer must not see 'user'.
+    let mut values = vec![4];
+    values.extend_from_slice(b"user");
+    values.extend_from_slice(&42i32.to_le_bytes());
+    let reviewer = decide_next(admin_port, "deny", "no");
+    send(&mut s, &execute(&values));
+    let (_, e) = read(&mut s, &mut buf).unwrap();
+    assert_eq!(e[0], 0xff);
+    let second: serde_json::Value = serde_json::from_str(&reviewer.join().unwrap()).unwrap();
+    let shown = second["params"].to_string();
+    assert!(
+        !shown.contains("user"),
+        "the review shows a value the server would not run: {second}"
+    );
+    assert!(shown.contains("unreadable"), "{second}\n{}", g.log());
+    assert_eq!(
+        mariadb_direct(&format!("SELECT v FROM {table}; DROP TABLE {table}")).trim(),
+        "x"
+    );
+}

@@ -408,3 +408,45 @@ pub fn test_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::pat
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
     (paths.0, paths.1, paths.2)
 }
+
+/// Tokens of the admin API in tests that hold statements: an admin and an
+/// approver (role `approver`).
+pub const ADMIN: &str = "mysql-admin-token-1111";
+pub const APPROVER: &str = "mysql-approver-token-2222";
+
+/// `[admin]` on `admin_port` with the `ADMIN` and `APPROVER` tokens.
+pub fn admin_section(admin_port: u16) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[[admin.token]]\nname = \"ops\"\ntoken_hash = \"{}\"\nroles = [\"admin\"]\n[[admin.token]]\nname = \"reviewer\"\ntoken_hash = \"{}\"\nroles = [\"approver\"]\n",
+        token_hash(ADMIN),
+        token_hash(APPROVER)
+    )
+}
+
+/// The next pending review, decided with `verdict` ("approve"/"deny") by
+/// `APPROVER`; the thread returns the review as JSON.
+pub fn decide_next(admin_port: u16, verdict: &'static str, reason: &'static str) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        for _ in 0..400 {
+            let (_, body) = http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let pending = v["reviews"]
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["status"]["state"] == "pending").cloned());
+            if let Some(r) = pending {
+                let id = r["id"].as_str().unwrap().to_string();
+                let (st, body) = http(
+                    admin_port,
+                    "POST",
+                    &format!("/api/v1/reviews/{id}/{verdict}"),
+                    APPROVER,
+                    &format!("{{\"reason\":\"{reason}\"}}"),
+                );
+                assert_eq!(st, 200, "{body}");
+                return r.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no review opened");
+    })
+}
