@@ -142,17 +142,7 @@ dir = "rec"
 results = "full"
 sync_interval_ms = 50
 
-[admin]
-listen = "127.0.0.1:{admin_port}"
-[[admin.token]]
-name = "ops"
-token_hash = "{}"
-roles = ["admin"]
-[[admin.token]]
-name = "reviewer"
-token_hash = "{}"
-roles = ["approver"]
-
+{admin}
 [policy]
 default_role = "agent"
 [policy.roles.agent]
@@ -165,8 +155,7 @@ unknown = "deny"
 approvers = ["approver"]
 approval_timeout_secs = 30
 "#,
-            token_hash(ADMIN),
-            token_hash(APPROVER)
+            admin = admin_section(admin_port)
         ),
     );
     // Approved: the write runs (read-write for it alone) and the review
@@ -356,17 +345,7 @@ fn a_held_prepared_statement_shows_its_parameters() {
         "",
         &format!(
             r#"
-[admin]
-listen = "127.0.0.1:{admin_port}"
-[[admin.token]]
-name = "ops"
-token_hash = "{}"
-roles = ["admin"]
-[[admin.token]]
-name = "reviewer"
-token_hash = "{}"
-roles = ["approver"]
-
+{admin}
 [policy]
 default_role = "agent"
 [policy.roles.agent]
@@ -376,8 +355,7 @@ delete = "approve"
 approvers = ["approver"]
 approval_timeout_secs = 30
 "#,
-            token_hash(ADMIN),
-            token_hash(APPROVER)
+            admin = admin_section(admin_port)
         ),
     );
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -15,9 +15,37 @@ pub fn token_hash(token: &str) -> String {
     gatehouse::identity::hash_token(token.as_bytes())
 }
 
+/// A port nothing listens on, for a gatehouse (or fake server) to bind.
+///
+/// Asking the kernel for port 0 and releasing it races twice over: the next
+/// request in this process may get the same port back (a listener and an
+/// admin API on one port), and any outgoing connection on the machine may
+/// take it as its local port. So ports come from below the ephemeral range
+/// (32768–60999 here), at random, never twice in one test process, and only
+/// after a bind shows them free.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+    static ISSUED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+    let issued = issued.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_usize(issued.len());
+        let port = LOW + (h.finish() % u64::from(SPAN)) as u16;
+        if issued.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            issued.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// PostgreSQL on this machine (trust auth) as the default upstream.

@@ -253,7 +253,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         masked_by_rule: Vec::new(),
         stopping: false,
         rows_before: 0,
-        tainted: false,
+        poolable: pool_key.is_some(),
     };
     let (end, reason) = match s.run().await {
         Ok(()) => (EndReason::ClientTerminate, None),
@@ -274,12 +274,12 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         .collect::<Vec<_>>()
         .join(",");
     let stats = std::mem::take(&mut s.stats);
-    let Session { up, tainted, .. } = s;
+    let Session { up, poolable, .. } = s;
     // Out of the registry first: a kill of this session must not reach the
     // upstream socket once another session may hold it.
     handle.set_upstream_fd(-1);
     drop(registered);
-    let reusable = reusable && !tainted;
+    let reusable = reusable && poolable;
     leave_upstream(up, reusable.then_some(pool_key).flatten(), target).await;
     Summary {
         session: pid,
@@ -469,9 +469,10 @@ struct Session<'a> {
     /// Rows the client already got of the result being relayed (an open
     /// cursor's earlier fetches), for max_rows.
     rows_before: u64,
-    /// The session did something a reset does not undo: its upstream
-    /// connection is not pooled (`pool::taints_connection`).
-    tainted: bool,
+    /// The upstream connection may go back to the pool at the end: the
+    /// target pools, and the session has done nothing a reset does not
+    /// undo (`pool::taints_connection`, COM_SET_OPTION).
+    poolable: bool,
 }
 
 /// The client's side of a hold: MySQL has no notices, so the client just
@@ -638,7 +639,7 @@ impl Session<'_> {
                     self.forward(&payload, Shape::Single).await?;
                 }
                 Command::SetOption => {
-                    self.tainted = true;
+                    self.poolable = false;
                     self.forward(&payload, Shape::Single).await?;
                 }
                 Command::Ping | Command::Statistics => {
@@ -804,7 +805,7 @@ impl Session<'_> {
         if let Some(k) = kill::parse(sql) {
             return self.kill(k).await;
         }
-        self.tainted |= pool::taints_connection(raw);
+        self.note_taint(raw);
         let sql_owned: Arc<str> = Arc::from(if sql.is_empty() {
             String::from_utf8_lossy(raw).into_owned()
         } else {
@@ -838,7 +839,7 @@ impl Session<'_> {
     /// COM_STMT_PREPARE: the text is classified and kept under the id the
     /// server gives it; the decision is taken at each execution.
     async fn prepare(&mut self, payload: &[u8]) -> Result<(), Fatal> {
-        self.tainted |= pool::taints_connection(&payload[1..]);
+        self.note_taint(&payload[1..]);
         let sql: Arc<str> = Arc::from(String::from_utf8_lossy(&payload[1..]).into_owned());
         if let Some(rule) = self.client_secret(&payload[1..]) {
             self.stats.client_secrets += 1;
@@ -913,20 +914,30 @@ impl Session<'_> {
                 .await;
         };
         let (sql, class, count) = (p.sql.clone(), p.class.clone(), p.params as usize);
-        // The server's state of this statement (types bound, long data
-        // sent) changes only when an execution reaches it: what this one
-        // binds is worked out on copies, kept once it is sent.
-        let mut bound = p.bound.clone();
-        let long_data = p.long_data.clone();
-        if bind_types(payload, count, &mut bound).is_err() {
+        let Ok(new_types) = bind_types(payload, count) else {
             return self
                 .reply_err(code::UNKNOWN_COM, b"08S01", "malformed COM_STMT_EXECUTE")
                 .await;
-        }
+        };
         if let Some(c) = &class {
-            // What a reviewer reads: the values this execution binds.
-            let params = || shown_params(payload, count, &bound, &long_data);
-            if let Decided::Refused(msg) = self.decide_with(c, &sql, Some(&params)).await {
+            // The server's state of this statement (types bound, long data
+            // sent) changes only when an execution reaches it: it is taken
+            // out while the policy decides and put back if this one is
+            // refused.
+            let (old_types, long_data) = match self.prepared.get_mut(&id) {
+                Some(p) => (std::mem::take(&mut p.bound), std::mem::take(&mut p.long_data)),
+                None => Default::default(),
+            };
+            let decided = {
+                // What a reviewer reads: the values this execution binds.
+                let bound = new_types.as_deref().unwrap_or(&old_types);
+                let params = || shown_params(payload, count, bound, &long_data);
+                self.decide_with(c, &sql, Some(&params)).await
+            };
+            if let Some(p) = self.prepared.get_mut(&id) {
+                (p.bound, p.long_data) = (old_types, long_data);
+            }
+            if let Decided::Refused(msg) = decided {
                 self.record_refusal(&sql, Some(c), &msg);
                 return self.reply_err(code::SPECIFIC_ACCESS_DENIED, b"42000", &msg).await;
             }
@@ -936,7 +947,9 @@ impl Session<'_> {
         self.stats.statements += 1;
         self.send_upstream(payload).await?;
         if let Some(p) = self.prepared.get_mut(&id) {
-            p.bound = bound;
+            if let Some(types) = new_types {
+                p.bound = types;
+            }
             p.long_data.clear();
         }
         let r = self.relay_answer(Shape::Results { binary: true }).await;
@@ -947,6 +960,14 @@ impl Session<'_> {
             p.cursor_rows = 0;
         }
         Ok(())
+    }
+
+    /// A statement whose effects a reset leaves in place keeps the
+    /// connection out of the pool (scanned only while it could go back).
+    fn note_taint(&mut self, sql: &[u8]) {
+        if self.poolable && pool::taints_connection(sql) {
+            self.poolable = false;
+        }
     }
 
     /// A secret in a client's statement, when such statements are refused.

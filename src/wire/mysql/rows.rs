@@ -283,24 +283,24 @@ pub fn binary_value_text(column_type: u8, unsigned: bool, b: &[u8]) -> String {
     }
 }
 
-/// Reads the parameter types a COM_STMT_EXECUTE binds, if it binds new
-/// ones, into `bound` (see [`execute_params`]); the values are not read.
-pub fn bind_types(payload: &[u8], count: usize, bound: &mut Vec<(u8, bool)>) -> Result<(), MyWireError> {
+/// The parameter types a COM_STMT_EXECUTE binds, if it binds new ones
+/// (see [`execute_params`]); the values are not read.
+pub fn bind_types(payload: &[u8], count: usize) -> Result<Option<Vec<(u8, bool)>>, MyWireError> {
     if count == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let mut r = Reader::new(payload);
     r.skip(1 + 4 + 1 + 4 + count.div_ceil(8))?;
-    if r.u8()? == 1 {
-        let mut types = Vec::with_capacity(count);
-        for _ in 0..count {
-            let t = r.u8()?;
-            let flags = r.u8()?;
-            types.push((t, flags & 0x80 != 0));
-        }
-        *bound = types;
+    if r.u8()? != 1 {
+        return Ok(None);
     }
-    Ok(())
+    let mut types = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = r.u8()?;
+        let flags = r.u8()?;
+        types.push((t, flags & 0x80 != 0));
+    }
+    Ok(Some(types))
 }
 
 /// A floating-point value as the server writes one: an exponent for the
