@@ -57,6 +57,30 @@ fn ordinary_rows(target: usize) -> Vec<u8> {
     out
 }
 
+/// sysbench's `c` column as its range reads return it, one value per line
+/// (as `find_in_values` lays values out): ten groups of eleven digits
+/// joined by dashes. Long digit runs are what card-number and key-shaped
+/// patterns look at first.
+fn digit_group_values(target: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(target + 128);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    while out.len() < target {
+        for g in 0..10 {
+            if g > 0 {
+                out.push(b'-');
+            }
+            for _ in 0..11 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                out.push(b'0' + (x % 10) as u8);
+            }
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let rules = assemble(None, &[], Vec::new()).expect("built-in rules");
     let engine = Engine::new(&rules, [0; 32]).expect("rules compile");
@@ -77,6 +101,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             hits.clear();
             engine.scan(black_box(&plain), &mut hits).expect("scan");
+            hits.len()
+        })
+    });
+    let digits = digit_group_values(64 * 1024);
+    g.throughput(Throughput::Bytes(digits.len() as u64));
+    g.bench_function("digit_group_values_64k", |b| {
+        b.iter(|| {
+            hits.clear();
+            engine.scan(black_box(&digits), &mut hits).expect("scan");
+            hits.len()
+        })
+    });
+    // One point select's value: what a call costs before its bytes do.
+    let one = &digits[..120];
+    g.throughput(Throughput::Bytes(one.len() as u64));
+    g.bench_function("one_value_120b", |b| {
+        b.iter(|| {
+            hits.clear();
+            engine.scan(black_box(one), &mut hits).expect("scan");
             hits.len()
         })
     });

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Side-by-side MySQL data-path benchmark: MariaDB direct vs through
-# gatehouse (secret masking on, a policy that classifies every statement),
-# with Debian's sysbench: oltp_point_select and oltp_read_only, prepared
-# statements (sysbench's default), at 32 and 1 threads.
+# gatehouse (secret masking on, a policy that classifies every statement)
+# vs through HAProxy in TCP mode (a relay that only copies bytes: the
+# reference for what one more hop costs on this machine, as PgBouncer is on
+# the PostgreSQL side), with Debian's sysbench: oltp_point_select and
+# oltp_read_only, prepared statements (sysbench's default), at 32 and 1
+# threads.
 #
 #   loadtest/mysql-compare.sh                 # defaults: 3 rounds x 10 s
 #   loadtest/mysql-compare.sh -T 5 -r 2 -c 32
 #
 # Everything talks to 127.0.0.1 only, without TLS. Rounds are interleaved
-# (direct, gatehouse; then again) so drift hits both alike. For each run the
-# script records queries per second, mean time per query (threads ÷ rate) and
-# gatehouse's CPU time (utime+stime from /proc/<pid>/stat, all threads) per
-# query. Output: a markdown table of medians on stdout and under
+# (direct, gatehouse, relay; then again) so drift hits all alike. For each
+# run the script records queries per second, mean time per query (threads ÷
+# rate) and the proxy's CPU time (utime+stime from /proc/<pid>/stat, all
+# threads) per query. Output: a markdown table of medians on stdout and under
 # loadtest/results/ (with the raw runs as JSON lines).
 #
 # Options (flag or environment variable):
@@ -26,6 +29,8 @@
 #   GH_BIN       gatehouse binary (default target/release/gatehouse, built if needed)
 #   GH_SKIP_BUILD 1 = do not run cargo build
 #   GH_PORT      gatehouse's MySQL listener (3317); MY_PORT MariaDB (3306)
+#   RELAY        on | off: the HAProxy reference (on when haproxy is installed)
+#   RELAY_PORT   its listener (3318); it runs as many threads as gatehouse workers
 #   BENCH_DB     database (gh_sysbench); TABLES (4), TABLE_SIZE (10000)
 #   KEEP_TMP     1 = keep the temp dir (configuration, log)
 
@@ -44,6 +49,11 @@ TABLE_SIZE=${TABLE_SIZE:-10000}
 GH_WORKERS=${GH_WORKERS:-$(nproc)}
 GH_SCAN=${GH_SCAN:-on}
 GH_POLICY=${GH_POLICY:-on}
+RELAY_PORT=${RELAY_PORT:-3318}
+if [ -z "${RELAY:-}" ]; then
+  RELAY=off
+  command -v haproxy >/dev/null && RELAY=on
+fi
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 while getopts "T:r:c:w:l:h" o; do
@@ -71,8 +81,10 @@ fi
 
 TMP=$(mktemp -d)
 GH_PID=""
+RELAY_PID=""
 cleanup() {
   [ -n "$GH_PID" ] && kill "$GH_PID" 2>/dev/null && wait "$GH_PID" 2>/dev/null || true
+  [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
   [ "${KEEP_TMP:-0}" = 1 ] && echo "kept $TMP" >&2 || rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -139,6 +151,26 @@ for _ in $(seq 1 200); do
   sleep 0.05
 done
 
+TARGETS="direct gatehouse"
+if [ "$RELAY" = on ]; then
+  cat > "$TMP/haproxy.cfg" <<EOF
+global
+    nbthread $GH_WORKERS
+    maxconn 2000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen mysql
+    bind 127.0.0.1:$RELAY_PORT
+    server db 127.0.0.1:$MY_PORT
+EOF
+  haproxy -f "$TMP/haproxy.cfg" -D -p "$TMP/haproxy.pid"
+  RELAY_PID=$(cat "$TMP/haproxy.pid")
+  TARGETS="direct gatehouse relay"
+fi
+
 # utime+stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
@@ -150,20 +182,25 @@ RAW=loadtest/results/mysql-compare-$STAMP${LABEL:+-$LABEL}.jsonl
 
 run_one() { # target test clients round
   local target=$1 test=$2 clients=$3 round=$4 port user pw
-  if [ "$target" = direct ]; then port=$MY_PORT; user=root; pw=""; else port=$GH_PORT; user=bench; pw=$TOKEN; fi
+  local pid=""
+  case $target in
+    direct) port=$MY_PORT; user=root; pw="" ;;
+    gatehouse) port=$GH_PORT; user=bench; pw=$TOKEN; pid=$GH_PID ;;
+    relay) port=$RELAY_PORT; user=root; pw=""; pid=$RELAY_PID ;;
+  esac
   local before after out
-  [ "$target" = gatehouse ] && before=$(cpu_ticks "$GH_PID")
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   out=$(sysbench "$test" "${common[@]}" --mysql-host=127.0.0.1 --mysql-port="$port" \
     --mysql-user="$user" --mysql-password="$pw" --threads="$clients" --time="$DURATION" \
     --report-interval=0 --histogram=off run 2>&1) || { echo "$out" >&2; exit 1; }
-  [ "$target" = gatehouse ] && after=$(cpu_ticks "$GH_PID")
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
   local qps tps lat_ms errors
   qps=$(sed -n 's/.*queries: *[0-9]* *(\([0-9.]*\) per sec.).*/\1/p' <<<"$out")
   tps=$(sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.).*/\1/p' <<<"$out")
   lat_ms=$(sed -n 's/^ *avg: *\([0-9.]*\)$/\1/p' <<<"$out" | head -1)
   errors=$(sed -n 's/.*ignored errors: *\([0-9]*\).*/\1/p' <<<"$out")
   local cpu_us_q=null
-  if [ "$target" = gatehouse ]; then
+  if [ -n "$pid" ]; then
     cpu_us_q=$(awk -v a="$after" -v b="$before" -v t="$TICK" -v q="$qps" -v d="$DURATION" \
       'BEGIN { printf "%.2f", (a - b) / t * 1e6 / (q * d) }')
   fi
@@ -179,8 +216,9 @@ run_one() { # target test clients round
 for test in $TESTS; do
   for c in $CLIENTS; do
     for r in $(seq 1 "$ROUNDS"); do
-      run_one direct "$test" "$c" "$r"
-      run_one gatehouse "$test" "$c" "$r"
+      for target in $TARGETS; do
+        run_one "$target" "$test" "$c" "$r"
+      done
     done
   done
 done
@@ -190,16 +228,26 @@ python3 - "$RAW" > "$SUMMARY" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 keys = sorted({(r["test"], r["clients"]) for r in runs}, key=lambda k: (k[0], -k[1]))
-print("| test | threads | direct q/s | gatehouse q/s | ratio | direct µs/query | gatehouse µs/query | added µs/query | gatehouse CPU µs/query | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+relay = any(r["target"] == "relay" for r in runs)
+head = "| test | threads | direct q/s | gatehouse q/s | ratio | direct µs/query | gatehouse µs/query | added µs/query | gatehouse CPU µs/query |"
+rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+if relay:
+    head += " relay q/s | relay ratio | relay added µs/query | relay CPU µs/query | gatehouse ÷ relay |"
+    rule += "---:|---:|---:|---:|---:|"
+print(head + " errors |")
+print(rule + "---:|")
 for test, c in keys:
-    d = [r for r in runs if r["test"] == test and r["clients"] == c and r["target"] == "direct"]
-    g = [r for r in runs if r["test"] == test and r["clients"] == c and r["target"] == "gatehouse"]
+    of = lambda t: [r for r in runs if r["test"] == test and r["clients"] == c and r["target"] == t]
+    d, g, h = of("direct"), of("gatehouse"), of("relay")
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     dq, gq = med(d, "qps"), med(g, "qps")
     dl, gl = med(d, "latency_per_query_us"), med(g, "latency_per_query_us")
-    errors = sum(r["errors"] for r in d + g)
-    print(f"| {test} | {c} | {dq:,.0f} | {gq:,.0f} | {gq / dq:.2f} | {dl:.1f} | {gl:.1f} | {gl - dl:+.1f} | {med(g, 'proxy_cpu_us_per_query'):.1f} | {errors} |")
+    errors = sum(r["errors"] for r in d + g + h)
+    line = f"| {test} | {c} | {dq:,.0f} | {gq:,.0f} | {gq / dq:.2f} | {dl:.1f} | {gl:.1f} | {gl - dl:+.1f} | {med(g, 'proxy_cpu_us_per_query'):.1f} |"
+    if relay:
+        hq, hl = med(h, "qps"), med(h, "latency_per_query_us")
+        line += f" {hq:,.0f} | {hq / dq:.2f} | {hl - dl:+.1f} | {med(h, 'proxy_cpu_us_per_query'):.1f} | {gq / hq:.2f} |"
+    print(line + f" {errors} |")
 print()
 print(f"medians of {len(d)} interleaved rounds; raw runs: {sys.argv[1]}")
 PY

@@ -143,6 +143,39 @@ fn prepared_statements_and_several_result_sets_with_values_masked() {
     assert!(!close.contains("masked=0 "), "values were masked: {close}");
 }
 
+/// Many rows arrive in one read and are scanned in one pass: each row is
+/// still masked by its own values, and only those (text and binary rows,
+/// a key in every seventh row, near misses in the others).
+#[test]
+fn rows_scanned_together_are_masked_one_by_one() {
+    let (g, port) = start_mysql("", "", "");
+    let sql = "SELECT seq, IF(seq % 7 = 0, CONCAT('k ', 'AKIA', 'IOSFODNN7EXAMPLE', ' ', seq), \
+               CONCAT('AKIA-', seq, '-IOSFODNN7EXAMPLE ', seq)) FROM seq_1_to_3000 WHERE seq >= ?";
+    rt().block_on(async {
+        let mut c = connect(port).await;
+        let text: Vec<(i64, String)> = c.query(sql.replace('?', "1")).await.unwrap();
+        let binary: Vec<(i64, String)> = c.exec(sql, (1,)).await.unwrap();
+        for rows in [&text, &binary] {
+            assert_eq!(rows.len(), 3000);
+            for (seq, v) in rows {
+                if seq % 7 == 0 {
+                    assert!(
+                        !v.contains(KEY) && v.starts_with("k ") && v.ends_with(&format!(" {seq}")),
+                        "{seq}: {v}"
+                    );
+                } else {
+                    assert_eq!(v, &format!("AKIA-{seq}-IOSFODNN7EXAMPLE {seq}"));
+                }
+            }
+        }
+        c.disconnect().await.unwrap();
+    });
+    wait_log(&g, "session close");
+    let log = g.log();
+    let close = log.lines().find(|l| l.contains("session close")).unwrap();
+    assert!(close.contains("masked=856 "), "two results of 428 keys each: {close}");
+}
+
 #[test]
 fn packets_over_sixteen_mebibytes_both_ways_and_masked() {
     // The server's packet limit for connections made after this.

@@ -16,6 +16,7 @@ mod conn;
 mod errors;
 mod kill;
 pub mod pool;
+mod prescan;
 mod results;
 pub mod rsa_key;
 mod session;

@@ -156,6 +156,11 @@ impl Reader41 {
         self.stage == Stage::Rows
     }
 
+    /// The current result set's rows are binary (COM_STMT_EXECUTE, fetch).
+    pub fn binary(&self) -> bool {
+        self.binary
+    }
+
     /// Reads one message. `mask` is called for rows and errors that hold
     /// values to scan (it returns a replacement payload when something was
     /// masked).

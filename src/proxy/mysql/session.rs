@@ -6,7 +6,8 @@ use super::conn::{MyConn, ReadError};
 use super::errors::{code, err, err_state, Fatal};
 use super::kill;
 use super::pool;
-use super::results::{mask_value, Act, Event, ReadFailure, Reader41, Scratch, Shape};
+use super::prescan::RowPrescan;
+use super::results::{mask_value, Act, Event, ReadFailure, Reader41, Scratch, Shape, Value};
 use super::upstream::{self, Upstream};
 use crate::core::end::EndReason;
 use crate::core::enforce::{BudgetGuard, Enforcer, HoldIo, Refusal, Statement, Step, TxStatus, WaitFor, Who};
@@ -247,6 +248,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         prepared: HashMap::new(),
         prepared_bytes: 0,
         scratch: Scratch::default(),
+        prescan: RowPrescan::default(),
         tx: Cell::new(TxStatus::Idle),
         out: Vec::with_capacity(FLUSH_AT),
         stats: Stats::default(),
@@ -458,6 +460,8 @@ struct Session<'a> {
     prepared: HashMap<u32, Prepared>,
     prepared_bytes: usize,
     scratch: Scratch,
+    /// Verdicts of one scanning pass over the rows in the read buffer.
+    prescan: RowPrescan,
     /// The upstream transaction, as the last answer's status says.
     tx: Cell<TxStatus>,
     /// Bytes gathered for the client.
@@ -1096,10 +1100,12 @@ impl Session<'_> {
         // server's answer is read and dropped.
         let mut withheld = false;
         let mut rows_sent: u64 = 0;
+        self.prescan.clear();
         loop {
             let m = match self.up.conn.peek_message(self.max_msg) {
                 Ok(Some(m)) => m,
                 Ok(None) => {
+                    self.prescan.clear();
                     self.flush_client().await?;
                     self.fill_upstream().await?;
                     continue;
@@ -1107,6 +1113,29 @@ impl Session<'_> {
                 Err(e) => return Err(self.fail_answer(upstream_protocol(e), withheld, shift).await),
             };
             let start = self.up.conn.pos;
+            // A row the pass over the buffered rows found clean needs no
+            // pass of its own.
+            let clean_row = match self.engine {
+                Some(e) if reader.in_rows() && !withheld => {
+                    let mut verdict = self.prescan.take(start);
+                    if verdict.is_none() {
+                        let types = reader.binary().then_some(&reader.types[..]);
+                        let conn = &self.up.conn;
+                        self.prescan.scan(
+                            e,
+                            self.applies.as_deref(),
+                            &conn.buf,
+                            start,
+                            self.max_msg,
+                            types,
+                            reader.types.len(),
+                        );
+                        verdict = self.prescan.take(start);
+                    }
+                    verdict == Some(false)
+                }
+                _ => false,
+            };
             let wire = &self.up.conn.buf[start..start + m.wire_len];
             let p = crate::wire::mysql::payload(wire, &m);
             let engine = self.engine;
@@ -1115,7 +1144,10 @@ impl Session<'_> {
             let counts = &mut self.masked_by_rule;
             let answer_counts = &mut answer_masked;
             let mut masked = 0u64;
-            let mut mask = |v: super::results::Value<'_>| -> Result<Option<Vec<u8>>, String> {
+            let mut mask = |v: Value<'_>| -> Result<Option<Vec<u8>>, String> {
+                if clean_row && matches!(v, Value::TextRow(..) | Value::BinaryRow(..)) {
+                    return Ok(None);
+                }
                 match engine {
                     Some(e) => mask_value(e, applies.as_deref(), scratch, v, &mut |rule| {
                         masked += 1;
