@@ -608,3 +608,94 @@ fn a_refused_execution_cannot_make_the_next_review_lie() {
         "x"
     );
 }
+
+/// Rows fetched from a cursor come without column definitions: the
+/// recording lists the columns the cursor was opened with, and reads its
+/// rows with their flags (an unsigned BIGINT stays unsigned), values
+/// masked.
+#[test]
+fn cursor_fetches_are_recorded_with_their_columns() {
+    let (g, port) = start_mysql(
+        "",
+        "",
+        "[recording]\ndir = \"rec\"\nresults = \"full\"\nsync_interval_ms = 50\n",
+    );
+    let (mut s, mut buf) = login(port);
+    let send = |s: &mut TcpStream, payload: &[u8]| {
+        let mut out = Vec::new();
+        write_message(&mut out, 0, payload);
+        s.write_all(&out).unwrap();
+    };
+    let mut p = vec![0x16];
+    p.extend_from_slice(
+        b"SELECT CAST(18446744073709551615 AS UNSIGNED) AS big, CONCAT('key ', 'AKIA', 'IOSFODNN7EXAMPLE') AS k, seq FROM seq_1_to_4",
+    );
+    send(&mut s, &p);
+    let (_, ok) = read(&mut s, &mut buf).unwrap();
+    assert_eq!(ok[0], 0, "{ok:?}\n{}", g.log());
+    let id = [ok[1], ok[2], ok[3], ok[4]];
+    let columns = u16::from_le_bytes([ok[5], ok[6]]);
+    for _ in 0..columns + 1 {
+        read(&mut s, &mut buf).unwrap();
+    }
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id);
+    p.extend_from_slice(&[1, 1, 0, 0, 0]);
+    send(&mut s, &p);
+    loop {
+        let (_, m) = read(&mut s, &mut buf).unwrap();
+        assert_ne!(m[0], 0xff, "{m:?}");
+        if m[0] == 0xfe && m.len() < 9 {
+            break;
+        }
+    }
+    let mut rows = 0;
+    for _ in 0..2 {
+        let mut p = vec![0x1c];
+        p.extend_from_slice(&id);
+        p.extend_from_slice(&2u32.to_le_bytes());
+        send(&mut s, &p);
+        loop {
+            let (_, m) = read(&mut s, &mut buf).unwrap();
+            assert_ne!(m[0], 0xff, "{m:?}");
+            if m[0] == 0xfe && m.len() < 9 {
+                break;
+            }
+            assert!(!String::from_utf8_lossy(&m).contains("AKIAIOSFODNN7EXAMPLE"), "{m:?}");
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 4);
+    send(&mut s, &[0x01]);
+    drop(s);
+    let dir = g.dir.path().join("rec");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let mut files = Vec::new();
+        gatehouse::record::collect(&dir, &mut files).unwrap();
+        let text: String = files
+            .iter()
+            .filter(|p| !gatehouse::record::is_audit(p))
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect();
+        if text.contains("\"seal\"") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no sealed recording");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!text.contains("AKIAIOSFODNN7EXAMPLE"), "{text}");
+    let fetched: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"result\"") && l.contains("\"columns\":[\"big\",\"k\",\"seq\"]"))
+        .collect();
+    assert!(
+        fetched.len() >= 2,
+        "each fetch's result lists the cursor's columns: {text}"
+    );
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("\"kind\":\"rows\"")).collect();
+    assert!(
+        rows.iter().filter(|l| l.contains("\"18446744073709551615\"")).count() >= 2,
+        "unsigned values read as unsigned: {text}"
+    );
+}

@@ -22,7 +22,7 @@ pub enum Shape {
     /// LOCAL INFILE, or result sets, possibly several.
     Results { binary: bool },
     /// COM_STMT_FETCH: binary rows of an open cursor, then EOF.
-    Fetch { column_types: Vec<u8> },
+    Fetch { columns: CursorColumns },
     /// COM_STMT_PREPARE: PREPARE_OK with parameter and column definitions.
     Prepare,
     /// COM_FIELD_LIST: column definitions up to EOF.
@@ -43,6 +43,16 @@ enum Stage {
     PrepareColumnsEof,
     FieldDefs,
     Done,
+}
+
+/// The columns of a result left open as a cursor: its rows come later, by
+/// COM_STMT_FETCH, without definitions of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CursorColumns {
+    pub types: Vec<u8>,
+    pub flags: Vec<u16>,
+    /// Kept when the reader keeps names (a recording lists them).
+    pub names: Vec<Vec<u8>>,
 }
 
 /// What to do with one message.
@@ -111,7 +121,7 @@ pub struct Reader41 {
     /// Set by a PREPARE_OK.
     pub prepared: Option<Prepared>,
     /// A binary result left a cursor open: rows come by COM_STMT_FETCH.
-    pub cursor_types: Option<Vec<u8>>,
+    pub cursor: Option<CursorColumns>,
     /// The server's error, if the answer was one (code, message as sent).
     pub error: Option<(u16, String)>,
     /// Affected rows of the last OK.
@@ -122,25 +132,25 @@ pub struct Reader41 {
 
 impl Reader41 {
     pub fn new(shape: Shape, caps: u32) -> Reader41 {
-        let (stage, types, binary) = match &shape {
-            Shape::Fetch { column_types } => (Stage::Rows, column_types.clone(), true),
-            Shape::FieldList => (Stage::FieldDefs, Vec::new(), false),
-            Shape::Results { binary } => (Stage::First, Vec::new(), *binary),
-            _ => (Stage::First, Vec::new(), false),
+        let (stage, columns, binary) = match &shape {
+            Shape::Fetch { columns } => (Stage::Rows, columns.clone(), true),
+            Shape::FieldList => (Stage::FieldDefs, CursorColumns::default(), false),
+            Shape::Results { binary } => (Stage::First, CursorColumns::default(), *binary),
+            _ => (Stage::First, CursorColumns::default(), false),
         };
         Reader41 {
             shape,
             stage,
             caps,
-            types,
-            flags: Vec::new(),
-            names: Vec::new(),
+            types: columns.types,
+            flags: columns.flags,
+            names: columns.names,
             keep_names: false,
             binary,
             rows: 0,
             status: 0,
             prepared: None,
-            cursor_types: None,
+            cursor: None,
             error: None,
             affected: 0,
             event: Event::Other,
@@ -254,7 +264,11 @@ impl Reader41 {
                 let e = EofPacket::parse(p)?;
                 self.status = e.status;
                 if self.binary && e.status & status::CURSOR_EXISTS != 0 {
-                    self.cursor_types = Some(self.types.clone());
+                    self.cursor = Some(CursorColumns {
+                        types: self.types.clone(),
+                        flags: self.flags.clone(),
+                        names: self.names.clone(),
+                    });
                     self.stage = Stage::Done;
                 } else {
                     self.stage = Stage::Rows;

@@ -7,7 +7,7 @@ use super::errors::{code, err, err_state, Fatal};
 use super::kill;
 use super::pool;
 use super::prescan::RowPrescan;
-use super::results::{mask_value, Act, Event, ReadFailure, Reader41, Scratch, Shape, Value};
+use super::results::{mask_value, Act, CursorColumns, Event, ReadFailure, Reader41, Scratch, Shape, Value};
 use super::upstream::{self, Upstream};
 use crate::core::end::EndReason;
 use crate::core::enforce::{BudgetGuard, Enforcer, HoldIo, Refusal, Statement, Step, TxStatus, WaitFor, Who};
@@ -322,6 +322,21 @@ fn shown_params(payload: &[u8], count: usize, bound: &[(u8, bool)], long_data: &
     }
 }
 
+/// A result's columns into its recording, names masked: a column named by
+/// its expression can carry a value.
+fn record_columns(c: &mut Capture<'_>, engine: Option<&crate::scan::Engine>, names: &[Vec<u8>]) {
+    match engine {
+        Some(e) => {
+            let names: Vec<Vec<u8>> = names
+                .iter()
+                .map(|n| e.mask_text(&String::from_utf8_lossy(n)).into_bytes())
+                .collect();
+            c.columns(&names)
+        }
+        None => c.columns(names),
+    }
+}
+
 /// Adds one to `rule`'s count.
 fn count_rule(counts: &mut Vec<(u32, u64)>, rule: u32) {
     match counts.iter_mut().find(|(r, _)| *r == rule) {
@@ -433,8 +448,8 @@ struct Prepared {
     bound: Vec<(u8, bool)>,
     /// Parameters sent with COM_STMT_SEND_LONG_DATA since the last execution.
     long_data: Vec<u16>,
-    /// Column types of the last execution that left a cursor open.
-    cursor_types: Option<Vec<u8>>,
+    /// Columns of the last execution that left a cursor open.
+    cursor: Option<CursorColumns>,
     /// Rows fetched from that cursor so far.
     cursor_rows: u64,
 }
@@ -595,9 +610,9 @@ impl Session<'_> {
                     let id = stmt_id(&payload);
                     let cursor = id
                         .and_then(|id| self.prepared.get(&id))
-                        .and_then(|p| Some((p.cursor_types.clone()?, p.cursor_rows, p.sql.clone(), p.class.clone())));
+                        .and_then(|p| Some((p.cursor.clone()?, p.cursor_rows, p.sql.clone(), p.class.clone())));
                     match cursor {
-                        Some((column_types, before, sql, class)) => {
+                        Some((columns, before, sql, class)) => {
                             // Each fetch is recorded as a statement of its
                             // own, so its rows have somewhere to go.
                             if self.rec.is_some() {
@@ -606,7 +621,7 @@ impl Session<'_> {
                             }
                             // max_rows counts the cursor's rows, not each fetch's.
                             self.rows_before = before;
-                            let r = self.forward(&payload, Shape::Fetch { column_types }).await;
+                            let r = self.forward(&payload, Shape::Fetch { columns }).await;
                             self.rows_before = 0;
                             let r = r?;
                             if let Some(p) = id.and_then(|id| self.prepared.get_mut(&id)) {
@@ -889,7 +904,7 @@ impl Session<'_> {
                     params: p.params,
                     bound: Vec::new(),
                     long_data: Vec::new(),
-                    cursor_types: None,
+                    cursor: None,
                     cursor_rows: 0,
                 },
             ) {
@@ -959,8 +974,8 @@ impl Session<'_> {
         let r = self.relay_answer(Shape::Results { binary: true }).await;
         self.close_read_write();
         let r = r?;
-        if let (Some(types), Some(p)) = (&r.cursor_types, self.prepared.get_mut(&id)) {
-            p.cursor_types = Some(types.clone());
+        if let (Some(cursor), Some(p)) = (r.cursor, self.prepared.get_mut(&id)) {
+            p.cursor = Some(cursor);
             p.cursor_rows = 0;
         }
         Ok(())
@@ -1089,8 +1104,14 @@ impl Session<'_> {
         let binary = matches!(shape, Shape::Results { binary: true } | Shape::Fetch { .. });
         let recorded = matches!(shape, Shape::Results { .. } | Shape::Fetch { .. });
         let mut capture = self.rec.filter(|_| recorded).map(Capture::new);
+        let fetch = matches!(shape, Shape::Fetch { .. });
         let mut reader = Reader41::new(shape, self.caps);
         reader.keep_names = self.rec.is_some_and(Capture::wants_names);
+        if let (Some(c), true) = (capture.as_mut(), fetch) {
+            // A fetch's rows come without definitions: the recording lists
+            // the columns the cursor was opened with.
+            record_columns(c, self.engine, &reader.names);
+        }
         // Values masked in this answer, by rule (for its recording).
         let mut answer_masked: Vec<(u32, u64)> = Vec::new();
         // Sequence ids move when a masked message needs more or fewer
@@ -1211,18 +1232,7 @@ impl Session<'_> {
             }
             if let (Some(c), false) = (capture.as_mut(), withheld) {
                 match reader.event {
-                    Event::ColumnsDone => match self.engine {
-                        // A column named by its expression can carry a value.
-                        Some(e) => {
-                            let names: Vec<Vec<u8>> = reader
-                                .names
-                                .iter()
-                                .map(|n| e.mask_text(&String::from_utf8_lossy(n)).into_bytes())
-                                .collect();
-                            c.columns(&names)
-                        }
-                        None => c.columns(&reader.names),
-                    },
+                    Event::ColumnsDone => record_columns(c, self.engine, &reader.names),
                     Event::Row => {
                         let sent: &[u8] = match &act {
                             Act::Replace(new) => new,
