@@ -392,6 +392,11 @@ fn run() -> anyhow::Result<ExitCode> {
                 Ok(s)
             }) {
                 Ok(s) => {
+                    for t in &s.config.targets {
+                        for w in t.credential_warnings() {
+                            eprintln!("{}: warning: {w}", config.display());
+                        }
+                    }
                     println!(
                         "{}: ok ({} targets, {} identities)",
                         config.display(),

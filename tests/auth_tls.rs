@@ -330,16 +330,35 @@ fn assert_upstream_ssl(g: &Gatehouse, db: &str, want: bool) {
 
 #[test]
 fn upstream_scram_md5_and_cleartext_logins() {
+    // MD5 and the password in clear only where the target allows them,
+    // and the password in clear only to a server whose certificate verified.
+    let ca = format!("ca_file = \"{}\"", pg().ca_file.display());
     let extra = [
         target("scram", "scram_user", SCRAM_PW, "disable", ""),
-        target("md5", "md5_user", MD5_PW, "disable", ""),
-        target("clear", "clear_user", CLEAR_PW, "disable", ""),
+        target("md5", "md5_user", MD5_PW, "disable", "auth = [\"md5\"]"),
+        target(
+            "clear",
+            "clear_user",
+            CLEAR_PW,
+            "verify-full",
+            &format!("{ca}\nauth = [\"password\"]"),
+        ),
+        target("md5_default", "md5_user", MD5_PW, "disable", ""),
+        target("clear_default", "clear_user", CLEAR_PW, "verify-full", &ca),
     ]
     .concat();
     let g = Gatehouse::start("", &extra);
     for (db, user) in [("scram", "scram_user"), ("md5", "md5_user"), ("clear", "clear_user")] {
         let r = query_plain(&g, db, TOKEN, "select current_user::text");
         assert_eq!(r, Ok(vec![user.to_string()]), "login to {db}; log:\n{}", g.log());
+    }
+    // By default neither an MD5 hash nor the password in clear leaves.
+    for (db, method) in [("md5_default", "md5"), ("clear_default", "password")] {
+        let r = query_plain(&g, db, TOKEN, "select 1");
+        let Err((_, msg)) = r else {
+            panic!("{db} logged in: {r:?}")
+        };
+        assert!(msg.contains(method) && msg.contains("not allow"), "{db}: {msg}");
     }
     // The private cluster logged each role in with the method pg_hba.conf forces.
     let server_log = std::fs::read_to_string(pg().dir.join("server.log")).unwrap_or_default();

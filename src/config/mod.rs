@@ -22,7 +22,7 @@ pub use policy::{BudgetConfig, GuardrailConfig, PolicyConfig, RolePolicyConfig, 
 pub use recording::{Recording, ResultsMode};
 pub use scan::Scan;
 pub use server::{IoDriver, Listen, Log, Protocol, Server, ServerTls};
-pub use target::{Account, Target, UpstreamTls};
+pub use target::{Account, Target, UpstreamAuth, UpstreamTls};
 
 use locate::{key_from_message, line_of, locate, Invalid, PathPart};
 use serde::Deserialize;

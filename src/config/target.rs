@@ -34,6 +34,14 @@ pub struct Target {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// How a PostgreSQL server may have gatehouse authenticate (like
+    /// libpq's `require_auth`): any other request is refused before a
+    /// credential leaves. Default: SCRAM-SHA-256 (which must end with the
+    /// server's proof) or no authentication at all (nothing is sent).
+    /// `md5` sends a hash a listener can replay; `password` sends the
+    /// password itself and is allowed only with `tls = "verify-full"`.
+    #[serde(default = "default_auth")]
+    pub auth: Vec<UpstreamAuth>,
     /// CA bundle for `verify-full` (default: the built-in web roots).
     pub ca_file: Option<PathBuf>,
     /// Name checked in the server certificate (default: `host`).
@@ -120,6 +128,38 @@ fn default_pool_reset_query() -> String {
     "DISCARD ALL".into()
 }
 
+/// A way a PostgreSQL server may ask gatehouse to authenticate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// SCRAM-SHA-256, ending with the server's signature verified.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// The server asks for nothing (trust): no credential is sent.
+    #[serde(rename = "none")]
+    None,
+    /// An MD5 hash of password and user: replayable by whoever sees it.
+    #[serde(rename = "md5")]
+    Md5,
+    /// The password in clear (only under `tls = "verify-full"`).
+    #[serde(rename = "password")]
+    Password,
+}
+
+impl UpstreamAuth {
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamAuth::ScramSha256 => "scram-sha-256",
+            UpstreamAuth::None => "none",
+            UpstreamAuth::Md5 => "md5",
+            UpstreamAuth::Password => "password",
+        }
+    }
+}
+
+fn default_auth() -> Vec<UpstreamAuth> {
+    vec![UpstreamAuth::ScramSha256, UpstreamAuth::None]
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamTls {
@@ -133,6 +173,24 @@ pub enum UpstreamTls {
 impl Target {
     pub fn upstream_database(&self) -> &str {
         self.upstream_database.as_deref().unwrap_or(&self.database)
+    }
+
+    /// Why this target's password could be captured on its way upstream,
+    /// for `gatehouse check` to warn about.
+    pub fn credential_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.auth.contains(&UpstreamAuth::Md5) {
+            out.push(format!(
+                "target `{}`: auth allows md5, a hash anyone who sees it can replay{}",
+                self.name,
+                if self.tls == UpstreamTls::VerifyFull {
+                    ""
+                } else {
+                    " (and TLS does not verify the server)"
+                }
+            ));
+        }
+        out
     }
 
     /// Resolves the upstream password from its source.
@@ -186,6 +244,22 @@ pub(super) fn validate_targets(targets: &mut [Target], base: &Path) -> Result<Ha
             if !ca.is_file() {
                 return Err((k("ca_file"), format!("{} is not a readable file", ca.display())));
             }
+        }
+        if t.auth.is_empty() {
+            return Err((k("auth"), "name at least one way to authenticate".into()));
+        }
+        if t.auth.contains(&UpstreamAuth::Password) && t.tls != UpstreamTls::VerifyFull {
+            return Err((
+                k("auth"),
+                "\"password\" sends the password itself: only with tls = \"verify-full\"".into(),
+            ));
+        }
+        if t.protocol == super::Protocol::Mysql && t.auth != default_auth() {
+            return Err((
+                k("auth"),
+                "applies to PostgreSQL targets (a MySQL target never sends its password in clear without verified TLS)"
+                    .into(),
+            ));
         }
         if t.connect_timeout_secs == 0 {
             return Err((k("connect_timeout_secs"), "must be at least 1".into()));

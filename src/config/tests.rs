@@ -313,3 +313,35 @@ fn each_section_reports_its_own_key() {
         assert!(e.line > 14, "{extra}: {e}");
     }
 }
+
+#[test]
+fn upstream_auth_defaults_to_scram_or_nothing_and_is_checked() {
+    let c = Config::parse(GOOD, "g.toml", Path::new(".")).unwrap();
+    assert_eq!(c.targets[0].auth, [UpstreamAuth::ScramSha256, UpstreamAuth::None]);
+    assert!(c.targets[0].credential_warnings().is_empty());
+    let with = |auth: &str, tls: &str| {
+        GOOD.replace(
+            "user = \"postgres\"\n",
+            &format!("user = \"postgres\"\nauth = {auth}\ntls = \"{tls}\"\n"),
+        )
+    };
+    let md5 = Config::parse(&with("[\"md5\"]", "prefer"), "g.toml", Path::new(".")).unwrap();
+    let w = md5.targets[0].credential_warnings();
+    assert!(
+        w.len() == 1 && w[0].contains("replay") && w[0].contains("does not verify"),
+        "{w:?}"
+    );
+    let cases = [
+        (with("[]", "prefer"), "at least one"),
+        (with("[\"password\"]", "require"), "verify-full"),
+        (with("[\"kerberos\"]", "prefer"), "unknown variant"),
+        (with("\"md5\"", "prefer"), "sequence"),
+    ];
+    for (text, want) in cases {
+        let e = Config::parse(&text, "g.toml", Path::new(".")).unwrap_err();
+        assert!(e.line == 10 && e.to_string().contains(want), "{want}: {e}");
+    }
+    let mysql = with("[\"md5\"]", "prefer").replace("name = \"pg\"\n", "name = \"pg\"\nprotocol = \"mysql\"\n");
+    let e = Config::parse(&mysql, "g.toml", Path::new(".")).unwrap_err();
+    assert!(e.to_string().contains("PostgreSQL targets"), "{e}");
+}

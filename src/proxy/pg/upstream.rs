@@ -3,7 +3,7 @@
 
 use super::conn::{Conn, ConnError};
 use super::stream::Stream;
-use crate::config::UpstreamTls;
+use crate::config::{UpstreamAuth, UpstreamTls};
 use crate::core::state::{AccountRt, TargetRt};
 use crate::wire::pg::{self, Cursor, Side};
 use monoio::net::TcpStream;
@@ -25,7 +25,7 @@ pub enum UpstreamError {
     TlsRefused { target: String },
     #[error("TLS with target \"{target}\" failed: {reason}")]
     Tls { target: String, reason: String },
-    #[error("the target \"{target}\" refused gatehouse's credentials: {reason}")]
+    #[error("authentication with target \"{target}\" failed: {reason}")]
     Auth { target: String, reason: String },
     /// The server sent an ErrorResponse (e.g. the database does not exist):
     /// passed to the client as it is.
@@ -154,7 +154,9 @@ pub async fn connect(
     pg::startup_message(&mut out, &params);
     conn.write_all(out).await.map_err(io)?;
 
-    authenticate(&mut conn, t, account, max_msg).await?;
+    // A password in clear only to a server whose certificate was verified.
+    let verified = tls && t.cfg.tls == UpstreamTls::VerifyFull;
+    authenticate(&mut conn, t, account, max_msg, verified).await?;
 
     let mut announce = Vec::new();
     let mut key = None;
@@ -207,12 +209,34 @@ async fn read_byte(conn: &mut Conn) -> Result<u8, ConnError> {
     }
 }
 
-async fn authenticate(conn: &mut Conn, t: &TargetRt, account: &AccountRt, max_msg: usize) -> Result<(), UpstreamError> {
+/// Answers the server's authentication requests with the account's
+/// password, each request only if the target's `auth` allows it: a server
+/// (or whoever answered in its place, say after refusing TLS) that asks for
+/// anything else gets no credential and the login fails. SCRAM must end
+/// with the server's verified signature before its AuthenticationOk counts.
+async fn authenticate(
+    conn: &mut Conn,
+    t: &TargetRt,
+    account: &AccountRt,
+    max_msg: usize,
+    verified_tls: bool,
+) -> Result<(), UpstreamError> {
     let name = &t.cfg.name;
     let auth_err = |reason: String| UpstreamError::Auth {
         target: name.clone(),
         reason,
     };
+    let allowed = |a: UpstreamAuth| t.cfg.auth.contains(&a);
+    let refuse = |asked: UpstreamAuth| {
+        auth_err(format!(
+            "the server asked for {} authentication, which this target's auth ({}) does not allow; no credential was sent",
+            asked.name(),
+            t.cfg.auth.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+        ))
+    };
+    // Which request the server made, once it made one.
+    let mut asked: Option<UpstreamAuth> = None;
+    let mut scram_proven = false;
     let io = |e: ConnError| auth_err(e.to_string());
     let password = || {
         account
@@ -236,9 +260,34 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, account: &AccountRt, max_ms
         let code = c.i32().map_err(|e| auth_err(e.to_string()))?;
         let mut out = Vec::new();
         match code {
-            0 => return Ok(()),
-            3 => pg::cstring_message(&mut out, b'p', password()?.as_bytes()),
+            0 => {
+                return match asked {
+                    None if allowed(UpstreamAuth::None) => Ok(()),
+                    None => Err(refuse(UpstreamAuth::None)),
+                    Some(UpstreamAuth::ScramSha256) if !scram_proven => Err(auth_err(
+                        "the server ended SCRAM without proving it knows the password (no verified server signature)"
+                            .into(),
+                    )),
+                    Some(_) => Ok(()),
+                }
+            }
+            3 => {
+                if !allowed(UpstreamAuth::Password) {
+                    return Err(refuse(UpstreamAuth::Password));
+                }
+                if !verified_tls {
+                    return Err(auth_err(
+                        "the server asked for the password in clear on a connection whose TLS did not verify the server; nothing was sent".into(),
+                    ));
+                }
+                asked = Some(UpstreamAuth::Password);
+                pg::cstring_message(&mut out, b'p', password()?.as_bytes())
+            }
             5 => {
+                if !allowed(UpstreamAuth::Md5) {
+                    return Err(refuse(UpstreamAuth::Md5));
+                }
+                asked = Some(UpstreamAuth::Md5);
                 let salt: [u8; 4] = c
                     .bytes(4)
                     .map_err(|e| auth_err(e.to_string()))?
@@ -249,6 +298,13 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, account: &AccountRt, max_ms
                 pg::cstring_message(&mut out, b'p', h.as_bytes());
             }
             10 => {
+                if !allowed(UpstreamAuth::ScramSha256) {
+                    return Err(refuse(UpstreamAuth::ScramSha256));
+                }
+                if asked.is_some() {
+                    return Err(auth_err("the server started SASL a second time".into()));
+                }
+                asked = Some(UpstreamAuth::ScramSha256);
                 let mut mechs = Vec::new();
                 while let Ok(m) = c.cstr() {
                     if m.is_empty() {
@@ -283,6 +339,7 @@ async fn authenticate(conn: &mut Conn, t: &TargetRt, account: &AccountRt, max_ms
                     .ok_or_else(|| auth_err("SASL final without a start".into()))?;
                 s.finish(c.remaining())
                     .map_err(|e| auth_err(format!("SCRAM server proof: {e}")))?;
+                scram_proven = true;
                 continue;
             }
             other => return Err(auth_err(format!("unsupported authentication method {other}"))),
