@@ -302,6 +302,70 @@ fn sighup_reloads_identities_and_refuses_invalid_config() {
     );
 }
 
+/// A reload ends, with 57P01 and the reason, the sessions of an identity
+/// it removed, whose token it changed or that may no longer reach the
+/// session's target; the others go on.
+#[test]
+fn a_reload_ends_sessions_whose_identity_no_longer_holds() {
+    let port = free_port();
+    const T2: &str = "second-token-9876543210";
+    const T3: &str = "third-token-0123498765";
+    const T4: &str = "fourth-token-5647382910";
+    let ids = |t2: &str, t3_targets: &str, with4: bool| {
+        let mut s = format!(
+            "[[identity]]\nname = \"agent2\"\ntoken_hash = \"{}\"\ntargets = [\"postgres\"]\n\
+             [[identity]]\nname = \"agent3\"\ntoken_hash = \"{}\"\ntargets = {t3_targets}\n",
+            token_hash(t2),
+            token_hash(T3)
+        );
+        if with4 {
+            s.push_str(&format!(
+                "[[identity]]\nname = \"agent4\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\n",
+                token_hash(T4)
+            ));
+        }
+        s
+    };
+    let g = Gatehouse::start_with(
+        port,
+        &config_with(port, &[], &ids(T2, "[\"postgres\", \"test\"]", true)),
+    );
+    let open = |user: &str, pw: &str| {
+        let (mut c, _) = Raw::login(port, &[("user", user), ("database", "postgres")], pw)
+            .unwrap_or_else(|e| panic!("{user}: {e:?}"));
+        assert_eq!(first_value(&c.simple("select 1")), Some("1".into()));
+        c
+    };
+    let mut kept = open("agent", TOKEN);
+    let mut new_token = open("agent2", T2);
+    let mut lost_reach = open("agent3", T3);
+    let mut removed = open("agent4", T4);
+    // agent2's token changes, agent3 keeps only `test`, agent4 is gone.
+    std::fs::write(
+        &g.config_path,
+        config_with(port, &[], &ids("a-new-token-1111222233", "[\"test\"]", false)),
+    )
+    .unwrap();
+    g.signal(libc::SIGHUP);
+    assert!(wait_log(&g, "configuration reloaded", RELOAD_WAIT), "log:\n{}", g.log());
+    for (who, c) in [
+        ("agent2", &mut new_token),
+        ("agent3", &mut lost_reach),
+        ("agent4", &mut removed),
+    ] {
+        let (frames, closed) = c.until_closed(WAIT);
+        let (code, msg) = first_error(&frames).unwrap_or_else(|| panic!("{who}: no error: {frames:?}"));
+        assert_eq!(code, "57P01", "{who}: {msg}");
+        assert!(msg.contains("reload"), "{who}: {msg}");
+        assert!(closed, "{who}'s session must be closed");
+    }
+    assert_eq!(first_value(&kept.simple("select 'kept'")), Some("kept".into()));
+    assert!(wait_log(&g, "end=\"revoked\"", WAIT), "log:\n{}", g.log());
+    // agent3 still reaches `test`.
+    let (mut c, _) = Raw::login(port, &[("user", "agent3"), ("database", "test")], T3).expect("agent3 on test");
+    assert_eq!(first_value(&c.simple("select 3")), Some("3".into()));
+}
+
 /// Reads ~1 GB of rows slowly for ~10 s while sampling gatehouse's VmRSS;
 /// returns (RSS before, highest RSS seen, bytes read), in KiB and bytes.
 fn slow_read(g: &Gatehouse, app: &str) -> (u64, u64, usize) {

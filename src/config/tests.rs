@@ -345,3 +345,45 @@ fn upstream_auth_defaults_to_scram_or_nothing_and_is_checked() {
     let e = Config::parse(&mysql, "g.toml", Path::new(".")).unwrap_err();
     assert!(e.to_string().contains("PostgreSQL targets"), "{e}");
 }
+
+#[test]
+fn a_reload_keeps_only_sessions_whose_identity_still_holds() {
+    use crate::identity::{survives_reload, IdentitySource};
+    let c = Config::parse(GOOD, "g.toml", Path::new(".")).unwrap();
+    let digest = parse_token_hash(&c.identities[0].token_hash).unwrap();
+    let same = IdentitySource::Static { digest };
+    assert!(survives_reload("demo", &same, "pg", &c));
+    // Another token, another name, a target out of reach or gone.
+    assert!(!survives_reload(
+        "demo",
+        &IdentitySource::Static { digest: [1; 32] },
+        "pg",
+        &c
+    ));
+    assert!(!survives_reload("other", &same, "pg", &c));
+    assert!(!survives_reload("demo", &same, "gone", &c));
+    let narrowed = Config::parse(
+        &format!(
+            "{}[[target]]\nname = \"pg2\"\ndatabase = \"p2\"\nhost = \"127.0.0.1\"\nuser = \"u\"\n",
+            GOOD
+        ),
+        "g.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    assert!(
+        !survives_reload("demo", &same, "pg2", &narrowed),
+        "pg2 is not in demo's targets"
+    );
+    // An OIDC session holds while [oidc] is configured.
+    assert!(!survives_reload("sub-1", &IdentitySource::Oidc, "pg", &c));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), "{}").unwrap();
+    let with_oidc = Config::parse(
+        &format!("{GOOD}[oidc]\nissuer = \"https://idp\"\naudience = [\"gh\"]\njwks_file = \"jwks.json\"\n"),
+        "g.toml",
+        dir.path(),
+    )
+    .unwrap();
+    assert!(survives_reload("sub-1", &IdentitySource::Oidc, "pg", &with_oidc));
+}

@@ -57,6 +57,8 @@ pub enum EndReason {
     Shutdown,
     /// Idle longer than allowed.
     IdleTimeout,
+    /// A reload removed the identity, changed its token or its reach.
+    Revoked,
 }
 
 impl EndReason {
@@ -88,6 +90,7 @@ impl EndReason {
             EndReason::Killed => "killed",
             EndReason::Shutdown => "shutdown",
             EndReason::IdleTimeout => "idle-timeout",
+            EndReason::Revoked => "revoked",
         }
     }
 

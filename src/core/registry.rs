@@ -21,6 +21,8 @@ pub enum KillReason {
     Admin = 1,
     Shutdown = 2,
     Idle = 3,
+    /// A reload removed the identity, changed its token or its reach.
+    Revoked = 4,
 }
 
 impl KillReason {
@@ -29,6 +31,7 @@ impl KillReason {
             1 => Some(KillReason::Admin),
             2 => Some(KillReason::Shutdown),
             3 => Some(KillReason::Idle),
+            4 => Some(KillReason::Revoked),
             _ => None,
         }
     }
@@ -48,6 +51,10 @@ impl KillReason {
                 SqlState::IDLE_SESSION_TIMEOUT,
                 "terminating connection due to idle timeout",
             ),
+            KillReason::Revoked => (
+                SqlState::ADMIN_SHUTDOWN,
+                "terminating connection because a configuration reload removed this identity, changed its token or no longer lets it reach this target",
+            ),
         }
     }
 
@@ -57,6 +64,7 @@ impl KillReason {
             KillReason::Admin => EndReason::Killed,
             KillReason::Shutdown => EndReason::Shutdown,
             KillReason::Idle => EndReason::IdleTimeout,
+            KillReason::Revoked => EndReason::Revoked,
         }
     }
 }
@@ -140,6 +148,8 @@ pub struct CancelTarget {
 #[derive(Clone, Debug)]
 pub struct SessionInfo {
     pub identity: String,
+    /// What authenticated the identity (a reload checks it still holds).
+    pub source: crate::identity::IdentitySource,
     pub target: String,
     pub client_addr: String,
     pub worker: usize,
@@ -150,9 +160,16 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// A session starting now.
-    pub fn new(identity: &str, target: &str, client: std::net::SocketAddr, worker: usize, client_tls: bool) -> Self {
+    pub fn new(
+        identity: &crate::identity::Identity,
+        target: &str,
+        client: std::net::SocketAddr,
+        worker: usize,
+        client_tls: bool,
+    ) -> Self {
         SessionInfo {
-            identity: identity.to_string(),
+            identity: identity.name.clone(),
+            source: identity.source.clone(),
             target: target.to_string(),
             client_addr: client.to_string(),
             worker,
@@ -331,6 +348,16 @@ impl Registry {
         n
     }
 
+    /// Kills the sessions `doomed` picks (by what they are).
+    pub fn kill_where(&self, reason: KillReason, doomed: impl Fn(&SessionInfo) -> bool) -> usize {
+        let mut n = 0;
+        for m in &self.shards {
+            let s = m.lock().unwrap_or_else(|p| p.into_inner());
+            n += s.values().filter(|e| doomed(&e.info) && e.handle.kill(reason)).count();
+        }
+        n
+    }
+
     /// Kills sessions with no traffic for `idle_secs` or more.
     pub fn sweep_idle(&self, now: u64, idle_secs: u64) -> usize {
         let mut n = 0;
@@ -375,6 +402,7 @@ mod tests {
     fn info() -> SessionInfo {
         SessionInfo {
             identity: "a".into(),
+            source: crate::identity::IdentitySource::Oidc,
             target: "t".into(),
             client_addr: "x".into(),
             worker: 0,

@@ -315,7 +315,9 @@ impl Source {
             .tls_config(Arc::new(tls))
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .redirects(3)
+            // A redirect could lead to a plain-http or another host's key
+            // set: the URL configured is the one the keys come from.
+            .redirects(0)
             .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Source::Url {
@@ -339,6 +341,12 @@ impl Source {
                 read_limited(f).map_err(|e| format!("cannot read {}: {e}", p.display()))?
             }
             Source::Url { url, agent } => match agent.get(url).call() {
+                Ok(resp) if resp.status() >= 300 => {
+                    return Err(format!(
+                        "{url}: HTTP status {} (redirects are not followed: configure the key set's own URL)",
+                        resp.status()
+                    ))
+                }
                 Ok(resp) => read_limited(resp.into_reader()).map_err(|e| format!("{url}: {e}"))?,
                 Err(ureq::Error::Status(code, _)) => return Err(format!("{url}: HTTP status {code}")),
                 Err(e) => return Err(format!("{url}: {e}")),
@@ -626,5 +634,41 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(cache.keys().kids(), vec!["two"]);
         assert!(Cache::start(Source::File(path), timing).is_err());
+    }
+
+    #[test]
+    fn redirects_are_not_followed() {
+        use std::io::{Read, Write};
+        // A server that answers every request with a redirect to a second
+        // one, which would serve a valid key set.
+        let good = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let good_port = good.local_addr().unwrap().port();
+        let redirect = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = redirect.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = redirect.accept() {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{good_port}/jwks\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = good.accept() {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let body = r#"{"keys":[]}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let src = Source::url(&format!("http://127.0.0.1:{port}/jwks"), None).unwrap();
+        let e = src.load().unwrap_err();
+        assert!(e.contains("302"), "{e}");
     }
 }

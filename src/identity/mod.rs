@@ -17,11 +17,41 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// Target names this identity may reach; `*` for all.
     pub targets: Vec<String>,
+    /// What vouched for it, for a reload to tell whether it still holds.
+    pub source: IdentitySource,
+}
+
+/// What authenticated an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A static token: the digest it matched.
+    Static { digest: [u8; 32] },
+    /// A JWT verified against the `[oidc]` settings.
+    Oidc,
 }
 
 impl Identity {
     pub fn may_reach(&self, target: &str) -> bool {
         self.targets.iter().any(|t| t == "*" || t == target)
+    }
+}
+
+/// Whether a session of `identity` (from `source`) on `target` may go on
+/// under a configuration just reloaded: its identity is still there with
+/// the same token and still reaches the target, and the target is still
+/// there (an OIDC session: `[oidc]` is still configured). A reload ends
+/// the sessions that may not.
+pub fn survives_reload(identity: &str, source: &IdentitySource, target: &str, config: &crate::config::Config) -> bool {
+    if !config.targets.iter().any(|t| t.name == target) {
+        return false;
+    }
+    match source {
+        IdentitySource::Static { digest } => config.identities.iter().any(|i| {
+            i.name == identity
+                && parse_token_hash(&i.token_hash) == Some(*digest)
+                && i.targets.iter().any(|t| t == "*" || t == target)
+        }),
+        IdentitySource::Oidc => config.oidc.is_some(),
     }
 }
 
@@ -72,12 +102,14 @@ impl StaticTokens {
         let entries = ids
             .iter()
             .filter_map(|c| {
+                let digest = parse_token_hash(&c.token_hash)?;
                 Some(StaticEntry {
-                    digest: parse_token_hash(&c.token_hash)?,
+                    digest,
                     identity: Identity {
                         name: c.name.clone(),
                         roles: c.roles.clone(),
                         targets: c.targets.clone(),
+                        source: IdentitySource::Static { digest },
                     },
                 })
             })

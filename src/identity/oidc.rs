@@ -381,6 +381,7 @@ pub fn identity(settings: &Settings, user: &str, claims: &Map<String, Value>) ->
         name,
         roles: roles.into_iter().collect(),
         targets,
+        source: super::IdentitySource::Oidc,
     })
 }
 

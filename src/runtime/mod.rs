@@ -303,8 +303,14 @@ pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
     });
     match result {
         Ok(s) => {
-            shared.state.store(Arc::new(s));
-            tracing::info!(path = %path.display(), "configuration reloaded; open sessions keep their settings");
+            // Stored first: a login from now on is checked against the new
+            // configuration, and the sweep then ends what it no longer allows.
+            let s = Arc::new(s);
+            shared.state.store(s.clone());
+            let ended = shared.registry.kill_where(KillReason::Revoked, |info| {
+                !crate::identity::survives_reload(&info.identity, &info.source, &info.target, &s.config)
+            });
+            tracing::info!(path = %path.display(), ended_sessions = ended, "configuration reloaded; open sessions keep their settings, except those whose identity was removed, whose token changed or that may no longer reach their target");
             Ok(())
         }
         Err(e) => {

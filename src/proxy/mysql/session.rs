@@ -150,7 +150,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     };
     let handle = SessionHandle::new(client_fd, shared.now());
     handle.set_upstream_fd(up.conn.stream.raw_fd());
-    let info = SessionInfo::new(&identity.name, &target.cfg.name, peer, worker, tls);
+    let info = SessionInfo::new(&identity, &target.cfg.name, peer, worker, tls);
     if shared.registry.register_as(pid, handle.clone(), info, None).is_none() {
         let f = Fatal::new(
             SqlState::CANNOT_CONNECT_NOW,

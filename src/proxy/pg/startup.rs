@@ -238,7 +238,7 @@ pub async fn handshake(
     if let Some(up) = &up {
         handle.set_upstream_fd(up.conn.stream.raw_fd());
     }
-    let info = SessionInfo::new(&identity.name, &target.cfg.name, peer, worker, tls);
+    let info = SessionInfo::new(&identity, &target.cfg.name, peer, worker, tls);
     let cancel = up.as_ref().map(|up| CancelTarget {
         host: target.cfg.host.clone(),
         port: target.cfg.port,
