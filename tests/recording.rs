@@ -866,3 +866,26 @@ async fn under_backlog_statements_wait_and_rows_become_gaps() {
     let (code, out) = verify_cmd(&file);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Recordings, the audit log and their directories are not for others,
+/// whatever the umask: files 0640 at most, directories 0750.
+#[tokio::test]
+async fn recordings_are_not_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = Rec::start("summary", 50);
+    workload_small(&r.g).await;
+    let admin = r.admin;
+    tokio::task::spawn_blocking(move || RecView { admin }.wait(1))
+        .await
+        .unwrap();
+    let all = files(&r.dir());
+    assert!(all.iter().any(|p| gatehouse::record::is_audit(p)), "{all:?}");
+    assert!(all.iter().any(|p| !gatehouse::record::is_audit(p)), "{all:?}");
+    for f in &all {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o640, 0, "{}: {mode:o}", f.display());
+        let dir = f.parent().unwrap();
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o750, 0, "{}: {mode:o}", dir.display());
+    }
+}

@@ -34,7 +34,14 @@ impl AuditLog {
         } else {
             Chain::default()
         };
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(super::FILE_MODE)
+                .open(&path)?
+        };
         let mut log = AuditLog {
             file: BufWriter::new(file),
             chain,

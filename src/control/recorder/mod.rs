@@ -81,11 +81,23 @@ impl crate::record::link::Sink for Recorder {
     }
 }
 
+/// Recordings and the audit log: read-write for gatehouse, readable by its
+/// group, nothing for others (whatever the umask).
+pub(super) const FILE_MODE: u32 = 0o640;
+/// Their directories: the same, searchable.
+const DIR_MODE: u32 = 0o750;
+
+/// Creates `dir` and its missing parents with `DIR_MODE`.
+pub(super) fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
 impl Recorder {
     /// Creates the directory, indexes what is there, applies retention and
     /// starts the writer threads.
     pub fn start(cfg: &Recording) -> std::io::Result<Arc<Recorder>> {
-        std::fs::create_dir_all(&cfg.dir)?;
+        create_dirs(&cfg.dir)?;
         let mut shards = Vec::with_capacity(cfg.writers);
         let mut rxs = Vec::with_capacity(cfg.writers);
         for _ in 0..cfg.writers {

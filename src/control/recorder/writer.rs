@@ -321,14 +321,23 @@ impl Writer {
         let dir = self.rec.cfg.dir.join(&day);
         let path = dir.join(format!("{id}.{}", record::EXT));
         // The day's directory is made once (again if retention removed it).
-        let create = || std::fs::OpenOptions::new().create_new(true).write(true).open(&path);
+        let create = || {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Evidence is for gatehouse and its group (auditors' tools), not
+            // the world, whatever the process umask says.
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(super::FILE_MODE)
+                .open(&path)
+        };
         let file = if self.day_dir.as_deref() == Some(day.as_str()) {
             create()
         } else {
             Err(std::io::Error::from(std::io::ErrorKind::NotFound))
         };
         let file = match file {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&dir).and_then(|_| {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => super::create_dirs(&dir).and_then(|_| {
                 self.day_dir = Some(day.clone());
                 create()
             }),
