@@ -26,7 +26,9 @@ pub struct Server {
     pub buffer_bytes: usize,
     /// Time a client has to finish TLS, startup and authentication.
     pub handshake_timeout_secs: u64,
-    /// Close sessions with no traffic in either direction for this long (0: never).
+    /// Close sessions with no traffic in either direction for this long
+    /// (0: never). Default one hour: an agent that walked away does not
+    /// hold a session (and its upstream connection) forever.
     pub idle_timeout_secs: u64,
     /// After SIGTERM, how long open sessions may take to finish.
     pub shutdown_timeout_secs: u64,
@@ -50,7 +52,7 @@ impl Default for Server {
             max_message_bytes: 1 << 30,
             buffer_bytes: 64 * 1024,
             handshake_timeout_secs: 10,
-            idle_timeout_secs: 0,
+            idle_timeout_secs: 3600,
             shutdown_timeout_secs: 30,
             allow_cleartext_on_loopback: false,
             tls: None,

@@ -387,3 +387,15 @@ fn a_reload_keeps_only_sessions_whose_identity_still_holds() {
     .unwrap();
     assert!(survives_reload("sub-1", &IdentitySource::Oidc, "pg", &with_oidc));
 }
+
+#[test]
+fn idle_sessions_end_after_an_hour_unless_configured() {
+    let c = Config::parse(GOOD, "g.toml", Path::new(".")).unwrap();
+    assert_eq!(c.server.idle_timeout_secs, 3600);
+    let never = GOOD.replace(
+        "listen = [\"127.0.0.1:6432\"]",
+        "listen = [\"127.0.0.1:6432\"]\nidle_timeout_secs = 0",
+    );
+    let c = Config::parse(&never, "g.toml", Path::new(".")).unwrap();
+    assert_eq!(c.server.idle_timeout_secs, 0);
+}
