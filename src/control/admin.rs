@@ -183,6 +183,15 @@ fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<Strin
     state.auth.bearer(token).map(|id| (id.name, id.roles))
 }
 
+/// The roles a route allows (empty: public), `None` for a route not in
+/// [`ROUTES`].
+fn route_roles(method: &str, path: &str) -> Option<&'static [Role]> {
+    ROUTES
+        .iter()
+        .find(|(m, p, _, _)| *m == method && *p == path)
+        .map(|r| r.2)
+}
+
 /// Checks the caller may use the route at `path` with `method`.
 #[allow(clippy::result_large_err)] // the error is the response itself
 fn authorize(st: &AppState, headers: &HeaderMap, method: &str, path: &str) -> Result<String, Response> {
@@ -197,11 +206,15 @@ pub(super) fn authorize_roles(
     method: &str,
     path: &str,
 ) -> Result<(String, Vec<String>), Response> {
-    let allowed = ROUTES
-        .iter()
-        .find(|(m, p, _, _)| *m == method && *p == path)
-        .map(|r| r.2)
-        .unwrap_or(&[]);
+    // Deny by default: a handler asking about a route the table does not
+    // hold is a mistake, refused rather than public.
+    let Some(allowed) = route_roles(method, path) else {
+        tracing::error!(target: "gatehouse::admin", method, path, "a route missing from the route table was refused");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "this route is not in gatehouse's route table",
+        ));
+    };
     if allowed.is_empty() {
         return Ok((String::new(), Vec::new()));
     }
@@ -714,5 +727,20 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<Arc<rustls::Se
                 tracing::debug!(target: "gatehouse::admin", error = %e, "admin connection ended");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_routes_in_the_table_have_roles_and_few_are_public() {
+        assert_eq!(route_roles("get", "/healthz"), Some(&[][..]));
+        assert_eq!(route_roles("post", "/api/v1/reload"), Some(&[Role::Admin][..]));
+        assert_eq!(route_roles("get", "/api/v1/reload"), None, "another method");
+        assert_eq!(route_roles("post", "/api/v1/reload/"), None, "another path");
+        let public: Vec<&str> = ROUTES.iter().filter(|r| r.2.is_empty()).map(|r| r.1).collect();
+        assert_eq!(public, ["/healthz", "/readyz", "/openapi.json"]);
     }
 }
