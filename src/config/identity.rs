@@ -38,6 +38,10 @@ pub struct Oidc {
     pub issuer: String,
     /// The accepted `aud` value, or several.
     pub audience: OneOrMany,
+    /// The `aud` of tokens the admin API accepts as bearer tokens (none
+    /// set: it accepts no JWT). Kept apart from `audience` so that an
+    /// agent's database token is never an admin credential.
+    pub admin_audience: OneOrMany,
     /// The provider's public keys: a JWKS file, or an `https://` URL
     /// (`http://` only to a loopback address, for tests).
     pub jwks_file: Option<PathBuf>,
@@ -73,6 +77,7 @@ impl Default for Oidc {
         Oidc {
             issuer: String::new(),
             audience: OneOrMany::Many(Vec::new()),
+            admin_audience: OneOrMany::Many(Vec::new()),
             jwks_file: None,
             jwks_url: None,
             jwks_ca_file: None,
@@ -146,6 +151,13 @@ pub(super) fn validate_oidc(o: &mut Oidc, base: &Path, targets: &HashSet<String>
         return Err((
             k("audience"),
             "is required: the `aud` tokens for this gateway carry".into(),
+        ));
+    }
+    let admin = o.admin_audience.to_vec();
+    if admin.iter().any(|a| a.is_empty() || auds.contains(a)) {
+        return Err((
+            k("admin_audience"),
+            "must differ from every `audience`: a database token must not be an admin credential".into(),
         ));
     }
     match (&mut o.jwks_file, &o.jwks_url) {

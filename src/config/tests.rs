@@ -399,3 +399,18 @@ fn idle_sessions_end_after_an_hour_unless_configured() {
     let c = Config::parse(&never, "g.toml", Path::new(".")).unwrap();
     assert_eq!(c.server.idle_timeout_secs, 0);
 }
+
+#[test]
+fn the_admin_audience_differs_from_the_database_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), "{}").unwrap();
+    let oidc = |admin: &str| {
+        format!("{GOOD}[oidc]\nissuer = \"https://idp\"\naudience = [\"gh\"]\njwks_file = \"jwks.json\"\nadmin_audience = {admin}\n")
+    };
+    let c = Config::parse(&oidc("\"gh-admin\""), "g.toml", dir.path()).unwrap();
+    assert_eq!(c.oidc.unwrap().admin_audience.to_vec(), ["gh-admin"]);
+    for bad in ["\"gh\"", "[\"x\", \"gh\"]", "\"\""] {
+        let e = Config::parse(&oidc(bad), "g.toml", dir.path()).unwrap_err();
+        assert!(e.to_string().contains("admin_audience"), "{bad}: {e}");
+    }
+}

@@ -204,6 +204,7 @@ mod tests {
         let settings = oidc::Settings {
             issuer: "iss".into(),
             audiences: vec!["gh".into()],
+            admin_audiences: Vec::new(),
             leeway_secs: 60,
             algorithms: jwks::Alg::ALL.to_vec(),
             user_claim: "sub".into(),

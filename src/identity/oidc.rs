@@ -100,6 +100,8 @@ pub fn shown(s: &str) -> String {
 pub struct Settings {
     pub issuer: String,
     pub audiences: Vec<String>,
+    /// The `aud` of admin API bearer tokens (empty: none accepted).
+    pub admin_audiences: Vec<String>,
     pub leeway_secs: i64,
     pub algorithms: Vec<Alg>,
     pub user_claim: String,
@@ -123,6 +125,7 @@ impl Settings {
         Ok(Settings {
             issuer: c.issuer.clone(),
             audiences: c.audience.to_vec(),
+            admin_audiences: c.admin_audience.to_vec(),
             leeway_secs: i64::try_from(c.leeway_secs).unwrap_or(i64::MAX),
             algorithms,
             user_claim: c.user_claim.clone(),
@@ -434,9 +437,19 @@ impl OidcAuthenticator {
 
     /// Checks a bearer token of the admin API: the identity is whoever the
     /// token names (no user name to match).
+    /// The token must carry the admin audience, not the database one.
     pub fn check_bearer(&self, token: &str, now: i64) -> Result<Identity, TokenError> {
+        if self.settings.admin_audiences.is_empty() {
+            return Err(TokenError::Malformed(
+                "the admin API takes JWTs only with [oidc] admin_audience",
+            ));
+        }
+        let admin = Settings {
+            audiences: self.settings.admin_audiences.clone(),
+            ..self.settings.clone()
+        };
         let keys = self.keys.keys();
-        let claims = verify(&self.settings, &keys, token, now)?;
+        let claims = verify(&admin, &keys, token, now)?;
         let name = claim(&claims, &self.settings.user_claim)
             .and_then(|v| v.as_str())
             .unwrap_or("")
@@ -495,6 +508,7 @@ mod tests {
         Settings {
             issuer: "https://idp.example".into(),
             audiences: vec!["gatehouse".into()],
+            admin_audiences: vec!["gatehouse-admin".into()],
             leeway_secs: 60,
             algorithms: Alg::ALL.to_vec(),
             user_claim: "sub".into(),
@@ -864,5 +878,31 @@ mod tests {
         assert!(!looks_like_jwt(b"e30.b.c=")); // `{}` header, but padding
         assert!(looks_like_jwt(b"e30.b.c")); // `{}`
         assert!(looks_like_jwt(b"e30..")); // an unsecured token's shape
+    }
+
+    #[test]
+    fn admin_bearer_tokens_carry_the_admin_audience_only() {
+        let auth = OidcAuthenticator::with_keys(settings(), keys().1.clone());
+        // An agent's database token is not an admin credential…
+        let db = token("ed", |_| {});
+        assert!(auth.check("alice", &db, NOW).is_ok());
+        let e = auth.check_bearer(&db, NOW).unwrap_err();
+        assert!(e.to_string().contains("audience"), "{e}");
+        // …an admin token is, and does not open a database session.
+        let admin = token("ed", |c| {
+            c.insert("aud".into(), Value::from("gatehouse-admin"));
+        });
+        assert_eq!(auth.check_bearer(&admin, NOW).unwrap().name, "alice");
+        assert!(auth.check("alice", &admin, NOW).is_err());
+        // Without an admin audience no JWT reaches the admin API.
+        let none = OidcAuthenticator::with_keys(
+            Settings {
+                admin_audiences: Vec::new(),
+                ..settings()
+            },
+            keys().1.clone(),
+        );
+        assert!(none.check_bearer(&admin, NOW).is_err());
+        assert!(none.check_bearer(&db, NOW).is_err());
     }
 }
