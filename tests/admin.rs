@@ -206,3 +206,63 @@ fn readyz_turns_503_while_draining() {
     assert!(body.contains("draining"));
     let _ = child.wait();
 }
+
+/// A client that trickles its headers is cut off after
+/// `header_timeout_secs`, and one that holds `max_connections` open cannot
+/// take more: the next connection is closed at once, and a slot comes back
+/// when one of its connections ends.
+#[test]
+fn slow_and_greedy_clients_are_bounded() {
+    let admin_port = free_port();
+    let g = Gatehouse::start(
+        "",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\nmax_connections = 2\nheader_timeout_secs = 2\n"),
+    );
+    // Wait for the admin API.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{}", g.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Whether the server closed the connection within `limit`, and what it
+    // sent before.
+    let closed_within = |s: &mut TcpStream, limit: Duration| -> (bool, usize) {
+        s.set_read_timeout(Some(limit)).unwrap();
+        let mut b = [0u8; 512];
+        let mut got = 0;
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return (true, got),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (true, got),
+                Err(_) => return (false, got),
+            }
+        }
+    };
+    // Slowloris: half a request line, then nothing.
+    let mut slow = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let t = std::time::Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).0,
+        "a trickling client stays connected"
+    );
+    assert!(t.elapsed() < Duration::from_secs(6), "cut after {:?}", t.elapsed());
+    // Two silent connections take both slots; a third is closed at once.
+    let a = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    let _b = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        closed_within(&mut third, Duration::from_secs(5)),
+        (true, 0),
+        "a third connection is closed unanswered"
+    );
+    // Once the slots are free again, requests are served.
+    drop(a);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(http(admin_port, "GET", "/healthz", None).0, 200, "{}", g.log());
+    assert!(g.log().contains("too many open"), "{}", g.log());
+}

@@ -104,7 +104,11 @@ fn api() -> Api {
         ops: Arc::new(NoOps),
         recorder: None,
     };
-    rt.spawn(admin::serve(listener, None, app));
+    let limits = admin::Limits {
+        connections: 64,
+        header_timeout: Duration::from_secs(10),
+    };
+    rt.spawn(admin::serve(listener, None, limits, app));
     Api { shared, port, _rt: rt }
 }
 

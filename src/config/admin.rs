@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// The admin API: health, metrics, sessions; served by the control plane.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Address of the admin HTTP(S) server; no server without it.
@@ -17,6 +17,25 @@ pub struct Admin {
     /// Bearer tokens for the API, stored hashed.
     #[serde(rename = "token")]
     pub tokens: Vec<AdminToken>,
+    /// Connections open at once (default 256); past it new ones are
+    /// closed at once, so a client holding many cannot starve the others
+    /// of file descriptors.
+    pub max_connections: usize,
+    /// Time a connection has to finish TLS and send a request's headers
+    /// (default 10 s): a client that trickles them is cut off.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: None,
+            tls: None,
+            tokens: Vec::new(),
+            max_connections: 256,
+            header_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +53,15 @@ impl Admin {
     /// the API's or an approver role the policy names.
     pub(super) fn validate(&mut self, policy: Option<&PolicyConfig>, base: &Path) -> Result<(), Invalid> {
         use PathPart::{Idx, Key};
+        if self.max_connections == 0 {
+            return Err((vec![Key("admin"), Key("max_connections")], "must be at least 1".into()));
+        }
+        if self.header_timeout_secs == 0 {
+            return Err((
+                vec![Key("admin"), Key("header_timeout_secs")],
+                "must be at least 1".into(),
+            ));
+        }
         if let Some(a) = &self.listen {
             if a.parse::<SocketAddr>().is_err() {
                 return Err((

@@ -693,12 +693,27 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
+/// What one client of the admin API may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once.
+    pub connections: usize,
+    /// To finish TLS, and to send each request's headers.
+    pub header_timeout: std::time::Duration,
+}
+
 /// Serves the admin API on `listener` until the runtime stops.
-pub async fn serve(listener: tokio::net::TcpListener, tls: Option<Arc<rustls::ServerConfig>>, app: AppState) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
+    app: AppState,
+) {
     let router = router(app);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(target: "gatehouse::admin", error = %e, "admin accept failed");
@@ -706,12 +721,22 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<Arc<rustls::Se
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(target: "gatehouse::admin", %peer, limit = limits.connections, "admin connection refused: too many open");
+            drop(tcp);
+            continue;
+        };
         let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper_util::service::TowerToHyperService::new(router);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let handshake = std::time::Duration::from_secs(10);
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let handshake = limits.header_timeout;
             let res = match acceptor {
                 Some(a) => match tokio::time::timeout(handshake, a.accept(tcp)).await {
                     Ok(Ok(s)) => builder.serve_connection(hyper_util::rt::TokioIo::new(s), service).await,

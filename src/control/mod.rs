@@ -80,7 +80,11 @@ pub fn start(
                 ops,
                 recorder,
             };
-            rt.spawn(admin::serve(listener, tls, app));
+            let limits = admin::Limits {
+                connections: state.config.admin.max_connections,
+                header_timeout: std::time::Duration::from_secs(state.config.admin.header_timeout_secs),
+            };
+            rt.spawn(admin::serve(listener, tls, limits, app));
             tracing::info!(listen = %bound, tls = state.config.admin.tls.is_some(), "admin API serving");
             Some(bound)
         }

@@ -140,13 +140,28 @@ pub fn build_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
 
 /// Checks a pattern's syntax without compiling it; returns its number of
 /// capture groups.
+///
+/// A pattern anchored to the start or end of the scanned text (`\A`, `\z`,
+/// or `^`/`$` under `(?-m)`) is refused: values are scanned many to a
+/// buffer, one per line, and such an anchor would match only the first or
+/// last of them, so the others would go unmasked. `^` and `$` (line
+/// anchors: every value is a line of its own) do what such a rule means.
 pub fn capture_groups(pattern: &str) -> Result<usize, String> {
     let hir = regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
+        // As Hyperscan compiles the patterns: `^`/`$` are line anchors.
+        .multi_line(true)
         .build()
         .parse(pattern)
         .map_err(|e| e.to_string())?;
+    let looks = hir.properties().look_set();
+    if looks.contains(regex_syntax::hir::Look::Start) || looks.contains(regex_syntax::hir::Look::End) {
+        return Err(
+            "anchored to the start or end of the scanned text (\\A, \\z, or ^/$ under (?-m)); values are scanned one per line: use ^ and $"
+                .into(),
+        );
+    }
     Ok(hir.properties().explicit_captures_len())
 }
 
@@ -169,4 +184,24 @@ fn line_of_id(text: &str, id: &str) -> usize {
         .position(|l| l.trim_start().starts_with("id") && l.contains(&needle))
         .map(|i| i + 1)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capture_groups;
+
+    #[test]
+    fn patterns_anchored_to_the_scanned_text_are_refused() {
+        for bad in [
+            r"\A(\$2[aby]\$\d\d\$[./A-Za-z0-9]{53})",
+            r"key-[0-9]{8}\z",
+            r"(?-m)^(tok_[a-z]{10})$",
+        ] {
+            let e = capture_groups(bad).unwrap_err();
+            assert!(e.contains("anchored"), "{bad}: {e}");
+        }
+        // Line anchors and word boundaries are what a rule means.
+        assert_eq!(capture_groups(r"^(tok_[a-z]{10})$").unwrap(), 1);
+        assert_eq!(capture_groups(r"\b(AKIA[A-Z0-9]{16})\b").unwrap(), 1);
+    }
 }

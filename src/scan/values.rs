@@ -7,7 +7,8 @@ use super::{Engine, Finding, Hit, ScanError};
 /// Hyperscan pass: the values are copied into `seg`, each followed by a
 /// newline. To the patterns (compiled multi-line) a newline is what the
 /// edge of a value is to a value scanned alone: a non-word byte, the end and
-/// the start of a line. So the bytes around a value in its message (a
+/// the start of a line (a pattern anchored to the whole text, `\A` or
+/// `\z`, would not be: such patterns are refused when rules load). So the bytes around a value in its message (a
 /// length, a field code, the next message's tag) never decide whether a
 /// pattern matches, and every hit is confirmed by the rule's regex on its
 /// value alone. Appends (index, finding) to `found`.

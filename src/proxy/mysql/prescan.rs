@@ -30,6 +30,10 @@ pub struct RowPrescan {
     /// (offset of the row's message in the read buffer, whether the pass
     /// confirmed a secret in it), in buffer order.
     ahead: VecDeque<(usize, bool)>,
+    /// A pass that failed (too many candidates) covered the buffer up to
+    /// here: the rows before it get passes of their own, not the same
+    /// failing pass again for each.
+    no_pass_before: usize,
     rows: Vec<(usize, usize)>,
     values: Vec<(usize, usize, usize)>,
     /// Row (index into `rows`) of each value.
@@ -45,6 +49,7 @@ impl RowPrescan {
     /// Forgets every verdict: the buffer is about to move.
     pub fn clear(&mut self) {
         self.ahead.clear();
+        self.no_pass_before = 0;
     }
 
     /// The verdict for the row whose message starts at `at`: `Some(false)`
@@ -83,6 +88,9 @@ impl RowPrescan {
     ) {
         self.ahead.clear();
         self.rows.clear();
+        if from < self.no_pass_before {
+            return;
+        }
         let mut at = from;
         let mut bytes = 0;
         while self.rows.len() < MAX_ROWS && bytes < MAX_BYTES {
@@ -135,6 +143,7 @@ impl RowPrescan {
             applies,
         );
         if scanned.is_err() {
+            self.no_pass_before = self.rows.last().map_or(from, |r| r.1);
             return;
         }
         self.flagged.clear();
@@ -320,5 +329,31 @@ mod tests {
                 prop_assert_eq!(p.take(o), Some(alone(&e, &wire, o, 3)));
             }
         }
+    }
+
+    #[test]
+    fn a_failed_pass_is_not_redone_for_each_row_it_covered() {
+        let e = engine();
+        // (Overflowing a pass takes 100,000 candidate regions 8 KiB apart;
+        // the bookkeeping is what is tested here.)
+        let rows = vec![
+            vec![Some("a".to_string())],
+            vec![Some("b".to_string())],
+            vec![Some("c".to_string())],
+        ];
+        let (wire, offsets) = text_rows(&rows);
+        // As after a pass over all three rows failed.
+        let mut p = RowPrescan {
+            no_pass_before: offsets[2] + 6,
+            ..Default::default()
+        };
+        p.scan(&e, None, &wire, offsets[1], 1 << 20, None, 1);
+        assert_eq!(p.take(offsets[1]), None, "no new pass inside the failed one");
+        p.scan(&e, None, &wire, offsets[2], 1 << 20, None, 1);
+        assert_eq!(p.take(offsets[2]), None);
+        // A new buffer (after a fill) starts afresh.
+        p.clear();
+        p.scan(&e, None, &wire, 0, 1 << 20, None, 1);
+        assert_eq!(p.take(offsets[0]), Some(false));
     }
 }
