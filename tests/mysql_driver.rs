@@ -511,22 +511,7 @@ fn binary_rows_are_recorded_as_text() {
             .unwrap();
         c.disconnect().await.unwrap();
     });
-    let dir = g.dir.path().join("rec");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let mut files = Vec::new();
-        gatehouse::record::collect(&dir, &mut files).unwrap();
-        let text: String = files
-            .iter()
-            .filter(|p| !gatehouse::record::is_audit(p))
-            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-            .collect();
-        if text.contains("\"seal\"") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "no sealed recording");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = sealed_recordings(&g.dir.path().join("rec"));
     assert!(!text.contains(KEY), "{text}");
     // (The driver's own first query comes before.)
     let rows = text

@@ -129,6 +129,41 @@ fn assert_still_serves(g: &Gatehouse, port: u16) {
     assert!(!g.log().contains("panicked"), "{}", g.log());
 }
 
+/// Sends one command (sequence id 0).
+fn send(s: &mut TcpStream, payload: &[u8]) {
+    let mut out = Vec::new();
+    write_message(&mut out, 0, payload);
+    s.write_all(&out).unwrap();
+}
+
+/// Prepares `sql` and executes it with a read-only cursor: the server
+/// answers with column definitions and an EOF saying the cursor exists, and
+/// no rows. Returns the statement id.
+fn open_cursor(g: &Gatehouse, s: &mut TcpStream, buf: &mut Vec<u8>, sql: &[u8]) -> [u8; 4] {
+    let mut p = vec![0x16];
+    p.extend_from_slice(sql);
+    send(s, &p);
+    let (_, ok) = read(s, buf).unwrap();
+    assert_eq!(ok[0], 0, "{ok:?}\n{}", g.log());
+    let id = [ok[1], ok[2], ok[3], ok[4]];
+    let columns = u16::from_le_bytes([ok[5], ok[6]]);
+    // Its column definitions and their EOF.
+    for _ in 0..columns + 1 {
+        read(s, buf).unwrap();
+    }
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id);
+    p.extend_from_slice(&[1, 1, 0, 0, 0]);
+    send(s, &p);
+    loop {
+        let (_, m) = read(s, buf).unwrap();
+        assert_ne!(m[0], 0xff, "{m:?}");
+        if m[0] == 0xfe && m.len() < 9 {
+            return id;
+        }
+    }
+}
+
 #[test]
 fn hostile_handshakes_get_an_error_and_a_close() {
     let (g, port) = start_mysql("", "", "");
@@ -433,36 +468,7 @@ fn max_rows_counts_a_cursors_rows_over_its_fetches() {
         "[policy]\ndefault_role = \"agent\"\n[policy.roles.agent]\nread = \"allow\"\nwrite = \"deny\"\ndelete = \"deny\"\nddl = \"deny\"\nadmin = \"deny\"\nunknown = \"deny\"\nmax_rows = 5\n",
     );
     let (mut s, mut buf) = login(port);
-    let send = |s: &mut TcpStream, payload: &[u8]| {
-        let mut out = Vec::new();
-        write_message(&mut out, 0, payload);
-        s.write_all(&out).unwrap();
-    };
-    // Prepare a 20-row select.
-    let mut p = vec![0x16];
-    p.extend_from_slice(b"SELECT seq FROM seq_1_to_20");
-    send(&mut s, &p);
-    let (_, ok) = read(&mut s, &mut buf).unwrap();
-    assert_eq!(ok[0], 0, "{ok:?}\n{}", g.log());
-    let id = [ok[1], ok[2], ok[3], ok[4]];
-    let columns = u16::from_le_bytes([ok[5], ok[6]]);
-    // Its column definitions and their EOF.
-    for _ in 0..columns + 1 {
-        read(&mut s, &mut buf).unwrap();
-    }
-    // Execute with a read-only cursor: column definitions, then an EOF
-    // saying the cursor exists, and no rows.
-    let mut p = vec![0x17];
-    p.extend_from_slice(&id);
-    p.extend_from_slice(&[1, 1, 0, 0, 0]);
-    send(&mut s, &p);
-    loop {
-        let (_, m) = read(&mut s, &mut buf).unwrap();
-        assert_ne!(m[0], 0xff, "{m:?}");
-        if m[0] == 0xfe && m.len() < 9 {
-            break;
-        }
-    }
+    let id = open_cursor(&g, &mut s, &mut buf, b"SELECT seq FROM seq_1_to_20");
     // Fetch 3 rows at a time: the first fetch passes, the second crosses
     // the limit and ends in gatehouse's error.
     let mut rows = 0;
@@ -550,11 +556,6 @@ fn a_refused_execution_cannot_make_the_next_review_lie() {
         ),
     );
     let (mut s, mut buf) = login(port);
-    let send = |s: &mut TcpStream, payload: &[u8]| {
-        let mut out = Vec::new();
-        write_message(&mut out, 0, payload);
-        s.write_all(&out).unwrap();
-    };
     let mut p = vec![0x16];
     p.extend_from_slice(format!("UPDATE {table} SET v = ? WHERE id = ?").as_bytes());
     send(&mut s, &p);
@@ -621,34 +622,12 @@ fn cursor_fetches_are_recorded_with_their_columns() {
         "[recording]\ndir = \"rec\"\nresults = \"full\"\nsync_interval_ms = 50\n",
     );
     let (mut s, mut buf) = login(port);
-    let send = |s: &mut TcpStream, payload: &[u8]| {
-        let mut out = Vec::new();
-        write_message(&mut out, 0, payload);
-        s.write_all(&out).unwrap();
-    };
-    let mut p = vec![0x16];
-    p.extend_from_slice(
+    let id = open_cursor(
+        &g,
+        &mut s,
+        &mut buf,
         b"SELECT CAST(18446744073709551615 AS UNSIGNED) AS big, CONCAT('key ', 'AKIA', 'IOSFODNN7EXAMPLE') AS k, seq FROM seq_1_to_4",
     );
-    send(&mut s, &p);
-    let (_, ok) = read(&mut s, &mut buf).unwrap();
-    assert_eq!(ok[0], 0, "{ok:?}\n{}", g.log());
-    let id = [ok[1], ok[2], ok[3], ok[4]];
-    let columns = u16::from_le_bytes([ok[5], ok[6]]);
-    for _ in 0..columns + 1 {
-        read(&mut s, &mut buf).unwrap();
-    }
-    let mut p = vec![0x17];
-    p.extend_from_slice(&id);
-    p.extend_from_slice(&[1, 1, 0, 0, 0]);
-    send(&mut s, &p);
-    loop {
-        let (_, m) = read(&mut s, &mut buf).unwrap();
-        assert_ne!(m[0], 0xff, "{m:?}");
-        if m[0] == 0xfe && m.len() < 9 {
-            break;
-        }
-    }
     let mut rows = 0;
     for _ in 0..2 {
         let mut p = vec![0x1c];
@@ -668,22 +647,7 @@ fn cursor_fetches_are_recorded_with_their_columns() {
     assert_eq!(rows, 4);
     send(&mut s, &[0x01]);
     drop(s);
-    let dir = g.dir.path().join("rec");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let mut files = Vec::new();
-        gatehouse::record::collect(&dir, &mut files).unwrap();
-        let text: String = files
-            .iter()
-            .filter(|p| !gatehouse::record::is_audit(p))
-            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-            .collect();
-        if text.contains("\"seal\"") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "no sealed recording");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = sealed_recordings(&g.dir.path().join("rec"));
     assert!(!text.contains("AKIAIOSFODNN7EXAMPLE"), "{text}");
     let fetched: Vec<&str> = text
         .lines()

@@ -478,3 +478,23 @@ pub fn decide_next(admin_port: u16, verdict: &'static str, reason: &'static str)
         panic!("no review opened");
     })
 }
+
+/// The session recordings under `dir` (the audit log left out), once one
+/// of them is sealed; waits up to 10 s.
+pub fn sealed_recordings(dir: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut files = Vec::new();
+        gatehouse::record::collect(dir, &mut files).unwrap();
+        let text: String = files
+            .iter()
+            .filter(|p| !gatehouse::record::is_audit(p))
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect();
+        if text.contains("\"seal\"") {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no sealed recording under {}", dir.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
