@@ -157,11 +157,13 @@ qemu-system-x86_64 -accel "${ACCELERATOR:-tcg}" -cpu max -smp 2 -m 2048 -display
     >"$WORK/qemu.log" 2>&1 &
 QEMU_PID=$!
 
-ADMIN=http://127.0.0.1:$ADMIN_PORT
+# The admin API is HTTPS by default, with a certificate first boot makes;
+# the wait for readiness does not know it yet (-k), the checks below do.
+ADMIN=https://127.0.0.1:$ADMIN_PORT
 ready=0
 while [ $(( $(date +%s) - T_BOOT )) -lt "$BOOT_TIMEOUT" ]; do
     kill -0 "$QEMU_PID" 2>/dev/null || break
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$ADMIN/readyz")" = 200 ]; then ready=1; break; fi
+    if [ "$(curl -k -s -o /dev/null -w '%{http_code}' --max-time 3 "$ADMIN/readyz")" = 200 ]; then ready=1; break; fi
     # Give up early when the services failed.
     if grep -aq 'Failed to start .*gatehouse' "$WORK/console.log" 2>/dev/null; then sleep 5; break; fi
     sleep 2
@@ -203,8 +205,11 @@ else
     fail "pgbench through the appliance" "rc $rc: $(tail -3 "$WORK/pgbench.log" | tr '\n' ' ')"
 fi
 
-code() { curl -s -o "$WORK/http.out" -w '%{http_code}' --max-time 10 "$@"; }
-[ "$(code "$ADMIN/healthz")" = 200 ] && pass "admin /healthz" || fail "admin /healthz" "$(cat "$WORK/http.out")"
+vm cat /etc/gatehouse/tls/admin.crt >"$WORK/admin.crt" 2>/dev/null
+code() { curl -s --cacert "$WORK/admin.crt" -o "$WORK/http.out" -w '%{http_code}' --max-time 10 "$@"; }
+[ "$(code "$ADMIN/healthz")" = 200 ] && pass "admin /healthz over HTTPS" "the instance's own certificate" || fail "admin /healthz over HTTPS" "$(cat "$WORK/http.out")"
+c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$ADMIN_PORT/healthz")
+[ "$c" != 200 ] && pass "admin API refuses plain HTTP" "HTTP code $c" || fail "admin API refuses plain HTTP" "served over http"
 c=$(code -H "Authorization: Bearer $ADMIN_TOKEN" "$ADMIN/api/v1/sessions")
 [ "$c" = 200 ] && pass "admin /api/v1/sessions" "$(head -c 120 "$WORK/http.out")" || fail "admin /api/v1/sessions" "HTTP $c"
 c=$(code "$ADMIN/api/v1/sessions")
@@ -267,8 +272,8 @@ else
     fail "gatehouse runs on io_uring" "$(grep -E 'serving|epoll|io_uring' <<<"$out" | tail -3 | tr '\n' ' ')"
 fi
 
-out=$(vm sudo -u gatehouse /usr/local/bin/gatehouse verify /var/lib/gatehouse/recordings 2>&1 | tail -1)
-if grep -q ' 0 failed' <<<"$out" && ! grep -q '^0 recording' <<<"$out"; then
+out=$(vm sudo -u gatehouse /usr/local/bin/gatehouse verify --key /etc/gatehouse/recording-key.pub.pem /var/lib/gatehouse/recordings 2>&1 | tail -1)
+if grep -q ' 0 failed (signatures checked)' <<<"$out" && ! grep -q '^0 recording' <<<"$out"; then
     pass "recordings verify in the VM" "$out"
 else
     fail "recordings verify in the VM" "$out"
@@ -289,10 +294,10 @@ else
     fail "gatehouse unprivileged" "$out"
 fi
 
-out=$(vm 'systemctl is-active gatehouse-firstboot.service; sudo stat -c "%U:%G %a %n" /etc/gatehouse /etc/gatehouse/gatehouse.toml /etc/gatehouse/tls/server.key /var/lib/gatehouse; hostname' 2>&1 | tr '\n' ' ')
+out=$(vm 'systemctl is-active gatehouse-firstboot.service; sudo stat -c "%U:%G %a %n" /etc/gatehouse /etc/gatehouse/gatehouse.toml /etc/gatehouse/tls/server.key /etc/gatehouse/tls/admin.key /etc/gatehouse/secrets/recording-key.pem /var/lib/gatehouse; hostname' 2>&1 | tr '\n' ' ')
 case "$out" in
-    "active root:gatehouse 750 /etc/gatehouse root:gatehouse 640 /etc/gatehouse/gatehouse.toml root:gatehouse 640 /etc/gatehouse/tls/server.key gatehouse:gatehouse 750 /var/lib/gatehouse gatehouse-smoke ")
-        pass "first boot from the seed" "config, TLS, hostname, state dir" ;;
+    "active root:gatehouse 750 /etc/gatehouse root:gatehouse 640 /etc/gatehouse/gatehouse.toml root:gatehouse 640 /etc/gatehouse/tls/server.key root:gatehouse 640 /etc/gatehouse/tls/admin.key gatehouse:gatehouse 600 /etc/gatehouse/secrets/recording-key.pem gatehouse:gatehouse 750 /var/lib/gatehouse gatehouse-smoke ")
+        pass "first boot from the seed" "config, TLS (gateway and admin), recording key, hostname, state dir" ;;
     *) fail "first boot from the seed" "$out" ;;
 esac
 
@@ -315,11 +320,11 @@ if [ "${SKIP_REBOOT:-0}" != 1 ]; then
     vm 'sudo systemctl reboot' >/dev/null 2>&1
     # Down first, then up again.
     while [ $(( $(date +%s) - T_REBOOT )) -lt 60 ] \
-          && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$ADMIN/readyz")" = 200 ]; do sleep 1; done
+          && [ "$(curl -k -s -o /dev/null -w '%{http_code}' --max-time 2 "$ADMIN/readyz")" = 200 ]; do sleep 1; done
     ready=0
     while [ $(( $(date +%s) - T_REBOOT )) -lt "$BOOT_TIMEOUT" ]; do
         kill -0 "$QEMU_PID" 2>/dev/null || break
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$ADMIN/readyz")" = 200 ]; then ready=1; break; fi
+        if [ "$(curl -k -s -o /dev/null -w '%{http_code}' --max-time 3 "$ADMIN/readyz")" = 200 ]; then ready=1; break; fi
         sleep 2
     done
     if [ $ready = 1 ]; then

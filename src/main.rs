@@ -51,11 +51,35 @@ enum Cmd {
     /// Checks recordings (a file, or every one under a directory): the hash
     /// chain, the sequence and the seal. Exit 0: all intact and sealed;
     /// 1: a record fails (named); 2: cannot read.
+    ///
+    /// Given the recordings directory, also checks the audit log's account:
+    /// a session file deleted or rewritten, or an audit log cut short. With
+    /// --key, every seal and every audit log checkpoint must carry a valid
+    /// signature by that key.
     Verify {
         path: PathBuf,
         /// Print a line per file, not only failures.
         #[arg(long, short)]
         verbose: bool,
+        /// Public key (PEM, from `gatehouse keygen --recordings`) that must
+        /// have signed; repeat while a key is being rotated.
+        #[arg(long, value_name = "PUBLIC_KEY")]
+        key: Vec<PathBuf>,
+    },
+    /// Makes a key pair: with --recordings, the Ed25519 key that signs
+    /// recordings (OUT/recording-key.pem, mode 0600, for `[recording]
+    /// signing_key`) and its public half (OUT/recording-key.pub.pem, for
+    /// `gatehouse verify --key`).
+    Keygen {
+        /// The recordings' signing key (the only kind so far).
+        #[arg(long)]
+        recordings: bool,
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
     },
     /// Prints a recorded session as it happened, with its timing.
     Replay {
@@ -257,20 +281,36 @@ fn init_logs(format: &str, level: &str) -> std::io::Result<gatehouse::logs::Back
     Ok(guard)
 }
 
-fn verify(path: &std::path::Path, verbose: bool) -> anyhow::Result<ExitCode> {
-    let reports = match gatehouse::record::verify(path) {
+fn verify(path: &std::path::Path, verbose: bool, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use gatehouse::record::signing::{Keyring, PublicKey};
+    let mut ring = Keyring::default();
+    for k in keys {
+        match PublicKey::load(k) {
+            Ok(k) => ring.0.push(k),
+            Err(e) => {
+                eprintln!("--key {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let checked = match gatehouse::record::verify(path, (!keys.is_empty()).then_some(&ring)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
             return Ok(ExitCode::from(2));
         }
     };
+    let reports = &checked.reports;
     let mut bad = 0;
-    for r in &reports {
+    for r in reports {
         match &r.broken {
             None => {
                 if verbose {
-                    println!("{}: ok, {} records, sealed", r.path.display(), r.intact);
+                    let signed = match &r.signed_by {
+                        Some(k) => format!(", signed by key {k}"),
+                        None => String::new(),
+                    };
+                    println!("{}: ok, {} records, sealed{signed}", r.path.display(), r.intact);
                 }
             }
             Some((n, why)) => {
@@ -283,11 +323,15 @@ fn verify(path: &std::path::Path, verbose: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    for n in &checked.notes {
+        println!("{n}");
+    }
     println!(
-        "{} recording(s) checked, {} intact, {} failed",
+        "{} recording(s) checked, {} intact, {} failed{}",
         reports.len(),
         reports.len() - bad,
-        bad
+        bad,
+        if keys.is_empty() { "" } else { " (signatures checked)" }
     );
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -342,7 +386,40 @@ fn replay(
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Verify { path, verbose } => verify(&path, verbose),
+        Cmd::Verify { path, verbose, key } => verify(&path, verbose, &key),
+        Cmd::Keygen { recordings, out, force } => {
+            if !recordings {
+                anyhow::bail!("say which key: --recordings (OIDC development keys: `gatehouse token keygen`)");
+            }
+            let (private_pem, public) = gatehouse::record::signing::generate().map_err(|e| anyhow::anyhow!(e))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let key_path = out.join("recording-key.pem");
+            let pub_path = out.join("recording-key.pub.pem");
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).mode(0o600);
+                if force {
+                    o.create(true).truncate(true);
+                } else {
+                    o.create_new(true);
+                }
+                let mut f = o
+                    .open(&key_path)
+                    .with_context(|| format!("writing {} (--force replaces it)", key_path.display()))?;
+                f.write_all(private_pem.as_bytes())?;
+                f.sync_all()?;
+            }
+            std::fs::write(&pub_path, public.to_pem()).with_context(|| format!("writing {}", pub_path.display()))?;
+            println!("key id: {}", public.id());
+            println!(
+                "private key: {} (for [recording] signing_key; keep it outside the recordings directory)",
+                key_path.display()
+            );
+            println!("public key: {} (for gatehouse verify --key)", pub_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Replay {
             file,
             session,
@@ -395,6 +472,20 @@ fn run() -> anyhow::Result<ExitCode> {
                     for t in &s.config.targets {
                         for w in t.credential_warnings() {
                             eprintln!("{}: warning: {w}", config.display());
+                        }
+                    }
+                    if let Some(r) = &s.config.recording {
+                        match gatehouse::control::recorder::load_signer(r) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => eprintln!(
+                                "{}: warning: recording: no signing_key: whoever can write {} can rewrite recordings and the audit log unseen",
+                                config.display(),
+                                r.dir.display()
+                            ),
+                            Err(e) => {
+                                eprintln!("{}: recording.signing_key: {e}", config.display());
+                                return Ok(ExitCode::from(1));
+                            }
                         }
                     }
                     println!(

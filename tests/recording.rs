@@ -798,7 +798,7 @@ fn retention_by_age_and_by_total_size() {
     let g = Gatehouse::start(
         "",
         &format!(
-            "[recording]\ndir = {:?}\nretention_days = 1\nmax_total_bytes = 30000\n\
+            "[recording]\ndir = {:?}\nretention_days = 1\nretention_min_days = 0\nmax_total_bytes = 30000\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n[[admin.token]]\nname = \"ops\"\ntoken_hash = \"{}\"\nroles = [\"admin\"]\n",
             rec.path().display().to_string(),
             token_hash(ADMIN)

@@ -38,8 +38,21 @@ pub struct Recording {
     pub queue_events: usize,
     /// Recordings older than this are deleted (0: kept).
     pub retention_days: u64,
-    /// Past this total size the oldest recordings are deleted (0: no limit).
+    /// Past this total size the oldest recordings are deleted (0: no limit),
+    /// but never one younger than `retention_min_days`.
     pub max_total_bytes: u64,
+    /// No recording younger than this is deleted, whatever the size limit
+    /// says: an agent cannot flush recent evidence out by making traffic.
+    pub retention_min_days: u64,
+    /// Ed25519 private key (PKCS#8 PEM, `gatehouse keygen --recordings`)
+    /// that signs each seal and the audit log's checkpoints. It must live
+    /// outside `dir` and be readable by its owner only.
+    pub signing_key: Option<PathBuf>,
+    /// Or: the environment variable that holds the key's PEM.
+    pub signing_key_env: Option<String>,
+    /// The audit log is signed (a `checkpoint` record) this often when it
+    /// has new records, and at shutdown.
+    pub checkpoint_interval_secs: u64,
 }
 
 impl Default for Recording {
@@ -54,6 +67,10 @@ impl Default for Recording {
             queue_events: 1024,
             retention_days: 90,
             max_total_bytes: 0,
+            retention_min_days: 7,
+            signing_key: None,
+            signing_key_env: None,
+            checkpoint_interval_secs: 60,
         }
     }
 }
@@ -70,6 +87,38 @@ impl Recording {
         }
         if self.sync_interval_ms == 0 {
             return Err((k("sync_interval_ms"), "must be at least 1".into()));
+        }
+        if self.checkpoint_interval_secs == 0 {
+            return Err((k("checkpoint_interval_secs"), "must be at least 1".into()));
+        }
+        if self.retention_days > 0 && self.retention_days < self.retention_min_days {
+            return Err((
+                k("retention_days"),
+                format!(
+                    "is shorter than retention_min_days ({}): lower retention_min_days to delete sooner",
+                    self.retention_min_days
+                ),
+            ));
+        }
+        if self.signing_key.is_some() && self.signing_key_env.is_some() {
+            return Err((
+                k("signing_key_env"),
+                "give signing_key or signing_key_env, not both".into(),
+            ));
+        }
+        if let Some(key) = &mut self.signing_key {
+            *key = base.join(&*key);
+            // Whoever can write the recordings could then read the key
+            // and sign what they rewrote.
+            let resolved = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+            let key_dir = key.parent().map(resolved).unwrap_or_default();
+            if key_dir.starts_with(resolved(&self.dir)) || key.starts_with(&self.dir) {
+                return Err((
+                    k("signing_key"),
+                    "must live outside the recordings directory (whoever can write recordings must not read the key)"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }

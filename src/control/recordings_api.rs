@@ -177,9 +177,14 @@ pub async fn detail(State(st): State<AppState>, headers: HeaderMap, Path(id): Pa
         return error(StatusCode::NOT_FOUND, "no recording has this id");
     };
     let path = entry.path.clone();
+    // With a signing key, the seal's signature is checked with its public half.
+    let keys = rec
+        .signer
+        .as_ref()
+        .map(|s| crate::record::signing::Keyring(vec![s.public()]));
     let res = tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(&path).ok()?;
-        let report = crate::record::verify_reader(&path, f, false);
+        let report = crate::record::verify_signed(&path, f, false, keys.as_ref());
         let f = std::fs::File::open(&path).ok()?;
         let mut open = Value::Null;
         let mut close = Value::Null;
@@ -206,6 +211,7 @@ pub async fn detail(State(st): State<AppState>, headers: HeaderMap, Path(id): Pa
                 "intact": report.intact,
                 "sealed": report.sealed,
                 "broken": report.broken.map(|(n, why)| json!({ "record": n, "why": why })),
+                "signed_by": report.signed_by,
             });
             Json(v).into_response()
         }

@@ -30,7 +30,7 @@ pub enum SigningKey {
     Ed(sig::Ed25519KeyPair),
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
     let b = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for chunk in b.as_bytes().chunks(64) {
@@ -75,7 +75,7 @@ pub fn keygen(alg: Alg, kid: Option<&str>) -> Result<Generated, String> {
 /// ring writes Ed25519 keys as PKCS#8 v2 (RFC 5958, with the public key),
 /// which OpenSSL and others do not all read; this is the same key as the
 /// plain v1 document (RFC 8410) they all read.
-fn ed25519_pkcs8_v1(v2: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn ed25519_pkcs8_v1(v2: &[u8]) -> Option<Vec<u8>> {
     const V2_PREFIX: &[u8] = &[
         0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
     ];

@@ -25,6 +25,8 @@ pub mod events;
 pub mod link;
 pub mod read;
 pub mod render;
+pub mod signing;
+pub mod tree;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -60,6 +62,23 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// `YYYY-MM-DD` of a Unix time (UTC).
+pub fn civil_day(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Appends records to one chain.
 #[derive(Debug, Clone)]
 pub struct Chain {
@@ -89,6 +108,11 @@ impl Chain {
     /// The next record's sequence number.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The next record's `prev`: the hex SHA-256 of the last line written.
+    pub fn prev(&self) -> &[u8; 64] {
+        &self.prev
     }
 
     /// Serialises a record of `kind` with `fields` (an object) as one line,
@@ -207,7 +231,7 @@ impl Fields {
 }
 
 /// What [`verify`] found in one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
     pub path: PathBuf,
     /// Records that check out, from the first.
@@ -215,27 +239,55 @@ pub struct Report {
     pub sealed: bool,
     /// The first record that fails and why.
     pub broken: Option<(u64, String)>,
+    /// The key whose signature on the seal (or, for an audit log, on every
+    /// checkpoint) verified, when keys were given.
+    pub signed_by: Option<String>,
+    /// A session file: its id (from `open`), the hex SHA-256 of its seal
+    /// line and the seal's time, for the audit log's cross-check.
+    pub id: Option<String>,
+    pub seal_hash: Option<String>,
+    pub sealed_at: Option<u64>,
+    /// An audit log: its last checkpoint whose signature verified (`seq`,
+    /// `t`), and how many records follow it unsigned (a running gateway
+    /// signs them at its next checkpoint).
+    pub checkpoint: Option<(u64, u64)>,
+    pub unsigned_tail: u64,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
         self.broken.is_none() && self.sealed
     }
+
+    /// A file that fails as a whole (missing, unreadable).
+    pub fn failed(path: PathBuf, why: String) -> Report {
+        Report {
+            path,
+            broken: Some((0, why)),
+            ..Report::default()
+        }
+    }
 }
 
 /// Checks one recording: the chain, the sequence, the seal. `audit` files
 /// are not expected to be sealed.
 pub fn verify_reader(path: &Path, r: impl Read, audit: bool) -> Report {
+    verify_signed(path, r, audit, None)
+}
+
+/// As [`verify_reader`], and with `keys` every seal (session files) or
+/// every checkpoint (audit logs, which must have one) must carry a
+/// signature that one of the keys verifies.
+pub fn verify_signed(path: &Path, r: impl Read, audit: bool, keys: Option<&signing::Keyring>) -> Report {
     let mut rep = Report {
         path: path.to_path_buf(),
-        intact: 0,
-        sealed: false,
-        broken: None,
+        ..Report::default()
     };
     let mut reader = BufReader::new(r);
     let mut prev: [u8; 64] = [b'0'; 64];
     let mut line = Vec::new();
     let mut n: u64 = 0;
+    let mut signers: Vec<String> = Vec::new();
     loop {
         line.clear();
         match read::read_line(&mut reader, &mut line) {
@@ -283,16 +335,46 @@ pub fn verify_reader(path: &Path, r: impl Read, audit: bool) -> Report {
             ));
             return rep;
         }
-        if v["kind"] == "seal" {
+        let kind = v["kind"].as_str().unwrap_or("");
+        if n == 0 && !audit {
+            rep.id = v["id"].as_str().map(str::to_string);
+        }
+        let signed = match (kind, audit) {
+            ("seal", false) => Some(signing::SEAL_CONTEXT),
+            ("checkpoint", true) => Some(signing::CHECKPOINT_CONTEXT),
+            _ => None,
+        };
+        if let (Some(context), Some(keys)) = (signed, keys) {
+            match keys.check(context, n, &prev, v["key"].as_str(), v["sig"].as_str()) {
+                Ok(id) => {
+                    if !signers.contains(&id) {
+                        signers.push(id);
+                    }
+                    if audit {
+                        rep.checkpoint = Some((n, v["t"].as_u64().unwrap_or(0)));
+                    }
+                }
+                Err(why) => {
+                    let what = if audit { "checkpoint" } else { "seal" };
+                    rep.broken = Some((n, format!("{what}: {why}")));
+                    return rep;
+                }
+            }
+        }
+        if kind == "seal" && !audit {
             if v["records"].as_u64() != Some(n) {
                 rep.broken = Some((n, format!("the seal counts {} records, the file has {n}", v["records"])));
                 return rep;
             }
             rep.sealed = true;
+            rep.sealed_at = v["t"].as_u64();
         }
         prev = hex64(&Sha256::digest(body).into());
         n += 1;
         rep.intact = n;
+    }
+    if rep.sealed {
+        rep.seal_hash = Some(String::from_utf8_lossy(&prev).into_owned());
     }
     if n == 0 {
         rep.broken = Some((0, "empty recording".into()));
@@ -303,7 +385,22 @@ pub fn verify_reader(path: &Path, r: impl Read, audit: bool) -> Report {
         ));
     }
     if audit && rep.broken.is_none() {
+        if keys.is_some() {
+            match rep.checkpoint {
+                Some((seq, _)) => rep.unsigned_tail = n - 1 - seq,
+                None => {
+                    rep.broken = Some((
+                        n.saturating_sub(1),
+                        "the audit log has no signed checkpoint (it was not written with a signing key, or was cut before its first)".into(),
+                    ));
+                    return rep;
+                }
+            }
+        }
         rep.sealed = true;
+    }
+    if keys.is_some() && rep.broken.is_none() {
+        rep.signed_by = Some(signers.join(","));
     }
     rep
 }
@@ -315,22 +412,7 @@ pub fn is_audit(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with("audit"))
 }
 
-/// Checks a file, or every recording under a directory (sorted by path).
-pub fn verify(path: &Path) -> std::io::Result<Vec<Report>> {
-    let mut files = Vec::new();
-    if path.is_dir() {
-        collect(path, &mut files)?;
-        files.sort();
-    } else {
-        files.push(path.to_path_buf());
-    }
-    let mut out = Vec::with_capacity(files.len());
-    for f in files {
-        let file = std::fs::File::open(&f)?;
-        out.push(verify_reader(&f, file, is_audit(&f)));
-    }
-    Ok(out)
-}
+pub use tree::{verify, Verification};
 
 /// Every recording file under `dir`.
 pub fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -488,5 +570,33 @@ mod tests {
         let s = c.seq();
         all.extend(c.line(6, "seal", json!({ "records": s })));
         assert!(check(&all).ok());
+    }
+
+    #[test]
+    fn signed_audit_logs_need_a_checkpoint_and_count_their_unsigned_tail() {
+        use signing::{Keyring, Signer, CHECKPOINT_CONTEXT, SEAL_CONTEXT};
+        let (pem, public) = signing::generate().unwrap();
+        let key = Signer::from_pem(&pem).unwrap();
+        let ring = Keyring(vec![public]);
+        let mut c = Chain::default();
+        let mut log = c.line(1, "start", json!({}));
+        let unsigned = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
+        assert!(unsigned.broken.unwrap().1.contains("no signed checkpoint"));
+        let sig = key.sign(CHECKPOINT_CONTEXT, c.seq(), c.prev());
+        let s = c.seq();
+        log.extend(c.line(2, "checkpoint", json!({ "key": key.id(), "sig": sig })));
+        log.extend(c.line(3, "admin", json!({})));
+        log.extend(c.line(4, "admin", json!({})));
+        let r = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.checkpoint, Some((s, 2)));
+        assert_eq!(r.unsigned_tail, 2);
+        // A seal's signature is no checkpoint's (and the other way round).
+        let mut c = Chain::default();
+        let mut log = c.line(1, "start", json!({}));
+        let sig = key.sign(SEAL_CONTEXT, c.seq(), c.prev());
+        log.extend(c.line(2, "checkpoint", json!({ "key": key.id(), "sig": sig })));
+        let r = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
+        assert!(r.broken.unwrap().1.contains("does not verify"));
     }
 }

@@ -1,38 +1,83 @@
-//! The audit log of admin actions: one chain that continues across
-//! restarts.
+//! The audit log: admin actions, every sealed session (its file and the
+//! hash of its seal) and every deletion by retention, in one chain that
+//! continues across restarts. With a signing key, `checkpoint` records
+//! sign the chain at a fixed interval, at each start and at shutdown; each
+//! checkpoint's position and hash also go to the service log, a copy that
+//! lives outside the recordings directory.
 
-use crate::record::{self, now_us, Chain};
-use serde_json::json;
+use crate::record::signing::{Signer, CHECKPOINT_CONTEXT};
+use crate::record::{now_us, read, Chain, Fields};
+use serde_json::{json, Value};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 pub(super) const AUDIT_FILE: &str = "audit.ghrec";
 
 /// The audit log: one chain that continues across restarts.
 pub(super) struct AuditLog {
-    pub(super) file: BufWriter<File>,
-    pub(super) chain: Chain,
+    file: BufWriter<File>,
+    chain: Chain,
+    signer: Option<Arc<Signer>>,
+    /// Records written since the last checkpoint.
+    unsigned: u64,
+}
+
+/// Where an existing log ends: its last record and its last checkpoint.
+struct Tail {
+    last: Option<(u64, Vec<u8>)>,
+    checkpoint: Option<u64>,
+}
+
+fn read_tail(path: &Path) -> std::io::Result<Tail> {
+    let mut r = BufReader::new(File::open(path)?);
+    let mut tail = Tail {
+        last: None,
+        checkpoint: None,
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if read::read_line(&mut r, &mut line)? == 0 {
+            return Ok(tail);
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(std::io::Error::other("the last record is cut short"));
+        }
+        line.pop();
+        let v: Value = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
+        let seq = v["seq"]
+            .as_u64()
+            .ok_or_else(|| std::io::Error::other("a record without seq"))?;
+        if v["kind"] == "checkpoint" {
+            tail.checkpoint = Some(seq);
+        }
+        tail.last = Some((seq, line.clone()));
+    }
 }
 
 impl AuditLog {
-    pub(super) fn open(dir: &Path) -> std::io::Result<AuditLog> {
+    pub(super) fn open(dir: &Path, signer: Option<Arc<Signer>>) -> std::io::Result<AuditLog> {
         let path = dir.join(AUDIT_FILE);
-        let chain = if path.exists() {
-            match record::last_record(&path) {
-                Ok(Some((seq, line))) => Chain::after(seq, &line),
-                Ok(None) => Chain::default(),
+        let (chain, unsigned_tail) = if path.exists() {
+            match read_tail(&path) {
+                Ok(Tail {
+                    last: Some((seq, line)),
+                    checkpoint,
+                }) => (Chain::after(seq, &line), checkpoint.map_or(seq + 1, |c| seq - c)),
+                Ok(Tail { last: None, .. }) => (Chain::default(), 0),
                 Err(e) => {
                     // A cut-short tail (a crash mid-write): keep the old
                     // log aside, start a new chain.
                     let aside = dir.join(format!("audit-broken-{}.ghrec", now_us()));
                     tracing::warn!(target: "gatehouse::record", error = %e, aside = %aside.display(), "audit log set aside");
                     std::fs::rename(&path, &aside)?;
-                    Chain::default()
+                    (Chain::default(), 0)
                 }
             }
         } else {
-            Chain::default()
+            (Chain::default(), 0)
         };
         let file = {
             use std::os::unix::fs::OpenOptionsExt;
@@ -45,15 +90,70 @@ impl AuditLog {
         let mut log = AuditLog {
             file: BufWriter::new(file),
             chain,
+            signer,
+            unsigned: 0,
         };
-        // Each start is on the record (and the log is never empty).
-        let line = log.chain.line(
-            now_us(),
-            "start",
-            json!({ "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION") }),
-        );
-        log.file.write_all(&line)?;
+        // Each start is on the record (and the log is never empty). It
+        // says that this run records sealed sessions, and how many records
+        // an earlier run left unsigned (it stopped without a checkpoint):
+        // the checkpoint below signs them, and `verify` says so.
+        let mut start = json!({ "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION"), "seals": true });
+        if log.signer.is_some() && unsigned_tail > 0 {
+            start["unsigned_tail"] = Value::from(unsigned_tail);
+        }
+        log.append(now_us(), "start", &Fields::from_object(start))?;
+        log.checkpoint()?;
         log.file.flush()?;
         Ok(log)
     }
+
+    /// Appends a record (buffered: see [`AuditLog::flush`]).
+    pub(super) fn append(&mut self, t: u64, kind: &str, fields: &Fields) -> std::io::Result<()> {
+        let line = self.chain.line_fields(t, kind, fields);
+        self.unsigned += 1;
+        self.file.write_all(&line)
+    }
+
+    /// Signs the chain as it stands, if there is a key and anything new.
+    pub(super) fn checkpoint(&mut self) -> std::io::Result<()> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        if self.unsigned == 0 {
+            return Ok(());
+        }
+        let seq = self.chain.seq();
+        let mut f = Fields::default();
+        f.str("key", signer.id())
+            .str("sig", &signer.sign(CHECKPOINT_CONTEXT, seq, self.chain.prev()));
+        let line = self.chain.line_fields(now_us(), "checkpoint", &f);
+        self.file.write_all(&line)?;
+        self.unsigned = 0;
+        let hash = String::from_utf8_lossy(self.chain.prev()).into_owned();
+        tracing::info!(target: "gatehouse::record", seq, hash = %hash, key = %signer.id(), "audit log checkpoint");
+        Ok(())
+    }
+
+    pub(super) fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+
+    /// Flushes and makes durable.
+    pub(super) fn sync(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()
+    }
+}
+
+/// Reads the recordings' signing key as configured (none: not signed).
+pub fn load_signer(cfg: &crate::config::Recording) -> Result<Option<Signer>, String> {
+    if let Some(path) = &cfg.signing_key {
+        return Signer::load(path).map(Some);
+    }
+    if let Some(var) = &cfg.signing_key_env {
+        let pem =
+            std::env::var(var).map_err(|_| format!("the environment variable {var} (signing_key_env) is not set"))?;
+        return Signer::from_pem(&pem).map(Some).map_err(|e| format!("{var}: {e}"));
+    }
+    Ok(None)
 }

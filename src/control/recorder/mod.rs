@@ -15,9 +15,12 @@ mod index;
 mod writer;
 
 pub use crate::record::events::{Ev, OpenInfo};
+pub use audit::load_signer;
 pub use index::{Entry, Index, Stats};
 
 use crate::config::Recording;
+use crate::record::signing::Signer;
+use crate::record::Fields;
 use crate::record::{self, now_us};
 use audit::{AuditLog, AUDIT_FILE};
 use index::entry_from_file;
@@ -61,6 +64,11 @@ pub struct Recorder {
     pub live: Mutex<HashMap<String, LiveTail>>,
     pub stats: Stats,
     stopped: AtomicBool,
+    /// Signs seals and the audit log's checkpoints (none: unsigned).
+    pub(crate) signer: Option<Arc<Signer>>,
+    /// Written by every writer (sealed sessions) and the lead writer
+    /// (admin actions, deletions, checkpoints).
+    audit: Mutex<AuditLog>,
 }
 
 fn lower_priority() {
@@ -98,6 +106,8 @@ impl Recorder {
     /// starts the writer threads.
     pub fn start(cfg: &Recording) -> std::io::Result<Arc<Recorder>> {
         create_dirs(&cfg.dir)?;
+        let signer = load_signer(cfg).map_err(std::io::Error::other)?.map(Arc::new);
+        let audit = AuditLog::open(&cfg.dir, signer.clone())?;
         let mut shards = Vec::with_capacity(cfg.writers);
         let mut rxs = Vec::with_capacity(cfg.writers);
         for _ in 0..cfg.writers {
@@ -113,19 +123,18 @@ impl Recorder {
             live: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             stopped: AtomicBool::new(false),
+            signer,
+            audit: Mutex::new(audit),
         });
         rec.load_index();
         rec.apply_retention();
-        let audit = AuditLog::open(&cfg.dir)?;
-        let mut audit = Some(audit);
         for (i, rx) in rxs.into_iter().enumerate() {
             let r = rec.clone();
-            let a = if i == 0 { audit.take() } else { None };
             let h = std::thread::Builder::new()
                 .name(format!("gatehouse-rec{i}"))
                 .spawn(move || {
                     lower_priority();
-                    Writer::new(r, a).run(rx);
+                    Writer::new(r, i == 0).run(rx);
                 })?;
             rec.threads.lock().unwrap_or_else(|p| p.into_inner()).push(h);
         }
@@ -168,6 +177,25 @@ impl Recorder {
         for t in threads {
             let _ = t.join();
         }
+        // Every writer has sealed its sessions: the last checkpoint signs them all.
+        let mut a = self.audit_log();
+        if let Err(e) = a.checkpoint().and_then(|_| a.sync()) {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(target: "gatehouse::record", error = %e, "recording: the audit log's last checkpoint");
+        }
+    }
+
+    /// The audit log, locked.
+    fn audit_log(&self) -> std::sync::MutexGuard<'_, AuditLog> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an audit record, counting a failure.
+    fn audit_append(&self, t: u64, kind: &str, fields: &Fields) {
+        if let Err(e) = self.audit_log().append(t, kind, fields) {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(target: "gatehouse::record", error = %e, "recording: audit log");
+        }
     }
 
     /// The path of a recording by id.
@@ -199,61 +227,70 @@ impl Recorder {
     }
 
     /// Deletes finished recordings past the age limit, then the oldest
-    /// until the total fits the size limit. Open sessions are never touched.
+    /// until the total fits the size limit, never one younger than
+    /// `retention_min_days`. Open sessions are never touched. Each deletion
+    /// is an audit record (so that `verify` tells it from a file removed
+    /// by hand).
     pub fn apply_retention(&self) {
         let (days, max) = (self.cfg.retention_days, self.cfg.max_total_bytes);
         if days == 0 && max == 0 {
             return;
         }
+        const DAY_US: u64 = 86_400 * 1_000_000;
         let now = now_us();
         let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        let mut sizes: Vec<(u64, u64, PathBuf)> = g
+        let mut sizes: Vec<(u64, u64, PathBuf, String)> = g
             .entries
             .iter()
             .filter(|e| !e.live)
             .map(|e| {
                 let size = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
-                (e.started_us, size, e.path.clone())
+                (e.started_us, size, e.path.clone(), e.id.clone())
             })
             .collect();
         sizes.sort();
         let mut total: u64 = sizes.iter().map(|s| s.1).sum();
         let mut gone = Vec::new();
-        for (started, size, path) in &sizes {
-            let old = days > 0 && now.saturating_sub(*started) > days * 86_400 * 1_000_000;
+        let mut kept_young = 0u64;
+        for (started, size, path, id) in &sizes {
+            let age = now.saturating_sub(*started);
+            let old = days > 0 && age > days * DAY_US;
             let over = max > 0 && total > max;
             if !(old || over) {
+                continue;
+            }
+            if age <= self.cfg.retention_min_days * DAY_US {
+                kept_young += 1;
                 continue;
             }
             if std::fs::remove_file(path).is_ok() {
                 total -= size;
                 gone.push(path.clone());
                 self.stats.deleted.fetch_add(1, Ordering::Relaxed);
+                let file = path.strip_prefix(&self.cfg.dir).unwrap_or(path).display().to_string();
+                let mut f = Fields::default();
+                f.str("file", &file)
+                    .str("id", id)
+                    .u64("started", *started)
+                    .u64("bytes", *size)
+                    .str("why", if old { "retention_days" } else { "max_total_bytes" });
+                self.audit_append(now, "deleted", &f);
             }
+        }
+        if kept_young > 0 {
+            tracing::warn!(target: "gatehouse::record", kept = kept_young, total_bytes = total, max_total_bytes = max,
+                "recordings over max_total_bytes are younger than retention_min_days and are kept");
         }
         if !gone.is_empty() {
             tracing::info!(target: "gatehouse::record", deleted = gone.len(), "recordings deleted by retention");
             g.remove_paths(&gone);
+            drop(g);
+            let _ = self.audit_log().flush();
         }
     }
 }
 
-/// `YYYY-MM-DD` of a Unix time (UTC).
-pub fn civil_day(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}")
-}
+pub use crate::record::civil_day;
 
 #[cfg(test)]
 mod tests {

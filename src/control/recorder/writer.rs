@@ -3,7 +3,6 @@
 //! reviews, rows in `full` mode, the seal), the audit log's records, and
 //! keeps the index and live tails current.
 
-use super::audit::AuditLog;
 use super::index::Entry;
 use super::{civil_day, LiveTail, Recorder, IDLE_POLL, MAX_BINDS, MAX_PARAMS, MAX_PARAM_BYTES, ROWS_PER_RECORD};
 use crate::config::ResultsMode;
@@ -63,6 +62,7 @@ struct Pending {
 /// One open session file.
 struct Session {
     id: String,
+    path: std::path::PathBuf,
     file: BufWriter<File>,
     chain: Chain,
     info: OpenInfo,
@@ -85,7 +85,12 @@ struct Session {
 
 pub(super) struct Writer {
     rec: Arc<Recorder>,
-    audit: Option<AuditLog>,
+    /// The first writer also writes admin actions to the audit log, signs
+    /// it at intervals and applies retention.
+    lead: bool,
+    /// This writer appended to the audit log since its last flush.
+    audit_dirty: bool,
+    last_checkpoint: Instant,
     sessions: HashMap<u32, Session>,
     /// Classes of statements the data path did not classify (no policy),
     /// in each protocol's grammar.
@@ -101,10 +106,12 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(rec: Arc<Recorder>, audit: Option<AuditLog>) -> Writer {
+    pub(super) fn new(rec: Arc<Recorder>, lead: bool) -> Writer {
         Writer {
             rec,
-            audit,
+            lead,
+            audit_dirty: false,
+            last_checkpoint: Instant::now(),
             sessions: HashMap::new(),
             classifier: Classifier::new(&[]),
             mysql_classifier: crate::sql::mysql::MysqlClassifier::new(&[]),
@@ -151,11 +158,18 @@ impl Writer {
             if self.last_sync.elapsed() >= interval {
                 self.sync_dirty();
             }
-            if self.last_retention.elapsed() >= Duration::from_secs(60) {
+            if self.lead && self.last_retention.elapsed() >= Duration::from_secs(60) {
                 self.last_retention = Instant::now();
-                if self.audit.is_some() {
-                    self.rec.apply_retention();
+                self.rec.apply_retention();
+            }
+            if self.lead && self.last_checkpoint.elapsed() >= Duration::from_secs(self.rec.cfg.checkpoint_interval_secs)
+            {
+                self.last_checkpoint = Instant::now();
+                let r = self.rec.audit_log().checkpoint();
+                if let Err(e) = r {
+                    self.write_err("audit log checkpoint", e);
                 }
+                self.audit_dirty = true;
             }
             if n == 0 {
                 std::thread::sleep(IDLE_POLL);
@@ -176,8 +190,8 @@ impl Writer {
                 errs.push(e);
             }
         }
-        if let Some(a) = self.audit.as_mut() {
-            if let Err(e) = a.file.flush() {
+        if std::mem::take(&mut self.audit_dirty) {
+            if let Err(e) = self.rec.audit_log().flush() {
                 errs.push(e);
             }
         }
@@ -226,8 +240,8 @@ impl Writer {
             }
             self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(a) = self.audit.as_mut() {
-            if let Err(e) = a.file.flush().and_then(|_| a.file.get_ref().sync_data()) {
+        if self.lead {
+            if let Err(e) = self.rec.audit_log().sync() {
                 errs.push(e);
             }
         }
@@ -300,16 +314,14 @@ impl Writer {
                 object,
                 outcome,
             } => {
-                if let Some(a) = self.audit.as_mut() {
-                    let line = a.chain.line(
-                        t,
-                        "admin",
-                        json!({ "who": who, "roles": roles, "action": action, "object": object, "outcome": outcome }),
-                    );
-                    if let Err(e) = a.file.write_all(&line) {
-                        self.write_err("audit log", e);
-                    }
-                }
+                let mut f = Fields::default();
+                f.str("who", &who)
+                    .strs("roles", roles.iter().map(String::as_str))
+                    .str("action", &action)
+                    .str("object", &object)
+                    .str("outcome", &outcome);
+                self.rec.audit_append(t, "admin", &f);
+                self.audit_dirty = true;
             }
             Ev::Stop => {}
         }
@@ -394,6 +406,7 @@ impl Writer {
             session,
             Session {
                 id,
+                path: path.clone(),
                 file: BufWriter::with_capacity(8 << 10, file),
                 chain: Chain::default(),
                 info,
@@ -782,14 +795,10 @@ impl Writer {
         fields["end"] = Value::from(end);
         fields["duration_ms"] = Value::from(t.saturating_sub(s.started) / 1000);
         self.emit(session, t, "close", fields);
-        if let Some(s) = self.sessions.get(&session) {
-            let mut seal = Fields::default();
-            seal.u64("records", s.chain.seq());
-            self.emit_fields(session, t, "seal", &seal);
-        }
         let Some(mut s) = self.sessions.remove(&session) else {
             return;
         };
+        self.seal(&mut s, t);
         // Durable at the next sync, with the other sealed files.
         match s.file.into_inner() {
             Ok(f) => self.sealed.push(f),
@@ -800,6 +809,51 @@ impl Writer {
         s.entry.ended_us = Some(t);
         s.entry.end = Some(end.to_string());
         self.rec.index.lock().unwrap_or_else(|p| p.into_inner()).upsert(s.entry);
+    }
+
+    /// Writes the seal (signed, with a key) and puts the session in the
+    /// audit log: its file and the hash of its seal line. The audit record
+    /// goes out first, so that whoever sees a sealed file sees it in the
+    /// audit log too.
+    fn seal(&mut self, s: &mut Session, t: u64) {
+        let records = s.chain.seq();
+        let mut seal = Fields::default();
+        seal.u64("records", records);
+        if let Some(signer) = &self.rec.signer {
+            let sig = signer.sign(crate::record::signing::SEAL_CONTEXT, records, s.chain.prev());
+            seal.str("key", signer.id()).str("sig", &sig);
+        }
+        let line = s.chain.line_fields(t, "seal", &seal);
+        let file = s
+            .path
+            .strip_prefix(&self.rec.cfg.dir)
+            .unwrap_or(&s.path)
+            .display()
+            .to_string();
+        let mut sealed = Fields::default();
+        sealed
+            .str("id", &s.id)
+            .str("file", &file)
+            .u64("records", records + 1)
+            .str("hash", &String::from_utf8_lossy(s.chain.prev()));
+        {
+            let mut audit = self.rec.audit_log();
+            let r = audit.append(t, "sealed", &sealed).and_then(|_| audit.flush());
+            drop(audit);
+            if let Err(e) = r {
+                self.write_err("audit log", e);
+            }
+        }
+        self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.rec.stats.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
+        if let Some(l) = s.live.as_ref().and_then(|l| l.get()) {
+            if l.receiver_count() > 0 {
+                let _ = l.send(String::from_utf8_lossy(&line[..line.len() - 1]).into());
+            }
+        }
+        if let Err(e) = s.file.write_all(&line) {
+            self.write_err("write", e);
+        }
     }
 }
 

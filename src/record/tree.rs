@@ -1,0 +1,189 @@
+//! Verifying a recordings directory as a whole: each file's chain (and,
+//! with keys, its signatures), then the audit log's account of the
+//! sessions. The audit log records every session the gateway seals
+//! (`sealed`: the file and the hash of its seal line) and every file
+//! retention deletes (`deleted`), so:
+//!
+//! - a session file that was deleted by hand is missing from the
+//!   directory while the audit log names it;
+//! - a session file that was rewritten and re-chained has a seal that is
+//!   not the one the audit log recorded;
+//! - a session file sealed while the audit log was recording seals but
+//!   absent from it means the audit log was cut (or the file was made
+//!   elsewhere).
+//!
+//! Without a signing key all of this can be redone by whoever can write
+//! the directory (rewrite both and re-chain both); with one, the seals and
+//! the audit log's checkpoints cannot be.
+
+use super::signing::Keyring;
+use super::{collect, is_audit, records, verify_signed, Report};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Every file's report, and what the audit log's account adds.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub reports: Vec<Report>,
+    /// Facts an auditor should see that are not failures (the audit log's
+    /// last checkpoint, records signed only by a later start).
+    pub notes: Vec<String>,
+}
+
+impl Verification {
+    pub fn failed(&self) -> usize {
+        self.reports.iter().filter(|r| r.broken.is_some()).count()
+    }
+}
+
+/// What the audit logs say about session files (paths relative to the
+/// recordings directory).
+#[derive(Default)]
+struct Account {
+    /// file → (audit log, record seq, seal hash)
+    sealed: HashMap<String, (String, u64, String)>,
+    deleted: HashSet<String>,
+    /// The first start that recorded seals: sessions sealed after it must
+    /// be in the account.
+    seals_since: Option<u64>,
+    /// (audit log, seq of a start, records before it that its run signed
+    /// for an earlier run that did not end with a checkpoint)
+    late_signed: Vec<(String, u64, u64)>,
+}
+
+fn read_account(dir: &Path, audits: &[PathBuf]) -> Account {
+    let mut acc = Account::default();
+    for a in audits {
+        let name = a.strip_prefix(dir).unwrap_or(a).display().to_string();
+        let Ok(f) = std::fs::File::open(a) else { continue };
+        for v in records(f) {
+            let seq = v["seq"].as_u64().unwrap_or(0);
+            match v["kind"].as_str() {
+                Some("start") => {
+                    if v["seals"] == true {
+                        let t = v["t"].as_u64().unwrap_or(0);
+                        acc.seals_since = Some(acc.seals_since.map_or(t, |s| s.min(t)));
+                    }
+                    if let Some(k) = v["unsigned_tail"].as_u64().filter(|k| *k > 0) {
+                        acc.late_signed.push((name.clone(), seq, k));
+                    }
+                }
+                Some("sealed") => {
+                    if let (Some(file), Some(hash)) = (v["file"].as_str(), v["hash"].as_str()) {
+                        acc.sealed
+                            .insert(file.to_string(), (name.clone(), seq, hash.to_string()));
+                    }
+                }
+                Some("deleted") => {
+                    if let Some(file) = v["file"].as_str() {
+                        acc.deleted.insert(file.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    acc
+}
+
+/// Checks a file, or every recording under a directory (sorted by path);
+/// for a directory that holds an audit log, also the audit log's account.
+pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verification> {
+    let mut files = Vec::new();
+    let is_dir = path.is_dir();
+    if is_dir {
+        collect(path, &mut files)?;
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut out = Verification::default();
+    for f in &files {
+        let file = std::fs::File::open(f)?;
+        out.reports.push(verify_signed(f, file, is_audit(f), keys));
+    }
+    for r in out.reports.iter().filter(|r| is_audit(&r.path)) {
+        if let Some((seq, t)) = r.checkpoint {
+            out.notes.push(format!(
+                "{}: signed through record {seq} ({}){}",
+                r.path.display(),
+                utc(t),
+                match r.unsigned_tail {
+                    0 => String::new(),
+                    k => format!(
+                        "; {k} record(s) after it are not signed yet (a running gateway signs them at its next checkpoint)"
+                    ),
+                }
+            ));
+        }
+    }
+    // The account is kept by the audit log at the recordings' root.
+    let audits: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| is_audit(f) && f.parent() == Some(path))
+        .cloned()
+        .collect();
+    if !is_dir || audits.is_empty() {
+        return Ok(out);
+    }
+    let acc = read_account(path, &audits);
+    for (log, seq, k) in &acc.late_signed {
+        out.notes.push(format!(
+            "{log}: the {k} record(s) before record {seq} were signed by the start at record {seq}, not by the run that wrote them (that run did not stop cleanly)"
+        ));
+    }
+    let rel = |p: &Path| p.strip_prefix(path).unwrap_or(p).display().to_string();
+    let present: HashSet<String> = files.iter().map(|f| rel(f)).collect();
+    for r in out.reports.iter_mut().filter(|r| !is_audit(&r.path)) {
+        if r.broken.is_some() {
+            continue;
+        }
+        let name = rel(&r.path);
+        match acc.sealed.get(&name) {
+            Some((log, seq, hash)) => {
+                if r.seal_hash.as_deref() != Some(hash.as_str()) {
+                    r.broken = Some((
+                        r.intact.saturating_sub(1),
+                        format!(
+                            "the seal is not the one {log} recorded at its record {seq}: the recording was rewritten"
+                        ),
+                    ));
+                }
+            }
+            None => {
+                let since = acc.seals_since.unwrap_or(u64::MAX);
+                if r.sealed_at.is_some_and(|t| t >= since) {
+                    r.broken = Some((
+                        r.intact.saturating_sub(1),
+                        "not in the audit log, which records every session sealed since it began recording seals: the audit log was cut, or the file was not written by this gateway".into(),
+                    ));
+                }
+            }
+        }
+    }
+    let mut missing: Vec<(&String, &(String, u64, String))> = acc
+        .sealed
+        .iter()
+        .filter(|(f, _)| !present.contains(*f) && !acc.deleted.contains(*f))
+        .collect();
+    missing.sort();
+    for (file, (log, seq, _)) in missing {
+        out.reports.push(Report::failed(
+            path.join(file),
+            format!("missing: {log} recorded its seal at record {seq}, and no deletion by retention is on record"),
+        ));
+    }
+    Ok(out)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a time in microseconds.
+fn utc(t_us: u64) -> String {
+    let s = t_us / 1_000_000;
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        super::civil_day(s),
+        s / 3600 % 24,
+        s / 60 % 60,
+        s % 60
+    )
+}

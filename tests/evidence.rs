@@ -1,0 +1,394 @@
+//! Evidence an insider cannot rewrite unseen: recordings signed with an
+//! Ed25519 key kept outside the recordings directory, the audit log's
+//! account of every sealed session and every deletion, and `gatehouse
+//! verify --key` catching what someone who can write the directory (but
+//! does not hold the key) does to it: a rewritten and re-chained session,
+//! a stripped signature, a deleted file, an audit log cut at a signed
+//! checkpoint or edited and re-chained. Also: the key's own protections
+//! and retention that never deletes young evidence.
+mod common;
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn gatehouse() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+}
+
+fn run(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// `gatehouse keygen --recordings` into `dir`: (private, public).
+fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
+    let (code, out) = run(gatehouse().args(["keygen", "--recordings", "--out"]).arg(dir));
+    assert_eq!(code, 0, "{out}");
+    let private = dir.join("recording-key.pem");
+    let public = dir.join("recording-key.pub.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&public).unwrap().contains("BEGIN PUBLIC KEY"));
+    // A second keygen does not replace a key by accident.
+    let (code, out) = run(gatehouse().args(["keygen", "--recordings", "--out"]).arg(dir));
+    assert_ne!(code, 0, "{out}");
+    (private, public)
+}
+
+fn verify(path: &Path, keys: &[&Path]) -> (i32, String) {
+    let mut cmd = gatehouse();
+    cmd.args(["verify", "-v"]).arg(path);
+    for k in keys {
+        cmd.arg("--key").arg(k);
+    }
+    run(&mut cmd)
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    gatehouse::record::records(std::fs::File::open(path).unwrap()).collect()
+}
+
+fn session_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    gatehouse::record::collect(dir, &mut out).unwrap();
+    out.retain(|p| !gatehouse::record::is_audit(p));
+    out.sort();
+    out
+}
+
+/// Stops gatehouse as a service manager does (SIGTERM) and waits.
+fn stop(g: &mut Gatehouse) {
+    g.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if g.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("gatehouse did not stop: {}", g.log());
+}
+
+/// A recordings directory written by a gateway with a signing key: three
+/// sessions, then a clean stop. Returns the gateway (its temporary
+/// directory holds the recordings) and the key pair.
+fn signed_recordings(keys: &Path) -> (Gatehouse, PathBuf, PathBuf) {
+    let (private, public) = keygen(keys);
+    let mut g = Gatehouse::start(
+        "",
+        &format!(
+            "[recording]\ndir = \"rec\"\nsigning_key = {:?}\ncheckpoint_interval_secs = 1\n",
+            private.display().to_string()
+        ),
+    );
+    for i in 0..3 {
+        let (ok, out, err) = psql(&g, "postgres", &["-c", &format!("select {i} as n")]);
+        assert!(ok, "{out}{err}");
+    }
+    let rec = g.dir.path().join("rec");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while session_files(&rec)
+        .iter()
+        .filter(|f| records(f).last().is_some_and(|v| v["kind"] == "seal"))
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "sessions not sealed: {}", g.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(&mut g);
+    (g, private, public)
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    let (code, out) = run(Command::new("cp").arg("-a").arg(src).arg(dst));
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Re-chains a file after an edit: every `prev` made to match the line
+/// before it again, as someone without the key would.
+fn rechain(lines: &mut [String]) {
+    let mut prev = "0".repeat(64);
+    for l in lines.iter_mut() {
+        let at = l.find("\"prev\":\"").unwrap() + 8;
+        l.replace_range(at..at + 64, &prev);
+        prev = hex::encode(Sha256::digest(l.as_bytes()));
+    }
+}
+
+fn rewrite(path: &Path, f: impl Fn(&mut Vec<String>)) {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    f(&mut lines);
+    rechain(&mut lines);
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn signed_recordings_verify_with_their_key_only() {
+    let keys = tempfile::tempdir().unwrap();
+    let (g, _private, public) = signed_recordings(keys.path());
+    let rec = g.dir.path().join("rec");
+    let (code, out) = verify(&rec, &[&public]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 intact, 0 failed (signatures checked)"), "{out}");
+    assert!(out.contains("signed by key"), "{out}");
+    assert!(out.contains("audit.ghrec: signed through record"), "{out}");
+
+    // Every seal is signed; the audit log names every session with its
+    // seal's hash and ends with a checkpoint (the clean stop).
+    let audit = records(&rec.join("audit.ghrec"));
+    assert_eq!(audit.first().unwrap()["kind"], "start");
+    assert_eq!(audit.first().unwrap()["seals"], true);
+    assert_eq!(audit.last().unwrap()["kind"], "checkpoint", "{audit:?}");
+    let sealed: Vec<&Value> = audit.iter().filter(|v| v["kind"] == "sealed").collect();
+    assert_eq!(sealed.len(), 3);
+    for f in session_files(&rec) {
+        let recs = records(&f);
+        let seal = recs.last().unwrap();
+        assert_eq!(seal["kind"], "seal");
+        assert_eq!(seal["sig"].as_str().map(str::len), Some(128), "{seal}");
+        let line = std::fs::read_to_string(&f).unwrap().lines().last().unwrap().to_string();
+        let hash = hex::encode(Sha256::digest(line.as_bytes()));
+        let file = f.strip_prefix(&rec).unwrap().display().to_string();
+        assert!(
+            sealed
+                .iter()
+                .any(|s| s["file"] == file.as_str() && s["hash"] == hash.as_str()),
+            "{file} {sealed:?}"
+        );
+    }
+    // The checkpoints are also in the service log, outside the directory.
+    assert!(g.log().contains("audit log checkpoint"), "{}", g.log());
+
+    // Another key: every file fails, named.
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_public) = keygen(other.path());
+    let (code, out) = verify(&rec, &[&other_public]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not one of the keys given"), "{out}");
+    // Both keys (a rotation): fine.
+    let (code, out) = verify(&rec, &[&other_public, &public]);
+    assert_eq!(code, 0, "{out}");
+    // Without a key: the chains and the audit log's account still check.
+    let (code, out) = verify(&rec, &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn rewrites_deletions_and_cut_audit_logs_are_caught() {
+    let keys = tempfile::tempdir().unwrap();
+    let (g, _private, public) = signed_recordings(keys.path());
+    let rec = g.dir.path().join("rec");
+    let work = tempfile::tempdir().unwrap();
+    let variant = |name: &str| {
+        let d = work.path().join(name);
+        copy_dir(&rec, &d);
+        d
+    };
+
+    // A statement rewritten and the file re-chained, signature kept.
+    let d = variant("rechained");
+    let f = session_files(&d)[0].clone();
+    rewrite(&f, |lines| {
+        let i = lines.iter().position(|l| l.contains("\"kind\":\"statement\"")).unwrap();
+        lines[i] = lines[i].replace("select 0", "select 7");
+        assert!(lines[i].contains("select 7"));
+    });
+    let (code, out) = verify(&d, &[&public]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("seal: the signature does not verify"), "{out}");
+    // Without the key the audit log's account still catches it.
+    let (code, out) = verify(&d, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the recording was rewritten"), "{out}");
+
+    // The same, with the signature stripped from the seal.
+    let d = variant("unsigned");
+    let f = session_files(&d)[1].clone();
+    rewrite(&f, |lines| {
+        let last = lines.len() - 1;
+        let v: Value = serde_json::from_str(&lines[last]).unwrap();
+        let sig = v["sig"].as_str().unwrap().to_string();
+        let key = v["key"].as_str().unwrap().to_string();
+        lines[last] = lines[last]
+            .replace(&format!(",\"key\":\"{key}\""), "")
+            .replace(&format!(",\"sig\":\"{sig}\""), "");
+        assert!(!lines[last].contains("sig"));
+    });
+    let (code, out) = verify(&d, &[&public]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("seal: not signed"), "{out}");
+
+    // A whole session file deleted.
+    let d = variant("deleted");
+    let f = session_files(&d)[2].clone();
+    std::fs::remove_file(&f).unwrap();
+    for keys in [vec![public.as_path()], vec![]] {
+        let (code, out) = verify(&d, &keys);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("{}: FAILED", f.display())) && out.contains("missing"),
+            "{out}"
+        );
+    }
+
+    // The audit log cut at a signed checkpoint (its first, right after
+    // the start): every session sealed later is unaccounted for.
+    let d = variant("cut");
+    let audit = d.join("audit.ghrec");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].contains("\"kind\":\"checkpoint\""), "{}", lines[1]);
+    std::fs::write(&audit, lines[..2].join("\n") + "\n").unwrap();
+    let (code, out) = verify(&d, &[&public]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("not in the audit log").count(), 3, "{out}");
+
+    // An audit record edited and the log re-chained: undetectable without
+    // the key, caught with it.
+    let d = variant("audit-edited");
+    rewrite(&d.join("audit.ghrec"), |lines| {
+        let v: Value = serde_json::from_str(&lines[0]).unwrap();
+        let pid = v["pid"].as_u64().unwrap();
+        lines[0] = lines[0].replace(&format!("\"pid\":{pid}"), &format!("\"pid\":{}", pid + 1));
+    });
+    let (code, out) = verify(&d, &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify(&d, &[&public]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("checkpoint: the signature does not verify"), "{out}");
+}
+
+#[test]
+fn the_signing_key_must_be_private_and_outside_the_recordings() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (private, public) = keygen(&keys);
+    let check = |recording: &str, env: Option<(&str, &str)>| {
+        let cfg = dir.path().join("gatehouse.toml");
+        std::fs::write(&cfg, config_text(free_port(), "", recording)).unwrap();
+        let mut cmd = gatehouse();
+        cmd.args(["check", "--config"]).arg(&cfg).env_remove("GH_TEST_REC_KEY");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    };
+    let with_key = |p: &Path| {
+        format!(
+            "[recording]\ndir = \"rec\"\nsigning_key = {:?}\n",
+            p.display().to_string()
+        )
+    };
+    let (code, out) = check(&with_key(&private), None);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("no signing_key"), "{out}");
+    // No key: a warning.
+    let (code, out) = check("[recording]\ndir = \"rec\"\n", None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("warning: recording: no signing_key"), "{out}");
+    // Readable by others: refused by check and by serve.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = check(&with_key(&private), None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("mode 0644"), "{out}");
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(&cfg, config_text(free_port(), "", &with_key(&private))).unwrap();
+    let (code, out) = run(gatehouse().args(["serve", "--config"]).arg(&cfg));
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("0600"), "{out}");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Inside the recordings directory: a configuration error.
+    let inside = dir.path().join("rec").join("k.pem");
+    let (code, out) = check(&with_key(&inside), None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("outside the recordings directory"), "{out}");
+    // The public key is no signing key.
+    let (code, out) = check(&with_key(&public), None);
+    assert_eq!(code, 1, "{out}");
+    // From an environment variable.
+    let pem = std::fs::read_to_string(&private).unwrap();
+    let by_env = "[recording]\ndir = \"rec\"\nsigning_key_env = \"GH_TEST_REC_KEY\"\n";
+    let (code, out) = check(by_env, Some(("GH_TEST_REC_KEY", &pem)));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = check(by_env, None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("GH_TEST_REC_KEY") && out.contains("not set"), "{out}");
+    let (code, out) = check(by_env, Some(("GH_TEST_REC_KEY", "not a key")));
+    assert_eq!(code, 1, "{out}");
+    // Both ways at once: which one would be meant?
+    let both = format!("{}signing_key_env = \"X\"\n", with_key(&private));
+    let (code, out) = check(&both, None);
+    assert_eq!(code, 1, "{out}");
+    // A retention shorter than the minimum is refused.
+    let (code, out) = check("[recording]\ndir = \"rec\"\nretention_days = 3\n", None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("retention_min_days"), "{out}");
+}
+
+/// A sealed recording started `age_secs` ago, padded to about `size` bytes.
+fn fake_recording(dir: &Path, id: &str, age_secs: u64, size: usize) -> PathBuf {
+    use serde_json::json;
+    let t = gatehouse::record::now_us() - age_secs * 1_000_000;
+    let mut c = gatehouse::record::Chain::default();
+    let mut out = c.line(
+        t,
+        "open",
+        json!({ "id": id, "identity": "agent", "target": "postgres" }),
+    );
+    out.extend(c.line(t + 1, "statement", json!({ "n": 0, "sql": "x".repeat(size) })));
+    out.extend(c.line(t + 2, "close", json!({ "end": "client-terminate" })));
+    let n = c.seq();
+    out.extend(c.line(t + 3, "seal", json!({ "records": n })));
+    let day = dir.join("2020-01-01");
+    std::fs::create_dir_all(&day).unwrap();
+    let p = day.join(format!("{id}.ghrec"));
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+#[test]
+fn retention_keeps_young_evidence_and_audits_each_deletion() {
+    let rec = tempfile::tempdir().unwrap();
+    let old = fake_recording(rec.path(), "old", 10 * 86_400, 1000);
+    let young = fake_recording(rec.path(), "young", 7200, 20_000);
+    let cfg = |extra: &str| format!("[recording]\ndir = {:?}\n{extra}", rec.path().display().to_string());
+    // Far over max_total_bytes, but only what is older than
+    // retention_min_days (7 by default) goes.
+    let mut g = Gatehouse::start("", &cfg("max_total_bytes = 1000\n"));
+    let (ok, out, err) = psql(&g, "postgres", &["-c", "select 1"]);
+    assert!(ok, "{out}{err}");
+    assert!(!old.exists());
+    assert!(young.exists());
+    stop(&mut g);
+    let sessions = session_files(rec.path());
+    assert_eq!(sessions.len(), 2, "the young fake and the new session: {sessions:?}");
+    let audit = records(&rec.path().join("audit.ghrec"));
+    let deleted: Vec<&Value> = audit.iter().filter(|v| v["kind"] == "deleted").collect();
+    assert_eq!(deleted.len(), 1, "{audit:?}");
+    assert_eq!(deleted[0]["file"], "2020-01-01/old.ghrec");
+    assert_eq!(deleted[0]["why"], "max_total_bytes");
+    assert!(g.log().contains("younger than retention_min_days"), "{}", g.log());
+
+    // With no minimum, the gateway's own sealed session goes too, and
+    // `verify` tells the deletion (on record) from a file removed by hand.
+    let mut g = Gatehouse::start("", &cfg("max_total_bytes = 1\nretention_min_days = 0\n"));
+    stop(&mut g);
+    assert!(session_files(rec.path()).is_empty());
+    let audit = records(&rec.path().join("audit.ghrec"));
+    assert_eq!(audit.iter().filter(|v| v["kind"] == "deleted").count(), 3);
+    let (code, out) = verify(rec.path(), &[]);
+    assert_eq!(code, 0, "{out}");
+    drop(g);
+}
