@@ -201,8 +201,8 @@ fn rewrites_deletions_and_cut_audit_logs_are_caught() {
     let f = session_files(&d)[0].clone();
     rewrite(&f, |lines| {
         let i = lines.iter().position(|l| l.contains("\"kind\":\"statement\"")).unwrap();
-        lines[i] = lines[i].replace("select 0", "select 7");
-        assert!(lines[i].contains("select 7"));
+        lines[i] = lines[i].replace(" as n", " as m");
+        assert!(lines[i].contains(" as m"), "{}", lines[i]);
     });
     let (code, out) = verify(&d, &[&public]);
     assert_eq!(code, 1, "{out}");
@@ -391,4 +391,122 @@ fn retention_keeps_young_evidence_and_audits_each_deletion() {
     let (code, out) = verify(rec.path(), &[]);
     assert_eq!(code, 0, "{out}");
     drop(g);
+}
+
+/// A small tmpfs the test mounts (and unmounts when dropped): a recordings
+/// disk it can fill.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out) = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0750"), "tmpfs"])
+            .arg(dir.path()));
+        assert_eq!(code, 0, "mounting a tmpfs for the recordings (the tests run as root): {out}");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let p = self.path().join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        p
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+async fn statement(c: &tokio_postgres::Client) -> Result<(), String> {
+    c.simple_query("select repeat('x', 20000)")
+        .await
+        .map(|_| ())
+        .map_err(|e| code(&e))
+}
+
+/// Recordings that cannot be written (the disk is full): with the default
+/// `on_failure = "refuse"`, statements of open sessions and new sessions
+/// are refused with 58030 until writing works again; then both work and
+/// the audit log says what happened. With `continue`, nothing is refused.
+#[tokio::test]
+async fn a_full_recordings_disk_refuses_statements_until_it_has_room() {
+    for policy in ["refuse", "continue"] {
+        let disk = SmallDisk::mount(2 << 20);
+        let g = Gatehouse::start(
+            "",
+            &format!(
+                "[recording]\ndir = {:?}\nresults = \"full\"\nsync_interval_ms = 50\non_failure = \"{policy}\"\n",
+                disk.path().display().to_string()
+            ),
+        );
+        let (c, _n) = through(&g).await;
+        statement(&c).await.unwrap();
+        let filler = disk.fill();
+        // The first writes that fail start the failure; from then on:
+        let mut refused = None;
+        for _ in 0..200 {
+            if let Err(code) = statement(&c).await {
+                refused = Some(code);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let new_session = tokio_postgres::connect(&g.conninfo("postgres"), tokio_postgres::NoTls).await;
+        if policy == "refuse" {
+            assert_eq!(refused.as_deref(), Some("58030"), "{}", g.log());
+            let e = new_session.err().expect("a new session is refused");
+            assert_eq!(code(&e), "58030", "{e}");
+            let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+            assert!(msg.contains("cannot write session recordings"), "{msg}");
+        } else {
+            assert_eq!(refused, None, "continue: nothing is refused");
+            // Closed at once: an unpolled connection would hold the drain.
+            assert!(new_session.is_ok());
+            drop(new_session);
+        }
+        assert!(g.log().contains("recording: cannot write"), "{}", g.log());
+        // Room again: the next probe ends the failure.
+        std::fs::remove_file(&filler).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while statement(&c).await.is_err() {
+            assert!(Instant::now() < deadline, "still refused after the disk has room: {}", g.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        while !g.log().contains("writing works again") {
+            assert!(Instant::now() < deadline, "no recovery: {}", g.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (c2, _n2) = through(&g).await;
+        statement(&c2).await.unwrap();
+        drop((c, c2));
+        // The clients' connection tasks say goodbye on this runtime.
+        let g = tokio::task::spawn_blocking(move || {
+            let mut g = g;
+            stop(&mut g);
+            g
+        })
+        .await
+        .unwrap();
+        let audit = records(&disk.path().join("audit.ghrec"));
+        let rec: Vec<&Value> = audit.iter().filter(|v| v["kind"] == "recording").collect();
+        assert_eq!(rec.len(), 1, "{audit:?}");
+        assert_eq!(rec[0]["outcome"], "recovered");
+        assert_eq!(rec[0]["policy"], policy);
+        assert!(rec[0]["write_errors_total"].as_u64().unwrap() > 0);
+        drop(g);
+    }
 }

@@ -19,7 +19,7 @@ pub use admin::{Admin, AdminToken};
 pub use identity::{parse_token_hash, IdentityConfig, Oidc, OneOrMany};
 pub use notify::{smtp_host_port, Notify, Smtp, Webhook, WebhookKind};
 pub use policy::{BudgetConfig, GuardrailConfig, PolicyConfig, RolePolicyConfig, Verdict, GUARDRAIL_FLAGS};
-pub use recording::{Recording, ResultsMode};
+pub use recording::{OnFailure, Recording, ResultsMode};
 pub use scan::Scan;
 pub use server::{IoDriver, Listen, Log, Protocol, Server, ServerTls};
 pub use target::{Account, Target, UpstreamAuth, UpstreamTls};

@@ -17,6 +17,19 @@ pub enum ResultsMode {
     Full,
 }
 
+/// What happens when recordings cannot be written (disk full, permissions).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// New sessions and new statements are refused until writing works
+    /// again: nothing runs unrecorded.
+    #[default]
+    Refuse,
+    /// Sessions go on unrecorded; the loss is counted in metrics and the
+    /// audit log.
+    Continue,
+}
+
 /// Session recording, written by the control plane.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,6 +66,8 @@ pub struct Recording {
     /// The audit log is signed (a `checkpoint` record) this often when it
     /// has new records, and at shutdown.
     pub checkpoint_interval_secs: u64,
+    /// When recordings cannot be written.
+    pub on_failure: OnFailure,
 }
 
 impl Default for Recording {
@@ -71,6 +86,7 @@ impl Default for Recording {
             signing_key: None,
             signing_key_env: None,
             checkpoint_interval_secs: 60,
+            on_failure: OnFailure::Refuse,
         }
     }
 }

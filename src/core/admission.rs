@@ -52,6 +52,14 @@ pub fn open_to_new(shared: &Shared, over_limit: bool) -> Result<(), Refusal> {
             EndReason::ConnectionLimit,
         ));
     }
+    // No session runs unrecorded while recordings cannot be written.
+    if shared.recorder.get().is_some_and(|r| r.health().refusing()) {
+        return Err(Refusal::new(
+            SqlState::IO_ERROR,
+            crate::record::link::REFUSED_MESSAGE,
+            EndReason::RecordingFailed,
+        ));
+    }
     Ok(())
 }
 

@@ -59,6 +59,8 @@ pub enum EndReason {
     IdleTimeout,
     /// A reload removed the identity, changed its token or its reach.
     Revoked,
+    /// Recordings could not be written (`recording.on_failure = "refuse"`).
+    RecordingFailed,
 }
 
 impl EndReason {
@@ -91,6 +93,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::IdleTimeout => "idle-timeout",
             EndReason::Revoked => "revoked",
+            EndReason::RecordingFailed => "recording-failed",
         }
     }
 

@@ -44,6 +44,8 @@ impl SqlState {
     pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState("57P05");
     /// XX000: something gatehouse could not do (scan a value).
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    /// Recordings cannot be written (`recording.on_failure = "refuse"`).
+    pub const IO_ERROR: SqlState = SqlState("58030");
 
     /// The five characters.
     pub const fn code(self) -> &'static str {
@@ -81,6 +83,7 @@ mod tests {
             SqlState::CANNOT_CONNECT_NOW,
             SqlState::IDLE_SESSION_TIMEOUT,
             SqlState::INTERNAL_ERROR,
+            SqlState::IO_ERROR,
         ] {
             assert_eq!(s.code().len(), 5);
             assert!(s.code().bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()));

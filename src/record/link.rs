@@ -12,13 +12,57 @@ use super::events::Ev;
 use crate::config::ResultsMode;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc::{self, error::TrySendError};
+
+/// Whether recordings can be written, as the recorder last found, and
+/// whether the data path must then refuse (`recording.on_failure`).
+#[derive(Debug, Default)]
+pub struct Health {
+    failing: AtomicBool,
+    refuse: bool,
+}
+
+/// What a client is told while recordings cannot be written.
+pub const REFUSED_MESSAGE: &str =
+    "gatehouse cannot write session recordings (see its log): refused until it can (recording.on_failure = \"refuse\")";
+
+impl Health {
+    pub fn new(refuse: bool) -> Health {
+        Health {
+            failing: AtomicBool::new(false),
+            refuse,
+        }
+    }
+
+    /// Marks a failure; true when this starts one.
+    pub fn fail(&self) -> bool {
+        !self.failing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Marks writing as working again; true when this ends a failure.
+    pub fn recover(&self) -> bool {
+        self.failing.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    /// New sessions and statements are refused now.
+    pub fn refusing(&self) -> bool {
+        self.refuse && self.failing()
+    }
+}
 
 /// Where sessions send their events. The recorder's writer threads (in the
 /// control plane) implement it; the data path knows only this.
 pub trait Sink: Send + Sync {
     /// The channel of a session's writer.
     fn sender(&self, session: u32) -> mpsc::Sender<Ev>;
+    /// Whether recordings are being written.
+    fn health(&self) -> Arc<Health>;
     /// Writes what is queued, seals the sessions still open and stops (at
     /// shutdown, after the drain).
     fn finish(&self);
@@ -34,6 +78,7 @@ const FULL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 /// One session's link to the recorder.
 pub struct SessionRec {
     tx: mpsc::Sender<Ev>,
+    health: Arc<Health>,
     pub session: u32,
     pub mode: ResultsMode,
     pub max_rows: u64,
@@ -54,6 +99,7 @@ pub struct SessionRec {
 impl SessionRec {
     pub fn new(
         tx: mpsc::Sender<Ev>,
+        health: Arc<Health>,
         session: u32,
         mode: ResultsMode,
         max_rows: u64,
@@ -62,6 +108,7 @@ impl SessionRec {
     ) -> Self {
         SessionRec {
             tx,
+            health,
             session,
             mode,
             max_rows,
@@ -90,6 +137,11 @@ impl SessionRec {
             // The recorder stopped (shutdown): nothing more to record.
             Err(TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// Statements are refused: recordings cannot be written.
+    pub fn refusing(&self) -> bool {
+        self.health.refusing()
     }
 
     pub fn pending(&self) -> bool {

@@ -69,6 +69,11 @@ pub struct Recorder {
     /// Written by every writer (sealed sessions) and the lead writer
     /// (admin actions, deletions, checkpoints).
     audit: Mutex<AuditLog>,
+    /// Whether writing works; the data path refuses while it does not
+    /// (`on_failure = "refuse"`).
+    pub health: Arc<crate::record::link::Health>,
+    /// When the current failure began (µs), and write errors since.
+    failure: Mutex<Option<(u64, String)>>,
 }
 
 fn lower_priority() {
@@ -82,6 +87,10 @@ fn lower_priority() {
 impl crate::record::link::Sink for Recorder {
     fn sender(&self, session: u32) -> mpsc::Sender<Ev> {
         Recorder::sender(self, session)
+    }
+
+    fn health(&self) -> Arc<crate::record::link::Health> {
+        self.health.clone()
     }
 
     fn finish(&self) {
@@ -125,6 +134,10 @@ impl Recorder {
             stopped: AtomicBool::new(false),
             signer,
             audit: Mutex::new(audit),
+            health: Arc::new(crate::record::link::Health::new(
+                cfg.on_failure == crate::config::OnFailure::Refuse,
+            )),
+            failure: Mutex::new(None),
         });
         rec.load_index();
         rec.apply_retention();
@@ -179,10 +192,65 @@ impl Recorder {
         }
         // Every writer has sealed its sessions: the last checkpoint signs them all.
         let mut a = self.audit_log();
-        if let Err(e) = a.checkpoint().and_then(|_| a.sync()) {
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(target: "gatehouse::record", error = %e, "recording: the audit log's last checkpoint");
+        let r = a.checkpoint().and_then(|_| a.sync());
+        drop(a);
+        if let Err(e) = r {
+            self.failed("the audit log's last checkpoint", &e);
         }
+    }
+
+    /// A write, sync or file creation failed: recordings are failing until
+    /// a probe shows writing works again.
+    pub(super) fn failed(&self, what: &str, e: &std::io::Error) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        if self.health.fail() {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some((now_us(), format!("{what}: {e}")));
+            let refusing = self.health.refusing();
+            tracing::error!(target: "gatehouse::record", error = %e, refusing,
+                "recording: cannot write ({what}); {}",
+                if refusing { "new sessions and statements are refused until it can" } else { "sessions go on unrecorded (on_failure = \"continue\")" });
+        } else {
+            tracing::debug!(target: "gatehouse::record", error = %e, "recording: {what}");
+        }
+    }
+
+    /// Writes and syncs a probe file (64 KiB, then removed): while
+    /// recordings are failing, the lead writer tries it every sync
+    /// interval; when it works, the failure ends and the audit log says
+    /// how long it lasted and how many writes failed.
+    pub(super) fn probe(&self) {
+        use std::io::Write;
+        let path = self.cfg.dir.join(".gatehouse-write-probe");
+        let ok = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&[0u8; 64 << 10])?;
+            f.sync_all()
+        })();
+        let _ = std::fs::remove_file(&path);
+        let ok = ok.and_then(|_| self.audit_log().sync());
+        if ok.is_err() || !self.health.recover() {
+            return;
+        }
+        let (since, why) = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        let errors = self.stats.write_errors.load(Ordering::Relaxed);
+        tracing::warn!(target: "gatehouse::record", failed_for_ms = now_us().saturating_sub(since) / 1000,
+            "recording: writing works again");
+        let mut f = Fields::default();
+        f.str("outcome", "recovered")
+            .u64("failed_since", since)
+            .str("error", &why)
+            .u64("write_errors_total", errors)
+            .str(
+                "policy",
+                if self.cfg.on_failure == crate::config::OnFailure::Refuse { "refuse" } else { "continue" },
+            );
+        self.audit_append(now_us(), "recording", &f);
+        let _ = self.audit_log().flush();
     }
 
     /// The audit log, locked.
@@ -192,9 +260,9 @@ impl Recorder {
 
     /// Appends an audit record, counting a failure.
     fn audit_append(&self, t: u64, kind: &str, fields: &Fields) {
-        if let Err(e) = self.audit_log().append(t, kind, fields) {
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(target: "gatehouse::record", error = %e, "recording: audit log");
+        let r = self.audit_log().append(t, kind, fields);
+        if let Err(e) = r {
+            self.failed("audit log", &e);
         }
     }
 

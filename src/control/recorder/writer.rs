@@ -157,6 +157,9 @@ impl Writer {
             }
             if self.last_sync.elapsed() >= interval {
                 self.sync_dirty();
+                if self.lead && self.rec.health.failing() {
+                    self.rec.probe();
+                }
             }
             if self.lead && self.last_retention.elapsed() >= Duration::from_secs(60) {
                 self.last_retention = Instant::now();
@@ -178,8 +181,7 @@ impl Writer {
     }
 
     fn write_err(&self, what: &str, e: std::io::Error) {
-        self.rec.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(target: "gatehouse::record", error = %e, "recording: {what}");
+        self.rec.failed(what, &e);
     }
 
     /// Pushes buffered lines to the files (the live tails have them already).

@@ -26,6 +26,8 @@ pub mod code {
     pub const QUERY_INTERRUPTED: u16 = 1317;
     pub const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
     pub const IDLE_TIMEOUT: u16 = 4031;
+    /// ER_ERROR_ON_WRITE: recordings cannot be written.
+    pub const ERROR_ON_WRITE: u16 = 3;
 }
 
 /// The error number and SQLSTATE a MySQL client gets for a gateway
@@ -43,6 +45,7 @@ pub fn mysql_code(state: SqlState) -> (u16, &'static [u8; 5]) {
         SqlState::PROGRAM_LIMIT_EXCEEDED => (code::NET_PACKET_TOO_LARGE, b"08S01"),
         SqlState::CONFIGURATION_LIMIT_EXCEEDED => (code::USER_LIMIT_REACHED, b"42000"),
         SqlState::IDLE_SESSION_TIMEOUT => (code::IDLE_TIMEOUT, b"HY000"),
+        SqlState::IO_ERROR => (code::ERROR_ON_WRITE, b"HY000"),
         _ => (code::UNKNOWN, b"HY000"),
     }
 }

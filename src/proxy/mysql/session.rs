@@ -415,6 +415,7 @@ fn open_recording(
     };
     let rec = SessionRec::new(
         r.sender(pid),
+        r.health(),
         pid,
         mode,
         cfg.full_max_rows,
@@ -600,6 +601,16 @@ impl Session<'_> {
                 return Err(f);
             };
             let command = Command::from_code(code);
+            // Nothing runs unrecorded (`recording.on_failure = "refuse"`).
+            let runs = matches!(
+                command,
+                Command::Query | Command::StmtPrepare | Command::StmtExecute | Command::StmtFetch | Command::InitDb
+            );
+            if runs && self.rec.as_ref().is_some_and(|r| r.refusing()) {
+                self.reply_err(code::ERROR_ON_WRITE, b"HY000", crate::record::link::REFUSED_MESSAGE)
+                    .await?;
+                continue;
+            }
             match command {
                 // The upstream connection's end is the session's (pooled or closed).
                 Command::Quit => return Ok(()),

@@ -421,7 +421,17 @@ impl ClientSide<'_> {
         if request(tag) && self.ctx.tracker.borrow().over_pending() {
             return Step::Wait(WaitFor::Backpressure);
         }
+        let recording_down = matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F')
+            && self.ctx.rec.as_ref().is_some_and(|r| r.refusing());
         let (step, op) = match secret {
+            // Nothing runs unrecorded (`recording.on_failure = "refuse"`).
+            _ if recording_down && !self.skipping => (
+                Step::Refuse(Refusal::Policy {
+                    code: SqlState::IO_ERROR,
+                    message: crate::record::link::REFUSED_MESSAGE.into(),
+                }),
+                Op::None,
+            ),
             Some(rule) if self.ctx.refuse_client_secrets && matches!(tag, b'Q' | b'P' | b'B') => {
                 let rule = self.ctx.engine.map(|e| e.rule_id(rule).to_string()).unwrap_or_default();
                 (Step::Refuse(Refusal::Secret { rule }), Op::None)

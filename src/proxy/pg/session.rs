@@ -309,6 +309,7 @@ fn open_recording(
     };
     let rec = SessionRec::new(
         r.sender(ready.pid),
+        r.health(),
         ready.pid,
         mode,
         cfg.full_max_rows,
