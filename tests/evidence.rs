@@ -405,7 +405,10 @@ impl SmallDisk {
         let (code, out) = run(Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0750"), "tmpfs"])
             .arg(dir.path()));
-        assert_eq!(code, 0, "mounting a tmpfs for the recordings (the tests run as root): {out}");
+        assert_eq!(
+            code, 0,
+            "mounting a tmpfs for the recordings (the tests run as root): {out}"
+        );
         SmallDisk { dir }
     }
 
@@ -483,7 +486,11 @@ async fn a_full_recordings_disk_refuses_statements_until_it_has_room() {
         std::fs::remove_file(&filler).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while statement(&c).await.is_err() {
-            assert!(Instant::now() < deadline, "still refused after the disk has room: {}", g.log());
+            assert!(
+                Instant::now() < deadline,
+                "still refused after the disk has room: {}",
+                g.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         while !g.log().contains("writing works again") {
@@ -509,4 +516,195 @@ async fn a_full_recordings_disk_refuses_statements_until_it_has_room() {
         assert!(rec[0]["write_errors_total"].as_u64().unwrap() > 0);
         drop(g);
     }
+}
+
+/// Appends a record to a chained file as someone without the key would:
+/// the right `seq` and `prev`, no signature.
+fn append_record(path: &Path, kind: &str, fields: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let last = text.lines().last().unwrap();
+    let seq = serde_json::from_str::<Value>(last).unwrap()["seq"].as_u64().unwrap() + 1;
+    let prev = hex::encode(Sha256::digest(last.as_bytes()));
+    let line = format!(
+        "{{\"seq\":{seq},\"prev\":\"{prev}\",\"t\":{},\"kind\":\"{kind}\",{fields}}}\n",
+        gatehouse::record::now_us()
+    );
+    std::fs::write(path, text + &line).unwrap();
+}
+
+fn rel(dir: &Path, f: &Path) -> String {
+    f.strip_prefix(dir).unwrap().display().to_string()
+}
+
+/// The audit log itself under attack: gone, moved, a forged deletion in
+/// its unsigned tail, a second log that vouches for a copied session, a
+/// cut combined with seals stripped of their time.
+#[test]
+fn forging_the_audit_logs_account_is_caught() {
+    let keys = tempfile::tempdir().unwrap();
+    let (g, _private, public) = signed_recordings(keys.path());
+    let rec = g.dir.path().join("rec");
+    let work = tempfile::tempdir().unwrap();
+    let variant = |name: &str| {
+        let d = work.path().join(name);
+        copy_dir(&rec, &d);
+        d
+    };
+    let fails = |d: &Path, what: &str| {
+        let (code, out) = verify(d, &[&public]);
+        assert_eq!(code, 1, "{what}: {out}");
+        out
+    };
+
+    // No audit log at all, and a session gone.
+    let d = variant("no-audit");
+    std::fs::remove_file(d.join("audit.ghrec")).unwrap();
+    std::fs::remove_file(&session_files(&d)[0]).unwrap();
+    let out = fails(&d, "no audit log");
+    assert!(out.contains("audit.ghrec: FAILED") && out.contains("missing"), "{out}");
+
+    // The audit log moved where it is not read as one.
+    let d = variant("moved");
+    let s0 = session_files(&d)[0].clone();
+    std::fs::rename(d.join("audit.ghrec"), s0.parent().unwrap().join("audit.ghrec")).unwrap();
+    std::fs::remove_file(&session_files(&d)[1]).unwrap();
+    let out = fails(&d, "moved audit log");
+    assert!(out.contains("has an audit log at its root"), "{out}");
+
+    // A deletion "by retention" appended to the unsigned tail.
+    let d = variant("forged-deletion");
+    let victim = session_files(&d)[2].clone();
+    append_record(
+        &d.join("audit.ghrec"),
+        "deleted",
+        &format!("\"file\":\"{}\",\"why\":\"max_total_bytes\"", rel(&d, &victim)),
+    );
+    std::fs::remove_file(&victim).unwrap();
+    let out = fails(&d, "forged deletion");
+    assert!(out.contains("missing"), "{out}");
+
+    // A second audit log (named as a set-aside one) that repeats the
+    // signed start of the real one, then vouches for session 0's content
+    // copied over session 2 and for session 1's deletion.
+    let d = variant("second-log");
+    let s = session_files(&d);
+    let audit = std::fs::read_to_string(d.join("audit.ghrec")).unwrap();
+    let second = d.join("audit-broken-1.ghrec");
+    std::fs::write(&second, audit.lines().take(2).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let seal0 = std::fs::read_to_string(&s[0])
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let hash0 = hex::encode(Sha256::digest(seal0.as_bytes()));
+    let id0 = records(&s[0])[0]["id"].as_str().unwrap().to_string();
+    append_record(
+        &second,
+        "sealed",
+        &format!(
+            "\"id\":\"{id0}\",\"file\":\"{}\",\"records\":1,\"hash\":\"{hash0}\"",
+            rel(&d, &s[2])
+        ),
+    );
+    append_record(&second, "deleted", &format!("\"file\":\"{}\"", rel(&d, &s[1])));
+    std::fs::copy(&s[0], &s[2]).unwrap();
+    std::fs::remove_file(&s[1]).unwrap();
+    let out = fails(&d, "second audit log");
+    assert!(out.contains(&format!("{}: FAILED", s[2].display())), "{out}");
+    assert!(out.contains(&format!("{}: FAILED", s[1].display())), "{out}");
+
+    // Cut at the first checkpoint, and the seals' times removed so that
+    // the sessions look older than the audit log's account.
+    let d = variant("cut-untimed");
+    let audit = d.join("audit.ghrec");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    std::fs::write(&audit, text.lines().take(2).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    for f in session_files(&d) {
+        rewrite(&f, |lines| {
+            let last = lines.len() - 1;
+            let v: Value = serde_json::from_str(&lines[last]).unwrap();
+            lines[last] = lines[last].replace(&format!(",\"t\":{}", v["t"]), "");
+        });
+    }
+    let out = fails(&d, "cut and untimed");
+    assert_eq!(out.matches("seal: the signature does not verify").count(), 3, "{out}");
+}
+
+/// The next start of the gateway neither blesses a tampered audit log nor
+/// stumbles on a hostile one; a torn last record (a crash mid-write) is
+/// cut off and the log goes on verifying.
+#[test]
+fn a_restart_sets_a_tampered_audit_log_aside_and_mends_a_torn_one() {
+    let keys = tempfile::tempdir().unwrap();
+    let (g, private, public) = signed_recordings(keys.path());
+    let rec = g.dir.path().join("rec");
+    let work = tempfile::tempdir().unwrap();
+    let restart = |d: &Path| {
+        let mut g = Gatehouse::start(
+            "",
+            &format!(
+                "[recording]\ndir = {:?}\nsigning_key = {:?}\n",
+                d.display().to_string(),
+                private.display().to_string()
+            ),
+        );
+        stop(&mut g);
+        g.log()
+    };
+    let audit_logs = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("audit"))
+            .collect();
+        v.sort();
+        v
+    };
+
+    // A torn last record.
+    let d = work.path().join("torn");
+    copy_dir(&rec, &d);
+    let mut text = std::fs::read_to_string(d.join("audit.ghrec")).unwrap();
+    text.push_str("{\"seq\":99,\"prev\":\"ab");
+    std::fs::write(d.join("audit.ghrec"), text).unwrap();
+    let log = restart(&d);
+    assert!(log.contains("a torn last record was cut off"), "{log}");
+    assert_eq!(audit_logs(&d), vec!["audit.ghrec"]);
+    let (code, out) = verify(&d, &[&public]);
+    assert_eq!(code, 0, "{out}");
+    let starts: Vec<Value> = records(&d.join("audit.ghrec"))
+        .into_iter()
+        .filter(|v| v["kind"] == "start")
+        .collect();
+    assert_eq!(starts.last().unwrap()["torn_bytes"], 20);
+
+    // An early record edited and the log re-chained: the start finds its
+    // checkpoints broken, keeps it aside and begins a new chain; verify
+    // still fails on the old one.
+    let d = work.path().join("edited");
+    copy_dir(&rec, &d);
+    rewrite(&d.join("audit.ghrec"), |lines| {
+        lines[0] = lines[0].replace("\"seals\":true", "\"seals\":false");
+    });
+    let log = restart(&d);
+    assert!(log.contains("set aside"), "{log}");
+    let logs = audit_logs(&d);
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let (code, out) = verify(&d, &[&public]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("audit-broken-") && out.contains("checkpoint: the signature does not verify"),
+        "{out}"
+    );
+
+    // A hostile record out of sequence: no panic, set aside.
+    let d = work.path().join("hostile");
+    copy_dir(&rec, &d);
+    let mut text = std::fs::read_to_string(d.join("audit.ghrec")).unwrap();
+    text.push_str("{\"seq\":0,\"kind\":\"x\"}\n");
+    std::fs::write(d.join("audit.ghrec"), text).unwrap();
+    let log = restart(&d);
+    assert!(log.contains("set aside") && !log.contains("panicked"), "{log}");
+    assert_eq!(audit_logs(&d).len(), 2);
 }

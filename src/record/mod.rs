@@ -345,7 +345,8 @@ pub fn verify_signed(path: &Path, r: impl Read, audit: bool, keys: Option<&signi
             _ => None,
         };
         if let (Some(context), Some(keys)) = (signed, keys) {
-            match keys.check(context, n, &prev, v["key"].as_str(), v["sig"].as_str()) {
+            let t = v["t"].as_u64().unwrap_or(u64::MAX);
+            match keys.check(context, n, &prev, t, v["key"].as_str(), v["sig"].as_str()) {
                 Ok(id) => {
                     if !signers.contains(&id) {
                         signers.push(id);
@@ -582,7 +583,7 @@ mod tests {
         let mut log = c.line(1, "start", json!({}));
         let unsigned = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
         assert!(unsigned.broken.unwrap().1.contains("no signed checkpoint"));
-        let sig = key.sign(CHECKPOINT_CONTEXT, c.seq(), c.prev());
+        let sig = key.sign(CHECKPOINT_CONTEXT, c.seq(), c.prev(), 2);
         let s = c.seq();
         log.extend(c.line(2, "checkpoint", json!({ "key": key.id(), "sig": sig })));
         log.extend(c.line(3, "admin", json!({})));
@@ -594,7 +595,7 @@ mod tests {
         // A seal's signature is no checkpoint's (and the other way round).
         let mut c = Chain::default();
         let mut log = c.line(1, "start", json!({}));
-        let sig = key.sign(SEAL_CONTEXT, c.seq(), c.prev());
+        let sig = key.sign(SEAL_CONTEXT, c.seq(), c.prev(), 2);
         log.extend(c.line(2, "checkpoint", json!({ "key": key.id(), "sig": sig })));
         let r = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
         assert!(r.broken.unwrap().1.contains("does not verify"));

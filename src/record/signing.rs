@@ -3,8 +3,9 @@
 //! rewrite a recording (or the audit log) and re-chain it unseen.
 //!
 //! What is signed is a chain position: a context string (what the record
-//! is), the record's `seq` and the `prev` it carries (the SHA-256 of the
-//! line before it, which chains every earlier line). A session's `seal`
+//! is), the record's `seq`, the `prev` it carries (the SHA-256 of the line
+//! before it, which chains every earlier line) and its own time `t`. A
+//! session's `seal`
 //! and the audit log's `checkpoint` records carry `key` (the key id) and
 //! `sig` (hex).
 //!
@@ -26,12 +27,13 @@ pub const CHECKPOINT_CONTEXT: &[u8] = b"gatehouse audit checkpoint v1\0";
 /// bytes follow.
 const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
-/// The bytes a signature covers.
-fn message(context: &[u8], seq: u64, prev: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(context.len() + 8 + prev.len());
+/// The bytes a signature covers: context, `seq`, `prev`, `t`.
+fn message(context: &[u8], seq: u64, prev: &[u8], t: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + 16 + prev.len());
     m.extend_from_slice(context);
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(prev);
+    m.extend_from_slice(&t.to_be_bytes());
     m
 }
 
@@ -99,9 +101,9 @@ impl Signer {
         }
     }
 
-    /// Signs a chain position; hex.
-    pub fn sign(&self, context: &[u8], seq: u64, prev: &[u8]) -> String {
-        hex::encode(self.key.sign(&message(context, seq, prev)).as_ref())
+    /// Signs a chain position and time; hex.
+    pub fn sign(&self, context: &[u8], seq: u64, prev: &[u8], t: u64) -> String {
+        hex::encode(self.key.sign(&message(context, seq, prev, t)).as_ref())
     }
 }
 
@@ -153,9 +155,9 @@ impl PublicKey {
         crate::identity::mint::pem("PUBLIC KEY", &der)
     }
 
-    fn check(&self, context: &[u8], seq: u64, prev: &[u8], signature: &[u8]) -> bool {
+    fn check(&self, context: &[u8], seq: u64, prev: &[u8], t: u64, signature: &[u8]) -> bool {
         sig::UnparsedPublicKey::new(&sig::ED25519, &self.bytes)
-            .verify(&message(context, seq, prev), signature)
+            .verify(&message(context, seq, prev, t), signature)
             .is_ok()
     }
 }
@@ -165,12 +167,13 @@ impl PublicKey {
 pub struct Keyring(pub Vec<PublicKey>);
 
 impl Keyring {
-    /// Checks a record's `key` and `sig` at a chain position.
+    /// Checks a record's `key` and `sig` at a chain position and time.
     pub fn check(
         &self,
         context: &[u8],
         seq: u64,
         prev: &[u8],
+        t: u64,
         key: Option<&str>,
         sig_hex: Option<&str>,
     ) -> Result<String, String> {
@@ -181,7 +184,7 @@ impl Keyring {
             return Err(format!("signed by key {key}, which is not one of the keys given"));
         };
         let sig = hex::decode(sig_hex).map_err(|_| "the signature is not hex".to_string())?;
-        if k.check(context, seq, prev, &sig) {
+        if k.check(context, seq, prev, t, &sig) {
             Ok(k.id.clone())
         } else {
             Err(format!(
@@ -207,49 +210,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signatures_bind_context_position_and_key() {
+    fn signatures_bind_context_position_time_and_key() {
         let (pem, public) = generate().unwrap();
         let s = Signer::from_pem(&pem).unwrap();
         assert_eq!(s.public(), public);
         let ring = Keyring(vec![public.clone()]);
         let prev = [b'a'; 64];
-        let sig = s.sign(SEAL_CONTEXT, 7, &prev);
-        assert!(ring.check(SEAL_CONTEXT, 7, &prev, Some(s.id()), Some(&sig)).is_ok());
-        // Another position, another context, another chain: no.
-        assert!(ring.check(SEAL_CONTEXT, 8, &prev, Some(s.id()), Some(&sig)).is_err());
-        assert!(ring
-            .check(CHECKPOINT_CONTEXT, 7, &prev, Some(s.id()), Some(&sig))
-            .is_err());
-        assert!(ring
-            .check(SEAL_CONTEXT, 7, &[b'b'; 64], Some(s.id()), Some(&sig))
-            .is_err());
-        assert!(ring
-            .check(SEAL_CONTEXT, 7, &prev, None, None)
-            .unwrap_err()
-            .contains("not signed"));
+        let id = Some(s.id());
+        let sig = s.sign(SEAL_CONTEXT, 7, &prev, 99);
+        assert!(ring.check(SEAL_CONTEXT, 7, &prev, 99, id, Some(&sig)).is_ok());
+        // Another position, context, chain or time: no.
+        assert!(ring.check(SEAL_CONTEXT, 8, &prev, 99, id, Some(&sig)).is_err());
+        assert!(ring.check(CHECKPOINT_CONTEXT, 7, &prev, 99, id, Some(&sig)).is_err());
+        assert!(ring.check(SEAL_CONTEXT, 7, &[b'b'; 64], 99, id, Some(&sig)).is_err());
+        assert!(ring.check(SEAL_CONTEXT, 7, &prev, 98, id, Some(&sig)).is_err());
+        let e = ring.check(SEAL_CONTEXT, 7, &prev, 99, None, None).unwrap_err();
+        assert!(e.contains("not signed"));
         // Another key: named as such.
         let (other, _) = generate().unwrap();
         let o = Signer::from_pem(&other).unwrap();
+        let osig = o.sign(SEAL_CONTEXT, 7, &prev, 99);
         let e = ring
-            .check(
-                SEAL_CONTEXT,
-                7,
-                &prev,
-                Some(o.id()),
-                Some(&o.sign(SEAL_CONTEXT, 7, &prev)),
-            )
+            .check(SEAL_CONTEXT, 7, &prev, 99, Some(o.id()), Some(&osig))
             .unwrap_err();
         assert!(e.contains("not one of the keys"), "{e}");
         // A forged id with the other key's signature fails the check itself.
-        let e = ring
-            .check(
-                SEAL_CONTEXT,
-                7,
-                &prev,
-                Some(s.id()),
-                Some(&o.sign(SEAL_CONTEXT, 7, &prev)),
-            )
-            .unwrap_err();
+        let e = ring.check(SEAL_CONTEXT, 7, &prev, 99, id, Some(&osig)).unwrap_err();
         assert!(e.contains("does not verify"), "{e}");
     }
 

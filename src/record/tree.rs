@@ -40,8 +40,10 @@ impl Verification {
 /// recordings directory).
 #[derive(Default)]
 struct Account {
-    /// file → (audit log, record seq, seal hash)
-    sealed: HashMap<String, (String, u64, String)>,
+    /// file → where its seal is recorded
+    sealed: HashMap<String, Sealed>,
+    /// Files named by more than one `sealed` record.
+    twice: HashSet<String>,
     deleted: HashSet<String>,
     /// The first start that recorded seals: sessions sealed after it must
     /// be in the account.
@@ -51,30 +53,74 @@ struct Account {
     late_signed: Vec<(String, u64, u64)>,
 }
 
-fn read_account(dir: &Path, audits: &[PathBuf]) -> Account {
+/// A `sealed` record: the audit log, its seq, the seal's hash, the
+/// session id.
+struct Sealed {
+    log: String,
+    seq: u64,
+    hash: String,
+    id: String,
+}
+
+/// An audit log the gateway writes: `audit.ghrec` at the root, or an
+/// earlier one it set aside there (`audit-broken-<time>.ghrec`).
+fn is_audit_log(dir: &Path, f: &Path) -> bool {
+    let Some(name) = f.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let set_aside = name
+        .strip_prefix("audit-broken-")
+        .and_then(|r| r.strip_suffix(".ghrec"))
+        .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+    f.parent() == Some(dir) && (name == "audit.ghrec" || set_aside)
+}
+
+/// Reads the account. With keys, a `deleted` record counts only where a
+/// checkpoint of the run that wrote it signed it: anyone can append to the
+/// unsigned tail.
+fn read_account(dir: &Path, audits: &[(PathBuf, Option<u64>)], keyed: bool) -> Account {
     let mut acc = Account::default();
-    for a in audits {
+    for (a, signed_through) in audits {
         let name = a.strip_prefix(dir).unwrap_or(a).display().to_string();
         let Ok(f) = std::fs::File::open(a) else { continue };
-        for v in records(f) {
+        let recs: Vec<serde_json::Value> = records(f).collect();
+        let mut untrusted: Vec<(u64, u64)> = Vec::new();
+        for v in &recs {
+            if v["kind"] == "start" {
+                let seq = v["seq"].as_u64().unwrap_or(0);
+                if let Some(k) = v["unsigned_tail"].as_u64().filter(|k| *k > 0) {
+                    untrusted.push((seq.saturating_sub(k), seq));
+                    acc.late_signed.push((name.clone(), seq, k));
+                }
+            }
+        }
+        let trusted = |seq: u64| {
+            !keyed
+                || (signed_through.is_some_and(|c| seq <= c) && !untrusted.iter().any(|(a, b)| seq >= *a && seq < *b))
+        };
+        for v in &recs {
             let seq = v["seq"].as_u64().unwrap_or(0);
             match v["kind"].as_str() {
-                Some("start") => {
-                    if v["seals"] == true {
-                        let t = v["t"].as_u64().unwrap_or(0);
-                        acc.seals_since = Some(acc.seals_since.map_or(t, |s| s.min(t)));
-                    }
-                    if let Some(k) = v["unsigned_tail"].as_u64().filter(|k| *k > 0) {
-                        acc.late_signed.push((name.clone(), seq, k));
-                    }
+                Some("start") if v["seals"] == true && trusted(seq) => {
+                    let t = v["t"].as_u64().unwrap_or(0);
+                    acc.seals_since = Some(acc.seals_since.map_or(t, |s| s.min(t)));
                 }
                 Some("sealed") => {
                     if let (Some(file), Some(hash)) = (v["file"].as_str(), v["hash"].as_str()) {
-                        acc.sealed
-                            .insert(file.to_string(), (name.clone(), seq, hash.to_string()));
+                        let id = v["id"].as_str().unwrap_or("").to_string();
+                        let entry = Sealed {
+                            log: name.clone(),
+                            seq,
+                            hash: hash.to_string(),
+                            id,
+                        };
+                        let prior = acc.sealed.insert(file.to_string(), entry);
+                        if prior.is_some() {
+                            acc.twice.insert(file.to_string());
+                        }
                     }
                 }
-                Some("deleted") => {
+                Some("deleted") if trusted(seq) => {
                     if let Some(file) = v["file"].as_str() {
                         acc.deleted.insert(file.to_string());
                     }
@@ -88,6 +134,7 @@ fn read_account(dir: &Path, audits: &[PathBuf]) -> Account {
 
 /// Checks a file, or every recording under a directory (sorted by path);
 /// for a directory that holds an audit log, also the audit log's account.
+/// With keys, a directory must hold one (`audit.ghrec`).
 pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verification> {
     let mut files = Vec::new();
     let is_dir = path.is_dir();
@@ -100,9 +147,31 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
     let mut out = Verification::default();
     for f in &files {
         let file = std::fs::File::open(f)?;
-        out.reports.push(verify_signed(f, file, is_audit(f), keys));
+        let audit = if is_dir { is_audit_log(path, f) } else { is_audit(f) };
+        let mut r = verify_signed(f, file, audit, keys);
+        if is_dir && !audit && is_audit(f) && r.broken.is_none() {
+            r.broken = Some((
+                0,
+                "named as an audit log but not one the gateway writes (audit.ghrec, audit-broken-<time>.ghrec at the root)".into(),
+            ));
+        }
+        // A session file is named by its session's id: a file copied
+        // over another is not the session it claims to be.
+        if !audit && r.broken.is_none() {
+            let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if r.id.as_deref() != Some(stem) {
+                r.broken = Some((
+                    0,
+                    format!(
+                        "the file is named {stem}, its session is {:?}",
+                        r.id.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        out.reports.push(r);
     }
-    for r in out.reports.iter().filter(|r| is_audit(&r.path)) {
+    for r in out.reports.iter().filter(|r| is_dir && is_audit_log(path, &r.path)) {
         if let Some((seq, t)) = r.checkpoint {
             out.notes.push(format!(
                 "{}: signed through record {seq} ({}){}",
@@ -117,19 +186,34 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
             ));
         }
     }
-    // The account is kept by the audit log at the recordings' root.
-    let audits: Vec<PathBuf> = files
-        .iter()
-        .filter(|f| is_audit(f) && f.parent() == Some(path))
-        .cloned()
-        .collect();
-    if !is_dir || audits.is_empty() {
+    if !is_dir {
         return Ok(out);
     }
-    let acc = read_account(path, &audits);
+    // The account is kept by the audit logs at the recordings' root.
+    let audits: Vec<(PathBuf, Option<u64>)> = out
+        .reports
+        .iter()
+        .filter(|r| is_audit_log(path, &r.path))
+        .map(|r| (r.path.clone(), r.checkpoint.map(|c| c.0)))
+        .collect();
+    if !audits
+        .iter()
+        .any(|(p, _)| p.file_name().is_some_and(|n| n == "audit.ghrec"))
+    {
+        if keys.is_some() {
+            out.reports.push(Report::failed(
+                path.join("audit.ghrec"),
+                "missing: a recordings directory written with a signing key has an audit log at its root".into(),
+            ));
+        }
+        if audits.is_empty() {
+            return Ok(out);
+        }
+    }
+    let acc = read_account(path, &audits, keys.is_some());
     for (log, seq, k) in &acc.late_signed {
         out.notes.push(format!(
-            "{log}: the {k} record(s) before record {seq} were signed by the start at record {seq}, not by the run that wrote them (that run did not stop cleanly)"
+            "{log}: the {k} record(s) before record {seq} were signed by the start at record {seq}, not by the run that wrote them (that run did not stop cleanly, or they were changed while the gateway was stopped); no deletion recorded among them is trusted"
         ));
     }
     let rel = |p: &Path| p.strip_prefix(path).unwrap_or(p).display().to_string();
@@ -139,9 +223,16 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
             continue;
         }
         let name = rel(&r.path);
+        if acc.twice.contains(&name) {
+            r.broken = Some((
+                r.intact.saturating_sub(1),
+                "the audit logs record this file's seal more than once".into(),
+            ));
+            continue;
+        }
         match acc.sealed.get(&name) {
-            Some((log, seq, hash)) => {
-                if r.seal_hash.as_deref() != Some(hash.as_str()) {
+            Some(Sealed { log, seq, hash, id }) => {
+                if r.seal_hash.as_deref() != Some(hash.as_str()) || r.id.as_deref() != Some(id.as_str()) {
                     r.broken = Some((
                         r.intact.saturating_sub(1),
                         format!(
@@ -161,13 +252,13 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
             }
         }
     }
-    let mut missing: Vec<(&String, &(String, u64, String))> = acc
+    let mut missing: Vec<(&String, &Sealed)> = acc
         .sealed
         .iter()
         .filter(|(f, _)| !present.contains(*f) && !acc.deleted.contains(*f))
         .collect();
-    missing.sort();
-    for (file, (log, seq, _)) in missing {
+    missing.sort_by_key(|m| m.0);
+    for (file, Sealed { log, seq, .. }) in missing {
         out.reports.push(Report::failed(
             path.join(file),
             format!("missing: {log} recorded its seal at record {seq}, and no deletion by retention is on record"),

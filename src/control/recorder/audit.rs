@@ -24,10 +24,12 @@ pub(super) struct AuditLog {
     unsigned: u64,
 }
 
-/// Where an existing log ends: its last record and its last checkpoint.
+/// Where an existing log ends: its last complete record, its last
+/// checkpoint, and where a torn last line (a crash mid-write) begins.
 struct Tail {
     last: Option<(u64, Vec<u8>)>,
     checkpoint: Option<u64>,
+    torn_at: Option<u64>,
 }
 
 fn read_tail(path: &Path) -> std::io::Result<Tail> {
@@ -35,21 +37,33 @@ fn read_tail(path: &Path) -> std::io::Result<Tail> {
     let mut tail = Tail {
         last: None,
         checkpoint: None,
+        torn_at: None,
     };
     let mut line = Vec::new();
+    let mut offset = 0u64;
     loop {
         line.clear();
-        if read::read_line(&mut r, &mut line)? == 0 {
+        let n = read::read_line(&mut r, &mut line)?;
+        if n == 0 {
             return Ok(tail);
         }
         if line.last() != Some(&b'\n') {
-            return Err(std::io::Error::other("the last record is cut short"));
+            tail.torn_at = Some(offset);
+            return Ok(tail);
         }
+        offset += n as u64;
         line.pop();
         let v: Value = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
         let seq = v["seq"]
             .as_u64()
             .ok_or_else(|| std::io::Error::other("a record without seq"))?;
+        if tail
+            .last
+            .as_ref()
+            .map_or(seq != 0, |(s, _)| s.checked_add(1) != Some(seq))
+        {
+            return Err(std::io::Error::other("out of sequence"));
+        }
         if v["kind"] == "checkpoint" {
             tail.checkpoint = Some(seq);
         }
@@ -57,22 +71,62 @@ fn read_tail(path: &Path) -> std::io::Result<Tail> {
     }
 }
 
+/// Why an existing audit log cannot be continued: its chain (or, with a
+/// key, a checkpoint) does not verify.
+fn broken(path: &Path, signer: Option<&Signer>) -> Option<String> {
+    let keys = signer.map(|s| crate::record::signing::Keyring(vec![s.public()]));
+    let f = File::open(path).ok()?;
+    let mut rep = crate::record::verify_signed(path, f, true, keys.as_ref());
+    if let Some((n, why)) = rep.broken.take() {
+        // No checkpoint at all is an unsigned log (written before a key
+        // was configured): continued, and its records counted as unsigned.
+        // A checkpoint of another key is a rotation: `verify` checks it
+        // with that key.
+        if !why.contains("no signed checkpoint") && !why.contains("not one of the keys given") {
+            return Some(format!("record {n}: {why}"));
+        }
+    }
+    None
+}
+
 impl AuditLog {
     pub(super) fn open(dir: &Path, signer: Option<Arc<Signer>>) -> std::io::Result<AuditLog> {
         let path = dir.join(AUDIT_FILE);
+        let set_aside = |why: &str| -> std::io::Result<()> {
+            // The old log stays as it is, beside the new one, for `verify`
+            // to report; a new chain starts. Nothing is signed for it.
+            let aside = dir.join(format!("audit-broken-{}.ghrec", now_us()));
+            tracing::error!(target: "gatehouse::record", why, aside = %aside.display(),
+                "the audit log does not verify: set aside, a new one starts");
+            std::fs::rename(&path, &aside)
+        };
+        let mut torn = 0u64;
         let (chain, unsigned_tail) = if path.exists() {
             match read_tail(&path) {
-                Ok(Tail {
-                    last: Some((seq, line)),
-                    checkpoint,
-                }) => (Chain::after(seq, &line), checkpoint.map_or(seq + 1, |c| seq - c)),
-                Ok(Tail { last: None, .. }) => (Chain::default(), 0),
+                Ok(tail) => {
+                    if let Some(at) = tail.torn_at {
+                        // A crash mid-write: the torn fragment is cut off
+                        // (the start record says how many bytes).
+                        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                        torn = f.metadata()?.len().saturating_sub(at);
+                        f.set_len(at)?;
+                        f.sync_all()?;
+                        tracing::warn!(target: "gatehouse::record", bytes = torn, "audit log: a torn last record was cut off");
+                    }
+                    match (tail.last, broken(&path, signer.as_deref())) {
+                        (Some(_), Some(why)) => {
+                            set_aside(&why)?;
+                            (Chain::default(), 0)
+                        }
+                        (Some((seq, line)), None) => (
+                            Chain::after(seq, &line),
+                            tail.checkpoint.map_or(seq.saturating_add(1), |c| seq.saturating_sub(c)),
+                        ),
+                        (None, _) => (Chain::default(), 0),
+                    }
+                }
                 Err(e) => {
-                    // A cut-short tail (a crash mid-write): keep the old
-                    // log aside, start a new chain.
-                    let aside = dir.join(format!("audit-broken-{}.ghrec", now_us()));
-                    tracing::warn!(target: "gatehouse::record", error = %e, aside = %aside.display(), "audit log set aside");
-                    std::fs::rename(&path, &aside)?;
+                    set_aside(&e.to_string())?;
                     (Chain::default(), 0)
                 }
             }
@@ -94,12 +148,19 @@ impl AuditLog {
             unsigned: 0,
         };
         // Each start is on the record (and the log is never empty). It
-        // says that this run records sealed sessions, and how many records
-        // an earlier run left unsigned (it stopped without a checkpoint):
-        // the checkpoint below signs them, and `verify` says so.
+        // says that this run records sealed sessions, its key, and how many
+        // records an earlier run left unsigned (it stopped without a
+        // checkpoint): the checkpoint below signs them, and `verify` trusts
+        // no deletion recorded among them.
         let mut start = json!({ "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION"), "seals": true });
-        if log.signer.is_some() && unsigned_tail > 0 {
-            start["unsigned_tail"] = Value::from(unsigned_tail);
+        if let Some(s) = &log.signer {
+            start["key"] = Value::from(s.id());
+            if unsigned_tail > 0 {
+                start["unsigned_tail"] = Value::from(unsigned_tail);
+            }
+        }
+        if torn > 0 {
+            start["torn_bytes"] = Value::from(torn);
         }
         log.append(now_us(), "start", &Fields::from_object(start))?;
         log.checkpoint()?;
@@ -123,10 +184,11 @@ impl AuditLog {
             return Ok(());
         }
         let seq = self.chain.seq();
+        let t = now_us();
         let mut f = Fields::default();
         f.str("key", signer.id())
-            .str("sig", &signer.sign(CHECKPOINT_CONTEXT, seq, self.chain.prev()));
-        let line = self.chain.line_fields(now_us(), "checkpoint", &f);
+            .str("sig", &signer.sign(CHECKPOINT_CONTEXT, seq, self.chain.prev(), t));
+        let line = self.chain.line_fields(t, "checkpoint", &f);
         self.file.write_all(&line)?;
         self.unsigned = 0;
         let hash = String::from_utf8_lossy(self.chain.prev()).into_owned();

@@ -247,7 +247,11 @@ impl Recorder {
             .u64("write_errors_total", errors)
             .str(
                 "policy",
-                if self.cfg.on_failure == crate::config::OnFailure::Refuse { "refuse" } else { "continue" },
+                if self.cfg.on_failure == crate::config::OnFailure::Refuse {
+                    "refuse"
+                } else {
+                    "continue"
+                },
             );
         self.audit_append(now_us(), "recording", &f);
         let _ = self.audit_log().flush();
@@ -331,18 +335,27 @@ impl Recorder {
                 kept_young += 1;
                 continue;
             }
+            // On record first: a crash between the two leaves a record of
+            // a deletion that did not happen, never a deletion unrecorded.
+            let file = path.strip_prefix(&self.cfg.dir).unwrap_or(path).display().to_string();
+            let mut f = Fields::default();
+            f.str("file", &file)
+                .str("id", id)
+                .u64("started", *started)
+                .u64("bytes", *size)
+                .str("why", if old { "retention_days" } else { "max_total_bytes" });
+            let recorded = {
+                let mut a = self.audit_log();
+                a.append(now, "deleted", &f).and_then(|_| a.sync())
+            };
+            if let Err(e) = recorded {
+                self.failed("audit log", &e);
+                break;
+            }
             if std::fs::remove_file(path).is_ok() {
                 total -= size;
                 gone.push(path.clone());
                 self.stats.deleted.fetch_add(1, Ordering::Relaxed);
-                let file = path.strip_prefix(&self.cfg.dir).unwrap_or(path).display().to_string();
-                let mut f = Fields::default();
-                f.str("file", &file)
-                    .str("id", id)
-                    .u64("started", *started)
-                    .u64("bytes", *size)
-                    .str("why", if old { "retention_days" } else { "max_total_bytes" });
-                self.audit_append(now, "deleted", &f);
             }
         }
         if kept_young > 0 {
@@ -352,8 +365,6 @@ impl Recorder {
         if !gone.is_empty() {
             tracing::info!(target: "gatehouse::record", deleted = gone.len(), "recordings deleted by retention");
             g.remove_paths(&gone);
-            drop(g);
-            let _ = self.audit_log().flush();
         }
     }
 }

@@ -205,6 +205,13 @@ impl Writer {
     fn sync_dirty(&mut self) {
         self.last_sync = Instant::now();
         let mut errs = Vec::new();
+        // The audit log first: a seal made durable is in the audit log
+        // made durable, whatever a power loss interrupts.
+        if self.lead || !self.sealed.is_empty() {
+            if let Err(e) = self.rec.audit_log().sync() {
+                errs.push(e);
+            }
+        }
         let dirty = self.sessions.values().filter(|s| s.dirty).count();
         if self.sealed.len() + dirty > 1 {
             // Many files (a storm of short sessions): one syncfs of the
@@ -241,11 +248,6 @@ impl Writer {
                 errs.push(e);
             }
             self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.lead {
-            if let Err(e) = self.rec.audit_log().sync() {
-                errs.push(e);
-            }
         }
         for e in errs {
             self.write_err("sync", e);
@@ -822,7 +824,7 @@ impl Writer {
         let mut seal = Fields::default();
         seal.u64("records", records);
         if let Some(signer) = &self.rec.signer {
-            let sig = signer.sign(crate::record::signing::SEAL_CONTEXT, records, s.chain.prev());
+            let sig = signer.sign(crate::record::signing::SEAL_CONTEXT, records, s.chain.prev(), t);
             seal.str("key", signer.id()).str("sig", &sig);
         }
         let line = s.chain.line_fields(t, "seal", &seal);

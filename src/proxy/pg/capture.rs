@@ -240,7 +240,15 @@ mod tests {
     #[test]
     fn summary_mode_keeps_no_rows_and_takes_masked_frames_from_edits() {
         let (tx, mut rx) = mpsc::channel(8);
-        let rec = SessionRec::new(tx, Default::default(), 1, ResultsMode::Summary, 1000, 1 << 20, strip_rows);
+        let rec = SessionRec::new(
+            tx,
+            Default::default(),
+            1,
+            ResultsMode::Summary,
+            1000,
+            1 << 20,
+            strip_rows,
+        );
         let mut sbuf = Vec::new();
         let d = frame(&mut sbuf, b'D', b"\0\x01\0\0\0\x06secret");
         let e = frame(&mut sbuf, b'E', b"Mleaked secret\0\0");

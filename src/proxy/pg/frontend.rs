@@ -421,8 +421,8 @@ impl ClientSide<'_> {
         if request(tag) && self.ctx.tracker.borrow().over_pending() {
             return Step::Wait(WaitFor::Backpressure);
         }
-        let recording_down = matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F')
-            && self.ctx.rec.as_ref().is_some_and(|r| r.refusing());
+        let recording_down =
+            matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F') && self.ctx.rec.as_ref().is_some_and(|r| r.refusing());
         let (step, op) = match secret {
             // Nothing runs unrecorded (`recording.on_failure = "refuse"`).
             _ if recording_down && !self.skipping => (
