@@ -205,7 +205,7 @@ else
     fail "pgbench through the appliance" "rc $rc: $(tail -3 "$WORK/pgbench.log" | tr '\n' ' ')"
 fi
 
-vm cat /etc/gatehouse/tls/admin.crt >"$WORK/admin.crt" 2>/dev/null
+vm sudo cat /etc/gatehouse/tls/admin.crt >"$WORK/admin.crt" 2>/dev/null
 code() { curl -s --cacert "$WORK/admin.crt" -o "$WORK/http.out" -w '%{http_code}' --max-time 10 "$@"; }
 [ "$(code "$ADMIN/healthz")" = 200 ] && pass "admin /healthz over HTTPS" "the instance's own certificate" || fail "admin /healthz over HTTPS" "$(cat "$WORK/http.out")"
 c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$ADMIN_PORT/healthz")

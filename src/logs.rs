@@ -26,15 +26,18 @@ pub struct Sink {
     dropped: Arc<AtomicU64>,
 }
 
-/// One event as one line: a line break inside it (a client's startup
-/// `database` or `user`, an upstream's error text) is written as `\n` or
-/// `\r`, so nobody who can put text into a field can forge log lines.
+/// One event as one line of plain text: a line break inside it (a
+/// client's startup `database` or `user`, an upstream's error text) is
+/// written as `\n` or `\r`, and any other control character (a terminal
+/// escape, a backspace) as `\xNN`, so nobody who can put text into a field
+/// can forge log lines or rewrite what a terminal shows. Tabs stay.
 fn one_line(event: &[u8]) -> Vec<u8> {
     let (body, end) = match event.strip_suffix(b"\n") {
         Some(body) => (body, &b"\n"[..]),
         None => (event, &b""[..]),
     };
-    if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+    let control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    if !body.iter().any(|&b| control(b)) {
         return event.to_vec();
     }
     let mut out = Vec::with_capacity(event.len() + 8);
@@ -42,6 +45,7 @@ fn one_line(event: &[u8]) -> Vec<u8> {
         match b {
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
+            b if control(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
             _ => out.push(b),
         }
     }
@@ -201,6 +205,10 @@ mod tests {
             b"refused database=\"x\\nFAKE session open\\r\"\n"
         );
         assert_eq!(one_line(b"no end\nhere"), b"no end\\nhere");
+        assert_eq!(
+            one_line(b"user=\"\x1b[2J\x1b[1;1Hok\x08\x7f\"\tx\n"),
+            b"user=\"\\x1b[2J\\x1b[1;1Hok\\x08\\x7f\"\tx\n"
+        );
         let out = Shared::default();
         let (sink, bg) = background(out.clone(), false, 16).unwrap();
         let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);

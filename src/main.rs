@@ -65,6 +65,10 @@ enum Cmd {
         /// have signed; repeat while a key is being rotated.
         #[arg(long, value_name = "PUBLIC_KEY")]
         key: Vec<PathBuf>,
+        /// The gateway is running: report session files without a seal as
+        /// open rather than failed.
+        #[arg(long)]
+        live: bool,
     },
     /// Makes a key pair: with --recordings, the Ed25519 key that signs
     /// recordings (OUT/recording-key.pem, mode 0600, for `[recording]
@@ -266,12 +270,13 @@ enum TokenCmd {
 fn init_logs(format: &str, level: &str) -> std::io::Result<gatehouse::logs::Background> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let json = format == "json";
     let (sink, guard) = gatehouse::logs::background(std::io::stderr(), json, gatehouse::logs::QUEUE_LINES)?;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
+        // No colours: every control character a client could put into a
+        // field is escaped on the way out (see `logs::one_line`).
+        .with_ansi(false)
         .with_writer(sink);
     if json {
         b.json().flatten_event(true).init();
@@ -281,7 +286,7 @@ fn init_logs(format: &str, level: &str) -> std::io::Result<gatehouse::logs::Back
     Ok(guard)
 }
 
-fn verify(path: &std::path::Path, verbose: bool, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn verify(path: &std::path::Path, verbose: bool, keys: &[PathBuf], live: bool) -> anyhow::Result<ExitCode> {
     use gatehouse::record::signing::{Keyring, PublicKey};
     let mut ring = Keyring::default();
     for k in keys {
@@ -293,7 +298,7 @@ fn verify(path: &std::path::Path, verbose: bool, keys: &[PathBuf]) -> anyhow::Re
             }
         }
     }
-    let checked = match gatehouse::record::verify(path, (!keys.is_empty()).then_some(&ring)) {
+    let checked = match gatehouse::record::verify(path, (!keys.is_empty()).then_some(&ring), live) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
@@ -310,7 +315,8 @@ fn verify(path: &std::path::Path, verbose: bool, keys: &[PathBuf]) -> anyhow::Re
                         Some(k) => format!(", signed by key {k}"),
                         None => String::new(),
                     };
-                    println!("{}: ok, {} records, sealed{signed}", r.path.display(), r.intact);
+                    let state = if r.sealed { "sealed" } else { "open" };
+                    println!("{}: ok, {} records, {state}{signed}", r.path.display(), r.intact);
                 }
             }
             Some((n, why)) => {
@@ -386,7 +392,12 @@ fn replay(
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Verify { path, verbose, key } => verify(&path, verbose, &key),
+        Cmd::Verify {
+            path,
+            verbose,
+            key,
+            live,
+        } => verify(&path, verbose, &key, live),
         Cmd::Keygen { recordings, out, force } => {
             if !recordings {
                 anyhow::bail!("say which key: --recordings (OIDC development keys: `gatehouse token keygen`)");

@@ -149,7 +149,17 @@ fn signed_recordings_verify_with_their_key_only() {
     let audit = records(&rec.join("audit.ghrec"));
     assert_eq!(audit.first().unwrap()["kind"], "start");
     assert_eq!(audit.first().unwrap()["seals"], true);
-    assert_eq!(audit.last().unwrap()["kind"], "checkpoint", "{audit:?}");
+    assert!(
+        audit.last().unwrap()["sig"].is_string(),
+        "the log ends signed: {audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .filter(|v| v["kind"] != "admin")
+            .all(|v| v["sig"].is_string()),
+        "{audit:?}"
+    );
     let sealed: Vec<&Value> = audit.iter().filter(|v| v["kind"] == "sealed").collect();
     assert_eq!(sealed.len(), 3);
     for f in session_files(&rec) {
@@ -242,14 +252,18 @@ fn rewrites_deletions_and_cut_audit_logs_are_caught() {
         );
     }
 
-    // The audit log cut at a signed checkpoint (its first, right after
-    // the start): every session sealed later is unaccounted for.
+    // The audit log cut after its first record (the signed start): every
+    // session sealed later is unaccounted for.
     let d = variant("cut");
     let audit = d.join("audit.ghrec");
     let text = std::fs::read_to_string(&audit).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[1].contains("\"kind\":\"checkpoint\""), "{}", lines[1]);
-    std::fs::write(&audit, lines[..2].join("\n") + "\n").unwrap();
+    assert!(
+        lines[0].contains("\"kind\":\"start\"") && lines[0].contains("\"sig\""),
+        "{}",
+        lines[0]
+    );
+    std::fs::write(&audit, lines[..1].join("\n") + "\n").unwrap();
     let (code, out) = verify(&d, &[&public]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(out.matches("not in the audit log").count(), 3, "{out}");
@@ -266,7 +280,7 @@ fn rewrites_deletions_and_cut_audit_logs_are_caught() {
     assert_eq!(code, 0, "{out}");
     let (code, out) = verify(&d, &[&public]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("checkpoint: the signature does not verify"), "{out}");
+    assert!(out.contains("start: the signature does not verify"), "{out}");
 }
 
 #[test]
@@ -614,6 +628,45 @@ fn forging_the_audit_logs_account_is_caught() {
     assert!(out.contains(&format!("{}: FAILED", s[2].display())), "{out}");
     assert!(out.contains(&format!("{}: FAILED", s[1].display())), "{out}");
 
+    // Cut after the first session's signed record, the others named again
+    // by unsigned `sealed` records (as a live gateway's unsigned tail
+    // would look), a forged `start` that would excuse everything, and the
+    // second session deleted.
+    let d = variant("cut-and-refilled");
+    let audit = d.join("audit.ghrec");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    std::fs::write(&audit, text.lines().take(2).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let kept = records(&audit)[1]["file"].as_str().unwrap().to_string();
+    append_record(&audit, "start", "\"seals\":true,\"unsigned_tail\":1000000000000");
+    let mut victim = None;
+    for f in session_files(&d) {
+        let name = rel(&d, &f);
+        if name == kept {
+            continue;
+        }
+        if victim.is_none() {
+            std::fs::remove_file(&f).unwrap();
+            victim = Some(f);
+            continue;
+        }
+        let seal = std::fs::read_to_string(&f).unwrap().lines().last().unwrap().to_string();
+        let id = records(&f)[0]["id"].as_str().unwrap().to_string();
+        append_record(
+            &audit,
+            "sealed",
+            &format!(
+                "\"id\":\"{id}\",\"file\":\"{name}\",\"records\":1,\"hash\":\"{}\"",
+                hex::encode(Sha256::digest(seal.as_bytes()))
+            ),
+        );
+    }
+    // The cut shows through the session that is still there: unsigned
+    // records name nothing. (The deleted one, sealed after the cut, left no
+    // trace here: the service log's checkpoints are the copy to compare.)
+    let out = fails(&d, "cut and refilled");
+    assert_eq!(out.matches("not in the audit log").count(), 1, "{out}");
+    assert!(victim.is_some());
+
     // Cut at the first checkpoint, and the seals' times removed so that
     // the sessions look older than the audit log's account.
     let d = variant("cut-untimed");
@@ -694,9 +747,22 @@ fn a_restart_sets_a_tampered_audit_log_aside_and_mends_a_torn_one() {
     let (code, out) = verify(&d, &[&public]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("audit-broken-") && out.contains("checkpoint: the signature does not verify"),
+        out.contains("audit-broken-") && out.contains("the signature does not verify"),
         "{out}"
     );
+
+    // The audit log removed (a session with it), then a restart: the new
+    // log accounts for nothing that came before.
+    let d = work.path().join("removed");
+    copy_dir(&rec, &d);
+    std::fs::remove_file(d.join("audit.ghrec")).unwrap();
+    std::fs::remove_file(&session_files(&d)[0]).unwrap();
+    let log = restart(&d);
+    assert!(log.contains("the audit log is missing while recordings exist"), "{log}");
+    let (code, out) = verify(&d, &[&public]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("not in the audit log").count(), 2, "{out}");
+    assert_eq!(records(&d.join("audit.ghrec"))[0]["previous"], "missing");
 
     // A hostile record out of sequence: no panic, set aside.
     let d = work.path().join("hostile");

@@ -516,3 +516,78 @@ fn one_open_and_one_close_line_per_session() {
         "a token reached the log:\n{log}"
     );
 }
+
+fn try_login(g: &Gatehouse, user: &str, token: &str) -> Result<Raw, (String, String)> {
+    Raw::login(g.port, &[("user", user), ("database", "postgres")], token)
+        .map(|(c, _)| c)
+        .map_err(|e| first_error(&[(b'E', e)]).unwrap_or_default())
+}
+
+/// One identity cannot take every session: past
+/// `max_sessions_per_identity` its logins get 53300 naming the limit,
+/// another identity still gets in, and a session that ends gives its
+/// place back.
+#[test]
+fn sessions_per_identity_are_bounded() {
+    let port = free_port();
+    let other = format!(
+        "[[identity]]\nname = \"other\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\n",
+        token_hash("other-token-0123456789")
+    );
+    let g = Gatehouse::start_with(port, &config_with(port, &[("max_sessions_per_identity", "2")], &other));
+    let a = try_login(&g, "agent", TOKEN).unwrap();
+    let mut b = try_login(&g, "agent", TOKEN).unwrap();
+    let (code, msg) = try_login(&g, "agent", TOKEN).map(|_| ()).unwrap_err();
+    assert_eq!(code, "53300", "{msg}");
+    assert!(
+        msg.contains("max_sessions_per_identity = 2") && msg.contains("\"agent\""),
+        "{msg}"
+    );
+    let mut o = try_login(&g, "other", "other-token-0123456789").expect("another identity gets in");
+    assert_eq!(first_value(&o.simple("select 1")), Some("1".into()));
+    assert_eq!(first_value(&b.simple("select 2")), Some("2".into()));
+    drop(a);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match try_login(&g, "agent", TOKEN) {
+            Ok(mut c) => {
+                assert_eq!(first_value(&c.simple("select 3")), Some("3".into()));
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("no place after a session ended: {e:?}"),
+        }
+    }
+}
+
+/// Connections in their handshake are counted apart from logged-in
+/// sessions: ones that never finish their startup do not take the places
+/// of agents that log in, and past `max_handshakes` a new connection is
+/// refused at once with 53300.
+#[test]
+fn stalled_handshakes_do_not_take_the_places_of_sessions() {
+    let g = start(&[("max_connections", "1"), ("max_handshakes", "3")]);
+    // Two connections that send nothing (a slowloris).
+    let stalled: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut s = try_login(&g, "agent", TOKEN).expect("the one session's place is free");
+    assert_eq!(first_value(&s.simple("select 1")), Some("1".into()));
+    // The place is taken now: a second login is refused after its
+    // handshake, as over max_connections.
+    let (code, msg) = try_login(&g, "agent", TOKEN).map(|_| ()).unwrap_err();
+    assert_eq!(code, "53300", "{msg}");
+    assert!(msg.contains("too many clients"), "{msg}");
+    // A third stalled connection fills the handshakes: the next is refused
+    // before its login, saying why.
+    let third = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, msg) = try_login(&g, "agent", TOKEN).map(|_| ()).unwrap_err();
+    assert_eq!(code, "53300", "{msg}");
+    assert!(msg.contains("max_handshakes"), "{msg}");
+    drop((stalled, third));
+}

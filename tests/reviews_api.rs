@@ -904,3 +904,71 @@ starttls = false
     );
     direct_psql(&format!("drop table {t}"));
 }
+
+/// One identity cannot fill the reviewers' queue: past
+/// `max_pending_reviews_per_identity` its next statement that needs
+/// approval is refused at once (53400, naming the setting) instead of
+/// held; another identity's statements are still held.
+#[test]
+fn pending_reviews_are_bounded_per_identity() {
+    let admin_port = free_port();
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{tokens}\n{POLICY}max_pending_reviews_per_identity = 1\n\n\
+         [[identity]]\nname = \"second\"\ntoken_hash = \"{second}\"\ntargets = [\"*\"]\n",
+        tokens = admin_tokens(),
+        second = token_hash("second-agent-token-0123")
+    );
+    // The policy table's keys come before its sub-tables.
+    let extra = extra.replace(
+        "[policy]\ndefault_role = \"agent\"\n[policy.roles.agent]\napprovers = [\"dba\"]\nmax_pending_reviews_per_identity = 1\n",
+        "[policy]\ndefault_role = \"agent\"\nmax_pending_reviews_per_identity = 1\n[policy.roles.agent]\napprovers = [\"dba\"]\n",
+    );
+    let g = Gatehouse::start("", &extra);
+    let t = format!("gh_reviews_bound_{}", std::process::id());
+    direct_psql(&format!("drop table if exists {t}; create table {t} (id int)"));
+    let insert = |user: &str, token: &str| {
+        let mut c = std::process::Command::new("psql");
+        g.pg_env(&mut c, "postgres");
+        c.env("PGUSER", user)
+            .env("PGPASSWORD", token)
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &format!("insert into {t} values (1)"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let pending = || -> Vec<Value> {
+        let (_, v) = call(admin_port, "GET", "/api/v1/reviews?state=pending", Some(ADMIN), None);
+        v["reviews"].as_array().cloned().unwrap_or_default()
+    };
+    let held = insert("agent", TOKEN).spawn().unwrap();
+    wait_for("the first review", || pending().len() == 1);
+    // The same identity again: refused at once.
+    let out = insert("agent", TOKEN).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("max_pending_reviews_per_identity"), "{err}");
+    assert_eq!(pending().len(), 1);
+    // Another identity is still held.
+    let other = insert("second", "second-agent-token-0123").spawn().unwrap();
+    wait_for("the other identity's review", || pending().len() == 2);
+    for r in pending() {
+        let (st, _) = deny(
+            admin_port,
+            r["id"].as_str().unwrap(),
+            ADMIN,
+            r#"{"reason":"test over"}"#,
+        );
+        assert_eq!(st, 200);
+    }
+    for c in [held, other] {
+        let out = c.wait_with_output().unwrap();
+        assert!(!out.status.success());
+    }
+    direct_psql(&format!("drop table {t}"));
+}

@@ -71,6 +71,15 @@ pub struct PolicyConfig {
     /// read-only and `unknown` elsewhere (their effect cannot be seen).
     #[serde(default)]
     pub write_functions: Vec<String>,
+    /// Statements of one identity waiting for review at once; past it a
+    /// statement that needs approval is refused (53400) rather than held,
+    /// so one agent cannot fill the reviewers' queue.
+    #[serde(default = "default_pending_reviews")]
+    pub max_pending_reviews_per_identity: usize,
+}
+
+fn default_pending_reviews() -> usize {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +174,12 @@ impl PolicyConfig {
     pub(super) fn validate(&self, targets: &[Target], names: &HashSet<String>) -> Result<(), Invalid> {
         use PathPart::{Idx, Key};
         let p = self;
+        if p.max_pending_reviews_per_identity == 0 {
+            return Err((
+                vec![Key("policy"), Key("max_pending_reviews_per_identity")],
+                "must be at least 1".into(),
+            ));
+        }
         for (name, r) in &p.roles {
             let k = |k: &'static str| vec![Key("policy"), Key("roles"), PathPart::Name(name.clone()), Key(k)];
             if r.approvals_required == 0 {

@@ -18,8 +18,13 @@ pub struct Server {
     pub pin_workers: bool,
     /// `auto` (io_uring where the kernel allows it, else epoll), `io_uring`, or `epoll`.
     pub io_driver: IoDriver,
-    /// Sessions open at once, over all workers.
+    /// Logged-in sessions open at once, over all workers.
     pub max_connections: usize,
+    /// Logged-in sessions of one identity at once.
+    pub max_sessions_per_identity: usize,
+    /// Connections in their handshake (TLS, startup, login) at once,
+    /// counted apart from logged-in sessions.
+    pub max_handshakes: usize,
     /// Largest protocol message accepted in either direction, in bytes.
     pub max_message_bytes: usize,
     /// Read buffer per direction of a session, in bytes.
@@ -49,6 +54,8 @@ impl Default for Server {
             pin_workers: false,
             io_driver: IoDriver::Auto,
             max_connections: 10_000,
+            max_sessions_per_identity: 1_000,
+            max_handshakes: 1_024,
             max_message_bytes: 1 << 30,
             buffer_bytes: 64 * 1024,
             handshake_timeout_secs: 10,
@@ -178,6 +185,12 @@ impl Server {
         }
         if self.max_connections == 0 {
             return Err((srv("max_connections"), "must be at least 1".into()));
+        }
+        if self.max_sessions_per_identity == 0 {
+            return Err((srv("max_sessions_per_identity"), "must be at least 1".into()));
+        }
+        if self.max_handshakes == 0 {
+            return Err((srv("max_handshakes"), "must be at least 1".into()));
         }
         if !(1024..=(1 << 30)).contains(&self.max_message_bytes) {
             return Err((srv("max_message_bytes"), "must be between 1024 and 1073741824".into()));

@@ -364,7 +364,7 @@ fn review_error(st: &AppState, id: &str, e: ReviewError) -> Response {
         ReviewError::NotFound => StatusCode::NOT_FOUND,
         ReviewError::NotPending | ReviewError::Twice => StatusCode::CONFLICT,
         ReviewError::SelfApproval | ReviewError::WrongRole(_) => StatusCode::FORBIDDEN,
-        ReviewError::TooMany => StatusCode::SERVICE_UNAVAILABLE,
+        ReviewError::TooMany | ReviewError::TooManyOfIdentity(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &e.to_string())
 }

@@ -8,7 +8,9 @@ use super::sqlstate::SqlState;
 use super::state::{AccountRt, Shared, State, TargetRt};
 use crate::config::Protocol;
 use crate::identity::Identity;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Why a session is not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +38,7 @@ pub struct Admitted<'s> {
 }
 
 /// Before anything of the client's is read: the gateway takes new
-/// sessions (not draining, under `max_connections`).
+/// sessions (not draining, under `max_handshakes`).
 pub fn open_to_new(shared: &Shared, over_limit: bool) -> Result<(), Refusal> {
     if shared.draining.load(Ordering::Acquire) {
         return Err(Refusal::new(
@@ -48,7 +50,7 @@ pub fn open_to_new(shared: &Shared, over_limit: bool) -> Result<(), Refusal> {
     if over_limit {
         return Err(Refusal::new(
             SqlState::TOO_MANY_CONNECTIONS,
-            "sorry, too many clients already",
+            "sorry, too many connections are logging in at once (max_handshakes); try again",
             EndReason::ConnectionLimit,
         ));
     }
@@ -61,6 +63,79 @@ pub fn open_to_new(shared: &Shared, over_limit: bool) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+/// Logged-in sessions, over all and by identity.
+#[derive(Debug, Default)]
+pub struct Seats {
+    total: AtomicUsize,
+    by_identity: Mutex<HashMap<String, usize>>,
+}
+
+impl Seats {
+    /// Sessions of an identity now.
+    pub fn of(&self, identity: &str) -> usize {
+        self.by_identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(identity)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A logged-in session's place, counted against `max_connections` and its
+/// identity's `max_sessions_per_identity` until dropped.
+#[derive(Debug)]
+pub struct Seat {
+    seats: Arc<Seats>,
+    identity: String,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.seats.total.fetch_sub(1, Ordering::AcqRel);
+        let mut m = self.seats.by_identity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.identity) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.identity);
+            }
+        }
+    }
+}
+
+/// After the login, before the session opens: a place under
+/// `max_connections` and under the identity's `max_sessions_per_identity`
+/// (one agent cannot take every session the gateway has).
+pub fn seat(shared: &Shared, state: &State, identity: &Identity) -> Result<Seat, Refusal> {
+    let srv = &state.config.server;
+    let seats = &shared.seats;
+    let mut m = seats.by_identity.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = m.get(&identity.name).copied().unwrap_or(0);
+    if mine >= srv.max_sessions_per_identity {
+        return Err(Refusal::new(
+            SqlState::TOO_MANY_CONNECTIONS,
+            format!(
+                "too many sessions for identity \"{}\" (max_sessions_per_identity = {})",
+                identity.name, srv.max_sessions_per_identity
+            ),
+            EndReason::ConnectionLimit,
+        ));
+    }
+    if seats.total.fetch_add(1, Ordering::AcqRel) >= srv.max_connections {
+        seats.total.fetch_sub(1, Ordering::AcqRel);
+        return Err(Refusal::new(
+            SqlState::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+            EndReason::ConnectionLimit,
+        ));
+    }
+    *m.entry(identity.name.clone()).or_default() += 1;
+    Ok(Seat {
+        seats: seats.clone(),
+        identity: identity.name.clone(),
+    })
 }
 
 /// The identity `password` proves for `user`, and where its session with

@@ -782,7 +782,10 @@ impl<'a> Enforcer<'a> {
             reason: p.reason.clone(),
             grants: p.grants.clone(),
         };
-        let id = match self.reviews.submit(req) {
+        let id = match self
+            .reviews
+            .submit_bounded(req, self.policy.max_pending_reviews_per_identity)
+        {
             Ok(id) => id,
             Err(e) => return Outcome::NotHeld { why: e.to_string() },
         };

@@ -203,6 +203,11 @@ pub struct Shared {
     pub registry: Registry,
     /// Sessions open now, over all workers.
     pub active: AtomicUsize,
+    /// Connections still in their handshake (TLS, startup, login).
+    pub handshakes: AtomicUsize,
+    /// Logged-in sessions, over all and by identity (`max_connections`,
+    /// `max_sessions_per_identity`).
+    pub seats: Arc<super::admission::Seats>,
     /// Set once SIGTERM arrives: accept no more.
     pub draining: AtomicBool,
     /// Seconds since start, advanced by the housekeeping thread; sessions
@@ -224,6 +229,15 @@ pub struct Shared {
     pub catalog_epoch: AtomicU64,
 }
 
+/// A connection counted in `Shared::handshakes` until its handshake ends.
+pub struct InHandshake<'a>(&'a Shared);
+
+impl Drop for InHandshake<'_> {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A session counted in `Shared::active` until it is dropped.
 pub struct ActiveSession<'a>(&'a Shared);
 
@@ -241,11 +255,22 @@ impl Shared {
         (count, ActiveSession(self))
     }
 
+    /// Counts a connection in its handshake: how many are with it, and the
+    /// guard to drop when the handshake ends (either way). Handshakes are
+    /// bounded apart from logged-in sessions, so a flood of slow ones
+    /// cannot take the places of agents that log in.
+    pub fn enter_handshake(&self) -> (usize, InHandshake<'_>) {
+        let count = self.handshakes.fetch_add(1, Ordering::AcqRel) + 1;
+        (count, InHandshake(self))
+    }
+
     pub fn new(state: State, workers: usize) -> Arc<Shared> {
         Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             registry: Registry::new(),
             active: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            seats: Arc::default(),
             draining: AtomicBool::new(false),
             coarse_now: AtomicU64::new(0),
             counters: Counters::new(workers),

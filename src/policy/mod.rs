@@ -69,6 +69,8 @@ pub struct Policy {
     pub read_functions: Vec<String>,
     /// Functions that change rows but neither delete nor change the schema.
     pub write_functions: Vec<String>,
+    /// Reviews one identity may have pending at once.
+    pub max_pending_reviews_per_identity: usize,
 }
 
 fn class_index(c: StatementClass) -> usize {
@@ -129,6 +131,7 @@ impl Policy {
             side_effect_functions: cfg.side_effect_functions.clone(),
             read_functions: cfg.read_functions.clone(),
             write_functions: cfg.write_functions.clone(),
+            max_pending_reviews_per_identity: cfg.max_pending_reviews_per_identity,
         }
     }
 

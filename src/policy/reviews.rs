@@ -104,6 +104,8 @@ pub enum ReviewError {
     Twice,
     #[error("too many reviews are open")]
     TooMany,
+    #[error("this identity has {0} statements waiting for review already (max_pending_reviews_per_identity)")]
+    TooManyOfIdentity(usize),
 }
 
 struct Entry {
@@ -143,6 +145,11 @@ impl Reviews {
 
     /// Opens a review; returns its id.
     pub fn submit(&self, request: ReviewRequest) -> Result<String, ReviewError> {
+        self.submit_bounded(request, usize::MAX)
+    }
+
+    /// Opens a review unless the identity has `per_identity` pending already.
+    pub fn submit_bounded(&self, request: ReviewRequest, per_identity: usize) -> Result<String, ReviewError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("r-{:x}-{n}", rand::random::<u32>());
         let review = Review {
@@ -158,6 +165,14 @@ impl Reviews {
             let mut g = self.lock();
             if g.open.len() >= MAX_OPEN {
                 return Err(ReviewError::TooMany);
+            }
+            let mine = g
+                .open
+                .values()
+                .filter(|e| e.review.request.identity == review.request.identity && e.review.status == Status::Pending)
+                .count();
+            if mine >= per_identity {
+                return Err(ReviewError::TooManyOfIdentity(mine));
             }
             g.open.insert(
                 id.clone(),

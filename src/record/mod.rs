@@ -123,7 +123,37 @@ impl Chain {
 
     /// As [`Chain::line`], with the fields already written.
     pub fn line_fields(&mut self, t_us: u64, kind: &str, fields: &Fields) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + fields.0.len());
+        let mut out = self.unsealed_line(t_us, kind, fields);
+        out.push(b'}');
+        self.advance(out)
+    }
+
+    /// As [`Chain::line_fields`], signed: the record ends with `"key"` and
+    /// `"sig"`, the signature of the whole line as it would read without
+    /// its `sig` member (see [`signing`]).
+    pub fn line_signed(
+        &mut self,
+        t_us: u64,
+        kind: &str,
+        fields: &Fields,
+        signer: &signing::Signer,
+        context: &[u8],
+    ) -> Vec<u8> {
+        let mut out = self.unsealed_line(t_us, kind, fields);
+        out.extend_from_slice(b",\"key\":");
+        let _ = serde_json::to_writer(&mut out, signer.id());
+        out.push(b'}');
+        let sig = signer.sign_line(context, &out);
+        out.pop();
+        out.extend_from_slice(b",\"sig\":\"");
+        out.extend_from_slice(sig.as_bytes());
+        out.extend_from_slice(b"\"}");
+        self.advance(out)
+    }
+
+    /// The line without its closing brace.
+    fn unsealed_line(&self, t_us: u64, kind: &str, fields: &Fields) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + fields.0.len());
         out.extend_from_slice(b"{\"seq\":");
         push_u64(&mut out, self.seq);
         out.extend_from_slice(b",\"prev\":\"");
@@ -136,7 +166,11 @@ impl Chain {
             out.push(b',');
             out.extend_from_slice(&fields.0);
         }
-        out.push(b'}');
+        out
+    }
+
+    /// Links a finished line (without its newline) into the chain.
+    fn advance(&mut self, mut out: Vec<u8>) -> Vec<u8> {
         self.prev = hex64(&Sha256::digest(&out).into());
         self.seq += 1;
         out.push(b'\n');
@@ -252,6 +286,8 @@ pub struct Report {
     /// signs them at its next checkpoint).
     pub checkpoint: Option<(u64, u64)>,
     pub unsigned_tail: u64,
+    /// An audit log: the records whose signature verified.
+    pub signed: Vec<u64>,
 }
 
 impl Report {
@@ -339,25 +375,28 @@ pub fn verify_signed(path: &Path, r: impl Read, audit: bool, keys: Option<&signi
         if n == 0 && !audit {
             rep.id = v["id"].as_str().map(str::to_string);
         }
+        // With keys: a session's seal must be signed; in an audit log a
+        // checkpoint must be, and any record that carries a signature must
+        // carry a valid one.
         let signed = match (kind, audit) {
             ("seal", false) => Some(signing::SEAL_CONTEXT),
-            ("checkpoint", true) => Some(signing::CHECKPOINT_CONTEXT),
+            ("checkpoint", true) => Some(signing::AUDIT_CONTEXT),
+            (_, true) if v.get("sig").is_some() => Some(signing::AUDIT_CONTEXT),
             _ => None,
         };
         if let (Some(context), Some(keys)) = (signed, keys) {
-            let t = v["t"].as_u64().unwrap_or(u64::MAX);
-            match keys.check(context, n, &prev, t, v["key"].as_str(), v["sig"].as_str()) {
+            match keys.check(context, body, v["key"].as_str()) {
                 Ok(id) => {
                     if !signers.contains(&id) {
                         signers.push(id);
                     }
                     if audit {
                         rep.checkpoint = Some((n, v["t"].as_u64().unwrap_or(0)));
+                        rep.signed.push(n);
                     }
                 }
                 Err(why) => {
-                    let what = if audit { "checkpoint" } else { "seal" };
-                    rep.broken = Some((n, format!("{what}: {why}")));
+                    rep.broken = Some((n, format!("{kind}: {why}")));
                     return rep;
                 }
             }
@@ -392,7 +431,7 @@ pub fn verify_signed(path: &Path, r: impl Read, audit: bool, keys: Option<&signi
                 None => {
                     rep.broken = Some((
                         n.saturating_sub(1),
-                        "the audit log has no signed checkpoint (it was not written with a signing key, or was cut before its first)".into(),
+                        "the audit log has no signed record (it was not written with a signing key, or was cut before its first)".into(),
                     ));
                     return rep;
                 }
@@ -574,29 +613,28 @@ mod tests {
     }
 
     #[test]
-    fn signed_audit_logs_need_a_checkpoint_and_count_their_unsigned_tail() {
-        use signing::{Keyring, Signer, CHECKPOINT_CONTEXT, SEAL_CONTEXT};
+    fn signed_audit_logs_need_a_signed_record_and_count_their_unsigned_tail() {
+        use signing::{Keyring, Signer, AUDIT_CONTEXT, SEAL_CONTEXT};
         let (pem, public) = signing::generate().unwrap();
         let key = Signer::from_pem(&pem).unwrap();
         let ring = Keyring(vec![public]);
         let mut c = Chain::default();
         let mut log = c.line(1, "start", json!({}));
         let unsigned = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
-        assert!(unsigned.broken.unwrap().1.contains("no signed checkpoint"));
-        let sig = key.sign(CHECKPOINT_CONTEXT, c.seq(), c.prev(), 2);
+        assert!(unsigned.broken.unwrap().1.contains("no signed record"));
         let s = c.seq();
-        log.extend(c.line(2, "checkpoint", json!({ "key": key.id(), "sig": sig })));
+        log.extend(c.line_signed(2, "checkpoint", &Fields::default(), &key, AUDIT_CONTEXT));
         log.extend(c.line(3, "admin", json!({})));
         log.extend(c.line(4, "admin", json!({})));
         let r = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
         assert!(r.ok(), "{r:?}");
         assert_eq!(r.checkpoint, Some((s, 2)));
+        assert_eq!(r.signed, vec![s]);
         assert_eq!(r.unsigned_tail, 2);
-        // A seal's signature is no checkpoint's (and the other way round).
+        // A seal's signature is no audit record's.
         let mut c = Chain::default();
         let mut log = c.line(1, "start", json!({}));
-        let sig = key.sign(SEAL_CONTEXT, c.seq(), c.prev(), 2);
-        log.extend(c.line(2, "checkpoint", json!({ "key": key.id(), "sig": sig })));
+        log.extend(c.line_signed(2, "checkpoint", &Fields::default(), &key, SEAL_CONTEXT));
         let r = verify_signed(Path::new("audit.ghrec"), &log[..], true, Some(&ring));
         assert!(r.broken.unwrap().1.contains("does not verify"));
     }

@@ -1,13 +1,15 @@
-//! Ed25519 signatures over the recordings' hash chains, so that someone who
-//! can write the recordings directory but does not hold the key cannot
-//! rewrite a recording (or the audit log) and re-chain it unseen.
+//! Ed25519 signatures over the recordings, so that someone who can write
+//! the recordings directory but does not hold the key cannot rewrite a
+//! recording (or the audit log) and re-chain it unseen.
 //!
-//! What is signed is a chain position: a context string (what the record
-//! is), the record's `seq`, the `prev` it carries (the SHA-256 of the line
-//! before it, which chains every earlier line) and its own time `t`. A
-//! session's `seal`
-//! and the audit log's `checkpoint` records carry `key` (the key id) and
-//! `sig` (hex).
+//! What is signed is a whole record line: a context string (what the
+//! file is), then the line's bytes as they read without the `sig` member
+//! (`sig` is always the last member, right after `key`, the key id). The
+//! line carries `seq` and `prev` (the SHA-256 of the line before it, which
+//! chains every earlier line), so a signature vouches for the record and
+//! for everything before it. A session's `seal` is signed; so are the
+//! audit log's `start`, `sealed`, `deleted`, `recording` and `checkpoint`
+//! records.
 //!
 //! The private key is a PKCS#8 PEM (from `gatehouse keygen --recordings`,
 //! or `openssl genpkey -algorithm ed25519`); it must live outside the
@@ -18,23 +20,40 @@ use ring::signature::{self as sig, KeyPair};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// What a session file's seal signs.
+/// A session file's seal is signed in this context.
 pub const SEAL_CONTEXT: &[u8] = b"gatehouse recording seal v1\0";
-/// What an audit log checkpoint signs.
-pub const CHECKPOINT_CONTEXT: &[u8] = b"gatehouse audit checkpoint v1\0";
+/// The audit log's signed records are signed in this context.
+pub const AUDIT_CONTEXT: &[u8] = b"gatehouse audit record v1\0";
+
+/// How a signed line ends: `,"sig":"` 128 hex digits `"}`.
+const SIG_PREFIX: &[u8] = b",\"sig\":\"";
+const SIG_TAIL: usize = SIG_PREFIX.len() + 128 + 2;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key
 /// bytes follow.
 const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
-/// The bytes a signature covers: context, `seq`, `prev`, `t`.
-fn message(context: &[u8], seq: u64, prev: &[u8], t: u64) -> Vec<u8> {
-    let mut m = Vec::with_capacity(context.len() + 16 + prev.len());
+/// The bytes a signature covers: the context, then the line without
+/// its `sig` member.
+fn message(context: &[u8], unsigned_line: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + unsigned_line.len());
     m.extend_from_slice(context);
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(prev);
-    m.extend_from_slice(&t.to_be_bytes());
+    m.extend_from_slice(unsigned_line);
     m
+}
+
+/// A signed line (without its newline) split into the line as it was
+/// signed and the signature; `None` when it does not end with a `sig`.
+fn split_signed(line: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let at = line.len().checked_sub(SIG_TAIL)?;
+    let tail = &line[at..];
+    if !tail.starts_with(SIG_PREFIX) || !tail.ends_with(b"\"}") {
+        return None;
+    }
+    let sig = hex::decode(&tail[SIG_PREFIX.len()..SIG_TAIL - 2]).ok()?;
+    let mut unsigned = line[..at].to_vec();
+    unsigned.push(b'}');
+    Some((unsigned, sig))
 }
 
 /// A key's id: hex of the first 8 bytes of SHA-256 of its 32 public bytes.
@@ -101,9 +120,9 @@ impl Signer {
         }
     }
 
-    /// Signs a chain position and time; hex.
-    pub fn sign(&self, context: &[u8], seq: u64, prev: &[u8], t: u64) -> String {
-        hex::encode(self.key.sign(&message(context, seq, prev, t)).as_ref())
+    /// Signs a line as it reads without its `sig` member; hex.
+    pub fn sign_line(&self, context: &[u8], unsigned_line: &[u8]) -> String {
+        hex::encode(self.key.sign(&message(context, unsigned_line)).as_ref())
     }
 }
 
@@ -155,9 +174,9 @@ impl PublicKey {
         crate::identity::mint::pem("PUBLIC KEY", &der)
     }
 
-    fn check(&self, context: &[u8], seq: u64, prev: &[u8], t: u64, signature: &[u8]) -> bool {
+    fn check(&self, context: &[u8], unsigned_line: &[u8], signature: &[u8]) -> bool {
         sig::UnparsedPublicKey::new(&sig::ED25519, &self.bytes)
-            .verify(&message(context, seq, prev, t), signature)
+            .verify(&message(context, unsigned_line), signature)
             .is_ok()
     }
 }
@@ -167,24 +186,16 @@ impl PublicKey {
 pub struct Keyring(pub Vec<PublicKey>);
 
 impl Keyring {
-    /// Checks a record's `key` and `sig` at a chain position and time.
-    pub fn check(
-        &self,
-        context: &[u8],
-        seq: u64,
-        prev: &[u8],
-        t: u64,
-        key: Option<&str>,
-        sig_hex: Option<&str>,
-    ) -> Result<String, String> {
-        let (Some(key), Some(sig_hex)) = (key, sig_hex) else {
+    /// Checks a signed line (without its newline) whose `key` member
+    /// reads `key`; the id of the key that signed it.
+    pub fn check(&self, context: &[u8], line: &[u8], key: Option<&str>) -> Result<String, String> {
+        let (Some(key), Some((unsigned, sig))) = (key, split_signed(line)) else {
             return Err("not signed".into());
         };
         let Some(k) = self.0.iter().find(|k| k.id == key) else {
             return Err(format!("signed by key {key}, which is not one of the keys given"));
         };
-        let sig = hex::decode(sig_hex).map_err(|_| "the signature is not hex".to_string())?;
-        if k.check(context, seq, prev, t, &sig) {
+        if k.check(context, &unsigned, &sig) {
             Ok(k.id.clone())
         } else {
             Err(format!(
@@ -210,32 +221,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signatures_bind_context_position_time_and_key() {
+    fn signatures_cover_the_whole_line_its_context_and_key() {
+        use crate::record::{Chain, Fields};
         let (pem, public) = generate().unwrap();
         let s = Signer::from_pem(&pem).unwrap();
         assert_eq!(s.public(), public);
         let ring = Keyring(vec![public.clone()]);
-        let prev = [b'a'; 64];
-        let id = Some(s.id());
-        let sig = s.sign(SEAL_CONTEXT, 7, &prev, 99);
-        assert!(ring.check(SEAL_CONTEXT, 7, &prev, 99, id, Some(&sig)).is_ok());
-        // Another position, context, chain or time: no.
-        assert!(ring.check(SEAL_CONTEXT, 8, &prev, 99, id, Some(&sig)).is_err());
-        assert!(ring.check(CHECKPOINT_CONTEXT, 7, &prev, 99, id, Some(&sig)).is_err());
-        assert!(ring.check(SEAL_CONTEXT, 7, &[b'b'; 64], 99, id, Some(&sig)).is_err());
-        assert!(ring.check(SEAL_CONTEXT, 7, &prev, 98, id, Some(&sig)).is_err());
-        let e = ring.check(SEAL_CONTEXT, 7, &prev, 99, None, None).unwrap_err();
-        assert!(e.contains("not signed"));
-        // Another key: named as such.
+        let mut c = Chain::default();
+        let _ = c.line(1, "open", serde_json::json!({}));
+        let mut f = Fields::default();
+        f.u64("records", 1);
+        let line = c.line_signed(7, "seal", &f, &s, SEAL_CONTEXT);
+        let body = &line[..line.len() - 1];
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["key"], s.id());
+        assert_eq!(v["records"], 1);
+        let key = Some(s.id());
+        assert!(ring.check(SEAL_CONTEXT, body, key).is_ok());
+        // Another context, or any byte of the line changed: no.
+        assert!(ring.check(AUDIT_CONTEXT, body, key).is_err());
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        for (from, to) in [
+            ("\"records\":1", "\"records\":2"),
+            ("\"t\":7", "\"t\":8"),
+            ("\"seq\":1", "\"seq\":2"),
+        ] {
+            let forged = text.replace(from, to);
+            assert_ne!(forged, text);
+            assert!(ring
+                .check(SEAL_CONTEXT, forged.as_bytes(), key)
+                .unwrap_err()
+                .contains("does not verify"));
+        }
+        let stripped = &text[..text.find(",\"sig\"").unwrap()];
+        assert!(ring
+            .check(SEAL_CONTEXT, format!("{stripped}}}").as_bytes(), key)
+            .unwrap_err()
+            .contains("not signed"));
+        // Another key: named as such; a forged id fails the check itself.
         let (other, _) = generate().unwrap();
         let o = Signer::from_pem(&other).unwrap();
-        let osig = o.sign(SEAL_CONTEXT, 7, &prev, 99);
-        let e = ring
-            .check(SEAL_CONTEXT, 7, &prev, 99, Some(o.id()), Some(&osig))
-            .unwrap_err();
+        let mut c2 = Chain::default();
+        let _ = c2.line(1, "open", serde_json::json!({}));
+        let oline = c2.line_signed(7, "seal", &f, &o, SEAL_CONTEXT);
+        let obody = &oline[..oline.len() - 1];
+        let e = ring.check(SEAL_CONTEXT, obody, Some(o.id())).unwrap_err();
         assert!(e.contains("not one of the keys"), "{e}");
-        // A forged id with the other key's signature fails the check itself.
-        let e = ring.check(SEAL_CONTEXT, 7, &prev, 99, id, Some(&osig)).unwrap_err();
+        let e = ring.check(SEAL_CONTEXT, obody, key).unwrap_err();
         assert!(e.contains("does not verify"), "{e}");
     }
 

@@ -75,52 +75,43 @@ fn is_audit_log(dir: &Path, f: &Path) -> bool {
     f.parent() == Some(dir) && (name == "audit.ghrec" || set_aside)
 }
 
-/// Reads the account. With keys, a `deleted` record counts only where a
-/// checkpoint of the run that wrote it signed it: anyone can append to the
-/// unsigned tail.
-fn read_account(dir: &Path, audits: &[(PathBuf, Option<u64>)], keyed: bool) -> Account {
+/// Reads the account. With keys only records whose own signature
+/// verified count (`signed`, by audit log): anyone can append unsigned
+/// records, or cut the log and append them again.
+fn read_account(dir: &Path, audits: &[(PathBuf, Option<HashSet<u64>>)]) -> Account {
     let mut acc = Account::default();
-    for (a, signed_through) in audits {
+    for (a, signed) in audits {
         let name = a.strip_prefix(dir).unwrap_or(a).display().to_string();
         let Ok(f) = std::fs::File::open(a) else { continue };
-        let recs: Vec<serde_json::Value> = records(f).collect();
-        let mut untrusted: Vec<(u64, u64)> = Vec::new();
-        for v in &recs {
-            if v["kind"] == "start" {
-                let seq = v["seq"].as_u64().unwrap_or(0);
-                if let Some(k) = v["unsigned_tail"].as_u64().filter(|k| *k > 0) {
-                    untrusted.push((seq.saturating_sub(k), seq));
-                    acc.late_signed.push((name.clone(), seq, k));
-                }
-            }
-        }
-        let trusted = |seq: u64| {
-            !keyed
-                || (signed_through.is_some_and(|c| seq <= c) && !untrusted.iter().any(|(a, b)| seq >= *a && seq < *b))
-        };
-        for v in &recs {
+        for v in records(f) {
             let seq = v["seq"].as_u64().unwrap_or(0);
+            if signed.as_ref().is_some_and(|s| !s.contains(&seq)) {
+                continue;
+            }
             match v["kind"].as_str() {
-                Some("start") if v["seals"] == true && trusted(seq) => {
-                    let t = v["t"].as_u64().unwrap_or(0);
-                    acc.seals_since = Some(acc.seals_since.map_or(t, |s| s.min(t)));
+                Some("start") => {
+                    if v["seals"] == true {
+                        let t = v["t"].as_u64().unwrap_or(0);
+                        acc.seals_since = Some(acc.seals_since.map_or(t, |s| s.min(t)));
+                    }
+                    if let Some(k) = v["unsigned_tail"].as_u64().filter(|k| *k > 0) {
+                        acc.late_signed.push((name.clone(), seq, k.min(seq)));
+                    }
                 }
                 Some("sealed") => {
                     if let (Some(file), Some(hash)) = (v["file"].as_str(), v["hash"].as_str()) {
-                        let id = v["id"].as_str().unwrap_or("").to_string();
                         let entry = Sealed {
                             log: name.clone(),
                             seq,
                             hash: hash.to_string(),
-                            id,
+                            id: v["id"].as_str().unwrap_or("").to_string(),
                         };
-                        let prior = acc.sealed.insert(file.to_string(), entry);
-                        if prior.is_some() {
+                        if acc.sealed.insert(file.to_string(), entry).is_some() {
                             acc.twice.insert(file.to_string());
                         }
                     }
                 }
-                Some("deleted") if trusted(seq) => {
+                Some("deleted") => {
                     if let Some(file) = v["file"].as_str() {
                         acc.deleted.insert(file.to_string());
                     }
@@ -135,7 +126,10 @@ fn read_account(dir: &Path, audits: &[(PathBuf, Option<u64>)], keyed: bool) -> A
 /// Checks a file, or every recording under a directory (sorted by path);
 /// for a directory that holds an audit log, also the audit log's account.
 /// With keys, a directory must hold one (`audit.ghrec`).
-pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verification> {
+///
+/// `live`: the gateway is running, so a session file without a seal may be
+/// open; it is noted, not failed (unless the audit log says it was sealed).
+pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Result<Verification> {
     let mut files = Vec::new();
     let is_dir = path.is_dir();
     if is_dir {
@@ -149,6 +143,14 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
         let file = std::fs::File::open(f)?;
         let audit = if is_dir { is_audit_log(path, f) } else { is_audit(f) };
         let mut r = verify_signed(f, file, audit, keys);
+        if live && !audit && !r.sealed && r.intact > 0 && r.intact == r.broken.as_ref().map_or(0, |b| b.0) {
+            // Whole records, no seal yet: a session still open.
+            if r.broken.as_ref().is_some_and(|b| b.1.starts_with("no seal")) {
+                r.broken = None;
+                out.notes
+                    .push(format!("{}: open (no seal yet), {} records", f.display(), r.intact));
+            }
+        }
         if is_dir && !audit && is_audit(f) && r.broken.is_none() {
             r.broken = Some((
                 0,
@@ -190,11 +192,11 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
         return Ok(out);
     }
     // The account is kept by the audit logs at the recordings' root.
-    let audits: Vec<(PathBuf, Option<u64>)> = out
+    let audits: Vec<(PathBuf, Option<HashSet<u64>>)> = out
         .reports
         .iter()
         .filter(|r| is_audit_log(path, &r.path))
-        .map(|r| (r.path.clone(), r.checkpoint.map(|c| c.0)))
+        .map(|r| (r.path.clone(), keys.map(|_| r.signed.iter().copied().collect())))
         .collect();
     if !audits
         .iter()
@@ -210,10 +212,10 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
             return Ok(out);
         }
     }
-    let acc = read_account(path, &audits, keys.is_some());
+    let acc = read_account(path, &audits);
     for (log, seq, k) in &acc.late_signed {
         out.notes.push(format!(
-            "{log}: the {k} record(s) before record {seq} were signed by the start at record {seq}, not by the run that wrote them (that run did not stop cleanly, or they were changed while the gateway was stopped); no deletion recorded among them is trusted"
+            "{log}: the {k} record(s) before record {seq} were signed by the start at record {seq}, not by the run that wrote them (that run did not stop cleanly, or they were changed while the gateway was stopped)"
         ));
     }
     let rel = |p: &Path| p.strip_prefix(path).unwrap_or(p).display().to_string();
@@ -223,6 +225,16 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
             continue;
         }
         let name = rel(&r.path);
+        if !r.sealed {
+            // Open (`live`): fine unless the audit log says it was sealed.
+            if let Some(Sealed { log, seq, .. }) = acc.sealed.get(&name) {
+                r.broken = Some((
+                    r.intact,
+                    format!("no seal, but {log} recorded its seal at record {seq}: the file was cut"),
+                ));
+            }
+            continue;
+        }
         if acc.twice.contains(&name) {
             r.broken = Some((
                 r.intact.saturating_sub(1),
@@ -241,12 +253,23 @@ pub fn verify(path: &Path, keys: Option<&Keyring>) -> std::io::Result<Verificati
                     ));
                 }
             }
+            // With keys every session must be accounted for by a signed
+            // record; without, those sealed since the log began recording
+            // seals.
             None => {
-                let since = acc.seals_since.unwrap_or(u64::MAX);
+                let since = if keys.is_some() {
+                    0
+                } else {
+                    acc.seals_since.unwrap_or(u64::MAX)
+                };
                 if r.sealed_at.is_some_and(|t| t >= since) {
                     r.broken = Some((
                         r.intact.saturating_sub(1),
-                        "not in the audit log, which records every session sealed since it began recording seals: the audit log was cut, or the file was not written by this gateway".into(),
+                        if keys.is_some() {
+                            "not in the audit log (no signed record of its seal): the audit log was cut or replaced, or the file was not written by this gateway".into()
+                        } else {
+                            "not in the audit log, which records every session sealed since it began recording seals: the audit log was cut, or the file was not written by this gateway".into()
+                        },
                     ));
                 }
             }

@@ -5,7 +5,7 @@
 //! checkpoint's position and hash also go to the service log, a copy that
 //! lives outside the recordings directory.
 
-use crate::record::signing::{Signer, CHECKPOINT_CONTEXT};
+use crate::record::signing::{Signer, AUDIT_CONTEXT};
 use crate::record::{now_us, read, Chain, Fields};
 use serde_json::{json, Value};
 use std::fs::File;
@@ -20,8 +20,11 @@ pub(super) struct AuditLog {
     file: BufWriter<File>,
     chain: Chain,
     signer: Option<Arc<Signer>>,
-    /// Records written since the last checkpoint.
+    /// Records written since the last signed one.
     unsigned: u64,
+    /// The next record's seq when the service log was last given the
+    /// chain's position and hash.
+    anchored: u64,
 }
 
 /// Where an existing log ends: its last complete record, its last
@@ -82,7 +85,7 @@ fn broken(path: &Path, signer: Option<&Signer>) -> Option<String> {
         // was configured): continued, and its records counted as unsigned.
         // A checkpoint of another key is a rotation: `verify` checks it
         // with that key.
-        if !why.contains("no signed checkpoint") && !why.contains("not one of the keys given") {
+        if !why.contains("no signed record") && !why.contains("not one of the keys given") {
             return Some(format!("record {n}: {why}"));
         }
     }
@@ -146,6 +149,7 @@ impl AuditLog {
             chain,
             signer,
             unsigned: 0,
+            anchored: 0,
         };
         // Each start is on the record (and the log is never empty). It
         // says that this run records sealed sessions, its key, and how many
@@ -153,46 +157,63 @@ impl AuditLog {
         // checkpoint): the checkpoint below signs them, and `verify` trusts
         // no deletion recorded among them.
         let mut start = json!({ "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION"), "seals": true });
-        if let Some(s) = &log.signer {
-            start["key"] = Value::from(s.id());
-            if unsigned_tail > 0 {
-                start["unsigned_tail"] = Value::from(unsigned_tail);
-            }
+        if log.signer.is_some() && unsigned_tail > 0 {
+            start["unsigned_tail"] = Value::from(unsigned_tail);
         }
         if torn > 0 {
             start["torn_bytes"] = Value::from(torn);
         }
-        log.append(now_us(), "start", &Fields::from_object(start))?;
-        log.checkpoint()?;
+        if log.chain.seq() == 0 && has_recordings(dir) {
+            // Recordings without an audit log: it was removed (or lost).
+            // `verify` reports every session it cannot account for.
+            start["previous"] = Value::from("missing");
+            tracing::error!(target: "gatehouse::record", "the audit log is missing while recordings exist: a new one starts");
+        }
+        log.append_signed(now_us(), "start", &Fields::from_object(start))?;
         log.file.flush()?;
         Ok(log)
     }
 
-    /// Appends a record (buffered: see [`AuditLog::flush`]).
+    /// Appends a record (buffered: see [`AuditLog::flush`]); a later
+    /// checkpoint signs it.
     pub(super) fn append(&mut self, t: u64, kind: &str, fields: &Fields) -> std::io::Result<()> {
         let line = self.chain.line_fields(t, kind, fields);
         self.unsigned += 1;
         self.file.write_all(&line)
     }
 
-    /// Signs the chain as it stands, if there is a key and anything new.
+    /// Appends a record that carries its own signature (with a key): the
+    /// records `verify` builds the audit log's account from (`start`,
+    /// `sealed`, `deleted`, `recording`) count only when signed.
+    pub(super) fn append_signed(&mut self, t: u64, kind: &str, fields: &Fields) -> std::io::Result<()> {
+        let Some(signer) = self.signer.clone() else {
+            return self.append(t, kind, fields);
+        };
+        let line = self.chain.line_signed(t, kind, fields, &signer, AUDIT_CONTEXT);
+        self.unsigned = 0;
+        self.file.write_all(&line)
+    }
+
+    /// Signs the chain as it stands (a `checkpoint` record), if there is a
+    /// key and anything unsigned since the last signed record; then gives
+    /// the service log the chain's position and hash, a copy outside the
+    /// recordings directory to compare the log with.
     pub(super) fn checkpoint(&mut self) -> std::io::Result<()> {
-        let Some(signer) = &self.signer else {
+        let Some(signer) = self.signer.clone() else {
             return Ok(());
         };
-        if self.unsigned == 0 {
-            return Ok(());
+        if self.unsigned > 0 {
+            let line = self
+                .chain
+                .line_signed(now_us(), "checkpoint", &Fields::default(), &signer, AUDIT_CONTEXT);
+            self.file.write_all(&line)?;
+            self.unsigned = 0;
         }
-        let seq = self.chain.seq();
-        let t = now_us();
-        let mut f = Fields::default();
-        f.str("key", signer.id())
-            .str("sig", &signer.sign(CHECKPOINT_CONTEXT, seq, self.chain.prev(), t));
-        let line = self.chain.line_fields(t, "checkpoint", &f);
-        self.file.write_all(&line)?;
-        self.unsigned = 0;
-        let hash = String::from_utf8_lossy(self.chain.prev()).into_owned();
-        tracing::info!(target: "gatehouse::record", seq, hash = %hash, key = %signer.id(), "audit log checkpoint");
+        if self.chain.seq() > self.anchored {
+            self.anchored = self.chain.seq();
+            let hash = String::from_utf8_lossy(self.chain.prev()).into_owned();
+            tracing::info!(target: "gatehouse::record", seq = self.anchored - 1, hash = %hash, key = %signer.id(), "audit log checkpoint");
+        }
         Ok(())
     }
 
@@ -205,6 +226,13 @@ impl AuditLog {
         self.file.flush()?;
         self.file.get_ref().sync_data()
     }
+}
+
+/// Whether the recordings directory holds any day directory.
+fn has_recordings(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut it| it.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+        .unwrap_or(false)
 }
 
 /// Reads the recordings' signing key as configured (none: not signed).

@@ -253,8 +253,13 @@ impl Recorder {
                     "continue"
                 },
             );
-        self.audit_append(now_us(), "recording", &f);
-        let _ = self.audit_log().flush();
+        let r = {
+            let mut a = self.audit_log();
+            a.append_signed(now_us(), "recording", &f).and_then(|_| a.flush())
+        };
+        if let Err(e) = r {
+            self.failed("audit log", &e);
+        }
     }
 
     /// The audit log, locked.
@@ -346,7 +351,7 @@ impl Recorder {
                 .str("why", if old { "retention_days" } else { "max_total_bytes" });
             let recorded = {
                 let mut a = self.audit_log();
-                a.append(now, "deleted", &f).and_then(|_| a.sync())
+                a.append_signed(now, "deleted", &f).and_then(|_| a.sync())
             };
             if let Err(e) = recorded {
                 self.failed("audit log", &e);

@@ -823,11 +823,12 @@ impl Writer {
         let records = s.chain.seq();
         let mut seal = Fields::default();
         seal.u64("records", records);
-        if let Some(signer) = &self.rec.signer {
-            let sig = signer.sign(crate::record::signing::SEAL_CONTEXT, records, s.chain.prev(), t);
-            seal.str("key", signer.id()).str("sig", &sig);
-        }
-        let line = s.chain.line_fields(t, "seal", &seal);
+        let line = match &self.rec.signer {
+            Some(signer) => s
+                .chain
+                .line_signed(t, "seal", &seal, signer, crate::record::signing::SEAL_CONTEXT),
+            None => s.chain.line_fields(t, "seal", &seal),
+        };
         let file = s
             .path
             .strip_prefix(&self.rec.cfg.dir)
@@ -842,7 +843,7 @@ impl Writer {
             .str("hash", &String::from_utf8_lossy(s.chain.prev()));
         {
             let mut audit = self.rec.audit_log();
-            let r = audit.append(t, "sealed", &sealed).and_then(|_| audit.flush());
+            let r = audit.append_signed(t, "sealed", &sealed).and_then(|_| audit.flush());
             drop(audit);
             if let Err(e) = r {
                 self.write_err("audit log", e);

@@ -82,6 +82,8 @@ pub fn server_version() -> String {
 /// A client that proved its identity.
 pub struct LoggedIn<'s> {
     pub admitted: Admitted<'s>,
+    /// Its place under `max_connections` and its identity's limit.
+    pub seat: admission::Seat,
     /// Capabilities in force with the client.
     pub caps: u32,
     pub collation: u8,
@@ -327,8 +329,10 @@ pub async fn accept<'s>(
             (f, seq)
         })?;
     drop(password);
+    let seat = admission::seat(shared, state, &admitted.identity).map_err(|r| (Fatal::from(r), seq))?;
     Ok(LoggedIn {
         admitted,
+        seat,
         caps: resp.capabilities & (offered | caps::SSL),
         collation: safe_collation(resp.charset),
         tls,

@@ -83,8 +83,9 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     let client_fd = tcp.as_raw_fd();
     let started = Instant::now();
     let state = shared.state.load_full();
-    let (count, _active) = shared.enter();
-    let over_limit = count > state.config.server.max_connections;
+    let (_, _active) = shared.enter();
+    let (handshakes, in_handshake) = shared.enter_handshake();
+    let over_limit = handshakes > state.config.server.max_handshakes;
     let mut client = MyConn::new(Stream::Plain(tcp));
     // The greeting carries the id `KILL` names.
     let pid = shared.registry.unused_id();
@@ -94,6 +95,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         client_login::accept(&shared, &state, &mut client, peer, pid, over_limit),
     )
     .await;
+    drop(in_handshake);
     let login = match login {
         Ok(Ok(l)) => l,
         Ok(Err((f, seq))) => return refuse(&shared, worker, &mut client, peer, f, seq).await,
@@ -108,6 +110,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     };
     let LoggedIn {
         admitted,
+        seat: _seat,
         caps,
         collation,
         tls,

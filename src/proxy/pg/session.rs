@@ -97,8 +97,9 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     let client_fd = tcp.as_raw_fd();
     let started = Instant::now();
     let state = shared.state.load_full();
-    let (count, _active) = shared.enter();
-    let over_limit = count > state.config.server.max_connections;
+    let (_, _active) = shared.enter();
+    let (handshakes, in_handshake) = shared.enter_handshake();
+    let over_limit = handshakes > state.config.server.max_handshakes;
     let mut conn = Conn::new(Stream::Plain(tcp));
     let hs_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
 
@@ -107,6 +108,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         handshake(&shared, &state, &mut conn, peer, worker, over_limit, client_fd),
     )
     .await;
+    drop(in_handshake);
     let ready = match outcome {
         Ok(Ok(Handshake::Cancel)) => return,
         Ok(Ok(Handshake::Session(r))) => r,

@@ -35,6 +35,10 @@ pub struct Ready {
     pub announced: Vec<u8>,
     pub pid: u32,
     pub handle: Arc<SessionHandle>,
+    /// Its place under `max_connections` and its identity's limit: held
+    /// (never read) while the session lives, given back when dropped.
+    #[allow(dead_code)]
+    pub seat: admission::Seat,
 }
 
 /// Only the ParameterStatus frames of an upstream login's announcement.
@@ -208,6 +212,7 @@ pub async fn handshake(
         target,
         account,
     } = admission::admit(state, crate::config::Protocol::Postgres, user, password, database)?;
+    let seat = admission::seat(shared, state, &identity)?;
 
     // Only parameters that cannot change who runs the session, what it may
     // do or how its statements are read; under a policy gatehouse adds the
@@ -282,6 +287,7 @@ pub async fn handshake(
         announced,
         pid,
         handle,
+        seat,
     })))
 }
 
