@@ -200,6 +200,14 @@ struct Entry {
     info: SessionInfo,
 }
 
+/// A random session id of gatehouse's own: at least 2^22, above any
+/// process id Linux hands out (`pid_max` is at most 2^22), so a client
+/// that terminates "its own backend" by this id never reaches another
+/// session's server process; below 2^31 (a positive int4).
+fn gateway_id() -> u32 {
+    (rand::random::<u32>() & 0x7fff_ffff) | (1 << 22)
+}
+
 pub struct Registry {
     shards: Vec<Mutex<HashMap<u32, Entry>>>,
 }
@@ -231,10 +239,7 @@ impl Registry {
         cancel: Option<CancelTarget>,
     ) -> (u32, [u8; 4]) {
         loop {
-            let pid: u32 = rand::random::<u32>() & 0x7fff_ffff;
-            if pid == 0 {
-                continue;
-            }
+            let pid = gateway_id();
             let secret: [u8; 4] = rand::random();
             let mut s = self.shard(pid);
             if let std::collections::hash_map::Entry::Vacant(v) = s.entry(pid) {
@@ -253,8 +258,8 @@ impl Registry {
     /// registers (`register_as` still checks: another may take it first).
     pub fn unused_id(&self) -> u32 {
         loop {
-            let pid: u32 = rand::random::<u32>() & 0x7fff_ffff;
-            if pid != 0 && !self.shard(pid).contains_key(&pid) {
+            let pid = gateway_id();
+            if !self.shard(pid).contains_key(&pid) {
                 return pid;
             }
         }

@@ -40,6 +40,10 @@ pub struct SessionCtx<'a> {
     /// statement and has not seen it back on outside a transaction block:
     /// every group the client starts is preceded by setting it on again.
     pub restore_read_only: Cell<bool>,
+    /// The upstream backend's process id and the one the client was given:
+    /// a NotificationResponse from its own backend carries the client's,
+    /// as it would direct (clients tell their own notifications by it).
+    pub pids: (u32, u32),
 }
 
 /// Parameters the server reports that gatehouse pins under a policy.

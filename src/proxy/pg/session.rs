@@ -448,6 +448,7 @@ async fn relay(
             read_only,
         },
         restore_read_only: Cell::new(false),
+        pids: (backend_pid, pid),
     };
     let track = &ctx.track;
     let reset_query = state

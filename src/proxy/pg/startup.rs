@@ -250,7 +250,24 @@ pub async fn handshake(
         pid: up.backend_pid,
         secret: up.backend_secret.clone(),
     });
-    let (pid, secret) = shared.registry.register(handle.clone(), info, cancel);
+    // A session that holds its own upstream connection from the login is
+    // given the server's process id, so that what the client sees
+    // (BackendKeyData, NotificationResponse, `pg_backend_pid()`,
+    // `pg_terminate_backend`) agrees; one that gets its connection from
+    // the pool at its first message gets an id of gatehouse's.
+    let own = up
+        .as_ref()
+        .map(|u| u.backend_pid)
+        .filter(|p| *p != 0 && *p <= 0x7fff_ffff);
+    let (pid, secret) = match own.and_then(|p| {
+        shared
+            .registry
+            .register_as(p, handle.clone(), info.clone(), cancel.clone())
+            .map(|s| (p, s))
+    }) {
+        Some(registered) => registered,
+        None => shared.registry.register(handle.clone(), info, cancel),
+    };
 
     pg::auth_request(&mut out, 0, &[]);
     match &up {

@@ -59,6 +59,8 @@ pub struct ServerSide<'a> {
     ends: Vec<usize>,
     found: Vec<(usize, Finding)>,
     seg: Vec<u8>,
+    /// The batch holds a NotificationResponse.
+    notifications: bool,
 }
 
 impl<'a> ServerSide<'a> {
@@ -94,6 +96,7 @@ impl<'a> ServerSide<'a> {
             ends: Vec::new(),
             found: Vec::new(),
             seg: Vec::new(),
+            notifications: false,
         }
     }
 }
@@ -106,6 +109,21 @@ fn scannable(tag: u8) -> bool {
 }
 
 impl ServerSide<'_> {
+    /// Notifications the session's own backend sent carry the process id
+    /// the client was given (rewritten in place: same length).
+    fn own_notifications(&self, buf: &mut [u8], frames: &[FrameRef]) {
+        let (server, client) = self.ctx.pids;
+        if server == client {
+            return;
+        }
+        for f in frames.iter().filter(|f| f.tag == b'A') {
+            let at = f.start + HEADER_LEN;
+            if f.end >= at + 4 && buf[at..at + 4] == server.to_be_bytes() {
+                buf[at..at + 4].copy_from_slice(&client.to_be_bytes());
+            }
+        }
+    }
+
     /// A marked operation of the tracker ended.
     fn done(&self, d: Done) {
         match d.mark {
@@ -177,6 +195,7 @@ impl FrameHandler for ServerSide<'_> {
         }
         match tag {
             b'D' | b'd' => self.rows += 1,
+            b'A' => self.notifications = true,
             b'H' => self.copy_binary = body.first() == Some(&1),
             b'Z' => {
                 self.meter();
@@ -207,6 +226,9 @@ impl FrameHandler for ServerSide<'_> {
 
     fn rewrite(&mut self, buf: &mut [u8], frames: &[FrameRef], edits: &mut Edits) -> Option<usize> {
         self.batch_len = 0;
+        if std::mem::take(&mut self.notifications) {
+            self.own_notifications(buf, frames);
+        }
         self.ctx.progress.notify();
         if self.ctx.track.resetting.get() != 0 {
             // The answers to the pool's reset: the client is gone.
