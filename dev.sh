@@ -5,6 +5,7 @@
 #   ./dev.sh start   build, make sure PostgreSQL runs, serve policies/gatehouse.toml
 #   ./dev.sh test    install what the tests need, make sure PostgreSQL and MariaDB run, run every test
 #   ./dev.sh appliance   build the VM appliance image and smoke-test it under QEMU (root or sudo)
+#   ./dev.sh fuzz [SECONDS]   run every fuzz target that long (cargo-fuzz; default 60 s each)
 #
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -125,8 +126,37 @@ case "${1:-}" in
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     exec $sudo env GATEHOUSE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse" appliance/smoke-test.sh
     ;;
+  fuzz)
+    # Every fuzz target (fuzz/fuzz_targets) for SECONDS each (default 60),
+    # from the committed corpus (fuzz/corpus/<target>, read only) into a
+    # working one (fuzz/work/<target>); a crash is kept in
+    # fuzz/artifacts/<target> and fails the command.
+    secs=${2:-60}
+    ensure_packages
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    # cargo-fuzz passes flags only nightly accepts by default; the stable
+    # toolchain takes them with this. No sanitizer: the code under test is
+    # safe Rust (and libpg_query, which bounds its own recursion).
+    export RUSTC_BOOTSTRAP=1
+    failed=()
+    for t in pg_frames pg_values mysql_packets classify recording; do
+      mkdir -p "fuzz/work/$t"
+      log "fuzz $t for ${secs}s"
+      if ! (cd fuzz && cargo fuzz run -s none -O "$t" "work/$t" "corpus/$t" -- \
+              -max_total_time="$secs" -rss_limit_mb=4096 -print_final_stats=1 2>&1 \
+            | grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY)|panicked"); then
+        :
+      fi
+      if [ -n "$(ls -A "fuzz/artifacts/$t" 2>/dev/null)" ]; then failed+=("$t"); fi
+    done
+    if [ ${#failed[@]} -gt 0 ]; then
+      echo "fuzz: crashes in ${failed[*]} (fuzz/artifacts)" >&2
+      exit 1
+    fi
+    log "fuzz: no crash"
+    ;;
   *)
-    echo "usage: ./dev.sh start|test|appliance" >&2
+    echo "usage: ./dev.sh start|test|appliance|fuzz [SECONDS]" >&2
     exit 2
     ;;
 esac

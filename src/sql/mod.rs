@@ -126,6 +126,34 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
+/// Statements up to this long are parsed on the caller's stack: even
+/// their deepest nesting fits in half a worker's 2 MiB (about 500 bytes of
+/// stack per byte of a join chain in a release build; a debug build's
+/// frames are a hundred times larger).
+const SHALLOW_PARSE_BYTES: usize = if cfg!(debug_assertions) { 16 } else { 1 << 10 };
+/// Longer ones (up to [`MAX_PARSE_BYTES`]) get a stack of this size,
+/// reserved for the parse and committed only as deep as it goes.
+const DEEP_PARSE_STACK: usize = 1 << 30;
+/// Longer still: not parsed (the statement is unknown, which policies
+/// treat most strictly). A parser recursing on a hostile statement's
+/// nesting must never overflow a worker's stack: that aborts the process.
+/// (sqlparser needs about 1 KiB of stack per byte of a join chain.)
+pub const MAX_PARSE_BYTES: usize = 256 << 10;
+
+/// Runs a parse (or a walk of what it made) of a `len`-byte statement where
+/// its recursion cannot overflow the stack; `Err` when it is too long.
+pub(crate) fn deep_stack<T>(len: usize, f: impl FnOnce() -> T) -> Result<T, String> {
+    if len <= SHALLOW_PARSE_BYTES {
+        return Ok(f());
+    }
+    if len > MAX_PARSE_BYTES {
+        return Err(format!(
+            "the statement is {len} bytes: statements over {MAX_PARSE_BYTES} are not classified"
+        ));
+    }
+    Ok(stacker::grow(DEEP_PARSE_STACK, f))
+}
+
 use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
@@ -460,6 +488,17 @@ impl Classifier {
 
     /// Classify `sql` without looking at or filling the cache.
     pub fn classify_uncached(&self, sql: &str) -> Classification {
+        match deep_stack(sql.len(), || self.classify_here(sql)) {
+            Ok(c) => c,
+            Err(e) => Classification {
+                class: StatementClass::Unknown,
+                statements: Vec::new(),
+                error: Some(e),
+            },
+        }
+    }
+
+    fn classify_here(&self, sql: &str) -> Classification {
         let parsed = match pg_query::parse(sql, 0) {
             Ok(p) => p,
             Err(e) => {

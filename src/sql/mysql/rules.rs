@@ -63,16 +63,22 @@ pub(super) fn statement(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<S
     if let Some(info) = by_keywords(text, tokens, ctx)? {
         return Ok(info);
     }
-    let parsed = Parser::parse_sql(&MySqlDialect {}, &parser_text(text, tokens)?).map_err(|e| e.to_string())?;
-    let [stmt] = parsed.as_slice() else {
-        return Err(format!(
-            "the parser read {} statements where the server reads one",
-            parsed.len()
-        ));
-    };
-    let mut info = tree(stmt, ctx);
+    let parser_text = parser_text(text, tokens)?;
+    // Parsed, walked and dropped (the tree's drop recurses too) where the
+    // statement's nesting cannot overflow the stack.
+    let (mut info, table_ddl) = crate::sql::deep_stack(parser_text.len(), || {
+        let parsed = Parser::parse_sql(&MySqlDialect {}, &parser_text).map_err(|e| e.to_string())?;
+        let [stmt] = parsed.as_slice() else {
+            return Err(format!(
+                "the parser read {} statements where the server reads one",
+                parsed.len()
+            ));
+        };
+        let ddl = matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_));
+        Ok((tree(stmt, ctx), ddl))
+    })??;
     // Tables whose data lives in a server directory or on another server.
-    if matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_)) {
+    if table_ddl {
         if tokens.iter().any(|t| t.is_word("DIRECTORY")) {
             raise(&mut info, Admin);
             info.flags.file_access = true;

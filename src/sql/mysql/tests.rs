@@ -405,3 +405,34 @@ fn long_operator_chains_are_refused_not_overflowing() {
     let c = classifier().classify(&format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000)));
     assert_eq!(c.class, Unknown);
 }
+
+/// Found by fuzzing: sqlparser recurses once per join of a chain without
+/// ON (and `UPDATE a, b, …` is rewritten into one) with no recursion
+/// limit, and the tree's drop recurses as deep. On a worker's 2 MiB stack
+/// a few thousand of them aborted the process; they are parsed on a stack
+/// of their own, and past `MAX_PARSE_BYTES` not at all (unknown).
+#[test]
+fn join_chains_do_not_overflow_a_workers_stack() {
+    let run = |sql: String| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let c = classifier().classify_uncached(&sql);
+                (c.class, c.error)
+            })
+            .unwrap()
+            .join()
+            .expect("classified without overflowing")
+    };
+    let (class, error) = run(format!("SELECT * FROM t {}", "JOIN t2 ".repeat(3000)));
+    assert_eq!(class, Read, "{error:?}");
+    let (class, _) = run(format!("UPDATE t {} SET a = 1", ", t2".repeat(3000)));
+    assert!(matches!(class, Write | Unknown));
+    let (class, error) = run(format!("SELECT * FROM t {}", "JOIN t2 ".repeat(40_000)));
+    assert_eq!(class, Unknown);
+    assert!(error.unwrap_or_default().contains("not classified"));
+    // A bulk insert up to the limit is still a write.
+    let rows: Vec<String> = (0..12_000).map(|i| format!("({i}, 'x{i}')")).collect();
+    let (class, error) = run(format!("INSERT INTO t VALUES {}", rows.join(", ")));
+    assert_eq!(class, Write, "{error:?}");
+}

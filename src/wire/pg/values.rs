@@ -29,6 +29,11 @@ pub fn value_spans(frame: &[u8], out: &mut Vec<(usize, usize)>) -> Result<(), Wi
                 c.bytes(len as usize)?;
                 out.push((at, at + len as usize));
             }
+            // Bytes after the last column: no server sends them, and a
+            // rebuilt row could not keep them where they were.
+            if !c.remaining().is_empty() {
+                return Err(WireError::Malformed("DataRow"));
+            }
         }
         b'E' | b'N' => {
             let mut c = Cursor::new(body, "ErrorResponse");
@@ -61,6 +66,10 @@ pub fn value_spans(frame: &[u8], out: &mut Vec<(usize, usize)>) -> Result<(), Wi
                 let at = base + 4;
                 c.bytes(len as usize)?;
                 out.push((at, at + len as usize));
+            }
+            // As for DataRow: nothing may follow the result.
+            if !c.remaining().is_empty() {
+                return Err(WireError::Malformed("FunctionCallResponse"));
             }
         }
         b'S' => {
@@ -111,10 +120,12 @@ pub fn rebuild(frame: &[u8], spans: &[(usize, usize)], reps: &[Replace<'_>], out
         let new_len = (out.len() - len_at - 4) as i32;
         out[len_at..len_at + 4].copy_from_slice(&new_len.to_be_bytes());
     } else if tag == b'D' {
-        // Column count, then each column re-framed.
+        // Column count, then each column re-framed (as many as the count
+        // says, as `value_spans` read them).
         out.extend_from_slice(&frame[HEADER_LEN..HEADER_LEN + 2]);
+        let columns = i16::from_be_bytes([frame[HEADER_LEN], frame[HEADER_LEN + 1]]).max(0);
         pos += 2;
-        while pos < frame.len() {
+        for _ in 0..columns {
             let len = i32::from_be_bytes([frame[pos], frame[pos + 1], frame[pos + 2], frame[pos + 3]]);
             pos += 4;
             if len < 0 {
@@ -168,6 +179,18 @@ mod tests {
         }
         finish(&mut v, at);
         v
+    }
+
+    #[test]
+    fn a_datarow_with_bytes_after_its_columns_is_malformed() {
+        // Found by fuzzing: the rebuild read the trailing bytes as more
+        // columns and panicked on a hostile server's row.
+        let mut f = data_row(&[Some(b"ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"), None]);
+        f.extend_from_slice(&[0, 0, 0, 0x3c, 8]);
+        let len = (f.len() - 1) as u32;
+        f[1..5].copy_from_slice(&len.to_be_bytes());
+        let mut spans = Vec::new();
+        assert_eq!(value_spans(&f, &mut spans), Err(WireError::Malformed("DataRow")));
     }
 
     #[test]
