@@ -19,8 +19,6 @@ use std::convert::Infallible;
 
 /// Recordings listed per page, at most.
 pub const MAX_PAGE: usize = 1000;
-/// Bytes of a recording served in one download, at most.
-pub const MAX_DOWNLOAD: u64 = 1 << 30;
 
 fn recorder(st: &AppState) -> Result<&std::sync::Arc<super::recorder::Recorder>, Response> {
     st.recorder.as_ref().ok_or_else(|| {
@@ -226,44 +224,81 @@ fn format_of(q: &HashMap<String, String>) -> Result<Format, Response> {
     }
 }
 
-/// A recording file in one of the formats, as an HTTP response.
+/// Bytes per chunk of a streamed download, and chunks in flight: a
+/// download holds at most this much of the file in memory, however large.
+const CHUNK: usize = 64 << 10;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A recording file in one of the formats, as an HTTP response streamed
+/// from disk: a reader thread sends it in chunks through a bounded channel.
 async fn serve_file(path: std::path::PathBuf, fmt: Format, name: &str) -> Response {
-    let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        let f = std::fs::File::open(&path)?;
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_DOWNLOAD), &mut raw)?;
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(_) => return error(StatusCode::NOT_FOUND, "the recording cannot be read"),
+    };
+    // As it is now (a live session's file, the audit log, keep growing):
+    // JSON lines go out as exactly these bytes, with their length.
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut r = std::io::BufReader::with_capacity(CHUNK, file.take(len));
         if fmt == Format::Json {
-            return Ok(raw);
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                match r.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        if tx.blocking_send(Ok(chunk)).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
         }
-        let mut out = String::with_capacity(raw.len());
+        let mut out = String::with_capacity(CHUNK);
         if fmt == Format::Csv {
             out.push_str(render::CSV_HEADER);
         }
-        for v in crate::record::records(&raw[..]) {
+        for v in crate::record::records(r) {
             out.push_str(&render::line(&v, fmt));
+            if out.len() >= CHUNK && tx.blocking_send(Ok(std::mem::take(&mut out).into_bytes())).is_err() {
+                return;
+            }
         }
-        Ok(out.into_bytes())
-    })
-    .await;
+        if !out.is_empty() {
+            let _ = tx.blocking_send(Ok(out.into_bytes()));
+        }
+    });
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
     let (ctype, ext) = match fmt {
         Format::Json => ("application/x-ndjson", "jsonl"),
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Text => ("text/plain; charset=utf-8", "txt"),
     };
-    match res {
-        Ok(Ok(body)) => (
-            [
-                (header::CONTENT_TYPE, ctype.to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{name}.{ext}\""),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
-        _ => error(StatusCode::NOT_FOUND, "the recording cannot be read"),
+    let mut res = (
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.{ext}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    if fmt == Format::Json {
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
     }
+    res
 }
 
 pub async fn events(
@@ -345,40 +380,51 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         .unwrap_or_else(|p| p.into_inner())
         .get(&id)
         .map(crate::control::recorder::subscribe);
-    let backlog = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&path)
-            .map(|f| crate::record::records(f).collect::<Vec<Value>>())
-            .unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
-    let next_seq = backlog
-        .last()
-        .and_then(|v| v["seq"].as_u64())
-        .map(|s| s + 1)
-        .unwrap_or(0);
-    let sealed = backlog.last().is_some_and(|v| v["kind"] == "seal");
+    // The records so far, read by a thread into a bounded channel (a long
+    // recording is never held in memory whole), then the live ones.
+    let (tx, backlog) = tokio::sync::mpsc::channel::<Value>(256);
+    tokio::task::spawn_blocking(move || {
+        if let Ok(f) = std::fs::File::open(&path) {
+            for v in crate::record::records(f) {
+                if tx.blocking_send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
     struct S {
-        backlog: std::vec::IntoIter<Value>,
+        backlog: Option<tokio::sync::mpsc::Receiver<Value>>,
         live: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>>,
+        /// The seq after the last record sent.
         next_seq: u64,
         done: bool,
     }
     let state = S {
-        backlog: backlog.into_iter(),
-        live: if sealed { None } else { live },
-        next_seq,
+        backlog: Some(backlog),
+        live,
+        next_seq: 0,
         done: false,
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if s.done {
             return None;
         }
-        if let Some(v) = s.backlog.next() {
-            let ev = Event::default()
-                .event(v["kind"].as_str().unwrap_or("record"))
-                .data(v.to_string());
-            return Some((Ok::<_, Infallible>(ev), s));
+        if let Some(b) = s.backlog.as_mut() {
+            match b.recv().await {
+                Some(v) => {
+                    if let Some(q) = v["seq"].as_u64() {
+                        s.next_seq = q + 1;
+                    }
+                    if v["kind"] == "seal" {
+                        s.done = true;
+                    }
+                    let ev = Event::default()
+                        .event(v["kind"].as_str().unwrap_or("record"))
+                        .data(v.to_string());
+                    return Some((Ok::<_, Infallible>(ev), s));
+                }
+                None => s.backlog = None,
+            }
         }
         let rx = s.live.as_mut()?;
         loop {

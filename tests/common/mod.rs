@@ -353,10 +353,25 @@ pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u1
     let mut r = String::new();
     s.read_to_string(&mut r).unwrap();
     let st = r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (
-        st,
-        r.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default(),
-    )
+    let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    (st, if chunked { dechunk(body) } else { body.to_string() })
+}
+
+/// The body of a chunked HTTP/1.1 response.
+pub fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
 
 /// The review id from the hold notice.
