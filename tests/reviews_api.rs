@@ -972,3 +972,75 @@ fn pending_reviews_are_bounded_per_identity() {
     }
     direct_psql(&format!("drop table {t}"));
 }
+
+/// One identity's flood of held statements does not crowd out another's
+/// announcement: past `per_identity_per_minute` its reviews wait to be
+/// announced together, while the other identity's goes out at once.
+#[test]
+fn a_flooding_identity_is_coalesced_not_in_front() {
+    std::env::set_var(SECRET_ENV, SECRET);
+    let (hport, requests) = http_receiver();
+    let admin_port = free_port();
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{tokens}\n{POLICY}\n\
+         [notify]\nper_identity_per_minute = 1\n[[notify.webhook]]\nkind = \"json\"\nurl = \"http://127.0.0.1:{hport}/json\"\nsecret_env = \"{SECRET_ENV}\"\n\n\
+         [[identity]]\nname = \"second\"\ntoken_hash = \"{second}\"\ntargets = [\"*\"]\n",
+        tokens = admin_tokens(),
+        second = token_hash("second-agent-token-0123")
+    );
+    let g = Gatehouse::start("", &extra);
+    let t = format!("gh_reviews_flood_{}", std::process::id());
+    direct_psql(&format!("drop table if exists {t}; create table {t} (id int)"));
+    let insert = |user: &str, token: &str| {
+        let mut c = std::process::Command::new("psql");
+        g.pg_env(&mut c, "postgres");
+        c.env("PGUSER", user)
+            .env("PGPASSWORD", token)
+            .args(["-X", "-c", &format!("insert into {t} values (1)")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c.spawn().unwrap()
+    };
+    let pending = || -> Vec<Value> {
+        let (_, v) = call(admin_port, "GET", "/api/v1/reviews?state=pending", Some(ADMIN), None);
+        v["reviews"].as_array().cloned().unwrap_or_default()
+    };
+    let announced = |identity: &str| -> Vec<Value> {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| q.path == "/json")
+            .map(|q| serde_json::from_slice::<Value>(&q.body).unwrap())
+            .filter(|v| v["identity"] == identity)
+            .collect()
+    };
+    let mut clients: Vec<std::process::Child> = (0..6).map(|_| insert("agent", TOKEN)).collect();
+    wait_for("the flood's reviews", || pending().len() == 6);
+    clients.push(insert("second", "second-agent-token-0123"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while announced("second").len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other identity's announcement did not come: pending {:?}\n{}",
+            pending().iter().map(|r| r["identity"].clone()).collect::<Vec<_>>(),
+            g.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The flood got one announcement in this minute; the rest wait.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(announced("agent").len(), 1, "{:?}", announced("agent"));
+    for r in pending() {
+        deny(
+            admin_port,
+            r["id"].as_str().unwrap(),
+            ADMIN,
+            r#"{"reason":"test over"}"#,
+        );
+    }
+    for mut c in clients {
+        let _ = c.wait();
+    }
+    direct_psql(&format!("drop table {t}"));
+}

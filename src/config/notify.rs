@@ -5,7 +5,7 @@ use super::loopback_http;
 use serde::Deserialize;
 
 /// Announcements of new reviews, sent by the control plane.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Notify {
     /// The admin API's URL as approvers reach it, put in messages
@@ -14,6 +14,20 @@ pub struct Notify {
     #[serde(rename = "webhook")]
     pub webhooks: Vec<Webhook>,
     pub smtp: Option<Smtp>,
+    /// Announcements of one identity's reviews per minute, at most; the
+    /// reviews past it go out together in its next announcement.
+    pub per_identity_per_minute: usize,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            admin_url: None,
+            webhooks: Vec::new(),
+            smtp: None,
+            per_identity_per_minute: 6,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -90,6 +104,12 @@ pub fn smtp_host_port(server: &str) -> Option<(&str, u16)> {
 }
 
 pub(super) fn validate_notify(n: &Notify) -> Result<(), Invalid> {
+    if n.per_identity_per_minute == 0 {
+        return Err((
+            vec![PathPart::Key("notify"), PathPart::Key("per_identity_per_minute")],
+            "must be at least 1".into(),
+        ));
+    }
     use PathPart::{Idx, Key};
     if let Some(u) = &n.admin_url {
         let lower = u.to_ascii_lowercase();

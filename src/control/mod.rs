@@ -3,6 +3,7 @@
 //! recorder). Workers never wait on it on the hot path.
 
 pub mod admin;
+pub mod announce;
 pub mod client;
 pub mod metrics;
 pub mod notify;

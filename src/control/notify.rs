@@ -2,16 +2,19 @@
 //! it — Slack incoming webhooks, signed JSON webhooks, e-mail over SMTP.
 //!
 //! `Reviews::on_open` runs on the thread that submits (a data-plane
-//! worker), so the hook only `try_send`s into a bounded channel; when the
-//! channel is full the announcement is dropped and counted (the review
-//! itself stays in the admin API). A task on the control runtime delivers,
-//! each destination on its own task with bounded retries and timeouts, at
-//! most [`MAX_INFLIGHT`] at once.
+//! worker), so the hook only puts the review in the announcement queue
+//! (`announce`): fair between identities, at most
+//! `[notify] per_identity_per_minute` announcements per identity, the
+//! reviews past it coalesced into that identity's next announcement rather
+//! than dropped. A task on the control runtime delivers, each destination
+//! on its own task with bounded retries and timeouts, at most
+//! [`MAX_INFLIGHT`] at once.
 //!
 //! Logs name a webhook by its kind and index, never by URL: a Slack
 //! webhook URL is a credential. Statement text appears in messages only as
 //! the session submitted it (already masked) and never in a log line.
 
+use super::announce::{Announcement, Earlier, Next, Queue};
 use crate::config::{Config, Notify, Smtp, Webhook, WebhookKind};
 use crate::policy::reviews::{OnOpen, Review, Reviews};
 use hmac::{Hmac, Mac};
@@ -21,10 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
-use tokio::sync::mpsc;
 
-/// Announcements waiting for delivery; past it they are dropped.
-pub const QUEUE: usize = 1024;
 /// Tries per destination (the first included).
 pub const ATTEMPTS: u32 = 3;
 /// Wait before the second try; doubled for each further one.
@@ -80,7 +80,10 @@ pub type SettingsFn = Arc<dyn Fn() -> Settings + Send + Sync>;
 pub struct Stats {
     /// Reviews put in the queue.
     pub queued: AtomicU64,
-    /// Reviews not announced: the queue was full (or gone).
+    /// Reviews announced within a later one of the same identity (over its
+    /// rate, or waiting together).
+    pub coalesced: AtomicU64,
+    /// Reviews not announced: too many identities waiting at once.
     pub dropped: AtomicU64,
     /// Messages delivered (one per destination).
     pub delivered: AtomicU64,
@@ -88,36 +91,33 @@ pub struct Stats {
     pub failed: AtomicU64,
 }
 
-/// The `on_open` hook: a non-blocking send into the queue.
-pub fn hook(tx: mpsc::Sender<Review>, stats: Arc<Stats>) -> OnOpen {
-    Box::new(move |r: &Review| match tx.try_send(r.clone()) {
-        Ok(()) => {
+/// The `on_open` hook: the review into the announcement queue (never
+/// waits).
+pub fn hook(queue: Arc<Queue>, stats: Arc<Stats>) -> OnOpen {
+    Box::new(move |r: &Review| {
+        if queue.push(r.clone()) {
             stats.queued.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        } else {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 target: "gatehouse::notify",
                 review = %r.id,
-                "notification queue full: this review is not announced (it is in the admin API)"
+                "too many identities waiting for announcements: this review is not announced (it is in the admin API)"
             );
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     })
 }
 
 /// Hooks the notifier into `reviews` and starts its task on `handle`.
 pub fn start(handle: &tokio::runtime::Handle, reviews: &Reviews, settings: SettingsFn) -> Arc<Stats> {
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let queue = Arc::new(Queue::default());
     let stats = Arc::new(Stats::default());
-    reviews.on_open(hook(tx, stats.clone()));
-    handle.spawn(run(rx, settings, stats.clone()));
+    reviews.on_open(hook(queue.clone(), stats.clone()));
+    handle.spawn(run(queue, settings, stats.clone()));
     stats
 }
 
-async fn run(mut rx: mpsc::Receiver<Review>, settings: SettingsFn, stats: Arc<Stats>) {
+async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>) {
     let agent = match http_agent(None) {
         Ok(a) => Some(a),
         Err(e) => {
@@ -126,23 +126,46 @@ async fn run(mut rx: mpsc::Receiver<Review>, settings: SettingsFn, stats: Arc<St
         }
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT));
-    while let Some(review) = rx.recv().await {
+    loop {
         let s = settings();
+        let Announcement { review, earlier } =
+            match queue.next(s.notify.per_identity_per_minute, std::time::Instant::now()) {
+                Next::Ready(a) => a,
+                Next::Wait(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = queue.wake.notified() => {}
+                    }
+                    continue;
+                }
+                Next::Empty => {
+                    queue.wake.notified().await;
+                    continue;
+                }
+            };
+        stats.coalesced.fetch_add(earlier.count(), Ordering::Relaxed);
         let review = Arc::new(review);
+        let earlier = Arc::new(earlier);
         let admin_url: Arc<str> = Arc::from(s.admin_url.as_str());
         for (i, w) in s.notify.webhooks.iter().enumerate() {
             let Some(agent) = agent.clone() else { break };
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let (w, review, admin_url, stats) = (w.clone(), review.clone(), admin_url.clone(), stats.clone());
+            let (w, review, earlier, admin_url, stats) = (
+                w.clone(),
+                review.clone(),
+                earlier.clone(),
+                admin_url.clone(),
+                stats.clone(),
+            );
             tokio::spawn(async move {
                 let _permit = permit;
                 let kind = kind_name(w.kind);
-                match send_webhook(&agent, &w, &review, &admin_url).await {
+                match send_webhook(&agent, &w, &review, &earlier, &admin_url).await {
                     Ok(tries) => {
                         stats.delivered.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(target: "gatehouse::notify", review = %review.id, webhook = i, kind, tries, "review announced");
+                        tracing::info!(target: "gatehouse::notify", review = %review.id, webhook = i, kind, tries, coalesced = earlier.count(), "review announced");
                     }
                     Err(why) => {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -155,13 +178,14 @@ async fn run(mut rx: mpsc::Receiver<Review>, settings: SettingsFn, stats: Arc<St
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let (review, admin_url, stats) = (review.clone(), admin_url.clone(), stats.clone());
+            let (review, earlier, admin_url, stats) =
+                (review.clone(), earlier.clone(), admin_url.clone(), stats.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                match send_mail_with_retries(&m, &review, &admin_url).await {
+                match send_mail_with_retries(&m, &review, &earlier, &admin_url).await {
                     Ok(tries) => {
                         stats.delivered.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(target: "gatehouse::notify", review = %review.id, kind = "smtp", tries, "review announced");
+                        tracing::info!(target: "gatehouse::notify", review = %review.id, kind = "smtp", tries, coalesced = earlier.count(), "review announced");
                     }
                     Err(why) => {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -224,12 +248,41 @@ pub fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
 /// `"event": "review.opened"` and `"sent_at"` (Unix seconds, equal to
 /// `X-Gatehouse-Timestamp`, so the signed body carries its time).
 pub fn json_body(r: &Review, sent_at: u64) -> Vec<u8> {
+    json_body_coalesced(r, &Earlier::default(), sent_at)
+}
+
+/// As [`json_body`], and with `"coalesced": {"reviews": [ids], "more": n}`
+/// when earlier reviews of the identity are announced with this one.
+pub fn json_body_coalesced(r: &Review, earlier: &Earlier, sent_at: u64) -> Vec<u8> {
     let mut v = serde_json::to_value(r).unwrap_or_else(|_| json!({ "id": r.id }));
     if let Some(o) = v.as_object_mut() {
         o.insert("event".into(), EVENT.into());
         o.insert("sent_at".into(), sent_at.into());
+        if earlier.count() > 0 {
+            o.insert(
+                "coalesced".into(),
+                json!({ "reviews": earlier.ids, "more": earlier.more }),
+            );
+        }
     }
     serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// One line on the earlier reviews announced with this one, if any.
+fn earlier_note(earlier: &Earlier) -> Option<String> {
+    if earlier.count() == 0 {
+        return None;
+    }
+    let more = if earlier.more > 0 {
+        format!(" and {} more", earlier.more)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "Also waiting from this identity ({} earlier review(s), announced together: over its announcement rate): {}{more}",
+        earlier.count(),
+        earlier.ids.join(", ")
+    ))
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -390,6 +443,11 @@ pub fn rfc2822_date(unix: u64) -> String {
 /// The whole e-mail (headers and body), lines ending in CRLF, no line
 /// longer than [`MAIL_LINE`] bytes.
 pub fn mail_message(r: &Review, admin_url: &str, m: &Smtp, now: u64) -> String {
+    mail_message_coalesced(r, &Earlier::default(), admin_url, m, now)
+}
+
+/// As [`mail_message`], saying which earlier reviews come with it.
+pub fn mail_message_coalesced(r: &Review, earlier: &Earlier, admin_url: &str, m: &Smtp, now: u64) -> String {
     let q = &r.request;
     let subject = format!(
         "gatehouse: review {} awaits approval ({} on {} by {})",
@@ -414,7 +472,11 @@ pub fn mail_message(r: &Review, admin_url: &str, m: &Smtp, now: u64) -> String {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     out.push_str("\r\n");
-    for line in mail_text(r, admin_url).lines() {
+    let mut text = mail_text(r, admin_url);
+    if let Some(note) = earlier_note(earlier) {
+        text.push_str(&format!("\n{note}\n"));
+    }
+    for line in text.lines() {
         let mut rest = line;
         loop {
             if rest.len() <= MAIL_LINE {
@@ -562,17 +624,21 @@ async fn post(
     Err(last)
 }
 
-async fn send_webhook(agent: &ureq::Agent, w: &Webhook, r: &Review, admin_url: &str) -> Result<u32, String> {
+async fn send_webhook(
+    agent: &ureq::Agent,
+    w: &Webhook,
+    r: &Review,
+    earlier: &Earlier,
+    admin_url: &str,
+) -> Result<u32, String> {
     let url = w.resolve_url()?;
     match w.kind {
         WebhookKind::Slack => {
-            post(
-                agent,
-                &url,
-                Vec::new(),
-                slack_body(r, admin_url).to_string().into_bytes(),
-            )
-            .await
+            let mut body = slack_body(r, admin_url);
+            if let (Some(note), Some(text)) = (earlier_note(earlier), body["text"].as_str()) {
+                body["text"] = format!("{text}\n{}", slack_escape(&note)).into();
+            }
+            post(agent, &url, Vec::new(), body.to_string().into_bytes()).await
         }
         WebhookKind::Json => {
             let var = w.secret_env.as_deref().unwrap_or_default();
@@ -581,7 +647,7 @@ async fn send_webhook(agent: &ureq::Agent, w: &Webhook, r: &Review, admin_url: &
                 _ => return Err(format!("its secret_env ({var}) is not set: not sent unsigned")),
             };
             let sent_at = now_unix();
-            let body = json_body(r, sent_at);
+            let body = json_body_coalesced(r, earlier, sent_at);
             let headers = vec![
                 ("X-Gatehouse-Signature", sign(secret.as_bytes(), &body)),
                 ("X-Gatehouse-Timestamp", sent_at.to_string()),
@@ -701,12 +767,12 @@ async fn smtp_session(m: &Smtp, password: Option<&str>, message: &str) -> Result
     Ok(())
 }
 
-async fn send_mail_with_retries(m: &Smtp, r: &Review, admin_url: &str) -> Result<u32, String> {
+async fn send_mail_with_retries(m: &Smtp, r: &Review, earlier: &Earlier, admin_url: &str) -> Result<u32, String> {
     let password = match &m.password_env {
         Some(var) => Some(std::env::var(var).map_err(|_| format!("password_env {var} is not set"))?),
         None => None,
     };
-    let message = mail_message(r, admin_url, m, now_unix());
+    let message = mail_message_coalesced(r, earlier, admin_url, m, now_unix());
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
         match send_mail(m, password.as_deref(), &message).await {
@@ -853,15 +919,19 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts() {
-        let (tx, mut rx) = mpsc::channel(1);
-        let stats = Arc::new(Stats::default());
-        let h = hook(tx, stats.clone());
-        h(&review());
-        h(&review());
-        assert_eq!(stats.queued.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
-        assert!(rx.try_recv().is_ok());
-        assert!(rx.try_recv().is_err());
+    fn coalesced_reviews_are_named_in_every_message() {
+        let earlier = Earlier {
+            ids: vec!["r-1".into(), "r-2".into()],
+            more: 3,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&json_body_coalesced(&review(), &earlier, 5)).unwrap();
+        assert_eq!(v["coalesced"], json!({ "reviews": ["r-1", "r-2"], "more": 3 }));
+        let v: serde_json::Value = serde_json::from_slice(&json_body(&review(), 5)).unwrap();
+        assert!(v.get("coalesced").is_none());
+        let note = earlier_note(&earlier).unwrap();
+        assert!(
+            note.contains("5 earlier review(s)") && note.contains("r-1, r-2 and 3 more"),
+            "{note}"
+        );
     }
 }

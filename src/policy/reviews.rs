@@ -23,7 +23,7 @@ fn now_unix() -> u64 {
 }
 
 /// What a session asks to have reviewed. `sql` is already masked.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ReviewRequest {
     pub identity: String,
     pub roles: Vec<String>,
