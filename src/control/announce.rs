@@ -53,7 +53,7 @@ pub struct Announcement {
 /// What the queue has for the sender now.
 #[derive(Debug)]
 pub enum Next {
-    Ready(Announcement),
+    Ready(Box<Announcement>),
     /// Something waits, but no identity may announce before this long.
     Wait(Duration),
     Empty,
@@ -124,7 +124,7 @@ impl Queue {
                 slot.sent.push_back(now);
                 let review = slot.latest.take().expect("checked");
                 let earlier = std::mem::take(&mut slot.earlier);
-                return Next::Ready(Announcement { review, earlier });
+                return Next::Ready(Box::new(Announcement { review, earlier }));
             }
             let until = WINDOW.saturating_sub(now.duration_since(slot.sent[0]));
             wait = Some(wait.map_or(until, |w| w.min(until)));
@@ -163,7 +163,7 @@ mod tests {
 
     fn ready(n: Next) -> Announcement {
         match n {
-            Next::Ready(a) => a,
+            Next::Ready(a) => *a,
             other => panic!("expected an announcement, got {other:?}"),
         }
     }

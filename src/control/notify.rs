@@ -130,7 +130,7 @@ async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>) {
         let s = settings();
         let Announcement { review, earlier } =
             match queue.next(s.notify.per_identity_per_minute, std::time::Instant::now()) {
-                Next::Ready(a) => a,
+                Next::Ready(a) => *a,
                 Next::Wait(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
