@@ -591,3 +591,45 @@ fn stalled_handshakes_do_not_take_the_places_of_sessions() {
     assert!(msg.contains("max_handshakes"), "{msg}");
     drop((stalled, third));
 }
+
+/// The text of a session's named prepared statements, which gatehouse
+/// keeps to decide their executions, is bounded: past
+/// `max_prepared_statement_bytes` a Parse gets 54000, and closing
+/// statements makes room again.
+#[test]
+fn prepared_statement_text_is_bounded_per_session() {
+    let g = start(&[("max_prepared_statement_bytes", "65536")]);
+    let info = g.conninfo("postgres");
+    rt().block_on(async move {
+        let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let text = |i: usize| format!("select {i} as n, '{}' as pad", "x".repeat(10_000));
+        let mut kept = Vec::new();
+        let mut refused = None;
+        for i in 0..20 {
+            match c.prepare(&text(i)).await {
+                Ok(s) => kept.push(s),
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (i, e) = refused.expect("a Parse past the limit is refused");
+        assert!((5..=7).contains(&i), "refused at statement {i}");
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(db.code().code(), "54000", "{db}");
+        assert!(db.message().contains("max_prepared_statement_bytes"), "{db}");
+        // The session goes on, and closing statements makes room.
+        let n: i32 = c.query_one(&kept[0], &[]).await.unwrap().get(0);
+        assert_eq!(n, 0);
+        kept.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = c
+            .prepare(&text(99))
+            .await
+            .expect("room after the statements were closed");
+        let n: i32 = c.query_one(&s, &[]).await.unwrap().get(0);
+        assert_eq!(n, 99);
+    });
+}

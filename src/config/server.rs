@@ -25,6 +25,9 @@ pub struct Server {
     /// Connections in their handshake (TLS, startup, login) at once,
     /// counted apart from logged-in sessions.
     pub max_handshakes: usize,
+    /// Bytes of statement text one session's prepared statements may hold
+    /// (gatehouse keeps each one's text to decide its executions).
+    pub max_prepared_statement_bytes: usize,
     /// Largest protocol message accepted in either direction, in bytes.
     pub max_message_bytes: usize,
     /// Read buffer per direction of a session, in bytes.
@@ -56,6 +59,7 @@ impl Default for Server {
             max_connections: 10_000,
             max_sessions_per_identity: 1_000,
             max_handshakes: 1_024,
+            max_prepared_statement_bytes: 16 << 20,
             max_message_bytes: 1 << 30,
             buffer_bytes: 64 * 1024,
             handshake_timeout_secs: 10,
@@ -188,6 +192,9 @@ impl Server {
         }
         if self.max_sessions_per_identity == 0 {
             return Err((srv("max_sessions_per_identity"), "must be at least 1".into()));
+        }
+        if self.max_prepared_statement_bytes < 1 << 16 {
+            return Err((srv("max_prepared_statement_bytes"), "must be at least 65536".into()));
         }
         if self.max_handshakes == 0 {
             return Err((srv("max_handshakes"), "must be at least 1".into()));

@@ -41,9 +41,6 @@ const WATCH: Duration = Duration::from_millis(50);
 /// `max_prepared_stmt_count` is per server; this bounds one client).
 const MAX_PREPARED: usize = 10_000;
 
-/// Statement texts kept for prepared statements, in bytes, per session.
-const MAX_PREPARED_BYTES: usize = 16 << 20;
-
 /// Flush what is gathered for the client beyond this many bytes.
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -879,7 +876,8 @@ impl Session<'_> {
             let msg = format!("gatehouse: statement refused: it carries a secret ({rule})");
             return self.reply_err(code::SPECIFIC_ACCESS_DENIED, b"42000", &msg).await;
         }
-        if self.prepared.len() >= MAX_PREPARED || self.prepared_bytes + sql.len() > MAX_PREPARED_BYTES {
+        let max_bytes = self.state.config.server.max_prepared_statement_bytes;
+        if self.prepared.len() >= MAX_PREPARED || self.prepared_bytes + sql.len() > max_bytes {
             return self
                 .reply_err(
                     code::USER_LIMIT_REACHED,

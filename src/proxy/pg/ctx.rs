@@ -15,6 +15,9 @@ pub struct SessionCtx<'a> {
     pub handle: &'a SessionHandle,
     pub engine: Option<&'a Engine>,
     pub refuse_client_secrets: bool,
+    /// `max_prepared_statement_bytes`: the text the session's named
+    /// statements may hold, over all of them.
+    pub max_statement_bytes: usize,
     pub max_value: usize,
     /// Rows per result the policy allows this identity (`None`: no limit).
     pub max_rows: Option<u64>,

@@ -583,6 +583,20 @@ impl ClientSide<'_> {
                 } else {
                     (lossy(m.sql), None)
                 };
+                // Named statements stay until closed: their texts, which
+                // gatehouse keeps, are bounded over the session.
+                if !m.name.is_empty() && m.name != b"\0" {
+                    let held = ctx.tracker.borrow().statement_bytes(|s| s.sql.len());
+                    if held + sql.len() > ctx.max_statement_bytes {
+                        return Err(Step::Refuse(Refusal::Policy {
+                            code: SqlState::PROGRAM_LIMIT_EXCEEDED,
+                            message: format!(
+                                "this session's prepared statements would hold more than {} bytes of text (max_prepared_statement_bytes); close some",
+                                ctx.max_statement_bytes
+                            ),
+                        }));
+                    }
+                }
                 pass(Op::Parse {
                     name: m.name.to_vec(),
                     stmt: Arc::new(Stmt { sql, class }),

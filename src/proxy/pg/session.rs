@@ -430,6 +430,7 @@ async fn relay(
         handle: &handle,
         engine: state.scan.as_deref(),
         refuse_client_secrets: state.config.scan.refuse_client_secrets,
+        max_statement_bytes: state.config.server.max_prepared_statement_bytes,
         max_value: state.config.scan.max_value_bytes,
         max_rows: state.policy.as_ref().and_then(|p| p.max_rows(&identity.roles)),
         meter: budget.as_ref().map(|_| shared.budgets.meter(&identity.name)),

@@ -261,6 +261,20 @@ impl<S: Clone, P: Clone> Tracker<S, P> {
         !self.open_group
     }
 
+    /// What the statements held and pending take, by `size` (their text).
+    pub fn statement_bytes(&self, size: impl Fn(&S) -> usize) -> usize {
+        let held: usize = self.statements.values().flatten().map(&size).sum();
+        let pending: usize = self
+            .spec_statements
+            .values()
+            .map(|(_, l)| match l {
+                Lookup::Known(s) => size(s),
+                _ => 0,
+            })
+            .sum();
+        held + pending
+    }
+
     /// Statements and portals tracked, with pending creations.
     pub fn names(&self) -> usize {
         self.statements.len().max(self.spec_statements.len()) + self.portals.len().max(self.spec_portals.len())
