@@ -485,6 +485,10 @@ async fn a_full_recordings_disk_refuses_statements_until_it_has_room() {
         let new_session = tokio_postgres::connect(&g.conninfo("postgres"), tokio_postgres::NoTls).await;
         if policy == "refuse" {
             assert_eq!(refused.as_deref(), Some("58030"), "{}", g.log());
+            // However large: a statement over the relay buffer too.
+            let big = format!("select 1 /* {} */", "x".repeat(100_000));
+            let e = c.simple_query(&big).await.unwrap_err();
+            assert_eq!(code(&e), "58030", "{e}");
             let e = new_session.err().expect("a new session is refused");
             assert_eq!(code(&e), "58030", "{e}");
             let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();

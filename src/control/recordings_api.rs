@@ -228,6 +228,8 @@ fn format_of(q: &HashMap<String, String>) -> Result<Format, Response> {
 /// download holds at most this much of the file in memory, however large.
 const CHUNK: usize = 64 << 10;
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// A download whose client has taken nothing for this long is ended.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A recording file in one of the formats, as an HTTP response streamed
 /// from disk: a reader thread sends it in chunks through a bounded channel.
@@ -240,6 +242,12 @@ async fn serve_file(path: std::path::PathBuf, fmt: Format, name: &str) -> Respon
     // JSON lines go out as exactly these bytes, with their length.
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let rt = tokio::runtime::Handle::current();
+    // A client that stops reading lets the reader go after a while rather
+    // than hold its thread and file for as long as the connection lasts.
+    let send = move |chunk: std::io::Result<Vec<u8>>| -> bool {
+        matches!(rt.block_on(tokio::time::timeout(STALLED, tx.send(chunk))), Ok(Ok(())))
+    };
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut r = std::io::BufReader::with_capacity(CHUNK, file.take(len));
@@ -250,12 +258,12 @@ async fn serve_file(path: std::path::PathBuf, fmt: Format, name: &str) -> Respon
                     Ok(0) => return,
                     Ok(n) => {
                         chunk.truncate(n);
-                        if tx.blocking_send(Ok(chunk)).is_err() {
-                            return; // the client went away
+                        if !send(Ok(chunk)) {
+                            return; // the client went away or stalled
                         }
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
+                        let _ = send(Err(e));
                         return;
                     }
                 }
@@ -267,12 +275,12 @@ async fn serve_file(path: std::path::PathBuf, fmt: Format, name: &str) -> Respon
         }
         for v in crate::record::records(r) {
             out.push_str(&render::line(&v, fmt));
-            if out.len() >= CHUNK && tx.blocking_send(Ok(std::mem::take(&mut out).into_bytes())).is_err() {
+            if out.len() >= CHUNK && !send(Ok(std::mem::take(&mut out).into_bytes())) {
                 return;
             }
         }
         if !out.is_empty() {
-            let _ = tx.blocking_send(Ok(out.into_bytes()));
+            let _ = send(Ok(out.into_bytes()));
         }
     });
     let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -383,10 +391,12 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     // The records so far, read by a thread into a bounded channel (a long
     // recording is never held in memory whole), then the live ones.
     let (tx, backlog) = tokio::sync::mpsc::channel::<Value>(256);
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         if let Ok(f) = std::fs::File::open(&path) {
             for v in crate::record::records(f) {
-                if tx.blocking_send(v).is_err() {
+                // Gone, or stalled past `STALLED`: the reader stops.
+                if !matches!(rt.block_on(tokio::time::timeout(STALLED, tx.send(v))), Ok(Ok(()))) {
                     return;
                 }
             }

@@ -85,3 +85,17 @@ pub enum Ev {
     /// Flush, seal what is open as interrupted, and stop (shutdown).
     Stop,
 }
+
+impl Ev {
+    /// The session an event belongs to (none: the audit log's, a stop).
+    pub fn session(&self) -> Option<u32> {
+        match self {
+            Ev::Open { info, .. } => Some(info.session),
+            Ev::Client { session, .. }
+            | Ev::Server { session, .. }
+            | Ev::Review { session, .. }
+            | Ev::Close { session, .. } => Some(*session),
+            Ev::Audit { .. } | Ev::Stop => None,
+        }
+    }
+}

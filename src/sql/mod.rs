@@ -127,18 +127,19 @@ mod walk;
 mod tests;
 
 /// Statements up to this long are parsed on the caller's stack: even
-/// their deepest nesting fits in half a worker's 2 MiB (about 500 bytes of
-/// stack per byte of a join chain in a release build; a debug build's
-/// frames are a hundred times larger).
-const SHALLOW_PARSE_BYTES: usize = if cfg!(debug_assertions) { 16 } else { 1 << 10 };
-/// Longer ones (up to [`MAX_PARSE_BYTES`]) get a stack of this size,
-/// reserved for the parse and committed only as deep as it goes.
-const DEEP_PARSE_STACK: usize = 1 << 30;
+/// their deepest nesting fits in a quarter of a worker's 2 MiB (sqlparser
+/// takes about 1 KiB of stack per byte of a join chain in a release build;
+/// a debug build's frames are a hundred times larger).
+const SHALLOW_PARSE_BYTES: usize = if cfg!(debug_assertions) { 16 } else { 256 };
+/// Longer ones get a stack of this size, reserved for the parse and
+/// committed only as deep as it goes. The nesting that recurses without a
+/// limit in sqlparser (join chains) is bounded before the parse (MySQL:
+/// `MAX_JOINS`), so this holds any statement up to [`MAX_PARSE_BYTES`].
+const DEEP_PARSE_STACK: usize = 256 << 20;
 /// Longer still: not parsed (the statement is unknown, which policies
 /// treat most strictly). A parser recursing on a hostile statement's
 /// nesting must never overflow a worker's stack: that aborts the process.
-/// (sqlparser needs about 1 KiB of stack per byte of a join chain.)
-pub const MAX_PARSE_BYTES: usize = 256 << 10;
+pub const MAX_PARSE_BYTES: usize = 4 << 20;
 
 /// Runs a parse (or a walk of what it made) of a `len`-byte statement where
 /// its recursion cannot overflow the stack; `Err` when it is too long.

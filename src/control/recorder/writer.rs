@@ -101,6 +101,9 @@ pub(super) struct Writer {
     last_retention: Instant,
     /// Sealed files not yet synced: made durable together at the next sync.
     sealed: Vec<std::fs::File>,
+    /// Sessions whose file could not be created, by session, to be tried
+    /// again at their next event.
+    unopened: HashMap<u32, (u64, OpenInfo)>,
     /// The day directory known to exist.
     day_dir: Option<String>,
 }
@@ -119,6 +122,7 @@ impl Writer {
             last_sync: Instant::now(),
             last_retention: Instant::now(),
             sealed: Vec::new(),
+            unopened: HashMap::new(),
             day_dir: None,
         }
     }
@@ -263,6 +267,17 @@ impl Writer {
     }
 
     fn handle(&mut self, ev: Ev) {
+        if !self.unopened.is_empty() {
+            if let Some(session) = ev.session().filter(|s| !self.sessions.contains_key(s)) {
+                if let Some((t, info)) = self.unopened.remove(&session) {
+                    self.open(t, info);
+                }
+                if matches!(ev, Ev::Close { .. }) {
+                    // Never opened: nothing to close (and no retry left).
+                    self.unopened.remove(&session);
+                }
+            }
+        }
         match ev {
             Ev::Open { t, info } => self.open(t, *info),
             Ev::Client {
@@ -332,9 +347,18 @@ impl Writer {
     }
 
     fn open(&mut self, t: u64, info: OpenInfo) {
-        let id = format!("{}-{:08x}", t / 1_000_000, info.session);
+        let base = format!("{}-{:08x}", t / 1_000_000, info.session);
         let day = civil_day(t / 1_000_000);
         let dir = self.rec.cfg.dir.join(&day);
+        // A session id can come back within a second (a server's backend
+        // pid, given to the client): the next free name.
+        let mut id = base.clone();
+        for k in 1.. {
+            if !dir.join(format!("{id}.{}", record::EXT)).exists() || k > 1000 {
+                break;
+            }
+            id = format!("{base}-{k}");
+        }
         let path = dir.join(format!("{id}.{}", record::EXT));
         // The day's directory is made once (again if retention removed it).
         let create = || {
@@ -363,6 +387,10 @@ impl Writer {
             Ok(f) => f,
             Err(e) => {
                 self.write_err("cannot create a session file", e);
+                // Tried again at the session's next event: once writing
+                // works, the session is recorded from there on.
+                let session = info.session;
+                self.unopened.insert(session, (t, info));
                 return;
             }
         };

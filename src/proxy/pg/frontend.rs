@@ -1095,6 +1095,18 @@ impl ClientSide<'_> {
         let body = head.get(HEADER_LEN..).unwrap_or(&[]);
         let ctx = self.ctx;
         let mut tracker = ctx.tracker.borrow_mut();
+        // Nothing runs unrecorded (`recording.on_failure = "refuse"`),
+        // however large.
+        if matches!(tag, b'Q' | b'P' | b'B' | b'F') && !self.skipping && ctx.rec.as_ref().is_some_and(|r| r.refusing())
+        {
+            let sql = refusal_sql(&Refusal::Policy {
+                code: SqlState::IO_ERROR,
+                message: crate::record::link::REFUSED_MESSAGE.into(),
+            });
+            refuse_into(out, tag, &sql, &mut tracker);
+            self.skipping |= !matches!(tag, b'Q' | b'F');
+            return Large::Discard;
+        }
         if self.enforcer.is_none() {
             // Followed as far as its first piece tells.
             match tag {

@@ -53,6 +53,27 @@ pub(super) struct Ctx<'a> {
 /// Classify one statement: `text` is the whole clean text (see `lex`),
 /// `tokens` the statement's tokens (not empty). `Err` is a parse error,
 /// which makes the whole text unknown.
+/// Joins in one statement, at most, for the parser.
+const MAX_JOINS: usize = 128;
+
+/// The joins the parser will see: JOIN keywords, and the commas of an
+/// UPDATE's table list (rewritten into joins, see [`parser_text`]).
+fn join_chain(tokens: &[Token]) -> usize {
+    let is_update = tokens.first().is_some_and(|t| t.is_word("UPDATE"));
+    let (mut depth, mut before_set, mut n) = (0i32, true, 0usize);
+    for t in tokens {
+        match t.value.as_str() {
+            "(" if t.kind == Kind::Punct => depth += 1,
+            ")" if t.kind == Kind::Punct => depth -= 1,
+            "," if t.kind == Kind::Punct && is_update && before_set && depth == 0 => n += 1,
+            _ if t.is_word("SET") => before_set = false,
+            _ if t.is_word("JOIN") || t.is_word("STRAIGHT_JOIN") => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
 pub(super) fn statement(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<StatementInfo, String> {
     let operators = tokens.iter().filter(|t| is_operator(t)).count();
     if operators > MAX_OPERATORS {
@@ -62,6 +83,14 @@ pub(super) fn statement(text: &str, tokens: &[Token], ctx: &Ctx<'_>) -> Result<S
     }
     if let Some(info) = by_keywords(text, tokens, ctx)? {
         return Ok(info);
+    }
+    // sqlparser recurses once per join of a chain (and `UPDATE a, b, …`
+    // becomes one), with no limit of its own; MySQL joins at most 61.
+    let joins = join_chain(tokens);
+    if joins > MAX_JOINS {
+        return Err(format!(
+            "{joins} joins in one statement: more than {MAX_JOINS} are not classified (MySQL joins at most 61 tables)"
+        ));
     }
     let parser_text = parser_text(text, tokens)?;
     // Parsed, walked and dropped (the tree's drop recurses too) where the

@@ -409,8 +409,9 @@ fn long_operator_chains_are_refused_not_overflowing() {
 /// Found by fuzzing: sqlparser recurses once per join of a chain without
 /// ON (and `UPDATE a, b, …` is rewritten into one) with no recursion
 /// limit, and the tree's drop recurses as deep. On a worker's 2 MiB stack
-/// a few thousand of them aborted the process; they are parsed on a stack
-/// of their own, and past `MAX_PARSE_BYTES` not at all (unknown).
+/// a few thousand of them aborted the process. Chains past `MAX_JOINS`
+/// are not parsed (unknown); long statements are parsed on a stack of
+/// their own, and past `MAX_PARSE_BYTES` not at all.
 #[test]
 fn join_chains_do_not_overflow_a_workers_stack() {
     let run = |sql: String| {
@@ -424,15 +425,23 @@ fn join_chains_do_not_overflow_a_workers_stack() {
             .join()
             .expect("classified without overflowing")
     };
-    let (class, error) = run(format!("SELECT * FROM t {}", "JOIN t2 ".repeat(3000)));
+    let (class, error) = run(format!("SELECT * FROM t {}", "JOIN t2 ".repeat(100)));
     assert_eq!(class, Read, "{error:?}");
-    let (class, _) = run(format!("UPDATE t {} SET a = 1", ", t2".repeat(3000)));
-    assert!(matches!(class, Write | Unknown));
-    let (class, error) = run(format!("SELECT * FROM t {}", "JOIN t2 ".repeat(40_000)));
-    assert_eq!(class, Unknown);
-    assert!(error.unwrap_or_default().contains("not classified"));
-    // A bulk insert up to the limit is still a write.
-    let rows: Vec<String> = (0..12_000).map(|i| format!("({i}, 'x{i}')")).collect();
+    for sql in [
+        format!("SELECT * FROM t {}", "JOIN t2 ".repeat(3000)),
+        format!("UPDATE t {} SET a = 1", ", t2".repeat(3000)),
+        format!("SELECT * FROM t {}", "STRAIGHT_JOIN t2 ".repeat(40_000)),
+    ] {
+        let (class, error) = run(sql);
+        assert_eq!(class, Unknown);
+        assert!(error.unwrap_or_default().contains("joins"));
+    }
+    // An UPDATE's SET list has commas too: not joins.
+    let sets: Vec<String> = (0..3000).map(|i| format!("c{i} = {i}")).collect();
+    let (class, error) = run(format!("UPDATE t SET {}", sets.join(", ")));
+    assert_eq!(class, Write, "{error:?}");
+    // A bulk insert of a few hundred kilobytes is still a write.
+    let rows: Vec<String> = (0..20_000).map(|i| format!("({i}, 'x{i}')")).collect();
     let (class, error) = run(format!("INSERT INTO t VALUES {}", rows.join(", ")));
     assert_eq!(class, Write, "{error:?}");
 }
