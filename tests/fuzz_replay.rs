@@ -2,6 +2,8 @@
 //! committed corpora (`fuzz/corpus/<target>/`, regressions included) and on
 //! a few thousand deterministic mutations of them: a short run of the
 //! fuzzers on every test run. The long runs are `./dev.sh fuzz [SECONDS]`.
+//! `GH_FUZZ_DEBUG=1` prints each mutation before it runs (to find the one
+//! that aborts, e.g. on a stack overflow, which no test can catch).
 #[path = "../fuzz/checks.rs"]
 mod checks;
 
