@@ -411,12 +411,17 @@ async fn every_route_against_every_role() {
             for _ in 0..200 {
                 let (_, b) = http(admin, "GET", "/api/v1/recordings", ADMIN, "");
                 let v: Value = serde_json::from_str(&b).unwrap_or_default();
-                if let Some(id) = v["recordings"][0]["id"].as_str() {
+                // A finished one: a live session's tail streams until it ends.
+                let done = v["recordings"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|r| r["live"] == false))
+                    .and_then(|r| r["id"].as_str());
+                if let Some(id) = done {
                     return id.to_string();
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            panic!("no recording")
+            panic!("no finished recording")
         }
     })
     .await

@@ -62,6 +62,18 @@ pub fn render(s: &Shared, recorder: Option<&super::recorder::Recorder>) -> Strin
     per_worker(&mut out, s, "gatehouse_sessions_closed_total", "Sessions ended.", |w| {
         &w.sessions_closed
     });
+    family(
+        &mut out,
+        "gatehouse_sessions_ended_total",
+        "counter",
+        "Sessions ended, by why (the `end` of the session close line).",
+    );
+    for r in crate::core::end::EndReason::ALL {
+        let n = s.counters.ended[r.index()].load(Ordering::Relaxed);
+        if n > 0 {
+            let _ = writeln!(out, "gatehouse_sessions_ended_total{{reason=\"{}\"}} {n}", r.as_str());
+        }
+    }
     per_worker(
         &mut out,
         s,
@@ -208,6 +220,11 @@ pub fn render(s: &Shared, recorder: Option<&super::recorder::Recorder>) -> Strin
                 "gatehouse_recorder_deleted_total",
                 "Recordings deleted by retention.",
                 &st.deleted,
+            ),
+            (
+                "gatehouse_recorder_recovered_total",
+                "Sessions an unclean stop left open, sealed at this start.",
+                &st.recovered,
             ),
         ] {
             family(&mut out, name, "counter", help);

@@ -3,6 +3,7 @@
 //! Each worker writes only its own cache line, once per session event (open,
 //! close, refusal, cancel), never per frame; readers sum over workers.
 
+use super::end::EndReason;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
@@ -30,12 +31,16 @@ impl WorkerCounters {
 /// All workers' counters.
 pub struct Counters {
     pub workers: Vec<WorkerCounters>,
+    /// Sessions ended, by why (indexed by [`EndReason::index`]): a session
+    /// event, so one shared array is cheap enough.
+    pub ended: [AtomicU64; EndReason::ALL.len()],
 }
 
 impl Counters {
     pub fn new(workers: usize) -> Counters {
         Counters {
             workers: (0..workers.max(1)).map(|_| WorkerCounters::default()).collect(),
+            ended: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -43,6 +48,11 @@ impl Counters {
     pub fn worker(&self, worker: usize) -> &WorkerCounters {
         let i = worker.min(self.workers.len() - 1);
         &self.workers[i]
+    }
+
+    /// Counts a session's end.
+    pub fn ended(&self, why: EndReason) {
+        self.ended[why.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {

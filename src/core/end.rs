@@ -64,6 +64,42 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, in declaration order (for counting by reason).
+    pub const ALL: [EndReason; 27] = [
+        EndReason::Open,
+        EndReason::ClientDisconnect,
+        EndReason::ClientIoError,
+        EndReason::ClientTerminate,
+        EndReason::ProtocolError,
+        EndReason::TlsFailed,
+        EndReason::HandshakeTimeout,
+        EndReason::AuthFailed,
+        EndReason::TlsRequired,
+        EndReason::NoTarget,
+        EndReason::NotAllowed,
+        EndReason::NoAccount,
+        EndReason::Refused,
+        EndReason::Draining,
+        EndReason::ConnectionLimit,
+        EndReason::UpstreamUnreachable,
+        EndReason::UpstreamAuthFailed,
+        EndReason::UpstreamRefused,
+        EndReason::UpstreamLost,
+        EndReason::UpstreamProtocolError,
+        EndReason::ScanFailed,
+        EndReason::PolicyViolation,
+        EndReason::Killed,
+        EndReason::Shutdown,
+        EndReason::IdleTimeout,
+        EndReason::Revoked,
+        EndReason::RecordingFailed,
+    ];
+
+    /// This reason's place in [`EndReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name in logs and recordings.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,5 +145,19 @@ impl EndReason {
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EndReason;
+
+    #[test]
+    fn all_lists_every_reason_at_its_index() {
+        for (i, r) in EndReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let names: std::collections::HashSet<&str> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), EndReason::ALL.len(), "names are distinct");
     }
 }

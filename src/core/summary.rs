@@ -51,6 +51,7 @@ impl Summary<'_> {
         }
         let c = shared.counters.worker(self.worker);
         W::add(&c.sessions_closed, 1);
+        shared.counters.ended(self.end);
         W::add(&c.bytes_in, self.bytes_in);
         W::add(&c.bytes_out, self.bytes_out);
         W::add(&c.statements, self.statements);

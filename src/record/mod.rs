@@ -281,6 +281,9 @@ pub struct Report {
     pub id: Option<String>,
     pub seal_hash: Option<String>,
     pub sealed_at: Option<u64>,
+    /// A session sealed at a start after an unclean stop (its seal says
+    /// `recovered`): its records were signed then, not as they were written.
+    pub recovered: bool,
     /// An audit log: its last checkpoint whose signature verified (`seq`,
     /// `t`), and how many records follow it unsigned (a running gateway
     /// signs them at its next checkpoint).
@@ -408,6 +411,7 @@ pub fn verify_signed(path: &Path, r: impl Read, audit: bool, keys: Option<&signi
             }
             rep.sealed = true;
             rep.sealed_at = v["t"].as_u64();
+            rep.recovered = v.get("recovered").is_some();
         }
         prev = hex64(&Sha256::digest(body).into());
         n += 1;

@@ -171,6 +171,12 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
                 ));
             }
         }
+        if r.recovered && r.broken.is_none() {
+            out.notes.push(format!(
+                "{}: sealed at the next start after an unclean stop (its records were signed then, not as they were written)",
+                f.display()
+            ));
+        }
         out.reports.push(r);
     }
     for r in out.reports.iter().filter(|r| is_dir && is_audit_log(path, &r.path)) {

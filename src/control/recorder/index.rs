@@ -40,6 +40,8 @@ pub struct Stats {
     pub syncs: AtomicU64,
     pub write_errors: AtomicU64,
     pub deleted: AtomicU64,
+    /// Sessions an unclean stop left open, sealed at start.
+    pub recovered: AtomicU64,
     /// Statements by class and decision.
     pub statements: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }

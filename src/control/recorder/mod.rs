@@ -12,6 +12,7 @@
 
 mod audit;
 mod index;
+mod recover;
 mod writer;
 
 pub use crate::record::events::{Ev, OpenInfo};
@@ -74,6 +75,34 @@ pub struct Recorder {
     pub health: Arc<crate::record::link::Health>,
     /// When the current failure began (µs), and write errors since.
     failure: Mutex<Option<(u64, String)>>,
+    /// Held for the process's life: one gateway writes a recordings
+    /// directory (a second would interleave chains, and the first's open
+    /// sessions would look like an unclean stop's to it).
+    _lock: std::fs::File,
+}
+
+/// The recordings directory's lock file (not a recording: `verify` and the
+/// API skip it).
+const LOCK_FILE: &str = "gatehouse.lock";
+
+/// Takes the recordings directory's lock, or says who holds it.
+fn lock_dir(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(FILE_MODE)
+        .open(dir.join(LOCK_FILE))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::other(format!(
+            "another gatehouse process records into {} (it holds {LOCK_FILE})",
+            dir.display()
+        )));
+    }
+    Ok(f)
 }
 
 fn lower_priority() {
@@ -116,7 +145,10 @@ impl Recorder {
     pub fn start(cfg: &Recording) -> std::io::Result<Arc<Recorder>> {
         create_dirs(&cfg.dir)?;
         let signer = load_signer(cfg).map_err(std::io::Error::other)?.map(Arc::new);
-        let audit = AuditLog::open(&cfg.dir, signer.clone())?;
+        let lock = lock_dir(&cfg.dir)?;
+        let mut audit = AuditLog::open(&cfg.dir, signer.clone())?;
+        // Before anything new is recorded: seal what an unclean stop left.
+        let leftovers = recover::seal_leftovers(&cfg.dir, &mut audit, signer.as_deref())?;
         let mut shards = Vec::with_capacity(cfg.writers);
         let mut rxs = Vec::with_capacity(cfg.writers);
         for _ in 0..cfg.writers {
@@ -138,7 +170,9 @@ impl Recorder {
                 cfg.on_failure == crate::config::OnFailure::Refuse,
             )),
             failure: Mutex::new(None),
+            _lock: lock,
         });
+        rec.stats.recovered.store(leftovers.sealed, Ordering::Relaxed);
         rec.load_index();
         rec.apply_retention();
         for (i, rx) in rxs.into_iter().enumerate() {

@@ -86,6 +86,10 @@ pub struct PoolTrack {
     /// 0 while relaying; 1 once the reset query is out (its answers are
     /// dropped, its ReadyForQuery stops the server pump); 2 if it failed.
     pub resetting: Cell<u8>,
+    /// The server sent a FATAL (or PANIC) error: it is ending the
+    /// connection, so a client that leaves after it was told is not the
+    /// cause of the end.
+    pub server_fatal: Cell<bool>,
 }
 
 /// A wake-up for a task waiting on the other pump's progress (both pumps

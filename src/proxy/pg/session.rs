@@ -529,6 +529,11 @@ async fn relay(
                 end.set(reason.end());
             }
             (Ok(PumpEnd::Stopped { .. }), _) => end.set(EndReason::ClientTerminate),
+            // The server ended the connection with a FATAL error that went
+            // to the client, which then left: the server's end.
+            (Ok(PumpEnd::Eof { .. }), _) | (Err(PumpError::Read(_)), _) if first && track.server_fatal.get() => {
+                end.set(EndReason::UpstreamLost)
+            }
             (Ok(PumpEnd::Eof { .. }), _) | (Err(PumpError::Read(_)), _) if first => {
                 end.set(EndReason::ClientDisconnect)
             }

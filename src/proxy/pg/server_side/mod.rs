@@ -204,6 +204,7 @@ impl FrameHandler for ServerSide<'_> {
                 }
             }
             b'E' if self.ctx.track.resetting.get() != 0 => self.ctx.track.resetting.set(2),
+            b'E' if is_fatal(body) => self.ctx.track.server_fatal.set(true),
             // A parameter the client's own statement changed (gatehouse's
             // own steps are not the client's answers).
             b'S' if answer.delivery == Delivery::Forward => {
@@ -348,4 +349,44 @@ impl FrameHandler for ServerSide<'_> {
 
 fn scannable_or_copy(tag: u8) -> bool {
     scannable(tag) || tag == b'd'
+}
+
+/// Whether an ErrorResponse body ends the connection (severity FATAL or
+/// PANIC, by the untranslated `V` field, or `S` from older servers).
+fn is_fatal(body: &[u8]) -> bool {
+    let mut severity: Option<&[u8]> = None;
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let Some(end) = tail.iter().position(|&b| b == 0) else {
+            break;
+        };
+        let value = &tail[..end];
+        match code {
+            b'V' => severity = Some(value),
+            b'S' if severity.is_none() => severity = Some(value),
+            _ => {}
+        }
+        rest = &tail[end + 1..];
+    }
+    matches!(severity, Some(b"FATAL" | b"PANIC"))
+}
+
+#[cfg(test)]
+mod fatal_tests {
+    use super::is_fatal;
+
+    #[test]
+    fn severity_decides_not_the_text() {
+        assert!(is_fatal(b"SFATAL\0VFATAL\0C57P01\0Mterminating connection\0\0"));
+        assert!(is_fatal(b"SPANIC\0C XX000\0\0"));
+        // A translated S with the untranslated V.
+        assert!(is_fatal(b"SSCHWERWIEGEND\0VFATAL\0C57P01\0\0"));
+        assert!(!is_fatal(b"SERROR\0VERROR\0C42P01\0MFATAL in the message\0\0"));
+        assert!(!is_fatal(b"VERROR\0SFATAL\0\0"));
+        assert!(!is_fatal(b""));
+        assert!(!is_fatal(b"SFATAL"));
+    }
 }
