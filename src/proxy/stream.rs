@@ -19,6 +19,36 @@ pub enum Peeked {
     Failed,
 }
 
+/// TCP keepalive on both sides of every session: a peer that vanished
+/// without a word (a host powered off, a network that black-holes) is
+/// found within about two minutes of silence (60 s, then 6 probes 10 s
+/// apart) instead of holding the session for hours.
+const KEEPALIVE_IDLE_SECS: libc::c_int = 60;
+const KEEPALIVE_INTERVAL_SECS: libc::c_int = 10;
+const KEEPALIVE_PROBES: libc::c_int = 6;
+
+/// Turns TCP keepalive on for a connected socket (best effort: a failure
+/// leaves the socket as it was).
+pub fn keepalive(fd: RawFd) {
+    let set = |level: libc::c_int, name: libc::c_int, v: libc::c_int| {
+        // SAFETY: setsockopt reads an int from a live local; an fd that is
+        // not a TCP socket gives an error, which is ignored.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECS);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES);
+}
+
 /// Looks at the next byte of a socket without taking it or blocking.
 pub fn peek(fd: RawFd) -> Peeked {
     let mut b = [0u8; 1];
@@ -122,5 +152,38 @@ impl AsyncWriteRent for Stream {
             Stream::ClientTls(s, _) => s.shutdown().await,
             Stream::Closed => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod keepalive_tests {
+    use std::os::fd::AsRawFd;
+
+    fn get(fd: i32, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes an int into a live local.
+        let r = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        assert_eq!(r, 0);
+        v
+    }
+
+    #[test]
+    fn keepalive_is_on_with_its_timers() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let fd = s.as_raw_fd();
+        assert_eq!(get(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
+        super::keepalive(fd);
+        assert_eq!(get(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(
+            get(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+            super::KEEPALIVE_IDLE_SECS
+        );
+        assert_eq!(
+            get(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+            super::KEEPALIVE_INTERVAL_SECS
+        );
+        assert_eq!(get(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), super::KEEPALIVE_PROBES);
     }
 }

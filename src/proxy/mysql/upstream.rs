@@ -80,6 +80,7 @@ async fn dial(t: &TargetRt) -> Result<TcpStream, Fatal> {
         match monoio::time::timeout(timeout, TcpStream::connect_addr(a)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                crate::proxy::stream::keepalive(std::os::fd::AsRawFd::as_raw_fd(&s));
                 return Ok(s);
             }
             Ok(Err(e)) => last = e.to_string(),

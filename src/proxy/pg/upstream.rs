@@ -94,6 +94,7 @@ pub async fn connect(
     }
     let tcp = tcp.ok_or_else(|| connect_err(last))?;
     let _ = tcp.set_nodelay(true);
+    crate::proxy::stream::keepalive(std::os::fd::AsRawFd::as_raw_fd(&tcp));
     let mut conn = Conn::new(Stream::Plain(tcp));
     let io = |e: ConnError| connect_err(e.to_string());
 
