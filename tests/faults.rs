@@ -857,3 +857,61 @@ fn sigkill_under_load_loses_nothing_acknowledged_and_the_evidence_verifies() {
     drop(g3);
     direct_psql(&format!("drop table {t}"));
 }
+
+/// MariaDB: a client killed while its write is held: the review is
+/// withdrawn, a later approval is refused, the write never runs.
+#[test]
+fn mysql_a_held_statement_whose_client_vanished_never_runs() {
+    let admin_port = free_port();
+    let (g, port) = start_mysql(
+        "",
+        "",
+        &format!(
+            "{}\n[policy]\ndefault_role = \"agent\"\n[policy.roles.agent]\nwrite = \"approve\"\napprovers = [\"approver\"]\n",
+            admin_section(admin_port)
+        ),
+    );
+    let t = format!("gh_fault_myheld_{}", rand_suffix());
+    mariadb_direct(&format!(
+        "drop table if exists {t}; create table {t} (id int) engine=InnoDB"
+    ));
+    let mut child = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "agent"])
+        .arg(format!("-p{TOKEN}"))
+        .args(["--batch", "test", "-e", &format!("insert into {t} values (1)")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    wait_for("the hold", WAIT, || {
+        let (_, body) = http(admin_port, "GET", "/api/v1/reviews", ADMIN, "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(r) = v["reviews"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["status"]["state"] == "pending"))
+        {
+            id = r["id"].as_str().unwrap_or("").to_string();
+        }
+        !id.is_empty()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("the review to be withdrawn", WAIT, || {
+        let (_, body) = http(admin_port, "GET", &format!("/api/v1/reviews/{id}"), ADMIN, "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["status"]["state"] == "withdrawn"
+    });
+    let (st, body) = http(
+        admin_port,
+        "POST",
+        &format!("/api/v1/reviews/{id}/approve"),
+        APPROVER,
+        "{\"reason\":\"late\"}",
+    );
+    assert!(st == 409 || st == 404, "a withdrawn review was approved: {st} {body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mariadb_direct(&format!("select count(*) from {t}")).trim(), "0");
+    assert!(alive(g.pid()) && !g.log().contains("panicked"), "{}", g.log());
+    mariadb_direct(&format!("drop table {t}"));
+}
