@@ -351,27 +351,6 @@ fn the_signing_key_must_be_private_and_outside_the_recordings() {
     assert!(out.contains("retention_min_days"), "{out}");
 }
 
-/// A sealed recording started `age_secs` ago, padded to about `size` bytes.
-fn fake_recording(dir: &Path, id: &str, age_secs: u64, size: usize) -> PathBuf {
-    use serde_json::json;
-    let t = gatehouse::record::now_us() - age_secs * 1_000_000;
-    let mut c = gatehouse::record::Chain::default();
-    let mut out = c.line(
-        t,
-        "open",
-        json!({ "id": id, "identity": "agent", "target": "postgres" }),
-    );
-    out.extend(c.line(t + 1, "statement", json!({ "n": 0, "sql": "x".repeat(size) })));
-    out.extend(c.line(t + 2, "close", json!({ "end": "client-terminate" })));
-    let n = c.seq();
-    out.extend(c.line(t + 3, "seal", json!({ "records": n })));
-    let day = dir.join("2020-01-01");
-    std::fs::create_dir_all(&day).unwrap();
-    let p = day.join(format!("{id}.ghrec"));
-    std::fs::write(&p, out).unwrap();
-    p
-}
-
 #[test]
 fn retention_keeps_young_evidence_and_audits_each_deletion() {
     let rec = tempfile::tempdir().unwrap();

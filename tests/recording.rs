@@ -766,32 +766,6 @@ async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Str
         .expect("stream open")
 }
 
-/// A sealed recording started `age_secs` ago, padded to about `size` bytes.
-fn fake_recording(dir: &Path, id: &str, age_secs: u64, size: usize) -> PathBuf {
-    use serde_json::json;
-    let now = gatehouse::record::now_us();
-    let t = now - age_secs * 1_000_000;
-    let mut c = gatehouse::record::Chain::default();
-    let mut out = c.line(
-        t,
-        "open",
-        json!({ "id": id, "identity": "agent", "target": "postgres" }),
-    );
-    out.extend(c.line(
-        t + 1,
-        "statement",
-        json!({ "n": 0, "sql": "x".repeat(size), "decision": "allow" }),
-    ));
-    out.extend(c.line(t + 2, "close", json!({ "end": "client-terminate" })));
-    let n = c.seq();
-    out.extend(c.line(t + 3, "seal", json!({ "records": n })));
-    let day = dir.join("2020-01-01");
-    std::fs::create_dir_all(&day).unwrap();
-    let p = day.join(format!("{id}.ghrec"));
-    std::fs::write(&p, out).unwrap();
-    p
-}
-
 #[test]
 fn retention_by_age_and_by_total_size() {
     let rec = tempfile::tempdir().unwrap();

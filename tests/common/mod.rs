@@ -513,3 +513,29 @@ pub fn sealed_recordings(dir: &Path) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A sealed recording (unsigned) started `age_secs` ago, padded to about
+/// `size` bytes, in `dir`'s day directory 2020-01-01.
+pub fn fake_recording(dir: &Path, id: &str, age_secs: u64, size: usize) -> PathBuf {
+    use serde_json::json;
+    let t = gatehouse::record::now_us() - age_secs * 1_000_000;
+    let mut c = gatehouse::record::Chain::default();
+    let mut out = c.line(
+        t,
+        "open",
+        json!({ "id": id, "identity": "agent", "target": "postgres" }),
+    );
+    out.extend(c.line(
+        t + 1,
+        "statement",
+        json!({ "n": 0, "sql": "x".repeat(size), "decision": "allow" }),
+    ));
+    out.extend(c.line(t + 2, "close", json!({ "end": "client-terminate" })));
+    let n = c.seq();
+    out.extend(c.line(t + 3, "seal", json!({ "records": n })));
+    let day = dir.join("2020-01-01");
+    std::fs::create_dir_all(&day).unwrap();
+    let p = day.join(format!("{id}.ghrec"));
+    std::fs::write(&p, out).unwrap();
+    p
+}

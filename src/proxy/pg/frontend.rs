@@ -421,17 +421,10 @@ impl ClientSide<'_> {
         if request(tag) && self.ctx.tracker.borrow().over_pending() {
             return Step::Wait(WaitFor::Backpressure);
         }
-        let recording_down =
-            matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F') && self.ctx.rec.as_ref().is_some_and(|r| r.refusing());
+        let recording_down = runs_something(tag) && self.ctx.rec.as_ref().is_some_and(|r| r.refusing());
         let (step, op) = match secret {
             // Nothing runs unrecorded (`recording.on_failure = "refuse"`).
-            _ if recording_down && !self.skipping => (
-                Step::Refuse(Refusal::Policy {
-                    code: SqlState::IO_ERROR,
-                    message: crate::record::link::REFUSED_MESSAGE.into(),
-                }),
-                Op::None,
-            ),
+            _ if recording_down && !self.skipping => (Step::Refuse(recording_refusal()), Op::None),
             Some(rule) if self.ctx.refuse_client_secrets && matches!(tag, b'Q' | b'P' | b'B') => {
                 let rule = self.ctx.engine.map(|e| e.rule_id(rule).to_string()).unwrap_or_default();
                 (Step::Refuse(Refusal::Secret { rule }), Op::None)
@@ -1097,12 +1090,8 @@ impl ClientSide<'_> {
         let mut tracker = ctx.tracker.borrow_mut();
         // Nothing runs unrecorded (`recording.on_failure = "refuse"`),
         // however large.
-        if matches!(tag, b'Q' | b'P' | b'B' | b'F') && !self.skipping && ctx.rec.as_ref().is_some_and(|r| r.refusing())
-        {
-            let sql = refusal_sql(&Refusal::Policy {
-                code: SqlState::IO_ERROR,
-                message: crate::record::link::REFUSED_MESSAGE.into(),
-            });
+        if runs_something(tag) && !self.skipping && ctx.rec.as_ref().is_some_and(|r| r.refusing()) {
+            let sql = refusal_sql(&recording_refusal());
             refuse_into(out, tag, &sql, &mut tracker);
             self.skipping |= !matches!(tag, b'Q' | b'F');
             return Large::Discard;
@@ -1245,5 +1234,20 @@ impl ClientSide<'_> {
                 max: head.len(),
             }),
         }
+    }
+}
+
+/// Messages that make the server run something: while recordings cannot be
+/// written (`recording.on_failure = "refuse"`) each is refused, whatever
+/// its size.
+fn runs_something(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F')
+}
+
+/// The refusal while recordings cannot be written.
+fn recording_refusal() -> Refusal {
+    Refusal::Policy {
+        code: SqlState::IO_ERROR,
+        message: crate::record::link::REFUSED_MESSAGE.into(),
     }
 }
