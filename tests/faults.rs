@@ -738,10 +738,26 @@ fn sigkill_under_load_loses_nothing_acknowledged_and_the_evidence_verifies() {
     wait_for("load", Duration::from_secs(60), || {
         statements.load(Ordering::Relaxed) > 400
     });
-    // Past a few sync intervals, so that every open session has records on
-    // disk (what the last interval wrote is in the recorder's buffers, and
-    // SIGKILL takes it: the documented window).
-    std::thread::sleep(Duration::from_millis(400));
+    // Until a checkpoint (every second here) has signed a head of every
+    // open session: what was written after the last checkpoint is
+    // recovered too, but noted as not vouched for.
+    wait_for("checkpoints naming every open session", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(rec_dir.path().join("audit.ghrec")).unwrap_or_default();
+        let named: std::collections::HashSet<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "checkpoint")
+            .flat_map(|v| {
+                v["open"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h[0].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        named.len() > WRITERS
+    });
     g.signal(libc::SIGKILL);
     let _ = g.child.wait();
     for task in tasks {
@@ -798,7 +814,16 @@ fn sigkill_under_load_loses_nothing_acknowledged_and_the_evidence_verifies() {
 
     // The next start seals them, signed, and says so.
     let g2 = Gatehouse::start_with(port, &config);
-    wait_for("recovery in the log", WAIT, || g2.log().contains("was sealed at start"));
+    let deadline = Instant::now() + WAIT;
+    while !g2.log().contains("was sealed at start") {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery in the log:\n{}\naudit log:\n{}",
+            g2.log(),
+            std::fs::read_to_string(rec_dir.path().join("audit.ghrec")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
     assert_eq!(
         g2.log().matches("was sealed at start").count(),
         unsealed_before,
@@ -820,10 +845,12 @@ fn sigkill_under_load_loses_nothing_acknowledged_and_the_evidence_verifies() {
     let (code, out) = verify(rec_dir.path(), &public);
     assert_eq!(code, 0, "after the restart every recording verifies:\n{out}");
     assert_eq!(
-        out.matches("sealed at the next start after an unclean stop").count(),
+        out.matches("sealed at the next start after an unclean stop; records 0–")
+            .count(),
         unsealed_before,
         "{out}"
     );
+    assert!(out.contains("were vouched for by a signed checkpoint"), "{out}");
     let recovered_closes = session_files(rec_dir.path())
         .iter()
         .filter(|f| {

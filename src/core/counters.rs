@@ -52,7 +52,10 @@ impl Counters {
 
     /// Counts a session's end.
     pub fn ended(&self, why: EndReason) {
-        self.ended[why.index()].fetch_add(1, Ordering::Relaxed);
+        // `get`: a reason missing from `ALL` is not counted, never a panic.
+        if let Some(c) = self.ended.get(why.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {

@@ -95,9 +95,38 @@ impl EndReason {
         EndReason::RecordingFailed,
     ];
 
-    /// This reason's place in [`EndReason::ALL`].
+    /// This reason's place in [`EndReason::ALL`] (a match, so that a new
+    /// reason does not compile until it has a place).
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            EndReason::Open => 0,
+            EndReason::ClientDisconnect => 1,
+            EndReason::ClientIoError => 2,
+            EndReason::ClientTerminate => 3,
+            EndReason::ProtocolError => 4,
+            EndReason::TlsFailed => 5,
+            EndReason::HandshakeTimeout => 6,
+            EndReason::AuthFailed => 7,
+            EndReason::TlsRequired => 8,
+            EndReason::NoTarget => 9,
+            EndReason::NotAllowed => 10,
+            EndReason::NoAccount => 11,
+            EndReason::Refused => 12,
+            EndReason::Draining => 13,
+            EndReason::ConnectionLimit => 14,
+            EndReason::UpstreamUnreachable => 15,
+            EndReason::UpstreamAuthFailed => 16,
+            EndReason::UpstreamRefused => 17,
+            EndReason::UpstreamLost => 18,
+            EndReason::UpstreamProtocolError => 19,
+            EndReason::ScanFailed => 20,
+            EndReason::PolicyViolation => 21,
+            EndReason::Killed => 22,
+            EndReason::Shutdown => 23,
+            EndReason::IdleTimeout => 24,
+            EndReason::Revoked => 25,
+            EndReason::RecordingFailed => 26,
+        }
     }
 
     /// The name in logs and recordings.

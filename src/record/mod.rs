@@ -284,6 +284,8 @@ pub struct Report {
     /// A session sealed at a start after an unclean stop (its seal says
     /// `recovered`): its records were signed then, not as they were written.
     pub recovered: bool,
+    /// A recovered seal: the last record a signed checkpoint vouched for.
+    pub signed_through: Option<u64>,
     /// An audit log: its last checkpoint whose signature verified (`seq`,
     /// `t`), and how many records follow it unsigned (a running gateway
     /// signs them at its next checkpoint).
@@ -412,6 +414,7 @@ pub fn verify_signed(path: &Path, r: impl Read, audit: bool, keys: Option<&signi
             rep.sealed = true;
             rep.sealed_at = v["t"].as_u64();
             rep.recovered = v.get("recovered").is_some();
+            rep.signed_through = v["signed_through"].as_u64();
         }
         prev = hex64(&Sha256::digest(body).into());
         n += 1;
@@ -447,6 +450,30 @@ pub fn verify_signed(path: &Path, r: impl Read, audit: bool, keys: Option<&signi
         rep.signed_by = Some(signers.join(","));
     }
     rep
+}
+
+/// The hex SHA-256 of a record line (without its newline): what the next
+/// record's `prev` holds.
+pub fn line_hash(line: &[u8]) -> String {
+    String::from_utf8_lossy(&hex64(&Sha256::digest(line).into())).into_owned()
+}
+
+/// The hash of record `seq` of a file (None when the file is shorter or
+/// unreadable).
+pub fn hash_at(path: &Path, seq: u64) -> Option<String> {
+    let mut r = BufReader::new(std::fs::File::open(path).ok()?);
+    let mut line = Vec::new();
+    for n in 0..=seq {
+        line.clear();
+        if read::read_line(&mut r, &mut line).ok()? == 0 || line.last() != Some(&b'\n') {
+            return None;
+        }
+        if n == seq {
+            line.pop();
+            return Some(line_hash(&line));
+        }
+    }
+    None
 }
 
 /// Whether a file is an audit log (by name).

@@ -45,6 +45,10 @@ struct Account {
     /// Files named by more than one `sealed` record.
     twice: HashSet<String>,
     deleted: HashSet<String>,
+    /// Open sessions' heads from checkpoints (file → last record vouched
+    /// for, its hash), the latest of each: what a seal made after an
+    /// unclean stop may rest on.
+    heads: HashMap<String, (u64, String)>,
     /// The first start that recorded seals: sessions sealed after it must
     /// be in the account.
     seals_since: Option<u64>,
@@ -116,6 +120,13 @@ fn read_account(dir: &Path, audits: &[(PathBuf, Option<HashSet<u64>>)]) -> Accou
                         acc.deleted.insert(file.to_string());
                     }
                 }
+                Some("checkpoint") => {
+                    for h in v["open"].as_array().into_iter().flatten() {
+                        if let (Some(file), Some(at), Some(hash)) = (h[0].as_str(), h[1].as_u64(), h[2].as_str()) {
+                            acc.heads.insert(file.to_string(), (at, hash.to_string()));
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -170,12 +181,6 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
                     ),
                 ));
             }
-        }
-        if r.recovered && r.broken.is_none() {
-            out.notes.push(format!(
-                "{}: sealed at the next start after an unclean stop (its records were signed then, not as they were written)",
-                f.display()
-            ));
         }
         out.reports.push(r);
     }
@@ -257,6 +262,8 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
                             "the seal is not the one {log} recorded at its record {seq}: the recording was rewritten"
                         ),
                     ));
+                } else if r.recovered {
+                    recovered(r, acc.heads.get(&name), keys.is_some(), &mut out.notes);
                 }
             }
             // With keys every session must be accounted for by a signed
@@ -294,6 +301,41 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
         ));
     }
     Ok(out)
+}
+
+/// A session sealed at a start after an unclean stop. With keys its seal
+/// must rest on a signed checkpoint's head for the file: the record it
+/// says it is `signed_through` is the one the checkpoint named, with the
+/// same hash. Records after it were written after the last checkpoint:
+/// noted, as nothing vouched for them.
+fn recovered(r: &mut Report, head: Option<&(u64, String)>, keyed: bool, notes: &mut Vec<String>) {
+    let through = r.signed_through;
+    if keyed {
+        let vouched = match (through, head) {
+            (Some(n), Some((at, hash))) => n == *at && super::hash_at(&r.path, n).as_deref() == Some(hash.as_str()),
+            _ => false,
+        };
+        if !vouched {
+            r.broken = Some((
+                r.intact.saturating_sub(1),
+                "sealed after an unclean stop, but no signed checkpoint vouched for its records".into(),
+            ));
+            return;
+        }
+    }
+    // intact counts the close and the seal recovery added.
+    let written = r.intact.saturating_sub(2);
+    notes.push(match through {
+        Some(n) => format!(
+            "{}: sealed at the next start after an unclean stop; records 0–{n} were vouched for by a signed checkpoint, the {} after them were not",
+            r.path.display(),
+            written.saturating_sub(n + 1)
+        ),
+        None => format!(
+            "{}: sealed at the next start after an unclean stop (no key: nothing vouched for its records)",
+            r.path.display()
+        ),
+    });
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` of a time in microseconds.

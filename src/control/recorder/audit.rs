@@ -198,14 +198,24 @@ impl AuditLog {
     /// key and anything unsigned since the last signed record; then gives
     /// the service log the chain's position and hash, a copy outside the
     /// recordings directory to compare the log with.
-    pub(super) fn checkpoint(&mut self) -> std::io::Result<()> {
+    ///
+    /// `heads`: open sessions whose records moved since the last
+    /// checkpoint, (file, seq of its last record in the file, hash of that
+    /// line); signed with the rest, they vouch for those records should
+    /// the gateway stop uncleanly before sealing them.
+    pub(super) fn checkpoint(&mut self, heads: &[(String, u64, String)]) -> std::io::Result<()> {
         let Some(signer) = self.signer.clone() else {
             return Ok(());
         };
-        if self.unsigned > 0 {
+        if self.unsigned > 0 || !heads.is_empty() {
+            let mut fields = Fields::default();
+            if !heads.is_empty() {
+                let open: Vec<Value> = heads.iter().map(|(f, seq, hash)| json!([f, seq, hash])).collect();
+                fields.value("open", &Value::from(open));
+            }
             let line = self
                 .chain
-                .line_signed(now_us(), "checkpoint", &Fields::default(), &signer, AUDIT_CONTEXT);
+                .line_signed(now_us(), "checkpoint", &fields, &signer, AUDIT_CONTEXT);
             self.file.write_all(&line)?;
             self.unsigned = 0;
         }

@@ -75,30 +75,37 @@ pub struct Recorder {
     pub health: Arc<crate::record::link::Health>,
     /// When the current failure began (µs), and write errors since.
     failure: Mutex<Option<(u64, String)>>,
+    /// Open sessions' heads (file → last record written to the file and
+    /// its hash), kept by the writers at each sync; each checkpoint signs
+    /// those that moved, so that after an unclean stop the next start can
+    /// seal a session up to what a signature vouched for, and no further.
+    heads: Mutex<Heads>,
     /// Held for the process's life: one gateway writes a recordings
     /// directory (a second would interleave chains, and the first's open
     /// sessions would look like an unclean stop's to it).
     _lock: std::fs::File,
 }
 
-/// The recordings directory's lock file (not a recording: `verify` and the
-/// API skip it).
-const LOCK_FILE: &str = "gatehouse.lock";
+/// Open sessions' heads, and which moved since the last checkpoint.
+#[derive(Default)]
+pub(super) struct Heads {
+    pub(super) at: HashMap<String, (u64, String)>,
+    pub(super) moved: std::collections::HashSet<String>,
+}
 
-/// Takes the recordings directory's lock, or says who holds it.
+/// Takes the recordings directory's lock (an flock on the directory
+/// itself), or says that another process holds it.
 fn lock_dir(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
     let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(FILE_MODE)
-        .open(dir.join(LOCK_FILE))?;
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(std::io::Error::other(format!(
-            "another gatehouse process records into {} (it holds {LOCK_FILE})",
+            "another gatehouse process records into {}",
             dir.display()
         )));
     }
@@ -170,6 +177,7 @@ impl Recorder {
                 cfg.on_failure == crate::config::OnFailure::Refuse,
             )),
             failure: Mutex::new(None),
+            heads: Mutex::new(Heads::default()),
             _lock: lock,
         });
         rec.stats.recovered.store(leftovers.sealed, Ordering::Relaxed);
@@ -225,8 +233,9 @@ impl Recorder {
             let _ = t.join();
         }
         // Every writer has sealed its sessions: the last checkpoint signs them all.
+        let r = self.checkpoint();
         let mut a = self.audit_log();
-        let r = a.checkpoint().and_then(|_| a.sync());
+        let r = r.and_then(|_| a.sync());
         drop(a);
         if let Err(e) = r {
             self.failed("the audit log's last checkpoint", &e);
@@ -297,6 +306,36 @@ impl Recorder {
     }
 
     /// The audit log, locked.
+    /// Signs the audit log as it stands with the heads of the open
+    /// sessions that moved since the last checkpoint.
+    pub(super) fn checkpoint(&self) -> std::io::Result<()> {
+        let moved: Vec<(String, u64, String)> = {
+            let mut h = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+            let moved = std::mem::take(&mut h.moved);
+            let mut v: Vec<_> = moved
+                .into_iter()
+                .filter_map(|f| h.at.get(&f).map(|(seq, hash)| (f.clone(), *seq, hash.clone())))
+                .collect();
+            v.sort();
+            v
+        };
+        self.audit_log().checkpoint(&moved)
+    }
+
+    /// A session's head moved (its records up to `seq` are in its file).
+    pub(super) fn head_moved(&self, file: &str, seq: u64, hash: &str) {
+        let mut h = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        h.at.insert(file.to_string(), (seq, hash.to_string()));
+        h.moved.insert(file.to_string());
+    }
+
+    /// A session was sealed: its head is no longer needed.
+    pub(super) fn head_sealed(&self, file: &str) {
+        let mut h = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        h.at.remove(file);
+        h.moved.remove(file);
+    }
+
     fn audit_log(&self) -> std::sync::MutexGuard<'_, AuditLog> {
         self.audit.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,24 +1,29 @@
 //! Sessions an unclean stop left open (a crash, SIGKILL, the OOM killer,
 //! power loss) are sealed at the next start, before any new session is
-//! recorded: each gets a `close` that says so and a seal (signed, with a
-//! key), and the audit log accounts for it like any other session. Without
-//! this, every session open at the moment of the stop would stay unsealed
-//! forever and `verify` could not tell them from files cut by hand.
+//! recorded, but only as far as a signature vouched for them.
 //!
-//! Only what the chain vouches for is sealed. A file whose chain breaks
-//! (edited while the gateway was down) is left as it is, for `verify` to
-//! report; a torn last line (a write the stop interrupted) is cut off and
-//! the cut is on record. What this cannot give is a signature made at the
-//! time of writing: records written after the last signed seal or
-//! checkpoint are signed now, so `verify` notes each recovered session.
+//! While a session is open its records are only hash-chained, which
+//! anyone who can write the directory can redo. So each checkpoint of the
+//! audit log (signed) carries the heads of the open sessions that moved
+//! since the one before: (file, last record written, its hash). After an
+//! unclean stop a session file is sealed only if the latest signed head
+//! names it and its record at that head still has that hash; its seal says
+//! `signed_through` that record, so `verify` can tell what was vouched for
+//! from what was written after the last checkpoint. A file no signed head
+//! names (a session younger than the checkpoint interval, or one planted
+//! while the gateway was down), a file whose chain breaks, and a file the
+//! audit log records as sealed (it was cut) are left unsealed, for
+//! `verify` to report. Without a signing key nothing is vouched for by
+//! anyone: every chain-intact file is sealed, marked recovered.
 
-use super::audit::AuditLog;
-use crate::record::signing::{Signer, SEAL_CONTEXT};
+use super::audit::{AuditLog, AUDIT_FILE};
+use crate::record::signing::{Keyring, Signer, AUDIT_CONTEXT, SEAL_CONTEXT};
 use crate::record::{self, now_us, Chain, Fields};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 /// The `end` of a session that an unclean stop ended.
 pub const UNCLEAN_STOP: &str = "unclean-stop";
@@ -28,53 +33,70 @@ pub const UNCLEAN_STOP: &str = "unclean-stop";
 pub struct Leftovers {
     /// Sessions sealed now.
     pub sealed: u64,
-    /// Files left unsealed because their chain does not verify.
-    pub broken: u64,
-    /// Files with no complete record (created just before the stop), removed.
+    /// Files left unsealed: their chain does not verify, the audit log
+    /// records them as sealed, or no signed head vouches for them.
+    pub left: u64,
+    /// Files with no byte in them (created just before the stop), removed.
     pub empty: u64,
 }
 
-/// Seals every session file under `dir` that has no seal. Runs at start,
-/// under the recordings directory's lock, so no other process writes them.
+/// A signed head: the last record of an open session a checkpoint vouched for.
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Seals every session file under `dir` that has no seal, as far as a
+/// signed head allows. Runs at start, under the recordings directory's
+/// lock, so no other process writes them.
 pub(super) fn seal_leftovers(dir: &Path, audit: &mut AuditLog, signer: Option<&Signer>) -> std::io::Result<Leftovers> {
     let mut files = Vec::new();
-    record::collect(dir, &mut files)?;
+    walk(dir, &mut files);
     files.sort();
+    let unsealed: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| !record::is_audit(p) && !ends_with_seal(p).unwrap_or(false))
+        .collect();
     let mut out = Leftovers::default();
-    let mut on_record: Option<HashSet<String>> = None;
-    for path in files.iter().filter(|p| !record::is_audit(p)) {
-        if ends_with_seal(path).unwrap_or(false) {
-            continue;
-        }
-        let rel = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+    if unsealed.is_empty() {
+        return Ok(out);
+    }
+    let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    let wanted: HashSet<String> = unsealed.iter().map(|p| rel(p)).collect();
+    let account = read_account(dir, &files, &wanted, signer);
+    for path in unsealed {
+        let rel = rel(path);
         // A file the audit log says was sealed lost its seal since: cut
         // (or cut and rewritten). Sealing it again would vouch for that.
-        let sealed_before = on_record.get_or_insert_with(|| sealed_on_record(dir, &files));
-        if sealed_before.contains(&rel) {
-            out.broken += 1;
+        if account.sealed.contains(&rel) {
+            out.left += 1;
             tracing::error!(target: "gatehouse::record", file = %rel,
                 "a session file the audit log recorded as sealed has no seal (it was cut): left as it is, not sealed");
             continue;
         }
-        match seal_one(path, &rel, audit, signer) {
-            Ok(Outcome::Sealed { records, torn }) => {
+        let head = account.heads.get(&rel);
+        match seal_one(path, &rel, audit, signer, head) {
+            Ok(Outcome::Sealed {
+                records,
+                torn,
+                unvouched,
+            }) => {
                 out.sealed += 1;
-                tracing::warn!(target: "gatehouse::record", file = %rel, records, torn_bytes = torn,
+                tracing::warn!(target: "gatehouse::record", file = %rel, records, torn_bytes = torn, unvouched,
                     "a session the gateway did not end (an unclean stop) was sealed at start");
             }
-            Ok(Outcome::AlreadySealed) => {}
             Ok(Outcome::Empty) => {
                 out.empty += 1;
                 tracing::warn!(target: "gatehouse::record", file = %rel,
-                    "a session file with no complete record (an unclean stop right after it was created) was removed");
+                    "an empty session file (an unclean stop right after it was created) was removed");
             }
-            Ok(Outcome::Broken(why)) => {
-                out.broken += 1;
+            Ok(Outcome::Left(why)) => {
+                out.left += 1;
                 tracing::error!(target: "gatehouse::record", file = %rel, why = %why,
-                    "an unsealed session file does not verify: left as it is, not sealed");
+                    "an unsealed session file was left as it is, not sealed");
             }
             Err(e) => {
-                out.broken += 1;
+                out.left += 1;
                 tracing::error!(target: "gatehouse::record", file = %rel, error = %e,
                     "an unsealed session file could not be sealed");
             }
@@ -84,34 +106,129 @@ pub(super) fn seal_leftovers(dir: &Path, audit: &mut AuditLog, signer: Option<&S
     Ok(out)
 }
 
-/// The files the audit logs at the root name in `sealed` records.
-fn sealed_on_record(dir: &Path, files: &[std::path::PathBuf]) -> HashSet<String> {
-    let mut out = HashSet::new();
+/// Regular `.ghrec` files under `dir`; what cannot be read (a `lost+found`,
+/// a permission) is logged and skipped rather than stopping the start, and
+/// symbolic links, FIFOs and the like are never opened.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(target: "gatehouse::record", dir = %dir.display(), error = %e, "cannot read a directory under the recordings: skipped");
+            return;
+        }
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        let p = e.path();
+        if t.is_dir() {
+            walk(&p, out);
+        } else if t.is_file() && p.extension().and_then(|x| x.to_str()) == Some(record::EXT) {
+            out.push(p);
+        }
+    }
+}
+
+/// What the audit logs say about the files to recover.
+#[derive(Default)]
+struct Account {
+    /// Files named by `sealed` records (any audit log at the root).
+    sealed: HashSet<String>,
+    /// The latest head of each wanted file in a checkpoint of the current
+    /// audit log whose signature verifies with this gateway's key.
+    heads: HashMap<String, Head>,
+}
+
+fn read_account(dir: &Path, files: &[PathBuf], wanted: &HashSet<String>, signer: Option<&Signer>) -> Account {
+    let mut acc = Account::default();
+    // file → (head, the seq of the checkpoint that last named it)
+    let mut latest: HashMap<String, (Head, u64)> = HashMap::new();
+    // The checkpoint lines those are in, to check their signatures.
+    let mut lines: HashMap<u64, Vec<u8>> = HashMap::new();
     for log in files.iter().filter(|p| p.parent() == Some(dir) && record::is_audit(p)) {
+        let current = log.file_name().is_some_and(|n| n == AUDIT_FILE);
         let Ok(f) = File::open(log) else { continue };
-        for v in record::records(f) {
-            if v["kind"] == "sealed" {
-                if let Some(file) = v["file"].as_str() {
-                    out.insert(file.to_string());
+        let mut r = std::io::BufReader::new(f);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match record::read::read_line(&mut r, &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.pop() != Some(b'\n') {
+                break;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                break;
+            };
+            match v["kind"].as_str() {
+                Some("sealed") => {
+                    if let Some(file) = v["file"].as_str() {
+                        acc.sealed.insert(file.to_string());
+                    }
                 }
+                Some("checkpoint") if current && signer.is_some() => {
+                    let Some(seq) = v["seq"].as_u64() else { continue };
+                    for h in v["open"].as_array().into_iter().flatten() {
+                        let (Some(file), Some(at), Some(hash)) = (h[0].as_str(), h[1].as_u64(), h[2].as_str()) else {
+                            continue;
+                        };
+                        if wanted.contains(file) {
+                            let head = Head {
+                                seq: at,
+                                hash: hash.to_string(),
+                            };
+                            latest.insert(file.to_string(), (head, seq));
+                            lines.entry(seq).or_insert_with(|| line.clone());
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
-    out
+    // Only heads whose checkpoint's signature verifies with this key count.
+    if let Some(signer) = signer {
+        let keys = Keyring(vec![signer.public()]);
+        let mut verified: HashMap<u64, bool> = HashMap::new();
+        for (file, (head, seq)) in latest {
+            let ok = *verified.entry(seq).or_insert_with(|| {
+                lines.get(&seq).is_some_and(|l| {
+                    let key = serde_json::from_slice::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["key"].as_str().map(str::to_string));
+                    keys.check(AUDIT_CONTEXT, l, key.as_deref()).is_ok()
+                })
+            });
+            if ok {
+                acc.heads.insert(file, head);
+            }
+        }
+    }
+    acc
 }
 
 enum Outcome {
-    Sealed { records: u64, torn: u64 },
-    AlreadySealed,
+    Sealed { records: u64, torn: u64, unvouched: u64 },
     Empty,
-    Broken(String),
+    Left(String),
+}
+
+/// Opens a recording without following a symbolic link (an insider's link
+/// must not make the start read or cut a file elsewhere) or blocking.
+fn open_nofollow(path: &Path, write: bool) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// Whether the file's last line is a seal: the cheap check that lets a
 /// start skip every finished session without reading it whole.
 fn ends_with_seal(path: &Path) -> std::io::Result<bool> {
     const TAIL: u64 = 8 * 1024;
-    let mut f = File::open(path)?;
+    let mut f = open_nofollow(path, false)?;
     let len = f.metadata()?.len();
     let from = len.saturating_sub(TAIL);
     f.seek(SeekFrom::Start(from))?;
@@ -135,34 +252,58 @@ fn ends_with_seal(path: &Path) -> std::io::Result<bool> {
     Ok(v["kind"] == "seal")
 }
 
-fn seal_one(path: &Path, rel: &str, audit: &mut AuditLog, signer: Option<&Signer>) -> std::io::Result<Outcome> {
-    let torn = cut_torn_tail(path)?;
-    let report = record::verify_signed(path, File::open(path)?, false, None);
-    if report.sealed && report.broken.is_none() {
-        return Ok(Outcome::AlreadySealed);
+fn seal_one(
+    path: &Path,
+    rel: &str,
+    audit: &mut AuditLog,
+    signer: Option<&Signer>,
+    head: Option<&Head>,
+) -> std::io::Result<Outcome> {
+    let file = open_nofollow(path, false)?;
+    if !file.metadata()?.is_file() {
+        return Ok(Outcome::Left("not a regular file".into()));
     }
+    if file.metadata()?.len() == 0 {
+        // Nothing was ever written: there is no session to seal, and no
+        // record is needed to say so (an empty file is evidence of nothing).
+        std::fs::remove_file(path)?;
+        return Ok(Outcome::Empty);
+    }
+    // The whole records first: a break in the chain is reported before
+    // anything is cut.
+    let report = record::verify_signed(path, file, false, None);
     match &report.broken {
-        Some((0, why)) if why.starts_with("empty") => {
-            // Nothing was ever complete in it: there is no session to seal.
-            // Its removal is on record, like a deletion by retention.
-            let mut f = Fields::default();
-            f.str("file", rel).str("why", "empty after an unclean stop");
-            audit.append_signed(now_us(), "deleted", &f)?;
-            audit.sync()?;
-            std::fs::remove_file(path)?;
-            return Ok(Outcome::Empty);
-        }
         Some((_, why)) if why.starts_with("no seal") => {}
-        Some((n, why)) => return Ok(Outcome::Broken(format!("record {n}: {why}"))),
-        None => return Ok(Outcome::Broken("no seal".into())),
+        Some((n, why)) if *n > 0 && why.contains("no end of line") => {}
+        Some((n, why)) => return Ok(Outcome::Left(format!("record {n}: {why}"))),
+        None => return Ok(Outcome::Left("sealed after all".into())),
     }
     let Some(id) = report.id.clone() else {
-        return Ok(Outcome::Broken("no session id in its first record".into()));
+        return Ok(Outcome::Left("no session id in its first record".into()));
     };
+    // With a key: only as far as a signed checkpoint vouched for it.
+    let signed_through = match (signer, head) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Ok(Outcome::Left(
+                "no signed checkpoint names it (a session younger than checkpoint_interval_secs at the stop, or a file the gateway did not write)".into(),
+            ))
+        }
+        (Some(_), Some(h)) => {
+            if record::hash_at(path, h.seq).as_deref() != Some(h.hash.as_str()) {
+                return Ok(Outcome::Left(format!(
+                    "its record {} is not the one a signed checkpoint vouched for: changed since",
+                    h.seq
+                )));
+            }
+            Some(h.seq)
+        }
+    };
+    let torn = cut_torn_tail(path)?;
     let Some((seq, last)) = record::last_record(path)? else {
-        return Ok(Outcome::Broken("no complete record".into()));
+        return Ok(Outcome::Left("no complete record".into()));
     };
-    let first_t = record::records(File::open(path)?)
+    let first_t = record::records(open_nofollow(path, false)?)
         .next()
         .and_then(|v| v["t"].as_u64())
         .unwrap_or(0);
@@ -182,6 +323,9 @@ fn seal_one(path: &Path, rel: &str, audit: &mut AuditLog, signer: Option<&Signer
     let records = chain.seq();
     let mut seal = Fields::default();
     seal.u64("records", records).str("recovered", UNCLEAN_STOP);
+    if let Some(n) = signed_through {
+        seal.u64("signed_through", n);
+    }
     let seal_line = match signer {
         Some(s) => chain.line_signed(t, "seal", &seal, s, SEAL_CONTEXT),
         None => chain.line_fields(t, "seal", &seal),
@@ -196,14 +340,19 @@ fn seal_one(path: &Path, rel: &str, audit: &mut AuditLog, signer: Option<&Signer
         .u64("records", records + 1)
         .str("hash", &String::from_utf8_lossy(chain.prev()))
         .str("recovered", UNCLEAN_STOP);
+    if let Some(n) = signed_through {
+        sealed.u64("signed_through", n);
+    }
     audit.append_signed(t, "sealed", &sealed)?;
     audit.sync()?;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    let mut f = open_nofollow(path, true)?;
+    f.seek(SeekFrom::End(0))?;
     f.write_all(&lines)?;
     f.sync_data()?;
     Ok(Outcome::Sealed {
         records: records + 1,
         torn,
+        unvouched: signed_through.map_or(0, |n| seq - n),
     })
 }
 
@@ -211,7 +360,7 @@ fn seal_one(path: &Path, rel: &str, audit: &mut AuditLog, signer: Option<&Signer
 /// returns how many bytes went.
 fn cut_torn_tail(path: &Path) -> std::io::Result<u64> {
     const STEP: u64 = 64 * 1024;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let f = open_nofollow(path, true)?;
     let len = f.metadata()?.len();
     if len == 0 {
         return Ok(0);
@@ -244,8 +393,9 @@ fn cut_torn_tail(path: &Path) -> std::io::Result<u64> {
 mod tests {
     use super::*;
     use crate::record::signing::Keyring;
+    use std::sync::Arc;
 
-    fn session_file(dir: &Path, id: &str, records: u64) -> std::path::PathBuf {
+    fn session_file(dir: &Path, id: &str, records: u64) -> PathBuf {
         let day = dir.join("2026-01-01");
         std::fs::create_dir_all(&day).unwrap();
         let path = day.join(format!("{id}.ghrec"));
@@ -263,15 +413,54 @@ mod tests {
         path
     }
 
-    #[test]
-    fn an_unsealed_session_is_sealed_and_a_torn_line_cut() {
-        let dir = tempfile::tempdir().unwrap();
+    fn head(dir: &Path, path: &Path, seq: u64) -> (String, u64, String) {
+        let rel = path.strip_prefix(dir).unwrap().display().to_string();
+        (rel, seq, record::hash_at(path, seq).unwrap())
+    }
+
+    fn signer() -> (Arc<Signer>, Keyring) {
         let (pem, _) = crate::record::signing::generate().unwrap();
-        let signer = std::sync::Arc::new(Signer::from_pem(&pem).unwrap());
-        let keys = Keyring(vec![signer.public()]);
+        let s = Arc::new(Signer::from_pem(&pem).unwrap());
+        let keys = Keyring(vec![s.public()]);
+        (s, keys)
+    }
+
+    /// Rewrites a file's record `n` (sql) and re-chains everything after
+    /// it, as someone who can write the directory could.
+    fn rewrite_and_rechain(path: &Path, n: usize) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut chain = Chain::default();
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if i == n {
+                v["sql"] = "drop table evidence".into();
+            }
+            let kind = v["kind"].as_str().unwrap().to_string();
+            let t = v["t"].as_u64().unwrap();
+            let obj = v.as_object_mut().unwrap();
+            for k in ["seq", "t", "prev", "kind"] {
+                obj.remove(k);
+            }
+            out.extend(chain.line_fields(t, &kind, &Fields::from_object(v)));
+        }
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn sessions_are_sealed_as_far_as_a_signed_head_vouches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, keys) = signer();
         let a = session_file(dir.path(), "a", 5);
         let b = session_file(dir.path(), "b", 3);
-        // A write the stop cut in the middle.
+        let young = session_file(dir.path(), "young", 2);
+        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        audit
+            .checkpoint(&[head(dir.path(), &a, 3), head(dir.path(), &b, 2)])
+            .unwrap();
+        audit.sync().unwrap();
+        drop(audit);
+        // A write the stop cut in the middle, and a file created just before.
         std::fs::OpenOptions::new()
             .append(true)
             .open(&b)
@@ -280,35 +469,50 @@ mod tests {
             .unwrap();
         let empty = dir.path().join("2026-01-01/c.ghrec");
         std::fs::write(&empty, b"").unwrap();
+
         let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
         let got = seal_leftovers(dir.path(), &mut audit, Some(&signer)).unwrap();
         assert_eq!(
             got,
             Leftovers {
                 sealed: 2,
-                broken: 0,
+                left: 1,
                 empty: 1
             }
         );
         assert!(!empty.exists());
-        for (path, n) in [(&a, 5u64), (&b, 3)] {
+        for (path, n, through) in [(&a, 5u64, 3u64), (&b, 3, 2)] {
             let r = record::verify_signed(path, File::open(path).unwrap(), false, Some(&keys));
             assert!(r.ok(), "{path:?}: {:?}", r.broken);
             assert_eq!(r.intact, n + 2);
+            assert_eq!(r.signed_through, Some(through));
             let recs: Vec<_> = record::records(File::open(path).unwrap()).collect();
             assert_eq!(recs[n as usize]["end"], UNCLEAN_STOP);
         }
-        audit.checkpoint().unwrap();
+        // No signed head named the young session: not sealed.
+        assert!(!record::verify_signed(&young, File::open(&young).unwrap(), false, None).sealed);
+        audit.checkpoint(&[]).unwrap();
         audit.sync().unwrap();
         drop(audit);
         let v = record::verify(dir.path(), Some(&keys), false).unwrap();
-        assert_eq!(v.failed(), 0, "{:?}", v.reports);
-        // A second start finds nothing left to do.
-        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        let failed: Vec<_> = v
+            .reports
+            .iter()
+            .filter(|r| r.broken.is_some())
+            .map(|r| r.path.clone())
+            .collect();
+        assert_eq!(failed, vec![young.clone()], "{:?}", v.reports);
         assert_eq!(
-            seal_leftovers(dir.path(), &mut audit, Some(&signer)).unwrap(),
-            Leftovers::default()
+            v.notes.iter().filter(|n| n.contains("unclean stop")).count(),
+            2,
+            "{:?}",
+            v.notes
         );
+
+        // A second start: the young one is still left, nothing else to do.
+        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        let got = seal_leftovers(dir.path(), &mut audit, Some(&signer)).unwrap();
+        assert_eq!((got.sealed, got.left), (0, 1));
         drop(audit);
         // A sealed file cut by hand afterwards is not sealed again.
         let text = std::fs::read_to_string(&a).unwrap();
@@ -316,20 +520,68 @@ mod tests {
         std::fs::write(&a, cut.join("\n") + "\n").unwrap();
         let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
         let got = seal_leftovers(dir.path(), &mut audit, Some(&signer)).unwrap();
-        assert_eq!(got.broken, 1);
+        assert_eq!((got.sealed, got.left), (0, 2));
         assert!(!record::verify_signed(&a, File::open(&a).unwrap(), false, None).sealed);
     }
 
     #[test]
-    fn a_file_edited_while_the_gateway_was_down_is_not_sealed() {
+    fn a_rechained_or_planted_file_is_not_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, _) = signer();
+        let a = session_file(dir.path(), "a", 6);
+        let b = session_file(dir.path(), "b", 6);
+        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        audit
+            .checkpoint(&[head(dir.path(), &a, 4), head(dir.path(), &b, 4)])
+            .unwrap();
+        audit.sync().unwrap();
+        drop(audit);
+        // Before the head: caught. After it: within what no one vouched for.
+        rewrite_and_rechain(&a, 2);
+        rewrite_and_rechain(&b, 5);
+        let planted = session_file(dir.path(), "planted", 3);
+        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        let got = seal_leftovers(dir.path(), &mut audit, Some(&signer)).unwrap();
+        assert_eq!((got.sealed, got.left), (1, 2));
+        for p in [&a, &planted] {
+            assert!(
+                !record::verify_signed(p, File::open(p).unwrap(), false, None).sealed,
+                "{p:?}"
+            );
+        }
+        let r = record::verify_signed(&b, File::open(&b).unwrap(), false, None);
+        assert!(r.sealed && r.signed_through == Some(4));
+    }
+
+    #[test]
+    fn without_a_key_chain_intact_files_are_sealed() {
         let dir = tempfile::tempdir().unwrap();
         let a = session_file(dir.path(), "a", 4);
-        let text = std::fs::read_to_string(&a).unwrap().replace("select 2", "select 9");
-        std::fs::write(&a, text).unwrap();
+        let b = session_file(dir.path(), "b", 4);
+        let text = std::fs::read_to_string(&b).unwrap().replace("select 2", "select 9");
+        std::fs::write(&b, text).unwrap();
         let mut audit = AuditLog::open(dir.path(), None).unwrap();
         let got = seal_leftovers(dir.path(), &mut audit, None).unwrap();
-        assert_eq!(got.broken, 1);
-        let r = record::verify_signed(&a, File::open(&a).unwrap(), false, None);
-        assert!(!r.sealed);
+        assert_eq!((got.sealed, got.left), (1, 1));
+        assert!(record::verify_signed(&a, File::open(&a).unwrap(), false, None).ok());
+        assert!(!record::verify_signed(&b, File::open(&b).unwrap(), false, None).sealed);
+    }
+
+    #[test]
+    fn links_and_fifos_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim.txt");
+        std::fs::write(&victim, b"line one\nno newline at the end").unwrap();
+        let day = dir.path().join("2026-01-01");
+        std::fs::create_dir_all(&day).unwrap();
+        std::os::unix::fs::symlink(&victim, day.join("link.ghrec")).unwrap();
+        let fifo = std::ffi::CString::new(day.join("fifo.ghrec").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid C path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mut audit = AuditLog::open(dir.path(), None).unwrap();
+        let got = seal_leftovers(dir.path(), &mut audit, None).unwrap();
+        assert_eq!(got, Leftovers::default());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"line one\nno newline at the end");
     }
 }

@@ -143,6 +143,11 @@ impl Writer {
                         n += 1;
                         if n % 4096 == 0 {
                             self.flush_buffers();
+                            // Under sustained load the channel is never
+                            // empty: syncs and checkpoints still come due.
+                            if self.last_sync.elapsed() >= interval {
+                                break;
+                            }
                         }
                     }
                     Err(TryRecvError::Empty) => break,
@@ -172,7 +177,7 @@ impl Writer {
             if self.lead && self.last_checkpoint.elapsed() >= Duration::from_secs(self.rec.cfg.checkpoint_interval_secs)
             {
                 self.last_checkpoint = Instant::now();
-                let r = self.rec.audit_log().checkpoint();
+                let r = self.rec.checkpoint();
                 if let Err(e) = r {
                     self.write_err("audit log checkpoint", e);
                 }
@@ -209,6 +214,26 @@ impl Writer {
     fn sync_dirty(&mut self) {
         self.last_sync = Instant::now();
         let mut errs = Vec::new();
+        // What is in the files now is what the next checkpoint may vouch
+        // for (a head is never ahead of its file).
+        if self.rec.signer.is_some() {
+            for s in self.sessions.values_mut().filter(|s| s.dirty) {
+                match s.file.flush() {
+                    Ok(()) if s.chain.seq() > 0 => {
+                        let file = s
+                            .path
+                            .strip_prefix(&self.rec.cfg.dir)
+                            .unwrap_or(&s.path)
+                            .display()
+                            .to_string();
+                        self.rec
+                            .head_moved(&file, s.chain.seq() - 1, &String::from_utf8_lossy(s.chain.prev()));
+                    }
+                    Ok(()) => {}
+                    Err(e) => errs.push(e),
+                }
+            }
+        }
         // The audit log first: a seal made durable is in the audit log
         // made durable, whatever a power loss interrupts.
         if self.lead || !self.sealed.is_empty() {
@@ -837,6 +862,15 @@ impl Writer {
             Err(e) => self.write_err("seal", e.into_error()),
         }
         self.rec.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
+        if self.rec.signer.is_some() {
+            let file = s
+                .path
+                .strip_prefix(&self.rec.cfg.dir)
+                .unwrap_or(&s.path)
+                .display()
+                .to_string();
+            self.rec.head_sealed(&file);
+        }
         s.entry.live = false;
         s.entry.ended_us = Some(t);
         s.entry.end = Some(end.to_string());

@@ -643,7 +643,12 @@ async fn relay(
     drop(cs);
     // Back to the pool: the reset answered, nothing more read, no kill.
     let keep = match pool_key.as_ref() {
-        Some(key) if track.resetting.get() == 1 && server_stopped.get() == Some(0) && handle.killed().is_none() => {
+        Some(key)
+            if track.resetting.get() == 1
+                && server_stopped.get() == Some(0)
+                && handle.killed().is_none()
+                && !track.server_fatal.get() =>
+        {
             Some(key)
         }
         _ => None,

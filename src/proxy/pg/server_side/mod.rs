@@ -204,7 +204,8 @@ impl FrameHandler for ServerSide<'_> {
                 }
             }
             b'E' if self.ctx.track.resetting.get() != 0 => self.ctx.track.resetting.set(2),
-            b'E' if is_fatal(body) => self.ctx.track.server_fatal.set(true),
+            // Only what reaches the client as an error: it was told why.
+            b'E' if answer.delivery == Delivery::Forward && is_fatal(body) => self.ctx.track.server_fatal.set(true),
             // A parameter the client's own statement changed (gatehouse's
             // own steps are not the client's answers).
             b'S' if answer.delivery == Delivery::Forward => {
