@@ -440,6 +440,7 @@ async fn every_route_against_every_role() {
             let concrete = path.replace("{id}", if path.contains("recordings") { &rec_id2 } else { "999" });
             for (role, token) in &tokens {
                 // Tails stream until the session ends: a finished one here.
+                eprintln!("{role}: {method} {concrete}");
                 let (st, body) = match token {
                     Some(t) => http(admin, &method.to_uppercase(), &concrete, t, ""),
                     None => http_noauth(admin, &method.to_uppercase(), &concrete),

@@ -48,13 +48,23 @@ struct Account {
     /// Open sessions' heads from checkpoints (file → last record vouched
     /// for, its hash), the latest of each: what a seal made after an
     /// unclean stop may rest on.
-    heads: HashMap<String, (u64, String)>,
+    heads: HashMap<String, Head>,
     /// The first start that recorded seals: sessions sealed after it must
     /// be in the account.
     seals_since: Option<u64>,
     /// (audit log, seq of a start, records before it that its run signed
     /// for an earlier run that did not end with a checkpoint)
     late_signed: Vec<(String, u64, u64)>,
+}
+
+/// An open session's head in a checkpoint: the record vouched for, its
+/// hash, and where the checkpoint is (audit log, seq, time).
+struct Head {
+    at: u64,
+    hash: String,
+    log: String,
+    seq: u64,
+    t: u64,
 }
 
 /// A `sealed` record: the audit log, its seq, the seal's hash, the
@@ -123,7 +133,14 @@ fn read_account(dir: &Path, audits: &[(PathBuf, Option<HashSet<u64>>)]) -> Accou
                 Some("checkpoint") => {
                     for h in v["open"].as_array().into_iter().flatten() {
                         if let (Some(file), Some(at), Some(hash)) = (h[0].as_str(), h[1].as_u64(), h[2].as_str()) {
-                            acc.heads.insert(file.to_string(), (at, hash.to_string()));
+                            let head = Head {
+                                at,
+                                hash: hash.to_string(),
+                                log: name.clone(),
+                                seq,
+                                t: v["t"].as_u64().unwrap_or(0),
+                            };
+                            acc.heads.insert(file.to_string(), head);
                         }
                     }
                 }
@@ -181,6 +198,12 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
                     ),
                 ));
             }
+        }
+        if !is_dir && r.recovered && r.broken.is_none() {
+            out.notes.push(format!(
+                "{}: sealed at a start after an unclean stop; check the directory to see what a signed checkpoint vouched for",
+                f.display()
+            ));
         }
         out.reports.push(r);
     }
@@ -288,6 +311,23 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
             }
         }
     }
+    // A session a signed checkpoint saw open, gone without a seal or a
+    // deletion on record: deleted by hand.
+    let mut gone: Vec<(&String, &Head)> = acc
+        .heads
+        .iter()
+        .filter(|(f, _)| !present.contains(*f) && !acc.sealed.contains_key(*f) && !acc.deleted.contains(*f))
+        .collect();
+    gone.sort_by_key(|g| g.0);
+    for (file, h) in gone {
+        out.reports.push(Report::failed(
+            path.join(file),
+            format!(
+                "missing: the checkpoint at record {} of {} saw this session open, and no seal or deletion of it is on record",
+                h.seq, h.log
+            ),
+        ));
+    }
     let mut missing: Vec<(&String, &Sealed)> = acc
         .sealed
         .iter()
@@ -308,11 +348,11 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
 /// says it is `signed_through` is the one the checkpoint named, with the
 /// same hash. Records after it were written after the last checkpoint:
 /// noted, as nothing vouched for them.
-fn recovered(r: &mut Report, head: Option<&(u64, String)>, keyed: bool, notes: &mut Vec<String>) {
+fn recovered(r: &mut Report, head: Option<&Head>, keyed: bool, notes: &mut Vec<String>) {
     let through = r.signed_through;
     if keyed {
         let vouched = match (through, head) {
-            (Some(n), Some((at, hash))) => n == *at && super::hash_at(&r.path, n).as_deref() == Some(hash.as_str()),
+            (Some(n), Some(h)) => n == h.at && super::hash_at(&r.path, n).as_deref() == Some(h.hash.as_str()),
             _ => false,
         };
         if !vouched {
@@ -325,14 +365,18 @@ fn recovered(r: &mut Report, head: Option<&(u64, String)>, keyed: bool, notes: &
     }
     // intact counts the close and the seal recovery added.
     let written = r.intact.saturating_sub(2);
-    notes.push(match through {
-        Some(n) => format!(
-            "{}: sealed at the next start after an unclean stop; records 0–{n} were vouched for by a signed checkpoint, the {} after them were not",
+    notes.push(match (through, head) {
+        (Some(n), Some(h)) => format!(
+            "{}: sealed at a start after an unclean stop (at {}); records 0–{n} were vouched for by the signed checkpoint at record {} of {} ({}), the {} after them were not",
             r.path.display(),
+            r.sealed_at.map(utc).unwrap_or_default(),
+            h.seq,
+            h.log,
+            utc(h.t),
             written.saturating_sub(n + 1)
         ),
-        None => format!(
-            "{}: sealed at the next start after an unclean stop (no key: nothing vouched for its records)",
+        _ => format!(
+            "{}: sealed at a start after an unclean stop (no key: nothing vouched for its records)",
             r.path.display()
         ),
     });

@@ -319,7 +319,13 @@ impl Recorder {
             v.sort();
             v
         };
-        self.audit_log().checkpoint(&moved)
+        let r = self.audit_log().checkpoint(&moved);
+        if r.is_err() {
+            // Announced again at the next checkpoint.
+            let mut h = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+            h.moved.extend(moved.into_iter().map(|(f, _, _)| f));
+        }
+        r
     }
 
     /// A session's head moved (its records up to `seq` are in its file).

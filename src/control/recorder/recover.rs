@@ -140,10 +140,7 @@ struct Account {
 
 fn read_account(dir: &Path, files: &[PathBuf], wanted: &HashSet<String>, signer: Option<&Signer>) -> Account {
     let mut acc = Account::default();
-    // file → (head, the seq of the checkpoint that last named it)
-    let mut latest: HashMap<String, (Head, u64)> = HashMap::new();
-    // The checkpoint lines those are in, to check their signatures.
-    let mut lines: HashMap<u64, Vec<u8>> = HashMap::new();
+    let keys = signer.map(|s| Keyring(vec![s.public()]));
     for log in files.iter().filter(|p| p.parent() == Some(dir) && record::is_audit(p)) {
         let current = log.file_name().is_some_and(|n| n == AUDIT_FILE);
         let Ok(f) = File::open(log) else { continue };
@@ -167,41 +164,31 @@ fn read_account(dir: &Path, files: &[PathBuf], wanted: &HashSet<String>, signer:
                         acc.sealed.insert(file.to_string());
                     }
                 }
-                Some("checkpoint") if current && signer.is_some() => {
-                    let Some(seq) = v["seq"].as_u64() else { continue };
+                // Heads count only from the current log, in checkpoints
+                // whose signature verifies with this gateway's key (checked
+                // only for checkpoints that name a file to recover).
+                Some("checkpoint") if current => {
+                    let Some(keys) = keys.as_ref() else { continue };
+                    let mut verified = None;
                     for h in v["open"].as_array().into_iter().flatten() {
                         let (Some(file), Some(at), Some(hash)) = (h[0].as_str(), h[1].as_u64(), h[2].as_str()) else {
                             continue;
                         };
-                        if wanted.contains(file) {
+                        if !wanted.contains(file) {
+                            continue;
+                        }
+                        let ok = *verified
+                            .get_or_insert_with(|| keys.check(AUDIT_CONTEXT, &line, v["key"].as_str()).is_ok());
+                        if ok {
                             let head = Head {
                                 seq: at,
                                 hash: hash.to_string(),
                             };
-                            latest.insert(file.to_string(), (head, seq));
-                            lines.entry(seq).or_insert_with(|| line.clone());
+                            acc.heads.insert(file.to_string(), head);
                         }
                     }
                 }
                 _ => {}
-            }
-        }
-    }
-    // Only heads whose checkpoint's signature verifies with this key count.
-    if let Some(signer) = signer {
-        let keys = Keyring(vec![signer.public()]);
-        let mut verified: HashMap<u64, bool> = HashMap::new();
-        for (file, (head, seq)) in latest {
-            let ok = *verified.entry(seq).or_insert_with(|| {
-                lines.get(&seq).is_some_and(|l| {
-                    let key = serde_json::from_slice::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v["key"].as_str().map(str::to_string));
-                    keys.check(AUDIT_CONTEXT, l, key.as_deref()).is_ok()
-                })
-            });
-            if ok {
-                acc.heads.insert(file, head);
             }
         }
     }
@@ -264,6 +251,10 @@ fn seal_one(
         return Ok(Outcome::Left("not a regular file".into()));
     }
     if file.metadata()?.len() == 0 {
+        if head.is_some() {
+            // A signed checkpoint saw records in it: emptied since.
+            return Ok(Outcome::Left("empty, but a signed checkpoint saw records in it".into()));
+        }
         // Nothing was ever written: there is no session to seal, and no
         // record is needed to say so (an empty file is evidence of nothing).
         std::fs::remove_file(path)?;
@@ -583,5 +574,70 @@ mod tests {
         let got = seal_leftovers(dir.path(), &mut audit, None).unwrap();
         assert_eq!(got, Leftovers::default());
         assert_eq!(std::fs::read(&victim).unwrap(), b"line one\nno newline at the end");
+    }
+
+    #[test]
+    fn verify_refuses_a_recovered_seal_no_checkpoint_vouched_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, keys) = signer();
+        let a = session_file(dir.path(), "a", 4);
+        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        // Sealed on a head no checkpoint in the audit log holds.
+        let h = Head {
+            seq: 2,
+            hash: record::hash_at(&a, 2).unwrap(),
+        };
+        let rel = a.strip_prefix(dir.path()).unwrap().display().to_string();
+        assert!(matches!(
+            seal_one(&a, &rel, &mut audit, Some(&signer), Some(&h)).unwrap(),
+            Outcome::Sealed { .. }
+        ));
+        audit.checkpoint(&[]).unwrap();
+        audit.sync().unwrap();
+        drop(audit);
+        let v = record::verify(dir.path(), Some(&keys), false).unwrap();
+        let r = v.reports.iter().find(|r| r.path == a).unwrap();
+        assert!(
+            r.broken
+                .as_ref()
+                .is_some_and(|b| b.1.contains("no signed checkpoint vouched")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_session_a_checkpoint_saw_open_cannot_be_deleted_or_emptied_unseen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, keys) = signer();
+        let a = session_file(dir.path(), "a", 4);
+        let b = session_file(dir.path(), "b", 4);
+        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        audit
+            .checkpoint(&[head(dir.path(), &a, 3), head(dir.path(), &b, 3)])
+            .unwrap();
+        audit.sync().unwrap();
+        drop(audit);
+        std::fs::remove_file(&a).unwrap();
+        std::fs::write(&b, b"").unwrap();
+        let mut audit = AuditLog::open(dir.path(), Some(signer.clone())).unwrap();
+        let got = seal_leftovers(dir.path(), &mut audit, Some(&signer)).unwrap();
+        assert_eq!(
+            got,
+            Leftovers {
+                sealed: 0,
+                left: 1,
+                empty: 0
+            }
+        );
+        assert!(b.exists(), "an emptied file a checkpoint saw records in is kept");
+        drop(audit);
+        let v = record::verify(dir.path(), Some(&keys), false).unwrap();
+        let missing = v
+            .reports
+            .iter()
+            .find(|r| r.path == a)
+            .expect("the deleted file is reported");
+        assert!(missing.broken.as_ref().unwrap().1.starts_with("missing"), "{missing:?}");
+        assert!(v.reports.iter().find(|r| r.path == b).unwrap().broken.is_some());
     }
 }

@@ -214,24 +214,23 @@ impl Writer {
     fn sync_dirty(&mut self) {
         self.last_sync = Instant::now();
         let mut errs = Vec::new();
-        // What is in the files now is what the next checkpoint may vouch
-        // for (a head is never ahead of its file).
+        // What this sync makes durable is what the next checkpoint may
+        // vouch for: heads are published once the sync succeeded (a head is
+        // never ahead of its file, even after a power loss).
+        let mut heads = Vec::new();
         if self.rec.signer.is_some() {
-            for s in self.sessions.values_mut().filter(|s| s.dirty) {
-                match s.file.flush() {
-                    Ok(()) if s.chain.seq() > 0 => {
-                        let file = s
-                            .path
-                            .strip_prefix(&self.rec.cfg.dir)
-                            .unwrap_or(&s.path)
-                            .display()
-                            .to_string();
-                        self.rec
-                            .head_moved(&file, s.chain.seq() - 1, &String::from_utf8_lossy(s.chain.prev()));
-                    }
-                    Ok(()) => {}
-                    Err(e) => errs.push(e),
-                }
+            for s in self.sessions.values().filter(|s| s.dirty && s.chain.seq() > 0) {
+                let file = s
+                    .path
+                    .strip_prefix(&self.rec.cfg.dir)
+                    .unwrap_or(&s.path)
+                    .display()
+                    .to_string();
+                heads.push((
+                    file,
+                    s.chain.seq() - 1,
+                    String::from_utf8_lossy(s.chain.prev()).into_owned(),
+                ));
             }
         }
         // The audit log first: a seal made durable is in the audit log
@@ -277,6 +276,11 @@ impl Writer {
                 errs.push(e);
             }
             self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if errs.is_empty() {
+            for (file, seq, hash) in heads {
+                self.rec.head_moved(&file, seq, &hash);
+            }
         }
         for e in errs {
             self.write_err("sync", e);
