@@ -529,7 +529,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 (None, r) => {
                     let rules =
                         gatehouse::scan::assemble(r.as_deref(), &[], Vec::new()).map_err(|e| anyhow::anyhow!(e))?;
-                    gatehouse::scan::Engine::new(&rules, [0; 32])?
+                    std::sync::Arc::new(gatehouse::scan::Engine::new(&rules, [0; 32])?)
                 }
             };
             let input: Box<dyn Read> = match file.as_deref() {

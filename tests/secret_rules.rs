@@ -1188,6 +1188,85 @@ fn format_samples() -> Vec<(&'static str, String)> {
             "libpq-conninfo-password",
             "host=db.internal port=5432 dbname=app user=app password=Lq-secret-9 sslmode=require".into(),
         ),
+        (
+            "aws-bedrock-api-key-short-term",
+            format!(
+                "bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29tLz9BY3Rpb249Q2FsbFdpdGhCZWFyZXJUb2tlbi{}",
+                g.b64(640)
+            ),
+        ),
+        (
+            "tailscale-key",
+            format!("TS_AUTHKEY=tskey-auth-{}CNTRL-{}", g.alnum(12), g.alnum(32)),
+        ),
+        (
+            "sidekiq-gem-server-credentials",
+            format!("BUNDLE_ENTERPRISE__CONTRIBSYS__COM={}:{}", g.hex(8), g.hex(8)),
+        ),
+        (
+            "dropbox-long-lived-access-token",
+            format!("{}AAAAAAAAAA{}", g.alnum(11), g.url(43)),
+        ),
+        ("dropbox-app-credential", "DROPBOX_APP_SECRET=k3x9q7w2m5z8r1t".into()),
+        (
+            "authress-access-key",
+            format!(
+                "authress_{}.{}.acc_{}.{}",
+                g.lower(20),
+                g.lower(5),
+                g.lower(16),
+                g.b64(64)
+            ),
+        ),
+        ("intra42-client-secret", format!("s-s4t2ud-{}", g.hex(64))),
+        ("settlemint-access-token", format!("sm_pat_{}", g.alnum(16))),
+        (
+            "facebook-app-access-token",
+            format!("access_token={}|{}", g.digits(16), g.url(32)),
+        ),
+        (
+            "twitter-app-bearer-token",
+            format!(
+                "AAAAAAAAAAAAAAAAAAAAA{}%2F{}%3D{}",
+                g.alnum(24),
+                g.alnum(14),
+                g.alnum(44)
+            ),
+        ),
+        ("sumologic-access-id", format!("SUMO_ACCESS_ID=su{}", g.alnum(12))),
+        ("sumologic-access-key", format!("SUMO_ACCESS_KEY={}", g.alnum(64))),
+        (
+            "new-relic-user-api-id",
+            format!("NEW_RELIC_USER_API_ID={}", g.lower(64)),
+        ),
+        (
+            "jwt-base64",
+            b64(&format!(
+                "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI{}.{}",
+                g.url(40),
+                g.url(43)
+            )),
+        ),
+        (
+            "secret-stated-in-prose",
+            format!("the client secret is {} for staging", g.alnum(32)),
+        ),
+        (
+            "password-stated-in-prose",
+            "Hi team, the staging db password is Tr0ub4dor&3 until Friday.".into(),
+        ),
+        (
+            "cli-password-flag",
+            "./migrate --db-password Summer2024! --host db1".into(),
+        ),
+        (
+            "cli-secret-flag",
+            format!("deploy --api-key {} --region eu-west-1", g.alnum(40)),
+        ),
+        (
+            "dotnet-appsettings-secret",
+            format!("<add key=\"ClientSecret\" value=\"{}\" />", g.alnum(40)),
+        ),
     ]
 }
 

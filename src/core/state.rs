@@ -92,7 +92,7 @@ impl State {
         }
         let auth = crate::identity::from_config(&config)?;
         let scan = if config.scan.enabled {
-            Some(Arc::new(build_engine(&config)?))
+            Some(build_engine(&config)?)
         } else {
             None
         };
@@ -183,18 +183,42 @@ pub fn scan_rules(config: &Config) -> Result<Vec<scan::Rule>, String> {
     Ok(rules)
 }
 
-/// Compiles the secret rules the configuration names.
-pub fn build_engine(config: &Config) -> Result<Engine, String> {
+/// Compiles the secret rules the configuration names. A reload whose rules
+/// and hash key are unchanged gets the engine already compiled (compiling
+/// the Hyperscan database takes about a second), and hash masks stay the
+/// same across it.
+pub fn build_engine(config: &Config) -> Result<Arc<Engine>, String> {
+    use std::sync::Mutex;
+    // Without a configured key, hash masks are stable for this process:
+    // one random key for its whole life, reloads included.
+    static PROCESS_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COMPILED: Mutex<Option<([u8; 32], Arc<Engine>)>> = Mutex::new(None);
     let sc = &config.scan;
     let rules = scan_rules(config)?;
     let key_text = match (&sc.hash_key, &sc.hash_key_env) {
         (Some(k), _) => k.clone(),
         (None, Some(var)) => std::env::var(var).map_err(|_| format!("scan.hash_key_env: {var} is not set"))?,
-        // Without a configured key, hash masks are stable for this process only.
-        (None, None) => hex::encode(rand::random::<[u8; 32]>()),
+        (None, None) => PROCESS_KEY
+            .get_or_init(|| hex::encode(rand::random::<[u8; 32]>()))
+            .clone(),
     };
     let key: [u8; 32] = sha2::Sha256::digest(key_text.as_bytes()).into();
-    Engine::new(&rules, key).map_err(|e| e.to_string())
+    // What the engine is made of: every rule as parsed, and the key.
+    let fingerprint: [u8; 32] = {
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{rules:?}").as_bytes());
+        h.update(key);
+        h.finalize().into()
+    };
+    let mut compiled = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((f, engine)) = compiled.as_ref() {
+        if *f == fingerprint {
+            return Ok(engine.clone());
+        }
+    }
+    let engine = Arc::new(Engine::new(&rules, key).map_err(|e| e.to_string())?);
+    *compiled = Some((fingerprint, engine.clone()));
+    Ok(engine)
 }
 
 /// Process-wide state shared by all workers.
@@ -287,5 +311,44 @@ impl Shared {
 
     pub fn now(&self) -> u64 {
         self.coarse_now.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::build_engine;
+    use crate::config::Config;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[[target]]\nname = \"t\"\ndatabase = \"t\"\nhost = \"127.0.0.1\"\nuser = \"u\"\ntls = \"disable\"\n{extra}"
+        );
+        Config::parse(&text, "test.toml", Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_reload_reuses_the_engine_and_keeps_hash_masks() {
+        let a = build_engine(&config("")).unwrap();
+        let b = build_engine(&config("")).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "same rules, same key: the compiled engine is reused"
+        );
+        // A change in the rules compiles anew.
+        let c = build_engine(&config("[scan]\ndisabled_rules = [\"aws-access-key-id\"]\n")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        // Back to the first rules, compiled anew: the same process key, so
+        // a hash mask of a secret is the same as before.
+        let mask = "[scan.masks]\n\"aws-access-key-id\" = \"hash\"\n";
+        let e1 = build_engine(&config(mask)).unwrap();
+        let _ = build_engine(&config("")).unwrap();
+        let e2 = build_engine(&config(mask)).unwrap();
+        assert!(!Arc::ptr_eq(&e1, &e2));
+        let text = "key AKIAQRSTUVWXYZ234567 used";
+        let m1 = e1.mask_text(text);
+        assert!(m1.contains("[HASH:"), "{m1}");
+        assert_eq!(m1, e2.mask_text(text));
     }
 }

@@ -41,8 +41,11 @@ pub fn find_in_values(
             continue;
         }
         let (a, b) = (h.first_end, h.last_end);
-        // The values the hit's range touches (an end may be a value's end).
-        let mut k = ends.partition_point(|&en| en < a);
+        // The values the hit's range touches. A match may end one byte past
+        // a value: a pattern that ends in "a byte outside the token's
+        // alphabet, or the end" takes the newline after the value as that
+        // byte, and such a hit belongs to the value before it.
+        let mut k = ends.partition_point(|&en| en + 1 < a);
         while k < values.len() {
             let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
             if st > b {
@@ -51,7 +54,7 @@ pub fn find_in_values(
             let (vs, ve, idx) = values[k];
             let hit = Hit {
                 rule: h.rule,
-                first_end: vs + a.max(st) - st,
+                first_end: vs + a.max(st).min(ends[k]) - st,
                 last_end: vs + b.min(ends[k]) - st,
             };
             tmp.clear();
@@ -61,4 +64,51 @@ pub fn find_in_values(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::RuleFile;
+
+    const RULE: &str = r#"
+[[rule]]
+id = "t"
+name = "t"
+pattern = '''\b(TOK-[A-Za-z0-9_-]{20})(?:[^A-Za-z0-9_-]|$)'''
+keywords = ["tok-"]
+"#;
+
+    #[test]
+    fn a_token_that_ends_its_value_is_found_when_the_rule_ends_in_a_class() {
+        // The pattern ends in "outside the alphabet, or the end": in the
+        // batch, the newline after a value is that byte.
+        let rules = RuleFile::parse(RULE, "test").unwrap();
+        let engine = Engine::new(&rules.rules, [0; 32]).unwrap();
+        let token = "TOK-abcdefghij0123456789";
+        for (middle, expect) in [
+            (token.to_string(), 1),
+            (format!("prefix {token}"), 1),
+            (format!("{token} suffix"), 1),
+            (format!("x{token}"), 0),
+        ] {
+            let buf = format!("first value{middle}second value");
+            let (a, b) = (11, 11 + middle.len());
+            let values = [(0, a, 0), (a, b, 1), (b, buf.len(), 2)];
+            let (mut seg, mut ends, mut hits, mut found) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            find_in_values(
+                &engine,
+                buf.as_bytes(),
+                &values,
+                &mut seg,
+                &mut ends,
+                &mut hits,
+                &mut found,
+                None,
+            )
+            .unwrap();
+            assert_eq!(found.len(), expect, "{middle:?}: {found:?}");
+            assert!(found.iter().all(|(i, _)| *i == 1), "{found:?}");
+        }
+    }
 }
