@@ -3,7 +3,9 @@
 //! `cargo bench --bench scan`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use gatehouse::scan::{assemble, Engine, Hit};
+use gatehouse::proxy::pg::mask_frame;
+use gatehouse::scan::{assemble, values::find_in_values, Engine, Finding, Hit};
+use sha2::{Digest, Sha256};
 
 /// A 64 KiB batch of DataRow frames of ordinary data: ids, md5 hex, names,
 /// e-mail addresses, timestamps, prose, JSON.
@@ -81,6 +83,83 @@ fn digit_group_values(target: usize) -> Vec<u8> {
     out
 }
 
+/// `rows` DataRow frames shaped like the load harness's `gh_load_secrets`
+/// (8 columns; an AWS access key ID, an AWS secret assigned to its name and
+/// a password in a PostgreSQL URI, among plain columns): 3 secrets a row.
+fn harness_secret_rows(rows: u64) -> Vec<u8> {
+    let hex = |s: String| hex::encode(Sha256::digest(s.as_bytes()));
+    let b64 = |s: String| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s.as_bytes()))
+    };
+    let mut out = Vec::new();
+    for g in 1..=rows {
+        let cols = [
+            g.to_string(),
+            format!("user {g}"),
+            format!("user{g}@example.com"),
+            format!("AKIA{}", hex(g.to_string())[..16].to_uppercase()),
+            format!("aws_secret_access_key = {}", &b64(g.to_string())[..40]),
+            format!("postgres://app:{}@db{g}.internal:5432/app", &hex(format!("p{g}"))[..14]),
+            format!("rotated on 2024-03-{:02}, ticket OPS-{}", g % 28 + 1, g * 7 % 10000),
+            hex(g.to_string()).repeat(2),
+        ];
+        let body_len: usize = 2 + cols.iter().map(|c| 4 + c.len()).sum::<usize>();
+        out.push(b'D');
+        out.extend_from_slice(&((body_len + 4) as u32).to_be_bytes());
+        out.extend_from_slice(&(cols.len() as i16).to_be_bytes());
+        for c in &cols {
+            out.extend_from_slice(&(c.len() as i32).to_be_bytes());
+            out.extend_from_slice(c.as_bytes());
+        }
+    }
+    out
+}
+
+/// What the PostgreSQL relay does with a batch of server messages: every
+/// value found, scanned in one pass, confirmed, and each row with a secret
+/// re-framed with its masks. Returns the masked values.
+fn mask_batch(engine: &Engine, buf: &[u8], out: &mut Vec<u8>) -> usize {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 5 <= buf.len() {
+        let len = u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]) as usize;
+        frames.push((at, at + 1 + len));
+        at += 1 + len;
+    }
+    let mut spans = Vec::new();
+    let mut values = Vec::new();
+    for (i, &(s, e)) in frames.iter().enumerate() {
+        spans.clear();
+        gatehouse::wire::pg::value_spans(&buf[s..e], &mut spans).expect("well-formed");
+        values.extend(
+            spans
+                .iter()
+                .filter(|(a, b)| b - a >= engine.min_len)
+                .map(|&(a, b)| (s + a, s + b, i)),
+        );
+    }
+    let (mut seg, mut ends, mut hits, mut found) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    find_in_values(engine, buf, &values, &mut seg, &mut ends, &mut hits, &mut found, None).expect("scan");
+    found.sort_by_key(|(i, f): &(usize, Finding)| (*i, f.start));
+    out.clear();
+    let mut masked = 0;
+    let mut k = 0;
+    for (i, &(s, e)) in frames.iter().enumerate() {
+        let from = k;
+        while k < found.len() && found[k].0 == i {
+            k += 1;
+        }
+        if from == k {
+            out.extend_from_slice(&buf[s..e]);
+            continue;
+        }
+        let mut fs: Vec<Finding> = found[from..k].iter().map(|(_, f)| *f).collect();
+        mask_frame(engine, &buf[s..e], s, &mut fs, &mut spans, out, |_| masked += 1);
+    }
+    masked
+}
+
 fn bench(c: &mut Criterion) {
     let rules = assemble(None, &[], Vec::new()).expect("built-in rules");
     let engine = Engine::new(&rules, [0; 32]).expect("rules compile");
@@ -141,6 +220,21 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(secret_rows.len() as u64));
     g.bench_function("mask_rows_with_secrets_64k", |b| {
         b.iter(|| engine.mask_text(black_box(&secret_rows)).len())
+    });
+    g.finish();
+
+    // The load harness's wide-rows-secrets batch: 100 rows, 300 secrets.
+    let batch = harness_secret_rows(100);
+    let mut out = Vec::with_capacity(batch.len());
+    assert_eq!(
+        mask_batch(&engine, &batch, &mut out),
+        300,
+        "every secret of the batch is masked"
+    );
+    let mut g = c.benchmark_group("mask");
+    g.throughput(Throughput::Elements(300));
+    g.bench_function("wide_rows_100x8_300_secrets", |b| {
+        b.iter(|| mask_batch(&engine, black_box(&batch), &mut out))
     });
     g.finish();
 }

@@ -31,7 +31,7 @@ struct Compiled {
     pattern: String,
     /// Compiled on the rule's first hit: most rules never hit, and 300
     /// compiled regexes cost tens of MiB.
-    re: std::sync::OnceLock<Option<regex::bytes::Regex>>,
+    re: std::sync::OnceLock<Option<super::confirm::Confirmer>>,
     group: usize,
     entropy: Option<f64>,
     validator: Option<Validator>,
@@ -39,9 +39,9 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn regex(&self) -> Option<&regex::bytes::Regex> {
+    fn regex(&self) -> Option<&super::confirm::Confirmer> {
         self.re
-            .get_or_init(|| match super::rules::build_regex(&self.pattern) {
+            .get_or_init(|| match super::confirm::Confirmer::new(&self.pattern, self.group) {
                 Ok(re) => Some(re),
                 Err(e) => {
                     // The syntax was checked when the rules loaded; only a
@@ -84,9 +84,21 @@ pub struct Engine {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// A worker thread's scanning state for one engine generation.
+struct ThreadScratch {
+    generation: u64,
+    scratch: Scratch,
+    /// Per rule: the index (from the call's first) of its latest region
+    /// in the call's hits, or [`NO_REGION`], and the value it is in; all
+    /// `NO_REGION` between calls.
+    last_region: Vec<(u32, u32)>,
+}
+
+const NO_REGION: u32 = u32::MAX;
+
 thread_local! {
-    /// This thread's scratch, and the engine generation it was sized for.
-    static SCRATCH: RefCell<Option<(u64, Scratch)>> = const { RefCell::new(None) };
+    /// This thread's scratch, sized for the engine generation it names.
+    static SCRATCH: RefCell<Option<ThreadScratch>> = const { RefCell::new(None) };
 }
 
 impl Engine {
@@ -94,22 +106,31 @@ impl Engine {
     pub fn new(rules: &[Rule], hash_key: [u8; 32]) -> Result<Engine, ScanError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut patterns = Vec::with_capacity(rules.len());
+        let mut cut_patterns = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             let captures = super::rules::capture_groups(&r.pattern).map_err(|e| ScanError::Regex {
                 id: r.id.clone(),
                 message: e,
             })?;
             let group = r.group.unwrap_or(if captures > 0 { 1 } else { 0 });
-            let mut p = Pattern::new(r.pattern.clone()).map_err(|e| ScanError::Compile {
-                id: r.id.clone(),
-                message: e.to_string(),
-            })?;
-            p.id = Some(i);
-            // Multi-line: callers scan many values at once, each ended by a
-            // newline, and `^`/`$` must hold at each value's edges (hits
-            // are confirmed by the regex on the value alone).
-            p.flags |= hyperscan::PatternFlags::MULTILINE;
-            patterns.push(p);
+            let hs_pattern = |text: &str| -> Result<Pattern, ScanError> {
+                let mut p = Pattern::new(text.to_string()).map_err(|e| ScanError::Compile {
+                    id: r.id.clone(),
+                    message: e.to_string(),
+                })?;
+                p.id = Some(i);
+                // Multi-line: callers scan many values at once, each ended
+                // by a newline, and `^`/`$` must hold at each value's edges
+                // (hits are confirmed by the regex on the value alone).
+                p.flags |= hyperscan::PatternFlags::MULTILINE;
+                Ok(p)
+            };
+            let whole = hs_pattern(&r.pattern)?;
+            cut_patterns.push(match super::prefilter::cut(&r.pattern, group) {
+                Some(text) => hs_pattern(&text)?,
+                None => whole.clone(),
+            });
+            patterns.push(whole);
             compiled.push(Compiled {
                 id: r.id.clone(),
                 pattern: r.pattern.clone(),
@@ -123,24 +144,28 @@ impl Engine {
         let db = if patterns.is_empty() {
             None
         } else {
-            let all = Patterns::from(patterns.clone());
-            match all.build::<hyperscan::Block>() {
+            // The rules cut short (see `prefilter`); should Hyperscan refuse
+            // a cut, the rules whole.
+            match Patterns::from(cut_patterns).build::<hyperscan::Block>() {
                 Ok(db) => Some(db),
-                Err(e) => {
-                    // Name the rule at fault: compile one by one.
-                    for (p, r) in patterns.into_iter().zip(rules) {
-                        if let Err(e) = p.build::<hyperscan::Block>() {
-                            return Err(ScanError::Compile {
-                                id: r.id.clone(),
-                                message: e.to_string(),
-                            });
+                Err(_) => match Patterns::from(patterns.clone()).build::<hyperscan::Block>() {
+                    Ok(db) => Some(db),
+                    Err(e) => {
+                        // Name the rule at fault: compile one by one.
+                        for (p, r) in patterns.into_iter().zip(rules) {
+                            if let Err(e) = p.build::<hyperscan::Block>() {
+                                return Err(ScanError::Compile {
+                                    id: r.id.clone(),
+                                    message: e.to_string(),
+                                });
+                            }
                         }
+                        return Err(ScanError::Compile {
+                            id: "-".into(),
+                            message: e.to_string(),
+                        });
                     }
-                    return Err(ScanError::Compile {
-                        id: "-".into(),
-                        message: e.to_string(),
-                    });
-                }
+                },
             }
         };
         // The shortest match any rule can have: shorter values hold none.
@@ -214,36 +239,80 @@ impl Engine {
     }
 
     /// Runs Hyperscan over `data` once, appending merged candidate regions
-    /// to `hits` (sorted by rule, then position).
+    /// to `hits` (sorted by rule, then position): a rule's match ends within
+    /// [`WINDOW`] of each other make one region.
     pub fn scan(&self, data: &[u8], hits: &mut Vec<Hit>) -> Result<(), ScanError> {
+        self.scan_inner(data, hits, None)
+    }
+
+    /// Like [`scan`](Self::scan) over values laid out one after another,
+    /// value `k` ending at `value_ends[k]` with one separator byte after it:
+    /// a region never spans two values (a rule's ends in one value make one
+    /// region), so each region is confirmed on its own value only. A match
+    /// ending on the separator belongs to the value before it.
+    pub fn scan_values(&self, data: &[u8], value_ends: &[usize], hits: &mut Vec<Hit>) -> Result<(), ScanError> {
+        self.scan_inner(data, hits, Some(value_ends))
+    }
+
+    fn scan_inner(&self, data: &[u8], hits: &mut Vec<Hit>, value_ends: Option<&[usize]>) -> Result<(), ScanError> {
         let Some(db) = &self.db else { return Ok(()) };
         let start_len = hits.len();
         let mut overflow = false;
+        // The value a match ending at `to` (exclusive) belongs to. Matches
+        // come in order of their ends, so the last answer is tried first.
+        let mut last_value = 0usize;
+        let mut value_of = |to: usize| -> usize {
+            let Some(ends) = value_ends else { return 0 };
+            let fits = |k: usize| ends.get(k).is_some_and(|&en| en + 1 >= to) && (k == 0 || ends[k - 1] + 1 < to);
+            if !fits(last_value) {
+                last_value = ends.partition_point(|&en| en + 1 < to);
+            }
+            last_value
+        };
         SCRATCH.with(|cell| -> Result<(), ScanError> {
             let mut slot = cell.borrow_mut();
-            let fresh = !matches!(&*slot, Some((g, _)) if *g == self.generation);
+            let fresh = !matches!(&*slot, Some(s) if s.generation == self.generation);
             if fresh {
                 let s = db
                     .alloc_scratch()
                     .map_err(|e| ScanError::Runtime(format!("scratch: {e}")))?;
-                *slot = Some((self.generation, s));
+                *slot = Some(ThreadScratch {
+                    generation: self.generation,
+                    scratch: s,
+                    last_region: vec![(NO_REGION, 0); self.rules.len()],
+                });
             }
-            let Some((_, scratch)) = slot.as_ref() else {
+            let Some(ThreadScratch {
+                scratch, last_region, ..
+            }) = slot.as_mut()
+            else {
                 return Err(ScanError::Runtime("no scratch".into()));
             };
-            db.scan(data, scratch, |id: u32, _from: u64, to: u64, _flags: u32| {
+            let result = db.scan(data, scratch, |id: u32, _from: u64, to: u64, _flags: u32| {
                 let to = to as usize;
-                // Merge with this rule's last region when close: long runs of
-                // matching bytes report an end at every position.
-                if let Some(h) = hits[start_len..].iter_mut().rev().find(|h| h.rule == id) {
-                    if to <= h.last_end + WINDOW {
-                        h.last_end = h.last_end.max(to);
-                        return Matching::Continue;
+                // Merge with this rule's last region when close (in the same
+                // value, for values): long runs of matching bytes report an
+                // end at every position.
+                let value = value_of(to);
+                if let Some(&(at, at_value)) = last_region.get(id as usize) {
+                    if at != NO_REGION {
+                        let h = &mut hits[start_len + at as usize];
+                        let same = match value_ends {
+                            Some(_) => value == at_value as usize,
+                            None => to <= h.last_end + WINDOW,
+                        };
+                        if same {
+                            h.last_end = h.last_end.max(to);
+                            return Matching::Continue;
+                        }
                     }
                 }
                 if hits.len() - start_len >= MAX_HIT_RANGES {
                     overflow = true;
                     return Matching::Terminate;
+                }
+                if let Some(at) = last_region.get_mut(id as usize) {
+                    *at = ((hits.len() - start_len) as u32, value as u32);
                 }
                 hits.push(Hit {
                     rule: id,
@@ -251,8 +320,15 @@ impl Engine {
                     last_end: to,
                 });
                 Matching::Continue
-            })
-            .or_else(|e| match e {
+            });
+            // Leave the table clean for the next call: only the rules that
+            // hit were touched.
+            for h in &hits[start_len..] {
+                if let Some(at) = last_region.get_mut(h.rule as usize) {
+                    *at = (NO_REGION, 0);
+                }
+            }
+            result.or_else(|e| match e {
                 hyperscan::Error::Hyperscan(hyperscan::HsError::ScanTerminated) => Ok(()),
                 e => Err(ScanError::Runtime(e.to_string())),
             })
@@ -280,36 +356,33 @@ impl Engine {
         let Some(re) = r.regex() else {
             return;
         };
-        for caps in re.captures_iter(window) {
-            let Some(m) = caps.get(r.group).or_else(|| caps.get(0)) else {
-                continue;
-            };
-            let whole = caps.get(0).map(|m| m.end()).unwrap_or(0) + from;
+        re.matches(window, |_, whole_end, start, end| {
+            let whole = whole_end + from;
             // Keep matches that end where Hyperscan saw one (give or take the
             // regex's own choice of the longest match).
-            if whole < hit.first_end || m.start() + from > hit.last_end {
-                continue;
+            if whole < hit.first_end || start + from > hit.last_end {
+                return;
             }
-            let secret = m.as_bytes();
+            let secret = &window[start..end];
             if secret.is_empty() {
-                continue;
+                return;
             }
             if let Some(min) = r.entropy {
                 if entropy(secret) < min {
-                    continue;
+                    return;
                 }
             }
             if let Some(v) = r.validator {
                 if !validate(v, secret) {
-                    continue;
+                    return;
                 }
             }
             out.push(Finding {
                 rule: hit.rule,
-                start: m.start() + from,
-                end: m.end() + from,
+                start: start + from,
+                end: end + from,
             });
-        }
+        });
     }
 
     /// All secrets in one value (a convenience over `scan` + `confirm`).
@@ -388,19 +461,27 @@ pub fn entropy(s: &[u8]) -> f64 {
     if s.is_empty() {
         return 0.0;
     }
+    // H = log2(n) - (1/n) * sum(c * log2(c)) over the byte counts c; the
+    // c * log2(c) of short secrets' counts come from a table.
+    static C_LOG2_C: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
+    let table =
+        C_LOG2_C.get_or_init(|| std::array::from_fn(|c| if c < 2 { 0.0 } else { c as f64 * (c as f64).log2() }));
     let mut counts = [0u32; 256];
     for &b in s {
         counts[b as usize] += 1;
     }
     let n = s.len() as f64;
-    counts
+    let sum: f64 = counts
         .iter()
-        .filter(|&&c| c > 0)
+        .filter(|&&c| c > 1)
         .map(|&c| {
-            let p = c as f64 / n;
-            -p * p.log2()
+            table
+                .get(c as usize)
+                .copied()
+                .unwrap_or_else(|| c as f64 * (c as f64).log2())
         })
-        .sum()
+        .sum();
+    (n.log2() - sum / n).max(0.0)
 }
 
 fn validate(v: Validator, s: &[u8]) -> bool {
@@ -524,6 +605,10 @@ mod tests {
     #[test]
     fn entropy_and_validators() {
         assert!(entropy(b"aaaaaaaa") < 0.1);
+        assert!((entropy(b"abcd") - 2.0).abs() < 1e-9);
+        assert!((entropy(b"aabb") - 1.0).abs() < 1e-9);
+        let long: Vec<u8> = (0..2000u32).map(|i| (i % 7) as u8).collect();
+        assert!((entropy(&long) - 7f64.log2()).abs() < 1e-3);
         assert!(entropy(b"a8Fk2Lq9Zx7Vb3Nm") > 3.5);
         assert!(luhn(b"4111111111111111"));
         assert!(!luhn(b"4111111111111112"));

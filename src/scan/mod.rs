@@ -1,7 +1,9 @@
 //! Secret rules, the Hyperscan database, per-thread scratch, and masking.
 //! Pure: no I/O beyond reading a rules file.
 
+pub mod confirm;
 pub mod engine;
+pub mod prefilter;
 pub mod report;
 pub mod rules;
 pub mod values;

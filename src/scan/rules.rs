@@ -128,16 +128,6 @@ impl RuleFile {
     }
 }
 
-/// The regex of a rule: bytes, ASCII classes (as Hyperscan without UCP:
-/// tokens are ASCII, and Unicode classes would make every regex many times
-/// larger).
-pub fn build_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
-    regex::bytes::RegexBuilder::new(pattern)
-        .unicode(false)
-        .size_limit(32 << 20)
-        .build()
-}
-
 /// Checks a pattern's syntax without compiling it; returns its number of
 /// capture groups.
 ///
@@ -169,7 +159,7 @@ pub fn capture_groups(pattern: &str) -> Result<usize, String> {
 /// first that fails.
 pub fn compile_all(rules: &[Rule]) -> Result<(), String> {
     for r in rules {
-        build_regex(&r.pattern).map_err(|e| format!("rule {}: {e}", r.id))?;
+        super::confirm::check(&r.pattern).map_err(|e| format!("rule {}: {e}", r.id))?;
     }
     Ok(())
 }

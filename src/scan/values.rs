@@ -34,34 +34,27 @@ pub fn find_in_values(
         seg.push(b'\n');
     }
     hits.clear();
-    engine.scan(seg, hits)?;
+    engine.scan_values(seg, ends, hits)?;
     let mut tmp = Vec::new();
     for h in hits.iter() {
         if applies.is_some_and(|m| !m.get(h.rule as usize).copied().unwrap_or(true)) {
             continue;
         }
-        let (a, b) = (h.first_end, h.last_end);
-        // The values the hit's range touches. A match may end one byte past
-        // a value: a pattern that ends in "a byte outside the token's
-        // alphabet, or the end" takes the newline after the value as that
-        // byte, and such a hit belongs to the value before it.
-        let mut k = ends.partition_point(|&en| en + 1 < a);
-        while k < values.len() {
-            let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
-            if st > b {
-                break;
-            }
-            let (vs, ve, idx) = values[k];
-            let hit = Hit {
-                rule: h.rule,
-                first_end: vs + a.max(st).min(ends[k]) - st,
-                last_end: vs + b.min(ends[k]) - st,
-            };
-            tmp.clear();
-            engine.confirm(buf, vs, ve, &hit, &mut tmp);
-            found.extend(tmp.iter().map(|x| (idx, *x)));
-            k += 1;
-        }
+        // The value the region is in (regions never span two). A match may
+        // end one byte past its value: a pattern that ends in "a byte
+        // outside the token's alphabet, or the end" takes the newline after
+        // the value as that byte.
+        let k = ends.partition_point(|&en| en + 1 < h.first_end);
+        let Some(&(vs, ve, idx)) = values.get(k) else { continue };
+        let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
+        let hit = Hit {
+            rule: h.rule,
+            first_end: vs + h.first_end.clamp(st, ends[k]) - st,
+            last_end: vs + h.last_end.clamp(st, ends[k]) - st,
+        };
+        tmp.clear();
+        engine.confirm(buf, vs, ve, &hit, &mut tmp);
+        found.extend(tmp.iter().map(|x| (idx, *x)));
     }
     Ok(())
 }

@@ -18,4 +18,5 @@ pub mod statements;
 pub use super::stream;
 mod upstream;
 
+pub use server_side::masking::mask_frame;
 pub use session::handle_connection;

@@ -177,44 +177,63 @@ impl ServerSide<'_> {
                 continue;
             }
             let mut fs: Vec<Finding> = self.found[start..fi].iter().map(|(_, x)| *x).collect();
-            resolve_overlaps(&mut fs);
             let frame = &buf[f.start..f.end];
-            self.spans.clear();
-            let _ = pg::value_spans(frame, &mut self.spans);
-            let mut masks: Vec<Vec<u8>> = Vec::with_capacity(fs.len());
-            for x in &fs {
-                let rel = x.start - f.start;
-                let binary = f.tag == b'D'
-                    && self
-                        .spans
-                        .iter()
-                        .find(|&&(s, e)| s <= rel && rel < e)
-                        .is_some_and(|&(s, e)| is_binary(&frame[s..e]));
-                let mut m = Vec::new();
-                if binary {
-                    m.extend_from_slice(&buf[x.start..x.end]);
-                    engine.mask_same_len(x.rule, &mut m);
-                } else {
-                    engine.mask(x.rule, &buf[x.start..x.end], &mut m);
-                }
-                masks.push(m);
-                self.ctx.count_masked(x.rule);
-            }
-            let reps: Vec<Replace<'_>> = fs
-                .iter()
-                .zip(&masks)
-                .map(|(x, m)| Replace {
-                    start: x.start - f.start,
-                    end: x.end - f.start,
-                    with: m,
-                })
-                .collect();
-            let spans = &self.spans;
+            let ctx = self.ctx;
             edits.replace(&f, |out| {
                 out.extend_from_slice(&pre);
-                pg::rebuild(frame, spans, &reps, out);
+                mask_frame(engine, frame, f.start, &mut fs, &mut self.spans, out, |rule| {
+                    ctx.count_masked(rule)
+                });
             });
             i += 1;
         }
     }
+}
+
+/// Appends `frame` (which starts at `frame_start` of the buffer the
+/// findings' offsets are into) with each finding replaced by its rule's
+/// mask: one re-frame however many values change. A value in binary format
+/// keeps its length (its inner lengths must stay true). `counted` is told
+/// each rule that masked a value. `spans` is scratch.
+pub fn mask_frame(
+    engine: &Engine,
+    frame: &[u8],
+    frame_start: usize,
+    findings: &mut Vec<Finding>,
+    spans: &mut Vec<(usize, usize)>,
+    out: &mut Vec<u8>,
+    mut counted: impl FnMut(u32),
+) {
+    resolve_overlaps(findings);
+    spans.clear();
+    let _ = pg::value_spans(frame, spans);
+    // All masks in one buffer, cut into the replacements afterwards.
+    let mut masks = Vec::with_capacity(findings.len() * 24);
+    let mut cuts = Vec::with_capacity(findings.len());
+    for x in findings.iter() {
+        let (start, end) = (x.start - frame_start, x.end - frame_start);
+        let binary = frame[0] == b'D'
+            && spans
+                .iter()
+                .find(|&&(s, e)| s <= start && start < e)
+                .is_some_and(|&(s, e)| is_binary(&frame[s..e]));
+        let at = masks.len();
+        if binary {
+            masks.extend_from_slice(&frame[start..end]);
+            engine.mask_same_len(x.rule, &mut masks[at..]);
+        } else {
+            engine.mask(x.rule, &frame[start..end], &mut masks);
+        }
+        cuts.push((start, end, at, masks.len()));
+        counted(x.rule);
+    }
+    let reps: Vec<Replace<'_>> = cuts
+        .iter()
+        .map(|&(start, end, a, b)| Replace {
+            start,
+            end,
+            with: &masks[a..b],
+        })
+        .collect();
+    pg::rebuild(frame, spans, &reps, out);
 }

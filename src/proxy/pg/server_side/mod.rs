@@ -20,7 +20,7 @@ use crate::wire::pg::{self, HEADER_LEN};
 
 mod copy_out;
 mod large;
-mod masking;
+pub(crate) mod masking;
 mod max_rows;
 
 use copy_out::COPY_HOLD;

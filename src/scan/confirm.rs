@@ -1,0 +1,272 @@
+//! A rule's regex, as it confirms a Hyperscan hit inside one value and
+//! finds the span of the secret (the rule's group) in the match.
+//!
+//! Finding a capture group's span is what costs: the regex engine runs a
+//! backtracker over the match, several times the price of finding the
+//! match. Most rules are a concatenation `prefix (secret) suffix`, and for
+//! those the span comes from three anchored searches instead: the prefix's
+//! preferred match from the match's start, the group's preferred match
+//! from there, and the suffix matching after it. When all three succeed
+//! this is exactly the span the backtracker reports (it tries the prefix's
+//! ways to match in order of preference, then the group's, and stops at
+//! the first that lets the rest match: these). When any fails, the
+//! backtracker decides.
+
+use regex_automata::dfa::{
+    dense::{self, DFA},
+    Automaton,
+};
+use regex_automata::meta::{self, Regex};
+use regex_automata::nfa::thompson;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, MatchKind};
+use regex_syntax::hir::{Hir, HirKind};
+
+/// The syntax rules are written in: bytes, ASCII classes (as Hyperscan
+/// without UCP: tokens are ASCII, and Unicode classes would make every
+/// regex many times larger); `^`/`$` are line anchors, as Hyperscan
+/// compiles them (`rules::capture_groups` refuses text anchors).
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false).multi_line(true)
+}
+
+fn meta_config() -> meta::Config {
+    meta::Config::new()
+        .match_kind(MatchKind::LeftmostFirst)
+        .utf8_empty(false)
+        .nfa_size_limit(Some(32 << 20))
+}
+
+/// Checks a pattern compiles as confirmation will compile it.
+pub fn check(pattern: &str) -> Result<(), String> {
+    build(pattern).map(|_| ())
+}
+
+fn build(pattern: &str) -> Result<Regex, String> {
+    meta::Builder::new()
+        .configure(meta_config())
+        .syntax(syntax_config())
+        .build(pattern)
+        .map_err(|e| e.to_string())
+}
+
+/// A fully built DFA for a part, or `None` when it would be too big (the
+/// backtracker decides for such rules).
+fn build_dfa(hir: &Hir) -> Option<DFA<Vec<u32>>> {
+    let nfa = thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .which_captures(thompson::WhichCaptures::None)
+                .nfa_size_limit(Some(1 << 20)),
+        )
+        .build_from_hir(hir)
+        .ok()?;
+    dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::LeftmostFirst)
+                // Parts are only ever run anchored.
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(Some(DFA_SIZE_LIMIT))
+                .determinize_size_limit(Some(4 * DFA_SIZE_LIMIT)),
+        )
+        .build_from_nfa(&nfa)
+        .ok()
+}
+
+/// Bytes a part's DFA may take; most parts take a few KiB.
+const DFA_SIZE_LIMIT: usize = 512 << 10;
+
+/// The pattern cut around its secret group.
+struct Split {
+    prefix: DFA<Vec<u32>>,
+    group: DFA<Vec<u32>>,
+    suffix: DFA<Vec<u32>>,
+}
+
+/// A rule's compiled regex and, when the pattern is cut around its
+/// group, the three parts.
+pub struct Confirmer {
+    whole: Regex,
+    /// The capture group that is the secret (0: the whole match).
+    group: usize,
+    split: Option<Split>,
+}
+
+impl Confirmer {
+    pub fn new(pattern: &str, group: usize) -> Result<Confirmer, String> {
+        let whole = build(pattern)?;
+        let split = if group == 0 { None } else { split(pattern, group) };
+        Ok(Confirmer { whole, group, split })
+    }
+
+    /// Whether the pattern is cut around its group (see the module's notes).
+    pub fn has_split(&self) -> bool {
+        self.split.is_some()
+    }
+
+    /// Calls `found(match_start, match_end, secret_start, secret_end)` for
+    /// each match in `hay`, in order (offsets into `hay`). A match whose
+    /// group did not take part is reported with the whole match.
+    pub fn matches(&self, hay: &[u8], mut found: impl FnMut(usize, usize, usize, usize)) {
+        let mut caps = None;
+        for m in self.whole.find_iter(Input::new(hay)) {
+            if self.group == 0 {
+                found(m.start(), m.end(), m.start(), m.end());
+                continue;
+            }
+            let span = self
+                .split
+                .as_ref()
+                .and_then(|s| s.group_span(hay, m.start(), m.end()))
+                .or_else(|| {
+                    // The backtracker, on this match alone.
+                    let caps = caps.get_or_insert_with(|| self.whole.create_captures());
+                    let input = Input::new(hay).range(m.start()..m.end()).anchored(Anchored::Yes);
+                    self.whole.search_captures(&input, caps);
+                    caps.get_group(self.group).map(|g| (g.start, g.end))
+                })
+                .unwrap_or((m.start(), m.end()));
+            found(m.start(), m.end(), span.0, span.1);
+        }
+    }
+}
+
+impl Split {
+    /// The group's span in the match `hay[start..end]`, when the parts'
+    /// preferred matches make up that match; `None` to ask the backtracker.
+    fn group_span(&self, hay: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+        // Each part's preferred match from `at`: where it ends.
+        let anchored = |dfa: &DFA<Vec<u32>>, at: usize| {
+            dfa.try_search_fwd(&Input::new(hay).range(at..end).anchored(Anchored::Yes))
+                .ok()
+                .flatten()
+                .map(|m| m.offset())
+        };
+        let group_start = anchored(&self.prefix, start)?;
+        let group_end = anchored(&self.group, group_start)?;
+        let suffix_end = anchored(&self.suffix, group_end)?;
+        (suffix_end == end).then_some((group_start, group_end))
+    }
+}
+
+/// Cuts `pattern` into prefix, group and suffix when it is a concatenation
+/// with capture group `group` as one of its parts.
+fn split(pattern: &str, group: usize) -> Option<Split> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .multi_line(true)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let at = parts
+        .iter()
+        .position(|p| matches!(p.kind(), HirKind::Capture(c) if c.index as usize == group))?;
+    Some(Split {
+        prefix: build_dfa(&Hir::concat(parts[..at].to_vec()))?,
+        group: build_dfa(&parts[at])?,
+        suffix: build_dfa(&Hir::concat(parts[at + 1..].to_vec()))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spans the backtracker gives, for comparison.
+    fn by_captures(pattern: &str, group: usize, hay: &[u8]) -> Vec<(usize, usize, usize, usize)> {
+        let re = regex::bytes::RegexBuilder::new(pattern)
+            .unicode(false)
+            .multi_line(true)
+            .build()
+            .unwrap();
+        re.captures_iter(hay)
+            .map(|c| {
+                let m = c.get(0).unwrap();
+                let g = c.get(group).unwrap_or(m);
+                (m.start(), m.end(), g.start(), g.end())
+            })
+            .collect()
+    }
+
+    fn by_confirmer(pattern: &str, group: usize, hay: &[u8]) -> Vec<(usize, usize, usize, usize)> {
+        let c = Confirmer::new(pattern, group).unwrap();
+        let mut out = Vec::new();
+        c.matches(hay, |a, b, s, e| out.push((a, b, s, e)));
+        out
+    }
+
+    #[test]
+    fn spans_are_the_backtrackers() {
+        let cases: &[(&str, usize, &str)] = &[
+            (r"\b((?:AKIA|ASIA)[A-Z0-9]{16})\b", 1, "x AKIA0123456789ABCDEF y ASIA0123456789ABCDEG"),
+            (
+                r#"(?i)aws_?secret["']?[ \t]{0,30}(?::|=>|=)\s{0,30}["']?([A-Za-z0-9/+=]{40})(?:[^\nA-Za-z0-9/+=]|(?m:$))"#,
+                1,
+                "AWS_SECRET = 'abcdEFGHijklMNOPqrstUVWXyz0123456789+/ab' and aws_secret=abcdEFGHijklMNOPqrstUVWXyz0123456789+/ab",
+            ),
+            // A lazy prefix: its preferred match is too short for the
+            // group, and the backtracker must decide.
+            (
+                r"\bAKIA[A-Z0-9]{4}\b(?s:.){0,40}?\b([A-Za-z0-9/+=]{10})(?:[^\nA-Za-z0-9/+=]|(?m:$))",
+                1,
+                "AKIA0123 and then x abcdefghij0 and abcdefghij",
+            ),
+            // Greedy prefix that swallows what the group needs.
+            (r"key=(\w*)(\w{3})$", 2, "key=abcdefgh"),
+            (r"key=(\w*)(\w{3})$", 1, "key=abcdefgh"),
+            // A group that is not a part of the top-level concatenation.
+            (r"(?:a=(\d+)|b=(\d+))", 1, "a=12 b=34"),
+            // An optional group that may not take part.
+            (r"t(x)?y", 1, "ty txy"),
+            // The whole match.
+            (r"tok_[a-z]{5}", 0, "tok_abcde tok_fghij"),
+        ];
+        for &(pattern, group, hay) in cases {
+            assert_eq!(
+                by_confirmer(pattern, group, hay.as_bytes()),
+                by_captures(pattern, group, hay.as_bytes()),
+                "{pattern} on {hay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_builtin_rule_agrees_with_the_backtracker_on_its_corpus() {
+        // The detection corpus is the broad check (tests/detection_corpus.rs);
+        // here, each built-in rule on a few strings made to match it.
+        let rules = crate::scan::RuleFile::parse(crate::scan::BUILTIN_RULES, "built-in").unwrap();
+        let samples = [
+            "password = \"Sup3r-s3cret-passw0rd!\"",
+            "postgres://app:0123456789abcd@db1.internal:5432/app",
+            "aws_secret_access_key = abcdEFGHijklMNOPqrstUVWXyz0123456789+/ab",
+            "api_key: 'a8Fk2Lq9Zx7Vb3Nm4Pq8Rs1T'",
+            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcdefghijklmnop",
+            "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 and xoxb-123456789012-1234567890123-abcdefghijklmnopqrstuvwx",
+        ];
+        let mut split = 0;
+        for r in &rules.rules {
+            let group = r
+                .group
+                .unwrap_or(if crate::scan::rules::capture_groups(&r.pattern).unwrap() > 0 {
+                    1
+                } else {
+                    0
+                });
+            split += usize::from(Confirmer::new(&r.pattern, group).unwrap().has_split());
+            for s in samples {
+                assert_eq!(
+                    by_confirmer(&r.pattern, group, s.as_bytes()),
+                    by_captures(&r.pattern, group, s.as_bytes()),
+                    "rule {} on {s:?}",
+                    r.id
+                );
+            }
+        }
+        assert!(split > 250, "only {split} rules are cut around their group");
+    }
+}
