@@ -57,6 +57,9 @@ fn build_dfa(hir: &Hir) -> Option<DFA<Vec<u32>>> {
         .configure(
             thompson::Config::new()
                 .which_captures(thompson::WhichCaptures::None)
+                // Bytes, not UTF-8: an empty match before a byte such as
+                // 0x80 must not be skipped.
+                .utf8(false)
                 .nfa_size_limit(Some(1 << 20)),
         )
         .build_from_hir(hir)
@@ -226,6 +229,12 @@ mod tests {
             // The whole match.
             (r"tok_[a-z]{5}", 0, "tok_abcde tok_fghij"),
         ];
+        // Bytes that are not UTF-8 around the secret.
+        let hay = b"k=\x80abcdefgh\xff k=abcdefgh\x80";
+        assert_eq!(
+            by_confirmer(r"k=\W?([a-z]{4,9})\b", 1, hay),
+            by_captures(r"k=\W?([a-z]{4,9})\b", 1, hay)
+        );
         for &(pattern, group, hay) in cases {
             assert_eq!(
                 by_confirmer(pattern, group, hay.as_bytes()),

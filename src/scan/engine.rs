@@ -302,6 +302,7 @@ impl Engine {
                             None => to <= h.last_end + WINDOW,
                         };
                         if same {
+                            h.first_end = h.first_end.min(to);
                             h.last_end = h.last_end.max(to);
                             return Matching::Continue;
                         }
@@ -368,7 +369,9 @@ impl Engine {
                 return;
             }
             if let Some(min) = r.entropy {
-                if entropy(secret) < min {
+                // A threshold is met when reached: rounding must not put a
+                // secret of exactly that entropy under it.
+                if entropy(secret) + ENTROPY_TOLERANCE < min {
                     return;
                 }
             }
@@ -455,6 +458,10 @@ pub fn mask_into(kind: MaskKind, id: &str, key: &[u8; 32], secret: &[u8], out: &
         }
     }
 }
+
+/// How far under a rule's entropy threshold a computed entropy may fall
+/// and still meet it (floating-point rounding).
+const ENTROPY_TOLERANCE: f64 = 1e-9;
 
 /// Shannon entropy in bits per byte.
 pub fn entropy(s: &[u8]) -> f64 {
@@ -609,6 +616,17 @@ mod tests {
         assert!((entropy(b"aabb") - 1.0).abs() < 1e-9);
         let long: Vec<u8> = (0..2000u32).map(|i| (i % 7) as u8).collect();
         assert!((entropy(&long) - 7f64.log2()).abs() < 1e-3);
+        // A secret of exactly a rule's threshold meets it.
+        let e = Engine::new(
+            &[Rule {
+                entropy: Some(3.0),
+                ..rule("t", r"tok=([A-Z]{48})")
+            }],
+            [0; 32],
+        )
+        .unwrap();
+        let f = e.find(b"tok=ABCDEFGHABCDEFGHABCDEFGHABCDEFGHABCDEFGHABCDEFGH").unwrap();
+        assert_eq!(f.len(), 1, "8 distinct bytes, 6 of each: 3 bits a byte");
         assert!(entropy(b"a8Fk2Lq9Zx7Vb3Nm") > 3.5);
         assert!(luhn(b"4111111111111111"));
         assert!(!luhn(b"4111111111111112"));

@@ -32,7 +32,7 @@ pub fn cut(pattern: &str, group: usize) -> Option<String> {
     if group == 0 {
         return None;
     }
-    if pattern.contains("(?x") || pattern.contains("(?-x") {
+    if sets_flag_x(pattern) {
         return None; // whitespace is syntax there: parts are not read alone
     }
     let parsed = ast::parse::Parser::new().parse(pattern).ok()?;
@@ -104,6 +104,17 @@ fn without_suffix(pattern: &str, g: &ast::Group) -> Option<String> {
     (end < pattern.len()).then(|| pattern[..end].to_string())
 }
 
+/// Whether any flag group (`(?ix)`, `(?x:…)`, `(?-x)`) names `x`; a
+/// literal `(?` that is not one only keeps the pattern whole.
+fn sets_flag_x(pattern: &str) -> bool {
+    pattern.match_indices("(?").any(|(at, _)| {
+        pattern[at + 2..]
+            .bytes()
+            .take_while(|b| b.is_ascii_alphabetic() || *b == b'-')
+            .any(|b| b == b'x')
+    })
+}
+
 /// The longest match of a part of a pattern, read alone.
 fn max_len(part: &str) -> Option<usize> {
     regex_syntax::ParserBuilder::new()
@@ -165,6 +176,14 @@ mod tests {
         assert_eq!(cut(r"tok_[a-z]{16}", 0), None);
         assert_eq!(cut(r"(?:a=([a-z]{4,9})|b=([a-z]{4,9}))", 1), None);
         assert_eq!(cut(r"k=([a-z]{4,9}x)", 1), None);
+        // Verbose mode, however its flag is set: parts are not read alone.
+        for p in [
+            r"(?x)k = ([a-z]{4,9}) \b",
+            r"(?ix)k=([a-z]{4,9})\b",
+            r"(?i)(?sx:k)=([a-z]{4,9})\b",
+        ] {
+            assert_eq!(cut(p, 1), None, "{p}");
+        }
     }
 
     #[test]
