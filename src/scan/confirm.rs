@@ -22,10 +22,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind};
 
-/// The syntax rules are written in: bytes, ASCII classes (as Hyperscan
-/// without UCP: tokens are ASCII, and Unicode classes would make every
-/// regex many times larger); `^`/`$` are line anchors, as Hyperscan
-/// compiles them (`rules::capture_groups` refuses text anchors).
+/// The syntax rules are written in, as `rules::parse` reads it.
 fn syntax_config() -> syntax::Config {
     syntax::Config::new().unicode(false).utf8(false).multi_line(true)
 }
@@ -104,7 +101,8 @@ impl Confirmer {
     }
 
     /// Whether the pattern is cut around its group (see the module's notes).
-    pub fn has_split(&self) -> bool {
+    #[cfg(test)]
+    fn has_split(&self) -> bool {
         self.split.is_some()
     }
 
@@ -156,13 +154,7 @@ impl Split {
 /// Cuts `pattern` into prefix, group and suffix when it is a concatenation
 /// with capture group `group` as one of its parts.
 fn split(pattern: &str, group: usize) -> Option<Split> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .multi_line(true)
-        .build()
-        .parse(pattern)
-        .ok()?;
+    let hir = super::rules::parse(pattern).ok()?;
     let HirKind::Concat(parts) = hir.kind() else {
         return None;
     };
@@ -177,17 +169,23 @@ fn split(pattern: &str, group: usize) -> Option<Split> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The spans the backtracker gives, for comparison.
-    fn by_captures(pattern: &str, group: usize, hay: &[u8]) -> Vec<(usize, usize, usize, usize)> {
-        let re = regex::bytes::RegexBuilder::new(pattern)
+    /// The regex crate's own engine on a rule's pattern, read as the
+    /// scanner reads it: what confirmation is checked against.
+    pub(in crate::scan) fn backtracking(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+        regex::bytes::RegexBuilder::new(pattern)
             .unicode(false)
             .multi_line(true)
             .build()
-            .unwrap();
-        re.captures_iter(hay)
+    }
+
+    /// The spans the backtracker gives, for comparison.
+    fn by_captures(pattern: &str, group: usize, hay: &[u8]) -> Vec<(usize, usize, usize, usize)> {
+        backtracking(pattern)
+            .unwrap()
+            .captures_iter(hay)
             .map(|c| {
                 let m = c.get(0).unwrap();
                 let g = c.get(group).unwrap_or(m);
@@ -245,9 +243,10 @@ mod tests {
     }
 
     #[test]
-    fn every_builtin_rule_agrees_with_the_backtracker_on_its_corpus() {
-        // The detection corpus is the broad check (tests/detection_corpus.rs);
-        // here, each built-in rule on a few strings made to match it.
+    fn builtin_rules_agree_with_the_backtracker_on_samples_and_most_are_cut() {
+        // The detection corpus is the broad check of what is found
+        // (tests/detection_corpus.rs); here, every built-in rule on strings
+        // that several rules match, span by span.
         let rules = crate::scan::RuleFile::parse(crate::scan::BUILTIN_RULES, "built-in").unwrap();
         let samples = [
             "password = \"Sup3r-s3cret-passw0rd!\"",

@@ -148,8 +148,11 @@ impl Engine {
             // a cut, the rules whole.
             match Patterns::from(cut_patterns).build::<hyperscan::Block>() {
                 Ok(db) => Some(db),
-                Err(_) => match Patterns::from(patterns.clone()).build::<hyperscan::Block>() {
-                    Ok(db) => Some(db),
+                Err(e) => match Patterns::from(patterns.clone()).build::<hyperscan::Block>() {
+                    Ok(db) => {
+                        tracing::warn!(target: "gatehouse::scan", error = %e, "the rules cut short did not compile; scanning with the whole rules (slower)");
+                        Some(db)
+                    }
                     Err(e) => {
                         // Name the rule at fault: compile one by one.
                         for (p, r) in patterns.into_iter().zip(rules) {

@@ -117,14 +117,7 @@ fn sets_flag_x(pattern: &str) -> bool {
 
 /// The longest match of a part of a pattern, read alone.
 fn max_len(part: &str) -> Option<usize> {
-    regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(part)
-        .ok()?
-        .properties()
-        .maximum_len()
+    super::rules::parse(part).ok()?.properties().maximum_len()
 }
 
 fn capture_index(kind: &GroupKind) -> Option<u32> {
@@ -138,6 +131,7 @@ fn capture_index(kind: &GroupKind) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::confirm::tests::backtracking;
 
     #[test]
     fn cuts_the_secrets_last_repetition_and_what_follows() {
@@ -203,15 +197,8 @@ mod tests {
                 .unwrap_or(usize::from(crate::scan::rules::capture_groups(&r.pattern).unwrap() > 0));
             let Some(prefix) = cut(&r.pattern, group) else { continue };
             cut_rules += 1;
-            let full = regex::bytes::RegexBuilder::new(&r.pattern)
-                .unicode(false)
-                .multi_line(true)
-                .build()
-                .unwrap();
-            let short = regex::bytes::RegexBuilder::new(&prefix)
-                .unicode(false)
-                .multi_line(true)
-                .build()
+            let full = backtracking(&r.pattern).unwrap();
+            let short = backtracking(&prefix)
                 .unwrap_or_else(|e| panic!("rule {}: the cut pattern {prefix:?} does not compile: {e}", r.id));
             for s in samples {
                 for m in full.find_iter(s.as_bytes()) {

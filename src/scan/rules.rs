@@ -128,6 +128,20 @@ impl RuleFile {
     }
 }
 
+/// A rule's pattern (or a part of one) as the scanner reads it: bytes,
+/// ASCII classes (as Hyperscan without UCP: tokens are ASCII, and Unicode
+/// classes would make every regex many times larger), and `^`/`$` as line
+/// anchors, as Hyperscan compiles the patterns.
+pub fn parse(pattern: &str) -> Result<regex_syntax::hir::Hir, String> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .multi_line(true)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())
+}
+
 /// Checks a pattern's syntax without compiling it; returns its number of
 /// capture groups.
 ///
@@ -137,14 +151,7 @@ impl RuleFile {
 /// last of them, so the others would go unmasked. `^` and `$` (line
 /// anchors: every value is a line of its own) do what such a rule means.
 pub fn capture_groups(pattern: &str) -> Result<usize, String> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        // As Hyperscan compiles the patterns: `^`/`$` are line anchors.
-        .multi_line(true)
-        .build()
-        .parse(pattern)
-        .map_err(|e| e.to_string())?;
+    let hir = parse(pattern)?;
     let looks = hir.properties().look_set();
     if looks.contains(regex_syntax::hir::Look::Start) || looks.contains(regex_syntax::hir::Look::End) {
         return Err(
