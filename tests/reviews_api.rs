@@ -6,16 +6,16 @@
 //! test's against a webhook receiver and an SMTP sink it starts; the CLI
 //! runs against both that server and a real gateway's admin port.
 mod common;
+use common::sinks::*;
 use common::*;
 use gatehouse::control::admin::{self, AppState};
 use gatehouse::control::notify;
 use gatehouse::policy::reviews::{ReviewRequest, Reviews};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "admin-tok-1111";
@@ -98,12 +98,7 @@ fn api() -> Api {
         .unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = AppState {
-        shared: shared.clone(),
-        ready: Arc::new(AtomicBool::new(true)),
-        ops: Arc::new(NoOps),
-        recorder: None,
-    };
+    let app = AppState::new(shared.clone(), Arc::new(AtomicBool::new(true)), Arc::new(NoOps), None);
     let limits = admin::Limits {
         connections: 64,
         header_timeout: Duration::from_secs(10),
@@ -322,115 +317,6 @@ fn role_matrix_of_review_routes() {
 
 // ---- receivers ------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct HttpReq {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// A tiny HTTP server: records every request; `/flaky` fails its first
-/// request with 500, `/gone` always answers 404, the rest 200.
-fn http_receiver() -> (u16, Arc<Mutex<Vec<HttpReq>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::<HttpReq>::new()));
-    let rec = seen.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut line = String::new();
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut headers = HashMap::new();
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-            }
-            let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let status = {
-                let mut g = rec.lock().unwrap();
-                let earlier = g.iter().filter(|q| q.path == path).count();
-                g.push(HttpReq {
-                    path: path.clone(),
-                    headers,
-                    body,
-                });
-                match path.as_str() {
-                    "/flaky" if earlier == 0 => "500 Internal Server Error",
-                    "/gone" => "404 Not Found",
-                    _ => "200 OK",
-                }
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            );
-        }
-    });
-    (port, seen)
-}
-
-/// A tiny SMTP server: records each message's envelope and DATA.
-/// Messages an SMTP sink got: (envelope commands, DATA).
-type Mails = Arc<Mutex<Vec<(Vec<String>, String)>>>;
-
-fn smtp_sink() -> (u16, Mails) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let rec = seen.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let _ = s.write_all(b"220 sink ESMTP\r\n");
-            let mut envelope = Vec::new();
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let cmd = line.trim_end().to_string();
-                let upper = cmd.to_ascii_uppercase();
-                let reply: &[u8] = if upper.starts_with("EHLO") {
-                    b"250-sink\r\n250-8BITMIME\r\n250 SIZE 1000000\r\n"
-                } else if upper == "DATA" {
-                    let _ = s.write_all(b"354 go ahead\r\n");
-                    let mut data = String::new();
-                    loop {
-                        let mut l = String::new();
-                        if r.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
-                            break;
-                        }
-                        data.push_str(&l);
-                    }
-                    rec.lock().unwrap().push((envelope.clone(), data));
-                    b"250 queued\r\n"
-                } else if upper == "QUIT" {
-                    let _ = s.write_all(b"221 bye\r\n");
-                    break;
-                } else {
-                    envelope.push(cmd);
-                    b"250 ok\r\n"
-                };
-                let _ = s.write_all(reply);
-            }
-        }
-    });
-    (port, seen)
-}
-
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -489,7 +375,12 @@ starttls = false
         .build()
         .unwrap();
     let reviews = Arc::new(Reviews::default());
-    let stats = notify::start(rt.handle(), &reviews, Arc::new(move || settings.clone()));
+    let stats = notify::start(
+        rt.handle(),
+        &reviews,
+        Arc::new(move || settings.clone()),
+        Default::default(),
+    );
     let id = reviews.submit(request("write", 1)).unwrap();
 
     // slack, json, flaky twice (500 then 200), gone once (404 is final).
@@ -600,6 +491,7 @@ fn notifier_settings_follow_the_config_at_each_review() {
             }
             s
         }),
+        Default::default(),
     );
     let first = reviews.submit(request("write", 1)).unwrap();
     // Let the task take the first review while nothing is configured.

@@ -17,7 +17,7 @@ mod target;
 
 pub use admin::{Admin, AdminToken};
 pub use identity::{parse_token_hash, IdentityConfig, Oidc, OneOrMany};
-pub use notify::{smtp_host_port, Notify, Smtp, Webhook, WebhookKind};
+pub use notify::{smtp_host_port, Approver, Notify, SlackApp, Smtp, Webhook, WebhookKind, MAX_GRANT_MINUTES};
 pub use policy::{BudgetConfig, GuardrailConfig, PolicyConfig, RolePolicyConfig, Verdict, GUARDRAIL_FLAGS};
 pub use recording::{OnFailure, Recording, ResultsMode};
 pub use scan::Scan;
@@ -65,7 +65,7 @@ pub struct Config {
 }
 
 /// An `http://` URL is accepted only to a loopback host.
-fn loopback_http(url: &str) -> bool {
+pub fn loopback_http(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
     };
@@ -126,7 +126,7 @@ impl Config {
         let names = target::validate_targets(&mut self.targets, base)?;
         self.scan.validate(base)?;
         self.admin.validate(self.policy.as_ref(), base)?;
-        notify::validate_notify(&self.notify)?;
+        notify::validate_notify(&self.notify, self.policy.as_ref())?;
         if let Some(r) = &mut self.recording {
             r.validate(base)?;
         }

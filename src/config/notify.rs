@@ -2,6 +2,10 @@
 
 use super::locate::{Invalid, PathPart};
 use super::loopback_http;
+use super::policy::PolicyConfig;
+
+/// Longest grant an approval may give, in minutes: a day.
+pub const MAX_GRANT_MINUTES: u64 = 24 * 60;
 use serde::Deserialize;
 
 /// Announcements of new reviews, sent by the control plane.
@@ -14,6 +18,9 @@ pub struct Notify {
     #[serde(rename = "webhook")]
     pub webhooks: Vec<Webhook>,
     pub smtp: Option<Smtp>,
+    /// A Slack app's interactive approvals: Approve / Deny buttons on the
+    /// messages of `kind = "slack"` webhooks, and the callback they call.
+    pub slack: Option<SlackApp>,
     /// Announcements of one identity's reviews per minute, at most; the
     /// reviews past it go out together in its next announcement.
     pub per_identity_per_minute: usize,
@@ -25,6 +32,7 @@ impl Default for Notify {
             admin_url: None,
             webhooks: Vec::new(),
             smtp: None,
+            slack: None,
             per_identity_per_minute: 6,
         }
     }
@@ -77,6 +85,74 @@ pub struct Smtp {
     /// AUTH PLAIN with this user and the password in `password_env`.
     pub username: Option<String>,
     pub password_env: Option<String>,
+    /// People who decide from the mail itself: each gets a mail of their
+    /// own with approve and deny links, signed and usable once, that act
+    /// as them (`email` names the mailbox).
+    #[serde(default, rename = "approver")]
+    pub approvers: Vec<Approver>,
+    /// How long a mail's links work, in minutes (default 60; never longer
+    /// than the review waits).
+    #[serde(default = "link_minutes")]
+    pub link_minutes: u64,
+}
+
+fn link_minutes() -> u64 {
+    60
+}
+
+/// A person who decides reviews from Slack or from a mail, and the
+/// gatehouse name and roles they decide as (as an admin token's `name`
+/// and `roles`: the name is what self-approval and N-of-M compare).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approver {
+    pub name: String,
+    pub roles: Vec<String>,
+    /// Slack: the member ID (`U…`/`W…`) of the person.
+    pub user_id: Option<String>,
+    /// Slack: the person's confirmed e-mail in the workspace (looked up
+    /// with `bot_token_env`); mail: the mailbox the links go to.
+    pub email: Option<String>,
+}
+
+/// A Slack app with interactivity on: its Request URL is
+/// `<admin URL>/slack/interactions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackApp {
+    /// The environment variable holding the app's signing secret: every
+    /// callback is checked against it.
+    pub signing_secret_env: String,
+    /// Only callbacks from this workspace (team ID `T…`) are accepted.
+    pub team_id: Option<String>,
+    /// Beside "Approve once", a button per entry that also grants the
+    /// statement's class for that many minutes.
+    #[serde(default)]
+    pub grant_minutes: Vec<u64>,
+    /// The environment variable holding a bot token with `users:read.email`,
+    /// needed when an approver is named by `email`.
+    pub bot_token_env: Option<String>,
+    /// Slack's Web API (default `https://slack.com/api`).
+    #[serde(default = "slack_api")]
+    pub api_url: String,
+    #[serde(default, rename = "approver")]
+    pub approvers: Vec<Approver>,
+}
+
+fn slack_api() -> String {
+    "https://slack.com/api".into()
+}
+
+impl SlackApp {
+    /// The signing secret, from its environment variable.
+    pub fn signing_secret(&self) -> Option<String> {
+        std::env::var(&self.signing_secret_env).ok().filter(|s| !s.is_empty())
+    }
+    /// The bot token, from its environment variable.
+    pub fn bot_token(&self) -> Option<String> {
+        let var = self.bot_token_env.as_ref()?;
+        std::env::var(var).ok().filter(|s| !s.is_empty())
+    }
 }
 
 fn yes() -> bool {
@@ -103,7 +179,120 @@ pub fn smtp_host_port(server: &str) -> Option<(&str, u16)> {
     (!host.is_empty() && !host.contains(['/', '@', ' '])).then_some((host, port))
 }
 
-pub(super) fn validate_notify(n: &Notify) -> Result<(), Invalid> {
+/// Checks an approver: a name, roles that can decide (as for admin
+/// tokens), and the address it is known by.
+fn validate_approver(
+    a: &Approver,
+    at: impl Fn(&'static str) -> Vec<PathPart>,
+    policy: Option<&PolicyConfig>,
+    slack: bool,
+) -> Result<(), Invalid> {
+    if a.name.trim().is_empty() || a.name.chars().any(char::is_control) {
+        return Err((at("name"), "must be a name without control characters".into()));
+    }
+    if a.roles.is_empty() {
+        return Err((
+            at("roles"),
+            "at least one role is needed (admin or a policy approver role)".into(),
+        ));
+    }
+    for r in &a.roles {
+        let approver_role = policy.is_some_and(|p| p.roles.values().any(|pr| pr.approvers.contains(r)));
+        if r != "admin" && r != "approver" && !approver_role {
+            return Err((
+                at("roles"),
+                format!("`{r}` is not admin, approver, nor an approver role under [policy.roles]"),
+            ));
+        }
+    }
+    if let Some(e) = &a.email {
+        if !mailbox_ok(e) {
+            return Err((at("email"), format!("`{e}` is not an address like dba@example.com")));
+        }
+    }
+    if slack {
+        match (&a.user_id, &a.email) {
+            (Some(_), Some(_)) => return Err((at("email"), "give only one of user_id, email".into())),
+            (None, None) => return Err((at("user_id"), "one of user_id, email is needed".into())),
+            (Some(u), None) => {
+                let ok = u.len() >= 2
+                    && (u.starts_with('U') || u.starts_with('W'))
+                    && u.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                if !ok {
+                    return Err((at("user_id"), format!("`{u}` is not a Slack member ID like U012AB3CD")));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+    } else if a.user_id.is_some() {
+        return Err((at("user_id"), "a mail approver is known by its email".into()));
+    } else if a.email.is_none() {
+        return Err((at("email"), "the mailbox this approver's links go to is needed".into()));
+    }
+    Ok(())
+}
+
+fn validate_slack(s: &SlackApp, policy: Option<&PolicyConfig>) -> Result<(), Invalid> {
+    use PathPart::{Idx, Key};
+    let k = |k: &'static str| vec![Key("notify"), Key("slack"), Key(k)];
+    if s.signing_secret().is_none() {
+        return Err((
+            k("signing_secret_env"),
+            format!("environment variable {} is not set", s.signing_secret_env),
+        ));
+    }
+    if s.approvers.is_empty() {
+        return Err((
+            k("approver"),
+            "name at least one [[notify.slack.approver]]: nobody could decide from Slack".into(),
+        ));
+    }
+    for (i, m) in s.grant_minutes.iter().enumerate() {
+        if *m == 0 || *m > MAX_GRANT_MINUTES {
+            return Err((
+                vec![Key("notify"), Key("slack"), Key("grant_minutes"), Idx(i)],
+                format!("a grant is 1 to {MAX_GRANT_MINUTES} minutes"),
+            ));
+        }
+    }
+    if s.grant_minutes.len() > 3 {
+        return Err((k("grant_minutes"), "at most 3 grant buttons".into()));
+    }
+    let api = s.api_url.to_ascii_lowercase();
+    if !api.starts_with("https://") && !loopback_http(&s.api_url) {
+        return Err((
+            k("api_url"),
+            "must be an https:// URL (http:// only to 127.0.0.1, localhost or [::1])".into(),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, a) in s.approvers.iter().enumerate() {
+        let at = |f: &'static str| vec![Key("notify"), Key("slack"), Key("approver"), Idx(i), Key(f)];
+        validate_approver(a, at, policy, true)?;
+        if a.email.is_some() && s.bot_token_env.is_none() {
+            return Err((
+                at("email"),
+                "an approver known by email needs bot_token_env (a bot token with users:read.email)".into(),
+            ));
+        }
+        if let Some(key) = a.user_id.as_ref().or(a.email.as_ref()) {
+            if !names.insert(key.to_ascii_lowercase()) {
+                return Err((at("name"), "this Slack user is named twice".into()));
+            }
+        }
+    }
+    if let Some(var) = &s.bot_token_env {
+        if s.bot_token().is_none() {
+            return Err((k("bot_token_env"), format!("environment variable {var} is not set")));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn validate_notify(n: &Notify, policy: Option<&PolicyConfig>) -> Result<(), Invalid> {
+    if let Some(s) = &n.slack {
+        validate_slack(s, policy)?;
+    }
     if n.per_identity_per_minute == 0 {
         return Err((
             vec![PathPart::Key("notify"), PathPart::Key("per_identity_per_minute")],
@@ -172,8 +361,18 @@ pub(super) fn validate_notify(n: &Notify) -> Result<(), Invalid> {
                 format!("`{}` is not an address like gatehouse@example.com", m.from),
             ));
         }
-        if m.to.is_empty() {
-            return Err((k("to"), "at least one address is needed".into()));
+        if m.to.is_empty() && m.approvers.is_empty() {
+            return Err((
+                k("to"),
+                "at least one address (or an [[notify.smtp.approver]]) is needed".into(),
+            ));
+        }
+        if m.link_minutes == 0 || m.link_minutes > MAX_GRANT_MINUTES {
+            return Err((k("link_minutes"), format!("must be 1 to {MAX_GRANT_MINUTES}")));
+        }
+        for (i, a) in m.approvers.iter().enumerate() {
+            let at = |f: &'static str| vec![Key("notify"), Key("smtp"), Key("approver"), Idx(i), Key(f)];
+            validate_approver(a, at, policy, false)?;
         }
         for (i, a) in m.to.iter().enumerate() {
             if !mailbox_ok(a) {

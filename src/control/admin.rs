@@ -11,9 +11,10 @@
 //! review's `approvers` (`admin` always does), and a name never approves a
 //! review its own identity asked for.
 
+use super::decide::{decide, state_name, Action};
 use super::Ops;
 use crate::core::{KillReason, Shared};
-use crate::policy::reviews::{Grant, ReviewError, Status};
+use crate::policy::reviews::{Grant, ReviewError};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +33,28 @@ pub struct AppState {
     pub ops: Arc<dyn Ops>,
     /// The session recorder, when sessions are recorded.
     pub recorder: Option<Arc<super::recorder::Recorder>>,
+    /// What Slack callbacks remember (signatures seen, e-mails looked up).
+    pub slack: Arc<super::slack::SlackState>,
+    /// The key of mail decision links, and the links spent.
+    pub links: Arc<super::links::Links>,
+}
+
+impl AppState {
+    pub fn new(
+        shared: Arc<Shared>,
+        ready: Arc<AtomicBool>,
+        ops: Arc<dyn Ops>,
+        recorder: Option<Arc<super::recorder::Recorder>>,
+    ) -> AppState {
+        AppState {
+            shared,
+            ready,
+            ops,
+            recorder,
+            slack: Default::default(),
+            links: Default::default(),
+        }
+    }
 }
 
 /// A role an admin token may carry.
@@ -146,6 +169,29 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "Server-sent events: the records so far, then each new one until the session is sealed. Audited.",
     ),
     (
+        "post",
+        "/slack/interactions",
+        &[],
+        "Slack's interaction callback (the app's Request URL): Approve / Deny buttons. No bearer token: \
+         every request must carry Slack's signature (X-Slack-Signature, X-Slack-Request-Timestamp within \
+         5 minutes, each accepted once) made with the app's signing secret; the clicker decides as the \
+         approver [[notify.slack.approver]] names.",
+    ),
+    (
+        "get",
+        "/review-links/{token}",
+        &[],
+        "A mail decision link: shows the review and a button; decides nothing. No bearer token: the \
+         link's signed token names the review, the action, the approver and an expiry.",
+    ),
+    (
+        "post",
+        "/review-links/{token}",
+        &[],
+        "The button of a mail decision link: decides as the link's approver (as configured now), once \
+         for the mail's two links. Body (form-encoded, for a denial): reason.",
+    ),
+    (
         "get",
         "/api/v1/audit",
         &[Role::Admin, Role::Auditor],
@@ -154,7 +200,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
 ];
 
 /// Longest grant an approval may give: a day.
-pub const MAX_GRANT_MINUTES: u64 = 24 * 60;
+pub use crate::config::MAX_GRANT_MINUTES;
 /// Longest reason accepted with a decision, in bytes.
 pub const MAX_REASON_BYTES: usize = 1000;
 
@@ -343,23 +389,10 @@ async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-fn state_name(s: &Status) -> &'static str {
-    match s {
-        Status::Pending => "pending",
-        Status::Approved => "approved",
-        Status::Denied { .. } => "denied",
-        Status::Withdrawn { .. } => "withdrawn",
-    }
-}
-
 const STATES: &[&str] = &["pending", "approved", "denied", "withdrawn"];
 
-fn review_error(st: &AppState, id: &str, e: ReviewError) -> Response {
-    // A decided review has left the open set: say so rather than "not found".
-    let e = match e {
-        ReviewError::NotFound if st.shared.reviews.get(id).is_some() => ReviewError::NotPending,
-        e => e,
-    };
+/// The HTTP answer to a refused decision (already [`refine`]d).
+pub(super) fn review_error(e: ReviewError) -> Response {
     let status = match e {
         ReviewError::NotFound => StatusCode::NOT_FOUND,
         ReviewError::NotPending | ReviewError::Twice => StatusCode::CONFLICT,
@@ -487,10 +520,10 @@ async fn review_decide(
     body: axum::body::Bytes,
     approve: bool,
 ) -> Response {
-    let (route, action) = if approve {
-        ("/api/v1/reviews/{id}/approve", "approve")
+    let route = if approve {
+        "/api/v1/reviews/{id}/approve"
     } else {
-        ("/api/v1/reviews/{id}/deny", "deny")
+        "/api/v1/reviews/{id}/deny"
     };
     let (who, roles) = match authorize_roles(&st, &headers, "post", route) {
         Ok(c) => c,
@@ -500,65 +533,20 @@ async fn review_decide(
         Ok(d) => d,
         Err(r) => return r,
     };
-    let res = if approve {
-        let grant = match d.grant_secs() {
-            0 => Grant::Once,
-            n => Grant::For(n),
-        };
-        st.shared.reviews.approve(&id, &who, &roles, grant)
+    let action = if approve {
+        match d.grant_secs() {
+            0 => Action::Approve(Grant::Once),
+            n => Action::Approve(Grant::For(n)),
+        }
     } else {
         if d.grant_secs() != 0 {
             return error(StatusCode::BAD_REQUEST, "a denial grants nothing: no `grant_minutes`");
         }
-        st.shared.reviews.deny(&id, &who, &roles, &d.reason)
+        Action::Deny(d.reason.clone())
     };
-    match res {
-        Ok(r) => {
-            tracing::info!(
-                target: "gatehouse::admin",
-                review = %r.id,
-                by = %who,
-                identity = %r.request.identity,
-                target = %r.request.target,
-                class = %r.request.class,
-                approvals = r.approvals.len(),
-                required = r.request.required,
-                grant_secs = d.grant_secs(),
-                state = state_name(&r.status),
-                reason = ?d.reason,
-                "review {} recorded",
-                if approve { "approval" } else { "denial" }
-            );
-            let outcome = format!(
-                "{}{}{}",
-                state_name(&r.status),
-                if d.grant_secs() > 0 {
-                    format!(", grant {}s", d.grant_secs())
-                } else {
-                    String::new()
-                },
-                if d.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(", reason: {}", d.reason)
-                }
-            );
-            audit(&st, &who, &roles, action, &format!("review {id}"), &outcome).await;
-            Json(r).into_response()
-        }
-        Err(e) => {
-            tracing::info!(target: "gatehouse::admin", review = ?id, by = %who, refused = %e, "review {action} refused");
-            audit(
-                &st,
-                &who,
-                &roles,
-                action,
-                &format!("review {id}"),
-                &format!("refused: {e}"),
-            )
-            .await;
-            review_error(&st, &id, e)
-        }
+    match decide(&st, &who, &roles, &id, action, "api", &d.reason).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => review_error(e),
     }
 }
 
@@ -652,9 +640,11 @@ pub fn openapi() -> serde_json::Value {
             op["responses"]["401"] = json!({ "description": "no or unknown bearer token" });
             op["responses"]["403"] = json!({ "description": "the token's roles do not allow this" });
         }
-        if path.contains("{id}") {
-            op["parameters"] =
-                json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+        for name in ["id", "token"] {
+            if path.contains(&format!("{{{name}}}")) {
+                op["parameters"] =
+                    json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }]);
+            }
         }
         doc_details(method, path, &mut op);
         entry[*method] = op;
@@ -689,6 +679,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/recordings/{id}/events", get(super::recordings_api::events))
         .route("/api/v1/recordings/{id}/tail", get(super::recordings_api::tail))
         .route("/api/v1/audit", get(super::recordings_api::audit_log))
+        .route("/slack/interactions", post(super::slack::interactions))
+        .route("/review-links/{token}", get(super::links::show).post(super::links::act))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
         .with_state(app)
 }
@@ -766,6 +758,18 @@ mod tests {
         assert_eq!(route_roles("get", "/api/v1/reload"), None, "another method");
         assert_eq!(route_roles("post", "/api/v1/reload/"), None, "another path");
         let public: Vec<&str> = ROUTES.iter().filter(|r| r.2.is_empty()).map(|r| r.1).collect();
-        assert_eq!(public, ["/healthz", "/readyz", "/openapi.json"]);
+        // The Slack callback has no token: Slack's signature stands for it.
+        // and a mail link's signed token for those.
+        assert_eq!(
+            public,
+            [
+                "/healthz",
+                "/readyz",
+                "/openapi.json",
+                "/slack/interactions",
+                "/review-links/{token}",
+                "/review-links/{token}"
+            ]
+        );
     }
 }

@@ -5,10 +5,13 @@
 pub mod admin;
 pub mod announce;
 pub mod client;
+pub mod decide;
+pub mod links;
 pub mod metrics;
 pub mod notify;
 pub mod recorder;
 pub mod recordings_api;
+pub mod slack;
 
 use crate::core::Shared;
 use std::sync::atomic::AtomicBool;
@@ -56,10 +59,12 @@ pub fn start(
     // Announce new reviews; the settings are read per review, so a reload
     // applies to the next one.
     let from = shared.clone();
+    let links = Arc::new(links::Links::default());
     let notify = notify::start(
         rt.handle(),
         &shared.reviews,
         Arc::new(move || notify::Settings::from_config(&from.state.load().config)),
+        links.clone(),
     );
     let admin_addr = match &state.config.admin.listen {
         Some(addr) => {
@@ -76,10 +81,8 @@ pub fn start(
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
             let bound = listener.local_addr()?;
             let app = admin::AppState {
-                shared,
-                ready,
-                ops,
-                recorder,
+                links,
+                ..admin::AppState::new(shared, ready, ops, recorder)
             };
             let limits = admin::Limits {
                 connections: state.config.admin.max_connections,

@@ -109,15 +109,22 @@ pub fn hook(queue: Arc<Queue>, stats: Arc<Stats>) -> OnOpen {
 }
 
 /// Hooks the notifier into `reviews` and starts its task on `handle`.
-pub fn start(handle: &tokio::runtime::Handle, reviews: &Reviews, settings: SettingsFn) -> Arc<Stats> {
+/// `links` signs the decision links of approvers' mails (the admin API
+/// checks them with the same key).
+pub fn start(
+    handle: &tokio::runtime::Handle,
+    reviews: &Reviews,
+    settings: SettingsFn,
+    links: Arc<super::links::Links>,
+) -> Arc<Stats> {
     let queue = Arc::new(Queue::default());
     let stats = Arc::new(Stats::default());
     reviews.on_open(hook(queue.clone(), stats.clone()));
-    handle.spawn(run(queue, settings, stats.clone()));
+    handle.spawn(run(queue, settings, stats.clone(), links));
     stats
 }
 
-async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>) {
+async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>, links: Arc<super::links::Links>) {
     let agent = match http_agent(None) {
         Ok(a) => Some(a),
         Err(e) => {
@@ -152,6 +159,7 @@ async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>) {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
+            let slack_app = s.notify.slack.clone().map(Arc::new);
             let (w, review, earlier, admin_url, stats) = (
                 w.clone(),
                 review.clone(),
@@ -162,7 +170,7 @@ async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>) {
             tokio::spawn(async move {
                 let _permit = permit;
                 let kind = kind_name(w.kind);
-                match send_webhook(&agent, &w, &review, &earlier, &admin_url).await {
+                match send_webhook(&agent, &w, slack_app.as_deref(), &review, &earlier, &admin_url).await {
                     Ok(tries) => {
                         stats.delivered.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(target: "gatehouse::notify", review = %review.id, webhook = i, kind, tries, coalesced = earlier.count(), "review announced");
@@ -175,26 +183,57 @@ async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>) {
             });
         }
         if let Some(m) = s.notify.smtp.clone() {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (review, earlier, admin_url, stats) =
-                (review.clone(), earlier.clone(), admin_url.clone(), stats.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                match send_mail_with_retries(&m, &review, &earlier, &admin_url).await {
-                    Ok(tries) => {
-                        stats.delivered.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(target: "gatehouse::notify", review = %review.id, kind = "smtp", tries, coalesced = earlier.count(), "review announced");
+            // The list's mail, then each approver's own, with their links.
+            let mut mails: Vec<(Vec<String>, String, &'static str)> = Vec::new();
+            let now = now_unix();
+            if !m.to.is_empty() {
+                let msg = mail_message_to(&review, &earlier, &admin_url, &m, now, &m.to, None);
+                mails.push((m.to.clone(), msg, "smtp"));
+            }
+            for a in m.approvers.iter().filter(|a| may_decide(a, &review)) {
+                let Some(mailbox) = a.email.clone() else { continue };
+                let expires = (now + m.link_minutes * 60).min(review.created + review.request.timeout_secs);
+                let (approve, deny) = links.pair(&review.id, a, expires);
+                let l = MailLinks {
+                    approver: a.name.clone(),
+                    approve_url: format!("{admin_url}{}{approve}", super::links::PREFIX),
+                    deny_url: format!("{admin_url}{}{deny}", super::links::PREFIX),
+                    expires,
+                };
+                let to = vec![mailbox];
+                let msg = mail_message_to(&review, &earlier, &admin_url, &m, now, &to, Some(&l));
+                mails.push((to, msg, "smtp approver"));
+            }
+            for (to, message, kind) in mails {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (m, review, earlier, stats) = (m.clone(), review.clone(), earlier.clone(), stats.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match send_mail_with_retries(&m, &to, &message).await {
+                        Ok(tries) => {
+                            stats.delivered.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(target: "gatehouse::notify", review = %review.id, kind, tries, coalesced = earlier.count(), "review announced");
+                        }
+                        Err(why) => {
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(target: "gatehouse::notify", review = %review.id, kind, error = %why, "review not announced");
+                        }
                     }
-                    Err(why) => {
-                        stats.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(target: "gatehouse::notify", review = %review.id, kind = "smtp", error = %why, "review not announced");
-                    }
-                }
-            });
+                });
+            }
         }
     }
+}
+
+/// Whether an approver could decide a review: one of its approver roles
+/// (or admin), and not the identity that asked.
+fn may_decide(a: &crate::config::Approver, r: &Review) -> bool {
+    a.name != r.request.identity
+        && a.roles
+            .iter()
+            .any(|role| role == "admin" || r.request.approvers.contains(role))
 }
 
 fn kind_name(k: WebhookKind) -> &'static str {
@@ -269,7 +308,7 @@ pub fn json_body_coalesced(r: &Review, earlier: &Earlier, sent_at: u64) -> Vec<u
 }
 
 /// One line on the earlier reviews announced with this one, if any.
-fn earlier_note(earlier: &Earlier) -> Option<String> {
+pub(super) fn earlier_note(earlier: &Earlier) -> Option<String> {
     if earlier.count() == 0 {
         return None;
     }
@@ -285,7 +324,7 @@ fn earlier_note(earlier: &Earlier) -> Option<String> {
     ))
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((at, _)) => format!(
             "{}… ({} more characters: the admin API has the whole statement)",
@@ -297,7 +336,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Parameters as one text for a notification, shortened like statements.
-fn params_text(params: &[String]) -> String {
+pub(super) fn params_text(params: &[String]) -> String {
     let all: Vec<String> = params
         .iter()
         .enumerate()
@@ -307,7 +346,7 @@ fn params_text(params: &[String]) -> String {
 }
 
 /// Slack's three escapes for message text.
-fn slack_escape(s: &str) -> String {
+pub(super) fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
@@ -448,6 +487,42 @@ pub fn mail_message(r: &Review, admin_url: &str, m: &Smtp, now: u64) -> String {
 
 /// As [`mail_message`], saying which earlier reviews come with it.
 pub fn mail_message_coalesced(r: &Review, earlier: &Earlier, admin_url: &str, m: &Smtp, now: u64) -> String {
+    mail_message_to(r, earlier, admin_url, m, now, &m.to, None)
+}
+
+/// The links of an approver's own mail.
+pub struct MailLinks {
+    pub approver: String,
+    pub approve_url: String,
+    pub deny_url: String,
+    pub expires: u64,
+}
+
+/// The text that puts the links in a mail.
+fn links_text(l: &MailLinks) -> String {
+    format!(
+        "Decide from this mail. These links act as you ({name}), work until {until} and, \n\
+         between the two of them, once. Each opens a page with a button; opening it decides nothing.\n\n\
+         Approve this statement once:\n    {approve}\n\n\
+         Deny it (you can give a reason):\n    {deny}\n\n\
+         Forwarding this mail lets others act as you until then.\n",
+        name = l.approver,
+        until = rfc2822_date(l.expires),
+        approve = l.approve_url,
+        deny = l.deny_url,
+    )
+}
+
+/// The whole e-mail to `to`, with an approver's own links if given.
+pub fn mail_message_to(
+    r: &Review,
+    earlier: &Earlier,
+    admin_url: &str,
+    m: &Smtp,
+    now: u64,
+    to: &[String],
+    links: Option<&MailLinks>,
+) -> String {
     let q = &r.request;
     let subject = format!(
         "gatehouse: review {} awaits approval ({} on {} by {})",
@@ -456,7 +531,7 @@ pub fn mail_message_coalesced(r: &Review, earlier: &Earlier, admin_url: &str, m:
     let mut out = String::new();
     for (k, v) in [
         ("From", m.from.clone()),
-        ("To", m.to.join(", ")),
+        ("To", to.join(", ")),
         ("Subject", header_value(&subject)),
         ("Date", rfc2822_date(now)),
         (
@@ -472,7 +547,12 @@ pub fn mail_message_coalesced(r: &Review, earlier: &Earlier, admin_url: &str, m:
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     out.push_str("\r\n");
-    let mut text = mail_text(r, admin_url);
+    let mut text = String::new();
+    if let Some(l) = links {
+        text.push_str(&links_text(l));
+        text.push('\n');
+    }
+    text.push_str(&mail_text(r, admin_url));
     if let Some(note) = earlier_note(earlier) {
         text.push_str(&format!("\n{note}\n"));
     }
@@ -591,7 +671,7 @@ fn post_once(agent: &ureq::Agent, url: &str, headers: &[(&'static str, String)],
 }
 
 /// POSTs `body` with retries; returns the tries it took.
-async fn post(
+pub(super) async fn post(
     agent: &ureq::Agent,
     url: &str,
     headers: Vec<(&'static str, String)>,
@@ -627,6 +707,7 @@ async fn post(
 async fn send_webhook(
     agent: &ureq::Agent,
     w: &Webhook,
+    slack_app: Option<&crate::config::SlackApp>,
     r: &Review,
     earlier: &Earlier,
     admin_url: &str,
@@ -635,8 +716,12 @@ async fn send_webhook(
     match w.kind {
         WebhookKind::Slack => {
             let mut body = slack_body(r, admin_url);
-            if let (Some(note), Some(text)) = (earlier_note(earlier), body["text"].as_str()) {
-                body["text"] = format!("{text}\n{}", slack_escape(&note)).into();
+            let note = earlier_note(earlier);
+            if let (Some(note), Some(text)) = (&note, body["text"].as_str()) {
+                body["text"] = format!("{text}\n{}", slack_escape(note)).into();
+            }
+            if let (Some(app), Some(text)) = (slack_app, body["text"].as_str()) {
+                body = super::slack::announcement(r, app, text, admin_url, note.as_deref());
             }
             post(agent, &url, Vec::new(), body.to_string().into_bytes()).await
         }
@@ -712,14 +797,14 @@ async fn expect(c: &mut Conn, what: &str, ok: &[u16]) -> Result<String, String> 
 }
 
 /// Sends `message` (headers and body) to `m.to` over SMTP.
-pub async fn send_mail(m: &Smtp, password: Option<&str>, message: &str) -> Result<(), String> {
-    match tokio::time::timeout(SMTP_TIMEOUT, smtp_session(m, password, message)).await {
+pub async fn send_mail(m: &Smtp, password: Option<&str>, to: &[String], message: &str) -> Result<(), String> {
+    match tokio::time::timeout(SMTP_TIMEOUT, smtp_session(m, password, to, message)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {}s", SMTP_TIMEOUT.as_secs())),
     }
 }
 
-async fn smtp_session(m: &Smtp, password: Option<&str>, message: &str) -> Result<(), String> {
+async fn smtp_session(m: &Smtp, password: Option<&str>, to: &[String], message: &str) -> Result<(), String> {
     let (host, port) =
         crate::config::smtp_host_port(&m.server).ok_or_else(|| format!("`{}` is not host:port", m.server))?;
     let tcp = tokio::net::TcpStream::connect((host, port))
@@ -754,7 +839,7 @@ async fn smtp_session(m: &Smtp, password: Option<&str>, message: &str) -> Result
         command(&mut c, &format!("AUTH PLAIN {cred}"), "AUTH", &[235]).await?;
     }
     command(&mut c, &format!("MAIL FROM:<{}>", m.from), "MAIL FROM", &[250]).await?;
-    for to in &m.to {
+    for to in to {
         command(&mut c, &format!("RCPT TO:<{to}>"), "RCPT TO", &[250, 251]).await?;
     }
     command(&mut c, "DATA", "DATA", &[354]).await?;
@@ -767,15 +852,14 @@ async fn smtp_session(m: &Smtp, password: Option<&str>, message: &str) -> Result
     Ok(())
 }
 
-async fn send_mail_with_retries(m: &Smtp, r: &Review, earlier: &Earlier, admin_url: &str) -> Result<u32, String> {
+async fn send_mail_with_retries(m: &Smtp, to: &[String], message: &str) -> Result<u32, String> {
     let password = match &m.password_env {
         Some(var) => Some(std::env::var(var).map_err(|_| format!("password_env {var} is not set"))?),
         None => None,
     };
-    let message = mail_message_coalesced(r, earlier, admin_url, m, now_unix());
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        match send_mail(m, password.as_deref(), &message).await {
+        match send_mail(m, password.as_deref(), to, message).await {
             Ok(()) => return Ok(attempt),
             // 5xx replies are permanent; everything else may pass next time.
             Err(e) => {
@@ -898,6 +982,8 @@ mod tests {
             starttls: false,
             username: None,
             password_env: None,
+            approvers: vec![],
+            link_minutes: 60,
         };
         let mut r = review();
         r.request.identity = "ag\r\nBcc: x@evil".into();

@@ -2,6 +2,8 @@
 //! against the PostgreSQL on this machine.
 #![allow(dead_code)]
 
+pub mod sinks;
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
