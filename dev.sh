@@ -15,7 +15,9 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # Debian packages the build and the tests use; installed only when missing.
 PACKAGES=(postgresql-client pgbouncer clang libclang-dev libhyperscan-dev pkg-config
   # MySQL drivers the MySQL tests run through gatehouse (Debian's python3).
-  python3-pymysql python3-mysqldb python3-cryptography)
+  python3-pymysql python3-mysqldb python3-cryptography
+  # The console's browser tests drive a headless Chromium over WebDriver.
+  chromium chromium-driver)
 # The MySQL protocol tests talk to a MariaDB server on 127.0.0.1:3306 (root
 # without a password, database `test`).
 MARIADB_PACKAGES=(mariadb-server mariadb-client)

@@ -21,10 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use sha2::Digest;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +35,8 @@ pub struct AppState {
     pub slack: Arc<super::slack::SlackState>,
     /// The key of mail decision links, and the links spent.
     pub links: Arc<super::links::Links>,
+    /// The web console's signed-in sessions.
+    pub console: Arc<super::console::Sessions>,
 }
 
 impl AppState {
@@ -53,6 +53,7 @@ impl AppState {
             recorder,
             slack: Default::default(),
             links: Default::default(),
+            console: Default::default(),
         }
     }
 }
@@ -94,6 +95,35 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "Readiness: 200 once the gateway listens, 503 while starting or draining.",
     ),
     ("get", "/openapi.json", &[], "This document."),
+    (
+        "get",
+        "/console",
+        &[],
+        "The web console (its page; the script and style are /console/app.js and /console/app.css).",
+    ),
+    ("get", "/console/app.js", &[], "The web console's script."),
+    ("get", "/console/app.css", &[], "The web console's style."),
+    (
+        "post",
+        "/console/login",
+        &[],
+        "Signs in to the console. Body (JSON, from the console's own origin): {\"token\": \"...\"}, an admin \
+         token or an admin-audience JWT. Sets the console's session cookie (HttpOnly, SameSite=Strict; Secure \
+         with TLS) and returns {name, roles, csrf}: every change made with the cookie needs the csrf value \
+         in X-CSRF-Token.",
+    ),
+    (
+        "get",
+        "/console/me",
+        &[Role::Admin, Role::Auditor, Role::Approver],
+        "Who the caller is: {name, roles, csrf}.",
+    ),
+    (
+        "post",
+        "/console/logout",
+        &[Role::Admin, Role::Auditor, Role::Approver],
+        "Ends the console session.",
+    ),
     ("get", "/metrics", &[Role::Admin, Role::Auditor], "Prometheus metrics."),
     (
         "get",
@@ -105,7 +135,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "post",
         "/api/v1/sessions/{id}/kill",
         &[Role::Admin],
-        "Ends a session; its client gets 57P01.",
+        "Ends a session; its client gets 57P01. Body (optional): {\"reason\": \"...\"}, audited.",
     ),
     (
         "post",
@@ -119,6 +149,20 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         &[Role::Admin, Role::Approver, Role::Auditor],
         "Reviews of held statements: open ones (oldest first), then finished ones (newest first). \
          `?state=pending` (or approved, denied, withdrawn) keeps one state.",
+    ),
+    (
+        "get",
+        "/api/v1/reviews/events",
+        &[Role::Admin, Role::Approver, Role::Auditor],
+        "Server-sent events: `reviews` with the open reviews and the latest finished ones, at once and \
+         after every change (within 200 ms).",
+    ),
+    (
+        "get",
+        "/api/v1/overview",
+        &[Role::Admin, Role::Auditor],
+        "Counters since start as JSON (the numbers of /metrics): sessions, statements, rows, reviews \
+         pending, masked values by rule, statements by class and decision, recorder backlog.",
     ),
     (
         "get",
@@ -208,25 +252,22 @@ pub(super) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// The caller's name and roles (as configured), from `Authorization: Bearer <token>`.
-fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<String>)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    let state = st.shared.state.load();
-    for t in &state.config.admin.tokens {
-        if let Some(expected) = crate::identity::parse_token_hash(&t.token_hash) {
-            if bool::from(digest.as_slice().ct_eq(&expected)) {
-                return Some((t.name.clone(), t.roles.clone()));
-            }
-        }
+/// Who calls: name, roles (as configured), and whether the request may
+/// change something. A bearer token (`Authorization: Bearer <token>`: an
+/// admin token or an admin-audience JWT) may; a console cookie only with
+/// its CSRF token from the console's own origin.
+fn caller_roles(st: &AppState, headers: &HeaderMap) -> Option<(String, Vec<String>, bool)> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?
+            .trim();
+        // An OIDC JWT's groups map to roles (`[oidc] role_map`), which may
+        // be admin, auditor, approver or approver roles of the policy.
+        return super::console::resolve_token(st, token).map(|(n, r)| (n, r, true));
     }
-    // An OIDC JWT: its groups map to roles (`[oidc] role_map`), which may
-    // be admin, auditor, approver or approver roles of the policy.
-    state.auth.bearer(token).map(|id| (id.name, id.roles))
+    st.console.caller(st, headers).map(|c| (c.name, c.roles, c.may_change))
 }
 
 /// The roles a route allows (empty: public), `None` for a route not in
@@ -240,7 +281,7 @@ fn route_roles(method: &str, path: &str) -> Option<&'static [Role]> {
 
 /// Checks the caller may use the route at `path` with `method`.
 #[allow(clippy::result_large_err)] // the error is the response itself
-fn authorize(st: &AppState, headers: &HeaderMap, method: &str, path: &str) -> Result<String, Response> {
+pub(super) fn authorize(st: &AppState, headers: &HeaderMap, method: &str, path: &str) -> Result<String, Response> {
     authorize_roles(st, headers, method, path).map(|(name, _)| name)
 }
 
@@ -264,9 +305,19 @@ pub(super) fn authorize_roles(
     if allowed.is_empty() {
         return Ok((String::new(), Vec::new()));
     }
-    let Some((name, roles)) = caller_roles(st, headers) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
+    let Some((name, roles, may_change)) = caller_roles(st, headers) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token (or a console sign-in) is required",
+        ));
     };
+    if method != "get" && !may_change {
+        tracing::warn!(target: "gatehouse::admin", by = %name, path, "a console change without its CSRF token was refused");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "a change from the console needs its CSRF token (X-CSRF-Token) from the console's own origin",
+        ));
+    }
     if roles
         .iter()
         .filter_map(|r| Role::parse(r))
@@ -351,7 +402,12 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
     Json(json!({ "sessions": items })).into_response()
 }
 
-async fn kill(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn kill(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/sessions/{id}/kill") {
         Ok(w) => w,
         Err(r) => return r,
@@ -359,9 +415,19 @@ async fn kill(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<Str
     let Ok(pid) = id.parse::<u32>() else {
         return error(StatusCode::BAD_REQUEST, "a session id is a number");
     };
+    let reason = match decision(&body) {
+        Ok(d) if d.grant_secs() == 0 => d.reason,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "a kill grants nothing: no `grant_minutes`"),
+        Err(r) => return r,
+    };
     if st.shared.registry.kill(pid, KillReason::Admin) {
-        tracing::info!(target: "gatehouse::admin", session = pid, by = %who, "session killed");
-        audit(&st, &who, &roles, "kill", &format!("session {pid}"), "killed").await;
+        tracing::info!(target: "gatehouse::admin", session = pid, by = %who, reason = ?reason, "session killed");
+        let outcome = if reason.is_empty() {
+            "killed".to_string()
+        } else {
+            format!("killed, reason: {reason}")
+        };
+        audit(&st, &who, &roles, "kill", &format!("session {pid}"), &outcome).await;
         Json(json!({ "killed": id })).into_response()
     } else {
         audit(&st, &who, &roles, "kill", &format!("session {pid}"), "not found").await;
@@ -680,6 +746,14 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/recordings/{id}/tail", get(super::recordings_api::tail))
         .route("/api/v1/audit", get(super::recordings_api::audit_log))
         .route("/slack/interactions", post(super::slack::interactions))
+        .route("/console", get(super::console::index))
+        .route("/console/app.js", get(super::console::app_js))
+        .route("/console/app.css", get(super::console::app_css))
+        .route("/console/login", post(super::console::login))
+        .route("/console/me", get(super::console::me))
+        .route("/console/logout", post(super::console::logout))
+        .route("/api/v1/reviews/events", get(super::live::review_events))
+        .route("/api/v1/overview", get(super::live::overview))
         .route("/review-links/{token}", get(super::links::show).post(super::links::act))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
         .with_state(app)
@@ -759,13 +833,18 @@ mod tests {
         assert_eq!(route_roles("post", "/api/v1/reload/"), None, "another path");
         let public: Vec<&str> = ROUTES.iter().filter(|r| r.2.is_empty()).map(|r| r.1).collect();
         // The Slack callback has no token: Slack's signature stands for it.
-        // and a mail link's signed token for those.
+        // and a mail link's signed token for those; the console's page,
+        // assets and sign-in.
         assert_eq!(
             public,
             [
                 "/healthz",
                 "/readyz",
                 "/openapi.json",
+                "/console",
+                "/console/app.js",
+                "/console/app.css",
+                "/console/login",
                 "/slack/interactions",
                 "/review-links/{token}",
                 "/review-links/{token}"

@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod announce;
 pub mod client;
+pub mod console;
 pub mod decide;
 pub mod links;
+pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod recorder;

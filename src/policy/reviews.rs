@@ -129,12 +129,20 @@ pub type OnOpen = Box<dyn Fn(&Review) + Send + Sync>;
 pub struct Reviews {
     inner: Mutex<Inner>,
     next: AtomicU64,
+    /// Bumped by every change (a review opened, approved, decided,
+    /// withdrawn): watchers (the console's live inbox) compare it.
+    changes: AtomicU64,
     on_open: Mutex<Vec<OnOpen>>,
 }
 
 impl Reviews {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A number that changes whenever a review may have: compare two reads.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Adds a hook run (on the caller's thread; keep it to a channel send)
@@ -182,6 +190,7 @@ impl Reviews {
                 },
             );
         }
+        self.changes.fetch_add(1, Ordering::Release);
         for f in self.on_open.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             f(&review);
         }
@@ -213,6 +222,7 @@ impl Reviews {
         let mut g = self.lock();
         if g.open.get(id).is_some_and(|e| e.review.status == Status::Pending) {
             Self::finish(&mut g, id, Status::Withdrawn { why: why.to_string() }, None);
+            self.changes.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -242,6 +252,7 @@ impl Reviews {
             by: who.to_string(),
             at: now_unix(),
         });
+        self.changes.fetch_add(1, Ordering::Release);
         if (e.review.approvals.len() as u32) < e.review.request.required {
             return Ok(e.review.clone());
         }
@@ -273,6 +284,7 @@ impl Reviews {
         } else {
             reason.to_string()
         };
+        self.changes.fetch_add(1, Ordering::Release);
         Self::finish(&mut g, id, Status::Denied { reason }, Some(who.to_string())).ok_or(ReviewError::NotFound)
     }
 

@@ -2,6 +2,7 @@
 //! against the PostgreSQL on this machine.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod sinks;
 
 use std::io::Read;
