@@ -95,9 +95,11 @@ case "${1:-}" in
     ensure_mariadb
     log "building gatehouse (release)"
     cargo build --release --locked
-    log "serving policies/gatehouse.toml on 127.0.0.1:6432"
-    echo '    psql "host=127.0.0.1 port=6432 dbname=postgres user=demo password=demo-token-change-me"' >&2
-    echo '    mariadb -h 127.0.0.1 -P 3307 -u demo -pdemo-token-change-me test' >&2
+    log "serving policies/gatehouse.toml on 127.0.0.1:6432 (the demo: reads pass, writes wait for approval, DDL is denied, secrets are masked, sessions are recorded)"
+    echo '    the agent:    psql "host=127.0.0.1 port=6432 dbname=postgres user=demo password=demo-token-change-me"' >&2
+    echo '                  mariadb -h 127.0.0.1 -P 3307 -u demo -pdemo-token-change-me test' >&2
+    echo '    the console:  http://127.0.0.1:9090/console  (sign in as the demo approver: approver-token-change-me)' >&2
+    echo '    the walkthrough: README.md, "Quick start"' >&2
     exec ./target/release/gatehouse serve --config policies/gatehouse.toml
     ;;
   test)

@@ -226,13 +226,22 @@ fn slack_receiver() -> (u16, Arc<Mutex<Vec<HttpReq>>>) {
             let body = match (bearer, rest) {
                 (false, _) => json!({ "ok": false, "error": "not_authed" }),
                 (true, "U0CAROL") => json!({ "ok": true, "user": {
-                    "id": "U0CAROL", "deleted": false, "is_bot": false, "is_email_confirmed": true,
+                    "id": "U0CAROL", "team_id": "T0TEAM", "deleted": false, "is_bot": false, "is_email_confirmed": true,
                     "profile": { "email": "Carol@Example.com" } } }),
                 (true, "U0MALLORY") => json!({ "ok": true, "user": {
-                    "id": "U0MALLORY", "deleted": false, "is_bot": false, "is_email_confirmed": false,
+                    "id": "U0MALLORY", "team_id": "T0TEAM", "deleted": false, "is_bot": false, "is_email_confirmed": false,
                     "profile": { "email": "carol@example.com" } } }),
                 (true, "U0BOT") => json!({ "ok": true, "user": {
-                    "id": "U0BOT", "deleted": false, "is_bot": true, "is_email_confirmed": true,
+                    "id": "U0BOT", "team_id": "T0TEAM", "deleted": false, "is_bot": true, "is_email_confirmed": true,
+                    "profile": { "email": "carol@example.com" } } }),
+                (true, "U0GUEST") => json!({ "ok": true, "user": {
+                    "id": "U0GUEST", "team_id": "T0TEAM", "deleted": false, "is_bot": false, "is_restricted": true,
+                    "is_email_confirmed": true, "profile": { "email": "carol@example.com" } } }),
+                (true, "U0ELSEWHERE") => json!({ "ok": true, "user": {
+                    "id": "U0ELSEWHERE", "team_id": "T0OTHER", "deleted": false, "is_bot": false,
+                    "is_email_confirmed": true, "profile": { "email": "carol@example.com" } } }),
+                (true, "U0NOCONFIRM") => json!({ "ok": true, "user": {
+                    "id": "U0NOCONFIRM", "team_id": "T0TEAM", "deleted": false, "is_bot": false,
                     "profile": { "email": "carol@example.com" } } }),
                 (true, _) => json!({ "ok": false, "error": "user_not_found" }),
             };
@@ -530,13 +539,67 @@ fn slack_configuration_is_checked() {
     }
     let ok = config_text(free_port(), "", &format!("{POLICY}\n[notify]\n{}", base(approver)));
     gatehouse::config::Config::parse(&ok, "t.toml", std::path::Path::new(".")).expect("a good [notify.slack]");
+
+    // Mail approvers: one person, one name; links only to an admin URL
+    // that is TLS (or this machine) and served.
+    std::env::set_var(BOT_ENV, BOT);
+    let mail = |admin: &str, approvers: &str| {
+        format!(
+            "{POLICY}\n{admin}\n[notify.smtp]\nserver = \"127.0.0.1:25\"\nfrom = \"g@example.com\"\nto = []\nstarttls = false\n{approvers}"
+        )
+    };
+    let listen = "[admin]\nlisten = \"127.0.0.1:9999\"\n[notify]\nadmin_url = \"https://gh.example\"\n";
+    let a1 = "[[notify.smtp.approver]]\nemail = \"dba1@example.com\"\nname = \"dba1\"\nroles = [\"dba\"]\n";
+    let a1_again = "[[notify.smtp.approver]]\nemail = \"DBA1@example.com\"\nname = \"dba1-again\"\nroles = [\"dba\"]\n";
+    let a1_other = "[[notify.smtp.approver]]\nemail = \"other@example.com\"\nname = \"DBA1\"\nroles = [\"dba\"]\n";
+    let bad = [
+        (mail(listen, &format!("{a1}{a1_again}")), "belongs to approver `dba1`"),
+        (mail(listen, &format!("{a1}{a1_other}")), "named twice"),
+        (mail("", a1), "[admin] listen"),
+        (mail("[admin]\nlisten = \"127.0.0.1:9999\"\n", a1), "admin_url"),
+        (
+            mail(
+                "[admin]\nlisten = \"127.0.0.1:9999\"\n[notify]\nadmin_url = \"http://gh.example\"\n",
+                a1,
+            ),
+            "https://",
+        ),
+        (
+            mail(
+                &format!(
+                    "{listen}[notify.slack]\nsigning_secret_env = \"{SIGNING_ENV}\"\nbot_token_env = \"{BOT_ENV}\"\n\
+                     [[notify.slack.approver]]\nemail = \"dba1@example.com\"\nname = \"alice\"\nroles = [\"dba\"]\n"
+                ),
+                a1,
+            ),
+            "belongs to approver `alice`",
+        ),
+    ];
+    for (text, want) in bad {
+        let text = config_text(free_port(), "", &text);
+        let err = gatehouse::config::Config::parse(&text, "t.toml", std::path::Path::new("."))
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {text}"))
+            .to_string();
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    let ok = config_text(free_port(), "", &mail(listen, a1));
+    gatehouse::config::Config::parse(&ok, "t.toml", std::path::Path::new(".")).expect("good mail approvers");
 }
 
 // ---- mail links ------------------------------------------------------------
 
+/// (The admin listener and URL here only satisfy the configuration: the
+/// test serves the router itself and gives the notifier its real URL.)
 fn mail_config(mport: u16, approvers: &str) -> String {
     format!(
         r#"
+[admin]
+listen = "127.0.0.1:1"
+
+[notify]
+admin_url = "http://127.0.0.1:1"
+
 [notify.smtp]
 server = "127.0.0.1:{mport}"
 from = "gatehouse@example.com"

@@ -126,7 +126,7 @@ impl Config {
         let names = target::validate_targets(&mut self.targets, base)?;
         self.scan.validate(base)?;
         self.admin.validate(self.policy.as_ref(), base)?;
-        notify::validate_notify(&self.notify, self.policy.as_ref())?;
+        notify::validate_notify(&self.notify, self.policy.as_ref(), self.admin.listen.is_some())?;
         if let Some(r) = &mut self.recording {
             r.validate(base)?;
         }

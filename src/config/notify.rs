@@ -289,9 +289,75 @@ fn validate_slack(s: &SlackApp, policy: Option<&PolicyConfig>) -> Result<(), Inv
     Ok(())
 }
 
-pub(super) fn validate_notify(n: &Notify, policy: Option<&PolicyConfig>) -> Result<(), Invalid> {
+/// One person, one name: a mailbox (Slack by e-mail, or a mail approver)
+/// under two names would count twice toward N-of-M, and a name twice
+/// among mail approvers would get two mails of links.
+fn validate_one_person_one_name(n: &Notify) -> Result<(), Invalid> {
+    use PathPart::{Idx, Key};
+    let mut by_mailbox: std::collections::HashMap<String, String> = Default::default();
+    let slack = n.slack.iter().flat_map(|s| s.approvers.iter().map(|a| ("slack", a)));
+    let smtp = n.smtp.iter().flat_map(|m| m.approvers.iter().map(|a| ("smtp", a)));
+    let mut smtp_names = std::collections::HashSet::new();
+    let mut counts: std::collections::HashMap<&str, usize> = Default::default();
+    for (section, a) in slack.chain(smtp) {
+        let i = {
+            let c = counts.entry(section).or_default();
+            *c += 1;
+            *c - 1
+        };
+        let at = |f: &'static str| vec![Key("notify"), Key(section), Key("approver"), Idx(i), Key(f)];
+        if section == "smtp" && !smtp_names.insert(a.name.to_lowercase()) {
+            return Err((at("name"), "this approver is named twice".into()));
+        }
+        if let Some(mailbox) = &a.email {
+            let name = a.name.to_lowercase();
+            match by_mailbox.insert(mailbox.to_lowercase(), name.clone()) {
+                Some(other) if other != name => {
+                    return Err((
+                        at("email"),
+                        format!("this mailbox belongs to approver `{other}` already: one person, one name (N-of-M counts names)"),
+                    ))
+                }
+                Some(_) if section == "smtp" => {
+                    return Err((at("email"), "this mailbox is named twice".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn validate_notify(n: &Notify, policy: Option<&PolicyConfig>, admin_listens: bool) -> Result<(), Invalid> {
     if let Some(s) = &n.slack {
         validate_slack(s, policy)?;
+    }
+    validate_one_person_one_name(n)?;
+    if n.smtp.as_ref().is_some_and(|m| !m.approvers.is_empty()) {
+        // The links are credentials: they name the admin listener as
+        // approvers reach it, over TLS unless it is this machine.
+        let at = vec![PathPart::Key("notify"), PathPart::Key("admin_url")];
+        if !admin_listens {
+            return Err((
+                vec![PathPart::Key("admin"), PathPart::Key("listen")],
+                "mail approvers' links are served by the admin listener: set [admin] listen".into(),
+            ));
+        }
+        match &n.admin_url {
+            None => {
+                return Err((
+                    vec![PathPart::Key("notify")],
+                    "mail approvers' links need admin_url, the admin listener's URL as approvers reach it".into(),
+                ))
+            }
+            Some(u) if !u.to_ascii_lowercase().starts_with("https://") && !loopback_http(u) => {
+                return Err((
+                    at,
+                    "the links are credentials: an https:// URL (http:// only to loopback)".into(),
+                ))
+            }
+            Some(_) => {}
+        }
     }
     if n.per_identity_per_minute == 0 {
         return Err((

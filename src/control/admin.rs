@@ -245,6 +245,8 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
 
 /// Longest grant an approval may give: a day.
 pub use crate::config::MAX_GRANT_MINUTES;
+/// Largest request body read, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
 /// Longest reason accepted with a decision, in bytes.
 pub const MAX_REASON_BYTES: usize = 1000;
 
@@ -756,6 +758,9 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/overview", get(super::live::overview))
         .route("/review-links/{token}", get(super::links::show).post(super::links::act))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
+        // Every body here is a small JSON or form (the largest, a Slack
+        // callback): nothing larger is read, on the public routes least.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
 

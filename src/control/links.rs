@@ -278,9 +278,9 @@ pub async fn show(State(st): State<AppState>, Path(token): Path<String>) -> Resp
         Ok(c) => c,
         Err(e) => return link_error(e),
     };
-    if approver_now(&st, &claim).is_none() {
+    let Some(approver) = approver_now(&st, &claim) else {
         return link_error(LinkError::Revoked);
-    }
+    };
     let Some(r) = st.shared.reviews.get(&claim.r) else {
         return page(
             StatusCode::NOT_FOUND,
@@ -295,10 +295,28 @@ pub async fn show(State(st): State<AppState>, Path(token): Path<String>) -> Resp
             &format!("{}<p>This review is {}.</p>", describe(&r), esc(&status_text(&r))),
         );
     }
+    // Say now what the button would be refused for, rather than after.
+    if let Err(e) = st.shared.reviews.may_decide(&r.id, &approver.name, &approver.roles) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "You cannot decide this review",
+            &format!("{}<p>{}.</p>", describe(&r), esc(&e.to_string())),
+        );
+    }
+    let what = if r.request.required > 1 {
+        format!(
+            "Your approval is one of the {} this statement needs; it runs once they are all given.",
+            r.request.required
+        )
+    } else {
+        "The statement runs once, approved by you.".to_string()
+    };
     let form = match claim.a {
-        LinkAction::Approve => "<form method=\"post\"><p>This runs the statement once, approved by you.</p>\
-             <button type=\"submit\">Approve as NAME</button></form>"
-            .replace("NAME", &esc(&claim.n)),
+        LinkAction::Approve => format!(
+            "<form method=\"post\"><p>{}</p><button type=\"submit\">Approve as {}</button></form>",
+            esc(&what),
+            esc(&claim.n)
+        ),
         LinkAction::Deny => format!(
             "<form method=\"post\"><p><label for=\"reason\">Reason (the client is told)</label><br>\
              <textarea id=\"reason\" name=\"reason\" rows=\"3\" cols=\"60\" maxlength=\"{MAX_REASON_BYTES}\"></textarea></p>\

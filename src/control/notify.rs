@@ -503,7 +503,7 @@ fn links_text(l: &MailLinks) -> String {
     format!(
         "Decide from this mail. These links act as you ({name}), work until {until} and, \n\
          between the two of them, once. Each opens a page with a button; opening it decides nothing.\n\n\
-         Approve this statement once:\n    {approve}\n\n\
+         Approve:\n    {approve}\n\n\
          Deny it (you can give a reason):\n    {deny}\n\n\
          Forwarding this mail lets others act as you until then.\n",
         name = l.approver,

@@ -18,7 +18,7 @@
 
 use super::admin::{error, AppState};
 use super::decide::{decide, state_name, Action};
-use super::notify::{params_text, slack_escape, truncate, MAX_SQL_CHARS};
+use super::notify::{slack_escape, MAX_SQL_CHARS};
 use crate::config::{Approver, SlackApp};
 use crate::policy::reviews::{Grant, Review, ReviewError, Status};
 use axum::extract::State;
@@ -93,7 +93,7 @@ pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 /// Why a callback is not taken as Slack's.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unverified {
-    #[error("no X-Slack-Request-Timestamp or X-Slack-Signature header")]
+    #[error("no valid X-Slack-Request-Timestamp or X-Slack-Signature header")]
     Missing,
     #[error("the request timestamp is not within {MAX_SKEW_SECS} seconds of now")]
     Stale,
@@ -115,7 +115,7 @@ pub fn verify(
     let (Some(ts_text), Some(sig)) = (timestamp, signature) else {
         return Err(Unverified::Missing);
     };
-    let ts: u64 = ts_text.trim().parse().map_err(|_| Unverified::Stale)?;
+    let ts: u64 = ts_text.trim().parse().map_err(|_| Unverified::Missing)?;
     if ts.abs_diff(now) > MAX_SKEW_SECS {
         return Err(Unverified::Stale);
     }
@@ -148,9 +148,35 @@ fn fit(s: String) -> String {
     }
 }
 
-/// A code block that nothing inside can end early.
-fn code(s: &str) -> String {
-    format!("```{}```", slack_escape(s).replace('`', "`\u{200b}"))
+/// A code block that nothing inside can end early, at most `budget`
+/// characters of escaped text; what does not fit is named after the
+/// closing fence, never silently dropped.
+fn code(s: &str, budget: usize) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    let mut taken = 0;
+    for c in s.chars() {
+        let piece = match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '`' => "`\u{200b}".to_string(),
+            c => c.to_string(),
+        };
+        let n = piece.chars().count();
+        if used + n > budget {
+            break;
+        }
+        used += n;
+        taken += 1;
+        out.push_str(&piece);
+    }
+    let rest = s.chars().count() - taken;
+    if rest == 0 {
+        format!("```{out}```")
+    } else {
+        format!("```{out}```\n_… and {rest} more characters: the console and the admin API have the whole text_")
+    }
 }
 
 /// The blocks describing a review: who, where, what.
@@ -180,10 +206,19 @@ fn review_blocks(r: &Review) -> Vec<Value> {
             approvers = e(&q.approvers.join(", ")),
             timeout = q.timeout_secs,
         ))),
-        section(fit(code(&truncate(&q.sql, MAX_SQL_CHARS)))),
+        section(code(&q.sql, MAX_SQL_CHARS.min(SECTION_CHARS - 120))),
     ];
     if !q.params.is_empty() {
-        blocks.push(section(fit(format!("parameters: {}", code(&params_text(&q.params))))));
+        let all: Vec<String> = q
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("${} = {p}", i + 1))
+            .collect();
+        blocks.push(section(format!(
+            "parameters: {}",
+            code(&all.join(", "), SECTION_CHARS - 140)
+        )));
     }
     blocks
 }
@@ -322,7 +357,7 @@ struct PayloadAction {
 fn response_url_ok(u: &str) -> bool {
     ["https://hooks.slack.com/", "https://hooks.slack-gov.com/"]
         .iter()
-        .any(|p| u.len() > p.len() && u[..p.len()].eq_ignore_ascii_case(p))
+        .any(|p| u.len() > p.len() && u.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
         || crate::config::loopback_http(u)
 }
 
@@ -414,11 +449,21 @@ async fn lookup_email(app: &SlackApp, user_id: &str) -> Result<Option<String>, S
         ));
     }
     let u = &res["user"];
-    let live_human = u["deleted"] != json!(true) && u["is_bot"] != json!(true) && u["id"] == json!(user_id);
-    let confirmed = u["is_email_confirmed"] != json!(false);
+    // A live, full member of the configured workspace (no guest, no bot)
+    // whose address Slack says is confirmed.
+    let live_human = u["deleted"] != json!(true)
+        && u["is_bot"] != json!(true)
+        && u["is_restricted"] != json!(true)
+        && u["is_ultra_restricted"] != json!(true)
+        && u["id"] == json!(user_id);
+    let in_team = app
+        .team_id
+        .as_ref()
+        .is_none_or(|t| u["team_id"].as_str() == Some(t.as_str()));
+    let confirmed = u["is_email_confirmed"] == json!(true);
     Ok(u["profile"]["email"]
         .as_str()
-        .filter(|_| live_human && confirmed)
+        .filter(|_| live_human && confirmed && in_team)
         .map(str::to_string))
 }
 
@@ -486,7 +531,8 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
         }
     });
     if let Err(e) = checked {
-        tracing::warn!(target: "gatehouse::slack", refused = %e, "a Slack callback was refused");
+        // Anyone can send these: not a warning each (a flood would fill the log).
+        tracing::debug!(target: "gatehouse::slack", refused = %e, "a Slack callback was refused");
         return error(StatusCode::UNAUTHORIZED, &e.to_string());
     }
     let payload = form_urlencoded::parse(&body)
@@ -499,9 +545,20 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
         return error(StatusCode::BAD_REQUEST, "the payload names no user");
     };
     if let Some(team) = &app.team_id {
-        let from = p.team.as_ref().map(|t| t.id.as_str()).or(user.team_id.as_deref());
-        if from != Some(team.as_str()) {
-            tracing::warn!(target: "gatehouse::slack", "a Slack callback from another workspace was refused");
+        // The clicker's own workspace and the message's must both be the
+        // configured one (a shared channel carries users of others).
+        let teams = [p.team.as_ref().map(|t| t.id.as_str()), user.team_id.as_deref()];
+        let ok = teams.iter().any(Option::is_some) && teams.iter().flatten().all(|t| *t == team.as_str());
+        if !ok {
+            super::admin::audit(
+                &st,
+                &format!("slack user {}", user.id),
+                &[],
+                "slack callback",
+                "workspace",
+                "refused: another workspace",
+            )
+            .await;
             return error(StatusCode::FORBIDDEN, "this workspace is not the configured one");
         }
     }
@@ -536,6 +593,15 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(target: "gatehouse::slack", error = %e, "a Slack user could not be looked up");
+            super::admin::audit(
+                &st,
+                &via,
+                &[],
+                decision.verb(),
+                &format!("review {id}"),
+                "refused: the Slack user could not be looked up",
+            )
+            .await;
             respond(
                 p.response_url,
                 ephemeral("gatehouse could not look up who you are in Slack; nothing was decided."),
@@ -607,7 +673,10 @@ mod tests {
             Err(Unverified::BadSignature)
         );
         assert_eq!(verify(secret, None, Some(&sig), body, now), Err(Unverified::Missing));
-        assert_eq!(verify(secret, Some("x"), Some(&sig), body, now), Err(Unverified::Stale));
+        assert_eq!(
+            verify(secret, Some("x"), Some(&sig), body, now),
+            Err(Unverified::Missing)
+        );
         assert_eq!(
             verify(secret, Some(ts), Some(sig.trim_start_matches("v0=")), body, now),
             Err(Unverified::BadSignature)
@@ -617,6 +686,18 @@ mod tests {
             verify(secret, Some("1531420619"), Some(&sig), body, now),
             Err(Unverified::BadSignature)
         );
+    }
+
+    #[test]
+    fn long_statements_end_with_a_note_never_cut_silently() {
+        // Escaping makes `<` five characters: the cut is on the escaped text.
+        let sql = format!("update t set note = '{}'; delete from accounts", "<".repeat(1500));
+        let c = code(&sql, 2000);
+        assert!(c.chars().count() < 2200, "{}", c.len());
+        assert!(c.contains("```\n_… and "), "the fence closes, then the note: {c}");
+        assert!(c.contains("more characters"));
+        let whole = code("select 1 -- ```", 2000);
+        assert_eq!(whole, "```select 1 -- `\u{200b}`\u{200b}`\u{200b}```");
     }
 
     #[test]
@@ -635,5 +716,10 @@ mod tests {
         assert!(!response_url_ok("https://evil.example/https://hooks.slack.com/"));
         assert!(!response_url_ok("http://hooks.slack.com/actions"));
         assert!(!response_url_ok("http://127.0.0.1@evil.example/"));
+        assert!(
+            !response_url_ok("https://hooks.slack.co\u{e9}/x"),
+            "no panic on a multi-byte URL"
+        );
+        assert!(!response_url_ok("https://hooks.slack.com\u{e9}/x"));
     }
 }

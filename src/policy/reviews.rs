@@ -230,7 +230,8 @@ impl Reviews {
         if e.review.status != Status::Pending {
             return Err(ReviewError::NotPending);
         }
-        if who == e.review.request.identity {
+        // Names are compared without case: `Agent` is not someone else.
+        if same_name(who, &e.review.request.identity) {
             return Err(ReviewError::SelfApproval);
         }
         let allowed = &e.review.request.approvers;
@@ -240,12 +241,24 @@ impl Reviews {
         Ok(())
     }
 
+    /// Whether `who` with `roles` could decide review `id` now (for
+    /// showing a button; the decision itself checks again).
+    pub fn may_decide(&self, id: &str, who: &str, roles: &[String]) -> Result<(), ReviewError> {
+        let g = self.lock();
+        let e = g.open.get(id).ok_or(ReviewError::NotFound)?;
+        Self::check_approver(e, who, roles)?;
+        if e.review.approvals.iter().any(|a| same_name(&a.by, who)) {
+            return Err(ReviewError::Twice);
+        }
+        Ok(())
+    }
+
     /// Records an approval; the review is approved once it has enough.
     pub fn approve(&self, id: &str, who: &str, roles: &[String], grant: Grant) -> Result<Review, ReviewError> {
         let mut g = self.lock();
         let e = g.open.get_mut(id).ok_or(ReviewError::NotFound)?;
         Self::check_approver(e, who, roles)?;
-        if e.review.approvals.iter().any(|a| a.by == who) {
+        if e.review.approvals.iter().any(|a| same_name(&a.by, who)) {
             return Err(ReviewError::Twice);
         }
         e.review.approvals.push(Approval {
@@ -326,6 +339,12 @@ impl Reviews {
 /// How long a held session sleeps between looks at its review.
 pub const POLL: Duration = Duration::from_millis(10);
 
+/// Whether two names are one approver's (or the requester's): equal
+/// without regard to case.
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
 pub type SharedReviews = Arc<Reviews>;
 
 #[cfg(test)]
@@ -359,6 +378,11 @@ mod tests {
         assert_eq!(
             r.approve(&id, "agent", &dba, Grant::Once).unwrap_err(),
             ReviewError::SelfApproval
+        );
+        assert_eq!(
+            r.approve(&id, "Agent", &dba, Grant::Once).unwrap_err(),
+            ReviewError::SelfApproval,
+            "a name in another case is the same name"
         );
         assert_eq!(
             r.approve(&id, "bob", &["ops".to_string()], Grant::Once).unwrap_err(),
@@ -396,6 +420,10 @@ mod tests {
         );
         assert_eq!(
             r.approve(&id, "bob", &dba, Grant::For(300)).unwrap_err(),
+            ReviewError::Twice
+        );
+        assert_eq!(
+            r.approve(&id, "BOB", &dba, Grant::For(300)).unwrap_err(),
             ReviewError::Twice
         );
         assert!(!r.granted("agent", "db", "write"));
