@@ -39,7 +39,7 @@
     const text = await res.text();
     let data = null;
     try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
-    if (res.status === 401 && path !== '/console/login') { me = null; showSignIn('Your sign-in has ended.'); }
+    if (res.status === 401 && path !== '/console/login' && path !== '/console/me') { me = null; showSignIn('Your sign-in has ended.'); }
     return { status: res.status, ok: res.ok, data };
   }
 
@@ -58,24 +58,36 @@
   const whenUs = (us) => when(us / 1e6);
   const nowSecs = () => Date.now() / 1000;
 
-  // SQL highlighting: tokens as spans with text, nothing parsed as HTML.
+  // SQL shown for review: keywords and numbers marked, nothing else. No
+  // string or comment is coloured, so no quoting trick (E'\'', $$, "'",
+  // MySQL's executable /*! */) can make a statement look like a literal
+  // or a comment; characters that hide or reorder text (bidirectional
+  // controls, zero-width ones) are shown as their code.
   const KEYWORDS = new Set(('select from where insert into values update set delete create drop alter table index ' +
     'truncate grant revoke and or not null is in like join left right inner outer on as order by group having limit ' +
     'offset returning with union all distinct case when then else end begin commit rollback copy explain analyze ' +
     'call do execute prepare if exists primary key references default cascade view function procedure').split(' '));
+  const HIDDEN = /[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/;
   function sql(text) {
     const pre = el('pre', { class: 'sql' });
-    const re = /(--[^\n]*|\/\*[\s\S]*?\*\/)|('(?:''|[^'])*'?)|(\b\d+(?:\.\d+)?\b)|([A-Za-z_][A-Za-z0-9_$]*)|(\s+|.)/g;
+    const re = /(\b\d+(?:\.\d+)?\b)|([A-Za-z_][A-Za-z0-9_$]*)|([\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff])|([^A-Za-z0-9_\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]+|.)/g;
     let m;
     while ((m = re.exec(text || '')) !== null) {
-      if (m[1]) pre.append(el('span', { class: 'com', text: m[1] }));
-      else if (m[2]) pre.append(el('span', { class: 'str', text: m[2] }));
-      else if (m[3]) pre.append(el('span', { class: 'num', text: m[3] }));
-      else if (m[4] && KEYWORDS.has(m[4].toLowerCase())) pre.append(el('span', { class: 'kw', text: m[4] }));
+      if (m[1]) pre.append(el('span', { class: 'num', text: m[1] }));
+      else if (m[2] && KEYWORDS.has(m[2].toLowerCase())) pre.append(el('span', { class: 'kw', text: m[2] }));
+      else if (m[3]) pre.append(el('span', { class: 'hidden-char', title: 'an invisible or reordering character',
+        text: '<U+' + m[3].codePointAt(0).toString(16).toUpperCase().padStart(4, '0') + '>' }));
       else pre.append(document.createTextNode(m[0]));
     }
+    if (HIDDEN.test(text || '')) pre.classList.add('has-hidden');
     return pre;
   }
+
+  const sameName = (a, b) => String(a).trim().toLowerCase() === String(b).trim().toLowerCase();
+  // Whether I could decide this review: admin, or the approver role and
+  // one of the review's approver roles (the server checks again).
+  const mayDecide = (r) => me && (me.roles.includes('admin') ||
+    (me.roles.includes('approver') && me.roles.some((x) => (r.approvers || []).includes(x))));
 
   function stateName(status) { return (status && status.state) || 'pending'; }
   function badge(state) { return el('span', { class: 'badge state-' + state, text: state }); }
@@ -105,6 +117,12 @@
     });
     view('Sign in', form);
     input.focus();
+    // Single sign-on, when the gateway has a provider for people.
+    api('GET', '/console/sign-in-methods').then((r) => {
+      if (r.ok && r.data && r.data.sso) {
+        main.insertBefore(el('p', {}, el('a', { href: '/console/oidc/start', id: 'sso', class: 'button', text: 'Sign in with single sign-on' })), form);
+      }
+    });
   }
 
   const PAGES = [
@@ -135,7 +153,12 @@
     if (page === 'reviews') return reviewsView();
     if (!canAudit()) return view('Not for your roles', el('p', { text: 'This page needs the auditor or admin role.' }));
     if (page === 'sessions') return sessionsView();
-    if (page === 'recordings' && parts[1]) return recordingView(decodeURIComponent(parts[1]));
+    if (page === 'recordings' && parts[1]) {
+      let id = null;
+      try { id = decodeURIComponent(parts[1]); } catch (_) { /* a malformed link */ }
+      if (id !== null) return recordingView(id);
+      return view('Not found', el('p', { text: 'This is not a recording id.' }));
+    }
     if (page === 'recordings') return recordingsView();
     if (page === 'audit') return auditView();
     if (page === 'overview') return overviewView();
@@ -177,6 +200,14 @@
         ' from ' + q.approvers.join(', ') })));
     if (q.reason) card.append(el('p', { text: 'Held because: ' + q.reason }));
     card.append(sql(q.sql));
+    if (r.sql_cut) {
+      const more = el('button', { type: 'button', class: 'whole', text: 'Show the whole statement (' + r.sql_cut + ' more characters)' });
+      more.addEventListener('click', async () => {
+        const full = await api('GET', '/api/v1/reviews/' + encodeURIComponent(r.id));
+        if (full.ok) { card.querySelector('pre.sql').replaceWith(sql(full.data.sql)); more.remove(); }
+      });
+      card.append(more);
+    }
     if (q.params && q.params.length) {
       card.append(el('p', { class: 'muted', text: 'Parameters (secrets masked):' }),
         el('ol', { class: 'params' }, q.params.map((p) => el('li', {}, el('code', { text: p })))));
@@ -193,9 +224,11 @@
       (r.grant_until ? '; the class is granted until ' + when(r.grant_until) : '') }));
     if (state === 'withdrawn') card.append(el('p', { class: 'muted', text: 'Withdrawn: ' + r.status.why }));
     if (state === 'pending' && canApprove()) {
-      if (q.identity === me.name) {
+      if (sameName(q.identity, me.name)) {
         card.append(el('p', { class: 'muted', text: 'You asked for this review: someone else decides it.' }));
-      } else if (!r.approvals.some((a) => a.by === me.name)) {
+      } else if (!mayDecide(r)) {
+        card.append(el('p', { class: 'muted', text: 'This review needs an approver with one of the roles: ' + q.approvers.join(', ') + '.' }));
+      } else if (!r.approvals.some((a) => sameName(a.by, me.name))) {
         card.append(decisionForm(r));
       } else {
         card.append(el('p', { class: 'muted', text: 'You approved; waiting for other approvers.' }));
@@ -208,11 +241,15 @@
     const status = el('p', { class: 'status', role: 'status' });
     const grantId = 'grant-' + r.id;
     const reasonId = 'reason-' + r.id;
+    // A grant gives what the review names (its class, or `budget`: the
+    // identity's budget lifted), to the identity on the target.
+    const what = (r.grants && r.grants.length ? r.grants : [r.class])
+      .map((g) => g === 'budget' ? 'no budget limit' : g).join(' + ');
     const grant = el('select', { id: grantId, class: 'grant' },
       el('option', { value: '0', text: 'this statement once' }),
-      el('option', { value: '15', text: r.class + ' for 15 min' }),
-      el('option', { value: '60', text: r.class + ' for 1 h' }),
-      el('option', { value: '240', text: r.class + ' for 4 h' }));
+      el('option', { value: '15', text: what + ' for 15 min' }),
+      el('option', { value: '60', text: what + ' for 1 h' }),
+      el('option', { value: '240', text: what + ' for 4 h' }));
     const reason = el('input', { id: reasonId, class: 'reason', type: 'text', maxlength: '1000', placeholder: 'told to the client on a denial' });
     const decide = async (verb) => {
       const body = { reason: reason.value };
@@ -247,9 +284,27 @@
       syncCards(done, finished.slice(0, 50), all, now);
       if (!open.length) pending.replaceChildren(el('p', { class: 'muted', text: 'Nothing is waiting.' }));
     };
-    const es = new EventSource('/api/v1/reviews/events');
-    es.addEventListener('reviews', (ev) => { latest = JSON.parse(ev.data); conn.textContent = 'Live.'; draw(); });
-    es.onerror = () => { conn.textContent = 'Reconnecting…'; };
+    let es = null;
+    let retry = null;
+    const connect = () => {
+      es = new EventSource('/api/v1/reviews/events');
+      es.addEventListener('reviews', (ev) => {
+        latest = JSON.parse(ev.data);
+        conn.textContent = 'Live.' + (latest.open > latest.reviews.filter((r) => stateName(r.status) === 'pending').length
+          ? ' Showing the oldest ' + latest.reviews.filter((r) => stateName(r.status) === 'pending').length + ' of ' + latest.open + ' waiting.' : '');
+        draw();
+      });
+      es.onerror = async () => {
+        conn.textContent = 'Reconnecting…';
+        if (es.readyState === EventSource.CLOSED) {
+          // A refused stream is not retried by the browser: find out why
+          // (a sign-in that ended shows the sign-in page) and try again.
+          const r = await api('GET', '/console/me');
+          if (r.ok) retry = setTimeout(connect, 2000);
+        }
+      };
+    };
+    connect();
     const tick = setInterval(() => {
       for (const c of pending.querySelectorAll('article.review')) {
         const r = latest && latest.reviews.find((x) => x.id === c.dataset.id);
@@ -260,7 +315,7 @@
         }
       }
     }, 1000);
-    cleanup.push(() => es.close(), () => clearInterval(tick));
+    cleanup.push(() => es && es.close(), () => clearTimeout(retry), () => clearInterval(tick));
   }
 
   function syncCards(container, list, all, now) {
@@ -271,6 +326,12 @@
       if (c && c.dataset.key === keyOf(r)) return c;
       const fresh = reviewCard(r, all, now);
       fresh.dataset.key = keyOf(r);
+      // Keep what the approver was typing or had picked.
+      for (const sel of ['input.reason', 'select.grant']) {
+        const before = c && c.querySelector(sel);
+        const after = fresh.querySelector(sel);
+        if (before && after) after.value = before.value;
+      }
       return fresh;
     });
     if (cards.length !== container.children.length || cards.some((c, i) => container.children[i] !== c)) {
@@ -284,16 +345,14 @@
     const body = el('tbody');
     const status = el('p', { class: 'status', role: 'status' });
     view('Live sessions', status, el('table', {},
-      el('thead', {}, el('tr', {}, ['Session', 'Identity', 'Target', 'Client', 'Since', 'Held', ''].map((h) => el('th', { text: h })))),
+      el('thead', {}, el('tr', {}, ['Session', 'Identity', 'Target', 'Client', 'Since', 'Statements', 'Rows', 'Held', ''].map((h) => el('th', { text: h })))),
       body));
     const load = async () => {
-      const [s, rv] = await Promise.all([api('GET', '/api/v1/sessions'), api('GET', '/api/v1/reviews?state=pending')]);
+      const s = await api('GET', '/api/v1/sessions');
       if (!s.ok) { status.textContent = (s.data && s.data.error) || 'Cannot list sessions.'; return; }
-      const held = new Map();
-      for (const r of (rv.ok ? rv.data.reviews : [])) held.set(String(r.session), r);
       const now = nowSecs();
       body.replaceChildren(...s.data.sessions.map((x) => {
-        const h = held.get(String(x.id));
+        const h = x.held;
         const reason = el('input', { type: 'text', class: 'kill-reason', 'aria-label': 'reason to kill session ' + x.id, placeholder: 'reason' });
         const kill = el('button', { type: 'button', class: 'kill', text: 'Kill' });
         kill.addEventListener('click', async () => {
@@ -305,10 +364,11 @@
           el('td', { text: x.id }), el('td', { text: x.identity }), el('td', { text: x.target }),
           el('td', { text: x.client_addr + (x.client_tls ? ' (TLS)' : '') }),
           el('td', { text: when(x.started) + ' (' + ago(now - x.started) + ')' }),
-          el('td', {}, h ? el('a', { href: '#/reviews', text: h.id + ' (' + h.class + ')' }) : ''),
+          el('td', { text: x.statements }), el('td', { text: x.rows }),
+          el('td', {}, h ? el('a', { href: '#/reviews', text: h.review + ' (' + h.class + ')' }) : ''),
           el('td', {}, isAdmin() ? [reason, ' ', kill] : ''));
       }));
-      if (!s.data.sessions.length) body.replaceChildren(el('tr', {}, el('td', { colspan: '7', class: 'muted', text: 'No session is open.' })));
+      if (!s.data.sessions.length) body.replaceChildren(el('tr', {}, el('td', { colspan: '9', class: 'muted', text: 'No session is open.' })));
     };
     load();
     const t = setInterval(load, 2000);
@@ -421,6 +481,7 @@
         text: v.intact ? ('chain intact' + (v.sealed ? ', sealed' : ', not sealed') + (v.signed_by ? ', signed by ' + v.signed_by : ''))
           : ('chain broken' + (v.broken ? ' at record ' + v.broken.record + ': ' + v.broken.why : '')) })));
     const res = await fetch('/api/v1/recordings/' + enc + '/events?format=jsonl', { credentials: 'same-origin' });
+    if (!res.ok) { list.replaceChildren(el('li', { class: 'error', text: 'Cannot read the records (' + res.status + ').' })); return; }
     const lines = (await res.text()).split('\n').filter(Boolean);
     const records = [];
     for (const l of lines) { try { records.push(JSON.parse(l)); } catch (_) { /* a torn line */ } }
@@ -478,6 +539,7 @@
     filter.addEventListener('input', draw);
     (async () => {
       const res = await fetch('/api/v1/audit?format=jsonl', { credentials: 'same-origin' });
+      if (res.status === 401) { me = null; showSignIn('Your sign-in has ended.'); return; }
       if (!res.ok) { status.textContent = 'Cannot read the audit log (' + res.status + ').'; return; }
       const recs = (await res.text()).split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch (_) { return null; } }).filter(Boolean);
       rows = recs.reverse().slice(0, 2000).map((v) => el('tr', {},

@@ -15,6 +15,8 @@ const AUDITOR: &str = "console-auditor-token-2222";
 const OPS: &str = "console-ops-token-3333";
 /// An approver whose name is the agent's identity: it asked for the reviews.
 const SELF: &str = "console-agent-token-4444";
+/// A token with a policy approver role only (no API role): not a console user.
+const POLICY_ONLY: &str = "console-dba-only-token-5555";
 
 const POLICY: &str = "[policy]\ndefault_role = \"agent\"\n[policy.roles.agent]\napprovers = [\"dba\"]\n";
 
@@ -25,6 +27,7 @@ fn tokens() -> String {
         ("audit", AUDITOR, "\"auditor\""),
         ("ops", OPS, "\"admin\""),
         ("agent", SELF, "\"approver\", \"dba\""),
+        ("dba-only", POLICY_ONLY, "\"dba\""),
     ] {
         s += &format!(
             "[[admin.token]]\nname = \"{name}\"\ntoken_hash = \"{}\"\nroles = [{roles}]\n\n",
@@ -128,7 +131,10 @@ fn a_held_insert_is_approved_and_another_denied_by_clicking() {
     b.wait_text("main", "Nothing is waiting", Duration::from_secs(10));
 
     // Held: the inbox shows it within a second of the review opening.
-    let held = held_psql(&g, &format!("insert into {t} values (1)"));
+    let held = held_psql(
+        &g,
+        &format!("insert into {t} values (1) -- <img src=x onerror=alert(1)> \u{202e}gnp.exe"),
+    );
     let id = pending_review(admin_port);
     let seen = Instant::now();
     let card = format!("article.review[data-id='{id}']");
@@ -140,6 +146,14 @@ fn a_held_insert_is_approved_and_another_denied_by_clicking() {
     }
     // Highlighted: the keyword is its own element, as text.
     assert!(b.find(&format!("{card} pre.sql span.kw")).is_some());
+    // Markup in a statement is text, and a reordering character is shown
+    // as its code, not obeyed.
+    assert!(text.contains("<img src=x onerror=alert(1)>"), "{text}");
+    assert!(
+        b.find(&format!("{card} img")).is_none(),
+        "no element from the statement"
+    );
+    assert!(text.contains("<U+202E>gnp.exe"), "{text}");
     screenshot(&b, "inbox");
     assert_eq!(
         direct_psql(&format!("select count(*) from {t}")),
@@ -187,6 +201,8 @@ fn a_held_insert_is_approved_and_another_denied_by_clicking() {
     sign_in(&b, admin_port, OPS);
     b.goto(&format!("http://127.0.0.1:{admin_port}/console#/sessions"));
     let row = b.wait("tr[data-session] button.kill", Duration::from_secs(5));
+    // The session's row names what it has held.
+    b.wait_text("tr[data-session]", &format!("{id} (write)"), Duration::from_secs(5));
     let reason = b.wait("tr[data-session] input.kill-reason", Duration::from_secs(5));
     b.type_into(&reason, "runaway agent");
     screenshot(&b, "sessions");
@@ -349,10 +365,12 @@ fn console_changes_need_the_csrf_token_and_pages_carry_a_strict_csp() {
             Some(&format!("{{\"token\":\"{token}\"}}")),
         )
     };
-    assert_eq!(login("application/x-www-form-urlencoded", &origin, DBA).0, 403);
-    assert_eq!(login("text/plain", &origin, DBA).0, 403);
+    assert_eq!(login("application/x-www-form-urlencoded", &origin, DBA).0, 415);
+    assert_eq!(login("text/plain", &origin, DBA).0, 415);
     assert_eq!(login("application/json", "https://evil.example", DBA).0, 403);
     assert_eq!(login("application/json", &origin, "not-a-token").0, 401);
+    // A token whose roles open no part of the console signs nothing in.
+    assert_eq!(login("application/json", &origin, POLICY_ONLY).0, 403);
     let (st, body, set_cookie) = login("application/json", &origin, DBA);
     assert_eq!(st, 200, "{body}");
     let set_cookie = set_cookie.expect("a session cookie");
@@ -460,10 +478,273 @@ fn console_changes_need_the_csrf_token_and_pages_carry_a_strict_csp() {
     );
     assert_eq!(request(&agent, "GET", &format!("{base}/console/me"), &[c], None).0, 401);
 
+    // A token removed from the configuration: its console session ends,
+    // and so does a live stream it opened (within the recheck period).
+    let (_, body, set_cookie) = login("application/json", &origin, DBA);
+    let csrf2 = serde_json::from_str::<Value>(&body).unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = csrf2;
+    let cookie2 = set_cookie.unwrap().split(';').next().unwrap().to_string();
+    let events = agent
+        .get(&format!("{base}/api/v1/reviews/events"))
+        .set("Cookie", &cookie2)
+        .call()
+        .unwrap();
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    let stream = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut sink = Vec::new();
+        let started = Instant::now();
+        let _ = events.into_reader().read_to_end(&mut sink);
+        (started.elapsed(), String::from_utf8_lossy(&sink).into_owned())
+    });
+    let config = std::fs::read_to_string(&g.config_path).unwrap();
+    let without = config.replace(&token_hash(DBA), &token_hash("a-new-token-for-dba1"));
+    assert_ne!(config, without);
+    std::fs::write(&g.config_path, without).unwrap();
+    let (st, body) = http(admin_port, "POST", "/api/v1/reload", OPS, "");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        request(
+            &agent,
+            "GET",
+            &format!("{base}/api/v1/reviews"),
+            &[("Cookie", &cookie2)],
+            None
+        )
+        .0,
+        401
+    );
+    let (lasted, seen) = stream.join().unwrap();
+    assert!(lasted < Duration::from_secs(30), "the stream ended after {lasted:?}");
+    assert!(seen.contains("event: reviews"), "{seen}");
+
     // The console works under its CSP in a real browser.
     let b = Browser::start();
     sign_in(&b, admin_port, OPS);
     b.wait_text("main", "Decided", Duration::from_secs(10));
     clean_console(&b);
     direct_psql(&format!("drop table {t}"));
+}
+
+// ---- single sign-on ----------------------------------------------------------
+
+mod sso {
+    use super::*;
+    use common::sinks::{http_receiver_with, HttpReq};
+    use gatehouse::identity::mint;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const ISS: &str = "https://idp.test";
+    const CLIENT: &str = "gatehouse-console";
+
+    struct Idp {
+        port: u16,
+        /// Mint ID tokens with a nonce of another sign-in.
+        wrong_nonce: Arc<AtomicBool>,
+    }
+
+    /// A provider: /authorize sends the browser back with a code at once
+    /// (alice is signed in); /token redeems a code once, only with the
+    /// PKCE verifier of its challenge, for an ID token with the nonce.
+    fn idp(key: Arc<mint::SigningKey>) -> Idp {
+        let codes: Arc<Mutex<HashMap<String, (String, String)>>> = Default::default();
+        let wrong_nonce = Arc::new(AtomicBool::new(false));
+        let wrong = wrong_nonce.clone();
+        let (port, _) = http_receiver_with(Box::new(move |q: &HttpReq, n: usize| {
+            let param = |s: &str, k: &str| {
+                form_urlencoded::parse(s.as_bytes())
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            if let Some(query) = q.path.strip_prefix("/authorize?") {
+                assert_eq!(param(query, "code_challenge_method"), "S256");
+                assert_eq!(param(query, "response_type"), "code");
+                assert_eq!(param(query, "client_id"), CLIENT);
+                let code = format!("code-{n}-{}", rand_suffix());
+                codes
+                    .lock()
+                    .unwrap()
+                    .insert(code.clone(), (param(query, "nonce"), param(query, "code_challenge")));
+                let back = format!(
+                    "{}?code={code}&state={}",
+                    param(query, "redirect_uri"),
+                    form_urlencoded::byte_serialize(param(query, "state").as_bytes()).collect::<String>()
+                );
+                return ("302 Found".into(), back);
+            }
+            if q.path == "/token" {
+                let body = String::from_utf8_lossy(&q.body).into_owned();
+                let Some((nonce, challenge)) = codes.lock().unwrap().remove(&param(&body, "code")) else {
+                    return ("400 Bad Request".into(), r#"{"error":"invalid_grant"}"#.into());
+                };
+                let verifier = param(&body, "code_verifier");
+                use base64::Engine;
+                use sha2::Digest;
+                let want =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+                if want != challenge || param(&body, "grant_type") != "authorization_code" {
+                    return ("400 Bad Request".into(), r#"{"error":"invalid_grant"}"#.into());
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let nonce = if wrong.load(Ordering::Relaxed) {
+                    "another".to_string()
+                } else {
+                    nonce
+                };
+                let claims = serde_json::json!({
+                    "iss": ISS, "aud": CLIENT, "sub": "alice", "groups": ["console-approvers"],
+                    "nonce": nonce, "iat": now, "exp": now + 600,
+                });
+                let token = mint::mint(&key, Some("k1"), claims.as_object().unwrap()).unwrap();
+                return (
+                    "200 OK".into(),
+                    serde_json::json!({ "id_token": token, "token_type": "Bearer" }).to_string(),
+                );
+            }
+            ("404 Not Found".into(), "{}".into())
+        }));
+        Idp { port, wrong_nonce }
+    }
+
+    fn gateway_with_sso() -> (Gatehouse, u16, Idp, tempfile::TempDir) {
+        let generated = mint::keygen(gatehouse::identity::jwks::Alg::EdDSA, Some("k1")).unwrap();
+        let key = Arc::new(mint::SigningKey::from_pem(&generated.private_pem, None).unwrap());
+        let keys = tempfile::tempdir().unwrap();
+        let jwks = keys.path().join("jwks.json");
+        std::fs::write(&jwks, mint::add_to_jwks(None, generated.jwk).unwrap()).unwrap();
+        let idp = idp(key);
+        let admin_port = free_port();
+        let extra = format!(
+            r#"[admin]
+listen = "127.0.0.1:{admin_port}"
+{tokens}
+{POLICY}
+[oidc]
+issuer = "{ISS}"
+audience = ["database"]
+admin_audience = ["{CLIENT}"]
+jwks_file = "{jwks}"
+
+[oidc.role_map]
+"console-approvers" = ["approver", "dba"]
+
+[oidc.console]
+client_id = "{CLIENT}"
+authorization_endpoint = "http://127.0.0.1:{idp}/authorize"
+token_endpoint = "http://127.0.0.1:{idp}/token"
+redirect_url = "http://127.0.0.1:{admin_port}/console/oidc/callback"
+"#,
+            tokens = tokens(),
+            jwks = jwks.display(),
+            idp = idp.port,
+        );
+        (Gatehouse::start("", &extra), admin_port, idp, keys)
+    }
+
+    fn no_redirects() -> ureq::Agent {
+        ureq::AgentBuilder::new().redirects(0).build()
+    }
+
+    /// GET without following redirects: status, Location, Set-Cookie values.
+    fn get(agent: &ureq::Agent, url: &str, cookie: Option<&str>) -> (u16, String, Vec<String>) {
+        let mut req = agent.get(url);
+        if let Some(c) = cookie {
+            req = req.set("Cookie", c);
+        }
+        let r = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let cookies = r.all("set-cookie").iter().map(|s| s.to_string()).collect();
+        (r.status(), r.header("location").unwrap_or("").to_string(), cookies)
+    }
+
+    /// Begins a sign-in: the state cookie, and the provider's redirect back.
+    fn begin(agent: &ureq::Agent, admin_port: u16) -> (String, String) {
+        let (st, to_idp, cookies) = get(
+            agent,
+            &format!("http://127.0.0.1:{admin_port}/console/oidc/start"),
+            None,
+        );
+        assert_eq!(st, 302);
+        let state_cookie = cookies
+            .iter()
+            .find(|c| c.starts_with("gh_console_sso="))
+            .expect("a state cookie")
+            .clone();
+        assert!(
+            state_cookie.contains("HttpOnly") && state_cookie.contains("SameSite=Lax"),
+            "{state_cookie}"
+        );
+        let (st, back, _) = get(agent, &to_idp, None);
+        assert_eq!(st, 302, "{to_idp}");
+        (state_cookie.split(';').next().unwrap().to_string(), back)
+    }
+
+    #[test]
+    fn single_sign_on_with_pkce_state_and_nonce() {
+        let (_g, admin_port, idp, _keys) = gateway_with_sso();
+        let agent = no_redirects();
+
+        // The whole flow, by hand: a console session for alice.
+        let (cookie, back) = begin(&agent, admin_port);
+        let (st, to, cookies) = get(&agent, &back, Some(&cookie));
+        assert_eq!((st, to.as_str()), (302, "/console#/reviews"), "{cookies:?}");
+        let session = cookies
+            .iter()
+            .find(|c| c.starts_with("gh_console=") && !c.starts_with("gh_console=;"))
+            .expect("a console session")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let me = agent
+            .get(&format!("http://127.0.0.1:{admin_port}/console/me"))
+            .set("Cookie", &session)
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        assert!(me.contains("\"alice\"") && me.contains("dba"), "{me}");
+        // The same answer again: the state is spent.
+        assert_eq!(get(&agent, &back, Some(&cookie)).0, 403);
+
+        // The provider's answer in another browser (no state cookie, or
+        // another sign-in's): refused, and the code is not redeemed.
+        let (other_cookie, back) = begin(&agent, admin_port);
+        assert_eq!(get(&agent, &back, None).0, 403);
+        let (_, back2) = begin(&agent, admin_port);
+        assert_eq!(get(&agent, &back2, Some(&other_cookie)).0, 403);
+        // A made-up state with its own cookie: unknown.
+        let forged = format!("http://127.0.0.1:{admin_port}/console/oidc/callback?code=x&state=madeup");
+        assert_eq!(get(&agent, &forged, Some("gh_console_sso=madeup")).0, 403);
+
+        // An ID token minted for another sign-in (its nonce): refused.
+        idp.wrong_nonce.store(true, Ordering::Relaxed);
+        let (cookie, back) = begin(&agent, admin_port);
+        let (st, _, cookies) = get(&agent, &back, Some(&cookie));
+        assert_eq!(st, 403);
+        assert!(!cookies
+            .iter()
+            .any(|c| c.starts_with("gh_console=") && !c.starts_with("gh_console=;")));
+        idp.wrong_nonce.store(false, Ordering::Relaxed);
+
+        // In a browser: the sign-in page offers single sign-on, and it works.
+        let b = Browser::start();
+        b.goto(&format!("http://127.0.0.1:{admin_port}/console"));
+        b.click(&b.wait("#sso", Duration::from_secs(10)));
+        b.wait_text("#who", "alice", Duration::from_secs(10));
+        b.wait_text("main", "Nothing is waiting", Duration::from_secs(10));
+        clean_console(&b);
+    }
 }

@@ -70,6 +70,34 @@ pub struct Oidc {
     /// Role → targets it reaches (`*` for all). Without this table, an OIDC
     /// identity reaches every target (the policy engine will refine this).
     pub role_targets: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// The console's sign-in for people: the authorization-code flow with
+    /// PKCE against this provider.
+    pub console: Option<OidcConsole>,
+}
+
+/// `[oidc.console]`: the console's single sign-on. The ID token the
+/// provider returns is checked as an admin-API JWT (its `aud`, the
+/// `client_id`, must be one of `admin_audience`), its roles from
+/// `role_map` like any other.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConsole {
+    pub client_id: String,
+    /// A confidential client's secret (sent with the code); absent for a
+    /// public client (PKCE alone).
+    pub client_secret_env: Option<String>,
+    /// The provider's authorization and token endpoints.
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Where the provider sends the browser back:
+    /// `<admin URL>/console/oidc/callback`, registered with the provider.
+    pub redirect_url: String,
+    #[serde(default = "console_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn console_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
 }
 
 impl Default for Oidc {
@@ -91,6 +119,7 @@ impl Default for Oidc {
             role_map: Default::default(),
             role_passthrough: false,
             role_targets: None,
+            console: None,
         }
     }
 }
@@ -186,6 +215,44 @@ pub(super) fn validate_oidc(o: &mut Oidc, base: &Path, targets: &HashSet<String>
         *ca = base.join(&*ca);
         if !ca.is_file() {
             return Err((k("jwks_ca_file"), format!("{} is not a readable file", ca.display())));
+        }
+    }
+    if let Some(c) = &o.console {
+        let k = |f: &'static str| vec![Key("oidc"), Key("console"), Key(f)];
+        if !admin.contains(&c.client_id) {
+            return Err((
+                k("client_id"),
+                "must be one of [oidc] admin_audience: the ID token's `aud` is the client_id, and the console \
+                 takes only admin-audience tokens"
+                    .into(),
+            ));
+        }
+        for (f, u) in [
+            ("authorization_endpoint", &c.authorization_endpoint),
+            ("token_endpoint", &c.token_endpoint),
+            ("redirect_url", &c.redirect_url),
+        ] {
+            let https = u.len() > 8 && u.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+            if !https && !loopback_http(u) {
+                return Err((
+                    k(f),
+                    "must be an https:// URL (http:// only to 127.0.0.1, localhost or [::1])".into(),
+                ));
+            }
+        }
+        if !c.redirect_url.ends_with("/console/oidc/callback") {
+            return Err((
+                k("redirect_url"),
+                "must be the admin listener's /console/oidc/callback, as approvers reach it".into(),
+            ));
+        }
+        if !c.scopes.iter().any(|s| s == "openid") {
+            return Err((k("scopes"), "must include openid".into()));
+        }
+        if let Some(var) = &c.client_secret_env {
+            if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                return Err((k("client_secret_env"), format!("environment variable {var} is not set")));
+            }
         }
     }
     if !(1..=604_800).contains(&o.refresh_secs) {

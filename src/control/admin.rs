@@ -37,6 +37,8 @@ pub struct AppState {
     pub links: Arc<super::links::Links>,
     /// The web console's signed-in sessions.
     pub console: Arc<super::console::Sessions>,
+    /// The console's single sign-ons under way.
+    pub sso: Arc<super::sso::Sso>,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
             slack: Default::default(),
             links: Default::default(),
             console: Default::default(),
+            sso: Default::default(),
         }
     }
 }
@@ -114,6 +117,27 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
     ),
     (
         "get",
+        "/console/sign-in-methods",
+        &[],
+        "What the console's sign-in offers: {token: true, sso: bool}.",
+    ),
+    (
+        "get",
+        "/console/oidc/start",
+        &[],
+        "Single sign-on ([oidc.console]): redirects to the provider (authorization code with PKCE S256, a \
+         state bound to the browser by a cookie, a nonce).",
+    ),
+    (
+        "get",
+        "/console/oidc/callback",
+        &[],
+        "Single sign-on: the provider's redirect back. Takes the code only with this browser's unused \
+         state, redeems it with the PKCE verifier, checks the ID token (signature, issuer, admin audience, \
+         expiry, nonce) and opens a console session.",
+    ),
+    (
+        "get",
         "/console/me",
         &[Role::Admin, Role::Auditor, Role::Approver],
         "Who the caller is: {name, roles, csrf}.",
@@ -129,7 +153,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "get",
         "/api/v1/sessions",
         &[Role::Admin, Role::Auditor],
-        "Sessions open now.",
+        "Sessions open now: who, where, since when, statements and rows so far, what is held.",
     ),
     (
         "post",
@@ -371,8 +395,17 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&st, &headers, "get", "/api/v1/sessions") {
         return r;
     }
-    let mut list = st.shared.registry.list();
-    list.sort_by_key(|(_, i)| i.started_unix);
+    let mut list = st.shared.registry.list_progress();
+    list.sort_by_key(|(_, i, _, _)| i.started_unix);
+    // What each session has waiting for review now.
+    let held: std::collections::HashMap<u32, (String, String)> = st
+        .shared
+        .reviews
+        .list()
+        .into_iter()
+        .filter(|r| r.status == crate::policy::reviews::Status::Pending)
+        .map(|r| (r.request.session, (r.id, r.request.class)))
+        .collect();
     // The recording of each open session, for its live tail.
     let recordings: std::collections::HashMap<u32, String> = match st.recorder.as_ref() {
         Some(r) => r
@@ -388,9 +421,12 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
     };
     let items: Vec<_> = list
         .into_iter()
-        .map(|(id, i)| {
+        .map(|(id, i, statements, rows)| {
             json!({
                 "id": id.to_string(),
+                "statements": statements,
+                "rows": rows,
+                "held": held.get(&id).map(|(r, class)| json!({ "review": r, "class": class })),
                 "identity": i.identity,
                 "target": i.target,
                 "client_addr": i.client_addr,
@@ -612,7 +648,13 @@ async fn review_decide(
         }
         Action::Deny(d.reason.clone())
     };
-    match decide(&st, &who, &roles, &id, action, "api", &d.reason).await {
+    // Bearer calls are the API's; cookie calls the console's.
+    let via = if headers.contains_key(header::AUTHORIZATION) {
+        "api"
+    } else {
+        "console"
+    };
+    match decide(&st, &who, &roles, &id, action, via, &d.reason).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => review_error(e),
     }
@@ -753,6 +795,9 @@ pub fn router(app: AppState) -> Router {
         .route("/console/app.css", get(super::console::app_css))
         .route("/console/login", post(super::console::login))
         .route("/console/me", get(super::console::me))
+        .route("/console/sign-in-methods", get(super::console::sign_in_methods))
+        .route("/console/oidc/start", get(super::sso::start))
+        .route("/console/oidc/callback", get(super::sso::callback))
         .route("/console/logout", post(super::console::logout))
         .route("/api/v1/reviews/events", get(super::live::review_events))
         .route("/api/v1/overview", get(super::live::overview))
@@ -761,7 +806,26 @@ pub fn router(app: AppState) -> Router {
         // Every body here is a small JSON or form (the largest, a Slack
         // callback): nothing larger is read, on the public routes least.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(private_answers))
         .with_state(app)
+}
+
+/// Answers are private: never cached (they carry statements, masked rows,
+/// reviews), never sniffed into another type, and vary by cookie.
+async fn private_answers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::VARY,
+        axum::http::HeaderValue::from_static("Cookie, Authorization"),
+    );
+    resp
 }
 
 /// What one client of the admin API may hold.
@@ -850,6 +914,9 @@ mod tests {
                 "/console/app.js",
                 "/console/app.css",
                 "/console/login",
+                "/console/sign-in-methods",
+                "/console/oidc/start",
+                "/console/oidc/callback",
                 "/slack/interactions",
                 "/review-links/{token}",
                 "/review-links/{token}"

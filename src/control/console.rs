@@ -27,8 +27,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
-/// The cookie's name.
+/// The cookie's name over plain HTTP (loopback development).
 pub const COOKIE: &str = "gh_console";
+/// Its name with TLS: a `__Host-` cookie cannot be set by a sibling
+/// domain or over plain HTTP, so nobody can plant one beside it.
+pub const COOKIE_TLS: &str = "__Host-gh_console";
+/// Console sessions one credential may hold at once; past it, its own
+/// oldest ends (never anyone else's).
+const SESSIONS_PER_CREDENTIAL: usize = 20;
 /// The CSRF header the console's script sends on every change.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// A console session's lifetime from sign-in.
@@ -45,7 +51,7 @@ const APP_JS: &str = include_str!("../../console/app.js");
 const APP_CSS: &str = include_str!("../../console/app.css");
 
 /// What signed a session in.
-enum Credential {
+pub(super) enum Credential {
     /// An admin token, by its SHA-256 (found in the configuration again
     /// at each request).
     Static([u8; 32]),
@@ -77,16 +83,28 @@ pub struct CookieCaller {
     pub may_change: bool,
 }
 
-/// The value of cookie `name` in the request.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+/// The value of cookie `name` in the request; none when the browser sends
+/// it twice (a planted copy beside the real one: trust neither).
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+/// The session cookie's name for this configuration.
+fn cookie_name(st: &AppState) -> &'static str {
+    if st.shared.state.load().config.admin.tls.is_some() {
+        COOKIE_TLS
+    } else {
+        COOKIE
+    }
 }
 
 /// Whether the request's `Origin` (when the browser sends one) is the
@@ -126,9 +144,10 @@ fn resolve(st: &AppState, c: &Credential) -> Option<(String, Vec<String>)> {
 impl Sessions {
     /// The caller of a request carrying a console cookie.
     pub fn caller(&self, st: &AppState, headers: &HeaderMap) -> Option<CookieCaller> {
-        let id = cookie(headers, COOKIE)?;
+        let id = cookie(headers, cookie_name(st))?;
         let key = digest(id);
-        let (resolved, csrf_ok) = {
+        // The credential is copied out: a JWT is verified without the lock.
+        let (credential, csrf_ok) = {
             let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());
             let s = g.get(&key)?;
             if s.started.elapsed() > SESSION_TTL {
@@ -137,8 +156,13 @@ impl Sessions {
             }
             let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
             let csrf_ok = !sent.is_empty() && bool::from(sent.as_bytes().ct_eq(s.csrf.as_bytes()));
-            (resolve(st, &s.credential), csrf_ok)
+            let credential = match &s.credential {
+                Credential::Static(d) => Credential::Static(*d),
+                Credential::Jwt(j) => Credential::Jwt(j.clone()),
+            };
+            (credential, csrf_ok)
         };
+        let resolved = resolve(st, &credential);
         let Some((name, roles)) = resolved else {
             // The token is gone from the configuration or the JWT expired.
             self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
@@ -152,8 +176,8 @@ impl Sessions {
     }
 
     /// The CSRF token of the request's session.
-    fn csrf(&self, headers: &HeaderMap) -> Option<String> {
-        let key = digest(cookie(headers, COOKIE)?);
+    fn csrf(&self, st: &AppState, headers: &HeaderMap) -> Option<String> {
+        let key = digest(cookie(headers, cookie_name(st))?);
         self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -161,18 +185,33 @@ impl Sessions {
             .map(|s| s.csrf.clone())
     }
 
-    fn open(&self, credential: Credential) -> (String, String) {
+    pub(super) fn open(&self, credential: Credential) -> Option<(String, String)> {
         let id = hex::encode(rand::random::<[u8; 32]>());
         let csrf = hex::encode(rand::random::<[u8; 32]>());
         let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|_, s| s.started.elapsed() <= SESSION_TTL);
+        // One credential holds a bounded number: past it, its own oldest
+        // ends, so no token can sign everyone else out.
+        let same = |s: &Session| match (&s.credential, &credential) {
+            (Credential::Static(a), Credential::Static(b)) => a == b,
+            (Credential::Jwt(a), Credential::Jwt(b)) => a == b,
+            _ => false,
+        };
+        while g.values().filter(|s| same(s)).count() >= SESSIONS_PER_CREDENTIAL {
+            let oldest = g
+                .iter()
+                .filter(|(_, s)| same(s))
+                .min_by_key(|(_, s)| s.started)
+                .map(|(k, _)| *k);
+            match oldest {
+                Some(k) => g.remove(&k),
+                None => break,
+            };
+        }
         if g.len() >= MAX_SESSIONS {
-            g.retain(|_, s| s.started.elapsed() <= SESSION_TTL);
-            if g.len() >= MAX_SESSIONS {
-                let oldest = g.iter().min_by_key(|(_, s)| s.started).map(|(k, _)| *k);
-                if let Some(k) = oldest {
-                    g.remove(&k);
-                }
-            }
+            // Tokens are few; only many distinct JWTs get here. The new
+            // sign-in waits for sessions to end.
+            return None;
         }
         g.insert(
             digest(&id),
@@ -182,11 +221,11 @@ impl Sessions {
                 started: Instant::now(),
             },
         );
-        (id, csrf)
+        Some((id, csrf))
     }
 
-    fn close(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, COOKIE) {
+    fn close(&self, st: &AppState, headers: &HeaderMap) {
+        if let Some(id) = cookie(headers, cookie_name(st)) {
             self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest(id));
         }
     }
@@ -220,15 +259,38 @@ pub async fn app_css() -> Response {
 }
 
 fn cookie_header(st: &AppState, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if st.shared.state.load().config.admin.tls.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
+    let name = cookie_name(st);
+    let secure = if name == COOKIE_TLS { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("gh_console=; Max-Age=0"))
+}
+
+/// The session cookie for a new console session.
+pub(super) fn session_cookie(st: &AppState, id: &str) -> HeaderValue {
+    cookie_header(st, id, SESSION_TTL.as_secs())
+}
+
+/// Whether a role opens the console: one of the admin API's.
+pub(super) fn console_role(role: &str, _config: &crate::config::Config) -> bool {
+    matches!(role, "admin" | "auditor" | "approver")
+}
+
+/// `GET /console/sign-in-methods`: what the sign-in page offers.
+pub async fn sign_in_methods(State(st): State<AppState>) -> Response {
+    let sso = st
+        .shared
+        .state
+        .load()
+        .config
+        .oidc
+        .as_ref()
+        .is_some_and(|o| o.console.is_some());
+    let mut resp = Json(json!({ "token": true, "sso": sso })).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// `POST /console/login`, body `{"token": "..."}` (JSON only: a form
@@ -244,7 +306,13 @@ pub async fn login(State(st): State<AppState>, headers: HeaderMap, body: axum::b
                 .trim()
                 .eq_ignore_ascii_case("application/json")
         });
-    if !json_body || !same_origin(&headers) {
+    if !json_body {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body is JSON: {\"token\": \"...\"} (sign in from the console's own page)",
+        );
+    }
+    if !same_origin(&headers) {
         return error(
             StatusCode::FORBIDDEN,
             "sign in from the console's own page (JSON from the same origin)",
@@ -261,14 +329,35 @@ pub async fn login(State(st): State<AppState>, headers: HeaderMap, body: axum::b
     let token = l.token.trim();
     let Some((name, roles)) = (!token.is_empty()).then(|| resolve_token(&st, token)).flatten() else {
         tracing::info!(target: "gatehouse::admin", "console sign-in refused: unknown token");
+        audit(&st, "-", &[], "console sign-in", "console", "refused: unknown token").await;
         return error(StatusCode::UNAUTHORIZED, "this token is not an admin token");
     };
+    if !roles.iter().any(|r| console_role(r, &st.shared.state.load().config)) {
+        audit(
+            &st,
+            &name,
+            &roles,
+            "console sign-in",
+            "console",
+            "refused: no console role",
+        )
+        .await;
+        return error(
+            StatusCode::FORBIDDEN,
+            "this token has none of the console's roles (admin, auditor, approver)",
+        );
+    }
     let credential = if resolve(&st, &Credential::Static(digest(token))).is_some() {
         Credential::Static(digest(token))
     } else {
         Credential::Jwt(token.to_string())
     };
-    let (id, csrf) = st.console.open(credential);
+    let Some((id, csrf)) = st.console.open(credential) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many console sessions are open; try again later",
+        );
+    };
     tracing::info!(target: "gatehouse::admin", by = %name, "console sign-in");
     audit(&st, &name, &roles, "console sign-in", "console", "ok").await;
     let mut resp = Json(json!({ "name": name, "roles": roles, "csrf": csrf })).into_response();
@@ -285,7 +374,7 @@ pub async fn me(State(st): State<AppState>, headers: HeaderMap) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let csrf = st.console.csrf(&headers);
+    let csrf = st.console.csrf(&st, &headers);
     let mut resp = Json(json!({ "name": name, "roles": roles, "csrf": csrf })).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -298,7 +387,7 @@ pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response 
         Ok(c) => c,
         Err(r) => return r,
     };
-    st.console.close(&headers);
+    st.console.close(&st, &headers);
     audit(&st, &name, &roles, "console sign-out", "console", "ok").await;
     let mut resp = Json(json!({ "signed_out": true })).into_response();
     resp.headers_mut().insert(header::SET_COOKIE, cookie_header(&st, "", 0));
@@ -315,6 +404,12 @@ mod tests {
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; gh_console=abc; b=2"));
         assert_eq!(cookie(&h, COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "gh"), None);
+        let mut twice = HeaderMap::new();
+        twice.insert(
+            header::COOKIE,
+            HeaderValue::from_static("gh_console=planted; gh_console=abc"),
+        );
+        assert_eq!(cookie(&twice, COOKIE), None, "two copies: neither is trusted");
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9090"));
         assert!(same_origin(&h), "no Origin: not a cross-site browser request");
         h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:9090"));

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod recorder;
 pub mod recordings_api;
 pub mod slack;
+pub mod sso;
 
 use crate::core::Shared;
 use std::sync::atomic::AtomicBool;

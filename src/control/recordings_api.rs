@@ -377,6 +377,12 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         Ok(r) => r.clone(),
         Err(r) => return r,
     };
+    let slot = match super::live::stream_slot(&st) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // The tail ends when its caller may no longer read it.
+    let ended = super::live::revoked(st.clone(), headers.clone(), "get", "/api/v1/recordings/{id}/tail");
     let Some(path) = rec.path_of(&id) else {
         return error(StatusCode::NOT_FOUND, "no recording has this id");
     };
@@ -461,6 +467,11 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         }
+    });
+    use futures_util::StreamExt;
+    let stream = stream.take_until(ended).map(move |ev| {
+        let _slot = &slot;
+        ev
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

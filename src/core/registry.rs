@@ -75,6 +75,10 @@ pub struct SessionHandle {
     /// A CancelRequest for this session arrived (a held statement gives up).
     cancel: std::sync::atomic::AtomicBool,
     pub last_active: AtomicU64,
+    /// Statements and result rows so far, as the session last published
+    /// them (at each read: for the live sessions list, not for accounting).
+    pub statements: AtomicU64,
+    pub rows: AtomicU64,
     client_fd: AtomicI32,
     upstream_fd: AtomicI32,
 }
@@ -85,6 +89,8 @@ impl SessionHandle {
             killed: AtomicU8::new(0),
             cancel: std::sync::atomic::AtomicBool::new(false),
             last_active: AtomicU64::new(now),
+            statements: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
             client_fd: AtomicI32::new(client_fd),
             upstream_fd: AtomicI32::new(-1),
         })
@@ -395,6 +401,23 @@ impl Registry {
         for m in &self.shards {
             let s = m.lock().unwrap_or_else(|p| p.into_inner());
             out.extend(s.iter().map(|(k, e)| (*k, e.info.clone())));
+        }
+        out
+    }
+
+    /// As [`list`](Self::list), with each session's statements and rows so far.
+    pub fn list_progress(&self) -> Vec<(u32, SessionInfo, u64, u64)> {
+        let mut out = Vec::new();
+        for m in &self.shards {
+            let s = m.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(s.iter().map(|(k, e)| {
+                (
+                    *k,
+                    e.info.clone(),
+                    e.handle.statements.load(Ordering::Relaxed),
+                    e.handle.rows.load(Ordering::Relaxed),
+                )
+            }));
         }
         out
     }

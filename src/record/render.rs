@@ -36,6 +36,15 @@ pub fn clock(t_us: u64) -> String {
 }
 
 fn csv_field(out: &mut String, v: &str) {
+    // A spreadsheet would run a field that starts like a formula: an
+    // agent's statement or a row value must stay text.
+    let guarded;
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        guarded = format!("'{v}");
+        guarded.as_str()
+    } else {
+        v
+    };
     if v.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&v.replace('"', "\"\""));
@@ -271,6 +280,21 @@ fn text(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn csv_fields_never_start_a_formula() {
+        for (v, want) in [
+            ("=1+1", "'=1+1"),
+            ("+x", "'+x"),
+            ("-2", "'-2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("a=b", "a=b"),
+        ] {
+            let mut out = String::new();
+            csv_field(&mut out, v);
+            assert_eq!(out, want);
+        }
+    }
 
     #[test]
     fn csv_quotes_what_needs_it() {

@@ -363,6 +363,32 @@ pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u1
     (st, if chunked { dechunk(body) } else { body.to_string() })
 }
 
+/// The status of a request whose answer may be a stream that does not
+/// end (server-sent events): the head is read, the rest left.
+pub fn status_only(port: u16, method: &str, path: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The body of a chunked HTTP/1.1 response.
 pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();

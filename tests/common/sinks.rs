@@ -13,7 +13,8 @@ pub struct HttpReq {
     pub body: Vec<u8>,
 }
 
-/// What a receiver answers a request with: status line and body.
+/// What a receiver answers a request with: status line and body (for a
+/// `302`, the Location).
 pub type Answer = Box<dyn Fn(&HttpReq, usize) -> (String, String) + Send>;
 
 /// A tiny HTTP server: records every request; `/flaky` fails its first
@@ -70,9 +71,15 @@ pub fn http_receiver_with(answer: Answer) -> (u16, Arc<Mutex<Vec<HttpReq>>>) {
                 g.push(q);
                 a
             };
+            // A 302's "body" is where it points.
+            let (location, answer_body) = if status.starts_with("302") {
+                (format!("Location: {answer_body}\r\n"), String::new())
+            } else {
+                (String::new(), answer_body)
+            };
             let _ = write!(
                 s,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{answer_body}",
+                "HTTP/1.1 {status}\r\n{location}Content-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{answer_body}",
                 answer_body.len()
             );
         }

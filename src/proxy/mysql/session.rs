@@ -585,6 +585,12 @@ impl Session<'_> {
                 }
             };
             self.handle.touch(self.shared.now());
+            self.handle
+                .statements
+                .store(self.stats.statements, std::sync::atomic::Ordering::Relaxed);
+            self.handle
+                .rows
+                .store(self.stats.rows, std::sync::atomic::Ordering::Relaxed);
             self.stats.bytes_in += m.wire_len as u64;
             if m.first_seq != 0 {
                 let f = Fatal::with_code(

@@ -870,6 +870,10 @@ impl FrameHandler for ClientSide<'_> {
         match tag {
             b'Q' | b'E' => {
                 self.statements += 1;
+                self.ctx
+                    .handle
+                    .statements
+                    .store(self.statements, std::sync::atomic::Ordering::Relaxed);
                 Action::Forward
             }
             b'X' => Action::ForwardAndStop,

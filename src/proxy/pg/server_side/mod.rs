@@ -199,6 +199,11 @@ impl FrameHandler for ServerSide<'_> {
             b'H' => self.copy_binary = body.first() == Some(&1),
             b'Z' => {
                 self.meter();
+                // Published once a round, for the live sessions list.
+                self.ctx
+                    .handle
+                    .rows
+                    .store(self.rows, std::sync::atomic::Ordering::Relaxed);
                 if self.ctx.track.resetting.get() != 0 {
                     return Action::ForwardAndStop;
                 }

@@ -1,0 +1,290 @@
+//! The console's single sign-on: OpenID Connect's authorization-code flow
+//! with PKCE (S256) against `[oidc.console]`.
+//!
+//! `/console/oidc/start` draws a state, a nonce and a code verifier, keeps
+//! them (ten minutes, once), binds the state to the browser with a cookie
+//! and sends the browser to the provider. `/console/oidc/callback` takes
+//! the code only with that state from that browser, redeems it at the
+//! token endpoint with the verifier, and checks the ID token as an admin
+//! JWT (signature by the provider's JWKS, issuer, `aud` = client_id among
+//! `admin_audience`, expiry) and its nonce. The console session then holds
+//! the ID token: it ends when the token expires or its roles no longer
+//! map, as for a JWT pasted at sign-in.
+
+use super::admin::{audit, AppState};
+use super::console::Credential;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde_json::Value;
+use sha2::Digest;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// The cookie binding a sign-in's state to the browser that began it.
+const STATE_COOKIE: &str = "gh_console_sso";
+/// How long a begun sign-in may take.
+const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Sign-ins begun and not finished, at most; past it the oldest is dropped.
+const MAX_PENDING: usize = 10_000;
+/// Largest token endpoint answer read.
+const MAX_TOKEN_RESPONSE: u64 = 256 * 1024;
+
+struct Pending {
+    nonce: String,
+    verifier: String,
+    at: Instant,
+}
+
+/// Sign-ins under way, by state.
+#[derive(Default)]
+pub struct Sso {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+fn random() -> String {
+    B64.encode(rand::random::<[u8; 32]>())
+}
+
+/// The PKCE S256 challenge of a verifier.
+pub fn challenge(verifier: &str) -> String {
+    B64.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// A page saying why the sign-in did not work (no detail an attacker
+/// could use; the log has the reason).
+fn refused(why: &str) -> Response {
+    page(StatusCode::FORBIDDEN, why)
+}
+
+/// Single sign-on is not set up here.
+fn not_configured() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Single sign-on is not configured ([oidc.console]).",
+    )
+}
+
+fn page(status: StatusCode, why: &str) -> Response {
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in failed · gatehouse</title></head>\
+         <body><main><h1>Sign-in failed</h1><p>{}</p><p><a href=\"/console\">Back to the console</a></p></main></body></html>\n",
+        why.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, super::console::CSP),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter())
+        .finish()
+}
+
+/// `GET /console/oidc/start`: off to the provider.
+pub async fn start(State(st): State<AppState>) -> Response {
+    let config = st.shared.state.load().config.clone();
+    let Some(c) = config.oidc.as_ref().and_then(|o| o.console.as_ref()) else {
+        return not_configured();
+    };
+    let (state, nonce, verifier) = (random(), random(), random());
+    let url = format!(
+        "{}{}{}",
+        c.authorization_endpoint,
+        if c.authorization_endpoint.contains('?') {
+            "&"
+        } else {
+            "?"
+        },
+        query(&[
+            ("response_type", "code"),
+            ("client_id", &c.client_id),
+            ("redirect_uri", &c.redirect_url),
+            ("scope", &c.scopes.join(" ")),
+            ("state", &state),
+            ("nonce", &nonce),
+            ("code_challenge", &challenge(&verifier)),
+            ("code_challenge_method", "S256"),
+        ])
+    );
+    {
+        let mut g = st.sso.pending.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|_, p| p.at.elapsed() < PENDING_TTL);
+        if g.len() >= MAX_PENDING {
+            let oldest = g.iter().min_by_key(|(_, p)| p.at).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                g.remove(&k);
+            }
+        }
+        g.insert(
+            state.clone(),
+            Pending {
+                nonce,
+                verifier,
+                at: Instant::now(),
+            },
+        );
+    }
+    let secure = if config.admin.tls.is_some() { "; Secure" } else { "" };
+    // Lax, not Strict: the provider's redirect back is a cross-site
+    // top-level navigation, and the cookie must come with it.
+    let cookie = format!(
+        "{STATE_COOKIE}={state}; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        PENDING_TTL.as_secs()
+    );
+    let mut resp = StatusCode::FOUND.into_response();
+    let h = resp.headers_mut();
+    if let (Ok(loc), Ok(c)) = (HeaderValue::from_str(&url), HeaderValue::from_str(&cookie)) {
+        h.insert(header::LOCATION, loc);
+        h.insert(header::SET_COOKIE, c);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+/// The code redeemed at the token endpoint: the ID token.
+async fn redeem(
+    c: &crate::config::OidcConsole,
+    ca: Option<std::path::PathBuf>,
+    code: &str,
+    verifier: &str,
+) -> Result<String, String> {
+    let mut form = vec![
+        ("grant_type", "authorization_code".to_string()),
+        ("code", code.to_string()),
+        ("redirect_uri", c.redirect_url.clone()),
+        ("client_id", c.client_id.clone()),
+        ("code_verifier", verifier.to_string()),
+    ];
+    if let Some(var) = &c.client_secret_env {
+        let secret = std::env::var(var).map_err(|_| format!("{var} is not set"))?;
+        form.push(("client_secret", secret));
+    }
+    let url = c.token_endpoint.clone();
+    tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let agent = super::notify::http_agent(ca.as_deref())?;
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = agent.post(&url).send_form(&pairs).map_err(|e| match e {
+            ureq::Error::Status(code, _) => format!("the token endpoint answered {code}"),
+            ureq::Error::Transport(t) => format!("the token endpoint: {}", t.kind()),
+        })?;
+        let mut text = String::new();
+        use std::io::Read as _;
+        resp.into_reader()
+            .take(MAX_TOKEN_RESPONSE)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("the token endpoint: {e}"))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| "the token endpoint's answer is not JSON".to_string())?;
+        v["id_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| "the token endpoint gave no id_token".to_string())
+    })
+    .await
+    .map_err(|_| "the token request failed".to_string())?
+}
+
+/// The `nonce` claim of a JWT whose signature was checked already.
+fn nonce_of(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
+    claims["nonce"].as_str().map(str::to_string)
+}
+
+/// `GET /console/oidc/callback?code=…&state=…`: back from the provider.
+pub async fn callback(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let config = st.shared.state.load().config.clone();
+    let Some(oidc) = config.oidc.as_ref() else {
+        return not_configured();
+    };
+    let Some(c) = oidc.console.as_ref() else {
+        return not_configured();
+    };
+    if let Some(e) = q.get("error") {
+        tracing::info!(target: "gatehouse::admin", error = %e.chars().take(60).collect::<String>(), "console sign-on: the provider refused");
+        return refused("The identity provider did not sign you in.");
+    }
+    let (Some(code), Some(state)) = (q.get("code"), q.get("state")) else {
+        return refused("The provider's answer has no code or state.");
+    };
+    // The state must be the one this browser was given, and unused.
+    let bound = super::console::cookie(&headers, STATE_COOKIE)
+        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(state.as_bytes())));
+    if !bound {
+        tracing::warn!(target: "gatehouse::admin", "console sign-on refused: the state is not this browser's");
+        return refused("This sign-in was not started in this browser. Start again from the console.");
+    }
+    let pending = st.sso.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(state);
+    let Some(p) = pending.filter(|p| p.at.elapsed() < PENDING_TTL) else {
+        return refused("This sign-in has expired or was used already. Start again from the console.");
+    };
+    let id_token = match redeem(c, oidc.jwks_ca_file.clone(), code, &p.verifier).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(target: "gatehouse::admin", error = %e, "console sign-on: the code was not redeemed");
+            return refused("The identity provider did not confirm the sign-in.");
+        }
+    };
+    let Some((name, roles)) = super::console::resolve_token(&st, &id_token) else {
+        tracing::warn!(target: "gatehouse::admin", "console sign-on refused: the ID token does not verify as an admin token");
+        return refused(
+            "The identity provider's token is not valid for the console (issuer, audience, expiry or roles).",
+        );
+    };
+    let nonce_ok = nonce_of(&id_token).is_some_and(|n| bool::from(n.as_bytes().ct_eq(p.nonce.as_bytes())));
+    if !nonce_ok {
+        tracing::warn!(target: "gatehouse::admin", by = %name, "console sign-on refused: the ID token's nonce is not this sign-in's");
+        return refused("The identity provider's token is not for this sign-in.");
+    }
+    if !roles.iter().any(|r| super::console::console_role(r, &config)) {
+        return refused("Your groups map to no console role (admin, auditor, approver or an approver role).");
+    }
+    let Some((id, _csrf)) = st.console.open(Credential::Jwt(id_token)) else {
+        return refused("Too many console sessions are open; try again later.");
+    };
+    tracing::info!(target: "gatehouse::admin", by = %name, "console sign-in (single sign-on)");
+    audit(&st, &name, &roles, "console sign-in", "console", "ok, single sign-on").await;
+    let mut resp = StatusCode::FOUND.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_static("/console#/reviews"));
+    h.append(header::SET_COOKIE, super::console::session_cookie(&st, &id));
+    if let Ok(v) = HeaderValue::from_str(&format!("{STATE_COOKIE}=; Path=/console/oidc; Max-Age=0")) {
+        h.append(header::SET_COOKIE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_as_rfc7636_shows_it() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}
