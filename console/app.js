@@ -557,29 +557,35 @@
     const masked = el('tbody');
     view('Overview', stats,
       el('h2', { text: 'Statements by class and decision (recorded sessions)' }),
-      el('table', {}, el('thead', {}, el('tr', {}, el('th', { text: 'Class' }), el('th', { text: 'Decision' }), el('th', { text: 'Statements' }))), classes),
+      el('table', {}, el('thead', {}, el('tr', {}, ['Class', 'Decision', 'Per second', 'Since start'].map((h) => el('th', { text: h })))), classes),
       el('h2', { text: 'Masked values by rule' }),
       el('table', {}, el('thead', {}, el('tr', {}, el('th', { text: 'Rule' }), el('th', { text: 'Values' }))), masked));
+    // Rates are differences between two reads of the counters.
     let prev = null;
     const load = async () => {
       const r = await api('GET', '/api/v1/overview');
       if (!r.ok) return;
       const o = r.data;
-      const total = (o.statements_by_class || []).reduce((a, x) => a + x.count, 0);
-      let rate = '–';
-      if (prev && o.now > prev.now) rate = ((total - prev.total) / (o.now - prev.now)).toFixed(1);
-      prev = { now: o.now, total };
+      const rows = o.statements_by_class || [];
+      const counts = new Map(rows.map((x) => [x.class + '/' + x.decision, x.count]));
+      const total = rows.reduce((a, x) => a + x.count, 0);
+      const secs = prev ? (Date.now() - prev.at) / 1000 : 0;
+      const rate = (now, before) => (prev && secs > 0 ? ((now - before) / secs).toFixed(1) : '–');
       const stat = (label, value, id) => el('div', { class: 'stat', id }, el('b', { text: value }), label);
       stats.replaceChildren(
         stat('sessions open', o.sessions_active, 'stat-sessions'),
-        stat('statements per second (recorded)', rate, 'stat-rate'),
+        stat('statements per second (recorded)', rate(total, prev ? prev.total : 0), 'stat-rate'),
         stat('holds waiting', o.reviews_pending, 'stat-holds'),
         stat('recorder backlog', o.recorder_backlog === null ? 'not recording' : o.recorder_backlog, 'stat-backlog'),
         stat('statements (closed sessions)', o.statements, 'stat-statements'));
-      classes.replaceChildren(...(o.statements_by_class || []).map((x) =>
-        el('tr', {}, el('td', { text: x.class }), el('td', { text: x.decision }), el('td', { text: x.count }))));
+      classes.replaceChildren(...rows.map((x) => {
+        const key = x.class + '/' + x.decision;
+        return el('tr', {}, el('td', { text: x.class }), el('td', { text: x.decision }),
+          el('td', { text: rate(x.count, prev ? (prev.counts.get(key) || 0) : 0) }), el('td', { text: x.count }));
+      }));
       masked.replaceChildren(...Object.entries(o.masked_by_rule || {}).sort((a, b) => b[1] - a[1]).map(([k, v]) =>
         el('tr', {}, el('td', { text: k }), el('td', { text: v }))));
+      prev = { at: Date.now(), total, counts };
     };
     load();
     const t = setInterval(load, 2000);

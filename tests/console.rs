@@ -526,6 +526,45 @@ fn console_changes_need_the_csrf_token_and_pages_carry_a_strict_csp() {
     sign_in(&b, admin_port, OPS);
     b.wait_text("main", "Decided", Duration::from_secs(10));
     clean_console(&b);
+
+    // A page on another site, opened in the signed-in browser, posts a
+    // form to approve a held write: the browser sends no cookie with it
+    // (SameSite=Strict), and it has no CSRF token anyway. Nothing runs.
+    let held = held_psql(&g, &format!("insert into {t} values (2)"));
+    let id = pending_review(admin_port);
+    let attack = format!(
+        "data:text/html,<form method=post enctype=text/plain action='{base}/api/v1/reviews/{id}/approve'>\
+         <input name='{{\"reason\":\"x\",\"pad\":\"' value='\"}}'></form>\
+         <script>document.forms[0].submit()</script>"
+    );
+    b.goto(&attack);
+    // The form was sent: the browser is on the API's answer, which found
+    // no sign-in in it (401: the cookie stayed home).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.url().ends_with("/approve") {
+        assert!(Instant::now() < deadline, "the form was not sent: {}", b.url());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.wait_text(
+        "body",
+        "a valid bearer token (or a console sign-in) is required",
+        Duration::from_secs(5),
+    );
+    let (_, body) = http(admin_port, "GET", &format!("/api/v1/reviews/{id}"), OPS, "");
+    assert!(
+        body.contains("\"state\":\"pending\""),
+        "a cross-site form approved nothing: {body}"
+    );
+    let (st, _) = http(
+        admin_port,
+        "POST",
+        &format!("/api/v1/reviews/{id}/deny"),
+        OPS,
+        "{\"reason\":\"test over\"}",
+    );
+    assert_eq!(st, 200);
+    assert!(!held.wait_with_output().unwrap().status.success());
+    assert_eq!(direct_psql(&format!("select count(*) from {t}")), "1");
     direct_psql(&format!("drop table {t}"));
 }
 

@@ -170,6 +170,14 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// The address of the page shown now.
+    pub fn url(&self) -> String {
+        call("GET", &format!("{}/url", self.base), None)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     pub fn page_text(&self) -> String {
         self.find("body").map(|b| self.text(&b)).unwrap_or_default()
     }
