@@ -221,6 +221,15 @@ roles = ["dba"]
 /// address unconfirmed; U0BOT is a bot with it).
 fn slack_receiver() -> (u16, Arc<Mutex<Vec<HttpReq>>>) {
     http_receiver_with(Box::new(|q: &HttpReq, _| {
+        if q.path == "/api/views.open" {
+            let bearer = q.headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {BOT}"));
+            let body = if bearer {
+                json!({ "ok": true, "view": { "id": "V0DIALOG" } })
+            } else {
+                json!({ "ok": false, "error": "not_authed" })
+            };
+            return ("200 OK".into(), body.to_string());
+        }
         if let Some(rest) = q.path.strip_prefix("/api/users.info?user=") {
             let bearer = q.headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {BOT}"));
             let body = match (bearer, rest) {
@@ -481,6 +490,106 @@ fn slack_n_of_m_grants_denials_and_email_mapping() {
         .finish();
     assert_eq!(post_signed(a.port, &other), 200);
     drop(a.rt);
+}
+
+/// A signed `view_submission` of the deny dialog with `reason`.
+fn dialog_submission(user: &str, private_metadata: &str, reason: &str) -> String {
+    let payload = json!({
+        "type": "view_submission",
+        "user": { "id": user, "team_id": "T0TEAM" },
+        "team": { "id": "T0TEAM" },
+        "view": {
+            "id": "V0DIALOG", "callback_id": "gatehouse_deny", "private_metadata": private_metadata,
+            "state": { "values": { "reason": { "reason": { "type": "plain_text_input", "value": reason } } } },
+        },
+    });
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish()
+}
+
+/// POSTs a signed callback; returns the status and body.
+fn post_signed_body(port: u16, body: &str) -> (u16, String) {
+    let ts = now().to_string();
+    let sig = slack::sign(SIGNING.as_bytes(), &ts, body.as_bytes());
+    match ureq::post(&format!("http://127.0.0.1:{port}/slack/interactions"))
+        .set("X-Slack-Request-Timestamp", &ts)
+        .set("X-Slack-Signature", &sig)
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn slack_deny_asks_for_the_reason_the_client_gets() {
+    let (hport, seen) = slack_receiver();
+    let cfg = slack_config(hport, "").replace("grant_minutes = [30]", "grant_minutes = [30]\nask_deny_reason = true");
+    let a = api(&cfg);
+    let resp = |n: u32| format!("http://127.0.0.1:{hport}/resp/{n}");
+    let id = a.shared.reviews.submit(request(1, 300)).unwrap();
+
+    // The requester's Deny opens nothing; it is told why.
+    assert_eq!(
+        post_signed(a.port, &click("U0AGENT", "T0TEAM", "deny", &id, &resp(1))),
+        200
+    );
+    assert!(nth_post(&seen, "/resp/1", 0)["text"]
+        .as_str()
+        .unwrap()
+        .contains("You asked"));
+    // An approver's Deny opens the dialog (with the bot token); nothing is
+    // decided yet.
+    assert_eq!(
+        post_signed(a.port, &click("U0DBA2", "T0TEAM", "deny", &id, &resp(2))),
+        200
+    );
+    let open = nth_post(&seen, "/api/views.open", 0);
+    assert_eq!(open["trigger_id"], "1.2.3");
+    assert_eq!(open["view"]["callback_id"], "gatehouse_deny");
+    let meta = open["view"]["private_metadata"].as_str().unwrap().to_string();
+    assert!(meta.contains(&id) && meta.contains("/resp/2"), "{meta}");
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|q| q.path == "/api/views.open")
+            .count(),
+        1
+    );
+    assert_eq!(a.shared.reviews.get(&id).unwrap().status, Status::Pending);
+
+    // Submitted by someone who is no approver: the dialog shows why.
+    let (st, body) = post_signed_body(a.port, &dialog_submission("U0NOBODY", &meta, "because"));
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("response_action") && body.contains("not a gatehouse approver"),
+        "{body}"
+    );
+    // An empty reason: asked again.
+    let (_, body) = post_signed_body(a.port, &dialog_submission("U0DBA2", &meta, "  "));
+    assert!(body.contains("Give a reason"), "{body}");
+    assert_eq!(a.shared.reviews.get(&id).unwrap().status, Status::Pending);
+
+    // Submitted by the approver: denied with their reason, the message rewritten.
+    let (st, body) = post_signed_body(a.port, &dialog_submission("U0DBA2", &meta, "not on a friday"));
+    assert_eq!((st, body.as_str()), (200, ""));
+    let r = a.shared.reviews.get(&id).unwrap();
+    assert_eq!(
+        (r.status, r.decided_by.as_deref()),
+        (
+            Status::Denied {
+                reason: "not on a friday".into()
+            },
+            Some("dba2")
+        )
+    );
+    assert!(texts(&nth_post(&seen, "/resp/2", 0)).contains("not on a friday"));
+    // Again: decided already.
+    let (_, body) = post_signed_body(a.port, &dialog_submission("U0DBA2", &meta, "twice"));
+    assert!(body.contains("decided already"), "{body}");
 }
 
 #[test]

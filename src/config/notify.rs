@@ -135,6 +135,11 @@ pub struct SlackApp {
     /// Slack's Web API (default `https://slack.com/api`).
     #[serde(default = "slack_api")]
     pub api_url: String,
+    /// Deny opens a dialog asking for the reason the client is told
+    /// (`views.open`: needs `bot_token_env`); without it the client is
+    /// told `denied in Slack by <name>`.
+    #[serde(default)]
+    pub ask_deny_reason: bool,
     #[serde(default, rename = "approver")]
     pub approvers: Vec<Approver>,
 }
@@ -280,6 +285,12 @@ fn validate_slack(s: &SlackApp, policy: Option<&PolicyConfig>) -> Result<(), Inv
                 return Err((at("name"), "this Slack user is named twice".into()));
             }
         }
+    }
+    if s.ask_deny_reason && s.bot_token_env.is_none() {
+        return Err((
+            k("ask_deny_reason"),
+            "the reason dialog is opened with the bot token: set bot_token_env".into(),
+        ));
     }
     if let Some(var) = &s.bot_token_env {
         if s.bot_token().is_none() {

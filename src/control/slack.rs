@@ -49,6 +49,8 @@ pub const ACTION_APPROVE: &str = "approve";
 pub const ACTION_DENY: &str = "deny";
 /// `approve_grant_<minutes>`.
 pub const ACTION_GRANT_PREFIX: &str = "approve_grant_";
+/// The deny-reason dialog's callback id.
+pub const DENY_DIALOG: &str = "gatehouse_deny";
 
 /// What the callback remembers between requests.
 #[derive(Default)]
@@ -322,6 +324,71 @@ pub fn ephemeral(text: &str) -> Value {
     json!({ "response_type": "ephemeral", "replace_original": false, "text": text })
 }
 
+/// The dialog asking why a review is denied. Its private metadata names
+/// the review and the message to rewrite; Slack hands it back signed.
+pub fn deny_dialog(review: &str, response_url: &str) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": DENY_DIALOG,
+        "private_metadata": json!({ "review": review, "response_url": response_url }).to_string(),
+        "title": { "type": "plain_text", "text": "Deny the statement" },
+        "submit": { "type": "plain_text", "text": "Deny" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": [{
+            "type": "input", "block_id": "reason",
+            "label": { "type": "plain_text", "text": "Reason (the client is told)" },
+            "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true, "max_length": 1000 },
+        }],
+    })
+}
+
+/// Calls a Slack Web API method with the bot token.
+async fn web_api(app: &SlackApp, method: &str, body: Value) -> Result<Value, String> {
+    let token = app.bot_token().ok_or("the Slack bot token is not set")?;
+    let url = format!("{}/{method}", app.api_url.trim_end_matches('/'));
+    let method = method.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let agent = super::notify::http_agent(None)?;
+        let resp = agent
+            .post(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Content-Type", "application/json; charset=utf-8")
+            .send_string(&body.to_string())
+            .map_err(|e| match e {
+                ureq::Error::Status(c, _) => format!("{method}: HTTP status {c}"),
+                ureq::Error::Transport(t) => format!("{method}: {}", t.kind()),
+            })?;
+        let mut text = String::new();
+        use std::io::Read as _;
+        resp.into_reader()
+            .take(256 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{method}: {e}"))?;
+        let v: Value = serde_json::from_str(&text).map_err(|_| format!("{method}: not JSON"))?;
+        if v["ok"] == json!(true) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "{method}: {}",
+                v["error"]
+                    .as_str()
+                    .unwrap_or("not ok")
+                    .chars()
+                    .take(60)
+                    .collect::<String>()
+            ))
+        }
+    })
+    .await
+    .map_err(|_| "the Slack request failed".to_string())?
+}
+
+/// The answer to a dialog submission that keeps the dialog open with an
+/// error under the reason field.
+fn dialog_error(text: &str) -> Response {
+    axum::Json(json!({ "response_action": "errors", "errors": { "reason": text } })).into_response()
+}
+
 // ---- callbacks -------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +400,18 @@ struct Payload {
     #[serde(default)]
     actions: Vec<PayloadAction>,
     response_url: Option<String>,
+    trigger_id: Option<String>,
+    view: Option<PayloadView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PayloadView {
+    #[serde(default)]
+    callback_id: String,
+    #[serde(default)]
+    private_metadata: String,
+    #[serde(default)]
+    state: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -562,6 +641,9 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
             return error(StatusCode::FORBIDDEN, "this workspace is not the configured one");
         }
     }
+    if p.kind == "view_submission" {
+        return deny_submitted(&st, app, &p, &user.id).await;
+    }
     if p.kind != "block_actions" {
         return StatusCode::OK.into_response();
     }
@@ -625,6 +707,31 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
         );
         return StatusCode::OK.into_response();
     };
+    if matches!(decision, Action::Deny(_)) && app.ask_deny_reason {
+        // Ask why first; the denial comes with the dialog's submission.
+        if let Err(e) = st.shared.reviews.may_decide(&id, &approver.name, &approver.roles) {
+            let e = super::decide::refine(&st, &id, e);
+            respond(p.response_url, ephemeral(&refusal_text(&e)));
+            return StatusCode::OK.into_response();
+        }
+        let (Some(trigger), Some(url)) = (p.trigger_id.as_deref(), p.response_url.as_deref()) else {
+            return StatusCode::OK.into_response();
+        };
+        if let Err(e) = web_api(
+            app,
+            "views.open",
+            json!({ "trigger_id": trigger, "view": deny_dialog(&id, url) }),
+        )
+        .await
+        {
+            tracing::warn!(target: "gatehouse::slack", error = %e, "the deny dialog did not open");
+            respond(
+                p.response_url,
+                ephemeral("gatehouse could not open the reason dialog; nothing was decided."),
+            );
+        }
+        return StatusCode::OK.into_response();
+    }
     let decision = match decision {
         Action::Deny(_) => Action::Deny(format!("denied in Slack by {}", approver.name)),
         a => a,
@@ -641,6 +748,52 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
         Err(e) => respond(p.response_url, ephemeral(&refusal_text(&e))),
     }
     StatusCode::OK.into_response()
+}
+
+/// A submitted deny dialog: the reason, as the user who submitted it
+/// (mapped again: the dialog carries no authority of its own).
+async fn deny_submitted(st: &AppState, app: &SlackApp, p: &Payload, user_id: &str) -> Response {
+    let Some(view) = p.view.as_ref().filter(|v| v.callback_id == DENY_DIALOG) else {
+        return StatusCode::OK.into_response();
+    };
+    let meta: Value = serde_json::from_str(&view.private_metadata).unwrap_or(Value::Null);
+    let id = meta["review"].as_str().unwrap_or_default().to_string();
+    let response_url = meta["response_url"].as_str().map(str::to_string);
+    let reason = view.state["values"]["reason"]["reason"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if reason.is_empty() || reason.len() > super::admin::MAX_REASON_BYTES {
+        return dialog_error("Give a reason of at most 1000 bytes.");
+    }
+    let via = format!("slack user {user_id}");
+    let approver = match approver_of(st, app, user_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            super::admin::audit(
+                st,
+                &via,
+                &[],
+                "deny",
+                &format!("review {id}"),
+                "refused: this Slack user is not a configured approver",
+            )
+            .await;
+            return dialog_error("You are not a gatehouse approver; nothing was decided.");
+        }
+        Err(e) => {
+            tracing::warn!(target: "gatehouse::slack", error = %e, "a Slack user could not be looked up");
+            return dialog_error("gatehouse could not look up who you are in Slack; nothing was decided.");
+        }
+    };
+    match decide(st, &approver.name, &approver.roles, &id, Action::Deny(reason), &via, "").await {
+        Ok(r) => {
+            respond(response_url, update(&r, app));
+            StatusCode::OK.into_response()
+        }
+        Err(e) => dialog_error(&refusal_text(&e)),
+    }
 }
 
 #[cfg(test)]
