@@ -15,16 +15,16 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # Debian packages the build and the tests use; installed only when missing.
 PACKAGES=(postgresql-client pgbouncer clang libclang-dev libhyperscan-dev pkg-config
   # MySQL drivers the MySQL tests run through gatehouse (Debian's python3).
-  python3-pymysql python3-mysqldb python3-cryptography
-  # The console's browser tests drive a headless Chromium over WebDriver.
-  chromium chromium-driver)
+  python3-pymysql python3-mysqldb python3-cryptography)
+# The console's browser tests drive a headless Chromium over WebDriver.
+TEST_PACKAGES=(chromium chromium-driver)
 # The MySQL protocol tests talk to a MariaDB server on 127.0.0.1:3306 (root
 # without a password, database `test`).
 MARIADB_PACKAGES=(mariadb-server mariadb-client)
 
 ensure_packages() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -103,7 +103,7 @@ case "${1:-}" in
     exec ./target/release/gatehouse serve --config policies/gatehouse.toml
     ;;
   test)
-    ensure_packages
+    ensure_packages "${TEST_PACKAGES[@]}"
     ensure_postgres
     ensure_mariadb
     ensure_nextest
