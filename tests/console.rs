@@ -764,6 +764,17 @@ redirect_url = "http://127.0.0.1:{admin_port}/console/oidc/callback"
         assert_eq!(get(&agent, &back, None).0, 403);
         let (_, back2) = begin(&agent, admin_port);
         assert_eq!(get(&agent, &back2, Some(&other_cookie)).0, 403);
+        // The callback URL leaked (history, a proxy's log) to someone who
+        // makes the cookie from the state in it: refused, for the cookie
+        // holds a secret of its own that no URL carries.
+        let (_, leaked) = begin(&agent, admin_port);
+        let state = leaked.split("state=").nth(1).unwrap().to_string();
+        let state = form_urlencoded::parse(format!("s={state}").as_bytes())
+            .next()
+            .unwrap()
+            .1
+            .into_owned();
+        assert_eq!(get(&agent, &leaked, Some(&format!("gh_console_sso={state}"))).0, 403);
         // A made-up state with its own cookie: unknown.
         let forged = format!("http://127.0.0.1:{admin_port}/console/oidc/callback?code=x&state=madeup");
         assert_eq!(get(&agent, &forged, Some("gh_console_sso=madeup")).0, 403);
@@ -777,6 +788,45 @@ redirect_url = "http://127.0.0.1:{admin_port}/console/oidc/callback"
             .iter()
             .any(|c| c.starts_with("gh_console=") && !c.starts_with("gh_console=;")));
         idp.wrong_nonce.store(false, Ordering::Relaxed);
+
+        // One person signing in again and again ends only their own oldest
+        // sessions (each sign-on brings a new ID token): at most 20 live.
+        let mut sessions = Vec::new();
+        for _ in 0..22 {
+            let (cookie, back) = begin(&agent, admin_port);
+            let (st, _, cookies) = get(&agent, &back, Some(&cookie));
+            assert_eq!(st, 302);
+            let c = cookies
+                .iter()
+                .find(|c| c.starts_with("gh_console=") && !c.starts_with("gh_console=;"))
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            sessions.push(c);
+        }
+        let alive = |c: &str| match agent
+            .get(&format!("http://127.0.0.1:{admin_port}/console/me"))
+            .set("Cookie", c)
+            .call()
+        {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(alive(&sessions[21]), 200);
+        assert_eq!(alive(&sessions[0]), 401, "the oldest of alice's ended");
+        // Someone else's sign-in is untouched (a token session of dba1).
+        let (st, _, set) = request(
+            &agent,
+            "POST",
+            &format!("http://127.0.0.1:{admin_port}/console/login"),
+            &[("Content-Type", "application/json")],
+            Some(&format!("{{\"token\":\"{DBA}\"}}")),
+        );
+        assert_eq!(st, 200);
+        assert_eq!(alive(set.unwrap().split(';').next().unwrap()), 200);
 
         // In a browser: the sign-in page offers single sign-on, and it works.
         let b = Browser::start();

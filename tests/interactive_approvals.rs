@@ -570,7 +570,7 @@ fn slack_deny_asks_for_the_reason_the_client_gets() {
     );
     // An empty reason: asked again.
     let (_, body) = post_signed_body(a.port, &dialog_submission("U0DBA2", &meta, "  "));
-    assert!(body.contains("Give a reason"), "{body}");
+    assert!(body.contains("Give the reason"), "{body}");
     assert_eq!(a.shared.reviews.get(&id).unwrap().status, Status::Pending);
 
     // Submitted by the approver: denied with their reason, the message rewritten.
@@ -590,6 +590,25 @@ fn slack_deny_asks_for_the_reason_the_client_gets() {
     // Again: decided already.
     let (_, body) = post_signed_body(a.port, &dialog_submission("U0DBA2", &meta, "twice"));
     assert!(body.contains("decided already"), "{body}");
+
+    // One who approved a 2-of-M review may still deny it through the dialog.
+    let id = a.shared.reviews.submit(request(2, 300)).unwrap();
+    assert_eq!(
+        post_signed(a.port, &click("U0DBA1", "T0TEAM", "approve", &id, &resp(3))),
+        200
+    );
+    assert_eq!(
+        post_signed(a.port, &click("U0DBA1", "T0TEAM", "deny", &id, &resp(4))),
+        200
+    );
+    let open = nth_post(&seen, "/api/views.open", 1);
+    let meta = open["view"]["private_metadata"].as_str().unwrap().to_string();
+    let (st, _) = post_signed_body(a.port, &dialog_submission("U0DBA1", &meta, &"ü".repeat(900)));
+    assert_eq!(st, 200);
+    match a.shared.reviews.get(&id).unwrap().status {
+        Status::Denied { reason } => assert!(reason.len() <= 1000 && reason.starts_with('ü'), "{}", reason.len()),
+        s => panic!("{s:?}"),
+    }
 }
 
 #[test]

@@ -32,8 +32,8 @@ pub const COOKIE: &str = "gh_console";
 /// Its name with TLS: a `__Host-` cookie cannot be set by a sibling
 /// domain or over plain HTTP, so nobody can plant one beside it.
 pub const COOKIE_TLS: &str = "__Host-gh_console";
-/// Console sessions one credential may hold at once; past it, its own
-/// oldest ends (never anyone else's).
+/// Console sessions one person (by name) may hold at once; past it, their
+/// own oldest ends (never anyone else's).
 const SESSIONS_PER_CREDENTIAL: usize = 20;
 /// The CSRF header the console's script sends on every change.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -61,6 +61,9 @@ pub(super) enum Credential {
 
 struct Session {
     credential: Credential,
+    /// Who signed in (the name the credential resolved to then): the
+    /// per-person bound counts these, whatever token each session holds.
+    owner: String,
     csrf: String,
     started: Instant,
 }
@@ -185,18 +188,16 @@ impl Sessions {
             .map(|s| s.csrf.clone())
     }
 
-    pub(super) fn open(&self, credential: Credential) -> Option<(String, String)> {
+    pub(super) fn open(&self, credential: Credential, owner: &str) -> Option<(String, String)> {
         let id = hex::encode(rand::random::<[u8; 32]>());
         let csrf = hex::encode(rand::random::<[u8; 32]>());
         let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());
         g.retain(|_, s| s.started.elapsed() <= SESSION_TTL);
-        // One credential holds a bounded number: past it, its own oldest
-        // ends, so no token can sign everyone else out.
-        let same = |s: &Session| match (&s.credential, &credential) {
-            (Credential::Static(a), Credential::Static(b)) => a == b,
-            (Credential::Jwt(a), Credential::Jwt(b)) => a == b,
-            _ => false,
-        };
+        // One person holds a bounded number (each single sign-on brings a
+        // new ID token, so they are counted by name): past it, their own
+        // oldest ends, so nobody can sign everyone else out.
+        let owner_key = owner.to_lowercase();
+        let same = |s: &Session| s.owner.to_lowercase() == owner_key;
         while g.values().filter(|s| same(s)).count() >= SESSIONS_PER_CREDENTIAL {
             let oldest = g
                 .iter()
@@ -217,6 +218,7 @@ impl Sessions {
             digest(&id),
             Session {
                 credential,
+                owner: owner.to_string(),
                 csrf: csrf.clone(),
                 started: Instant::now(),
             },
@@ -352,7 +354,7 @@ pub async fn login(State(st): State<AppState>, headers: HeaderMap, body: axum::b
     } else {
         Credential::Jwt(token.to_string())
     };
-    let Some((id, csrf)) = st.console.open(credential) else {
+    let Some((id, csrf)) = st.console.open(credential, &name) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many console sessions are open; try again later",

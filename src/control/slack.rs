@@ -709,8 +709,17 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
     };
     if matches!(decision, Action::Deny(_)) && app.ask_deny_reason {
         // Ask why first; the denial comes with the dialog's submission.
-        if let Err(e) = st.shared.reviews.may_decide(&id, &approver.name, &approver.roles) {
+        if let Err(e) = st.shared.reviews.may_deny(&id, &approver.name, &approver.roles) {
             let e = super::decide::refine(&st, &id, e);
+            super::admin::audit(
+                &st,
+                &approver.name,
+                &approver.roles,
+                "deny",
+                &format!("review {id}"),
+                &format!("refused: {e}, via {via}"),
+            )
+            .await;
             respond(p.response_url, ephemeral(&refusal_text(&e)));
             return StatusCode::OK.into_response();
         }
@@ -764,8 +773,17 @@ async fn deny_submitted(st: &AppState, app: &SlackApp, p: &Payload, user_id: &st
         .unwrap_or("")
         .trim()
         .to_string();
-    if reason.is_empty() || reason.len() > super::admin::MAX_REASON_BYTES {
-        return dialog_error("Give a reason of at most 1000 bytes.");
+    if reason.is_empty() {
+        return dialog_error("Give the reason the client is told.");
+    }
+    // The dialog counts characters, the API bytes: keep what fits.
+    let mut reason = reason;
+    if reason.len() > super::admin::MAX_REASON_BYTES {
+        let mut at = super::admin::MAX_REASON_BYTES;
+        while !reason.is_char_boundary(at) {
+            at -= 1;
+        }
+        reason.truncate(at);
     }
     let via = format!("slack user {user_id}");
     let approver = match approver_of(st, app, user_id).await {
@@ -784,6 +802,15 @@ async fn deny_submitted(st: &AppState, app: &SlackApp, p: &Payload, user_id: &st
         }
         Err(e) => {
             tracing::warn!(target: "gatehouse::slack", error = %e, "a Slack user could not be looked up");
+            super::admin::audit(
+                st,
+                &via,
+                &[],
+                "deny",
+                &format!("review {id}"),
+                "refused: the Slack user could not be looked up",
+            )
+            .await;
             return dialog_error("gatehouse could not look up who you are in Slack; nothing was decided.");
         }
     };

@@ -25,8 +25,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
-/// The cookie binding a sign-in's state to the browser that began it.
+/// The cookie binding a sign-in to the browser that began it: a secret of
+/// its own (not the state, which travels in URLs and logs).
 const STATE_COOKIE: &str = "gh_console_sso";
+/// Its name with TLS: a `__Host-` cookie cannot be planted from a sibling
+/// domain or over plain HTTP.
+const STATE_COOKIE_TLS: &str = "__Host-gh_console_sso";
 /// How long a begun sign-in may take.
 const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Sign-ins begun and not finished, at most; past it the oldest is dropped.
@@ -37,6 +41,8 @@ const MAX_TOKEN_RESPONSE: u64 = 256 * 1024;
 struct Pending {
     nonce: String,
     verifier: String,
+    /// SHA-256 of the browser's binding secret (its cookie).
+    binding: [u8; 32],
     at: Instant,
 }
 
@@ -44,6 +50,14 @@ struct Pending {
 #[derive(Default)]
 pub struct Sso {
     pending: Mutex<HashMap<String, Pending>>,
+}
+
+fn state_cookie(config: &crate::config::Config) -> &'static str {
+    if config.admin.tls.is_some() {
+        STATE_COOKIE_TLS
+    } else {
+        STATE_COOKIE
+    }
 }
 
 fn random() -> String {
@@ -100,7 +114,7 @@ pub async fn start(State(st): State<AppState>) -> Response {
     let Some(c) = config.oidc.as_ref().and_then(|o| o.console.as_ref()) else {
         return not_configured();
     };
-    let (state, nonce, verifier) = (random(), random(), random());
+    let (state, nonce, verifier, binding) = (random(), random(), random(), random());
     let url = format!(
         "{}{}{}",
         c.authorization_endpoint,
@@ -134,23 +148,29 @@ pub async fn start(State(st): State<AppState>) -> Response {
             Pending {
                 nonce,
                 verifier,
+                binding: sha2::Sha256::digest(binding.as_bytes()).into(),
                 at: Instant::now(),
             },
         );
     }
-    let secure = if config.admin.tls.is_some() { "; Secure" } else { "" };
     // Lax, not Strict: the provider's redirect back is a cross-site
     // top-level navigation, and the cookie must come with it.
     let cookie = format!(
-        "{STATE_COOKIE}={state}; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        PENDING_TTL.as_secs()
+        "{}={binding}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        state_cookie(&config),
+        PENDING_TTL.as_secs(),
+        if config.admin.tls.is_some() { "; Secure" } else { "" }
     );
+    let (Ok(loc), Ok(c)) = (HeaderValue::from_str(&url), HeaderValue::from_str(&cookie)) else {
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The provider's address cannot be used.",
+        );
+    };
     let mut resp = StatusCode::FOUND.into_response();
     let h = resp.headers_mut();
-    if let (Ok(loc), Ok(c)) = (HeaderValue::from_str(&url), HeaderValue::from_str(&cookie)) {
-        h.insert(header::LOCATION, loc);
-        h.insert(header::SET_COOKIE, c);
-    }
+    h.insert(header::LOCATION, loc);
+    h.insert(header::SET_COOKIE, c);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp
@@ -199,11 +219,28 @@ async fn redeem(
     .map_err(|_| "the token request failed".to_string())?
 }
 
-/// The `nonce` claim of a JWT whose signature was checked already.
-fn nonce_of(jwt: &str) -> Option<String> {
+/// The claims of a JWT whose signature was checked already.
+fn claims_of(jwt: &str) -> Option<Value> {
     let payload = jwt.split('.').nth(1)?;
-    let claims: Value = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
-    claims["nonce"].as_str().map(str::to_string)
+    serde_json::from_slice(&B64.decode(payload).ok()?).ok()
+}
+
+/// Whether an ID token was issued to this client (OpenID Connect Core
+/// 3.1.3.7): `aud` names the client_id, and `azp`, present or needed
+/// with several audiences, is it.
+fn issued_to(claims: &Value, client_id: &str) -> bool {
+    let auds: Vec<&str> = match &claims["aud"] {
+        Value::String(a) => vec![a.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if !auds.contains(&client_id) {
+        return false;
+    }
+    match claims["azp"].as_str() {
+        Some(azp) => azp == client_id,
+        None => auds.len() == 1,
+    }
 }
 
 /// `GET /console/oidc/callback?code=…&state=…`: back from the provider.
@@ -226,17 +263,21 @@ pub async fn callback(
     let (Some(code), Some(state)) = (q.get("code"), q.get("state")) else {
         return refused("The provider's answer has no code or state.");
     };
-    // The state must be the one this browser was given, and unused.
-    let bound = super::console::cookie(&headers, STATE_COOKIE)
-        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(state.as_bytes())));
-    if !bound {
-        tracing::warn!(target: "gatehouse::admin", "console sign-on refused: the state is not this browser's");
-        return refused("This sign-in was not started in this browser. Start again from the console.");
-    }
+    // The state must be unused, and this browser the one that began it:
+    // its cookie holds the sign-in's own secret, which no URL carries.
     let pending = st.sso.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(state);
     let Some(p) = pending.filter(|p| p.at.elapsed() < PENDING_TTL) else {
+        tracing::debug!(target: "gatehouse::admin", "console sign-on refused: an unknown, expired or used state");
         return refused("This sign-in has expired or was used already. Start again from the console.");
     };
+    let bound = super::console::cookie(&headers, state_cookie(&config)).is_some_and(|c| {
+        let d: [u8; 32] = sha2::Sha256::digest(c.as_bytes()).into();
+        bool::from(d.ct_eq(&p.binding))
+    });
+    if !bound {
+        tracing::debug!(target: "gatehouse::admin", "console sign-on refused: not the browser that began it");
+        return refused("This sign-in was not started in this browser. Start again from the console.");
+    }
     let id_token = match redeem(c, oidc.jwks_ca_file.clone(), code, &p.verifier).await {
         Ok(t) => t,
         Err(e) => {
@@ -250,15 +291,48 @@ pub async fn callback(
             "The identity provider's token is not valid for the console (issuer, audience, expiry or roles).",
         );
     };
-    let nonce_ok = nonce_of(&id_token).is_some_and(|n| bool::from(n.as_bytes().ct_eq(p.nonce.as_bytes())));
+    let claims = claims_of(&id_token).unwrap_or(Value::Null);
+    let nonce_ok = claims["nonce"]
+        .as_str()
+        .is_some_and(|n| bool::from(n.as_bytes().ct_eq(p.nonce.as_bytes())));
     if !nonce_ok {
         tracing::warn!(target: "gatehouse::admin", by = %name, "console sign-on refused: the ID token's nonce is not this sign-in's");
+        audit(
+            &st,
+            &name,
+            &roles,
+            "console sign-in",
+            "console",
+            "refused: another sign-in's ID token (nonce)",
+        )
+        .await;
         return refused("The identity provider's token is not for this sign-in.");
     }
-    if !roles.iter().any(|r| super::console::console_role(r, &config)) {
-        return refused("Your groups map to no console role (admin, auditor, approver or an approver role).");
+    if !issued_to(&claims, &c.client_id) {
+        audit(
+            &st,
+            &name,
+            &roles,
+            "console sign-in",
+            "console",
+            "refused: an ID token issued to another client",
+        )
+        .await;
+        return refused("The identity provider's token was issued to another client.");
     }
-    let Some((id, _csrf)) = st.console.open(Credential::Jwt(id_token)) else {
+    if !roles.iter().any(|r| super::console::console_role(r, &config)) {
+        audit(
+            &st,
+            &name,
+            &roles,
+            "console sign-in",
+            "console",
+            "refused: no console role",
+        )
+        .await;
+        return refused("Your groups map to none of the console's roles (admin, auditor, approver).");
+    }
+    let Some((id, _csrf)) = st.console.open(Credential::Jwt(id_token), &name) else {
         return refused("Too many console sessions are open; try again later.");
     };
     tracing::info!(target: "gatehouse::admin", by = %name, "console sign-in (single sign-on)");
@@ -267,7 +341,7 @@ pub async fn callback(
     let h = resp.headers_mut();
     h.insert(header::LOCATION, HeaderValue::from_static("/console#/reviews"));
     h.append(header::SET_COOKIE, super::console::session_cookie(&st, &id));
-    if let Ok(v) = HeaderValue::from_str(&format!("{STATE_COOKIE}=; Path=/console/oidc; Max-Age=0")) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{}=; Path=/; Max-Age=0", state_cookie(&config))) {
         h.append(header::SET_COOKIE, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -278,6 +352,22 @@ pub async fn callback(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_token_is_for_this_client_only() {
+        let c = |v: Value| issued_to(&v, "console");
+        assert!(c(serde_json::json!({ "aud": "console" })));
+        assert!(c(serde_json::json!({ "aud": ["console"] })));
+        assert!(c(serde_json::json!({ "aud": ["console", "api"], "azp": "console" })));
+        assert!(
+            !c(serde_json::json!({ "aud": ["console", "api"] })),
+            "several audiences need azp"
+        );
+        assert!(!c(serde_json::json!({ "aud": ["console", "api"], "azp": "api" })));
+        assert!(!c(serde_json::json!({ "aud": "api" })));
+        assert!(!c(serde_json::json!({ "aud": "console", "azp": "other" })));
+        assert!(!c(serde_json::json!({})));
+    }
 
     #[test]
     fn pkce_s256_as_rfc7636_shows_it() {

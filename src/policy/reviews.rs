@@ -253,6 +253,14 @@ impl Reviews {
         Ok(())
     }
 
+    /// Whether `who` with `roles` could deny review `id` now (an approver
+    /// who approved may still deny).
+    pub fn may_deny(&self, id: &str, who: &str, roles: &[String]) -> Result<(), ReviewError> {
+        let g = self.lock();
+        let e = g.open.get(id).ok_or(ReviewError::NotFound)?;
+        Self::check_approver(e, who, roles)
+    }
+
     /// Records an approval; the review is approved once it has enough.
     pub fn approve(&self, id: &str, who: &str, roles: &[String], grant: Grant) -> Result<Review, ReviewError> {
         let mut g = self.lock();
