@@ -45,25 +45,6 @@ fn run(port: u16, sql: &str) -> Output {
     agent_psql(port, sql).output().expect("psql")
 }
 
-fn direct_psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            PG_HOST,
-            "-p",
-            &PG_PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn screenshot(b: &Browser, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../console-screenshots");
     let _ = std::fs::create_dir_all(&dir);

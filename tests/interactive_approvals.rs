@@ -920,25 +920,6 @@ fn mail_links_expire_with_the_review_and_are_revoked_with_the_approver() {
 
 // ---- end to end ------------------------------------------------------------
 
-fn direct_psql(sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            PG_HOST,
-            "-p",
-            &PG_PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn held_psql(g: &Gatehouse, sql: &str) -> std::process::Child {
     let mut c = std::process::Command::new("psql");
     g.pg_env(&mut c, "postgres");

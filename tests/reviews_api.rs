@@ -653,25 +653,6 @@ starttls = false
     assert!(requests.lock().unwrap().is_empty());
 }
 
-fn direct_psql(sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            PG_HOST,
-            "-p",
-            &PG_PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn a_held_statement_is_announced_and_approved_from_the_cli() {
     std::env::set_var(SECRET_ENV, SECRET);

@@ -88,13 +88,6 @@ impl Default for Links {
     }
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Links {
     fn mac(&self, data: &[u8]) -> Vec<u8> {
         let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(&self.key) {
@@ -184,7 +177,8 @@ fn approver_now(st: &AppState, claim: &Claim) -> Option<Approver> {
 
 // ---- pages -----------------------------------------------------------------
 
-fn esc(s: &str) -> String {
+/// Text for HTML (element content and quoted attribute values).
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -274,7 +268,7 @@ fn status_text(r: &Review) -> String {
 
 /// `GET /review-links/{token}`: the review and one button; decides nothing.
 pub async fn show(State(st): State<AppState>, Path(token): Path<String>) -> Response {
-    let claim = match st.links.check(&token, now_unix()) {
+    let claim = match st.links.check(&token, crate::policy::reviews::now_unix()) {
         Ok(c) => c,
         Err(e) => return link_error(e),
     };
@@ -334,7 +328,7 @@ pub async fn show(State(st): State<AppState>, Path(token): Path<String>) -> Resp
 /// `POST /review-links/{token}`: spends the link and decides as its
 /// approver. Body: `reason=…` (form-encoded; for a denial).
 pub async fn act(State(st): State<AppState>, Path(token): Path<String>, body: axum::body::Bytes) -> Response {
-    let now = now_unix();
+    let now = crate::policy::reviews::now_unix();
     let claim = match st.links.check(&token, now) {
         Ok(c) => c,
         Err(e) => return link_error(e),

@@ -87,14 +87,7 @@ fn inbox(st: &AppState) -> Value {
             v
         })
         .collect();
-    json!({ "reviews": sent, "open": open, "now": now_unix() })
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    json!({ "reviews": sent, "open": open, "now": crate::policy::reviews::now_unix() })
 }
 
 /// `GET /api/v1/reviews/events`: server-sent events, `reviews` with the
@@ -164,7 +157,7 @@ pub async fn overview(State(st): State<AppState>, headers: HeaderMap) -> Respons
         None => (None, None),
     };
     Json(json!({
-        "now": now_unix(),
+        "now": crate::policy::reviews::now_unix(),
         "started": s.started_unix,
         "sessions_active": s.active.load(Ordering::Relaxed),
         "sessions_opened": sum(&|w| w.sessions_opened.load(Ordering::Relaxed)),

@@ -185,7 +185,7 @@ async fn run(queue: Arc<Queue>, settings: SettingsFn, stats: Arc<Stats>, links: 
         if let Some(m) = s.notify.smtp.clone() {
             // The list's mail, then each approver's own, with their links.
             let mut mails: Vec<(Vec<String>, String, &'static str)> = Vec::new();
-            let now = now_unix();
+            let now = crate::policy::reviews::now_unix();
             if !m.to.is_empty() {
                 let msg = mail_message_to(&review, &earlier, &admin_url, &m, now, &m.to, None);
                 mails.push((m.to.clone(), msg, "smtp"));
@@ -241,13 +241,6 @@ fn kind_name(k: WebhookKind) -> &'static str {
         WebhookKind::Slack => "slack",
         WebhookKind::Json => "json",
     }
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -731,7 +724,7 @@ async fn send_webhook(
                 Ok(s) if !s.is_empty() => s,
                 _ => return Err(format!("its secret_env ({var}) is not set: not sent unsigned")),
             };
-            let sent_at = now_unix();
+            let sent_at = crate::policy::reviews::now_unix();
             let body = json_body_coalesced(r, earlier, sent_at);
             let headers = vec![
                 ("X-Gatehouse-Signature", sign(secret.as_bytes(), &body)),

@@ -440,13 +440,6 @@ fn response_url_ok(u: &str) -> bool {
         || crate::config::loopback_http(u)
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The approver a Slack user is, by member ID, else by the confirmed
 /// e-mail Slack knows them by.
 async fn approver_of(st: &AppState, app: &SlackApp, user_id: &str) -> Result<Option<Approver>, String> {
@@ -594,7 +587,7 @@ pub async fn interactions(State(st): State<AppState>, headers: HeaderMap, body: 
         return error(StatusCode::SERVICE_UNAVAILABLE, "the Slack signing secret is not set");
     };
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
-    let now = now_unix();
+    let now = crate::policy::reviews::now_unix();
     let checked = verify(
         secret.as_bytes(),
         header("x-slack-request-timestamp"),

@@ -87,7 +87,7 @@ fn page(status: StatusCode, why: &str) -> Response {
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in failed · gatehouse</title></head>\
          <body><main><h1>Sign-in failed</h1><p>{}</p><p><a href=\"/console\">Back to the console</a></p></main></body></html>\n",
-        why.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+        super::links::esc(why)
     );
     (
         status,

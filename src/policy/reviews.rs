@@ -15,7 +15,8 @@ pub const MAX_FINISHED: usize = 1000;
 /// Reviews open at once, over the process; past it statements are refused.
 pub const MAX_OPEN: usize = 10_000;
 
-fn now_unix() -> u64 {
+/// Unix seconds now (the time reviews, grants and links are reckoned in).
+pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -211,6 +211,27 @@ impl Drop for Gatehouse {
     }
 }
 
+/// Runs `sql` on the local PostgreSQL directly (as `postgres`, not through
+/// gatehouse) and returns its output; fails the test if it fails.
+pub fn direct_psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            PG_HOST,
+            "-p",
+            &PG_PORT.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Runs psql through gatehouse and returns (success, stdout, stderr).
 pub fn psql(g: &Gatehouse, dbname: &str, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new("psql");
