@@ -6,6 +6,7 @@
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod fleet;
 pub mod identity;
 pub mod logs;
 pub mod policy;

@@ -6,6 +6,7 @@
 //! identity's targets) receive what they look at.
 
 mod admin;
+mod fleet;
 mod identity;
 mod locate;
 mod notify;
@@ -16,6 +17,7 @@ mod server;
 mod target;
 
 pub use admin::{Admin, AdminToken};
+pub use fleet::{valid_instance_name, Fleet};
 pub use identity::{parse_token_hash, IdentityConfig, Oidc, OidcConsole, OneOrMany};
 pub use notify::{smtp_host_port, Approver, Notify, SlackApp, Smtp, Webhook, WebhookKind, MAX_GRANT_MINUTES};
 pub use policy::{BudgetConfig, GuardrailConfig, PolicyConfig, RolePolicyConfig, Verdict, GUARDRAIL_FLAGS};
@@ -62,6 +64,9 @@ pub struct Config {
     pub notify: Notify,
     /// Session recording; absent: sessions are not recorded.
     pub recording: Option<Recording>,
+    /// Several instances sharing state through a control database; absent:
+    /// this instance stands alone.
+    pub fleet: Option<Fleet>,
 }
 
 /// An `http://` URL is accepted only to a loopback host.
@@ -127,6 +132,9 @@ impl Config {
         self.scan.validate(base)?;
         self.admin.validate(self.policy.as_ref(), base)?;
         notify::validate_notify(&self.notify, self.policy.as_ref(), self.admin.listen.is_some())?;
+        if let Some(f) = &mut self.fleet {
+            f.validate(base)?;
+        }
         if let Some(r) = &mut self.recording {
             r.validate(base)?;
         }

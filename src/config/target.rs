@@ -91,7 +91,7 @@ impl Account {
 }
 
 /// A secret given inline, by environment variable or by file.
-fn resolve_secret(
+pub(super) fn resolve_secret(
     inline: &Option<String>,
     env: &Option<String>,
     file: &Option<PathBuf>,

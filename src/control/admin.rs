@@ -39,6 +39,8 @@ pub struct AppState {
     pub console: Arc<super::console::Sessions>,
     /// The console's single sign-ons under way.
     pub sso: Arc<super::sso::Sso>,
+    /// This instance's link to its fleet, in fleet mode.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
             links: Default::default(),
             console: Default::default(),
             sso: Default::default(),
+            fleet: None,
         }
     }
 }
@@ -377,7 +380,14 @@ async fn readyz(State(st): State<AppState>) -> Response {
     if !st.ready.load(Ordering::Acquire) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "starting");
     }
-    Json(json!({ "status": "ready" })).into_response()
+    // Without its control database an instance still serves what policy
+    // allows (and refuses holds): it stays ready, so that an outage of the
+    // control database does not take the whole fleet out of the load
+    // balancer; the state is in the body and in the metrics.
+    match &st.fleet {
+        Some(f) => Json(json!({ "status": "ready", "fleet": f.status() })).into_response(),
+        None => Json(json!({ "status": "ready" })).into_response(),
+    }
 }
 
 async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
@@ -386,7 +396,10 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        super::metrics::render(&st.shared, st.recorder.as_deref()),
+        match &st.fleet {
+            Some(f) => super::metrics::for_fleet(super::metrics::render(&st.shared, st.recorder.as_deref()), f),
+            None => super::metrics::render(&st.shared, st.recorder.as_deref()),
+        },
     )
         .into_response()
 }
@@ -501,7 +514,9 @@ pub(super) fn review_error(e: ReviewError) -> Response {
         ReviewError::NotFound => StatusCode::NOT_FOUND,
         ReviewError::NotPending | ReviewError::Twice => StatusCode::CONFLICT,
         ReviewError::SelfApproval | ReviewError::WrongRole(_) => StatusCode::FORBIDDEN,
-        ReviewError::TooMany | ReviewError::TooManyOfIdentity(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ReviewError::TooMany | ReviewError::TooManyOfIdentity(_) | ReviewError::Unavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     };
     error(status, &e.to_string())
 }

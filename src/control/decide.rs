@@ -4,6 +4,7 @@
 //! and the same audit record, which names the channel it came by.
 
 use super::admin::{audit, AppState};
+use crate::fleet::reviews::Decision;
 use crate::policy::reviews::{Grant, Review, ReviewError, Status};
 
 /// What the approver decided.
@@ -32,12 +33,7 @@ impl Action {
 
 /// The name a status goes by in the API.
 pub fn state_name(s: &Status) -> &'static str {
-    match s {
-        Status::Pending => "pending",
-        Status::Approved => "approved",
-        Status::Denied { .. } => "denied",
-        Status::Withdrawn { .. } => "withdrawn",
-    }
+    s.name()
 }
 
 /// A decided review has left the open set: say so rather than "not found".
@@ -67,9 +63,11 @@ pub async fn decide(
         Action::Deny(r) => r.clone(),
         Action::Approve(_) => note.to_string(),
     };
-    let res = match action {
-        Action::Approve(grant) => st.shared.reviews.approve(id, who, roles, grant),
-        Action::Deny(reason) => st.shared.reviews.deny(id, who, roles, &reason),
+    let res = match (&st.fleet, action) {
+        (Some(fleet), Action::Approve(grant)) => fleet.decide(id, who, roles, Decision::Approve(grant)).await,
+        (Some(fleet), Action::Deny(reason)) => fleet.decide(id, who, roles, Decision::Deny(&reason)).await,
+        (None, Action::Approve(grant)) => st.shared.reviews.approve(id, who, roles, grant),
+        (None, Action::Deny(reason)) => st.shared.reviews.deny(id, who, roles, &reason),
     };
     let via_note = if via == "api" {
         String::new()

@@ -233,3 +233,57 @@ pub fn render(s: &Shared, recorder: Option<&super::recorder::Recorder>) -> Strin
     }
     out
 }
+
+/// The fleet link's gauges, then every sample labelled with the
+/// instance's name (`fleet_instance`, not `instance`: Prometheus sets that
+/// one to the scrape target).
+pub fn for_fleet(mut text: String, fleet: &crate::fleet::Fleet) -> String {
+    family(
+        &mut text,
+        "gatehouse_fleet_control_connected",
+        "gauge",
+        "1 while the fleet's control database is reachable (holds are refused otherwise).",
+    );
+    let _ = writeln!(
+        text,
+        "gatehouse_fleet_control_connected {}",
+        u8::from(fleet.connected())
+    );
+    label_samples(&text, "fleet_instance", &fleet.instance)
+}
+
+/// Adds `key="value"` to every sample line of an exposition. `value` is a
+/// checked instance name (no quote or backslash to escape).
+fn label_samples(text: &str, key: &str, value: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else if let Some(brace) = line.find('{') {
+            out.push_str(&line[..=brace]);
+            let _ = write!(out, "{key}=\"{value}\"");
+            if !line[brace + 1..].starts_with('}') {
+                out.push(',');
+            }
+            out.push_str(&line[brace + 1..]);
+        } else if let Some(space) = line.find(' ') {
+            let _ = write!(out, "{}{{{key}=\"{value}\"}}{}", &line[..space], &line[space..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod fleet_label_tests {
+    #[test]
+    fn every_sample_carries_the_instance() {
+        let text = "# HELP a x\n# TYPE a gauge\na 1\nb{k=\"v\"} 2\nc{} 3\n";
+        assert_eq!(
+            super::label_samples(text, "fleet_instance", "gw-a"),
+            "# HELP a x\n# TYPE a gauge\na{fleet_instance=\"gw-a\"} 1\nb{fleet_instance=\"gw-a\",k=\"v\"} 2\nc{fleet_instance=\"gw-a\"} 3\n"
+        );
+    }
+}

@@ -34,6 +34,8 @@ pub struct Control {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// What the notifiers of reviews did.
     pub notify: Arc<notify::Stats>,
+    /// The link to the fleet, in fleet mode.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 fn lower_priority() {
@@ -69,6 +71,15 @@ pub fn start(
         Arc::new(move || notify::Settings::from_config(&from.state.load().config)),
         links.clone(),
     );
+    // The fleet link hooks into reviews before any session can open one.
+    let fleet = state.config.fleet.clone().map(|f| {
+        crate::fleet::Fleet::start(
+            rt.handle(),
+            f,
+            shared.reviews.clone(),
+            state.config.admin.listen.clone(),
+        )
+    });
     let admin_addr = match &state.config.admin.listen {
         Some(addr) => {
             let addr: std::net::SocketAddr = addr.parse()?;
@@ -85,6 +96,7 @@ pub fn start(
             let bound = listener.local_addr()?;
             let app = admin::AppState {
                 links,
+                fleet: fleet.clone(),
                 ..admin::AppState::new(shared, ready, ops, recorder)
             };
             let limits = admin::Limits {
@@ -97,5 +109,10 @@ pub fn start(
         }
         None => None,
     };
-    Ok(Control { rt, admin_addr, notify })
+    Ok(Control {
+        rt,
+        admin_addr,
+        notify,
+        fleet,
+    })
 }

@@ -4,7 +4,7 @@
 //! approvers decide over the admin API. Everything here is short critical
 //! sections under one mutex: reviews are human-rate events.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +24,7 @@ pub fn now_unix() -> u64 {
 }
 
 /// What a session asks to have reviewed. `sql` is already masked.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReviewRequest {
     pub identity: String,
     pub roles: Vec<String>,
@@ -45,14 +45,14 @@ pub struct ReviewRequest {
     pub required: u32,
     pub timeout_secs: u64,
     /// Why it is held beyond its class's verdict (a budget past its limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What an approval for a time grants: the class, and/or `budget`
     /// (lifts the identity's budget on the target).
     pub grants: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum Status {
     Pending,
@@ -61,14 +61,26 @@ pub enum Status {
     Withdrawn { why: String },
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Status {
+    /// The name a status goes by in the API and the control database.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied { .. } => "denied",
+            Status::Withdrawn { .. } => "withdrawn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Approval {
     pub by: String,
     pub at: u64,
 }
 
-/// A review as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+/// A review as the API shows it (and as a fleet's control database keeps it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Review {
     pub id: String,
     #[serde(flatten)]
@@ -107,6 +119,10 @@ pub enum ReviewError {
     TooMany,
     #[error("this identity has {0} statements waiting for review already (max_pending_reviews_per_identity)")]
     TooManyOfIdentity(usize),
+    /// A fleet instance without its control database: no review could be
+    /// seen or decided by the other instances, so none is opened.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 struct Entry {
@@ -125,6 +141,8 @@ struct Inner {
 
 /// Called with a review when it opens (notifiers hook in here).
 pub type OnOpen = Box<dyn Fn(&Review) + Send + Sync>;
+/// Called with a review this instance withdrew (a fleet writes it through).
+pub type OnWithdraw = Box<dyn Fn(&Review) + Send + Sync>;
 
 #[derive(Default)]
 pub struct Reviews {
@@ -134,6 +152,10 @@ pub struct Reviews {
     /// withdrawn): watchers (the console's live inbox) compare it.
     changes: AtomicU64,
     on_open: Mutex<Vec<OnOpen>>,
+    on_withdraw: Mutex<Vec<OnWithdraw>>,
+    /// Why no review may open now (a fleet instance cut off from its
+    /// control database); `None`: reviews open.
+    refusing: Mutex<Option<String>>,
 }
 
 impl Reviews {
@@ -152,6 +174,17 @@ impl Reviews {
         self.on_open.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     }
 
+    /// Adds a hook run (on the caller's thread) for every review this
+    /// instance withdraws.
+    pub fn on_withdraw(&self, f: OnWithdraw) {
+        self.on_withdraw.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+    }
+
+    /// Refuses new reviews with `why` (or opens them again with `None`).
+    pub fn set_refusing(&self, why: Option<String>) {
+        *self.refusing.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// Opens a review; returns its id.
     pub fn submit(&self, request: ReviewRequest) -> Result<String, ReviewError> {
         self.submit_bounded(request, usize::MAX)
@@ -159,6 +192,9 @@ impl Reviews {
 
     /// Opens a review unless the identity has `per_identity` pending already.
     pub fn submit_bounded(&self, request: ReviewRequest, per_identity: usize) -> Result<String, ReviewError> {
+        if let Some(why) = self.refusing.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(ReviewError::Unavailable(why));
+        }
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("r-{:x}-{n}", rand::random::<u32>());
         let review = Review {
@@ -220,26 +256,80 @@ impl Reviews {
 
     /// Ends a pending review without a decision (timeout, cancel, disconnect).
     pub fn withdraw(&self, id: &str, why: &str) {
-        let mut g = self.lock();
-        if g.open.get(id).is_some_and(|e| e.review.status == Status::Pending) {
-            Self::finish(&mut g, id, Status::Withdrawn { why: why.to_string() }, None);
+        let ended = {
+            let mut g = self.lock();
+            if g.open.get(id).is_some_and(|e| e.review.status == Status::Pending) {
+                Self::finish(&mut g, id, Status::Withdrawn { why: why.to_string() }, None)
+            } else {
+                None
+            }
+        };
+        if let Some(review) = ended {
             self.changes.fetch_add(1, Ordering::Release);
+            for f in self.on_withdraw.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                f(&review);
+            }
         }
     }
 
+    /// Takes a review's state as another place decided it (a fleet's
+    /// control database): opens, updates or ends the local copy, and
+    /// records the grant an approval gave. Hooks do not run: the instance
+    /// that opened the review announced it.
+    ///
+    /// A review this instance already ended stays as it ended here: its
+    /// session has answered the client (a timeout, say) and the statement
+    /// did not run, whatever was decided a moment later elsewhere.
+    pub fn mirror(&self, review: Review) {
+        let mut g = self.lock();
+        if review.status == Status::Approved {
+            if let Some(until) = review.grant_until.filter(|u| *u > now_unix()) {
+                for k in grant_keys(&review.request) {
+                    let e = g.grants.entry(k).or_insert(until);
+                    *e = (*e).max(until);
+                }
+            }
+        }
+        if review.status == Status::Pending {
+            if let Some(e) = g.open.get_mut(&review.id) {
+                e.review = review;
+            } else if g.finished.iter().any(|r| r.id == review.id) {
+                return;
+            } else {
+                if g.open.len() >= MAX_OPEN {
+                    return;
+                }
+                let seq = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+                g.open.insert(review.id.clone(), Entry { review, seq });
+            }
+        } else if g.open.contains_key(&review.id) {
+            g.open.remove(&review.id);
+            if g.finished.len() >= MAX_FINISHED {
+                g.finished.pop_front();
+            }
+            g.finished.push_back(review);
+        } else if let Some(r) = g.finished.iter_mut().find(|r| r.id == review.id) {
+            if matches!(r.status, Status::Withdrawn { .. }) {
+                return;
+            }
+            *r = review;
+        } else {
+            if g.finished.len() >= MAX_FINISHED {
+                g.finished.pop_front();
+            }
+            g.finished.push_back(review);
+        }
+        drop(g);
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// The ids of the reviews open here.
+    pub fn open_ids(&self) -> Vec<String> {
+        self.lock().open.keys().cloned().collect()
+    }
+
     fn check_approver(e: &Entry, who: &str, roles: &[String]) -> Result<(), ReviewError> {
-        if e.review.status != Status::Pending {
-            return Err(ReviewError::NotPending);
-        }
-        // Names are compared without case: `Agent` is not someone else.
-        if same_name(who, &e.review.request.identity) {
-            return Err(ReviewError::SelfApproval);
-        }
-        let allowed = &e.review.request.approvers;
-        if !roles.iter().any(|r| r == "admin" || allowed.contains(r)) {
-            return Err(ReviewError::WrongRole(allowed.join(", ")));
-        }
-        Ok(())
+        check_approver(&e.review, who, roles)
     }
 
     /// Whether `who` with `roles` could decide review `id` now (for
@@ -266,31 +356,13 @@ impl Reviews {
     pub fn approve(&self, id: &str, who: &str, roles: &[String], grant: Grant) -> Result<Review, ReviewError> {
         let mut g = self.lock();
         let e = g.open.get_mut(id).ok_or(ReviewError::NotFound)?;
-        Self::check_approver(e, who, roles)?;
-        if e.review.approvals.iter().any(|a| same_name(&a.by, who)) {
-            return Err(ReviewError::Twice);
-        }
-        e.review.approvals.push(Approval {
-            by: who.to_string(),
-            at: now_unix(),
-        });
+        let decided = record_approval(&mut e.review, who, roles, grant, now_unix())?;
         self.changes.fetch_add(1, Ordering::Release);
-        if (e.review.approvals.len() as u32) < e.review.request.required {
+        if !decided {
             return Ok(e.review.clone());
         }
-        if let Grant::For(secs) = grant {
-            let until = now_unix() + secs;
-            e.review.grant_until = Some(until);
-            let r = &e.review.request;
-            let keys: Vec<(String, String, String)> = if r.grants.is_empty() {
-                vec![(r.identity.clone(), r.target.clone(), r.class.clone())]
-            } else {
-                r.grants
-                    .iter()
-                    .map(|k| (r.identity.clone(), r.target.clone(), k.clone()))
-                    .collect()
-            };
-            for k in keys {
+        if let Some(until) = e.review.grant_until {
+            for k in grant_keys(&e.review.request) {
                 g.grants.insert(k, until);
             }
         }
@@ -299,15 +371,11 @@ impl Reviews {
 
     pub fn deny(&self, id: &str, who: &str, roles: &[String], reason: &str) -> Result<Review, ReviewError> {
         let mut g = self.lock();
-        let e = g.open.get(id).ok_or(ReviewError::NotFound)?;
-        Self::check_approver(e, who, roles)?;
-        let reason = if reason.is_empty() {
-            "no reason given".to_string()
-        } else {
-            reason.to_string()
-        };
+        let e = g.open.get_mut(id).ok_or(ReviewError::NotFound)?;
+        let mut review = e.review.clone();
+        record_denial(&mut review, who, roles, reason)?;
         self.changes.fetch_add(1, Ordering::Release);
-        Self::finish(&mut g, id, Status::Denied { reason }, Some(who.to_string())).ok_or(ReviewError::NotFound)
+        Self::finish(&mut g, id, review.status, Some(who.to_string())).ok_or(ReviewError::NotFound)
     }
 
     /// Whether an approval granted `class` to `identity` on `target` for now.
@@ -355,6 +423,78 @@ pub fn same_name(a: &str, b: &str) -> bool {
 }
 
 pub type SharedReviews = Arc<Reviews>;
+
+/// Whether `who` with `roles` may decide `review`: it is pending, `who`
+/// did not ask for it, and a role of theirs is one of its approvers'.
+pub fn check_approver(review: &Review, who: &str, roles: &[String]) -> Result<(), ReviewError> {
+    if review.status != Status::Pending {
+        return Err(ReviewError::NotPending);
+    }
+    // Names are compared without case: `Agent` is not someone else.
+    if same_name(who, &review.request.identity) {
+        return Err(ReviewError::SelfApproval);
+    }
+    let allowed = &review.request.approvers;
+    if !roles.iter().any(|r| r == "admin" || allowed.contains(r)) {
+        return Err(ReviewError::WrongRole(allowed.join(", ")));
+    }
+    Ok(())
+}
+
+/// Adds `who`'s approval to `review`; returns whether that decided it
+/// (N of M reached: the status is then `Approved`, `decided_by` and, for a
+/// time grant, `grant_until` set). The one rule for every store.
+pub fn record_approval(
+    review: &mut Review,
+    who: &str,
+    roles: &[String],
+    grant: Grant,
+    now: u64,
+) -> Result<bool, ReviewError> {
+    check_approver(review, who, roles)?;
+    if review.approvals.iter().any(|a| same_name(&a.by, who)) {
+        return Err(ReviewError::Twice);
+    }
+    review.approvals.push(Approval {
+        by: who.to_string(),
+        at: now,
+    });
+    if (review.approvals.len() as u32) < review.request.required {
+        return Ok(false);
+    }
+    if let Grant::For(secs) = grant {
+        review.grant_until = Some(now + secs);
+    }
+    review.status = Status::Approved;
+    review.decided_by = Some(who.to_string());
+    Ok(true)
+}
+
+/// Denies `review` as `who` (an approver who approved may still deny).
+pub fn record_denial(review: &mut Review, who: &str, roles: &[String], reason: &str) -> Result<(), ReviewError> {
+    check_approver(review, who, roles)?;
+    let reason = if reason.is_empty() {
+        "no reason given".to_string()
+    } else {
+        reason.to_string()
+    };
+    review.status = Status::Denied { reason };
+    review.decided_by = Some(who.to_string());
+    Ok(())
+}
+
+/// What an approval with a time grant grants: (identity, target, class or
+/// `budget`) keys.
+pub fn grant_keys(r: &ReviewRequest) -> Vec<(String, String, String)> {
+    if r.grants.is_empty() {
+        vec![(r.identity.clone(), r.target.clone(), r.class.clone())]
+    } else {
+        r.grants
+            .iter()
+            .map(|k| (r.identity.clone(), r.target.clone(), k.clone()))
+            .collect()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,244 @@
+//! Fleet mode: several instances behind one load balancer, sharing state
+//! through a PostgreSQL control database that gatehouse owns a schema in.
+//!
+//! Each instance keeps one connection to it (`Fleet`), on the control
+//! plane's runtime: the data path never waits on it. What the instances
+//! share, and how:
+//!
+//! - reviews and their grants (`reviews`): the row in the control database
+//!   is the truth; every decision is a transaction on it, so N-of-M counts
+//!   approvals made on any instance, and a decision is announced with
+//!   NOTIFY to the instance holding the statement. Each instance mirrors
+//!   the open reviews into its own `Reviews`, which its sessions and
+//!   console read.
+//!
+//! An instance that loses the control database keeps serving what its
+//! policy allows, refuses to hold statements (a hold nobody else could see
+//! or decide), and catches up when the connection is back.
+
+pub mod reviews;
+pub mod schema;
+
+use crate::policy::reviews::{Review, Reviews};
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+/// The channel decisions are announced on (payload: the review's id).
+pub const REVIEWS_CHANNEL: &str = "gatehouse_reviews";
+/// Review events waiting to be written to the control database.
+const OUTBOX: usize = 20_000;
+/// Notifications waiting to be read (past it they are dropped: the
+/// periodic sync reads what they announced).
+const NOTICES: usize = 4096;
+/// What a client is told when a hold is refused for want of the control
+/// database.
+pub const UNREACHABLE: &str =
+    "this gatehouse instance cannot reach the fleet's control database, so no one could see or decide a review: try again when it is back";
+
+/// What this instance did to a review, to be written through.
+pub enum Outbound {
+    Opened(Review),
+    Withdrawn(Review),
+}
+
+/// This instance's link to the fleet.
+pub struct Fleet {
+    pub instance: String,
+    settings: crate::config::Fleet,
+    reviews: Arc<Reviews>,
+    /// The control connection; `None` while it is down. Decisions take it
+    /// for a whole transaction.
+    client: tokio::sync::Mutex<Option<Client>>,
+    connected: AtomicBool,
+    /// Why the control database is unreachable, for `/readyz` and the log.
+    trouble: Mutex<Option<String>>,
+    /// Reviews this instance opened and has not seen end.
+    mine: Mutex<HashSet<String>>,
+    /// This instance's admin listener, as the other instances may reach it.
+    admin: Option<String>,
+}
+
+impl Fleet {
+    /// Starts the link on `rt`: hooks into `reviews` (opened and withdrawn
+    /// reviews are written through) and connects in the background. Until
+    /// the first connection, holds are refused.
+    pub fn start(
+        rt: &tokio::runtime::Handle,
+        settings: crate::config::Fleet,
+        reviews: Arc<Reviews>,
+        admin: Option<String>,
+    ) -> Arc<Fleet> {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        reviews.set_refusing(Some(UNREACHABLE.to_string()));
+        let fleet = Arc::new(Fleet {
+            instance: settings.instance.clone(),
+            settings,
+            reviews: reviews.clone(),
+            client: tokio::sync::Mutex::new(None),
+            connected: AtomicBool::new(false),
+            trouble: Mutex::new(Some("not connected yet".into())),
+            mine: Mutex::new(HashSet::new()),
+            admin,
+        });
+        let opened = tx.clone();
+        let weak = Arc::downgrade(&reviews);
+        reviews.on_open(Box::new(move |r| {
+            if opened.try_send(Outbound::Opened(r.clone())).is_err() {
+                // Fail closed: a review the fleet never hears of could
+                // only time out.
+                if let Some(reviews) = weak.upgrade() {
+                    reviews.withdraw(&r.id, UNREACHABLE);
+                }
+            }
+        }));
+        reviews.on_withdraw(Box::new(move |r| {
+            // Dropped when full: the periodic sync writes it.
+            let _ = tx.try_send(Outbound::Withdrawn(r.clone()));
+        }));
+        rt.spawn(fleet.clone().run(rx));
+        fleet
+    }
+
+    /// Whether the control database is reachable now.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The link's state, for `/readyz` and the API.
+    pub fn status(&self) -> serde_json::Value {
+        let trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        serde_json::json!({
+            "instance": self.instance,
+            "control_database": if self.connected() { "connected" } else { "unreachable" },
+            "trouble": trouble,
+            "schema_version": schema::current(),
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.timeout_secs)
+    }
+
+    fn set_trouble(&self, why: Option<String>) {
+        *self.trouble.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Connects, migrates and listens; returns the client and the
+    /// notifications' receiver (closed when the connection ends).
+    async fn connect(&self) -> Result<(Client, mpsc::Receiver<String>), String> {
+        let config = self.settings.connect_config()?;
+        let (mut client, mut connection) = tokio::time::timeout(self.timeout(), config.connect(NoTls))
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|e| format!("connecting: {e}"))?;
+        let (tx, rx) = mpsc::channel(NOTICES);
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = tx.try_send(n.payload().to_string());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "gatehouse::fleet", error = %e, "control database connection ended");
+                        break;
+                    }
+                }
+            }
+        });
+        let version = tokio::time::timeout(self.timeout() * 4, schema::migrate(&mut client))
+            .await
+            .map_err(|_| "migrating timed out".to_string())??;
+        tokio::time::timeout(
+            self.timeout(),
+            client.batch_execute(&format!("LISTEN {REVIEWS_CHANNEL}")),
+        )
+        .await
+        .map_err(|_| "LISTEN timed out".to_string())?
+        .map_err(|e| format!("LISTEN: {e}"))?;
+        tracing::info!(target: "gatehouse::fleet", instance = %self.instance, schema_version = version, "connected to the control database");
+        Ok((client, rx))
+    }
+
+    /// Keeps the link up: connect, catch up, then follow notifications,
+    /// the periodic sync and this instance's own review events until the
+    /// connection drops; then refuse holds and try again.
+    async fn run(self: Arc<Self>, mut outbox: mpsc::Receiver<Outbound>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.connect().await {
+                Ok((client, mut notices)) => {
+                    backoff = Duration::from_millis(200);
+                    *self.client.lock().await = Some(client);
+                    let first = self.sync(true).await;
+                    if let Err(e) = first {
+                        tracing::warn!(target: "gatehouse::fleet", error = %e, "catching up failed");
+                    } else {
+                        self.connected.store(true, Ordering::Release);
+                        self.set_trouble(None);
+                        self.reviews.set_refusing(None);
+                        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.sync_ms));
+                        loop {
+                            tokio::select! {
+                                id = notices.recv() => match id {
+                                    Some(id) => {
+                                        if let Err(e) = self.fetch(&id).await {
+                                            tracing::warn!(target: "gatehouse::fleet", error = %e, "reading a review failed");
+                                        }
+                                    }
+                                    None => break,
+                                },
+                                ev = outbox.recv() => match ev {
+                                    Some(ev) => self.write_through(ev).await,
+                                    None => return,
+                                },
+                                _ = tick.tick() => {
+                                    if let Err(e) = self.sync(false).await {
+                                        tracing::warn!(target: "gatehouse::fleet", error = %e, "sync failed");
+                                    }
+                                }
+                            }
+                            if self.client.lock().await.is_none() {
+                                break;
+                            }
+                        }
+                    }
+                    self.lose("the control database connection was lost".into()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "gatehouse::fleet", instance = %self.instance, error = %e, "control database unreachable");
+                    self.lose(e).await;
+                }
+            }
+            // Reviews opened meanwhile cannot be written: refuse them.
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    ev = outbox.recv() => match ev {
+                        Some(Outbound::Opened(r)) => self.reviews.withdraw(&r.id, UNREACHABLE),
+                        Some(Outbound::Withdrawn(_)) => {}
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn lose(&self, why: String) {
+        *self.client.lock().await = None;
+        if self.connected.swap(false, Ordering::AcqRel) {
+            tracing::warn!(target: "gatehouse::fleet", instance = %self.instance, why = %why, "control database lost: holds are refused until it is back");
+        }
+        self.set_trouble(Some(why));
+        self.reviews.set_refusing(Some(UNREACHABLE.to_string()));
+    }
+}

@@ -1,0 +1,85 @@
+//! The control database's schema: versioned migrations, applied at start
+//! by whichever instance gets there first (an advisory lock keeps two
+//! instances starting together from applying one twice).
+
+use tokio_postgres::Client;
+
+/// The schema gatehouse owns in the control database.
+pub const SCHEMA: &str = "gatehouse";
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Append
+/// only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: instances, and reviews with their decisions and grants.
+    r#"
+    CREATE TABLE gatehouse.instances (
+        name text PRIMARY KEY,
+        admin text,
+        started timestamptz NOT NULL DEFAULT now(),
+        last_seen timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE gatehouse.reviews (
+        id text PRIMARY KEY,
+        instance text NOT NULL,
+        identity text NOT NULL,
+        status text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'withdrawn')),
+        -- Unix seconds past which any instance withdraws a pending review
+        -- (its own instance may be gone).
+        deadline bigint NOT NULL,
+        grant_until bigint,
+        review jsonb NOT NULL,
+        created timestamptz NOT NULL DEFAULT now(),
+        updated timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX reviews_pending ON gatehouse.reviews (deadline) WHERE status = 'pending';
+    CREATE INDEX reviews_granting ON gatehouse.reviews (grant_until) WHERE status = 'approved' AND grant_until IS NOT NULL;
+    CREATE INDEX reviews_updated ON gatehouse.reviews (updated);
+    "#,
+];
+
+/// The version this build's schema has.
+pub fn current() -> i32 {
+    MIGRATIONS.len() as i32
+}
+
+/// Creates or migrates the schema; returns the version it is at.
+pub async fn migrate(client: &mut Client) -> Result<i32, String> {
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(hashtext('gatehouse fleet schema'));
+         CREATE SCHEMA IF NOT EXISTS gatehouse;
+         CREATE TABLE IF NOT EXISTS gatehouse.schema_version (version integer NOT NULL);",
+    )
+    .await
+    .map_err(|e| format!("creating the schema: {e}"))?;
+    let row = tx
+        .query_opt("SELECT version FROM gatehouse.schema_version", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut version: i32 = match row {
+        Some(r) => r.get(0),
+        None => {
+            tx.execute("INSERT INTO gatehouse.schema_version VALUES (0)", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            0
+        }
+    };
+    if version > current() {
+        return Err(format!(
+            "the control database's schema is at version {version}, newer than this gatehouse knows ({}): upgrade this instance",
+            current()
+        ));
+    }
+    while version < current() {
+        tx.batch_execute(MIGRATIONS[version as usize])
+            .await
+            .map_err(|e| format!("migration {}: {e}", version + 1))?;
+        version += 1;
+        tx.execute("UPDATE gatehouse.schema_version SET version = $1", &[&version])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(version)
+}

@@ -1,0 +1,677 @@
+//! Fleet mode: three gatehouse instances on loopback ports sharing one
+//! control database (a database of its own on the machine's PostgreSQL,
+//! or a private cluster for the outage test). A statement held on one
+//! instance is decided through another's admin API; N-of-M counts
+//! approvals made on different instances; an instance without its control
+//! database refuses holds and catches up; a killed instance's review ends.
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "fleet-admin-token-0001";
+const DBA1: &str = "fleet-dba1-token-0002";
+const DBA2: &str = "fleet-dba2-token-0003";
+/// An approver token named like the identity that asks.
+const AGENT_APPROVER: &str = "fleet-agent-approver-0004";
+const AUDITOR: &str = "fleet-auditor-token-0005";
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A control database of the test's own on the machine's PostgreSQL,
+/// dropped at the end.
+struct ControlDb {
+    name: String,
+}
+
+impl ControlDb {
+    fn new() -> ControlDb {
+        let name = unique("gh_fleet");
+        direct_psql(&format!("create database {name}"));
+        ControlDb { name }
+    }
+    fn dsn(&self) -> String {
+        format!("host=127.0.0.1 port=5432 user=postgres dbname={}", self.name)
+    }
+    fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                &self.name,
+                "-X",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for ControlDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-X", "-c"])
+            .arg(format!("drop database if exists {} with (force)", self.name))
+            .output();
+    }
+}
+
+struct Member {
+    g: Gatehouse,
+    admin: u16,
+}
+
+/// What the members' configurations share.
+#[derive(Clone)]
+struct Setup {
+    control: String,
+    required: u32,
+    timeout_secs: u64,
+    sync_ms: u64,
+    /// Extra `[fleet]` lines (a password source).
+    fleet_extra: String,
+}
+
+fn tokens() -> String {
+    let mut s = String::new();
+    for (name, tok, roles) in [
+        ("ops", ADMIN, "\"admin\""),
+        ("dba1", DBA1, "\"approver\", \"dba\""),
+        ("dba2", DBA2, "\"approver\", \"dba\""),
+        ("agent", AGENT_APPROVER, "\"approver\", \"dba\""),
+        ("audit", AUDITOR, "\"auditor\""),
+    ] {
+        s += &format!(
+            "[[admin.token]]\nname = \"{name}\"\ntoken_hash = \"{}\"\nroles = [{roles}]\n",
+            token_hash(tok)
+        );
+    }
+    s
+}
+
+fn member(instance: &str, s: &Setup) -> Member {
+    member_on(instance, s, free_port(), free_port())
+}
+
+fn member_on(instance: &str, s: &Setup, port: u16, admin: u16) -> Member {
+    let extra = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+{tokens}
+
+[policy]
+default_role = "agent"
+[policy.roles.agent]
+read = "allow"
+write = "approve"
+delete = "approve"
+ddl = "deny"
+admin = "deny"
+unknown = "deny"
+approvers = ["dba"]
+approvals_required = {required}
+approval_timeout_secs = {timeout}
+
+[fleet]
+instance = "{instance}"
+control = "{control}"
+sync_ms = {sync_ms}
+timeout_secs = 2
+{fleet_extra}
+"#,
+        tokens = tokens(),
+        required = s.required,
+        timeout = s.timeout_secs,
+        control = s.control,
+        sync_ms = s.sync_ms,
+        fleet_extra = s.fleet_extra,
+    );
+    let g = Gatehouse::start_with(port, &config_text(port, "", &extra));
+    let m = Member { g, admin };
+    m.wait_connected();
+    m
+}
+
+impl Member {
+    fn readyz(&self) -> Value {
+        if std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_err() {
+            return Value::Null;
+        }
+        let (_, body) = http(self.admin, "GET", "/readyz", "", "");
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+    fn wait_connected(&self) {
+        self.wait_control("connected");
+    }
+    fn wait_control(&self, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.readyz()["fleet"]["control_database"] == state {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("control database never {state}: {}\n{}", self.readyz(), self.g.log());
+    }
+    fn reviews(&self) -> Vec<Value> {
+        let (st, body) = http(self.admin, "GET", "/api/v1/reviews", ADMIN, "");
+        assert_eq!(st, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["reviews"].as_array().cloned().unwrap_or_default()
+    }
+    fn review(&self, id: &str) -> Value {
+        let (_, body) = http(self.admin, "GET", &format!("/api/v1/reviews/{id}"), ADMIN, "");
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+    /// Waits until this member lists a pending review; returns its id.
+    fn wait_pending(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(r) = self.reviews().iter().find(|r| r["status"]["state"] == "pending") {
+                return r["id"].as_str().unwrap().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no pending review on this member: {}", self.g.log());
+    }
+    fn wait_state(&self, id: &str, state: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.review(id);
+            if r["status"]["state"] == state {
+                return r;
+            }
+            if Instant::now() > deadline {
+                panic!("review {id} never {state}: {r}\n{}", self.g.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn decide(&self, token: &str, id: &str, verb: &str, body: &str) -> (u16, Value) {
+        let (st, body) = http(self.admin, "POST", &format!("/api/v1/reviews/{id}/{verb}"), token, body);
+        (st, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+}
+
+fn setup(control: &ControlDb) -> Setup {
+    Setup {
+        control: control.dsn(),
+        required: 1,
+        timeout_secs: 60,
+        sync_ms: 1000,
+        fleet_extra: String::new(),
+    }
+}
+
+/// Runs one statement through `m` with psql in a thread.
+fn run_through(m: &Member, sql: &str) -> std::thread::JoinHandle<(bool, String, String)> {
+    let mut cmd = Command::new("psql");
+    m.g.pg_env(&mut cmd, "postgres");
+    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]);
+    std::thread::spawn(move || {
+        let out = cmd.output().expect("psql");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+}
+
+fn table() -> String {
+    let t = unique("gh_fleet_t");
+    direct_psql(&format!("create table public.{t} (id int)"));
+    t
+}
+
+fn count_direct(t: &str) -> i64 {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-X", "-At", "-c"])
+        .arg(format!("select count(*) from {t}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(-1)
+}
+
+#[test]
+fn a_write_held_on_a_is_approved_through_b_and_completes_on_a() {
+    let db = ControlDb::new();
+    // Syncs a minute apart: only the notification can release the hold in
+    // time.
+    let s = Setup {
+        sync_ms: 60_000,
+        ..setup(&db)
+    };
+    let (a, b, c) = (member("gw-a", &s), member("gw-b", &s), member("gw-c", &s));
+    let t = table();
+    let client = run_through(&a, &format!("insert into {t} values (1)"));
+    // B and C list the review held on A.
+    let id = b.wait_pending();
+    assert_eq!(c.wait_pending(), id);
+    let r = b.review(&id);
+    assert_eq!(r["identity"], "agent");
+    assert_eq!(r["class"], "write");
+    assert_eq!(count_direct(&t), 0, "held, not run");
+    let (st, body) = b.decide(DBA1, &id, "approve", "{}");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["status"]["state"], "approved");
+    let started = Instant::now();
+    let (ok, _, err) = client.join().unwrap();
+    assert!(ok, "{err}\n{}", a.g.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "released by the notification, not a sync"
+    );
+    assert_eq!(count_direct(&t), 1);
+    // Every instance knows the outcome; the control database has it.
+    a.wait_state(&id, "approved", Duration::from_secs(5));
+    let rc = c.wait_state(&id, "approved", Duration::from_secs(5));
+    assert_eq!(rc["decided_by"], "dba1");
+    assert_eq!(
+        db.query(&format!(
+            "select instance || ' ' || status from gatehouse.reviews where id = '{id}'"
+        )),
+        "gw-a approved"
+    );
+    // The decision is logged where it was made.
+    let log = b.g.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("review approval recorded") && l.contains(&id)),
+        "{log}"
+    );
+    direct_psql(&format!("drop table {t}"));
+}
+
+#[test]
+fn n_of_m_counts_approvals_made_on_two_instances() {
+    let db = ControlDb::new();
+    let s = Setup {
+        required: 2,
+        ..setup(&db)
+    };
+    let (a, b, c) = (member("gw-a", &s), member("gw-b", &s), member("gw-c", &s));
+    let t = table();
+    let client = run_through(&c, &format!("insert into {t} values (1)"));
+    let id = a.wait_pending();
+    let (st, body) = a.decide(DBA1, &id, "approve", "{}");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["status"]["state"], "pending", "one of two");
+    assert_eq!(body["approvals"].as_array().unwrap().len(), 1);
+    // The same approver on another instance is still the same approver.
+    let (st, body) = b.decide(DBA1, &id, "approve", "{}");
+    assert_eq!(st, 409, "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count_direct(&t), 0, "one approval of two runs nothing");
+    assert!(!client.is_finished());
+    // B sees the first approval.
+    let rb = b.review(&id);
+    assert_eq!(rb["approvals"][0]["by"], "dba1", "{rb}");
+    let (st, body) = b.decide(DBA2, &id, "approve", "{}");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["status"]["state"], "approved");
+    let (ok, _, err) = client.join().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(count_direct(&t), 1);
+    direct_psql(&format!("drop table {t}"));
+}
+
+#[test]
+fn concurrent_approvals_on_three_instances_count_once_each() {
+    let db = ControlDb::new();
+    let s = Setup {
+        required: 2,
+        ..setup(&db)
+    };
+    let members = [member("gw-a", &s), member("gw-b", &s), member("gw-c", &s)];
+    let t = table();
+    let client = run_through(&members[0], &format!("insert into {t} values (1)"));
+    let id = members[0].wait_pending();
+    for m in &members {
+        m.wait_pending();
+    }
+    // dba1 on all three at once, dba2 on two: the row lock orders them;
+    // exactly one approval of dba1 counts.
+    let results: Vec<(u16, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = [(0, DBA1), (1, DBA1), (2, DBA1), (1, DBA2), (2, DBA2)]
+            .iter()
+            .map(|(i, tok)| {
+                let (m, id) = (&members[*i], id.clone());
+                sc.spawn(move || m.decide(tok, &id, "approve", "{}"))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|(st, _)| *st == 200).count();
+    let conflict = results.iter().filter(|(st, _)| *st == 409).count();
+    assert_eq!(ok + conflict, 5, "{results:?}");
+    assert!((2..=3).contains(&ok), "two approvers, each counted once: {results:?}");
+    let (done, _, err) = client.join().unwrap();
+    assert!(done, "{err}");
+    let r = members[2].wait_state(&id, "approved", Duration::from_secs(5));
+    let by: Vec<&str> = r["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["by"].as_str().unwrap())
+        .collect();
+    assert_eq!(by.len(), 2, "{r}");
+    assert!(by.contains(&"dba1") && by.contains(&"dba2"), "{r}");
+    assert_eq!(count_direct(&t), 1);
+    direct_psql(&format!("drop table {t}"));
+}
+
+#[test]
+fn denial_on_c_reaches_the_client_on_a_and_rules_hold_across_instances() {
+    let db = ControlDb::new();
+    let s = setup(&db);
+    let (a, b, c) = (member("gw-a", &s), member("gw-b", &s), member("gw-c", &s));
+    let t = table();
+    let client = run_through(&a, &format!("delete from {t}"));
+    let id = c.wait_pending();
+    // The requester cannot approve their own statement on another instance,
+    // nor can an auditor or an unknown review be decided.
+    let (st, body) = b.decide(AGENT_APPROVER, &id, "approve", "{}");
+    assert_eq!(st, 403, "{body}");
+    let (st, _) = b.decide(AUDITOR, &id, "approve", "{}");
+    assert_eq!(st, 403);
+    let (st, _) = b.decide(DBA1, "r-nope-1", "approve", "{}");
+    assert_eq!(st, 404);
+    let (st, body) = c.decide(DBA2, &id, "deny", r#"{"reason":"not on a Friday"}"#);
+    assert_eq!(st, 200, "{body}");
+    let (ok, _, err) = client.join().unwrap();
+    assert!(!ok);
+    assert!(err.contains("not on a Friday"), "{err}");
+    // Decided once: a later approval anywhere is refused.
+    let (st, _) = b.decide(DBA1, &id, "approve", "{}");
+    assert_eq!(st, 409);
+    a.wait_state(&id, "denied", Duration::from_secs(5));
+    direct_psql(&format!("drop table {t}"));
+}
+
+#[test]
+fn a_time_grant_given_on_b_lets_the_identity_write_on_c() {
+    let db = ControlDb::new();
+    let s = setup(&db);
+    let (a, b, c) = (member("gw-a", &s), member("gw-b", &s), member("gw-c", &s));
+    let t = table();
+    let client = run_through(&a, &format!("insert into {t} values (1)"));
+    let id = b.wait_pending();
+    let (st, body) = b.decide(DBA1, &id, "approve", r#"{"grant_minutes": 5}"#);
+    assert_eq!(st, 200, "{body}");
+    assert!(client.join().unwrap().0);
+    // The grant reaches C by notification: a write there is not held.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (ok, _, err) = run_through(&c, &format!("insert into {t} values (2)")).join().unwrap();
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{err}");
+    }
+    assert_eq!(count_direct(&t), 2);
+    direct_psql(&format!("drop table {t}"));
+}
+
+#[test]
+fn a_killed_instance_s_review_ends_and_the_others_keep_serving() {
+    let db = ControlDb::new();
+    let s = Setup {
+        timeout_secs: 2,
+        ..setup(&db)
+    };
+    let (mut a, b) = (member("gw-a", &s), member("gw-b", &s));
+    let t = table();
+    let _client = run_through(&a, &format!("insert into {t} values (1)"));
+    let id = b.wait_pending();
+    a.g.signal(libc::SIGKILL);
+    let _ = a.g.child.wait();
+    // Nobody ends it on A: B withdraws it after its deadline and grace.
+    let r = b.wait_state(&id, "withdrawn", Duration::from_secs(20));
+    assert!(r["status"]["why"].as_str().unwrap().contains("gw-a"), "{r}");
+    let (st, _) = b.decide(DBA1, &id, "approve", "{}");
+    assert_eq!(st, 409);
+    let (ok, out, err) = run_through(&b, "select 41 + 1").join().unwrap();
+    assert!(ok && out.trim() == "42", "{err}");
+    assert_eq!(count_direct(&t), 0);
+
+    // A restarted under its name withdraws what its earlier run held.
+    let s_long = Setup {
+        timeout_secs: 300,
+        ..s.clone()
+    };
+    let (port, admin) = (a.g.port, a.admin);
+    drop(a);
+    let a = member_on("gw-a", &s_long, port, admin);
+    let _held = run_through(&a, &format!("insert into {t} values (2)"));
+    let id2 = b.wait_pending();
+    a.g.signal(libc::SIGKILL);
+    drop(a);
+    let a = member_on("gw-a", &s_long, port, admin);
+    let r = b.wait_state(&id2, "withdrawn", Duration::from_secs(10));
+    assert!(r["status"]["why"].as_str().unwrap().contains("restarted"), "{r}");
+    drop(a);
+    direct_psql(&format!("drop table {t}"));
+}
+
+#[test]
+fn readyz_and_metrics_carry_the_instance() {
+    let db = ControlDb::new();
+    let a = member("gw-a", &setup(&db));
+    let r = a.readyz();
+    assert_eq!(r["status"], "ready");
+    assert_eq!(r["fleet"]["instance"], "gw-a");
+    assert_eq!(r["fleet"]["control_database"], "connected");
+    let (st, m) = http(a.admin, "GET", "/metrics", ADMIN, "");
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("gatehouse_fleet_control_connected{fleet_instance=\"gw-a\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("gatehouse_up{fleet_instance=\"gw-a\"} 1"), "{m}");
+    assert_eq!(db.query("select name from gatehouse.instances"), "gw-a");
+    assert_eq!(db.query("select version from gatehouse.schema_version"), "1");
+    // The DSN and its password never reach the log.
+    assert!(!a.g.log().contains(&db.name), "{}", a.g.log());
+}
+
+#[test]
+fn fleet_configuration_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |fleet: &str| -> String {
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, config_text(free_port(), "", fleet)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{fleet} should be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = check("[fleet]\ninstance = \"a b\"\ncontrol = \"host=h user=u dbname=d\"\n");
+    assert!(e.contains("fleet.instance"), "{e}");
+    let e = check("[fleet]\ninstance = \"a\"\ncontrol = \"host=h user=u dbname=d password=hunter2\"\n");
+    assert!(e.contains("password_env") && !e.contains("hunter2"), "{e}");
+    let e = check("[fleet]\ninstance = \"a\"\ncontrol = \"postgresql://u:hunter2@h/d\"\n");
+    assert!(e.contains("password_env") && !e.contains("hunter2"), "{e}");
+    let e = check("[fleet]\ninstance = \"a\"\ncontrol = \"host=h dbname=d\"\n");
+    assert!(e.contains("user"), "{e}");
+    let e = check("[fleet]\ninstance = \"a\"\ncontrol = \"host=h user=u dbname=d\"\nsync_ms = 1\n");
+    assert!(e.contains("sync_ms"), "{e}");
+}
+
+// ---- the control database restarted mid-run (a private cluster) ----
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn as_postgres(bin: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(format!("{PG_BIN}/{bin}"));
+    c
+}
+
+/// A private cluster for the control database, with a password user.
+struct PrivateControl {
+    dir: PathBuf,
+    port: u16,
+}
+
+const CONTROL_PASSWORD: &str = "Control-Db-Secret-7f3a91";
+
+impl PrivateControl {
+    fn start() -> PrivateControl {
+        let dir = tempfile::Builder::new()
+            .prefix("gh-fleet-pg-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        run_ok(Command::new("chown").arg("postgres:postgres").arg(&dir));
+        let data = dir.join("data");
+        run_ok(
+            as_postgres("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-A", "trust", "-U", "postgres", "-N"]),
+        );
+        let port = free_port();
+        let conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 30\nshared_buffers = 16MB\n",
+            dir.display()
+        );
+        let path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&path, text).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all gh_control 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let pc = PrivateControl { dir, port };
+        pc.pg_ctl("start");
+        run_ok(
+            as_postgres("psql")
+                .args(["-h"])
+                .arg(&pc.dir)
+                .args(["-p", &port.to_string(), "-U", "postgres", "-c"])
+                .arg(format!("create role gh_control login password '{CONTROL_PASSWORD}'"))
+                .args(["-c", "create database control owner gh_control"]),
+        );
+        pc
+    }
+    fn pg_ctl(&self, what: &str) {
+        run_ok(
+            as_postgres("pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .args(["-m", "fast", "-w", "-t", "30", what]),
+        );
+    }
+}
+
+impl Drop for PrivateControl {
+    fn drop(&mut self) {
+        let _ = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn password_file(dir: &Path) -> PathBuf {
+    let p = dir.join("control-password");
+    std::fs::write(&p, format!("{CONTROL_PASSWORD}\n")).unwrap();
+    p
+}
+
+#[test]
+fn the_control_database_restarted_mid_run_refuses_holds_then_catches_up() {
+    let pg = PrivateControl::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let s = Setup {
+        control: format!("host=127.0.0.1 port={} user=gh_control dbname=control", pg.port),
+        required: 1,
+        timeout_secs: 120,
+        sync_ms: 200,
+        fleet_extra: format!("password_file = \"{}\"", password_file(secrets.path()).display()),
+    };
+    let (a, b) = (member("gw-a", &s), member("gw-b", &s));
+    let t = table();
+    // Held before the outage, decided after it.
+    let before = run_through(&a, &format!("insert into {t} values (1)"));
+    let id = b.wait_pending();
+
+    pg.pg_ctl("stop");
+    a.wait_control("unreachable");
+    b.wait_control("unreachable");
+    // Reads still pass; a write cannot be held and says why.
+    let (ok, out, err) = run_through(&a, "select 6 * 7").join().unwrap();
+    assert!(ok && out.trim() == "42", "{err}");
+    let (ok, _, err) = run_through(&a, &format!("insert into {t} values (2)")).join().unwrap();
+    assert!(!ok);
+    assert!(err.contains("cannot reach the fleet's control database"), "{err}");
+    // Nothing can be decided meanwhile.
+    let (st, body) = b.decide(DBA1, &id, "approve", "{}");
+    assert_eq!(st, 503, "{body}");
+    assert!(!before.is_finished(), "the earlier hold still waits");
+    let (_, m) = http(a.admin, "GET", "/metrics", ADMIN, "");
+    assert!(
+        m.contains("gatehouse_fleet_control_connected{fleet_instance=\"gw-a\"} 0"),
+        "{m}"
+    );
+
+    pg.pg_ctl("start");
+    a.wait_connected();
+    b.wait_connected();
+    // The review opened before the outage is still there, and deciding it
+    // on B releases A's statement.
+    let (st, body) = b.decide(DBA1, &id, "approve", "{}");
+    assert_eq!(st, 200, "{body}");
+    let (ok, _, err) = before.join().unwrap();
+    assert!(ok, "{err}");
+    // Holds work again.
+    let again = run_through(&a, &format!("insert into {t} values (3)"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id3 = loop {
+        let pending: Vec<String> = b
+            .reviews()
+            .iter()
+            .filter(|r| r["status"]["state"] == "pending")
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        if let Some(i) = pending.into_iter().find(|i| *i != id) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no new review");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(b.decide(DBA2, &id3, "approve", "{}").0, 200);
+    assert!(again.join().unwrap().0);
+    assert_eq!(count_direct(&t), 2, "rows 1 and 3; 2 was refused");
+    // The password stays out of the logs.
+    assert!(!a.g.log().contains(CONTROL_PASSWORD));
+    direct_psql(&format!("drop table {t}"));
+}
