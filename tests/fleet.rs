@@ -17,6 +17,10 @@ const DBA2: &str = "fleet-dba2-token-0003";
 /// An approver token named like the identity that asks.
 const AGENT_APPROVER: &str = "fleet-agent-approver-0004";
 const AUDITOR: &str = "fleet-auditor-token-0005";
+/// The identity with a fleet-wide budget.
+const COUNTED: &str = "fleet-counted-identity-0006";
+/// Statements per minute the `metered` role may run, over the fleet.
+const BUDGET: u64 = 30;
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A control database of the test's own on the machine's PostgreSQL,
@@ -104,6 +108,12 @@ fn member(instance: &str, s: &Setup) -> Member {
 fn member_on(instance: &str, s: &Setup, port: u16, admin: u16) -> Member {
     let extra = format!(
         r#"
+[[identity]]
+name = "counted"
+token_hash = "{counted}"
+targets = ["*"]
+roles = ["metered"]
+
 [admin]
 listen = "127.0.0.1:{admin}"
 {tokens}
@@ -121,6 +131,13 @@ approvers = ["dba"]
 approvals_required = {required}
 approval_timeout_secs = {timeout}
 
+[policy.roles.metered]
+write = "allow"
+delete = "allow"
+[policy.roles.metered.budget]
+statements_per_minute = {budget}
+action = "deny"
+
 [fleet]
 instance = "{instance}"
 control = "{control}"
@@ -129,6 +146,8 @@ timeout_secs = 2
 {fleet_extra}
 "#,
         tokens = tokens(),
+        counted = token_hash(COUNTED),
+        budget = BUDGET,
         required = s.required,
         timeout = s.timeout_secs,
         control = s.control,
@@ -463,6 +482,69 @@ fn a_killed_instance_s_review_ends_and_the_others_keep_serving() {
     direct_psql(&format!("drop table {t}"));
 }
 
+/// Runs `n` statements as `counted` through `m` in one session; returns
+/// how many ran before the first refusal, and that refusal.
+async fn run_counted(m: &Member, n: usize) -> (usize, Option<String>) {
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=counted password={COUNTED} dbname=postgres sslmode=disable",
+        m.g.port
+    );
+    let (c, _) = connect_collecting(&conninfo).await.unwrap();
+    for i in 0..n {
+        if let Err(e) = c.simple_query("select 1").await {
+            return (i, Some(message(&e)));
+        }
+    }
+    (n, None)
+}
+
+#[tokio::test]
+async fn a_budget_is_spent_by_sessions_spread_over_the_three() {
+    let db = ControlDb::new();
+    let s = setup(&db);
+    let (a, b, c) = (member("gw-a", &s), member("gw-b", &s), member("gw-c", &s));
+    // Stay clear of a minute's turn, where the estimate weighs the
+    // previous minute.
+    while reviews_now() % 60 > 45 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(run_counted(&a, 10).await, (10, None));
+    assert_eq!(run_counted(&b, 10).await, (10, None));
+    // Two flushes later C knows of the twenty.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (ran, refusal) = run_counted(&c, 20).await;
+    assert_eq!(ran, (BUDGET - 20) as usize, "{refusal:?}\n{}", c.g.log());
+    let refusal = refusal.unwrap();
+    assert!(
+        refusal.contains("budget exceeded") && refusal.contains("limit is 30"),
+        "{refusal}"
+    );
+    // A and B are refused too, once C's count reaches them.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(run_counted(&a, 1).await.0, 0);
+    assert_eq!(run_counted(&b, 1).await.0, 0);
+    // Other identities are not metered by it.
+    let (ok, out, err) = run_through(&c, "select 1").join().unwrap();
+    assert!(ok && out.trim() == "1", "{err}");
+    // Every instance's count is there (refused statements count too).
+    let per: String = db.query(
+        "select string_agg(instance || '=' || statements, ' ' order by instance) from gatehouse.budget_usage where identity = 'counted'",
+    );
+    let n: Vec<u64> = per
+        .split(' ')
+        .map(|kv| kv.split('=').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(n.len(), 3, "{per}");
+    assert!(n[0] >= 10 && n[1] >= 10 && n[2] >= 10, "{per}");
+}
+
+fn reviews_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[test]
 fn readyz_and_metrics_carry_the_instance() {
     let db = ControlDb::new();
@@ -479,7 +561,7 @@ fn readyz_and_metrics_carry_the_instance() {
     );
     assert!(m.contains("gatehouse_up{fleet_instance=\"gw-a\"} 1"), "{m}");
     assert_eq!(db.query("select name from gatehouse.instances"), "gw-a");
-    assert_eq!(db.query("select version from gatehouse.schema_version"), "1");
+    assert_eq!(db.query("select version from gatehouse.schema_version"), "2");
     // The DSN and its password never reach the log.
     assert!(!a.g.log().contains(&db.name), "{}", a.g.log());
 }

@@ -29,6 +29,10 @@ pub struct Fleet {
     /// notification costs at most.
     #[serde(default = "default_sync_ms")]
     pub sync_ms: u64,
+    /// How often (ms) an instance writes its budget counts and reads the
+    /// others' (default 250): the staleness of a fleet-wide budget.
+    #[serde(default = "default_budget_flush_ms")]
+    pub budget_flush_ms: u64,
     /// Seconds to connect and for each control query (default 5): past
     /// it the control database counts as unreachable.
     #[serde(default = "default_timeout")]
@@ -37,6 +41,9 @@ pub struct Fleet {
 
 fn default_sync_ms() -> u64 {
     1000
+}
+fn default_budget_flush_ms() -> u64 {
+    250
 }
 fn default_timeout() -> u64 {
     5
@@ -105,6 +112,9 @@ impl Fleet {
         }
         if !(50..=60_000).contains(&self.sync_ms) {
             return Err(at("sync_ms", "between 50 and 60000".into()));
+        }
+        if !(20..=10_000).contains(&self.budget_flush_ms) {
+            return Err(at("budget_flush_ms", "between 20 and 10000".into()));
         }
         if !(1..=60).contains(&self.timeout_secs) {
             return Err(at("timeout_secs", "between 1 and 60".into()));

@@ -72,14 +72,11 @@ pub fn start(
         links.clone(),
     );
     // The fleet link hooks into reviews before any session can open one.
-    let fleet = state.config.fleet.clone().map(|f| {
-        crate::fleet::Fleet::start(
-            rt.handle(),
-            f,
-            shared.reviews.clone(),
-            state.config.admin.listen.clone(),
-        )
-    });
+    let fleet = state
+        .config
+        .fleet
+        .clone()
+        .map(|f| crate::fleet::Fleet::start(rt.handle(), f, shared.clone(), state.config.admin.listen.clone()));
     let admin_addr = match &state.config.admin.listen {
         Some(addr) => {
             let addr: std::net::SocketAddr = addr.parse()?;

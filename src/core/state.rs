@@ -237,6 +237,9 @@ pub struct Shared {
     /// Seconds since start, advanced by the housekeeping thread; sessions
     /// stamp their last activity with it (a load, not a clock read).
     pub coarse_now: AtomicU64,
+    /// Unix seconds, advanced by the same thread: budgets count in wall
+    /// clock minutes, which a fleet's instances share.
+    pub unix_now: AtomicU64,
     /// Per-worker counters for the metrics endpoint.
     pub counters: Counters,
     /// When the process started serving (Unix seconds).
@@ -297,6 +300,7 @@ impl Shared {
             seats: Arc::default(),
             draining: AtomicBool::new(false),
             coarse_now: AtomicU64::new(0),
+            unix_now: AtomicU64::new(crate::policy::reviews::now_unix()),
             counters: Counters::new(workers),
             reviews: Arc::default(),
             budgets: Default::default(),
@@ -311,6 +315,11 @@ impl Shared {
 
     pub fn now(&self) -> u64 {
         self.coarse_now.load(Ordering::Relaxed)
+    }
+
+    /// Unix seconds, as of the housekeeping thread's last tick.
+    pub fn unix_now(&self) -> u64 {
+        self.unix_now.load(Ordering::Relaxed)
     }
 }
 

@@ -12,13 +12,18 @@
 //!   the open reviews into its own `Reviews`, which its sessions and
 //!   console read.
 //!
+//! - budgets (`budgets`): each instance writes its per-identity counts
+//!   every `budget_flush_ms` and adds the others' to its meters.
+//!
 //! An instance that loses the control database keeps serving what its
 //! policy allows, refuses to hold statements (a hold nobody else could see
 //! or decide), and catches up when the connection is back.
 
+pub mod budgets;
 pub mod reviews;
 pub mod schema;
 
+use crate::core::Shared;
 use crate::policy::reviews::{Review, Reviews};
 use futures_util::StreamExt;
 use std::collections::HashSet;
@@ -50,6 +55,7 @@ pub enum Outbound {
 pub struct Fleet {
     pub instance: String,
     settings: crate::config::Fleet,
+    shared: Arc<Shared>,
     reviews: Arc<Reviews>,
     /// The control connection; `None` while it is down. Decisions take it
     /// for a whole transaction.
@@ -70,14 +76,16 @@ impl Fleet {
     pub fn start(
         rt: &tokio::runtime::Handle,
         settings: crate::config::Fleet,
-        reviews: Arc<Reviews>,
+        shared: Arc<Shared>,
         admin: Option<String>,
     ) -> Arc<Fleet> {
+        let reviews = shared.reviews.clone();
         let (tx, rx) = mpsc::channel(OUTBOX);
         reviews.set_refusing(Some(UNREACHABLE.to_string()));
         let fleet = Arc::new(Fleet {
             instance: settings.instance.clone(),
             settings,
+            shared,
             reviews: reviews.clone(),
             client: tokio::sync::Mutex::new(None),
             connected: AtomicBool::new(false),
@@ -184,6 +192,9 @@ impl Fleet {
                         self.set_trouble(None);
                         self.reviews.set_refusing(None);
                         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.sync_ms));
+                        let mut flush = tokio::time::interval(Duration::from_millis(self.settings.budget_flush_ms));
+                        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         loop {
                             tokio::select! {
                                 id = notices.recv() => match id {
@@ -201,6 +212,13 @@ impl Fleet {
                                 _ = tick.tick() => {
                                     if let Err(e) = self.sync(false).await {
                                         tracing::warn!(target: "gatehouse::fleet", error = %e, "sync failed");
+                                    } else if let Err(e) = self.expire_budgets().await {
+                                        tracing::warn!(target: "gatehouse::fleet", error = %e, "expiring budget counts failed");
+                                    }
+                                }
+                                _ = flush.tick() => {
+                                    if let Err(e) = self.flush_budgets().await {
+                                        tracing::warn!(target: "gatehouse::fleet", error = %e, "budget flush failed");
                                     }
                                 }
                             }
@@ -240,5 +258,34 @@ impl Fleet {
         }
         self.set_trouble(Some(why));
         self.reviews.set_refusing(Some(UNREACHABLE.to_string()));
+    }
+
+    /// Runs `f` on the control connection with the query timeout; a failed
+    /// or hung query drops the connection (the supervisor reconnects).
+    pub(crate) async fn with_client<T, F>(&self, what: &str, f: F) -> Result<T, String>
+    where
+        F: for<'c> FnOnce(
+            &'c mut Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
+        >,
+    {
+        let mut g = self.client.lock().await;
+        let Some(c) = g.as_mut() else {
+            return Err("not connected".into());
+        };
+        match tokio::time::timeout(self.timeout(), f(c)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_closed() || e.as_db_error().is_none() {
+                    *g = None;
+                }
+                Err(format!("{what}: {e}"))
+            }
+            Err(_) => {
+                *g = None;
+                Err(format!("{what}: timed out"))
+            }
+        }
     }
 }

@@ -11,7 +11,6 @@
 
 use super::{Fleet, Outbound, REVIEWS_CHANNEL, UNREACHABLE};
 use crate::policy::reviews::{now_unix, record_approval, record_denial, Grant, Review, ReviewError, Status};
-use tokio_postgres::Client;
 
 /// Seconds past a review's own timeout before any instance withdraws it:
 /// the instance holding it normally ends it first.
@@ -28,38 +27,7 @@ pub enum Decision<'a> {
     Deny(&'a str),
 }
 
-type Guard<'a> = tokio::sync::MutexGuard<'a, Option<Client>>;
-
 impl Fleet {
-    /// Runs `f` on the control connection with the query timeout; a failed
-    /// or hung query drops the connection (the supervisor reconnects).
-    async fn with_client<T, F>(&self, what: &str, f: F) -> Result<T, String>
-    where
-        F: for<'c> FnOnce(
-            &'c mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
-        >,
-    {
-        let mut g: Guard<'_> = self.client.lock().await;
-        let Some(c) = g.as_mut() else {
-            return Err("not connected".into());
-        };
-        match tokio::time::timeout(self.timeout(), f(c)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                if e.is_closed() || e.as_db_error().is_none() {
-                    *g = None;
-                }
-                Err(format!("{what}: {e}"))
-            }
-            Err(_) => {
-                *g = None;
-                Err(format!("{what}: timed out"))
-            }
-        }
-    }
-
     /// Writes what this instance did to one of its reviews.
     pub(super) async fn write_through(&self, ev: Outbound) {
         match ev {

@@ -35,6 +35,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX reviews_granting ON gatehouse.reviews (grant_until) WHERE status = 'approved' AND grant_until IS NOT NULL;
     CREATE INDEX reviews_updated ON gatehouse.reviews (updated);
     "#,
+    // 2: budgets: each instance's counts per identity and minute.
+    r#"
+    CREATE TABLE gatehouse.budget_usage (
+        identity text NOT NULL,
+        instance text NOT NULL,
+        minute bigint NOT NULL,
+        statements bigint NOT NULL,
+        rows bigint NOT NULL,
+        bytes bigint NOT NULL,
+        PRIMARY KEY (identity, instance, minute)
+    );
+    CREATE INDEX budget_usage_minute ON gatehouse.budget_usage (minute);
+    "#,
 ];
 
 /// The version this build's schema has.

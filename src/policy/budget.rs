@@ -91,14 +91,23 @@ impl Budget {
     }
 }
 
-/// One identity's usage: the current and the previous minute.
+/// One identity's usage: the current and the previous minute, counted
+/// here, and (in a fleet) what the other instances counted as of their
+/// last flush.
 #[derive(Debug, Default)]
 pub struct Meter {
     /// The minute `cur` counts (seconds / 60).
     minute: AtomicU64,
     cur: [AtomicU64; 3],
     prev: [AtomicU64; 3],
+    /// The minute `remote_cur` counts; `remote_prev` is the one before.
+    remote_minute: AtomicU64,
+    remote_cur: [AtomicU64; 3],
+    remote_prev: [AtomicU64; 3],
 }
+
+/// (statements, rows, bytes) of one minute.
+pub type Counts = [u64; 3];
 
 impl Meter {
     /// Moves to `now`'s minute if it changed. Races with adders may lose a
@@ -129,13 +138,48 @@ impl Meter {
         self.cur[kind].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The estimate of the last 60 seconds.
+    /// The estimate of the last 60 seconds, here and on the fleet's
+    /// other instances.
     fn rate(&self, now: u64, kind: usize) -> u64 {
         self.turn(now);
         let into = now % 60;
-        let prev = self.prev[kind].load(Ordering::Relaxed);
-        let cur = self.cur[kind].load(Ordering::Relaxed);
+        let (remote_cur, remote_prev) = self.remote(now / 60, kind);
+        let prev = self.prev[kind].load(Ordering::Relaxed) + remote_prev;
+        let cur = self.cur[kind].load(Ordering::Relaxed) + remote_cur;
         prev * (60 - into) / 60 + cur
+    }
+
+    /// The other instances' (current, previous) minute counts as of `minute`.
+    fn remote(&self, minute: u64, kind: usize) -> (u64, u64) {
+        let at = self.remote_minute.load(Ordering::Acquire);
+        if at == minute {
+            (
+                self.remote_cur[kind].load(Ordering::Relaxed),
+                self.remote_prev[kind].load(Ordering::Relaxed),
+            )
+        } else if at + 1 == minute {
+            (0, self.remote_cur[kind].load(Ordering::Relaxed))
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// What this instance counted: its current minute, that minute's
+    /// counts and the previous minute's (a fleet flushes them).
+    pub fn local(&self, now: u64) -> (u64, Counts, Counts) {
+        self.turn(now);
+        let load = |a: &[AtomicU64; 3]| [0, 1, 2].map(|i| a[i].load(Ordering::Relaxed));
+        (self.minute.load(Ordering::Acquire), load(&self.cur), load(&self.prev))
+    }
+
+    /// Sets what the fleet's other instances counted in `minute` and the
+    /// minute before.
+    pub fn set_remote(&self, minute: u64, cur: Counts, prev: Counts) {
+        for i in 0..3 {
+            self.remote_cur[i].store(cur[i], Ordering::Relaxed);
+            self.remote_prev[i].store(prev[i], Ordering::Relaxed);
+        }
+        self.remote_minute.store(minute, Ordering::Release);
     }
 
     pub fn add_statement(&self, now: u64) {
@@ -160,6 +204,12 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// Every meter, for a fleet's flush.
+    pub fn snapshot(&self) -> Vec<(String, Arc<Meter>)> {
+        let g = self.meters.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     /// The identity's meter (taken once per session).
     pub fn meter(&self, identity: &str) -> Arc<Meter> {
         let mut g = self.meters.lock().unwrap_or_else(|p| p.into_inner());
@@ -247,6 +297,28 @@ mod tests {
         assert_eq!(c.bytes_per_minute, None);
         assert_eq!(c.action, Verdict::Deny);
         assert_eq!(a.most_generous(&budget(Some(1), None, None)).action, Verdict::Approve);
+    }
+
+    #[test]
+    fn the_fleet_s_counts_add_to_the_local_ones() {
+        let b = budget(Some(10), None, None);
+        let m = Meter::default();
+        m.add_statement(600);
+        m.add_statement(600);
+        // Minute 10: the others counted 7 now and 4 in minute 9.
+        m.set_remote(10, [7, 0, 0], [4, 0, 0]);
+        assert_eq!(m.usage(600).0, 2 + 7 + 4);
+        assert!(b.exceeded(&m, 600).is_some());
+        assert_eq!(
+            m.local(600),
+            (10, [2, 0, 0], [0, 0, 0]),
+            "the flush sends local counts only"
+        );
+        // 30 s into minute 11 without a fresh flush: the others' minute 10
+        // is the previous one, half of it counts.
+        assert_eq!(m.usage(690).0, (2 + 7) / 2);
+        // Stale beyond that: nothing of theirs counts.
+        assert_eq!(m.usage(780).0, 0);
     }
 
     #[test]

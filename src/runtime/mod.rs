@@ -260,6 +260,9 @@ pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>
                     std::thread::sleep(Duration::from_millis(100));
                     let now = start.elapsed().as_secs();
                     shared.coarse_now.store(now, Ordering::Relaxed);
+                    shared
+                        .unix_now
+                        .store(crate::policy::reviews::now_unix(), Ordering::Relaxed);
                     let idle = shared.state.load().config.server.idle_timeout_secs;
                     if idle > 0 && now != last_sweep {
                         last_sweep = now;

@@ -224,7 +224,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
             e.budget = Some(BudgetGuard {
                 limits,
                 meter: shared.budgets.meter(&identity.name),
-                clock: &shared.coarse_now,
+                clock: &shared.unix_now,
             });
         }
         e

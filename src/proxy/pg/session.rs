@@ -504,7 +504,7 @@ async fn relay(
             e.budget = Some(BudgetGuard {
                 limits,
                 meter,
-                clock: &shared.coarse_now,
+                clock: &shared.unix_now,
             });
         }
         e

@@ -70,7 +70,7 @@ impl<'a> ServerSide<'a> {
     fn meter(&mut self) {
         if let Some(m) = &self.ctx.meter {
             let (rows, bytes) = (self.rows - self.metered.0, self.bytes - self.metered.1);
-            m.add_result(self.ctx.shared.now(), rows, bytes);
+            m.add_result(self.ctx.shared.unix_now(), rows, bytes);
             self.metered = (self.rows, self.bytes);
         }
     }
