@@ -356,12 +356,14 @@
         const reason = el('input', { type: 'text', class: 'kill-reason', 'aria-label': 'reason to kill session ' + x.id, placeholder: 'reason' });
         const kill = el('button', { type: 'button', class: 'kill', text: 'Kill' });
         kill.addEventListener('click', async () => {
-          const r = await api('POST', '/api/v1/sessions/' + encodeURIComponent(x.id) + '/kill', { reason: reason.value });
+          // In a fleet, the instance that has the session does the kill.
+          const at = x.instance ? '?instance=' + encodeURIComponent(x.instance) : '';
+          const r = await api('POST', '/api/v1/sessions/' + encodeURIComponent(x.id) + '/kill' + at, { reason: reason.value });
           status.textContent = r.ok ? 'Session ' + x.id + ' killed.' : ((r.data && r.data.error) || 'Refused.');
           load();
         });
         return el('tr', { 'data-session': x.id },
-          el('td', { text: x.id }), el('td', { text: x.identity }), el('td', { text: x.target }),
+          el('td', { text: x.instance ? x.id + ' @ ' + x.instance : x.id }), el('td', { text: x.identity }), el('td', { text: x.target }),
           el('td', { text: x.client_addr + (x.client_tls ? ' (TLS)' : '') }),
           el('td', { text: when(x.started) + ' (' + ago(now - x.started) + ')' }),
           el('td', { text: x.statements }), el('td', { text: x.rows }),

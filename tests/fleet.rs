@@ -561,7 +561,10 @@ fn readyz_and_metrics_carry_the_instance() {
     );
     assert!(m.contains("gatehouse_up{fleet_instance=\"gw-a\"} 1"), "{m}");
     assert_eq!(db.query("select name from gatehouse.instances"), "gw-a");
-    assert_eq!(db.query("select version from gatehouse.schema_version"), "2");
+    assert_eq!(
+        db.query("select version from gatehouse.schema_version"),
+        r["fleet"]["schema_version"].to_string()
+    );
     // The DSN and its password never reach the log.
     assert!(!a.g.log().contains(&db.name), "{}", a.g.log());
 }
@@ -756,4 +759,115 @@ fn the_control_database_restarted_mid_run_refuses_holds_then_catches_up() {
     // The password stays out of the logs.
     assert!(!a.g.log().contains(CONTROL_PASSWORD));
     direct_psql(&format!("drop table {t}"));
+}
+
+// ---- sessions and cancels across instances ----
+
+#[tokio::test]
+async fn sessions_of_every_instance_are_listed_and_killed_from_any() {
+    let db = ControlDb::new();
+    let s = Setup {
+        sync_ms: 200,
+        ..setup(&db)
+    };
+    let (a, b) = (member("gw-a", &s), member("gw-b", &s));
+    let (client, _n) = connect_collecting(&a.g.conninfo("postgres")).await.unwrap();
+    for _ in 0..3 {
+        client.simple_query("select 1").await.unwrap();
+    }
+    let sessions = |m: &Member| -> Vec<Value> {
+        let (st, body) = http(m.admin, "GET", "/api/v1/sessions", ADMIN, "");
+        assert_eq!(st, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v.get("incomplete").is_none(), "{v}");
+        v["sessions"].as_array().cloned().unwrap()
+    };
+    // B lists A's session, with its progress, within a sync or two.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let on_a = loop {
+        let list = sessions(&b);
+        if let Some(x) = list
+            .iter()
+            .find(|x| x["instance"] == "gw-a" && x["statements"].as_u64() >= Some(3))
+        {
+            break x.clone();
+        }
+        assert!(Instant::now() < deadline, "{list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(on_a["identity"], "agent");
+    assert_eq!(on_a["target"], "postgres");
+    // A lists it as its own.
+    let mine = sessions(&a);
+    assert!(
+        mine.iter().any(|x| x["id"] == on_a["id"] && x["instance"] == "gw-a"),
+        "{mine:?}"
+    );
+    let id = on_a["id"].as_str().unwrap().to_string();
+    // An auditor may list but not kill; a kill of an unknown session is 404.
+    let (st, _) = http(
+        b.admin,
+        "POST",
+        &format!("/api/v1/sessions/{id}/kill?instance=gw-a"),
+        AUDITOR,
+        "",
+    );
+    assert_eq!(st, 403);
+    let (st, _) = http(b.admin, "POST", "/api/v1/sessions/12345/kill?instance=gw-a", ADMIN, "");
+    assert_eq!(st, 404);
+    let (st, _) = http(
+        b.admin,
+        "POST",
+        &format!("/api/v1/sessions/{id}/kill?instance=a%20b"),
+        ADMIN,
+        "",
+    );
+    assert_eq!(st, 400);
+    // The kill through B ends the session on A.
+    let (st, body) = http(
+        b.admin,
+        "POST",
+        &format!("/api/v1/sessions/{id}/kill?instance=gw-a"),
+        ADMIN,
+        r#"{"reason":"runaway"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(client.simple_query("select 1").await.is_err(), "killed");
+    let log = a.g.log();
+    assert!(log.contains("session kill asked by another instance"), "{log}");
+    assert!(!sessions(&b).iter().any(|x| x["id"] == id.as_str()));
+}
+
+#[tokio::test]
+async fn a_cancel_sent_to_another_instance_reaches_the_session() {
+    let db = ControlDb::new();
+    let s = setup(&db);
+    let (a, b) = (member("gw-a", &s), member("gw-b", &s));
+    let (client, _n) = connect_collecting(&a.g.conninfo("postgres")).await.unwrap();
+    // A made-up key sent to B cancels nothing.
+    let token = client.cancel_token();
+    let sleeper = {
+        let started = Instant::now();
+        let q = tokio::spawn(async move {
+            let r = client.simple_query("select pg_sleep(30)").await;
+            (r.map(|_| ()).map_err(|e| code(&e)), started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        q
+    };
+    let bogus = [0u8, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 9, 9, 9, 9];
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.g.port)).await.unwrap();
+        s.write_all(&bogus).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!sleeper.is_finished(), "a wrong key cancels nothing");
+    // The session's own key, sent to B, cancels the statement on A.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", b.g.port)).await.unwrap();
+    token.cancel_query_raw(stream, tokio_postgres::NoTls).await.unwrap();
+    let (res, took) = sleeper.await.unwrap();
+    assert_eq!(res, Err("57014".to_string()), "query_canceled");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(b.g.log().contains("cancel request passed on"), "{}", b.g.log());
 }

@@ -19,6 +19,10 @@ pub struct Fleet {
     /// `postgresql://` URL, without a password (see `password_*`).
     /// gatehouse creates and migrates its schema `gatehouse` there.
     pub control: String,
+    /// `host:port` at which the other instances reach this one's
+    /// PostgreSQL listener (to pass on cancels); default: the first
+    /// PostgreSQL listener, unless it is a wildcard address.
+    pub advertise: Option<String>,
     /// The control database's password, one of: inline, from an
     /// environment variable, from a file.
     pub password: Option<String>,
@@ -108,6 +112,14 @@ impl Fleet {
         if let Some(f) = &mut self.password_file {
             if f.is_relative() {
                 *f = base.join(&*f);
+            }
+        }
+        if let Some(a) = &self.advertise {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(at("advertise", "host:port".into()));
             }
         }
         if !(50..=60_000).contains(&self.sync_ms) {

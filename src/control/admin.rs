@@ -432,11 +432,13 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
             .collect(),
         None => Default::default(),
     };
-    let items: Vec<_> = list
+    let here = st.fleet.as_ref().map(|f| f.instance.clone());
+    let mut items: Vec<_> = list
         .into_iter()
         .map(|(id, i, statements, rows)| {
             json!({
                 "id": id.to_string(),
+                "instance": here,
                 "statements": statements,
                 "rows": rows,
                 "held": held.get(&id).map(|(r, class)| json!({ "review": r, "class": class })),
@@ -450,13 +452,35 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
             })
         })
         .collect();
+    // In a fleet, the other instances' sessions too (as they last wrote
+    // them); the list says when they could not be read.
+    if let Some(f) = &st.fleet {
+        match f.remote_sessions().await {
+            Ok(remote) => items.extend(remote.into_iter().map(|r| json!(r))),
+            Err(e) => {
+                tracing::warn!(target: "gatehouse::admin", error = %e, "other instances' sessions not listed");
+                return Json(json!({
+                    "sessions": items,
+                    "incomplete": "the other instances' sessions could not be read from the control database",
+                }))
+                .into_response();
+            }
+        }
+    }
     Json(json!({ "sessions": items })).into_response()
+}
+
+/// `?instance=` of a kill: the fleet instance that has the session.
+#[derive(Debug, serde::Deserialize, Default)]
+struct KillAt {
+    instance: Option<String>,
 }
 
 async fn kill(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(at): Query<KillAt>,
     body: axum::body::Bytes,
 ) -> Response {
     let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/sessions/{id}/kill") {
@@ -471,6 +495,43 @@ async fn kill(
         Ok(_) => return error(StatusCode::BAD_REQUEST, "a kill grants nothing: no `grant_minutes`"),
         Err(r) => return r,
     };
+    if let (Some(fleet), Some(instance)) = (&st.fleet, &at.instance) {
+        if *instance != fleet.instance {
+            if !crate::config::valid_instance_name(instance) {
+                return error(StatusCode::BAD_REQUEST, "no instance has this name");
+            }
+            let what = format!("session {pid} on {instance}");
+            return match fleet.kill_remote(instance, pid, &who, &reason).await {
+                Ok(true) => {
+                    tracing::info!(target: "gatehouse::admin", session = pid, instance = %instance, by = %who, reason = ?reason, "session on another instance killed");
+                    let outcome = if reason.is_empty() {
+                        "killed".to_string()
+                    } else {
+                        format!("killed, reason: {reason}")
+                    };
+                    audit(&st, &who, &roles, "kill", &what, &outcome).await;
+                    Json(json!({ "killed": id, "instance": instance })).into_response()
+                }
+                Ok(false) => {
+                    audit(&st, &who, &roles, "kill", &what, "not found").await;
+                    error(StatusCode::NOT_FOUND, "no open session has this id on that instance")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "gatehouse::admin", error = %e, "kill on another instance not confirmed");
+                    audit(&st, &who, &roles, "kill", &what, "not confirmed").await;
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the kill could not be confirmed through the fleet's control database",
+                    )
+                }
+            };
+        }
+    } else if at.instance.is_some() && st.fleet.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`instance` names a fleet instance: this one is in no fleet",
+        );
+    }
     if st.shared.registry.kill(pid, KillReason::Admin) {
         tracing::info!(target: "gatehouse::admin", session = pid, by = %who, reason = ?reason, "session killed");
         let outcome = if reason.is_empty() {

@@ -216,6 +216,9 @@ fn gateway_id() -> u32 {
 
 pub struct Registry {
     shards: Vec<Mutex<HashMap<u32, Entry>>>,
+    /// Bumped when a session registers or leaves: a fleet compares it to
+    /// know when to write the list again.
+    generation: AtomicU64,
 }
 
 impl Default for Registry {
@@ -228,6 +231,7 @@ impl Registry {
     pub fn new() -> Registry {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -255,6 +259,7 @@ impl Registry {
                     cancel,
                     info,
                 });
+                self.generation.fetch_add(1, Ordering::Relaxed);
                 return (pid, secret);
             }
         }
@@ -293,6 +298,7 @@ impl Registry {
                     cancel,
                     info,
                 });
+                self.generation.fetch_add(1, Ordering::Relaxed);
                 Some(secret)
             }
             std::collections::hash_map::Entry::Occupied(_) => None,
@@ -328,7 +334,14 @@ impl Registry {
     }
 
     pub fn deregister(&self, pid: u32) {
-        self.shard(pid).remove(&pid);
+        if self.shard(pid).remove(&pid).is_some() {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A number that changes whenever a session registers or leaves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// The upstream to cancel for a client's CancelRequest, if the key

@@ -254,6 +254,16 @@ pub struct Shared {
     /// Bumped when a statement that may change functions, operators or
     /// types ends: workers read targets' catalogs afresh.
     pub catalog_epoch: AtomicU64,
+    /// Where a CancelRequest for a session this instance does not know is
+    /// passed on (a fleet's other instances); set once at start.
+    pub peer_cancel: std::sync::OnceLock<Arc<dyn PeerCancel>>,
+}
+
+/// Passes on a CancelRequest whose key no session here has: the load
+/// balancer may have sent it to another instance than the session's.
+pub trait PeerCancel: Send + Sync {
+    /// Takes the key; never blocks (the work happens elsewhere).
+    fn forward(&self, pid: u32, secret: &[u8]);
 }
 
 /// A connection counted in `Shared::handshakes` until its handshake ends.
@@ -306,6 +316,7 @@ impl Shared {
             budgets: Default::default(),
             recorder: Default::default(),
             catalog_epoch: AtomicU64::new(0),
+            peer_cancel: std::sync::OnceLock::new(),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

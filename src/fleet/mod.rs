@@ -15,6 +15,10 @@
 //! - budgets (`budgets`): each instance writes its per-identity counts
 //!   every `budget_flush_ms` and adds the others' to its meters.
 //!
+//! - sessions (`sessions`): each instance writes its live sessions, so
+//!   that any admin API lists and kills them all, and a CancelRequest that
+//!   reached the wrong instance is passed to the right one.
+//!
 //! An instance that loses the control database keeps serving what its
 //! policy allows, refuses to hold statements (a hold nobody else could see
 //! or decide), and catches up when the connection is back.
@@ -22,6 +26,7 @@
 pub mod budgets;
 pub mod reviews;
 pub mod schema;
+pub mod sessions;
 
 use crate::core::Shared;
 use crate::policy::reviews::{Review, Reviews};
@@ -35,6 +40,8 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 /// The channel decisions are announced on (payload: the review's id).
 pub const REVIEWS_CHANNEL: &str = "gatehouse_reviews";
+/// The channel kills of another instance's sessions are asked on.
+pub const KILLS_CHANNEL: &str = "gatehouse_kills";
 /// Review events waiting to be written to the control database.
 const OUTBOX: usize = 20_000;
 /// Notifications waiting to be read (past it they are dropped: the
@@ -67,6 +74,13 @@ pub struct Fleet {
     mine: Mutex<HashSet<String>>,
     /// This instance's admin listener, as the other instances may reach it.
     admin: Option<String>,
+    /// This instance's PostgreSQL listener, where other instances pass
+    /// cancels.
+    data_addr: Option<String>,
+    /// Sessions as last written to the control database.
+    sessions_written: Mutex<sessions::Written>,
+    /// The registry's generation as of that write.
+    sessions_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Fleet {
@@ -78,8 +92,13 @@ impl Fleet {
         settings: crate::config::Fleet,
         shared: Arc<Shared>,
         admin: Option<String>,
+        data_addr: Option<String>,
     ) -> Arc<Fleet> {
         let reviews = shared.reviews.clone();
+        let (cancel_tx, cancel_rx) = mpsc::channel(64);
+        let _ = shared
+            .peer_cancel
+            .set(Arc::new(sessions::PeerCanceller::new(cancel_tx)));
         let (tx, rx) = mpsc::channel(OUTBOX);
         reviews.set_refusing(Some(UNREACHABLE.to_string()));
         let fleet = Arc::new(Fleet {
@@ -92,6 +111,9 @@ impl Fleet {
             trouble: Mutex::new(Some("not connected yet".into())),
             mine: Mutex::new(HashSet::new()),
             admin,
+            data_addr,
+            sessions_written: Mutex::new(Default::default()),
+            sessions_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
         let opened = tx.clone();
         let weak = Arc::downgrade(&reviews);
@@ -108,7 +130,7 @@ impl Fleet {
             // Dropped when full: the periodic sync writes it.
             let _ = tx.try_send(Outbound::Withdrawn(r.clone()));
         }));
-        rt.spawn(fleet.clone().run(rx));
+        rt.spawn(fleet.clone().run(rx, cancel_rx));
         fleet
     }
 
@@ -138,7 +160,7 @@ impl Fleet {
 
     /// Connects, migrates and listens; returns the client and the
     /// notifications' receiver (closed when the connection ends).
-    async fn connect(&self) -> Result<(Client, mpsc::Receiver<String>), String> {
+    async fn connect(&self) -> Result<(Client, mpsc::Receiver<(String, String)>), String> {
         let config = self.settings.connect_config()?;
         let (mut client, mut connection) = tokio::time::timeout(self.timeout(), config.connect(NoTls))
             .await
@@ -150,7 +172,7 @@ impl Fleet {
             while let Some(m) = messages.next().await {
                 match m {
                     Ok(AsyncMessage::Notification(n)) => {
-                        let _ = tx.try_send(n.payload().to_string());
+                        let _ = tx.try_send((n.channel().to_string(), n.payload().to_string()));
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -165,7 +187,7 @@ impl Fleet {
             .map_err(|_| "migrating timed out".to_string())??;
         tokio::time::timeout(
             self.timeout(),
-            client.batch_execute(&format!("LISTEN {REVIEWS_CHANNEL}")),
+            client.batch_execute(&format!("LISTEN {REVIEWS_CHANNEL}; LISTEN {KILLS_CHANNEL}")),
         )
         .await
         .map_err(|_| "LISTEN timed out".to_string())?
@@ -177,14 +199,17 @@ impl Fleet {
     /// Keeps the link up: connect, catch up, then follow notifications,
     /// the periodic sync and this instance's own review events until the
     /// connection drops; then refuse holds and try again.
-    async fn run(self: Arc<Self>, mut outbox: mpsc::Receiver<Outbound>) {
+    async fn run(self: Arc<Self>, mut outbox: mpsc::Receiver<Outbound>, mut cancels: mpsc::Receiver<(u32, Vec<u8>)>) {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.connect().await {
                 Ok((client, mut notices)) => {
                     backoff = Duration::from_millis(200);
                     *self.client.lock().await = Some(client);
-                    let first = self.sync(true).await;
+                    let first = match self.sync(true).await {
+                        Ok(()) => self.reset_sessions().await,
+                        Err(e) => Err(e),
+                    };
                     if let Err(e) = first {
                         tracing::warn!(target: "gatehouse::fleet", error = %e, "catching up failed");
                     } else {
@@ -195,16 +220,27 @@ impl Fleet {
                         let mut flush = tokio::time::interval(Duration::from_millis(self.settings.budget_flush_ms));
                         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        let mut sessions_tick = tokio::time::interval(sessions::SESSIONS_TICK);
+                        sessions_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         loop {
                             tokio::select! {
-                                id = notices.recv() => match id {
-                                    Some(id) => {
+                                notice = notices.recv() => match notice {
+                                    Some((channel, payload)) if channel == KILLS_CHANNEL => self.on_kill(&payload),
+                                    Some((_, id)) => {
                                         if let Err(e) = self.fetch(&id).await {
                                             tracing::warn!(target: "gatehouse::fleet", error = %e, "reading a review failed");
                                         }
                                     }
                                     None => break,
                                 },
+                                Some((pid, secret)) = cancels.recv() => {
+                                    tokio::spawn(self.clone().forward_cancel(pid, secret));
+                                }
+                                _ = sessions_tick.tick() => {
+                                    if let Err(e) = self.sync_sessions(false).await {
+                                        tracing::warn!(target: "gatehouse::fleet", error = %e, "writing sessions failed");
+                                    }
+                                }
                                 ev = outbox.recv() => match ev {
                                     Some(ev) => self.write_through(ev).await,
                                     None => return,
@@ -214,6 +250,8 @@ impl Fleet {
                                         tracing::warn!(target: "gatehouse::fleet", error = %e, "sync failed");
                                     } else if let Err(e) = self.expire_budgets().await {
                                         tracing::warn!(target: "gatehouse::fleet", error = %e, "expiring budget counts failed");
+                                    } else if let Err(e) = self.sync_sessions(true).await {
+                                        tracing::warn!(target: "gatehouse::fleet", error = %e, "writing sessions failed");
                                     }
                                 }
                                 _ = flush.tick() => {

@@ -48,6 +48,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX budget_usage_minute ON gatehouse.budget_usage (minute);
     "#,
+    // 3: live sessions of every instance, and where to pass a cancel.
+    r#"
+    ALTER TABLE gatehouse.instances ADD COLUMN data text;
+    CREATE TABLE gatehouse.sessions (
+        instance text NOT NULL,
+        session bigint NOT NULL,
+        identity text NOT NULL,
+        target text NOT NULL,
+        client text NOT NULL,
+        started bigint NOT NULL,
+        statements bigint NOT NULL DEFAULT 0,
+        rows bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (instance, session)
+    );
+    CREATE INDEX sessions_session ON gatehouse.sessions (session);
+    "#,
 ];
 
 /// The version this build's schema has.

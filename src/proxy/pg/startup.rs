@@ -119,7 +119,7 @@ pub async fn handshake(
                 }
             }
             StartupPacket::GssEncRequest => conn.write_all(b"N".to_vec()).await?,
-            StartupPacket::Cancel { pid, secret } => {
+            StartupPacket::Cancel { pid, secret, forwarded } => {
                 let session = pid;
                 match shared.registry.cancel_target(pid, secret) {
                     Some(CancelTarget {
@@ -136,9 +136,17 @@ pub async fn handshake(
                             tracing::warn!(target: "gatehouse::session", session, client = %peer, worker, error = %e, "cancel could not reach the upstream")
                         }
                     },
-                    None => {
-                        tracing::info!(target: "gatehouse::session", client = %peer, worker, "cancel request for no known session ignored")
-                    }
+                    None => match shared.peer_cancel.get().filter(|_| !forwarded) {
+                        // Perhaps another instance's session: the fleet
+                        // passes the key to the instance that has it.
+                        Some(peers) => {
+                            peers.forward(pid, secret);
+                            tracing::info!(target: "gatehouse::session", session, client = %peer, worker, "cancel request for no session here passed to the fleet")
+                        }
+                        None => {
+                            tracing::info!(target: "gatehouse::session", client = %peer, worker, "cancel request for no known session ignored")
+                        }
+                    },
                 }
                 return Ok(Handshake::Cancel);
             }

@@ -23,6 +23,11 @@ pub const PROTOCOL_3_0: u32 = 3 << 16;
 pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 pub const SSL_REQUEST_CODE: u32 = 80_877_103;
 pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
+/// gatehouse's own: a CancelRequest one fleet instance passes to another
+/// (1234 << 16 | 5699; PostgreSQL's codes are 5678 to 5680). It is handled
+/// like a CancelRequest but never passed on again, so two instances
+/// cannot bounce a key between them.
+pub const FORWARDED_CANCEL_CODE: u32 = (1234 << 16) | 5699;
 /// Largest startup packet accepted (PostgreSQL uses the same bound).
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 

@@ -8,7 +8,13 @@ use super::*;
 pub enum StartupPacket<'a> {
     SslRequest,
     GssEncRequest,
-    Cancel { pid: u32, secret: &'a [u8] },
+    /// `forwarded`: passed on by another instance of the fleet (a code of
+    /// gatehouse's own), so never passed on again.
+    Cancel {
+        pid: u32,
+        secret: &'a [u8],
+        forwarded: bool,
+    },
     Startup(Startup<'a>),
 }
 
@@ -54,13 +60,17 @@ pub fn parse_startup(packet: &[u8]) -> Result<StartupPacket<'_>, WireError> {
                 StartupPacket::GssEncRequest
             })
         }
-        CANCEL_REQUEST_CODE => {
+        CANCEL_REQUEST_CODE | FORWARDED_CANCEL_CODE => {
             let pid = c.i32().map_err(|_| WireError::BadStartup("short cancel request"))? as u32;
             let secret = c.remaining();
             if secret.len() < 4 || secret.len() > 256 {
                 return Err(WireError::BadStartup("bad cancel key length"));
             }
-            Ok(StartupPacket::Cancel { pid, secret })
+            Ok(StartupPacket::Cancel {
+                pid,
+                secret,
+                forwarded: code == FORWARDED_CANCEL_CODE,
+            })
         }
         v => {
             let major = (v >> 16) as u16;
@@ -141,7 +151,18 @@ mod tests {
             parse_startup(&v).unwrap(),
             StartupPacket::Cancel {
                 pid: 7,
-                secret: &[1, 2, 3, 4]
+                secret: &[1, 2, 3, 4],
+                forwarded: false
+            }
+        );
+        v.clear();
+        request_packet(&mut v, FORWARDED_CANCEL_CODE, &[0, 0, 0, 7, 1, 2, 3, 4]);
+        assert_eq!(
+            parse_startup(&v).unwrap(),
+            StartupPacket::Cancel {
+                pid: 7,
+                secret: &[1, 2, 3, 4],
+                forwarded: true
             }
         );
     }
