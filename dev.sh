@@ -88,6 +88,16 @@ ensure_nextest() {
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 }
 
+# The S3-compatible server of the fleet tests (tests/fleet.rs): s3s-fs, a
+# Rust S3 server on a directory that checks SigV4 signatures, from
+# crates.io (0.14.1: the last release that builds with Rust 1.95).
+S3S_ROOT=/opt/gatehouse-test-tools
+ensure_s3_server() {
+  [ -x "$S3S_ROOT/bin/s3s-fs" ] && return
+  log "installing s3s-fs (the fleet tests' S3 server) into $S3S_ROOT"
+  cargo install --locked --quiet s3s-fs --version 0.14.1 --features binary --root "$S3S_ROOT"
+}
+
 case "${1:-}" in
   start)
     ensure_packages
@@ -107,6 +117,7 @@ case "${1:-}" in
     ensure_postgres
     ensure_mariadb
     ensure_nextest
+    ensure_s3_server
     log "format and lints"
     cargo fmt --check
     cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -82,6 +82,9 @@ struct Setup {
     sync_ms: u64,
     /// Extra `[fleet]` lines (a password source).
     fleet_extra: String,
+    /// Appended to the configuration (`[recording]`, `[fleet.bucket]`),
+    /// with `{instance}` replaced by the member's name.
+    tail: String,
 }
 
 fn tokens() -> String {
@@ -153,7 +156,7 @@ timeout_secs = 2
         control = s.control,
         sync_ms = s.sync_ms,
         fleet_extra = s.fleet_extra,
-    );
+    ) + &s.tail.replace("{instance}", instance);
     let g = Gatehouse::start_with(port, &config_text(port, "", &extra));
     let m = Member { g, admin };
     m.wait_connected();
@@ -228,6 +231,7 @@ fn setup(control: &ControlDb) -> Setup {
         timeout_secs: 60,
         sync_ms: 1000,
         fleet_extra: String::new(),
+        tail: String::new(),
     }
 }
 
@@ -702,6 +706,7 @@ fn the_control_database_restarted_mid_run_refuses_holds_then_catches_up() {
         timeout_secs: 120,
         sync_ms: 200,
         fleet_extra: format!("password_file = \"{}\"", password_file(secrets.path()).display()),
+        tail: String::new(),
     };
     let (a, b) = (member("gw-a", &s), member("gw-b", &s));
     let t = table();
@@ -870,4 +875,349 @@ async fn a_cancel_sent_to_another_instance_reaches_the_session() {
     assert_eq!(res, Err("57014".to_string()), "query_canceled");
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(b.g.log().contains("cancel request passed on"), "{}", b.g.log());
+}
+
+// ---- recordings in object storage (s3s-fs, an S3 server on a directory) ----
+
+const S3_BIN: &str = "/opt/gatehouse-test-tools/bin/s3s-fs";
+const S3_KEY_ID: &str = "gatehouse-test-key";
+const S3_SECRET: &str = "gatehouse-test-secret-7c1e";
+const BUCKET: &str = "gh-recordings";
+
+/// An S3-compatible server the test starts (`./dev.sh test` installs it).
+struct S3 {
+    child: Option<std::process::Child>,
+    root: tempfile::TempDir,
+    port: u16,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let mut s = S3 {
+            child: None,
+            root,
+            port: free_port(),
+        };
+        s.run();
+        s
+    }
+    fn run(&mut self) {
+        let child = Command::new(S3_BIN)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_KEY_ID, "--secret-key", S3_SECRET])
+            .arg(self.root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{S3_BIN} (./dev.sh test installs it): {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    /// The objects under `recordings/` in the bucket: (key, sha256).
+    fn recordings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let base = self.root.path().join(BUCKET).join("recordings");
+        for dir in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                let bytes = std::fs::read(f.path()).unwrap();
+                let sha = sha256_hex(&bytes);
+                out.push((
+                    f.path()
+                        .strip_prefix(self.root.path().join(BUCKET))
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                    sha,
+                ));
+            }
+        }
+        out
+    }
+    fn section(&self, dir: &Path) -> String {
+        format!(
+            r#"
+[recording]
+dir = "{dir}/{{instance}}"
+results = "full"
+sync_interval_ms = 100
+
+[fleet.bucket]
+endpoint = "http://127.0.0.1:{port}"
+bucket = "{BUCKET}"
+access_key_id = "{S3_KEY_ID}"
+secret_access_key_env = "GH_FLEET_TEST_S3_SECRET"
+upload_every_secs = 1
+"#,
+            dir = dir.display(),
+            port = self.port
+        )
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The recording files left in an instance's recordings directory.
+fn local_recordings(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for day in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if day.path().is_dir() && !day.file_name().to_string_lossy().starts_with('.') {
+            for f in std::fs::read_dir(day.path()).into_iter().flatten().flatten() {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+fn recordings_of(m: &Member, token: &str) -> Vec<Value> {
+    let (st, body) = http(m.admin, "GET", "/api/v1/recordings?limit=1000", token, "");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["recordings"].as_array().cloned().unwrap_or_default()
+}
+
+fn wait_recording(m: &Member, from: &Member, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(r) = recordings_of(m, AUDITOR).into_iter().find(|r| pred(r)) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:?}\n{}",
+            recordings_of(m, AUDITOR),
+            from.g.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn s3_setup(db: &ControlDb, s3: &S3, dir: &Path) -> Setup {
+    std::env::set_var("GH_FLEET_TEST_S3_SECRET", S3_SECRET);
+    Setup {
+        tail: s3.section(dir),
+        ..setup(db)
+    }
+}
+
+#[test]
+fn a_recording_made_on_a_is_uploaded_and_replayed_through_c() {
+    let db = ControlDb::new();
+    let s3 = S3::start();
+    let dirs = tempfile::tempdir().unwrap();
+    let s = s3_setup(&db, &s3, dirs.path());
+    let (a, _b, c) = (member("gw-a", &s), member("gw-b", &s), member("gw-c", &s));
+    let marker = unique("fleet_marker");
+    let (ok, out, err) = run_through(&a, &format!("select '{marker}' as m, 6 * 7 as answer"))
+        .join()
+        .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains(&marker));
+    // C lists it once A has uploaded it, as A's.
+    let r = wait_recording(
+        &c,
+        &a,
+        |r| r["instance"] == "gw-a" && r["live"] == false,
+        "A's recording on C",
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(r["identity"], "agent");
+    // The local copy is gone; the object is in the bucket under its hash.
+    let a_dir = dirs.path().join("gw-a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !local_recordings(&a_dir).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", local_recordings(&a_dir));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let objects = s3.recordings();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let (key, sha) = &objects[0];
+    assert!(key.contains(sha.as_str()), "content-addressed: {key}");
+    assert_eq!(
+        db.query(&format!(
+            "select instance || ' ' || sha256 from gatehouse.recordings where id = '{id}'"
+        )),
+        format!("gw-a {sha}")
+    );
+    // C's detail verifies the chain and its seal.
+    let (st, body) = http(c.admin, "GET", &format!("/api/v1/recordings/{id}"), AUDITOR, "");
+    assert_eq!(st, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["verified"]["sealed"], true, "{d}");
+    assert!(d["verified"]["broken"].is_null(), "{d}");
+    assert_eq!(d["instance"], "gw-a");
+    assert_eq!(d["stored"], "bucket");
+    // Downloaded through C, whole: the JSON lines hash to the object.
+    let (st, jsonl) = http(c.admin, "GET", &format!("/api/v1/recordings/{id}/events"), AUDITOR, "");
+    assert_eq!(st, 200);
+    assert_eq!(&sha256_hex(jsonl.as_bytes()), sha);
+    // And as a transcript, the statement replayed.
+    let (st, text) = http(
+        c.admin,
+        "GET",
+        &format!("/api/v1/recordings/{id}/events?format=text"),
+        AUDITOR,
+        "",
+    );
+    assert_eq!(st, 200);
+    assert!(text.contains(&marker), "{text}");
+    // The text filter finds it through C too.
+    let (_, found) = http(
+        c.admin,
+        "GET",
+        &format!("/api/v1/recordings?text={marker}"),
+        AUDITOR,
+        "",
+    );
+    assert!(found.contains(&id), "{found}");
+    // A's directory still verifies: the upload is in its audit log.
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("verify")
+        .arg(&a_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The audit log's copy is in the bucket too.
+    assert!(s3.root.path().join(BUCKET).join("audit/gw-a/audit.ghrec").exists());
+    // An approver may not read recordings; readiness reports the bucket.
+    let (st, _) = http(c.admin, "GET", &format!("/api/v1/recordings/{id}/events"), DBA1, "");
+    assert_eq!(st, 403);
+    assert_eq!(c.readyz()["fleet"]["object_storage"], "reachable");
+    // A recording id nobody has is 404 on every instance.
+    let (st, _) = http(c.admin, "GET", "/api/v1/recordings/1-deadbeef", AUDITOR, "");
+    assert_eq!(st, 404);
+}
+
+#[test]
+fn recordings_wait_out_a_bucket_outage_and_a_killed_instance_uploads_on_restart() {
+    let db = ControlDb::new();
+    let mut s3 = S3::start();
+    let dirs = tempfile::tempdir().unwrap();
+    let s = s3_setup(&db, &s3, dirs.path());
+    let (a, b) = (member("gw-a", &s), member("gw-b", &s));
+    let a_dir = dirs.path().join("gw-a");
+    // One finished session: uploaded.
+    assert!(run_through(&a, "select 'first'").join().unwrap().0);
+    wait_recording(&b, &a, |r| r["instance"] == "gw-a", "the first recording");
+    // The bucket goes away: the next finished session stays on disk.
+    s3.stop();
+    assert!(run_through(&a, "select 'second'").join().unwrap().0);
+    a.wait_control("connected");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.readyz()["fleet"]["object_storage"] != "unreachable" {
+        assert!(Instant::now() < deadline, "{}", a.readyz());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        local_recordings(&a_dir).len(),
+        1,
+        "kept locally while the bucket is down"
+    );
+    // A session open when A is killed.
+    let mut open = Command::new("psql");
+    a.g.pg_env(&mut open, "postgres");
+    let mut open = open
+        .args(["-X", "-At", "-c", "select 'third'", "-c", "select pg_sleep(60)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (port, admin) = (a.g.port, a.admin);
+    a.g.signal(libc::SIGKILL);
+    drop(a);
+    let _ = open.kill();
+    let _ = open.wait();
+    assert_eq!(local_recordings(&a_dir).len(), 2);
+    // The bucket and A come back: both waiting recordings are uploaded
+    // (the killed session's sealed at start as interrupted).
+    s3.run();
+    let a = member_on("gw-a", &s, port, admin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !local_recordings(&a_dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            local_recordings(&a_dir),
+            a.g.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all = recordings_of(&b, AUDITOR);
+    let from_a: Vec<&Value> = all.iter().filter(|r| r["instance"] == "gw-a").collect();
+    assert_eq!(from_a.len(), 3, "{all:?}");
+    assert_eq!(s3.recordings().len(), 3);
+    // Every object matches its index row.
+    for (key, sha) in s3.recordings() {
+        assert_eq!(
+            db.query(&format!(
+                "select count(*) from gatehouse.recordings where sha256 = '{sha}' and key like '%{}'",
+                key
+            )),
+            "1"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("verify")
+        .arg(&a_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_bucket_that_refuses_the_signature_keeps_recordings_local() {
+    let db = ControlDb::new();
+    let s3 = S3::start();
+    let dirs = tempfile::tempdir().unwrap();
+    std::env::set_var("GH_FLEET_TEST_S3_WRONG", "not-the-secret");
+    let s = Setup {
+        tail: s3
+            .section(dirs.path())
+            .replace("GH_FLEET_TEST_S3_SECRET", "GH_FLEET_TEST_S3_WRONG"),
+        ..setup(&db)
+    };
+    let a = member("gw-a", &s);
+    assert!(run_through(&a, "select 1").join().unwrap().0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = a.readyz();
+        if r["fleet"]["object_storage"] == "unreachable" && r["fleet"]["object_storage_trouble"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(local_recordings(&dirs.path().join("gw-a")).len(), 1, "kept");
+    assert!(s3.recordings().is_empty());
+    assert_eq!(db.query("select count(*) from gatehouse.recordings"), "0");
+    // The secret never reaches the log.
+    assert!(!a.g.log().contains("not-the-secret"));
 }

@@ -41,6 +41,117 @@ pub struct Fleet {
     /// it the control database counts as unreachable.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Where sealed recordings go (with `[recording]`); absent: they stay
+    /// in the recordings directory, as on a lone instance.
+    pub bucket: Option<Bucket>,
+}
+
+/// An S3-compatible bucket for sealed recordings and audit-log copies.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    /// `https://…` (or `http://` to a loopback host): the S3 endpoint.
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Prepended to every object's key (`prod/`, say).
+    #[serde(default)]
+    pub prefix: String,
+    /// The access key id, inline or from an environment variable.
+    pub access_key_id: Option<String>,
+    pub access_key_id_env: Option<String>,
+    /// The secret access key, from an environment variable or a file (or
+    /// inline).
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Seconds between looks for sealed recordings to upload (default 1).
+    #[serde(default = "default_upload_secs")]
+    pub upload_every_secs: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_upload_secs() -> u64 {
+    1
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bucket {
+    fn validate(&mut self, base: &Path) -> Result<(), Invalid> {
+        use PathPart::Key;
+        let at = |k: &'static str, m: String| -> Invalid { (vec![Key("fleet"), Key("bucket"), Key(k)], m) };
+        if !(self.endpoint.starts_with("https://") || super::loopback_http(&self.endpoint)) {
+            return Err(at(
+                "endpoint",
+                "must be https:// (http:// only to a loopback host)".into(),
+            ));
+        }
+        let name_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !name_ok {
+            return Err(at("bucket", "3 to 63 of a-z, 0-9, '-', '.'".into()));
+        }
+        if self.prefix.starts_with('/') || self.prefix.contains("..") {
+            return Err(at("prefix", "a relative key prefix, without '..'".into()));
+        }
+        if self.access_key_id.is_some() == self.access_key_id_env.is_some() {
+            return Err(at(
+                "access_key_id",
+                "give one of access_key_id, access_key_id_env".into(),
+            ));
+        }
+        let secrets = [
+            self.secret_access_key.is_some(),
+            self.secret_access_key_env.is_some(),
+            self.secret_access_key_file.is_some(),
+        ];
+        if secrets.iter().filter(|s| **s).count() != 1 {
+            return Err(at(
+                "secret_access_key",
+                "give one of secret_access_key, secret_access_key_env, secret_access_key_file".into(),
+            ));
+        }
+        if let Some(f) = &mut self.secret_access_key_file {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if !(1..=3600).contains(&self.upload_every_secs) {
+            return Err(at("upload_every_secs", "between 1 and 3600".into()));
+        }
+        Ok(())
+    }
+
+    /// (access key id, secret access key), from their sources.
+    pub fn credentials(&self) -> Result<(String, String), String> {
+        let id = match (&self.access_key_id, &self.access_key_id_env) {
+            (Some(v), _) => v.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+            _ => return Err("no access key id".into()),
+        };
+        let secret = super::target::resolve_secret(
+            &self.secret_access_key,
+            &self.secret_access_key_env,
+            &self.secret_access_key_file,
+        )?
+        .ok_or("no secret access key")?;
+        Ok((id, secret))
+    }
 }
 
 fn default_sync_ms() -> u64 {
@@ -130,6 +241,9 @@ impl Fleet {
         }
         if !(1..=60).contains(&self.timeout_secs) {
             return Err(at("timeout_secs", "between 1 and 60".into()));
+        }
+        if let Some(b) = &mut self.bucket {
+            b.validate(base)?;
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ mod server;
 mod target;
 
 pub use admin::{Admin, AdminToken};
-pub use fleet::{valid_instance_name, Fleet};
+pub use fleet::{valid_instance_name, Bucket, Fleet};
 pub use identity::{parse_token_hash, IdentityConfig, Oidc, OidcConsole, OneOrMany};
 pub use notify::{smtp_host_port, Approver, Notify, SlackApp, Smtp, Webhook, WebhookKind, MAX_GRANT_MINUTES};
 pub use policy::{BudgetConfig, GuardrailConfig, PolicyConfig, RolePolicyConfig, Verdict, GUARDRAIL_FLAGS};
@@ -134,6 +134,12 @@ impl Config {
         notify::validate_notify(&self.notify, self.policy.as_ref(), self.admin.listen.is_some())?;
         if let Some(f) = &mut self.fleet {
             f.validate(base)?;
+            if f.bucket.is_some() && self.recording.is_none() {
+                return Err((
+                    vec![locate::PathPart::Key("fleet"), locate::PathPart::Key("bucket")],
+                    "holds recordings: it needs a [recording] section".into(),
+                ));
+            }
         }
         if let Some(r) = &mut self.recording {
             r.validate(base)?;

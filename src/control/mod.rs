@@ -72,15 +72,20 @@ pub fn start(
         links.clone(),
     );
     // The fleet link hooks into reviews before any session can open one.
-    let fleet = state.config.fleet.clone().map(|f| {
-        crate::fleet::Fleet::start(
-            rt.handle(),
-            f,
-            shared.clone(),
-            state.config.admin.listen.clone(),
-            crate::fleet::sessions::data_address(&state.config),
-        )
-    });
+    let fleet = match state.config.fleet.clone() {
+        Some(f) => Some(
+            crate::fleet::Fleet::start(
+                rt.handle(),
+                f,
+                shared.clone(),
+                state.config.admin.listen.clone(),
+                crate::fleet::sessions::data_address(&state.config),
+                recorder.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("fleet: {e}"))?,
+        ),
+        None => None,
+    };
     let admin_addr = match &state.config.admin.listen {
         Some(addr) => {
             let addr: std::net::SocketAddr = addr.parse()?;

@@ -53,6 +53,73 @@ fn parse_time(s: &str) -> Option<u64> {
     u64::try_from(secs).ok().map(|s| s * 1_000_000)
 }
 
+/// Where a recording is: a local file (this instance's, or a copy fetched
+/// from the fleet's bucket), and the instance that recorded it when that
+/// is another.
+struct Located {
+    entry: Entry,
+    path: std::path::PathBuf,
+    instance: Option<String>,
+}
+
+/// Finds recording `id`: in the local index (file still here), else in the
+/// fleet's index (fetched from the bucket). `instance` picks one when
+/// several instances have a recording with this id.
+async fn locate(
+    st: &AppState,
+    rec: &super::recorder::Recorder,
+    id: &str,
+    instance: Option<&str>,
+) -> Result<Located, Response> {
+    let here = st.fleet.as_ref().map(|f| f.instance.clone());
+    let local = rec.index.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+    if let Some(e) = local {
+        if (instance.is_none() || instance == here.as_deref()) && e.path.exists() {
+            let path = e.path.clone();
+            return Ok(Located {
+                entry: e,
+                path,
+                instance: None,
+            });
+        }
+    }
+    let Some(fleet) = st.fleet.as_ref().filter(|f| f.objects.is_some()) else {
+        return Err(error(StatusCode::NOT_FOUND, "no recording has this id"));
+    };
+    let found = fleet.indexed_recordings(Some(id), 0).await.map_err(|e| {
+        tracing::warn!(target: "gatehouse::admin", error = %e, "fleet index of recordings unreadable");
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the fleet's index of recordings cannot be read now",
+        )
+    })?;
+    let mut found: Vec<_> = found
+        .into_iter()
+        .filter(|r| instance.is_none_or(|i| r.instance == i))
+        .collect();
+    if found.len() > 1 {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "recordings of several instances have this id: say which with ?instance=",
+        ));
+    }
+    let Some(r) = found.pop() else {
+        return Err(error(StatusCode::NOT_FOUND, "no recording has this id"));
+    };
+    let path = fleet.fetch_recording(rec, &r).await.map_err(|e| {
+        tracing::warn!(target: "gatehouse::admin", recording = %id, error = %e, "recording not fetched from the bucket");
+        error(
+            StatusCode::BAD_GATEWAY,
+            "the recording could not be fetched from the bucket (or did not match its hash)",
+        )
+    })?;
+    Ok(Located {
+        entry: r.entry,
+        path,
+        instance: Some(r.instance),
+    })
+}
+
 fn entry_json(e: &Entry) -> Value {
     json!({
         "id": e.id,
@@ -144,13 +211,67 @@ pub async fn list(
             .cloned()
             .collect()
     };
+    // In a fleet with a bucket, the uploaded recordings of every instance
+    // too (newest first, the index's newest 10,000).
+    let mut remote: Vec<(String, Entry)> = Vec::new();
+    if let Some(fleet) = st.fleet.as_ref().filter(|f| f.objects.is_some()) {
+        match fleet.indexed_recordings(None, 10_000).await {
+            Ok(list) => {
+                let local: std::collections::HashSet<String> = candidates.iter().map(|e| e.id.clone()).collect();
+                for r in list {
+                    let e = &r.entry;
+                    let keep = identity.as_ref().is_none_or(|i| &e.identity == i)
+                        && target.as_ref().is_none_or(|t| &e.target == t)
+                        && since.is_none_or(|s| e.ended_us.unwrap_or(u64::MAX) >= s)
+                        && until.is_none_or(|u| e.started_us <= u)
+                        && decision.as_ref().is_none_or(|d| e.decisions.contains(d))
+                        && !(r.instance == fleet.instance && local.contains(&e.id));
+                    if !keep {
+                        continue;
+                    }
+                    let mut e = r.entry.clone();
+                    if text.is_some() {
+                        // The text filter reads the recording.
+                        match fleet.fetch_recording(&rec, &r).await {
+                            Ok(p) => e.path = p,
+                            Err(_) => continue,
+                        }
+                    }
+                    remote.push((r.instance.clone(), e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "gatehouse::admin", error = %e, "fleet index of recordings unreadable");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the fleet's index of recordings cannot be read now",
+                );
+            }
+        }
+    }
+    let here = st.fleet.as_ref().map(|f| f.instance.clone());
     let res = tokio::task::spawn_blocking(move || {
-        let matched: Vec<Entry> = match &text {
-            None => candidates,
-            Some(t) => candidates.into_iter().filter(|e| mentions(&e.path, t)).collect(),
+        let mut all: Vec<(Option<String>, Entry)> = candidates.into_iter().map(|e| (here.clone(), e)).collect();
+        all.extend(remote.into_iter().map(|(i, e)| (Some(i), e)));
+        // Newest first over both.
+        all.sort_by_key(|e| std::cmp::Reverse(e.1.started_us));
+        let matched: Vec<(Option<String>, Entry)> = match &text {
+            None => all,
+            Some(t) => all.into_iter().filter(|(_, e)| mentions(&e.path, t)).collect(),
         };
         let total = matched.len();
-        let page: Vec<Value> = matched.iter().skip(offset).take(limit).map(entry_json).collect();
+        let page: Vec<Value> = matched
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(instance, e)| {
+                let mut v = entry_json(e);
+                if let Some(i) = instance {
+                    v["instance"] = json!(i);
+                }
+                v
+            })
+            .collect();
         (total, page)
     })
     .await;
@@ -163,7 +284,12 @@ pub async fn list(
     }
 }
 
-pub async fn detail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn detail(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if let Err(r) = authorize_roles(&st, &headers, "get", "/api/v1/recordings/{id}") {
         return r;
     }
@@ -171,10 +297,11 @@ pub async fn detail(State(st): State<AppState>, headers: HeaderMap, Path(id): Pa
         Ok(r) => r.clone(),
         Err(r) => return r,
     };
-    let Some(entry) = rec.index.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned() else {
-        return error(StatusCode::NOT_FOUND, "no recording has this id");
+    let located = match locate(&st, &rec, &id, q.get("instance").map(String::as_str)).await {
+        Ok(l) => l,
+        Err(r) => return r,
     };
-    let path = entry.path.clone();
+    let (entry, path, from) = (located.entry, located.path, located.instance);
     // With a signing key, the seal's signature is checked with its public half.
     let keys = rec
         .signer
@@ -202,6 +329,10 @@ pub async fn detail(State(st): State<AppState>, headers: HeaderMap, Path(id): Pa
     match res {
         Ok(Some((report, open, close, kinds))) => {
             let mut v = entry_json(&entry);
+            if let Some(i) = &from {
+                v["instance"] = json!(i);
+                v["stored"] = json!("bucket");
+            }
             v["open"] = open;
             v["close"] = close;
             v["records"] = json!(kinds);
@@ -327,9 +458,12 @@ pub async fn events(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let Some(path) = rec.path_of(&id) else {
-        audit(&st, &who, &roles, "download", &format!("recording {id}"), "not found").await;
-        return error(StatusCode::NOT_FOUND, "no recording has this id");
+    let path = match locate(&st, &rec, &id, q.get("instance").map(String::as_str)).await {
+        Ok(l) => l.path,
+        Err(r) => {
+            audit(&st, &who, &roles, "download", &format!("recording {id}"), "not found").await;
+            return r;
+        }
     };
     audit(
         &st,
@@ -383,8 +517,11 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     };
     // The tail ends when its caller may no longer read it.
     let ended = super::live::revoked(st.clone(), headers.clone(), "get", "/api/v1/recordings/{id}/tail");
-    let Some(path) = rec.path_of(&id) else {
-        return error(StatusCode::NOT_FOUND, "no recording has this id");
+    // A live session's tail comes from the instance that holds it; a
+    // sealed recording from anywhere (fetched from the bucket).
+    let path = match locate(&st, &rec, &id, None).await {
+        Ok(l) => l.path,
+        Err(r) => return r,
     };
     audit(&st, &who, &roles, "tail", &format!("recording {id}"), "ok").await;
     // Subscribe before reading the file, so nothing falls in between.

@@ -19,11 +19,15 @@
 //!   that any admin API lists and kills them all, and a CancelRequest that
 //!   reached the wrong instance is passed to the right one.
 //!
+//! - recordings (`objects`): sealed recordings go to an S3-compatible
+//!   bucket, indexed in the control database, readable from any instance.
+//!
 //! An instance that loses the control database keeps serving what its
 //! policy allows, refuses to hold statements (a hold nobody else could see
 //! or decide), and catches up when the connection is back.
 
 pub mod budgets;
+pub mod objects;
 pub mod reviews;
 pub mod schema;
 pub mod sessions;
@@ -81,6 +85,8 @@ pub struct Fleet {
     sessions_written: Mutex<sessions::Written>,
     /// The registry's generation as of that write.
     sessions_generation: std::sync::atomic::AtomicU64,
+    /// The bucket sealed recordings go to, when configured.
+    pub objects: Option<Arc<objects::Objects>>,
 }
 
 impl Fleet {
@@ -93,7 +99,12 @@ impl Fleet {
         shared: Arc<Shared>,
         admin: Option<String>,
         data_addr: Option<String>,
-    ) -> Arc<Fleet> {
+        recorder: Option<Arc<crate::control::recorder::Recorder>>,
+    ) -> Result<Arc<Fleet>, String> {
+        let objects = match &settings.bucket {
+            Some(b) => Some(Arc::new(objects::Objects::new(b)?)),
+            None => None,
+        };
         let reviews = shared.reviews.clone();
         let (cancel_tx, cancel_rx) = mpsc::channel(64);
         let _ = shared
@@ -114,6 +125,7 @@ impl Fleet {
             data_addr,
             sessions_written: Mutex::new(Default::default()),
             sessions_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
+            objects: objects.clone(),
         });
         let opened = tx.clone();
         let weak = Arc::downgrade(&reviews);
@@ -131,7 +143,10 @@ impl Fleet {
             let _ = tx.try_send(Outbound::Withdrawn(r.clone()));
         }));
         rt.spawn(fleet.clone().run(rx, cancel_rx));
-        fleet
+        if let (Some(rec), Some(objects)) = (recorder, objects) {
+            rt.spawn(fleet.clone().uploader(rec, objects));
+        }
+        Ok(fleet)
     }
 
     /// Whether the control database is reachable now.
@@ -142,12 +157,17 @@ impl Fleet {
     /// The link's state, for `/readyz` and the API.
     pub fn status(&self) -> serde_json::Value {
         let trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "instance": self.instance,
             "control_database": if self.connected() { "connected" } else { "unreachable" },
             "trouble": trouble,
             "schema_version": schema::current(),
-        })
+        });
+        if let Some(o) = &self.objects {
+            v["object_storage"] = serde_json::json!(if o.reachable() { "reachable" } else { "unreachable" });
+            v["object_storage_trouble"] = serde_json::json!(o.trouble());
+        }
+        v
     }
 
     fn timeout(&self) -> Duration {

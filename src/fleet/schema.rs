@@ -64,6 +64,30 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_session ON gatehouse.sessions (session);
     "#,
+    // 4: the index of recordings uploaded to the bucket.
+    r#"
+    CREATE TABLE gatehouse.recordings (
+        instance text NOT NULL,
+        id text NOT NULL,
+        session bigint NOT NULL,
+        identity text NOT NULL,
+        roles text[] NOT NULL,
+        target text NOT NULL,
+        client text NOT NULL,
+        started_us bigint NOT NULL,
+        ended_us bigint,
+        end_reason text,
+        statements bigint NOT NULL,
+        decisions text[] NOT NULL,
+        bytes bigint NOT NULL,
+        sha256 text NOT NULL,
+        key text NOT NULL,
+        uploaded timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (instance, id)
+    );
+    CREATE INDEX recordings_id ON gatehouse.recordings (id);
+    CREATE INDEX recordings_started ON gatehouse.recordings (started_us);
+    "#,
 ];
 
 /// The version this build's schema has.

@@ -491,7 +491,11 @@ pub fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let e = e?;
         let p = e.path();
         if e.file_type()?.is_dir() {
-            collect(&p, out)?;
+            // Dot-directories hold no recordings of this directory's own
+            // (a fleet's cache of recordings fetched from its bucket).
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                collect(&p, out)?;
+            }
         } else if p.extension().and_then(|x| x.to_str()) == Some(EXT) {
             out.push(p);
         }

@@ -125,7 +125,9 @@ fn read_account(dir: &Path, audits: &[(PathBuf, Option<HashSet<u64>>)]) -> Accou
                         }
                     }
                 }
-                Some("deleted") => {
+                // Deleted by retention, or uploaded to a fleet's bucket
+                // (read back and hash-checked first): accounted for.
+                Some("deleted") | Some("uploaded") => {
                     if let Some(file) = v["file"].as_str() {
                         acc.deleted.insert(file.to_string());
                     }

@@ -19,6 +19,15 @@ pub use crate::record::events::{Ev, OpenInfo};
 pub use audit::load_signer;
 pub use index::{Entry, Index, Stats};
 
+/// The audit log's file name in the recordings directory.
+pub const AUDIT_FILE_NAME: &str = AUDIT_FILE;
+
+/// Creates a directory for recordings (and its parents), private to
+/// gatehouse and its group.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    create_dirs(dir)
+}
+
 use crate::config::Recording;
 use crate::record::signing::Signer;
 use crate::record::Fields;
@@ -352,6 +361,34 @@ impl Recorder {
         if let Err(e) = r {
             self.failed("audit log", &e);
         }
+    }
+
+    /// Writes to the audit log (signed, synced) that a sealed recording
+    /// went to object storage, before its local file is removed: `verify`
+    /// then counts the file as accounted for.
+    pub fn record_upload(&self, e: &Entry, key: &str, sha256: &str, bytes: u64) -> std::io::Result<()> {
+        let file = e
+            .path
+            .strip_prefix(&self.cfg.dir)
+            .unwrap_or(&e.path)
+            .display()
+            .to_string();
+        let mut f = Fields::default();
+        f.str("file", &file)
+            .str("id", &e.id)
+            .str("key", key)
+            .str("sha256", sha256)
+            .u64("bytes", bytes);
+        let mut a = self.audit_log();
+        a.append_signed(now_us(), "uploaded", &f).and_then(|_| a.sync())
+    }
+
+    /// Drops a recording from the local index (its file went elsewhere).
+    pub fn forget(&self, path: &std::path::Path) {
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_paths(&[path.to_path_buf()]);
     }
 
     /// The path of a recording by id.

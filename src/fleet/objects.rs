@@ -1,0 +1,452 @@
+//! Recordings in object storage: each instance uploads its sealed
+//! recordings (and copies of its audit log) to an S3-compatible bucket,
+//! content-addressed (`recordings/<sha256>.ghrec`), and indexes them in the
+//! control database; any instance lists, downloads and replays them.
+//!
+//! A local copy is removed only once the object has been read back whole
+//! and its SHA-256 matches, the index row is written and the audit log
+//! says where the file went (an `uploaded` record, which `verify` counts
+//! like a deletion it was told of). An instance killed on the way uploads
+//! on its next start: every sealed file still on disk is a candidate, and
+//! an object already there under its hash is only read back.
+
+use super::Fleet;
+use crate::control::recorder::{Entry, Recorder};
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+
+/// Files up to this size go up in one PUT; larger ones in parts of it.
+const PART: usize = 8 << 20;
+/// Recordings fetched from the bucket kept on disk for the API, at most.
+const CACHE_FILES: usize = 64;
+/// The cache's directory under the recordings directory (a dot-directory:
+/// the recorder's index and `verify` skip it).
+pub const CACHE_DIR: &str = ".fleet-cache";
+
+/// The bucket and what its uploader last saw.
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    ok: AtomicBool,
+    trouble: Mutex<Option<String>>,
+    every: Duration,
+}
+
+/// A recording in the fleet's index.
+#[derive(Debug, Clone)]
+pub struct Indexed {
+    pub instance: String,
+    pub entry: Entry,
+    pub bytes: u64,
+    pub sha256: String,
+    pub key: String,
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 and size of a file, read in chunks.
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex(&h.finalize()), n))
+}
+
+impl Objects {
+    pub fn new(cfg: &crate::config::Bucket) -> Result<Objects, String> {
+        let (id, secret) = cfg.credentials()?;
+        // The S3 client's TLS takes the process's default provider: ring,
+        // as everywhere else in gatehouse (a second install is a no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = AmazonS3Builder::new()
+            .with_endpoint(cfg.endpoint.trim_end_matches('/'))
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_access_key_id(id)
+            .with_secret_access_key(secret)
+            .with_virtual_hosted_style_request(false)
+            // Options replace the builder's: `allow_http` goes in them.
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(cfg.endpoint.starts_with("http://"))
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            )
+            .build()
+            .map_err(|e| format!("bucket: {e}"))?;
+        let mut prefix = cfg.prefix.clone();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(Objects {
+            store: Arc::new(store),
+            prefix,
+            ok: AtomicBool::new(false),
+            trouble: Mutex::new(Some("not reached yet".into())),
+            every: Duration::from_secs(cfg.upload_every_secs),
+        })
+    }
+
+    fn recording_key(&self, sha: &str) -> String {
+        format!("{}recordings/{}/{sha}.{}", self.prefix, &sha[..2], crate::record::EXT)
+    }
+
+    fn audit_key(&self, instance: &str) -> String {
+        format!(
+            "{}audit/{instance}/{}",
+            self.prefix,
+            crate::control::recorder::AUDIT_FILE_NAME
+        )
+    }
+
+    /// Whether the bucket answered the last call.
+    pub fn reachable(&self) -> bool {
+        self.ok.load(Ordering::Acquire)
+    }
+
+    pub fn trouble(&self) -> Option<String> {
+        self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, r: &Result<(), String>) {
+        self.ok.store(r.is_ok(), Ordering::Release);
+        *self.trouble.lock().unwrap_or_else(|p| p.into_inner()) = r.as_ref().err().cloned();
+    }
+
+    /// The object's size, or `None` when it is not there.
+    async fn size(&self, key: &str) -> Result<Option<u64>, String> {
+        match self.store.head(&ObjectPath::from(key)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(format!("HEAD {key}: {e}")),
+        }
+    }
+
+    /// Uploads a file (in parts when large).
+    async fn put_file(&self, key: &str, path: &Path, size: u64) -> Result<(), String> {
+        let location = ObjectPath::from(key);
+        if size as usize <= PART {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            self.store
+                .put(&location, PutPayload::from(bytes))
+                .await
+                .map_err(|e| format!("PUT {key}: {e}"))?;
+            return Ok(());
+        }
+        use tokio::io::AsyncReadExt;
+        let upload = self
+            .store
+            .put_multipart(&location)
+            .await
+            .map_err(|e| format!("multipart {key}: {e}"))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut f = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            w.wait_for_capacity(2)
+                .await
+                .map_err(|e| format!("multipart {key}: {e}"))?;
+            w.write(&buf[..n]);
+        }
+        w.finish().await.map_err(|e| format!("multipart {key}: {e}"))?;
+        Ok(())
+    }
+
+    /// Reads an object whole, hashing it; with `to`, also writes it there.
+    async fn read_back(&self, key: &str, to: Option<&Path>) -> Result<(String, u64), String> {
+        use tokio::io::AsyncWriteExt;
+        let got = self
+            .store
+            .get(&ObjectPath::from(key))
+            .await
+            .map_err(|e| format!("GET {key}: {e}"))?;
+        let mut stream = got.into_stream();
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        let mut out = match to {
+            Some(p) => Some(tokio::fs::File::create(p).await.map_err(|e| e.to_string())?),
+            None => None,
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("GET {key}: {e}"))?;
+            h.update(&chunk);
+            n += chunk.len() as u64;
+            if let Some(o) = out.as_mut() {
+                o.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+        }
+        if let Some(mut o) = out {
+            o.flush().await.map_err(|e| e.to_string())?;
+        }
+        Ok((hex(&h.finalize()), n))
+    }
+}
+
+impl Fleet {
+    /// Uploads sealed recordings every `upload_every_secs` while the
+    /// control database is reachable (the index lives there).
+    pub(super) async fn uploader(self: Arc<Self>, rec: Arc<Recorder>, objects: Arc<Objects>) {
+        let mut audit_sent: Option<(u64, std::time::SystemTime)> = None;
+        loop {
+            tokio::time::sleep(objects.every).await;
+            if !self.connected() {
+                continue;
+            }
+            let sealed: Vec<Entry> = {
+                let g = rec.index.lock().unwrap_or_else(|p| p.into_inner());
+                g.entries.iter().filter(|e| !e.live).cloned().collect()
+            };
+            let mut result = Ok(());
+            for e in sealed {
+                if let Err(err) = self.upload_one(&rec, &objects, &e).await {
+                    tracing::warn!(target: "gatehouse::fleet", recording = %e.id, error = %err, "recording not uploaded yet");
+                    result = Err(err);
+                    break;
+                }
+            }
+            if result.is_ok() {
+                result = self.upload_audit(&rec, &objects, &mut audit_sent).await;
+            }
+            if result.is_ok() {
+                // Reachable even with nothing to send.
+                result = objects
+                    .size(&format!("{}.gatehouse-probe", objects.prefix))
+                    .await
+                    .map(|_| ());
+            }
+            objects.set(&result);
+        }
+    }
+
+    async fn upload_one(&self, rec: &Recorder, objects: &Objects, e: &Entry) -> Result<(), String> {
+        let path = e.path.clone();
+        let hashed = tokio::task::spawn_blocking(move || hash_file(&path))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (sha, size) = match hashed {
+            Ok(h) => h,
+            // Gone already (retention, or uploaded by an earlier pass).
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                rec.forget(&e.path);
+                return Ok(());
+            }
+            Err(err) => return Err(format!("reading {}: {err}", e.path.display())),
+        };
+        let key = objects.recording_key(&sha);
+        if objects.size(&key).await? != Some(size) {
+            objects.put_file(&key, &e.path, size).await?;
+        }
+        let (back, back_size) = objects.read_back(&key, None).await?;
+        if back != sha || back_size != size {
+            return Err(format!(
+                "{key}: read back {back_size} bytes with another hash: kept locally"
+            ));
+        }
+        self.index_recording(e, &key, &sha, size).await?;
+        rec.record_upload(e, &key, &sha, size)
+            .map_err(|err| format!("audit log: {err}"))?;
+        match std::fs::remove_file(&e.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(format!("removing {}: {err}", e.path.display())),
+        }
+        rec.forget(&e.path);
+        tracing::info!(target: "gatehouse::fleet", recording = %e.id, key = %key, bytes = size, "recording uploaded and verified; local copy removed");
+        Ok(())
+    }
+
+    /// A copy of the audit log as it is now, when it changed.
+    async fn upload_audit(
+        &self,
+        rec: &Recorder,
+        objects: &Objects,
+        sent: &mut Option<(u64, std::time::SystemTime)>,
+    ) -> Result<(), String> {
+        let path = rec.audit_path();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Ok(());
+        };
+        let now = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+        if *sent == Some(now) {
+            return Ok(());
+        }
+        // A snapshot: the log keeps growing while it is read.
+        let bytes = tokio::fs::read(&path).await.map_err(|e| e.to_string())?;
+        let key = objects.audit_key(&self.instance);
+        objects
+            .store
+            .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
+            .await
+            .map_err(|e| format!("PUT {key}: {e}"))?;
+        *sent = Some(now);
+        Ok(())
+    }
+
+    async fn index_recording(&self, e: &Entry, key: &str, sha: &str, size: u64) -> Result<(), String> {
+        let (instance, e, key, sha) = (self.instance.clone(), e.clone(), key.to_string(), sha.to_string());
+        self.with_client("indexing a recording", move |c| {
+            Box::pin(async move {
+                let session = e.session as i64;
+                let started = e.started_us as i64;
+                let ended = e.ended_us.map(|v| v as i64);
+                let statements = e.statements as i64;
+                let bytes = size as i64;
+                c.execute(
+                    "INSERT INTO gatehouse.recordings (instance, id, session, identity, roles, target, client, started_us, \
+                     ended_us, end_reason, statements, decisions, bytes, sha256, key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                     ON CONFLICT (instance, id) DO UPDATE SET bytes = EXCLUDED.bytes, sha256 = EXCLUDED.sha256, key = EXCLUDED.key",
+                    &[
+                        &instance as &(dyn ToSql + Sync),
+                        &e.id,
+                        &session,
+                        &e.identity,
+                        &e.roles,
+                        &e.target,
+                        &e.client,
+                        &started,
+                        &ended,
+                        &e.end,
+                        &statements,
+                        &e.decisions,
+                        &bytes,
+                        &sha,
+                        &key,
+                    ],
+                )
+                .await
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The fleet's index of uploaded recordings, newest first (at most
+    /// `limit`), or those with `id`.
+    pub async fn indexed_recordings(&self, id: Option<&str>, limit: i64) -> Result<Vec<Indexed>, String> {
+        let id = id.map(str::to_string);
+        let rows = self
+            .with_client("listing recordings", move |c| {
+                Box::pin(async move {
+                    let cols =
+                        "instance, id, session, identity, roles, target, client, started_us, ended_us, end_reason, \
+                                statements, decisions, bytes, sha256, key";
+                    match id {
+                        Some(id) => {
+                            c.query(
+                                &format!("SELECT {cols} FROM gatehouse.recordings WHERE id = $1 ORDER BY instance"),
+                                &[&id],
+                            )
+                            .await
+                        }
+                        None => {
+                            c.query(
+                                &format!("SELECT {cols} FROM gatehouse.recordings ORDER BY started_us DESC LIMIT $1"),
+                                &[&limit],
+                            )
+                            .await
+                        }
+                    }
+                })
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Indexed {
+                instance: r.get(0),
+                entry: Entry {
+                    id: r.get(1),
+                    session: r.get::<_, i64>(2) as u32,
+                    identity: r.get(3),
+                    roles: r.get(4),
+                    target: r.get(5),
+                    client: r.get(6),
+                    started_us: r.get::<_, i64>(7).max(0) as u64,
+                    ended_us: r.get::<_, Option<i64>>(8).map(|v| v.max(0) as u64),
+                    end: r.get(9),
+                    statements: r.get::<_, i64>(10).max(0) as u64,
+                    decisions: r.get(11),
+                    live: false,
+                    path: PathBuf::new(),
+                },
+                bytes: r.get::<_, i64>(12).max(0) as u64,
+                sha256: r.get(13),
+                key: r.get(14),
+            })
+            .collect())
+    }
+
+    /// A local file holding an indexed recording: fetched from the bucket
+    /// into the cache (checked against its hash) unless already there.
+    pub async fn fetch_recording(&self, rec: &Recorder, r: &Indexed) -> Result<PathBuf, String> {
+        let objects = self.objects.as_ref().ok_or("no bucket is configured")?;
+        if r.sha256.len() != 64 || !r.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the index holds a malformed hash".into());
+        }
+        let dir = rec.cfg.dir.join(CACHE_DIR);
+        crate::control::recorder::create_private_dir(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{}.{}", r.sha256, crate::record::EXT));
+        if path.exists() {
+            return Ok(path);
+        }
+        let part = dir.join(format!("{}.part-{:08x}", r.sha256, rand::random::<u32>()));
+        let got = objects.read_back(&r.key, Some(&part)).await;
+        match got {
+            Ok((sha, _)) if sha == r.sha256 => {}
+            Ok(_) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(format!("{}: the object does not match its hash in the index", r.key));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        }
+        std::fs::rename(&part, &path).map_err(|e| e.to_string())?;
+        trim_cache(&dir);
+        Ok(path)
+    }
+}
+
+/// Keeps the newest `CACHE_FILES` files of the cache.
+fn trim_cache(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= CACHE_FILES {
+        return;
+    }
+    files.sort();
+    let extra = files.len() - CACHE_FILES;
+    for (_, p) in files.into_iter().take(extra) {
+        let _ = std::fs::remove_file(p);
+    }
+}
