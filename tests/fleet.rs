@@ -1221,3 +1221,58 @@ fn a_bucket_that_refuses_the_signature_keeps_recordings_local() {
     // The secret never reaches the log.
     assert!(!a.g.log().contains("not-the-secret"));
 }
+
+// ---- configuration across the fleet ----
+
+#[tokio::test]
+async fn a_reload_through_one_instance_reloads_every_instance_s_file() {
+    let db = ControlDb::new();
+    let s = setup(&db);
+    let (a, b, c) = (member("gw-a", &s), member("gw-b", &s), member("gw-c", &s));
+    // Every instance is listed, alive.
+    let (st, body) = http(b.admin, "GET", "/api/v1/fleet", AUDITOR, "");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gw-a", "gw-b", "gw-c"]);
+    assert!(
+        v["instances"].as_array().unwrap().iter().all(|i| i["alive"] == true),
+        "{v}"
+    );
+    // B's file gains an identity; C's is broken.
+    const LATE: &str = "fleet-late-identity-0007";
+    let mut fb = std::fs::read_to_string(&b.g.config_path).unwrap();
+    fb.push_str(&format!(
+        "\n[[identity]]\nname = \"late\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\n",
+        token_hash(LATE)
+    ));
+    std::fs::write(&b.g.config_path, fb).unwrap();
+    let mut fc = std::fs::read_to_string(&c.g.config_path).unwrap();
+    fc.push_str("\n[[identity]]\nname = 3\n");
+    std::fs::write(&c.g.config_path, fc).unwrap();
+    let late = format!(
+        "host=127.0.0.1 port={} user=late password={LATE} dbname=postgres sslmode=disable",
+        b.g.port
+    );
+    assert!(connect_collecting(&late).await.is_err(), "not yet");
+    // Only an admin may; a reload without `fleet` stays on its instance.
+    let (st, _) = http(a.admin, "POST", "/api/v1/reload?fleet=true", AUDITOR, "");
+    assert_eq!(st, 403);
+    let (st, body) = http(a.admin, "POST", "/api/v1/reload?fleet=true", ADMIN, "");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["instances"]["gw-b"], "reloaded", "{v}");
+    assert!(v["instances"]["gw-c"].as_str().unwrap().starts_with("refused"), "{v}");
+    // B took its new file; C kept serving its old one.
+    let (client, _) = connect_collecting(&late).await.unwrap();
+    client.simple_query("select 1").await.unwrap();
+    let (ok, _, err) = run_through(&c, "select 1").join().unwrap();
+    assert!(ok, "{err}");
+    let (_, body) = http(a.admin, "GET", "/api/v1/fleet", ADMIN, "");
+    assert!(body.contains("refused"), "{body}");
+}

@@ -154,9 +154,16 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
     ("get", "/metrics", &[Role::Admin, Role::Auditor], "Prometheus metrics."),
     (
         "get",
+        "/api/v1/fleet",
+        &[Role::Admin, Role::Auditor],
+        "Fleet mode: the instances sharing the control database, whether each is alive, and its last reload.",
+    ),
+    (
+        "get",
         "/api/v1/sessions",
         &[Role::Admin, Role::Auditor],
-        "Sessions open now: who, where, since when, statements and rows so far, what is held.",
+        "Sessions open now: who, where, since when, statements and rows so far, what is held. In a fleet, every \
+         instance's (each with its `instance`).",
     ),
     (
         "post",
@@ -168,7 +175,7 @@ pub const ROUTES: &[(&str, &str, &[Role], &str)] = &[
         "post",
         "/api/v1/reload",
         &[Role::Admin],
-        "Re-reads the configuration, as SIGHUP does.",
+        "Re-reads the configuration, as SIGHUP does; in a fleet, `?fleet=true` has every instance re-read its own file and answers with each one's outcome.",
     ),
     (
         "get",
@@ -547,23 +554,87 @@ async fn kill(
     }
 }
 
-async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
+/// `?fleet=true` of a reload: every instance of the fleet re-reads its file.
+#[derive(Debug, serde::Deserialize, Default)]
+struct ReloadScope {
+    #[serde(default)]
+    fleet: bool,
+}
+
+async fn reload(State(st): State<AppState>, headers: HeaderMap, Query(scope): Query<ReloadScope>) -> Response {
     let (who, roles) = match authorize_roles(&st, &headers, "post", "/api/v1/reload") {
         Ok(w) => w,
         Err(r) => return r,
     };
+    if scope.fleet && st.fleet.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`fleet` reloads a fleet: this instance is in no fleet",
+        );
+    }
     let ops = st.ops.clone();
     match tokio::task::spawn_blocking(move || ops.reload()).await {
         Ok(Ok(())) => {
             tracing::info!(target: "gatehouse::admin", by = %who, "configuration reloaded");
             audit(&st, &who, &roles, "reload", "configuration", "reloaded").await;
-            Json(json!({ "reloaded": true })).into_response()
+            let Some(fleet) = st.fleet.as_ref() else {
+                return Json(json!({ "reloaded": true })).into_response();
+            };
+            let _ = fleet.record_reload("reloaded").await;
+            if !scope.fleet {
+                return Json(json!({ "reloaded": true })).into_response();
+            }
+            match fleet.reload_all(&who).await {
+                Ok(others) => {
+                    let outcome: serde_json::Map<String, serde_json::Value> =
+                        others.into_iter().map(|(name, o)| (name, json!(o))).collect();
+                    audit(
+                        &st,
+                        &who,
+                        &roles,
+                        "reload",
+                        "fleet configuration",
+                        &json!(outcome).to_string(),
+                    )
+                    .await;
+                    Json(json!({ "reloaded": true, "instances": outcome })).into_response()
+                }
+                Err(e) => {
+                    tracing::warn!(target: "gatehouse::admin", error = %e, "fleet reload not announced");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "reloaded here; the other instances could not be asked (control database)",
+                    )
+                }
+            }
         }
         Ok(Err(e)) => {
             audit(&st, &who, &roles, "reload", "configuration", &format!("refused: {e}")).await;
             error(StatusCode::UNPROCESSABLE_ENTITY, &e)
         }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload failed"),
+    }
+}
+
+async fn fleet_instances(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st, &headers, "get", "/api/v1/fleet") {
+        return r;
+    }
+    let Some(fleet) = st.fleet.as_ref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this instance is in no fleet (no [fleet] section)",
+        );
+    };
+    match fleet.instances().await {
+        Ok(list) => Json(json!({ "instance": fleet.instance, "instances": list })).into_response(),
+        Err(e) => {
+            tracing::warn!(target: "gatehouse::admin", error = %e, "instances not listed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the control database cannot be read now",
+            )
+        }
     }
 }
 
@@ -853,6 +924,7 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_doc))
         .route("/metrics", get(metrics))
+        .route("/api/v1/fleet", get(fleet_instances))
         .route("/api/v1/sessions", get(sessions))
         .route("/api/v1/sessions/{id}/kill", post(kill))
         .route("/api/v1/reload", post(reload))

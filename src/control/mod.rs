@@ -81,6 +81,7 @@ pub fn start(
                 state.config.admin.listen.clone(),
                 crate::fleet::sessions::data_address(&state.config),
                 recorder.clone(),
+                ops.clone(),
             )
             .map_err(|e| anyhow::anyhow!("fleet: {e}"))?,
         ),

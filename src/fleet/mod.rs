@@ -27,6 +27,7 @@
 //! or decide), and catches up when the connection is back.
 
 pub mod budgets;
+pub mod instances;
 pub mod objects;
 pub mod reviews;
 pub mod schema;
@@ -46,6 +47,8 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 pub const REVIEWS_CHANNEL: &str = "gatehouse_reviews";
 /// The channel kills of another instance's sessions are asked on.
 pub const KILLS_CHANNEL: &str = "gatehouse_kills";
+/// The channel a reload of every instance is asked on.
+pub const RELOADS_CHANNEL: &str = "gatehouse_reloads";
 /// Review events waiting to be written to the control database.
 const OUTBOX: usize = 20_000;
 /// Notifications waiting to be read (past it they are dropped: the
@@ -87,6 +90,8 @@ pub struct Fleet {
     sessions_generation: std::sync::atomic::AtomicU64,
     /// The bucket sealed recordings go to, when configured.
     pub objects: Option<Arc<objects::Objects>>,
+    /// Reloads this process's configuration (asked by another instance).
+    ops: Arc<dyn crate::core::ops::Ops>,
 }
 
 impl Fleet {
@@ -100,6 +105,7 @@ impl Fleet {
         admin: Option<String>,
         data_addr: Option<String>,
         recorder: Option<Arc<crate::control::recorder::Recorder>>,
+        ops: Arc<dyn crate::core::ops::Ops>,
     ) -> Result<Arc<Fleet>, String> {
         let objects = match &settings.bucket {
             Some(b) => Some(Arc::new(objects::Objects::new(b)?)),
@@ -126,6 +132,7 @@ impl Fleet {
             sessions_written: Mutex::new(Default::default()),
             sessions_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
             objects: objects.clone(),
+            ops,
         });
         let opened = tx.clone();
         let weak = Arc::downgrade(&reviews);
@@ -207,7 +214,9 @@ impl Fleet {
             .map_err(|_| "migrating timed out".to_string())??;
         tokio::time::timeout(
             self.timeout(),
-            client.batch_execute(&format!("LISTEN {REVIEWS_CHANNEL}; LISTEN {KILLS_CHANNEL}")),
+            client.batch_execute(&format!(
+                "LISTEN {REVIEWS_CHANNEL}; LISTEN {KILLS_CHANNEL}; LISTEN {RELOADS_CHANNEL}"
+            )),
         )
         .await
         .map_err(|_| "LISTEN timed out".to_string())?
@@ -246,6 +255,9 @@ impl Fleet {
                             tokio::select! {
                                 notice = notices.recv() => match notice {
                                     Some((channel, payload)) if channel == KILLS_CHANNEL => self.on_kill(&payload),
+                                    Some((channel, payload)) if channel == RELOADS_CHANNEL => {
+                                        tokio::spawn(self.clone().on_reload(payload));
+                                    }
                                     Some((_, id)) => {
                                         if let Err(e) = self.fetch(&id).await {
                                             tracing::warn!(target: "gatehouse::fleet", error = %e, "reading a review failed");

@@ -88,6 +88,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX recordings_id ON gatehouse.recordings (id);
     CREATE INDEX recordings_started ON gatehouse.recordings (started_us);
     "#,
+    // 5: each instance's last configuration reload and how it went.
+    r#"
+    ALTER TABLE gatehouse.instances ADD COLUMN reloaded timestamptz;
+    ALTER TABLE gatehouse.instances ADD COLUMN reload_outcome text;
+    "#,
 ];
 
 /// The version this build's schema has.
