@@ -133,6 +133,12 @@ tls = "prefer"
 EOF
 echo "smoke $GW_TOKEN smoke" >"$WORK/seed/gatehouse/identities"
 echo "smoke-admin $ADMIN_TOKEN admin" >"$WORK/seed/gatehouse/admin-tokens"
+# Fleet mode, with the host's PostgreSQL as the control database (the
+# schema `gatehouse` in the smoke database).
+cat >"$WORK/seed/gatehouse/settings" <<EOF
+FLEET_CONTROL=host=10.0.2.2 port=$PG_PORT user=$PG_USER dbname=$DB
+FLEET_INSTANCE=smoke-1
+EOF
 # A NoCloud seed: a FAT volume labelled CIDATA.
 mkfs.vfat -C -n CIDATA "$WORK/seed.img" 4096 >/dev/null || die "setup: mkfs.vfat failed"
 MTOOLS_SKIP_CHECK=1 mcopy -s -i "$WORK/seed.img" "$WORK/seed/meta-data" "$WORK/seed/user-data" "$WORK/seed/gatehouse" ::/ \
@@ -214,6 +220,17 @@ c=$(code -H "Authorization: Bearer $ADMIN_TOKEN" "$ADMIN/api/v1/sessions")
 [ "$c" = 200 ] && pass "admin /api/v1/sessions" "$(head -c 120 "$WORK/http.out")" || fail "admin /api/v1/sessions" "HTTP $c"
 c=$(code "$ADMIN/api/v1/sessions")
 [ "$c" = 401 ] && pass "admin API needs its token" "HTTP 401 without" || fail "admin API needs its token" "HTTP $c without a token"
+ok=0
+for _ in $(seq 1 30); do
+    code "$ADMIN/readyz" >/dev/null
+    if python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["fleet"]; sys.exit(0 if f["instance"] == "smoke-1" and f["control_database"] == "connected" else 1)' "$WORK/http.out" 2>/dev/null; then ok=1; break; fi
+    sleep 1
+done
+if [ $ok = 1 ] && [ "$("${PSQL_HOST[@]}" -d "$DB" -Atc "select name from gatehouse.instances where name = 'smoke-1'")" = smoke-1 ]; then
+    pass "fleet mode from the seed" "instance smoke-1, control database connected, schema in $DB"
+else
+    fail "fleet mode from the seed" "$(head -c 300 "$WORK/http.out")"
+fi
 c=$(code -H "Authorization: Bearer $ADMIN_TOKEN" "$ADMIN/metrics")
 [ "$c" = 200 ] && pass "admin /metrics" "$(grep -c '^gatehouse' "$WORK/http.out") gatehouse series" || fail "admin /metrics" "HTTP $c"
 c=$(code -H "Authorization: Bearer $ADMIN_TOKEN" "$ADMIN/api/v1/recordings")
