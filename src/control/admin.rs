@@ -508,7 +508,7 @@ async fn kill(
                 return error(StatusCode::BAD_REQUEST, "no instance has this name");
             }
             let what = format!("session {pid} on {instance}");
-            return match fleet.kill_remote(instance, pid, &who, &reason).await {
+            return match fleet.kill_remote(instance, pid, &who, &roles, &reason).await {
                 Ok(true) => {
                     tracing::info!(target: "gatehouse::admin", session = pid, instance = %instance, by = %who, reason = ?reason, "session on another instance killed");
                     let outcome = if reason.is_empty() {
@@ -627,7 +627,8 @@ async fn fleet_instances(State(st): State<AppState>, headers: HeaderMap) -> Resp
         );
     };
     match fleet.instances().await {
-        Ok(list) => Json(json!({ "instance": fleet.instance, "instances": list })).into_response(),
+        Ok(list) => Json(json!({ "instance": fleet.instance, "here": fleet.status_detail(), "instances": list }))
+            .into_response(),
         Err(e) => {
             tracing::warn!(target: "gatehouse::admin", error = %e, "instances not listed");
             error(

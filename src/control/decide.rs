@@ -57,6 +57,31 @@ pub async fn decide(
     via: &str,
     note: &str,
 ) -> Result<Review, ReviewError> {
+    // On a task of its own: a client that hangs up while a fleet's
+    // transaction commits must not take the log line and the audit
+    // record of a decision that stands with it.
+    let (st, who, roles, id, via, note) = (
+        st.clone(),
+        who.to_string(),
+        roles.to_vec(),
+        id.to_string(),
+        via.to_string(),
+        note.to_string(),
+    );
+    tokio::spawn(async move { decide_here(&st, &who, &roles, &id, action, &via, &note).await })
+        .await
+        .unwrap_or_else(|_| Err(ReviewError::Unavailable("the decision failed".into())))
+}
+
+async fn decide_here(
+    st: &AppState,
+    who: &str,
+    roles: &[String],
+    id: &str,
+    action: Action,
+    via: &str,
+    note: &str,
+) -> Result<Review, ReviewError> {
     let verb = action.verb();
     let grant_secs = action.grant_secs();
     let reason = match &action {

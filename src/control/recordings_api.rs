@@ -16,9 +16,12 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::path::PathBuf;
 
 /// Recordings listed per page, at most.
 pub const MAX_PAGE: usize = 1000;
+/// Other instances' recordings a text search fetches and reads, at most.
+pub const MAX_REMOTE_SEARCH: usize = 200;
 
 fn recorder(st: &AppState) -> Result<&std::sync::Arc<super::recorder::Recorder>, Response> {
     st.recorder.as_ref().ok_or_else(|| {
@@ -214,6 +217,9 @@ pub async fn list(
     // In a fleet with a bucket, the uploaded recordings of every instance
     // too (newest first, the index's newest 10,000).
     let mut remote: Vec<(String, Entry)> = Vec::new();
+    // Remote recordings that matched the text filter already.
+    let mut remote_matched: Vec<(String, Entry)> = Vec::new();
+    let mut searched = 0usize;
     if let Some(fleet) = st.fleet.as_ref().filter(|f| f.objects.is_some()) {
         match fleet.indexed_recordings(None, 10_000).await {
             Ok(list) => {
@@ -230,12 +236,31 @@ pub async fn list(
                         continue;
                     }
                     let mut e = r.entry.clone();
-                    if text.is_some() {
-                        // The text filter reads the recording.
-                        match fleet.fetch_recording(&rec, &r).await {
-                            Ok(p) => e.path = p,
-                            Err(_) => continue,
+                    if let Some(t) = &text {
+                        // The text filter reads the recording, fetched
+                        // now and searched at once (the cache is small).
+                        searched += 1;
+                        if searched > MAX_REMOTE_SEARCH {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                &format!(
+                                    "a text search reads at most {MAX_REMOTE_SEARCH} recordings of other instances: narrow it with identity, target, since or until"
+                                ),
+                            );
                         }
+                        let Ok(p) = fleet.fetch_recording(&rec, &r).await else {
+                            continue;
+                        };
+                        let t = t.clone();
+                        let found = tokio::task::spawn_blocking(move || mentions(&p, &t))
+                            .await
+                            .unwrap_or(false);
+                        if !found {
+                            continue;
+                        }
+                        e.path = PathBuf::new();
+                        remote_matched.push((r.instance.clone(), e));
+                        continue;
                     }
                     remote.push((r.instance.clone(), e));
                 }
@@ -255,10 +280,12 @@ pub async fn list(
         all.extend(remote.into_iter().map(|(i, e)| (Some(i), e)));
         // Newest first over both.
         all.sort_by_key(|e| std::cmp::Reverse(e.1.started_us));
-        let matched: Vec<(Option<String>, Entry)> = match &text {
+        let mut matched: Vec<(Option<String>, Entry)> = match &text {
             None => all,
             Some(t) => all.into_iter().filter(|(_, e)| mentions(&e.path, t)).collect(),
         };
+        matched.extend(remote_matched.into_iter().map(|(i, e)| (Some(i), e)));
+        matched.sort_by_key(|e| std::cmp::Reverse(e.1.started_us));
         let total = matched.len();
         let page: Vec<Value> = matched
             .iter()

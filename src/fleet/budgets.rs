@@ -22,7 +22,8 @@ const KEEP_MINUTES: i64 = 3;
 impl Fleet {
     /// Writes this instance's counts and takes the others'.
     pub(super) async fn flush_budgets(&self) -> Result<(), String> {
-        let now = now_unix();
+        // The data path's clock, so that both turn minutes together.
+        let now = self.shared.unix_now();
         let minute = now / 60;
         let meters = self.shared.budgets.snapshot();
         let (mut ids, mut minutes, mut st, mut rows, mut bytes) = (vec![], vec![], vec![], vec![], vec![]);

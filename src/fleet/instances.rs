@@ -103,13 +103,7 @@ impl Fleet {
             at_ms,
         })
         .map_err(|e| e.to_string())?;
-        self.with_client("announcing a reload", move |c| {
-            Box::pin(async move {
-                c.execute("SELECT pg_notify($1, $2)", &[&RELOADS_CHANNEL, &request])
-                    .await
-            })
-        })
-        .await?;
+        self.request("reload", RELOADS_CHANNEL, request).await?;
         let deadline = tokio::time::Instant::now() + RELOAD_WAIT;
         loop {
             let others: Vec<Instance> = self
@@ -138,12 +132,71 @@ impl Fleet {
         }
     }
 
-    /// Reloads this instance's own file as another instance asked.
-    pub(super) async fn on_reload(self: Arc<Self>, payload: String) {
-        let Ok(req) = serde_json::from_str::<ReloadRequest>(&payload) else {
+    /// Writes a request for other instances and announces its id: the
+    /// request itself is in a table only gatehouse's role writes, so a
+    /// NOTIFY sent by anyone else names nothing.
+    pub(super) async fn request(&self, kind: &'static str, channel: &'static str, body: String) -> Result<(), String> {
+        self.with_client("asking the other instances", move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "WITH r AS (INSERT INTO gatehouse.requests (kind, body) VALUES ($1, $2::text::jsonb) RETURNING id) \
+                     SELECT pg_notify($3, id::text) FROM r",
+                    &[&kind as &(dyn ToSql + Sync), &body, &channel],
+                )
+                .await
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Reads an announced request and acts on it (a minute old at most).
+    pub(super) async fn on_request(self: Arc<Self>, payload: String) {
+        let Ok(id) = payload.parse::<i64>() else {
             return;
         };
+        let row = self
+            .with_client("reading a request", move |c| {
+                Box::pin(async move {
+                    c.query_opt(
+                        "SELECT kind, body::text FROM gatehouse.requests WHERE id = $1 AND created > now() - interval '1 minute'",
+                        &[&id],
+                    )
+                    .await
+                })
+            })
+            .await;
+        let (kind, body): (String, String) = match row {
+            Ok(Some(r)) => (r.get(0), r.get(1)),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(target: "gatehouse::fleet", error = %e, "a request of another instance not read");
+                return;
+            }
+        };
+        match kind.as_str() {
+            "kill" => {
+                if let Ok(k) = serde_json::from_str(&body) {
+                    self.on_kill(k).await;
+                }
+            }
+            "reload" => {
+                if let Ok(r) = serde_json::from_str::<ReloadRequest>(&body) {
+                    self.on_reload(r).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reloads this instance's own file as another instance asked (one
+    /// reload at a time; a request that finds one running is answered by
+    /// it).
+    async fn on_reload(&self, req: ReloadRequest) {
         if req.from == self.instance {
+            return;
+        }
+        if self.reloading.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
         let ops = self.ops.clone();
@@ -152,7 +205,18 @@ impl Fleet {
             Ok(Err(e)) => format!("refused: {e}"),
             Err(_) => "reload failed".to_string(),
         };
+        self.reloading.store(false, std::sync::atomic::Ordering::Release);
         tracing::info!(target: "gatehouse::admin", by = %req.by, via = %format!("instance {}", req.from), outcome = %outcome, "configuration reload asked by another instance");
+        if let Some(rec) = &self.recorder {
+            rec.audit(
+                &req.by,
+                &[],
+                "reload",
+                "configuration",
+                &format!("{outcome}, via instance {}", req.from),
+            )
+            .await;
+        }
         if let Err(e) = self.record_reload(&outcome).await {
             tracing::warn!(target: "gatehouse::fleet", error = %e, "reload outcome not written");
         }

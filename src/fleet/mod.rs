@@ -92,6 +92,13 @@ pub struct Fleet {
     pub objects: Option<Arc<objects::Objects>>,
     /// Reloads this process's configuration (asked by another instance).
     ops: Arc<dyn crate::core::ops::Ops>,
+    /// Set while a reload asked by another instance runs (one at a time).
+    reloading: AtomicBool,
+    /// The recorder, whose audit log takes what other instances asked.
+    recorder: Option<Arc<crate::control::recorder::Recorder>>,
+    /// This run of the instance: a second live instance under the same
+    /// name has another, and is refused.
+    incarnation: String,
 }
 
 impl Fleet {
@@ -112,6 +119,9 @@ impl Fleet {
             None => None,
         };
         let reviews = shared.reviews.clone();
+        // Review ids carry the instance's name: two instances' counters
+        // cannot make one id.
+        reviews.set_id_prefix(&settings.instance);
         let (cancel_tx, cancel_rx) = mpsc::channel(64);
         let _ = shared
             .peer_cancel
@@ -133,10 +143,20 @@ impl Fleet {
             sessions_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
             objects: objects.clone(),
             ops,
+            reloading: AtomicBool::new(false),
+            recorder: recorder.clone(),
+            incarnation: format!("{:016x}", rand::random::<u64>()),
         });
         let opened = tx.clone();
         let weak = Arc::downgrade(&reviews);
+        let this = Arc::downgrade(&fleet);
         reviews.on_open(Box::new(move |r| {
+            // Known as this instance's before anything can look: the
+            // periodic sync must not take it for a review the control
+            // database dropped.
+            if let Some(f) = this.upgrade() {
+                f.mine.lock().unwrap_or_else(|p| p.into_inner()).insert(r.id.clone());
+            }
             if opened.try_send(Outbound::Opened(r.clone())).is_err() {
                 // Fail closed: a review the fleet never hears of could
                 // only time out.
@@ -161,17 +181,25 @@ impl Fleet {
         self.connected.load(Ordering::Acquire)
     }
 
-    /// The link's state, for `/readyz` and the API.
+    /// The link's state for `/readyz` (public: states only; errors can
+    /// name hosts, users and keys).
     pub fn status(&self) -> serde_json::Value {
-        let trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut v = serde_json::json!({
             "instance": self.instance,
             "control_database": if self.connected() { "connected" } else { "unreachable" },
-            "trouble": trouble,
             "schema_version": schema::current(),
         });
         if let Some(o) = &self.objects {
             v["object_storage"] = serde_json::json!(if o.reachable() { "reachable" } else { "unreachable" });
+        }
+        v
+    }
+
+    /// The state with what went wrong, for `GET /api/v1/fleet`.
+    pub fn status_detail(&self) -> serde_json::Value {
+        let mut v = self.status();
+        v["trouble"] = serde_json::json!(self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        if let Some(o) = &self.objects {
             v["object_storage_trouble"] = serde_json::json!(o.trouble());
         }
         v
@@ -254,9 +282,8 @@ impl Fleet {
                         loop {
                             tokio::select! {
                                 notice = notices.recv() => match notice {
-                                    Some((channel, payload)) if channel == KILLS_CHANNEL => self.on_kill(&payload),
-                                    Some((channel, payload)) if channel == RELOADS_CHANNEL => {
-                                        tokio::spawn(self.clone().on_reload(payload));
+                                    Some((channel, payload)) if channel == KILLS_CHANNEL || channel == RELOADS_CHANNEL => {
+                                        tokio::spawn(self.clone().on_request(payload));
                                     }
                                     Some((_, id)) => {
                                         if let Err(e) = self.fetch(&id).await {
@@ -340,7 +367,11 @@ impl Fleet {
             Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
         >,
     {
-        let mut g = self.client.lock().await;
+        // Waiting for the connection counts against the timeout too: a
+        // queue behind a slow query must not hold a decision forever.
+        let Ok(mut g) = tokio::time::timeout(self.timeout(), self.client.lock()).await else {
+            return Err(format!("{what}: the control connection is busy"));
+        };
         let Some(c) = g.as_mut() else {
             return Err("not connected".into());
         };

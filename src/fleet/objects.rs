@@ -178,8 +178,9 @@ impl Objects {
         Ok(())
     }
 
-    /// Reads an object whole, hashing it; with `to`, also writes it there.
-    async fn read_back(&self, key: &str, to: Option<&Path>) -> Result<(String, u64), String> {
+    /// Reads an object whole (at most `limit` bytes), hashing it; with
+    /// `to`, also writes it there.
+    async fn read_back(&self, key: &str, to: Option<&Path>, limit: u64) -> Result<(String, u64), String> {
         use tokio::io::AsyncWriteExt;
         let got = self
             .store
@@ -197,6 +198,9 @@ impl Objects {
             let chunk = chunk.map_err(|e| format!("GET {key}: {e}"))?;
             h.update(&chunk);
             n += chunk.len() as u64;
+            if n > limit {
+                return Err(format!("{key}: larger than the {limit} bytes expected"));
+            }
             if let Some(o) = out.as_mut() {
                 o.write_all(&chunk).await.map_err(|e| e.to_string())?;
             }
@@ -262,7 +266,7 @@ impl Fleet {
         if objects.size(&key).await? != Some(size) {
             objects.put_file(&key, &e.path, size).await?;
         }
-        let (back, back_size) = objects.read_back(&key, None).await?;
+        let (back, back_size) = objects.read_back(&key, None, size).await?;
         if back != sha || back_size != size {
             return Err(format!(
                 "{key}: read back {back_size} bytes with another hash: kept locally"
@@ -413,15 +417,26 @@ impl Fleet {
         crate::control::recorder::create_private_dir(&dir).map_err(|e| e.to_string())?;
         let path = dir.join(format!("{}.{}", r.sha256, crate::record::EXT));
         if path.exists() {
-            return Ok(path);
+            // Checked at every use: the cache is a directory on disk.
+            let p = path.clone();
+            let cached = tokio::task::spawn_blocking(move || hash_file(&p))
+                .await
+                .map_err(|e| e.to_string())?;
+            if matches!(&cached, Ok((sha, _)) if *sha == r.sha256) {
+                return Ok(path);
+            }
+            let _ = std::fs::remove_file(&path);
         }
+        // The key follows from the hash (an index row cannot point
+        // elsewhere in the bucket).
+        let key = objects.recording_key(&r.sha256);
         let part = dir.join(format!("{}.part-{:08x}", r.sha256, rand::random::<u32>()));
-        let got = objects.read_back(&r.key, Some(&part)).await;
+        let got = objects.read_back(&key, Some(&part), r.bytes).await;
         match got {
             Ok((sha, _)) if sha == r.sha256 => {}
             Ok(_) => {
                 let _ = std::fs::remove_file(&part);
-                return Err(format!("{}: the object does not match its hash in the index", r.key));
+                return Err(format!("{key}: the object does not match its hash in the index"));
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&part);

@@ -151,17 +151,35 @@ impl Fleet {
     /// whose instance did not end them, re-read the open reviews and the
     /// live grants; at the first sync after connecting, the recent history.
     pub(super) async fn sync(&self, first: bool) -> Result<(), String> {
-        let (name, admin) = (self.instance.clone(), self.admin.clone());
+        let (name, admin, incarnation) = (self.instance.clone(), self.admin.clone(), self.incarnation.clone());
+        let alive_ms = (self.settings.sync_ms * 3) as f64 / 1000.0;
         let now = now_unix() as i64;
         let open = self.reviews.open_ids();
         let looked_for = open.clone();
         let (rows, history) = self
             .with_client("syncing", move |c| {
                 Box::pin(async move {
+                    // The heartbeat; refused while another run of this name
+                    // beats (two instances under one name would overwrite
+                    // each other's sessions and counts).
+                    let beat = c
+                        .query_opt(
+                            "INSERT INTO gatehouse.instances AS i (name, admin, incarnation) VALUES ($1, $2, $3) \
+                             ON CONFLICT (name) DO UPDATE SET admin = $2, last_seen = now(), incarnation = $3, \
+                             started = CASE WHEN i.incarnation IS DISTINCT FROM $3 THEN now() ELSE i.started END \
+                             WHERE i.incarnation IS NULL OR i.incarnation = $3 \
+                             OR i.last_seen < now() - make_interval(secs => $4) RETURNING name",
+                            &[&name as &(dyn tokio_postgres::types::ToSql + Sync), &admin, &incarnation, &alive_ms],
+                        )
+                        .await?;
+                    if beat.is_none() {
+                        return Ok(Err(format!(
+                            "another live instance runs under the name {name}: each instance needs a name of its own"
+                        )));
+                    }
                     c.execute(
-                        "INSERT INTO gatehouse.instances (name, admin) VALUES ($1, $2) \
-                         ON CONFLICT (name) DO UPDATE SET admin = $2, last_seen = now()",
-                        &[&name, &admin],
+                        "DELETE FROM gatehouse.requests WHERE created < now() - interval '1 hour'",
+                        &[],
                     )
                     .await?;
                     c.execute(
@@ -196,10 +214,10 @@ impl Fleet {
                     } else {
                         Vec::new()
                     };
-                    Ok((rows, history))
+                    Ok(Ok((rows, history)))
                 })
             })
-            .await?;
+            .await??;
         for row in history.into_iter().rev() {
             self.apply(row.get(0), row.get(1)).await;
         }

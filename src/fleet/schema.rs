@@ -93,6 +93,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE gatehouse.instances ADD COLUMN reloaded timestamptz;
     ALTER TABLE gatehouse.instances ADD COLUMN reload_outcome text;
     "#,
+    // 6: requests between instances (kills, reloads) live in a table only
+    // gatehouse's role writes: a NOTIFY, which any role of the database
+    // may send, carries only a request's id. An instance's incarnation
+    // tells two live instances under one name apart.
+    r#"
+    CREATE TABLE gatehouse.requests (
+        id bigserial PRIMARY KEY,
+        kind text NOT NULL CHECK (kind IN ('kill', 'reload')),
+        body jsonb NOT NULL,
+        created timestamptz NOT NULL DEFAULT now()
+    );
+    ALTER TABLE gatehouse.instances ADD COLUMN incarnation text;
+    "#,
 ];
 
 /// The version this build's schema has.

@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 pub const SESSIONS_TICK: Duration = Duration::from_millis(100);
 /// Cancels passed on per second at most (a flood of made-up keys must not
 /// turn into a flood of control queries and connections).
-const CANCELS_PER_SECOND: u64 = 50;
+const CANCELS_PER_SECOND: u64 = 20;
 /// How long a kill requested of another instance is waited for.
 const KILL_WAIT: Duration = Duration::from_secs(3);
 
@@ -42,6 +42,8 @@ pub(super) struct KillRequest {
     pub instance: String,
     pub session: u32,
     pub by: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
     pub from: String,
     pub reason: String,
 }
@@ -231,11 +233,19 @@ impl Fleet {
 
     /// Asks `instance` to kill its session `session`; `Ok(true)` once it is
     /// gone from the list, `Ok(false)` when no such session is listed.
-    pub async fn kill_remote(&self, instance: &str, session: u32, by: &str, reason: &str) -> Result<bool, String> {
+    pub async fn kill_remote(
+        &self,
+        instance: &str,
+        session: u32,
+        by: &str,
+        roles: &[String],
+        reason: &str,
+    ) -> Result<bool, String> {
         let request = serde_json::to_string(&KillRequest {
             instance: instance.to_string(),
             session,
             by: by.to_string(),
+            roles: roles.to_vec(),
             from: self.instance.clone(),
             reason: reason.to_string(),
         })
@@ -243,10 +253,7 @@ impl Fleet {
         if !self.session_listed(instance, session).await? {
             return Ok(false);
         }
-        self.with_client("asking for a kill", move |c| {
-            Box::pin(async move { c.execute("SELECT pg_notify($1, $2)", &[&KILLS_CHANNEL, &request]).await })
-        })
-        .await?;
+        self.request("kill", KILLS_CHANNEL, request).await?;
         let deadline = tokio::time::Instant::now() + KILL_WAIT;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -274,24 +281,32 @@ impl Fleet {
         .await
     }
 
-    /// Acts on a kill another instance asked for (if it is this one's).
-    pub(super) fn on_kill(&self, payload: &str) {
-        let Ok(k) = serde_json::from_str::<KillRequest>(payload) else {
-            return;
-        };
+    /// Acts on a kill another instance asked for (if it is this one's),
+    /// and writes it to this instance's audit log.
+    pub(super) async fn on_kill(&self, k: KillRequest) {
         if k.instance != self.instance {
             return;
         }
         let killed = self.shared.registry.kill(k.session, KillReason::Admin);
+        let via = format!("instance {}", k.from);
         tracing::info!(
             target: "gatehouse::admin",
             session = k.session,
             by = %k.by,
-            via = %format!("instance {}", k.from),
+            via = %via,
             reason = ?k.reason,
             killed,
             "session kill asked by another instance"
         );
+        if let Some(rec) = &self.recorder {
+            let outcome = match (killed, k.reason.is_empty()) {
+                (false, _) => format!("not found, via {via}"),
+                (true, true) => format!("killed, via {via}"),
+                (true, false) => format!("killed, reason: {}, via {via}", k.reason),
+            };
+            rec.audit(&k.by, &k.roles, "kill", &format!("session {}", k.session), &outcome)
+                .await;
+        }
     }
 
     /// Passes a cancel to the instances listing a session with this id

@@ -159,6 +159,10 @@ impl Meter {
             )
         } else if at + 1 == minute {
             (0, self.remote_cur[kind].load(Ordering::Relaxed))
+        } else if at == minute + 1 {
+            // The flush turned the minute a moment before this clock did:
+            // its previous minute is this one.
+            (self.remote_prev[kind].load(Ordering::Relaxed), 0)
         } else {
             (0, 0)
         }

@@ -156,6 +156,8 @@ pub struct Reviews {
     /// Why no review may open now (a fleet instance cut off from its
     /// control database); `None`: reviews open.
     refusing: Mutex<Option<String>>,
+    /// Put in front of new ids (a fleet instance's name).
+    id_prefix: std::sync::OnceLock<String>,
 }
 
 impl Reviews {
@@ -180,6 +182,11 @@ impl Reviews {
         self.on_withdraw.lock().unwrap_or_else(|p| p.into_inner()).push(f);
     }
 
+    /// Makes new ids start with `prefix` (set once).
+    pub fn set_id_prefix(&self, prefix: &str) {
+        let _ = self.id_prefix.set(prefix.to_string());
+    }
+
     /// Refuses new reviews with `why` (or opens them again with `None`).
     pub fn set_refusing(&self, why: Option<String>) {
         *self.refusing.lock().unwrap_or_else(|p| p.into_inner()) = why;
@@ -196,7 +203,10 @@ impl Reviews {
             return Err(ReviewError::Unavailable(why));
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let id = format!("r-{:x}-{n}", rand::random::<u32>());
+        let id = match self.id_prefix.get() {
+            Some(p) => format!("r-{p}-{:x}-{n}", rand::random::<u32>()),
+            None => format!("r-{:x}-{n}", rand::random::<u32>()),
+        };
         let review = Review {
             id: id.clone(),
             request,
