@@ -1113,7 +1113,15 @@ fn a_recording_made_on_a_is_uploaded_and_replayed_through_c() {
     // An approver may not read recordings; readiness reports the bucket.
     let (st, _) = http(c.admin, "GET", &format!("/api/v1/recordings/{id}/events"), DBA1, "");
     assert_eq!(st, 403);
-    assert_eq!(c.readyz()["fleet"]["object_storage"], "reachable");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.readyz()["fleet"]["object_storage"] != "reachable" {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            http(c.admin, "GET", "/api/v1/fleet", ADMIN, "").1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A recording id nobody has is 404 on every instance.
     let (st, _) = http(c.admin, "GET", "/api/v1/recordings/1-deadbeef", AUDITOR, "");
     assert_eq!(st, 404);
@@ -1334,4 +1342,47 @@ fn a_second_live_instance_under_one_name_is_refused() {
         "{err}"
     );
     assert_eq!(a.readyz()["fleet"]["control_database"], "connected");
+}
+
+#[test]
+fn a_recording_rewritten_on_disk_is_not_uploaded() {
+    let db = ControlDb::new();
+    let mut s3 = S3::start();
+    let dirs = tempfile::tempdir().unwrap();
+    let s = s3_setup(&db, &s3, dirs.path());
+    let a = member("gw-a", &s);
+    let a_dir = dirs.path().join("gw-a");
+    // The bucket is away while a session is recorded.
+    s3.stop();
+    assert!(run_through(&a, "select 'the original statement'").join().unwrap().0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let file = loop {
+        if let Some(f) = local_recordings(&a_dir).pop() {
+            let text = std::fs::read_to_string(&f).unwrap();
+            if text.contains("\"seal\"") {
+                break f;
+            }
+        }
+        assert!(Instant::now() < deadline, "no sealed recording");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Someone with write access to the directory rewrites it.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("the original statement", "a harmless statement!!")).unwrap();
+    s3.run();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !a.g.log().contains("does not match its seal") {
+        assert!(Instant::now() < deadline, "{}", a.g.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(file.exists(), "kept where it is");
+    assert!(s3.recordings().is_empty(), "not uploaded: {:?}", s3.recordings());
+    assert_eq!(db.query("select count(*) from gatehouse.recordings"), "0");
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("verify")
+        .arg(&a_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "verify still reports the rewrite");
 }

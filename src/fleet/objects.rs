@@ -217,9 +217,17 @@ impl Fleet {
     /// control database is reachable (the index lives there).
     pub(super) async fn uploader(self: Arc<Self>, rec: Arc<Recorder>, objects: Arc<Objects>) {
         let mut audit_sent: Option<(u64, std::time::SystemTime)> = None;
+        // Files found not to match their seal: left alone.
+        let mut refused: std::collections::HashSet<PathBuf> = Default::default();
+        let mut first = true;
         loop {
-            tokio::time::sleep(objects.every).await;
+            if !first {
+                tokio::time::sleep(objects.every).await;
+            }
+            first = false;
             if !self.connected() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                first = true;
                 continue;
             }
             let sealed: Vec<Entry> = {
@@ -227,8 +235,42 @@ impl Fleet {
                 g.entries.iter().filter(|e| !e.live).cloned().collect()
             };
             let mut result = Ok(());
+            // Seals recorded in the audit log, for files indexed at start.
+            let recorded = if sealed
+                .iter()
+                .any(|e| e.seal_hash.is_none() && !refused.contains(&e.path))
+            {
+                let audit = rec.audit_path();
+                tokio::task::spawn_blocking(move || sealed_in_audit_log(&audit))
+                    .await
+                    .unwrap_or_default()
+            } else {
+                Default::default()
+            };
             for e in sealed {
-                if let Err(err) = self.upload_one(&rec, &objects, &e).await {
+                if refused.contains(&e.path) {
+                    continue;
+                }
+                let file = e
+                    .path
+                    .strip_prefix(&rec.cfg.dir)
+                    .unwrap_or(&e.path)
+                    .display()
+                    .to_string();
+                let expected = e.seal_hash.clone().or_else(|| recorded.get(&file).cloned());
+                let seal = expected.clone().unwrap_or_default();
+                match check_sealed(&rec, &e, expected).await {
+                    Ok(()) => {}
+                    Err(why) => {
+                        // Evidence that does not match its seal stays where
+                        // it is, for whoever investigates; it is not
+                        // uploaded (and vouched for) as if it were sound.
+                        tracing::error!(target: "gatehouse::fleet", recording = %e.id, file = %file, why = %why, "recording not uploaded: it does not match its seal");
+                        refused.insert(e.path.clone());
+                        continue;
+                    }
+                }
+                if let Err(err) = self.upload_one(&rec, &objects, &e, &seal).await {
                     tracing::warn!(target: "gatehouse::fleet", recording = %e.id, error = %err, "recording not uploaded yet");
                     result = Err(err);
                     break;
@@ -248,7 +290,7 @@ impl Fleet {
         }
     }
 
-    async fn upload_one(&self, rec: &Recorder, objects: &Objects, e: &Entry) -> Result<(), String> {
+    async fn upload_one(&self, rec: &Recorder, objects: &Objects, e: &Entry, seal: &str) -> Result<(), String> {
         let path = e.path.clone();
         let hashed = tokio::task::spawn_blocking(move || hash_file(&path))
             .await
@@ -273,7 +315,7 @@ impl Fleet {
             ));
         }
         self.index_recording(e, &key, &sha, size).await?;
-        rec.record_upload(e, &key, &sha, size)
+        rec.record_upload(e, &key, &sha, size, seal)
             .map_err(|err| format!("audit log: {err}"))?;
         match std::fs::remove_file(&e.path) {
             Ok(()) => {}
@@ -398,6 +440,7 @@ impl Fleet {
                     decisions: r.get(11),
                     live: false,
                     path: PathBuf::new(),
+                    seal_hash: None,
                 },
                 bytes: r.get::<_, i64>(12).max(0) as u64,
                 sha256: r.get(13),
@@ -464,4 +507,49 @@ fn trim_cache(dir: &Path) {
     for (_, p) in files.into_iter().take(extra) {
         let _ = std::fs::remove_file(p);
     }
+}
+
+/// The `sealed` records of an audit log: file → hash of its seal line.
+fn sealed_in_audit_log(path: &Path) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(f) = std::fs::File::open(path) else { return out };
+    for v in crate::record::records(f) {
+        if v["kind"] == "sealed" {
+            if let (Some(file), Some(hash)) = (v["file"].as_str(), v["hash"].as_str()) {
+                out.insert(file.to_string(), hash.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A sealed recording is uploaded only when its chain is whole, its seal
+/// (signature included, with a key) verifies, and its seal line is the one
+/// the audit log recorded for it.
+async fn check_sealed(rec: &Recorder, e: &Entry, expected: Option<String>) -> Result<(), String> {
+    let Some(expected) = expected else {
+        return Err("no seal of it is on record".into());
+    };
+    let keys = rec
+        .signer
+        .as_ref()
+        .map(|s| crate::record::signing::Keyring(vec![s.public()]));
+    let path = e.path.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path)?;
+        Ok::<_, std::io::Error>(crate::record::verify_signed(&path, f, false, keys.as_ref()))
+    })
+    .await
+    .map_err(|err| err.to_string())?
+    .map_err(|err| err.to_string())?;
+    if let Some((n, why)) = &report.broken {
+        return Err(format!("record {n}: {why}"));
+    }
+    if !report.sealed {
+        return Err("it has no seal".into());
+    }
+    if report.seal_hash.as_deref() != Some(expected.as_str()) || report.id.as_deref() != Some(e.id.as_str()) {
+        return Err("its seal is not the one the audit log recorded".into());
+    }
+    Ok(())
 }

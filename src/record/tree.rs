@@ -45,6 +45,9 @@ struct Account {
     /// Files named by more than one `sealed` record.
     twice: HashSet<String>,
     deleted: HashSet<String>,
+    /// Files uploaded to a fleet's bucket → the seal hash the upload
+    /// named (it accounts for the file only if it is the recorded seal's).
+    uploaded: HashMap<String, String>,
     /// Open sessions' heads from checkpoints (file → last record vouched
     /// for, its hash), the latest of each: what a seal made after an
     /// unclean stop may rest on.
@@ -125,11 +128,17 @@ fn read_account(dir: &Path, audits: &[(PathBuf, Option<HashSet<u64>>)]) -> Accou
                         }
                     }
                 }
-                // Deleted by retention, or uploaded to a fleet's bucket
-                // (read back and hash-checked first): accounted for.
-                Some("deleted") | Some("uploaded") => {
+                Some("deleted") => {
                     if let Some(file) = v["file"].as_str() {
                         acc.deleted.insert(file.to_string());
+                    }
+                }
+                // Uploaded to a fleet's bucket (verified against its seal,
+                // read back and hash-checked first).
+                Some("uploaded") => {
+                    if let Some(file) = v["file"].as_str() {
+                        acc.uploaded
+                            .insert(file.to_string(), v["hash"].as_str().unwrap_or("").to_string());
                     }
                 }
                 Some("checkpoint") => {
@@ -330,10 +339,12 @@ pub fn verify(path: &Path, keys: Option<&Keyring>, live: bool) -> std::io::Resul
             ),
         ));
     }
+    // An upload accounts for a file only when it names the recorded seal.
+    let uploaded_as_sealed = |f: &String, s: &Sealed| acc.uploaded.get(f).is_some_and(|h| *h == s.hash);
     let mut missing: Vec<(&String, &Sealed)> = acc
         .sealed
         .iter()
-        .filter(|(f, _)| !present.contains(*f) && !acc.deleted.contains(*f))
+        .filter(|(f, s)| !present.contains(*f) && !acc.deleted.contains(*f) && !uploaded_as_sealed(f, s))
         .collect();
     missing.sort_by_key(|m| m.0);
     for (file, Sealed { log, seq, .. }) in missing {

@@ -28,6 +28,10 @@ pub struct Entry {
     pub live: bool,
     #[serde(skip)]
     pub path: PathBuf,
+    /// The hash of the seal line as the writer made it (this run's
+    /// sessions; `None` for files indexed at start).
+    #[serde(skip)]
+    pub seal_hash: Option<String>,
 }
 
 /// Counters for `/metrics`.
@@ -120,6 +124,7 @@ pub(super) fn entry_from_file(p: &Path) -> Option<Entry> {
                     statements: 0,
                     decisions: Vec::new(),
                     live: false,
+                    seal_hash: None,
                     path: p.to_path_buf(),
                 })
             }

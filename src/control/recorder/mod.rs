@@ -366,7 +366,7 @@ impl Recorder {
     /// Writes to the audit log (signed, synced) that a sealed recording
     /// went to object storage, before its local file is removed: `verify`
     /// then counts the file as accounted for.
-    pub fn record_upload(&self, e: &Entry, key: &str, sha256: &str, bytes: u64) -> std::io::Result<()> {
+    pub fn record_upload(&self, e: &Entry, key: &str, sha256: &str, bytes: u64, seal: &str) -> std::io::Result<()> {
         let file = e
             .path
             .strip_prefix(&self.cfg.dir)
@@ -376,6 +376,7 @@ impl Recorder {
         let mut f = Fields::default();
         f.str("file", &file)
             .str("id", &e.id)
+            .str("hash", seal)
             .str("key", key)
             .str("sha256", sha256)
             .u64("bytes", bytes);

@@ -443,6 +443,7 @@ impl Writer {
             decisions: Vec::new(),
             live: true,
             path: path.clone(),
+            seal_hash: None,
         };
         self.rec
             .index
@@ -860,6 +861,7 @@ impl Writer {
             return;
         };
         self.seal(&mut s, t);
+        s.entry.seal_hash = Some(String::from_utf8_lossy(s.chain.prev()).into_owned());
         // Durable at the next sync, with the other sealed files.
         match s.file.into_inner() {
             Ok(f) => self.sealed.push(f),
