@@ -138,6 +138,9 @@ echo "smoke-admin $ADMIN_TOKEN admin" >"$WORK/seed/gatehouse/admin-tokens"
 cat >"$WORK/seed/gatehouse/settings" <<EOF
 FLEET_CONTROL=host=10.0.2.2 port=$PG_PORT user=$PG_USER dbname=$DB
 FLEET_INSTANCE=smoke-1
+# QEMU's user-mode network to the host: plaintext, said to be trusted.
+FLEET_TLS=disable
+FLEET_ALLOW_CLEARTEXT=1
 EOF
 # A NoCloud seed: a FAT volume labelled CIDATA.
 mkfs.vfat -C -n CIDATA "$WORK/seed.img" 4096 >/dev/null || die "setup: mkfs.vfat failed"

@@ -50,21 +50,38 @@ pub fn upstream_config(t: &Target) -> Result<Option<Arc<rustls::ClientConfig>>, 
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
             .with_no_client_auth(),
-        UpstreamTls::VerifyFull => {
-            let mut roots = rustls::RootCertStore::empty();
-            match &t.ca_file {
-                Some(f) => {
-                    for c in CertificateDer::pem_file_iter(f).map_err(|e| format!("{}: {e}", f.display()))? {
-                        let c = c.map_err(|e| format!("{}: {e}", f.display()))?;
-                        roots.add(c).map_err(|e| format!("{}: {e}", f.display()))?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        UpstreamTls::VerifyFull => builder
+            .with_root_certificates(roots(t.ca_file.as_deref())?)
+            .with_no_client_auth(),
     };
     Ok(Some(Arc::new(cfg)))
+}
+
+/// The CAs a verifying client trusts: those of `ca_file`, else the
+/// public web's (webpki-roots).
+fn roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(f) => {
+            for c in CertificateDer::pem_file_iter(f).map_err(|e| format!("{}: {e}", f.display()))? {
+                let c = c.map_err(|e| format!("{}: {e}", f.display()))?;
+                roots.add(c).map_err(|e| format!("{}: {e}", f.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(roots)
+}
+
+/// A client configuration that checks the server's chain and name (a
+/// fleet's control database).
+pub fn verifying_client_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(ca_file)?)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 /// The server name to check or send (SNI) for a target.

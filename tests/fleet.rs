@@ -235,7 +235,8 @@ fn setup(control: &ControlDb) -> Setup {
         required: 1,
         timeout_secs: 60,
         sync_ms: 1000,
-        fleet_extra: String::new(),
+        // The machine's PostgreSQL on loopback has no certificate of ours.
+        fleet_extra: "tls = \"disable\"".into(),
         tail: String::new(),
     }
 }
@@ -602,6 +603,25 @@ fn fleet_configuration_errors_are_clear() {
     assert!(e.contains("user"), "{e}");
     let e = check("[fleet]\ninstance = \"a\"\ncontrol = \"host=h user=u dbname=d\"\nsync_ms = 1\n");
     assert!(e.contains("sync_ms"), "{e}");
+    let e = check("[fleet]\ninstance = \"a\"\ncontrol = \"host=db.internal user=u dbname=d\"\ntls = \"disable\"\n");
+    assert!(e.contains("fleet.tls") && e.contains("allow_cleartext"), "{e}");
+    let e = check("[fleet]\ninstance = \"a\"\ncontrol = \"host=db.internal user=u dbname=d sslmode=disable\"\n");
+    assert!(e.contains("sslmode"), "{e}");
+    // Plaintext to this machine, or to a network said to be trusted, passes.
+    for ok in [
+        "[fleet]\ninstance = \"a\"\ncontrol = \"host=127.0.0.1 user=u dbname=d\"\ntls = \"disable\"\n",
+        "[fleet]\ninstance = \"a\"\ncontrol = \"host=/run/postgresql user=u dbname=d\"\ntls = \"disable\"\n",
+        "[fleet]\ninstance = \"a\"\ncontrol = \"host=10.0.0.9 user=u dbname=d\"\ntls = \"disable\"\nallow_cleartext = true\n",
+    ] {
+        let path = dir.path().join("ok.toml");
+        std::fs::write(&path, config_text(free_port(), "", ok)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{ok}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 // ---- the control database restarted mid-run (a private cluster) ----
@@ -655,9 +675,36 @@ impl PrivateControl {
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(&conf);
         std::fs::write(&path, text).unwrap();
+        // TLS: a CA of the test's and a certificate for 127.0.0.1; the
+        // control role may log in over TLS only.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fleet test CA");
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        std::fs::write(data.join("server.crt"), cert.pem()).unwrap();
+        std::fs::write(data.join("server.key"), key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        run_ok(
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key")),
+        );
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&path, text).unwrap();
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all gh_control 127.0.0.1/32 scram-sha-256\n",
+            "local all all trust\nhostssl all gh_control 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 reject\n",
         )
         .unwrap();
         let pc = PrivateControl { dir, port };
@@ -710,7 +757,12 @@ fn the_control_database_restarted_mid_run_refuses_holds_then_catches_up() {
         required: 1,
         timeout_secs: 120,
         sync_ms: 200,
-        fleet_extra: format!("password_file = \"{}\"", password_file(secrets.path()).display()),
+        // TLS checked against the test's CA, and a password over it.
+        fleet_extra: format!(
+            "password_file = \"{}\"\ntls = \"verify-full\"\nca_file = \"{}\"",
+            password_file(secrets.path()).display(),
+            pg.dir.join("ca.crt").display()
+        ),
         tail: String::new(),
     };
     let (a, b) = (member("gw-a", &s), member("gw-b", &s));
@@ -1366,7 +1418,15 @@ fn a_recording_rewritten_on_disk_is_not_uploaded() {
         assert!(Instant::now() < deadline, "no sealed recording");
         std::thread::sleep(Duration::from_millis(100));
     };
-    // Someone with write access to the directory rewrites it.
+    // Once the uploader has given up on it for now (a pass in flight sent
+    // the bytes it had checked), someone with write access to the
+    // directory rewrites it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !a.g.log().contains("recording not uploaded yet") {
+        assert!(Instant::now() < deadline, "{}", a.g.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(file.exists());
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replace("the original statement", "a harmless statement!!")).unwrap();
     s3.run();

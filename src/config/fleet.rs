@@ -41,6 +41,17 @@ pub struct Fleet {
     /// it the control database counts as unreachable.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// TLS to the control database: `verify-full` (the default: the chain
+    /// and the host name are checked) or `disable`. Plaintext is accepted
+    /// only to this machine (loopback, a Unix socket) unless
+    /// `allow_cleartext` says the network between is trusted: whoever can
+    /// change what the control database answers can approve statements.
+    #[serde(default)]
+    pub tls: ControlTls,
+    /// CAs for `verify-full` (PEM); default: the public web's.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_cleartext: bool,
     /// Where sealed recordings go (with `[recording]`); absent: they stay
     /// in the recordings directory, as on a lone instance.
     pub bucket: Option<Bucket>,
@@ -154,6 +165,15 @@ impl Bucket {
     }
 }
 
+/// TLS to the control database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlTls {
+    #[default]
+    VerifyFull,
+    Disable,
+}
+
 fn default_sync_ms() -> u64 {
     1000
 }
@@ -208,6 +228,28 @@ impl Fleet {
         }
         if parsed.get_dbname().is_none() {
             return Err(at("control", "names no dbname".into()));
+        }
+        if parsed.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+            return Err(at("control", "no sslmode here: say it with [fleet] tls".into()));
+        }
+        if self.tls == ControlTls::Disable && !self.allow_cleartext {
+            let local = parsed.get_hosts().iter().all(|h| match h {
+                tokio_postgres::config::Host::Unix(_) => true,
+                tokio_postgres::config::Host::Tcp(name) => {
+                    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                }
+            });
+            if !local || parsed.get_hosts().is_empty() {
+                return Err(at(
+                    "tls",
+                    "\"disable\" sends approvals and the password in clear: only to this machine, or say allow_cleartext = true for a network you trust".into(),
+                ));
+            }
+        }
+        if let Some(f) = &mut self.ca_file {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
         }
         let sources = [
             self.password.is_some(),

@@ -17,7 +17,7 @@ mod server;
 mod target;
 
 pub use admin::{Admin, AdminToken};
-pub use fleet::{valid_instance_name, Bucket, Fleet};
+pub use fleet::{valid_instance_name, Bucket, ControlTls, Fleet};
 pub use identity::{parse_token_hash, IdentityConfig, Oidc, OidcConsole, OneOrMany};
 pub use notify::{smtp_host_port, Approver, Notify, SlackApp, Smtp, Webhook, WebhookKind, MAX_GRANT_MINUTES};
 pub use policy::{BudgetConfig, GuardrailConfig, PolicyConfig, RolePolicyConfig, Verdict, GUARDRAIL_FLAGS};

@@ -65,6 +65,27 @@ pub enum Outbound {
     Withdrawn(Review),
 }
 
+/// Reads the control connection, passing notifications on, until it ends.
+async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, tx: mpsc::Sender<(String, String)>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(m) = messages.next().await {
+        match m {
+            Ok(AsyncMessage::Notification(n)) => {
+                let _ = tx.try_send((n.channel().to_string(), n.payload().to_string()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(target: "gatehouse::fleet", error = %e, "control database connection ended");
+                break;
+            }
+        }
+    }
+}
+
 /// This instance's link to the fleet.
 pub struct Fleet {
     pub instance: String,
@@ -216,27 +237,29 @@ impl Fleet {
     /// Connects, migrates and listens; returns the client and the
     /// notifications' receiver (closed when the connection ends).
     async fn connect(&self) -> Result<(Client, mpsc::Receiver<(String, String)>), String> {
-        let config = self.settings.connect_config()?;
-        let (mut client, mut connection) = tokio::time::timeout(self.timeout(), config.connect(NoTls))
-            .await
-            .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| format!("connecting: {e}"))?;
+        let mut config = self.settings.connect_config()?;
         let (tx, rx) = mpsc::channel(NOTICES);
-        tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(m) = messages.next().await {
-                match m {
-                    Ok(AsyncMessage::Notification(n)) => {
-                        let _ = tx.try_send((n.channel().to_string(), n.payload().to_string()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(target: "gatehouse::fleet", error = %e, "control database connection ended");
-                        break;
-                    }
-                }
+        let mut client = match self.settings.tls {
+            crate::config::ControlTls::Disable => {
+                let (client, connection) = tokio::time::timeout(self.timeout(), config.connect(NoTls))
+                    .await
+                    .map_err(|_| "connecting timed out".to_string())?
+                    .map_err(|e| format!("connecting: {e}"))?;
+                tokio::spawn(drive(connection, tx));
+                client
             }
-        });
+            crate::config::ControlTls::VerifyFull => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = crate::tls::verifying_client_config(self.settings.ca_file.as_deref())?;
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+                let (client, connection) = tokio::time::timeout(self.timeout(), config.connect(tls))
+                    .await
+                    .map_err(|_| "connecting timed out".to_string())?
+                    .map_err(|e| format!("connecting: {e}"))?;
+                tokio::spawn(drive(connection, tx));
+                client
+            }
+        };
         let version = tokio::time::timeout(self.timeout() * 4, schema::migrate(&mut client))
             .await
             .map_err(|_| "migrating timed out".to_string())??;

@@ -25,6 +25,9 @@ use tokio_postgres::types::ToSql;
 
 /// Files up to this size go up in one PUT; larger ones in parts of it.
 const PART: usize = 8 << 20;
+/// Recordings up to this size are read into memory once, checked, hashed
+/// and sent from there; larger ones are streamed from the file.
+const IN_MEMORY: u64 = 64 << 20;
 /// Recordings fetched from the bucket kept on disk for the API, at most.
 const CACHE_FILES: usize = 64;
 /// The cache's directory under the recordings directory (a dot-directory:
@@ -86,6 +89,11 @@ impl Objects {
             .with_secret_access_key(secret)
             .with_virtual_hosted_style_request(false)
             // Options replace the builder's: `allow_http` goes in them.
+            .with_retry(object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+                ..Default::default()
+            })
             .with_client_options(
                 object_store::ClientOptions::new()
                     .with_allow_http(cfg.endpoint.starts_with("http://"))
@@ -259,7 +267,20 @@ impl Fleet {
                     .to_string();
                 let expected = e.seal_hash.clone().or_else(|| recorded.get(&file).cloned());
                 let seal = expected.clone().unwrap_or_default();
-                match check_sealed(&rec, &e, expected).await {
+                // A recording of ordinary size is read once: the bytes
+                // checked against the seal are the bytes hashed and sent.
+                let bytes = match read_whole(&e.path).await {
+                    Ok(b) => b,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        rec.forget(&e.path);
+                        continue;
+                    }
+                    Err(err) => {
+                        result = Err(format!("reading {}: {err}", e.path.display()));
+                        break;
+                    }
+                };
+                match check_sealed(&rec, &e, expected, bytes.clone()).await {
                     Ok(()) => {}
                     Err(why) => {
                         // Evidence that does not match its seal stays where
@@ -270,7 +291,7 @@ impl Fleet {
                         continue;
                     }
                 }
-                if let Err(err) = self.upload_one(&rec, &objects, &e, &seal).await {
+                if let Err(err) = self.upload_one(&rec, &objects, &e, &seal, bytes).await {
                     tracing::warn!(target: "gatehouse::fleet", recording = %e.id, error = %err, "recording not uploaded yet");
                     result = Err(err);
                     break;
@@ -290,28 +311,49 @@ impl Fleet {
         }
     }
 
-    async fn upload_one(&self, rec: &Recorder, objects: &Objects, e: &Entry, seal: &str) -> Result<(), String> {
-        let path = e.path.clone();
-        let hashed = tokio::task::spawn_blocking(move || hash_file(&path))
-            .await
-            .map_err(|e| e.to_string())?;
-        let (sha, size) = match hashed {
-            Ok(h) => h,
-            // Gone already (retention, or uploaded by an earlier pass).
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                rec.forget(&e.path);
-                return Ok(());
+    async fn upload_one(
+        &self,
+        rec: &Recorder,
+        objects: &Objects,
+        e: &Entry,
+        seal: &str,
+        bytes: Option<Arc<Vec<u8>>>,
+    ) -> Result<(), String> {
+        let (sha, size) = match &bytes {
+            Some(b) => {
+                let b = b.clone();
+                tokio::task::spawn_blocking(move || (hex(&Sha256::digest(&b[..])), b.len() as u64))
+                    .await
+                    .map_err(|e| e.to_string())?
             }
-            Err(err) => return Err(format!("reading {}: {err}", e.path.display())),
+            None => {
+                let path = e.path.clone();
+                tokio::task::spawn_blocking(move || hash_file(&path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|err| format!("reading {}: {err}", e.path.display()))?
+            }
         };
         let key = objects.recording_key(&sha);
         if objects.size(&key).await? != Some(size) {
-            objects.put_file(&key, &e.path, size).await?;
+            match &bytes {
+                Some(b) => {
+                    objects
+                        .store
+                        .put(&ObjectPath::from(key.as_str()), PutPayload::from(b.to_vec()))
+                        .await
+                        .map_err(|err| format!("PUT {key}: {err}"))?;
+                }
+                None => objects.put_file(&key, &e.path, size).await?,
+            }
         }
-        let (back, back_size) = objects.read_back(&key, None, size).await?;
-        if back != sha || back_size != size {
+        let back = objects.read_back(&key, None, size).await;
+        if !matches!(&back, Ok((h, n)) if *h == sha && *n == size) {
+            // Not what its name says (the file changed under a large
+            // upload): the object goes, the file stays.
+            let _ = objects.store.delete(&ObjectPath::from(key.as_str())).await;
             return Err(format!(
-                "{key}: read back {back_size} bytes with another hash: kept locally"
+                "{key}: the object read back is not the file hashed: kept locally"
             ));
         }
         self.index_recording(e, &key, &sha, size).await?;
@@ -526,7 +568,12 @@ fn sealed_in_audit_log(path: &Path) -> std::collections::HashMap<String, String>
 /// A sealed recording is uploaded only when its chain is whole, its seal
 /// (signature included, with a key) verifies, and its seal line is the one
 /// the audit log recorded for it.
-async fn check_sealed(rec: &Recorder, e: &Entry, expected: Option<String>) -> Result<(), String> {
+async fn check_sealed(
+    rec: &Recorder,
+    e: &Entry,
+    expected: Option<String>,
+    bytes: Option<Arc<Vec<u8>>>,
+) -> Result<(), String> {
     let Some(expected) = expected else {
         return Err("no seal of it is on record".into());
     };
@@ -535,9 +582,12 @@ async fn check_sealed(rec: &Recorder, e: &Entry, expected: Option<String>) -> Re
         .as_ref()
         .map(|s| crate::record::signing::Keyring(vec![s.public()]));
     let path = e.path.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&path)?;
-        Ok::<_, std::io::Error>(crate::record::verify_signed(&path, f, false, keys.as_ref()))
+    let report = tokio::task::spawn_blocking(move || match bytes {
+        Some(b) => Ok(crate::record::verify_signed(&path, &b[..], false, keys.as_ref())),
+        None => {
+            let f = std::fs::File::open(&path)?;
+            Ok::<_, std::io::Error>(crate::record::verify_signed(&path, f, false, keys.as_ref()))
+        }
     })
     .await
     .map_err(|err| err.to_string())?
@@ -552,4 +602,13 @@ async fn check_sealed(rec: &Recorder, e: &Entry, expected: Option<String>) -> Re
         return Err("its seal is not the one the audit log recorded".into());
     }
     Ok(())
+}
+
+/// The file's bytes when it is at most `IN_MEMORY` long (`None`: larger).
+async fn read_whole(path: &Path) -> std::io::Result<Option<Arc<Vec<u8>>>> {
+    let len = tokio::fs::metadata(path).await?.len();
+    if len > IN_MEMORY {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(tokio::fs::read(path).await?)))
 }
