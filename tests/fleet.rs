@@ -866,6 +866,7 @@ async fn sessions_of_every_instance_are_listed_and_killed_from_any() {
         "{mine:?}"
     );
     let id = on_a["id"].as_str().unwrap().to_string();
+    assert_eq!(on_a["admin"], format!("127.0.0.1:{}", a.admin));
     // An auditor may list but not kill; a kill of an unknown session is 404.
     let (st, _) = http(
         b.admin,
@@ -1177,6 +1178,42 @@ fn a_recording_made_on_a_is_uploaded_and_replayed_through_c() {
     // A recording id nobody has is 404 on every instance.
     let (st, _) = http(c.admin, "GET", "/api/v1/recordings/1-deadbeef", AUDITOR, "");
     assert_eq!(st, 404);
+    // A live session's tail: C says which instance holds it.
+    let mut live = Command::new("psql");
+    a.g.pg_env(&mut live, "postgres");
+    let mut live = live
+        .args(["-X", "-At", "-c", "select pg_sleep(20)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rid = loop {
+        let (_, body) = http(a.admin, "GET", "/api/v1/sessions", ADMIN, "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let found = v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|x| x["recording"].as_str().map(str::to_string));
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (st, body) = http(c.admin, "GET", &format!("/api/v1/recordings/{rid}/tail"), AUDITOR, "");
+        if st == 409 {
+            assert!(body.contains("gw-a"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = live.kill();
+    let _ = live.wait();
 }
 
 #[test]

@@ -548,7 +548,26 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     // sealed recording from anywhere (fetched from the bucket).
     let path = match locate(&st, &rec, &id, None).await {
         Ok(l) => l.path,
-        Err(r) => return r,
+        Err(r) => {
+            // Live on another instance: say which (recording ids are
+            // `<start>-<session in hex>`).
+            if let (Some(fleet), Some(session)) = (&st.fleet, session_of_recording(&id)) {
+                if let Ok(remote) = fleet.remote_sessions().await {
+                    if let Some(s) = remote.iter().find(|s| s.id == session.to_string()) {
+                        return (
+                            StatusCode::CONFLICT,
+                            Json(json!({
+                                "error": format!("the session is live on instance {}: tail it through that instance's admin API", s.instance),
+                                "instance": s.instance,
+                                "admin": s.admin,
+                            })),
+                        )
+                            .into_response();
+                    }
+                }
+            }
+            return r;
+        }
     };
     audit(&st, &who, &roles, "tail", &format!("recording {id}"), "ok").await;
     // Subscribe before reading the file, so nothing falls in between.
@@ -640,9 +659,28 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
+/// The session id in a recording id (`<start secs>-<session hex>[-n]`).
+fn session_of_recording(id: &str) -> Option<u32> {
+    let mut parts = id.split('-');
+    let _start = parts.next()?.parse::<u64>().ok()?;
+    let hex = parts.next()?;
+    if hex.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_time;
+
+    #[test]
+    fn session_of_a_recording_id() {
+        assert_eq!(super::session_of_recording("1796455580-00001c14"), Some(0x1c14));
+        assert_eq!(super::session_of_recording("1796455580-00001c14-2"), Some(0x1c14));
+        assert_eq!(super::session_of_recording("x-00001c14"), None);
+        assert_eq!(super::session_of_recording("1796455580-1c14"), None);
+    }
 
     #[test]
     fn times() {

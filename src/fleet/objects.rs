@@ -43,6 +43,12 @@ pub struct Objects {
     every: Duration,
 }
 
+/// What was last sent of the audit log: its length and hash.
+pub struct Sent {
+    len: u64,
+    sha: String,
+}
+
 /// A recording in the fleet's index.
 #[derive(Debug, Clone)]
 pub struct Indexed {
@@ -224,7 +230,7 @@ impl Fleet {
     /// Uploads sealed recordings every `upload_every_secs` while the
     /// control database is reachable (the index lives there).
     pub(super) async fn uploader(self: Arc<Self>, rec: Arc<Recorder>, objects: Arc<Objects>) {
-        let mut audit_sent: Option<(u64, std::time::SystemTime)> = None;
+        let mut audit_sent: Option<Sent> = None;
         // Files found not to match their seal: left alone.
         let mut refused: std::collections::HashSet<PathBuf> = Default::default();
         let mut first = true;
@@ -369,30 +375,47 @@ impl Fleet {
         Ok(())
     }
 
-    /// A copy of the audit log as it is now, when it changed.
-    async fn upload_audit(
-        &self,
-        rec: &Recorder,
-        objects: &Objects,
-        sent: &mut Option<(u64, std::time::SystemTime)>,
-    ) -> Result<(), String> {
+    /// A copy of the audit log as it is now, when it grew. The log only
+    /// grows: a local log that no longer starts with what was sent (cut or
+    /// rewritten) is sent under a key of its own and the copy already in
+    /// the bucket is left as it was.
+    async fn upload_audit(&self, rec: &Recorder, objects: &Objects, sent: &mut Option<Sent>) -> Result<(), String> {
         let path = rec.audit_path();
         let Ok(meta) = std::fs::metadata(&path) else {
             return Ok(());
         };
-        let now = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
-        if *sent == Some(now) {
+        if sent.as_ref().is_some_and(|s| s.len == meta.len()) {
             return Ok(());
         }
         // A snapshot: the log keeps growing while it is read.
         let bytes = tokio::fs::read(&path).await.map_err(|e| e.to_string())?;
-        let key = objects.audit_key(&self.instance);
+        let extends = match sent.as_ref() {
+            None => true,
+            Some(s) => bytes.len() as u64 >= s.len && hex(&Sha256::digest(&bytes[..s.len as usize])) == s.sha,
+        };
+        let key = if extends {
+            objects.audit_key(&self.instance)
+        } else {
+            let k = format!(
+                "{}audit/{}/diverged-{}.{}",
+                objects.prefix,
+                self.instance,
+                crate::record::now_us(),
+                crate::record::EXT
+            );
+            tracing::error!(target: "gatehouse::fleet", key = %k, "the audit log no longer starts with what was sent to the bucket: sent under a key of its own, the earlier copy kept");
+            k
+        };
+        let sha = hex(&Sha256::digest(&bytes));
+        let len = bytes.len() as u64;
         objects
             .store
             .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
             .await
             .map_err(|e| format!("PUT {key}: {e}"))?;
-        *sent = Some(now);
+        if extends {
+            *sent = Some(Sent { len, sha });
+        }
         Ok(())
     }
 

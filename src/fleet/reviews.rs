@@ -121,12 +121,13 @@ impl Fleet {
         if instance == self.instance && review.status == Status::Pending {
             match self.reviews.get(&review.id) {
                 Some(local) if local.status == Status::Pending => self.reviews.mirror(review),
-                Some(local) => {
+                Some(local) if matches!(local.status, Status::Withdrawn { .. }) => {
                     // Ended here, not yet written there.
                     if let Err(e) = self.end_mine(&local).await {
                         tracing::warn!(target: "gatehouse::fleet", error = %e, "withdrawal not written yet");
                     }
                 }
+                Some(_) => {}
                 None => {
                     // An earlier run of this instance held it: its session
                     // is gone with that process.

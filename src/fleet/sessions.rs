@@ -27,6 +27,8 @@ const KILL_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Serialize)]
 pub struct RemoteSession {
     pub instance: String,
+    /// The instance's admin listener (where its live sessions are tailed).
+    pub admin: Option<String>,
     pub id: String,
     pub identity: String,
     pub target: String,
@@ -206,7 +208,7 @@ impl Fleet {
             .with_client("listing sessions", move |c| {
                 Box::pin(async move {
                     c.query(
-                        "SELECT s.instance, s.session, s.identity, s.target, s.client, s.started, s.statements, s.rows \
+                        "SELECT s.instance, s.session, s.identity, s.target, s.client, s.started, s.statements, s.rows, i.admin \
                          FROM gatehouse.sessions s JOIN gatehouse.instances i ON i.name = s.instance \
                          WHERE s.instance <> $1 AND i.last_seen > now() - make_interval(secs => $2) \
                          ORDER BY s.started LIMIT 100000",
@@ -227,6 +229,7 @@ impl Fleet {
                 started: r.get::<_, i64>(5).max(0) as u64,
                 statements: r.get::<_, i64>(6).max(0) as u64,
                 rows: r.get::<_, i64>(7).max(0) as u64,
+                admin: r.get(8),
             })
             .collect())
     }

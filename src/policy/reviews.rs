@@ -292,7 +292,13 @@ impl Reviews {
     /// did not run, whatever was decided a moment later elsewhere.
     pub fn mirror(&self, review: Review) {
         let mut g = self.lock();
-        if review.status == Status::Approved {
+        // Ended here already (its session gave up): a later approval
+        // grants nothing here either, as on a lone instance.
+        let ended_here = g
+            .finished
+            .iter()
+            .any(|r| r.id == review.id && matches!(r.status, Status::Withdrawn { .. }));
+        if review.status == Status::Approved && !ended_here {
             if let Some(until) = review.grant_until.filter(|u| *u > now_unix()) {
                 for k in grant_keys(&review.request) {
                     let e = g.grants.entry(k).or_insert(until);
