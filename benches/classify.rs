@@ -1,6 +1,8 @@
 //! Statement classification cost: pgbench's TPC-B statements (as pgbench
 //! sends them with `-M extended`/`prepared`, placeholders `$n`), cached (a
-//! hash lookup) and uncached (parse, walk, fingerprint).
+//! hash lookup) and uncached (parse, walk, fingerprint); and point selects
+//! with their values inlined, every text new: shared through their shape
+//! (a normalising parse) against a full parse and walk of each.
 //!
 //! Targets: cached ≤ 5 µs, uncached ≤ 50 µs per statement.
 //!
@@ -54,6 +56,22 @@ fn bench(c: &mut Criterion) {
         uncached.bench_function(*name, |b| b.iter(|| classifier.classify_uncached(black_box(sql))));
     }
     uncached.finish();
+
+    // Values inlined (the simple protocol with client-side interpolation):
+    // every text is new, texts of one shape share a classification.
+    let mut inlined = c.benchmark_group("classify/inlined");
+    let texts: Vec<String> = (0..100_000)
+        .map(|i| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}"))
+        .collect();
+    let mut next = texts.iter().cycle();
+    inlined.bench_function("select/shape_shared", |b| {
+        b.iter(|| classifier.classify(black_box(next.next().unwrap())))
+    });
+    let mut next = texts.iter().cycle();
+    inlined.bench_function("select/full_parse", |b| {
+        b.iter(|| classifier.classify_uncached(black_box(next.next().unwrap())))
+    });
+    inlined.finish();
 }
 
 criterion_group!(benches, bench);

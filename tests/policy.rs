@@ -316,6 +316,77 @@ async fn bypass_corpus_never_runs_without_approval() {
         .unwrap();
 }
 
+/// Texts that differ only in constants share one classification on the
+/// data path, except where a constant's value decides: a client that warms
+/// the shape with harmless values gets the risky value refused all the same.
+#[tokio::test]
+async fn a_warmed_shape_does_not_carry_a_risky_value_through() {
+    let admin_port = free_port();
+    let guard = "\n[[policy.guardrail]]\nid = \"wide-delete\"\nflag = \"delete_without_where\"\nmessage = \"a delete must pick its rows\"\n";
+    let g = Gatehouse::start("", &(policy_toml(admin_port, 1) + guard));
+    let t = unique("gh_pol_shape");
+    let d = direct().await;
+    d.batch_execute(&format!(
+        "create table {t} (id int); insert into {t} select generate_series(1, 50)"
+    ))
+    .await
+    .unwrap();
+    let (c, _n) = through(&g).await;
+    // Inlined values, one shape: each answer is its own.
+    for id in 1..=50 {
+        let rows = c
+            .simple_query(&format!("select id from {t} where id = {id}"))
+            .await
+            .unwrap();
+        let got: Vec<&str> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, vec![id.to_string().as_str()]);
+    }
+    let warmed_then_risky: &[(&str, &str)] = &[
+        (
+            "SET default_transaction_read_only = on",
+            "SET default_transaction_read_only = off",
+        ),
+        ("SET client_encoding = 'UTF8'", "SET client_encoding = 'SJIS'"),
+        (
+            "SET standard_conforming_strings = on",
+            "SET standard_conforming_strings = off",
+        ),
+        (
+            "SET transaction_read_only = 'true'",
+            "SET transaction_read_only = 'false'",
+        ),
+    ];
+    for (harmless, risky) in warmed_then_risky {
+        for _ in 0..3 {
+            c.batch_execute(harmless).await.expect(harmless);
+        }
+        let e = c.batch_execute(risky).await.expect_err(risky);
+        assert_eq!(code(&e), "42501", "{risky}: {e}");
+    }
+    // The delete guard: a constant truth is read whatever came before.
+    for _ in 0..2 {
+        let e = c
+            .batch_execute(&format!("DELETE FROM {t} WHERE id = 1 OR 1 = 2"))
+            .await
+            .expect_err("a delete is held, then times out");
+        assert_eq!(code(&e), "42501", "{e}");
+        assert!(!message(&e).contains("pick its rows"), "{e}");
+    }
+    let e = c
+        .batch_execute(&format!("DELETE FROM {t} WHERE id = 1 OR 1 = 1"))
+        .await
+        .expect_err("the guardrail refuses");
+    assert!(message(&e).contains("a delete must pick its rows"), "{e}");
+    assert_eq!(count(&t).await, 50);
+    d.batch_execute(&format!("drop table {t}")).await.unwrap();
+}
+
 #[tokio::test]
 async fn results_past_max_rows_are_cut() {
     let admin_port = free_port();

@@ -1,28 +1,25 @@
-//! A bounded cache of classifications keyed by exact statement text, with
-//! CLOCK (second-chance) eviction: a hit sets the entry's reference bit, and
+//! A bounded cache keyed by text (classifications by exact statement text,
+//! or what is known of a shape), with CLOCK (second-chance) eviction: a hit sets the entry's reference bit, and
 //! the hand clears bits until it finds an entry that was not used since its
 //! last pass. Close to LRU for this load (a working set of prepared and
 //! repeated statements), with O(1) hits that move nothing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use super::Classification;
-
-struct Slot {
+struct Slot<V> {
     key: Box<str>,
-    value: Arc<Classification>,
+    value: V,
     referenced: bool,
 }
 
-pub(super) struct ClockCache {
+pub(super) struct ClockCache<V> {
     index: HashMap<Box<str>, usize>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<V>>,
     hand: usize,
     capacity: usize,
 }
 
-impl ClockCache {
+impl<V: Clone> ClockCache<V> {
     pub fn new(capacity: usize) -> Self {
         ClockCache {
             index: HashMap::with_capacity(capacity),
@@ -36,14 +33,22 @@ impl ClockCache {
         self.slots.len()
     }
 
-    pub fn get(&mut self, key: &str) -> Option<Arc<Classification>> {
+    pub fn get(&mut self, key: &str) -> Option<V> {
         let &i = self.index.get(key)?;
         let slot = self.slots.get_mut(i)?;
         slot.referenced = true;
-        Some(Arc::clone(&slot.value))
+        Some(slot.value.clone())
     }
 
-    pub fn insert(&mut self, key: &str, value: Arc<Classification>) {
+    /// Replaces the value of a key the cache holds; nothing otherwise.
+    pub fn replace(&mut self, key: &str, value: V) {
+        if let Some(slot) = self.index.get(key).and_then(|&i| self.slots.get_mut(i)) {
+            slot.value = value;
+        }
+    }
+
+    /// Adds a key the cache does not hold (one it holds keeps its value).
+    pub fn insert(&mut self, key: &str, value: V) {
         if self.capacity == 0 || self.index.contains_key(key) {
             return;
         }

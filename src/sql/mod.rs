@@ -37,8 +37,12 @@
 //! - Results are cached by exact text in a bounded CLOCK cache
 //!   ([`Classifier::DEFAULT_CACHE_ENTRIES`] entries; texts longer than
 //!   [`Classifier::MAX_CACHED_SQL_LEN`] are not cached), so a prepared or
-//!   repeated statement costs a hash lookup. A classifier is meant to live on
-//!   one worker thread: it is `Send` but not `Sync`.
+//!   repeated statement costs a hash lookup. Texts that differ only in
+//!   their constants share one classification through their *shape* (see
+//!   `shape`: libpg_query's normalisation, shared only when no rule read a
+//!   constant's value and the shape classifies the same), so inlined values
+//!   cost a parse without the walk. A classifier is meant to live on one
+//!   worker thread: it is `Send` but not `Sync`.
 //!
 //! # Classes
 //!
@@ -121,6 +125,7 @@ mod catalog;
 mod functions;
 pub mod mysql;
 mod rules;
+mod shape;
 mod walk;
 
 #[cfg(test)]
@@ -433,13 +438,17 @@ fn fingerprint_options() -> pg_query::FingerprintOptions {
 /// Classifies statements; one per worker thread (it is `Send`, not `Sync`).
 pub struct Classifier {
     functions: functions::FunctionTable,
-    cache: RefCell<cache::ClockCache>,
+    /// Classifications by exact text.
+    cache: RefCell<cache::ClockCache<Arc<Classification>>>,
+    /// What is known of each shape seen lately.
+    shapes: RefCell<cache::ClockCache<shape::Known>>,
 }
 
 impl fmt::Debug for Classifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Classifier")
             .field("cached", &self.cached())
+            .field("shapes", &self.shapes_cached())
             .finish_non_exhaustive()
     }
 }
@@ -469,22 +478,71 @@ impl Classifier {
         Classifier {
             functions: functions::FunctionTable::new(extra.iter().map(|(n, e)| (n.as_str(), *e))),
             cache: RefCell::new(cache::ClockCache::new(cache_entries)),
+            shapes: RefCell::new(cache::ClockCache::new(cache_entries)),
         }
     }
 
-    /// Classify `sql`, from the cache when this exact text was seen.
+    /// Classify `sql`: from the cache when this exact text was seen, else
+    /// from its shape's classification when one is shared, else by a full
+    /// parse and walk.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
-        let cacheable = sql.len() <= Self::MAX_CACHED_SQL_LEN;
-        if cacheable {
-            if let Some(hit) = self.cache.borrow_mut().get(sql) {
-                return hit;
+        if sql.len() > Self::MAX_CACHED_SQL_LEN {
+            return Arc::new(self.classify_uncached(sql));
+        }
+        if let Some(hit) = self.cache.borrow_mut().get(sql) {
+            return hit;
+        }
+        let shape = shape::of(sql).filter(|s| s != sql && s.len() <= Self::MAX_CACHED_SQL_LEN);
+        let Some(shape) = shape else {
+            return self.classify_and_keep(sql);
+        };
+        let known = self.shapes.borrow_mut().get(&shape);
+        match known {
+            // Not added under their exact texts: with values inlined, texts
+            // rarely repeat and would only push out those that do.
+            Some(shape::Known::Shared(c)) => c,
+            Some(shape::Known::Unshared) => self.classify_and_keep(sql),
+            Some(shape::Known::SeenOnce(first)) => {
+                // A second text of the shape: worth checking the shape now.
+                if self.shape_classifies_alike(&shape, &first) {
+                    self.shapes
+                        .borrow_mut()
+                        .replace(&shape, shape::Known::Shared(Arc::clone(&first)));
+                    first
+                } else {
+                    self.shapes.borrow_mut().replace(&shape, shape::Known::Unshared);
+                    self.classify_and_keep(sql)
+                }
+            }
+            None => {
+                let (result, read_a_value) = shape::track_value_reads(|| self.classify_uncached(sql));
+                let result = Arc::new(result);
+                let known = if read_a_value {
+                    shape::Known::Unshared
+                } else {
+                    shape::Known::SeenOnce(Arc::clone(&result))
+                };
+                self.shapes.borrow_mut().insert(&shape, known);
+                self.cache.borrow_mut().insert(sql, Arc::clone(&result));
+                result
             }
         }
+    }
+
+    fn classify_and_keep(&self, sql: &str) -> Arc<Classification> {
         let result = Arc::new(self.classify_uncached(sql));
-        if cacheable {
-            self.cache.borrow_mut().insert(sql, Arc::clone(&result));
-        }
+        self.cache.borrow_mut().insert(sql, Arc::clone(&result));
         result
+    }
+
+    /// The second check before a classification is shared by its shape
+    /// (the first: no rule read a constant's value): the shape itself, its
+    /// constants now parameters of unknown value, classifies to exactly the
+    /// same, reading no constant either. Done at a shape's second text, so
+    /// a text whose shape never comes again costs one parse more, not two.
+    fn shape_classifies_alike(&self, shape: &str, classification: &Classification) -> bool {
+        let (of_shape, read_a_value) = shape::track_value_reads(|| self.classify_uncached(shape));
+        !read_a_value && of_shape.error.is_none() && of_shape == *classification
     }
 
     /// Classify `sql` without looking at or filling the cache.
@@ -534,6 +592,11 @@ impl Classifier {
     /// How many texts the cache holds.
     pub fn cached(&self) -> usize {
         self.cache.borrow().len()
+    }
+
+    /// How many shapes the classifier knows of (shared or not).
+    pub fn shapes_cached(&self) -> usize {
+        self.shapes.borrow().len()
     }
 }
 

@@ -5,6 +5,7 @@ use pg_query::protobuf::{a_const, AExprKind, BoolExprType, ObjectType, Transacti
 use pg_query::{Node, NodeEnum};
 
 use super::functions::{self, FunctionTable, Setting};
+use super::shape;
 use super::walk::{walk, Facts};
 use super::{Flags, StatementClass, StatementInfo};
 
@@ -375,6 +376,8 @@ fn or_with_truth(n: &Node) -> bool {
 
 /// `true`, `'t'`, `'yes'::bool`, `1 = 1`, `'a' = 'a'`, `NOT false`.
 fn constant_truth(n: &Node) -> bool {
+    // Whether `1 = 1` or `1 = 2`: the values decide.
+    shape::note_value_read();
     match n.node.as_ref() {
         Some(NodeEnum::AConst(_)) => n.node.as_ref().and_then(truthy) == Some(true),
         Some(NodeEnum::TypeCast(t)) => t.arg.as_deref().is_some_and(constant_truth),
@@ -610,6 +613,7 @@ fn explain_analyzes(options: &[Node]) -> bool {
 
 /// A boolean read from an option or setting value, when it is a constant.
 fn truthy(n: &NodeEnum) -> Option<bool> {
+    shape::note_value_read();
     let text = |s: &str| {
         if functions::is_on(s) {
             Some(true)
@@ -635,6 +639,7 @@ fn truthy(n: &NodeEnum) -> Option<bool> {
 
 /// A setting's value as text when it is a constant: `'UTF8'`, `on`, `1`.
 fn const_text(n: &NodeEnum) -> Option<String> {
+    shape::note_value_read();
     match n {
         NodeEnum::String(s) => Some(s.sval.clone()),
         NodeEnum::Integer(i) => Some(i.ival.to_string()),

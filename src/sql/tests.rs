@@ -484,8 +484,10 @@ fn cache_hits_return_the_same_arc_and_stay_bounded() {
     // Different text, even by a space, is a different entry.
     let d = c.classify("SELECT  1");
     assert!(!Arc::ptr_eq(&a, &d));
+    // (Column names, not constants: texts that differ in constants only
+    // share their shape's entry, below.)
     for i in 0..100 {
-        let _ = c.classify(&format!("SELECT {i}"));
+        let _ = c.classify(&format!("SELECT c{i}"));
         assert!(c.cached() <= 8);
     }
     assert_eq!(c.cached(), 8);
@@ -495,7 +497,7 @@ fn cache_hits_return_the_same_arc_and_stay_bounded() {
     let hot = c.classify("SELECT hot");
     for i in 0..50 {
         assert!(Arc::ptr_eq(&hot, &c.classify("SELECT hot")));
-        let _ = c.classify(&format!("SELECT {i}"));
+        let _ = c.classify(&format!("SELECT c{i}"));
     }
 
     // Disabled cache.
@@ -602,4 +604,215 @@ fn names_created_by_sql_and_operators_are_listed() {
     assert_eq!(s.cursors, vec!["Cur"]);
     assert_eq!(s.operators, vec!["pg_catalog.="]);
     assert!(one("SELECT a FROM t WHERE b IN (1, 2) AND c LIKE 'x%'").operators.len() >= 2);
+}
+
+/// Classify `first` (so that its shape may be shared), then `second`:
+/// what `second` gets, and what it gets on its own.
+fn second_after_first(first: &str, second: &str) -> (Classification, Classification) {
+    let c = classifier();
+    let _ = c.classify(first);
+    let _ = c.classify(first);
+    let got = (*c.classify(second)).clone();
+    (got, c.classify_uncached(second))
+}
+
+#[test]
+fn texts_that_differ_in_constants_share_their_shape() {
+    let c = classifier();
+    let a = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 1");
+    let b = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 987654");
+    assert!(Arc::ptr_eq(&a, &b), "the second text is its shape's entry");
+    assert_eq!(c.shapes_cached(), 1);
+    // Only the first went into the exact-text cache.
+    assert_eq!(c.cached(), 1);
+
+    let w1 = c.classify("INSERT INTO t (a, b, c) VALUES (1, 'x', NULL)");
+    let w2 = c.classify("INSERT INTO t (a, b, c) VALUES (-2.5, E'y\\'z', true)");
+    assert!(Arc::ptr_eq(&w1, &w2));
+    assert_eq!(w2.class, Write);
+    assert_eq!(w2.statements[0].tables, vec!["t"]);
+
+    // Same words, another structure: its own entry.
+    let d = c.classify("DELETE FROM pgbench_accounts WHERE aid = 2");
+    assert_eq!(d.class, Delete);
+    let s = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 3 OR true");
+    assert!(!Arc::ptr_eq(&a, &s));
+
+    // A parameter where the shape's first text had a constant.
+    let p = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+    assert_eq!(
+        *p,
+        c.classify_uncached("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+    );
+
+    // Disabled cache: nothing shared either.
+    let c = Classifier::with_side_effects(&[], 0);
+    let a = c.classify("SELECT 1");
+    assert!(!Arc::ptr_eq(&a, &c.classify("SELECT 2")));
+    assert_eq!(c.shapes_cached(), 0);
+}
+
+/// Pairs of texts of one shape where a constant's value changes what the
+/// statement may do. Whichever is classified first, the other must get its
+/// own classification.
+const VALUE_DECIDES: &[(&str, &str)] = &[
+    (
+        "DELETE FROM t WHERE id = 5 OR 1 = 2",
+        "DELETE FROM t WHERE id = 5 OR 1 = 1",
+    ),
+    (
+        "DELETE FROM t WHERE id = 5 OR (1 = 2)",
+        "DELETE FROM t WHERE id = 5 OR (1 = 1)",
+    ),
+    (
+        "UPDATE t SET a = 1 WHERE id = 5 OR 'a' = 'b'",
+        "UPDATE t SET a = 1 WHERE id = 5 OR 'a' = 'a'",
+    ),
+    (
+        "DELETE FROM t WHERE id = 5 OR NOT true",
+        "DELETE FROM t WHERE id = 5 OR NOT false",
+    ),
+    (
+        "DELETE FROM t WHERE id = 5 OR 'no'::bool",
+        "DELETE FROM t WHERE id = 5 OR 'yes'::bool",
+    ),
+    ("DELETE FROM t WHERE id = 5 OR 'f'", "DELETE FROM t WHERE id = 5 OR 't'"),
+    (
+        "WITH d AS (DELETE FROM t WHERE id = 1 OR 1 = 2 RETURNING *) SELECT * FROM d",
+        "WITH d AS (DELETE FROM t WHERE id = 1 OR 1 = 1 RETURNING *) SELECT * FROM d",
+    ),
+    (
+        "PREPARE p AS DELETE FROM t WHERE a = 1 OR 1 = 2",
+        "PREPARE p AS DELETE FROM t WHERE a = 1 OR 1 = 1",
+    ),
+    (
+        "EXPLAIN ANALYZE UPDATE t SET a = 1 WHERE a = 1 OR 1 = 2",
+        "EXPLAIN ANALYZE UPDATE t SET a = 1 WHERE a = 1 OR 1 = 1",
+    ),
+    (
+        "COPY (DELETE FROM t WHERE a = 1 OR 1 = 2 RETURNING *) TO STDOUT",
+        "COPY (DELETE FROM t WHERE a = 1 OR 1 = 1 RETURNING *) TO STDOUT",
+    ),
+    (
+        "SELECT set_config('work_mem', '1MB', false)",
+        "SELECT set_config('role', 'postgres', false)",
+    ),
+    (
+        "SELECT set_config('work_mem', '1MB', false)",
+        "SELECT set_config('session_authorization', 'postgres', false)",
+    ),
+    (
+        "SELECT set_config('work_mem', '1MB', false)",
+        "SELECT set_config('track_functions', 'none', false)",
+    ),
+    (
+        "SELECT set_config('work_mem', '1MB', false)",
+        "SELECT set_config('default_transaction_read_only', 'off', false)",
+    ),
+    (
+        "SELECT set_config('client_encoding', 'UTF8', false)",
+        "SELECT set_config('client_encoding', 'SJIS', false)",
+    ),
+    (
+        "SELECT * FROM t WHERE a = 1 AND set_config('app.x', '1', true) IS NOT NULL",
+        "SELECT * FROM t WHERE a = 1 AND set_config('role', '1', true) IS NOT NULL",
+    ),
+    ("SET client_encoding = 'UTF8'", "SET client_encoding = 'SJIS'"),
+    (
+        "SET standard_conforming_strings = on",
+        "SET standard_conforming_strings = off",
+    ),
+    ("SET backslash_quote = off", "SET backslash_quote = on"),
+    (
+        "SET default_transaction_read_only = on",
+        "SET default_transaction_read_only = off",
+    ),
+    (
+        "SET transaction_read_only = 'true'",
+        "SET transaction_read_only = 'false'",
+    ),
+    (
+        "SET LOCAL transaction_read_only TO 1",
+        "SET LOCAL transaction_read_only TO 0",
+    ),
+    (
+        "SELECT 1; SET client_encoding = 'UTF8'",
+        "SELECT 1; SET client_encoding = 'SJIS'",
+    ),
+];
+
+#[test]
+fn a_shape_is_never_shared_where_a_constant_decides() {
+    let mut one_shape = 0;
+    for &(benign, risky) in VALUE_DECIDES {
+        let shape = shape::of(benign);
+        assert!(shape.is_some(), "{benign}");
+        // Some values are no constants to the normaliser (PREPARE's body,
+        // EXPLAIN's options): those pairs differ in shape already.
+        if shape == shape::of(risky) {
+            one_shape += 1;
+        } else {
+            eprintln!("two shapes: {benign} / {risky}");
+        }
+        let alone = classifier().classify_uncached(risky);
+        assert_ne!(
+            classifier().classify_uncached(benign),
+            alone,
+            "{benign} / {risky}: the pair must classify differently"
+        );
+        for (first, second) in [(benign, risky), (risky, benign)] {
+            let (got, own) = second_after_first(first, second);
+            assert_eq!(got, own, "{second} after {first}");
+        }
+    }
+    assert!(
+        one_shape + 2 >= VALUE_DECIDES.len(),
+        "only {one_shape} pairs share a shape"
+    );
+}
+
+/// Constant swaps that keep a text's shape: each corpus text, with one
+/// constant changed, must classify as on its own after the original (and
+/// the original after it), whatever the classifier shared in between.
+#[test]
+fn the_corpus_with_its_constants_changed_classifies_as_on_its_own() {
+    const SWAPS: &[(&str, &str)] = &[
+        ("1", "0"),
+        ("0", "1"),
+        ("2", "1"),
+        ("true", "false"),
+        ("false", "true"),
+        ("'on'", "'off'"),
+        (" on", " off"),
+        (" off", " on"),
+        ("'t'", "'f'"),
+        ("'yes'", "'no'"),
+        ("'x'", "'role'"),
+        ("'a'", "'b'"),
+        ("'UTF8'", "'SJIS'"),
+        ("'search_path'", "'role'"),
+        ("'work_mem'", "'session_authorization'"),
+        ("'5s'", "'0'"),
+    ];
+    let mut pairs = 0;
+    for &(sql, _, _) in CORPUS {
+        let Some(shape) = shape::of(sql) else { continue };
+        for &(from, to) in SWAPS {
+            for (at, _) in sql.match_indices(from) {
+                let variant = format!("{}{}{}", &sql[..at], to, &sql[at + from.len()..]);
+                if shape::of(&variant).as_deref() != Some(shape.as_str()) {
+                    continue;
+                }
+                pairs += 1;
+                for (first, second) in [(sql, variant.as_str()), (variant.as_str(), sql)] {
+                    let (got, own) = second_after_first(first, second);
+                    assert_eq!(got, own, "{second} after {first}");
+                }
+            }
+        }
+    }
+    assert!(
+        pairs >= 50,
+        "only {pairs} same-shape variants: the swaps reach too little of the corpus"
+    );
 }

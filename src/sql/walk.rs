@@ -426,6 +426,9 @@ impl SerializeStruct for Struct<'_> {
             ("AIndirection", "indirection") => {
                 // `(row).name` selects a field or calls `name(row)`; the
                 // subscripts among the indirections are walked below.
+                // The strings taken may be a subscript's constants
+                // (`(x)['name']`), so what this finds depends on them.
+                super::shape::note_value_read();
                 let mut parts = Vec::new();
                 let _ = v.serialize(Strings {
                     out: &mut parts,
@@ -543,6 +546,8 @@ impl SerializeStruct for Struct<'_> {
 /// `set_config('role', 'x', …)`. A cast, a column or an expression gives
 /// `None`.
 fn leading_consts<T: Serialize + ?Sized>(args: &T) -> [Option<String>; 2] {
+    // set_config('role', …) or set_config('work_mem', …): the values decide.
+    super::shape::note_value_read();
     let mut first = FirstElement { out: [None, None] };
     let _ = args.serialize(&mut first);
     first.out

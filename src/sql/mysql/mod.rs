@@ -142,7 +142,7 @@ use super::{Classification, StatementClass};
 /// Classifies MySQL/MariaDB statements; one per worker thread.
 pub struct MysqlClassifier {
     functions: functions::FunctionTable,
-    cache: RefCell<ClockCache>,
+    cache: RefCell<ClockCache<Arc<Classification>>>,
 }
 
 impl fmt::Debug for MysqlClassifier {
