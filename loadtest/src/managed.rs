@@ -265,6 +265,11 @@ pub fn start_gatehouse(
     })
 }
 
+/// PgBouncer's configuration for a run. `backslash_quote`, which gatehouse
+/// pins in every upstream login under a policy, is not among the startup
+/// parameters PgBouncer passes on: it refuses the login unless told to
+/// ignore it (gatehouse in front of PgBouncer, as the idle scenario's
+/// pooled target is).
 pub fn pgbouncer_ini(
     spec: &PgbouncerSpec,
     database: &str,
@@ -294,7 +299,8 @@ pub fn pgbouncer_ini(
          logfile = {dir}/pgbouncer.log\n\
          pidfile = {dir}/pgbouncer.pid\n\
          log_connections = 0\n\
-         log_disconnections = 0\n",
+         log_disconnections = 0\n\
+         ignore_startup_parameters = backslash_quote\n",
         port = spec.port,
         mode = spec.pool_mode,
         pool = spec.pool_size,

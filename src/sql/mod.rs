@@ -535,14 +535,19 @@ impl Classifier {
         result
     }
 
-    /// The second check before a classification is shared by its shape
-    /// (the first: no rule read a constant's value): the shape itself, its
-    /// constants now parameters of unknown value, classifies to exactly the
-    /// same, reading no constant either. Done at a shape's second text, so
-    /// a text whose shape never comes again costs one parse more, not two.
+    /// The second and third checks before a classification is shared by
+    /// its shape (the first: no rule read a constant's value): the shape
+    /// itself, its constants now parameters of unknown value, classifies to
+    /// exactly the same, reading no constant either; and the shape with a
+    /// value in every slot parses. Done at a shape's second text, so a text
+    /// whose shape never comes again costs no parse more.
     fn shape_classifies_alike(&self, shape: &str, classification: &Classification) -> bool {
         let (of_shape, read_a_value) = shape::track_value_reads(|| self.classify_uncached(shape));
-        !read_a_value && of_shape.error.is_none() && of_shape == *classification
+        if read_a_value || of_shape.error.is_some() || of_shape != *classification {
+            return false;
+        }
+        // And its deepest text parses (see `shape`, the third check).
+        self.classify_uncached(&shape::with_values(shape)).error.is_none()
     }
 
     /// Classify `sql` without looking at or filling the cache.

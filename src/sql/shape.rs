@@ -25,6 +25,12 @@
 //!    classify to exactly the same result, or it is not shared. This is
 //!    checked when a second text of the shape comes, so texts whose shape
 //!    never repeats pay only the normalisation.
+//! 3. The shape with a value in every slot ([`with_values`]) must parse
+//!    too. A text that cannot be fully parsed is `Unknown`, and a shape's
+//!    texts differ in how deep their trees are: a `NULL` or a `$n` is one
+//!    message shallower than a constant with a value, so near the parse
+//!    tree's depth limit one text of a shape parses and another does not.
+//!    With values everywhere the shape is as deep as any of its texts.
 //!
 //! A shape that does not parse, or a text that cannot be normalised, is
 //! simply not shared: the text is classified on its own, as before.
@@ -76,4 +82,30 @@ pub(super) fn of(sql: &str) -> Option<String> {
     super::deep_stack(sql.len(), || pg_query::normalize(sql).ok())
         .ok()
         .flatten()
+}
+
+/// The shape with `'0'` in place of every `$n`: a value-bearing constant in
+/// every slot, so its parse tree is as deep as any text of the shape has.
+/// (A `$n` inside a string or identifier is changed too; that only makes
+/// the check stricter.)
+pub(super) fn with_values(shape: &str) -> String {
+    let bytes = shape.as_bytes();
+    let mut out = String::with_capacity(shape.len() + 8);
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            out.push_str(&shape[copied..i]);
+            out.push_str("'0'");
+            i += 1;
+            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&shape[copied..]);
+    out
 }

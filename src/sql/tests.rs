@@ -816,3 +816,45 @@ fn the_corpus_with_its_constants_changed_classifies_as_on_its_own() {
         "only {pairs} same-shape variants: the swaps reach too little of the corpus"
     );
 }
+
+/// Near the parse tree's depth limit a `NULL` (or `$n`) leaf parses where
+/// a constant with a value does not: a shape first seen with the shallow
+/// leaf must not hand its classification to the text that cannot be parsed.
+#[test]
+fn a_text_too_deep_to_parse_is_unknown_whatever_its_shape_saw() {
+    let nest = |leaf: &str, depth: usize| {
+        format!(
+            "WITH c AS (SELECT {}{}{}) SELECT * FROM c",
+            "NULL + (".repeat(depth),
+            leaf,
+            ")".repeat(depth)
+        )
+    };
+    let mut at_the_limit = 0;
+    for depth in 20..40 {
+        let (a, b) = (nest("NULL", depth), nest("1", depth));
+        assert_eq!(shape::of(&a), shape::of(&b));
+        let own = classifier().classify_uncached(&b);
+        if own.error.is_some() && classifier().classify_uncached(&a).error.is_none() {
+            at_the_limit += 1;
+        }
+        let (got, own) = second_after_first(&a, &b);
+        assert_eq!(got, own, "depth {depth}");
+        let (got, own) = second_after_first(&b, &a);
+        assert_eq!(got, own, "depth {depth}, reversed");
+    }
+    assert!(
+        at_the_limit >= 1,
+        "no depth where the leaf decides: the test tests nothing"
+    );
+}
+
+#[test]
+fn with_values_fills_every_slot() {
+    assert_eq!(
+        shape::with_values("SELECT $1, $23 FROM t WHERE a = $4"),
+        "SELECT '0', '0' FROM t WHERE a = '0'"
+    );
+    assert_eq!(shape::with_values("SELECT int4$1, $$x$$"), "SELECT int4'0', $$x$$");
+    assert_eq!(shape::with_values("SELECT 1"), "SELECT 1");
+}

@@ -104,9 +104,14 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     let mut conn = Conn::new(Stream::Plain(tcp));
     let hs_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
 
+    // The login's state, the upstream login's and the end's are boxed, each
+    // only for as long as it runs: this task's own allocation is what an
+    // idle client costs for as long as it stays connected.
     let outcome = monoio::time::timeout(
         hs_timeout,
-        handshake(&shared, &state, &mut conn, peer, worker, over_limit, client_fd),
+        Box::pin(handshake(
+            &shared, &state, &mut conn, peer, worker, over_limit, client_fd,
+        )),
     )
     .await;
     drop(in_handshake);
@@ -133,20 +138,20 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
             return;
         }
     };
-    let mut ready = *ready;
+    let mut ready = ready;
     let upstream = match ready.upstream.take() {
         Some(up) => up,
         None => match attach(&shared, &state, &mut conn, &mut ready, client_fd).await {
             Ok(up) => up,
             Err(f) => {
-                end_unattached(&shared, &state, conn, ready, f, peer, worker, started).await;
+                Box::pin(end_unattached(&shared, &state, conn, *ready, f, peer, worker, started)).await;
                 return;
             }
         },
     };
     // Boxed: only sessions past their first message carry the relay's state.
     Box::pin(relay(
-        &shared, &state, conn, ready, upstream, peer, worker, client_fd, started,
+        &shared, &state, conn, *ready, upstream, peer, worker, client_fd, started,
     ))
     .await;
 }
@@ -188,7 +193,7 @@ async fn attach(
                 }
             }
         } else {
-            conn.fill(STARTUP_READ).await?;
+            Box::pin(conn.fill(STARTUP_READ)).await?;
         }
     }
     if conn.buf.first() == Some(&b'X') {
@@ -214,7 +219,13 @@ async fn attach(
         Some(up) => up,
         None => {
             let params: Vec<(&str, &str)> = key.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let up = upstream::connect(target, account, &params, state.config.server.max_message_bytes).await?;
+            let up = Box::pin(upstream::connect(
+                target,
+                account,
+                &params,
+                state.config.server.max_message_bytes,
+            ))
+            .await?;
             pool::remember(key, &parameters_only(&up.announce));
             up
         }
