@@ -82,7 +82,17 @@ struct Split {
     prefix: DFA<Vec<u32>>,
     group: DFA<Vec<u32>>,
     suffix: DFA<Vec<u32>>,
+    /// When the group is fixed-length items and then a greedy repetition of
+    /// one byte class (`[^\s/?#]*`, `x[A-Z0-9]{16,40}`): its shortest match.
+    /// Such a group prefers its longer matches, byte by byte, so when its
+    /// preferred match leaves the suffix nothing to match (a password that
+    /// may hold the `@` that ends it) the shorter ones are tried in that
+    /// order, as the backtracker would.
+    greedy_min: Option<usize>,
 }
+
+/// Shorter group matches tried before the backtracker decides instead.
+const MAX_GIVE_BACK: usize = 256;
 
 /// A rule's compiled regex and, when the pattern is cut around its
 /// group, the three parts.
@@ -146,8 +156,21 @@ impl Split {
         };
         let group_start = anchored(&self.prefix, start)?;
         let group_end = anchored(&self.group, group_start)?;
-        let suffix_end = anchored(&self.suffix, group_end)?;
-        (suffix_end == end).then_some((group_start, group_end))
+        let Some(min) = self.greedy_min else {
+            let suffix_end = anchored(&self.suffix, group_end)?;
+            return (suffix_end == end).then_some((group_start, group_end));
+        };
+        // Every end from the preferred one down to the shortest match is a
+        // match of the group (the repeated class covered those bytes), and
+        // the first that lets the suffix match is the backtracker's.
+        let shortest = group_start + min;
+        let tried = group_end.saturating_sub(shortest).min(MAX_GIVE_BACK);
+        for group_end in (group_end - tried..=group_end).rev() {
+            if let Some(suffix_end) = anchored(&self.suffix, group_end) {
+                return (suffix_end == end).then_some((group_start, group_end));
+            }
+        }
+        None
     }
 }
 
@@ -165,7 +188,41 @@ fn split(pattern: &str, group: usize) -> Option<Split> {
         prefix: build_dfa(&Hir::concat(parts[..at].to_vec()))?,
         group: build_dfa(&parts[at])?,
         suffix: build_dfa(&Hir::concat(parts[at + 1..].to_vec()))?,
+        greedy_min: greedy_min(&parts[at]),
     })
+}
+
+/// The shortest match of a capture group that is fixed-length items (bytes,
+/// byte classes) followed by a greedy repetition of one byte class; `None`
+/// for any other group.
+fn greedy_min(group: &Hir) -> Option<usize> {
+    let HirKind::Capture(c) = group.kind() else { return None };
+    let greedy_class = |h: &Hir| matches!(h.kind(), HirKind::Repetition(r) if r.greedy && is_byte_class(&r.sub));
+    let shaped = match c.sub.kind() {
+        HirKind::Repetition(_) => greedy_class(&c.sub),
+        HirKind::Concat(items) => items.split_last().is_some_and(|(last, fixed)| {
+            greedy_class(last)
+                && fixed
+                    .iter()
+                    .all(|h| matches!(h.kind(), HirKind::Literal(_)) || is_byte_class(h))
+        }),
+        _ => false,
+    };
+    if shaped {
+        group.properties().minimum_len()
+    } else {
+        None
+    }
+}
+
+/// One byte from a set (never a multi-byte sequence).
+fn is_byte_class(h: &Hir) -> bool {
+    match h.kind() {
+        HirKind::Class(regex_syntax::hir::Class::Bytes(_)) => true,
+        HirKind::Class(regex_syntax::hir::Class::Unicode(u)) => u.is_ascii(),
+        HirKind::Literal(l) => l.0.len() == 1,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +283,14 @@ pub(crate) mod tests {
             (r"t(x)?y", 1, "ty txy"),
             // The whole match.
             (r"tok_[a-z]{5}", 0, "tok_abcde tok_fghij"),
+            // A greedy group that takes the byte the suffix needs: shorter
+            // matches tried, longest first.
+            (r"k=([^\s/]*)@[a-z]+", 1, "k=pa@ss@host/x k=@@h k=x@ k=a@b@c@d/"),
+            (r"k=(x[a-z@]{2,6})@[a-z]+", 1, "k=xa@bc@d k=xab@c k=x@@@@@@@b k=xa@"),
+            (r"k=([a-z@]+)@(?:[a-z]+|\[[0-9]+\])", 1, "k=ab@cd@[12] k=ab@[1]"),
+            // Lazy, or not one class: the backtracker.
+            (r"k=([a-z@]*?)@[a-z]+", 1, "k=pa@ss@host"),
+            (r"k=((?:ab|a)[a-z@]*)@[a-z]+", 1, "k=ab@cd@e"),
         ];
         // Bytes that are not UTF-8 around the secret.
         let hay = b"k=\x80abcdefgh\xff k=abcdefgh\x80";
@@ -251,6 +316,7 @@ pub(crate) mod tests {
         let samples = [
             "password = \"Sup3r-s3cret-passw0rd!\"",
             "postgres://app:0123456789abcd@db1.internal:5432/app",
+            "postgresql://u:p@ss:w@rd@[::1]:5432/db and postgres://a:b@c@d.e/f",
             "aws_secret_access_key = abcdEFGHijklMNOPqrstUVWXyz0123456789+/ab",
             "api_key: 'a8Fk2Lq9Zx7Vb3Nm4Pq8Rs1T'",
             "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcdefghijklmnop",
@@ -276,5 +342,38 @@ pub(crate) mod tests {
             }
         }
         assert!(split > 250, "only {split} rules are cut around their group");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn greedy_groups_give_back_as_the_backtracker_does(hay in "[ab@/\\[\\]1x=k ]{0,24}") {
+            for pattern in [
+                r"k=([^\s/]*)@[a-z]+",
+                r"k=(x[a-z@]{2,6})@[a-z]+",
+                r"k=([a-z@]+)@(?:[a-z]+|\[[0-9]+\])",
+                r"(?:k|x)=([^ ]*)@(?:a|ab)",
+                r"=([a-z@=]*)@\b",
+            ] {
+                let hay = format!("k={hay}");
+                proptest::prop_assert_eq!(
+                    by_confirmer(pattern, 1, hay.as_bytes()),
+                    by_captures(pattern, 1, hay.as_bytes()),
+                    "{} on {:?}", pattern, hay
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_uri_password_span_needs_no_backtracker() {
+        // Its group `[^\s/?#"'<>]*` also takes the `@` and the host: the
+        // span comes from giving bytes back, not from the backtracker.
+        let rules = crate::scan::RuleFile::parse(crate::scan::BUILTIN_RULES, "built-in").unwrap();
+        let rule = rules.rules.iter().find(|r| r.id == "postgres-uri-password").unwrap();
+        let c = Confirmer::new(&rule.pattern, 1).unwrap();
+        let hay = b"postgres://app:0123456789abcd@db1.internal:5432/app";
+        let m = c.whole.find(&hay[..]).unwrap();
+        let split = c.split.as_ref().expect("cut around its group");
+        assert_eq!(split.group_span(hay, m.start(), m.end()), Some((15, 29)));
     }
 }

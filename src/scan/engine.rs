@@ -36,6 +36,8 @@ struct Compiled {
     entropy: Option<f64>,
     validator: Option<Validator>,
     mask: MaskKind,
+    /// How far past a hit's end the secret may begin (see `prefilter::Cut`).
+    secret_reach: usize,
 }
 
 impl Compiled {
@@ -126,8 +128,9 @@ impl Engine {
                 Ok(p)
             };
             let whole = hs_pattern(&r.pattern)?;
-            cut_patterns.push(match super::prefilter::cut(&r.pattern, group) {
-                Some(text) => hs_pattern(&text)?,
+            let cut = super::prefilter::cut(&r.pattern, group);
+            cut_patterns.push(match &cut {
+                Some(c) => hs_pattern(&c.pattern)?,
                 None => whole.clone(),
             });
             patterns.push(whole);
@@ -139,6 +142,7 @@ impl Engine {
                 entropy: r.entropy,
                 validator: r.validator,
                 mask: r.mask,
+                secret_reach: cut.map_or(0, |c| c.reach),
             });
         }
         let db = if patterns.is_empty() {
@@ -363,8 +367,9 @@ impl Engine {
         re.matches(window, |_, whole_end, start, end| {
             let whole = whole_end + from;
             // Keep matches that end where Hyperscan saw one (give or take the
-            // regex's own choice of the longest match).
-            if whole < hit.first_end || start + from > hit.last_end {
+            // regex's own choice of the longest match) and whose secret
+            // starts where the cut pattern said it may.
+            if whole < hit.first_end || start + from > hit.last_end + r.secret_reach {
                 return;
             }
             let secret = &window[start..end];
@@ -471,26 +476,42 @@ pub fn entropy(s: &[u8]) -> f64 {
     if s.is_empty() {
         return 0.0;
     }
-    // H = log2(n) - (1/n) * sum(c * log2(c)) over the byte counts c; the
-    // c * log2(c) of short secrets' counts come from a table.
+    // H = log2(n) - (1/n) * sum(c * log2(c)) over the byte counts c.
     static C_LOG2_C: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
     let table =
         C_LOG2_C.get_or_init(|| std::array::from_fn(|c| if c < 2 { 0.0 } else { c as f64 * (c as f64).log2() }));
-    let mut counts = [0u32; 256];
-    for &b in s {
-        counts[b as usize] += 1;
-    }
     let n = s.len() as f64;
-    let sum: f64 = counts
-        .iter()
-        .filter(|&&c| c > 1)
-        .map(|&c| {
-            table
-                .get(c as usize)
-                .copied()
-                .unwrap_or_else(|| c as f64 * (c as f64).log2())
-        })
-        .sum();
+    let sum: f64 = if s.len() < 256 {
+        // A secret (most are under 100 bytes): counted and summed in one
+        // pass over its bytes, not over all 256 counts (which cost more than
+        // the counting). A byte seen a second time or more adds the growth
+        // of its c * log2(c).
+        let mut counts = [0u8; 256];
+        let mut sum = 0.0;
+        for &b in s {
+            let c = &mut counts[b as usize];
+            *c += 1;
+            if *c > 1 {
+                sum += table[*c as usize] - table[*c as usize - 1];
+            }
+        }
+        sum
+    } else {
+        let mut counts = [0u32; 256];
+        for &b in s {
+            counts[b as usize] += 1;
+        }
+        counts
+            .iter()
+            .filter(|&&c| c > 1)
+            .map(|&c| {
+                table
+                    .get(c as usize)
+                    .copied()
+                    .unwrap_or_else(|| c as f64 * (c as f64).log2())
+            })
+            .sum()
+    };
     (n.log2() - sum / n).max(0.0)
 }
 
@@ -631,6 +652,32 @@ mod tests {
         let f = e.find(b"tok=ABCDEFGHABCDEFGHABCDEFGHABCDEFGHABCDEFGHABCDEFGH").unwrap();
         assert_eq!(f.len(), 1, "8 distinct bytes, 6 of each: 3 bits a byte");
         assert!(entropy(b"a8Fk2Lq9Zx7Vb3Nm") > 3.5);
+        // The short path (one pass over the bytes) agrees with the formula.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 1..300usize {
+            let alphabet = 1 + len % 23;
+            let s: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b'a' + (x % alphabet as u64) as u8
+                })
+                .collect();
+            let mut counts = [0f64; 256];
+            s.iter().for_each(|&b| counts[b as usize] += 1.0);
+            let n = len as f64;
+            let direct: f64 = -counts
+                .iter()
+                .filter(|&&c| c > 0.0)
+                .map(|&c| c / n * (c / n).log2())
+                .sum::<f64>();
+            assert!(
+                (entropy(&s) - direct).abs() < 1e-9,
+                "{len}: {} vs {direct}",
+                entropy(&s)
+            );
+        }
         assert!(luhn(b"4111111111111111"));
         assert!(!luhn(b"4111111111111112"));
         assert!(jwt(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"));

@@ -24,11 +24,23 @@ pub const MAX_SLACK: usize = 2048;
 /// (`{40}` costs Hyperscan twice what `{16}` does).
 const MAX_KEPT: u32 = 16;
 
+/// A rule cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// What Hyperscan looks for.
+    pub pattern: String,
+    /// How many bytes past the end of the cut pattern's match the secret
+    /// may begin: 0 when the cut keeps the secret's start, the most the
+    /// rest of the rule can match when the cut is before a gap.
+    pub reach: usize,
+}
+
 /// The prefix of `pattern` to hand Hyperscan, when the rule can be cut:
 /// the pattern up to its secret group (capture `group`, a part of the
 /// top-level sequence), with the group's last repetition at its minimum
-/// and what follows the group dropped. `None` keeps the pattern whole.
-pub fn cut(pattern: &str, group: usize) -> Option<String> {
+/// and what follows the group dropped; or the pattern up to a gap before
+/// the group (`before_gap`). `None` keeps the pattern whole.
+pub fn cut(pattern: &str, group: usize) -> Option<Cut> {
     if group == 0 {
         return None;
     }
@@ -37,10 +49,18 @@ pub fn cut(pattern: &str, group: usize) -> Option<String> {
     }
     let parsed = ast::parse::Parser::new().parse(pattern).ok()?;
     let Ast::Concat(top) = &parsed else { return None };
-    let g = top.asts.iter().find_map(|a| match a {
-        Ast::Group(g) if capture_index(&g.kind) == Some(group as u32) => Some(g),
+    let (at, g) = top.asts.iter().enumerate().find_map(|(i, a)| match a {
+        Ast::Group(g) if capture_index(&g.kind) == Some(group as u32) => Some((i, g)),
         _ => None,
     })?;
+    if let Some(cut) = before_gap(pattern, &top.asts[..at]) {
+        return Some(cut);
+    }
+    at_secret(pattern, g).map(|pattern| Cut { pattern, reach: 0 })
+}
+
+/// The pattern up to its group's last repetition, kept at its minimum.
+fn at_secret(pattern: &str, g: &ast::Group) -> Option<String> {
     // The group's last repetition (the group itself, or the last part of
     // the sequence inside it).
     let last = match g.ast.as_ref() {
@@ -97,6 +117,56 @@ pub fn cut(pattern: &str, group: usize) -> Option<String> {
     Some(out)
 }
 
+/// The pattern up to a gap of any bytes (`(?s:.){0,40}?`) before the
+/// secret, when what comes before the gap is long enough to be rare on its
+/// own (an AWS key ID before the secret that goes with it). Hyperscan
+/// tracks every length such a gap may have after each match of the head, a
+/// large share of its time on rows that hold key IDs; a head's match alone
+/// is a hit, and confirming one that has no secret after it costs a few
+/// dozen nanoseconds.
+fn before_gap(pattern: &str, before_group: &[Ast]) -> Option<Cut> {
+    for part in before_group {
+        let Ast::Repetition(r) = part else { continue };
+        if !is_any_byte(&r.ast) {
+            continue;
+        }
+        let bounded = matches!(
+            r.op.kind,
+            RepetitionKind::ZeroOrOne
+                | RepetitionKind::Range(RepetitionRange::Exactly(_) | RepetitionRange::Bounded(..))
+        );
+        if !bounded {
+            return None;
+        }
+        let cut_at = part.span().start.offset;
+        let head = &pattern[..cut_at];
+        let selective = super::rules::parse(head)
+            .ok()?
+            .properties()
+            .minimum_len()
+            .is_some_and(|n| n >= MIN_HEAD_BEFORE_GAP);
+        let reach = max_len(&pattern[cut_at..])?;
+        return (selective && reach <= MAX_SLACK).then(|| Cut {
+            pattern: head.to_string(),
+            reach,
+        });
+    }
+    None
+}
+
+/// The fewest bytes a head must match for a rule to be cut before its gap:
+/// a shorter head (`mg`, `okta`, `token`) is met too often in ordinary data.
+const MIN_HEAD_BEFORE_GAP: usize = 16;
+
+/// `.` or `(?s:.)`: any byte (but a newline, without `s`).
+fn is_any_byte(a: &Ast) -> bool {
+    match a {
+        Ast::Dot(_) => true,
+        Ast::Group(g) => matches!(g.kind, GroupKind::NonCapturing(_)) && matches!(g.ast.as_ref(), Ast::Dot(_)),
+        _ => false,
+    }
+}
+
 /// The pattern up to the end of its group (a group of fixed repetitions
 /// keeps its text; only what follows is dropped).
 fn without_suffix(pattern: &str, g: &ast::Group) -> Option<String> {
@@ -133,10 +203,14 @@ mod tests {
     use super::*;
     use crate::scan::confirm::tests::backtracking;
 
+    fn cut_text(pattern: &str, group: usize) -> Option<String> {
+        cut(pattern, group).map(|c| c.pattern)
+    }
+
     #[test]
     fn cuts_the_secrets_last_repetition_and_what_follows() {
         assert_eq!(
-            cut(
+            cut_text(
                 r"(?i)api_?key\s*=\s*([A-Za-z0-9_-]{16,200})(?:[^\nA-Za-z0-9_-]|(?m:$))",
                 1
             )
@@ -144,40 +218,79 @@ mod tests {
             Some(r"(?i)api_?key\s*=\s*((?:[A-Za-z0-9_-]){16})")
         );
         assert_eq!(
-            cut(r"\b(tok_[a-z0-9]{8,40}?)\b", 1).as_deref(),
+            cut_text(r"\b(tok_[a-z0-9]{8,40}?)\b", 1).as_deref(),
             Some(r"\b(tok_(?:[a-z0-9]){8})")
         );
-        assert_eq!(cut(r"\b(x[a-z]{0,9})\b", 1).as_deref(), Some(r"\b(x)"));
+        assert_eq!(cut_text(r"\b(x[a-z]{0,9})\b", 1).as_deref(), Some(r"\b(x)"));
         // Fixed repetitions stay; the suffix goes.
         assert_eq!(
-            cut(r"\b((?:AKIA|ASIA)[A-Z0-9]{16})\b", 1).as_deref(),
+            cut_text(r"\b((?:AKIA|ASIA)[A-Z0-9]{16})\b", 1).as_deref(),
             Some(r"\b((?:AKIA|ASIA)[A-Z0-9]{16})")
         );
         // At most 16 repetitions are kept.
         assert_eq!(
-            cut(r"secret=([A-Za-z0-9/+=]{40})\b", 1).as_deref(),
+            cut_text(r"secret=([A-Za-z0-9/+=]{40})\b", 1).as_deref(),
             Some(r"secret=((?:[A-Za-z0-9/+=]){16})")
         );
         assert_eq!(
-            cut(r"secret=([A-Za-z0-9/+=]{20,60})\b", 1).as_deref(),
+            cut_text(r"secret=([A-Za-z0-9/+=]{20,60})\b", 1).as_deref(),
             Some(r"secret=((?:[A-Za-z0-9/+=]){16})")
+        );
+        // A gap before the secret, after a head that is rare on its own:
+        // cut before the gap; after a short head, the secret is cut as usual.
+        assert_eq!(
+            cut_text(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b(?s:.){0,40}?\b([A-Za-z0-9/+=]{40})\b", 1).as_deref(),
+            Some(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+        );
+        assert_eq!(
+            cut_text(r"(?i)(?:mailgun|mg)(?s:.){0,40}?\b(key-[0-9a-z]{32})\b", 1).as_deref(),
+            Some(r"(?i)(?:mailgun|mg)(?s:.){0,40}?\b(key-(?:[0-9a-z]){16})")
+        );
+        assert_eq!(
+            cut_text(r"tok_[A-Z0-9]{16}.{0,3000}([a-z]{8})", 1).as_deref(),
+            None,
+            "what follows the gap may reach past the window"
         );
         // Unbounded repetitions or suffixes, no group, a group inside an
         // alternation, the group not ending in a repetition: kept whole.
-        assert_eq!(cut(r"key=([a-z]+)\b", 1), None);
-        assert_eq!(cut(r"key=([a-z]{4,9})\s*;", 1), None);
-        assert_eq!(cut(r"key=([a-z]{4,9000})", 1), None);
-        assert_eq!(cut(r"tok_[a-z]{16}", 0), None);
-        assert_eq!(cut(r"(?:a=([a-z]{4,9})|b=([a-z]{4,9}))", 1), None);
-        assert_eq!(cut(r"k=([a-z]{4,9}x)", 1), None);
+        assert_eq!(cut_text(r"key=([a-z]+)\b", 1), None);
+        assert_eq!(cut_text(r"key=([a-z]{4,9})\s*;", 1), None);
+        assert_eq!(cut_text(r"key=([a-z]{4,9000})", 1), None);
+        assert_eq!(cut_text(r"tok_[a-z]{16}", 0), None);
+        assert_eq!(cut_text(r"(?:a=([a-z]{4,9})|b=([a-z]{4,9}))", 1), None);
+        assert_eq!(cut_text(r"k=([a-z]{4,9}x)", 1), None);
         // Verbose mode, however its flag is set: parts are not read alone.
         for p in [
             r"(?x)k = ([a-z]{4,9}) \b",
             r"(?ix)k=([a-z]{4,9})\b",
             r"(?i)(?sx:k)=([a-z]{4,9})\b",
         ] {
-            assert_eq!(cut(p, 1), None, "{p}");
+            assert_eq!(cut_text(p, 1), None, "{p}");
         }
+    }
+
+    #[test]
+    fn a_rule_cut_before_its_gap_finds_the_secret_after_the_gap() {
+        // Hyperscan's hit ends at the key ID; the secret starts up to 40
+        // bytes later, in the same value or across a newline.
+        let rules = crate::scan::RuleFile::parse(crate::scan::BUILTIN_RULES, "built-in").unwrap();
+        let rule = rules
+            .rules
+            .iter()
+            .find(|r| r.id == "aws-secret-access-key-after-key-id")
+            .unwrap();
+        assert_eq!(cut(&rule.pattern, 1).map(|c| c.reach), Some(81), "40 + 40 + 1");
+        let engine = crate::scan::Engine::new(std::slice::from_ref(rule), [0; 32]).unwrap();
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        for gap in [" ", "\n", ":", " and its secret, stored next to it: "] {
+            let text = format!("AKIAIOSFODNN7EXAMPLE{gap}{secret}");
+            let found = engine.find(text.as_bytes()).unwrap();
+            assert_eq!(found.len(), 1, "{text:?}");
+            assert_eq!(&text[found[0].start..found[0].end], secret, "{text:?}");
+        }
+        // Past the gap's 40 bytes: not this rule's.
+        let far = format!("AKIAIOSFODNN7EXAMPLE{}{secret}", " ".repeat(41));
+        assert!(engine.find(far.as_bytes()).unwrap().is_empty());
     }
 
     #[test]
@@ -189,13 +302,16 @@ mod tests {
             "client_secret=Zx7Vb3Nm4Pq8Rs1Ta8Fk2Lq9",
             "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
             "xoxb-123456789012-1234567890123-abcdefghijklmnopqrstuvwx",
+            "AKIAIOSFODNN7EXAMPLE\nsecret: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         ];
         let mut cut_rules = 0;
         for r in &rules.rules {
             let group = r
                 .group
                 .unwrap_or(usize::from(crate::scan::rules::capture_groups(&r.pattern).unwrap() > 0));
-            let Some(prefix) = cut(&r.pattern, group) else { continue };
+            let Some(prefix) = cut_text(&r.pattern, group) else {
+                continue;
+            };
             cut_rules += 1;
             let full = backtracking(&r.pattern).unwrap();
             let short = backtracking(&prefix)

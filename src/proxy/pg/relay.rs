@@ -76,9 +76,26 @@ pub struct Edit {
 pub struct Edits {
     pub out: Vec<u8>,
     pub list: Vec<Edit>,
+    /// The batch with its edits applied, as it is written.
+    joined: Vec<u8>,
 }
 
 impl Edits {
+    /// `batch` with the edits (sorted by frame, as `rewrite` leaves them)
+    /// applied, into `to`.
+    fn join(&self, batch: &[u8], to: &mut Vec<u8>) {
+        to.clear();
+        to.reserve(batch.len() + self.out.len());
+        let mut at = 0;
+        // Edits past the batch's end (frames held back) are not written now.
+        for e in self.list.iter().take_while(|e| e.frame_end <= batch.len()) {
+            to.extend_from_slice(&batch[at..e.frame_start]);
+            to.extend_from_slice(&self.out[e.from..e.to]);
+            at = e.frame_end;
+        }
+        to.extend_from_slice(&batch[at..]);
+    }
+
     fn clear(&mut self) {
         self.out.clear();
         self.list.clear();
@@ -289,39 +306,29 @@ async fn write_locked<B: IoBuf>(
 }
 
 /// Writes `buf[0..pos]` with the edits applied.
+///
+/// An edited batch is joined into one buffer and written at once: written
+/// piece by piece (the bytes up to an edit, then the edit) a result whose
+/// every row is masked cost two sends, or two TLS records, a row.
 async fn write_batch(sink: &Sink<'_>, buf: Vec<u8>, pos: usize, edits: &mut Edits) -> (io::Result<()>, Vec<u8>) {
     let mut w = sink.w.lock().await;
     if edits.list.is_empty() {
         return write_locked(&mut w, sink.plain_fd, buf, 0, pos).await;
     }
-    let out = std::mem::take(&mut edits.out);
-    let mut out = out;
-    let mut buf = buf;
-    let mut res = Ok(());
-    let mut at = 0;
-    for e in edits.list.iter().copied() {
-        if res.is_err() {
-            break;
-        }
-        let (r, b) = write_locked(&mut w, sink.plain_fd, buf, at, e.frame_start).await;
-        buf = b;
-        if r.is_err() {
-            res = r;
-            break;
-        }
-        let (r, o) = write_locked(&mut w, sink.plain_fd, out, e.from, e.to).await;
-        out = o;
-        res = r;
-        at = e.frame_end;
+    let mut joined = std::mem::take(&mut edits.joined);
+    edits.join(&buf[..pos], &mut joined);
+    let len = joined.len();
+    let (res, mut joined) = write_locked(&mut w, sink.plain_fd, joined, 0, len).await;
+    if joined.capacity() > JOINED_KEPT {
+        // An unusually large batch: not kept for the session's lifetime.
+        joined = Vec::new();
     }
-    if res.is_ok() {
-        let (r, b) = write_locked(&mut w, sink.plain_fd, buf, at, pos).await;
-        buf = b;
-        res = r;
-    }
-    edits.out = out;
+    edits.joined = joined;
     (res, buf)
 }
+
+/// The most a session keeps of the buffer edited batches are joined in.
+const JOINED_KEPT: usize = 256 << 10;
 
 /// Buffer sizes and limits of a pump.
 #[derive(Clone, Copy, Debug)]
@@ -515,5 +522,30 @@ pub async fn pump<H: FrameHandler>(
             }
             Err(e) => return Err(PumpError::Read(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(start: usize, end: usize) -> FrameRef {
+        FrameRef { tag: b'D', start, end }
+    }
+
+    #[test]
+    fn an_edited_batch_is_joined_in_order_with_its_edits() {
+        // Five frames of two bytes: the second replaced by a longer one, the
+        // third dropped, the fifth (past the written part) left alone.
+        let batch = b"AABBCCDDEE";
+        let mut edits = Edits::default();
+        edits.replace(&frame(2, 4), |out| out.extend_from_slice(b"bbbb"));
+        edits.drop_frame(&frame(4, 6));
+        edits.replace(&frame(8, 10), |out| out.extend_from_slice(b"x"));
+        let mut joined = Vec::new();
+        edits.join(&batch[..8], &mut joined);
+        assert_eq!(joined, b"AAbbbbDD");
+        edits.join(batch, &mut joined);
+        assert_eq!(joined, b"AAbbbbDDx", "the buffer is reused, not appended to");
     }
 }
