@@ -489,6 +489,56 @@ fn python_drivers_log_in_and_see_values_masked() {
     );
 }
 
+/// A MySQL session waits for room in the recorder's queue before it reads
+/// its next command, as a PostgreSQL session does: the recording keeps up
+/// while the session runs (nothing piles up in the session's memory until
+/// it ends), and no statement is lost.
+#[test]
+fn under_backlog_a_session_waits_for_the_recorder() {
+    let (g, port) = start_mysql(
+        "",
+        "",
+        "[recording]\ndir = \"rec\"\nresults = \"summary\"\nqueue_events = 16\nsync_interval_ms = 50\n",
+    );
+    let dir = g.dir.path().join("rec");
+    let statements_recorded = || -> usize {
+        let mut files = Vec::new();
+        gatehouse::record::collect(&dir, &mut files).unwrap();
+        files
+            .iter()
+            .filter(|f| !gatehouse::record::is_audit(f))
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("\"kind\":\"statement\"") && l.contains("backlog-probe"))
+                    .count()
+            })
+            .sum()
+    };
+    rt().block_on(async {
+        let mut c = connect(port).await;
+        let stmt = c.prep("SELECT ? AS n /* backlog-probe */").await.unwrap();
+        for i in 0..600u32 {
+            let _: Vec<Row> = c.exec(&stmt, (i,)).await.unwrap();
+        }
+        // The session is still open: its statements reach the recording now.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = statements_recorded();
+            if n == 600 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} of 600 statements recorded while the session is open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.disconnect().await.unwrap();
+    });
+}
+
 /// Rows of prepared statements (binary protocol) are recorded as the text
 /// protocol would have sent them, masked, with their column names.
 #[test]

@@ -255,6 +255,68 @@ async fn a_session_is_recorded_masked_chained_and_verifiable() {
     direct().await.batch_execute(&format!("drop table {t}")).await.unwrap();
 }
 
+/// The recorder writes a Bind's parameters once and a RowDescription's
+/// column names once, and repeats them: every statement must still carry
+/// its own parameters and every result its own columns, whatever ran
+/// before it in the session.
+#[tokio::test]
+async fn each_statement_carries_its_own_parameters_and_each_result_its_own_columns() {
+    let r = Rec::start("summary", 1000);
+    let (c, _n) = through(&r.g).await;
+    for _ in 0..2 {
+        c.simple_query("select 1 as a").await.unwrap();
+        c.simple_query("select 2 as b, 3 as c").await.unwrap();
+    }
+    c.simple_query("select").await.unwrap();
+    let one = c.prepare("select $1::text as p").await.unwrap();
+    for v in ["first", SECRET_IN, "third"] {
+        c.query(&one, &[&v]).await.unwrap();
+    }
+    let two = c.prepare("select $1::text as x, $2::int4 as y").await.unwrap();
+    c.query(&two, &[&None::<&str>, &Some(7i32)]).await.unwrap();
+    c.query(&one, &[&"fourth"]).await.unwrap();
+    drop(c);
+    let admin = r.admin;
+    tokio::task::spawn_blocking(move || RecView { admin }.wait(1))
+        .await
+        .unwrap();
+
+    let files = session_files(&r.dir());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let recs = records(&files[0]);
+    let stmts: Vec<&Value> = recs.iter().filter(|v| v["kind"] == "statement").collect();
+    let results: Vec<&Value> = recs.iter().filter(|v| v["kind"] == "result").collect();
+    assert_eq!(stmts.len(), 10, "{stmts:?}");
+    assert_eq!(results.len(), 10, "{results:?}");
+    let columns: Vec<&Value> = results[..5].iter().map(|r| &r["columns"]).collect();
+    assert_eq!(
+        columns,
+        [
+            &serde_json::json!(["a"]),
+            &serde_json::json!(["b", "c"]),
+            &serde_json::json!(["a"]),
+            &serde_json::json!(["b", "c"]),
+            // No columns: no member.
+            &Value::Null,
+        ]
+    );
+    for s in &stmts[..5] {
+        assert!(s.get("params").is_none(), "{s}");
+    }
+    assert_eq!(stmts[5]["params"], serde_json::json!(["first"]));
+    let masked = stmts[6]["params"][0].as_str().unwrap();
+    assert!(!masked.contains(SECRET_IN) && masked.contains("****"), "{masked}");
+    assert_eq!(stmts[7]["params"], serde_json::json!(["third"]));
+    // Binary parameters (the driver's choice): NULL, and an int4 as hex.
+    assert_eq!(stmts[8]["params"], serde_json::json!([null, "\\x00000007"]));
+    assert_eq!(stmts[9]["params"], serde_json::json!(["fourth"]));
+    for (s, r) in stmts.iter().zip(&results) {
+        assert_eq!(s["n"], r["n"], "a result answers its own statement");
+    }
+    let (code, out) = verify_cmd(&r.dir());
+    assert_eq!(code, 0, "{out}");
+}
+
 /// Rewrites line `i` of a file with `f`.
 fn edit_line(src: &Path, dst: &Path, f: impl Fn(usize, String) -> Option<String>) {
     let text = std::fs::read_to_string(src).unwrap();

@@ -191,9 +191,10 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
     let mut procs: Vec<managed::Proc> = Vec::new();
     let wants = |m: Managed| run.targets.iter().any(|t| t.managed == Some(m));
     let mut pgb_port = None;
+    let mut pgb_tls_port = None;
     if wants(Managed::Pgbouncer) {
         if let Some(spec) = &run.pgbouncer {
-            let p = managed::start_pgbouncer(spec, &run, tmp.path(), pg_port)?;
+            let p = managed::start_pgbouncer(spec, managed::Hops::PlainUpstream, &run, tmp.path(), pg_port)?;
             eprintln!(
                 "pgbouncer pid {} on 127.0.0.1:{} ({} mode)",
                 p.pid(),
@@ -202,6 +203,17 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
             );
             pgb_port = Some((spec.port, p.pid()));
             procs.push(p);
+            if scenarios.iter().any(|s| s.upstream_tls) {
+                let p = managed::start_pgbouncer(spec, managed::Hops::TlsUpstream, &run, tmp.path(), pg_port)?;
+                eprintln!(
+                    "pgbouncer pid {} on 127.0.0.1:{} ({} mode, TLS to PostgreSQL)",
+                    p.pid(),
+                    spec.upstream_tls_port,
+                    spec.pool_mode
+                );
+                pgb_tls_port = Some((spec.upstream_tls_port, p.pid()));
+                procs.push(p);
+            }
         }
     }
     let mut gh = None;
@@ -257,6 +269,11 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 password: None,
                 dbname: run.database.clone(),
             }),
+            upstream_tls: t.upstream_tls_port.map(|port| workload::UpstreamTlsRoute {
+                port,
+                dbname: t.upstream_tls_dbname.clone().unwrap_or_else(|| run.database.clone()),
+                pid: None,
+            }),
         };
         if let Some(pf) = &t.pidfile {
             let pf = run.resolve(pf);
@@ -288,6 +305,11 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 if ep.idle_dbname.is_none() && pgb_port.is_some() {
                     ep.idle_dbname = Some(format!("{}_pooled", run.database));
                 }
+                ep.upstream_tls = Some(workload::UpstreamTlsRoute {
+                    port: g.port,
+                    dbname: format!("{}_tls", run.database),
+                    pid: None,
+                });
             }
             Some(Managed::Pgbouncer) => {
                 let Some((port, pid)) = pgb_port else {
@@ -295,6 +317,11 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 };
                 ep.params.port = port;
                 ep.pid = Some(pid);
+                ep.upstream_tls = pgb_tls_port.map(|(port, pid)| workload::UpstreamTlsRoute {
+                    port,
+                    dbname: ep.params.dbname.clone(),
+                    pid: Some(pid),
+                });
             }
             None => {}
         }
@@ -329,7 +356,14 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
     for sc in &scenarios {
         for ep in &endpoints {
             k += 1;
-            let skip = if INTERRUPTED.load(Ordering::Relaxed) {
+            let routed = if sc.upstream_tls {
+                ep.with_upstream_tls()
+            } else {
+                Some(ep.clone())
+            };
+            let skip = if routed.is_none() {
+                Some("no route with TLS to PostgreSQL (upstream_tls_port)".to_string())
+            } else if INTERRUPTED.load(Ordering::Relaxed) {
                 Some("interrupted".to_string())
             } else if !sc.targets.is_empty() && !sc.targets.contains(&ep.name) {
                 Some("not among the scenario's targets".into())
@@ -349,6 +383,7 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                 rows.push(row);
                 continue;
             }
+            let Some(ep) = &routed else { continue };
             let m = workload::run(sc, ep, tables, &progress).await?;
             fill_row(&mut row, sc, &m);
             if sc.pgbench_check && !INTERRUPTED.load(Ordering::Relaxed) {
@@ -450,6 +485,7 @@ fn empty_row(sc: &Scenario, ep: &Endpoint) -> report::Row {
         clients: sc.clients,
         pipeline: sc.pipeline,
         tls: sc.tls,
+        upstream_tls: sc.upstream_tls,
         target: ep.name.clone(),
         direct: ep.direct,
         skipped: None,

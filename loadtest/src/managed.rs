@@ -269,9 +269,11 @@ pub fn start_gatehouse(
 /// pins in every upstream login under a policy, is not among the startup
 /// parameters PgBouncer passes on: it refuses the login unless told to
 /// ignore it (gatehouse in front of PgBouncer, as the idle scenario's
-/// pooled target is).
+/// pooled target is). `hops` says whether its connections to PostgreSQL
+/// are TLS too (`server_tls_sslmode = require`, global in PgBouncer).
 pub fn pgbouncer_ini(
     spec: &PgbouncerSpec,
+    hops: Hops,
     database: &str,
     pg_port: u16,
     dir: &Path,
@@ -292,7 +294,7 @@ pub fn pgbouncer_ini(
          max_client_conn = 12000\n\
          default_pool_size = {pool}\n\
          max_db_connections = {maxdb}\n\
-         server_tls_sslmode = disable\n\
+         server_tls_sslmode = {server_tls}\n\
          client_tls_sslmode = allow\n\
          client_tls_cert_file = {cert}\n\
          client_tls_key_file = {key}\n\
@@ -301,7 +303,11 @@ pub fn pgbouncer_ini(
          log_connections = 0\n\
          log_disconnections = 0\n\
          ignore_startup_parameters = backslash_quote\n",
-        port = spec.port,
+        port = hops.port(spec),
+        server_tls = match hops {
+            Hops::PlainUpstream => "disable",
+            Hops::TlsUpstream => "require",
+        },
         mode = spec.pool_mode,
         pool = spec.pool_size,
         maxdb = spec.pool_size + 10,
@@ -311,7 +317,24 @@ pub fn pgbouncer_ini(
     )
 }
 
-pub fn start_pgbouncer(spec: &PgbouncerSpec, run: &RunFile, tmp: &Path, pg_port: u16) -> Result<Proc> {
+/// Which of the two PgBouncers: plain to PostgreSQL (every scenario) or
+/// TLS to PostgreSQL too (scenarios with `upstream_tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hops {
+    PlainUpstream,
+    TlsUpstream,
+}
+
+impl Hops {
+    pub fn port(self, spec: &PgbouncerSpec) -> u16 {
+        match self {
+            Hops::PlainUpstream => spec.port,
+            Hops::TlsUpstream => spec.upstream_tls_port,
+        }
+    }
+}
+
+pub fn start_pgbouncer(spec: &PgbouncerSpec, hops: Hops, run: &RunFile, tmp: &Path, pg_port: u16) -> Result<Proc> {
     let bin = spec
         .bin
         .clone()
@@ -323,10 +346,14 @@ pub fn start_pgbouncer(spec: &PgbouncerSpec, run: &RunFile, tmp: &Path, pg_port:
             bin.display()
         );
     }
-    if port_open(spec.port) {
-        bail!("127.0.0.1:{} is in use (PgBouncer's port)", spec.port);
+    let port = hops.port(spec);
+    if port_open(port) {
+        bail!("127.0.0.1:{port} is in use (PgBouncer's port)");
     }
-    let dir = tmp.join("pgbouncer");
+    let dir = tmp.join(match hops {
+        Hops::PlainUpstream => "pgbouncer",
+        Hops::TlsUpstream => "pgbouncer-tls",
+    });
     std::fs::create_dir_all(&dir)?;
     // PgBouncer reads its TLS files as its own user: copies inside its directory.
     let cert = (dir.join("server.crt"), dir.join("server.key"));
@@ -334,7 +361,7 @@ pub fn start_pgbouncer(spec: &PgbouncerSpec, run: &RunFile, tmp: &Path, pg_port:
     std::fs::copy(tmp.join("server.key"), &cert.1)?;
     std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
     let ini = dir.join("pgbouncer.ini");
-    std::fs::write(&ini, pgbouncer_ini(spec, &run.database, pg_port, &dir, &cert))?;
+    std::fs::write(&ini, pgbouncer_ini(spec, hops, &run.database, pg_port, &dir, &cert))?;
     let log = dir.join("stdout.log");
     let out = std::fs::File::create(&log)?;
     let err = out.try_clone()?;
@@ -369,7 +396,7 @@ pub fn start_pgbouncer(spec: &PgbouncerSpec, run: &RunFile, tmp: &Path, pg_port:
         stop_signal: libc::SIGINT,
         log: dir.join("pgbouncer.log"),
     };
-    wait_listening(&mut proc, spec.port)?;
+    wait_listening(&mut proc, port)?;
     Ok(proc)
 }
 

@@ -17,6 +17,8 @@ pub struct Row {
     pub clients: usize,
     pub pipeline: usize,
     pub tls: bool,
+    /// TLS on the proxy's hop to PostgreSQL too.
+    pub upstream_tls: bool,
     pub target: String,
     pub direct: bool,
     /// Why the scenario did not run against this target.
@@ -398,6 +400,7 @@ mod tests {
             clients: 1,
             pipeline: 1,
             tls: false,
+            upstream_tls: false,
             target: target.into(),
             direct,
             skipped: None,

@@ -117,6 +117,12 @@ pub struct Scenario {
     /// TLS to the target (SSLRequest, then rustls).
     #[serde(default)]
     pub tls: bool,
+    /// TLS on the proxy's hop to PostgreSQL too (needs `tls`): a managed
+    /// gatehouse's `<database>_tls` target (`tls = "require"`) and a second
+    /// PgBouncer with `server_tls_sslmode = require`. The direct target has
+    /// one hop, the client's.
+    #[serde(default)]
+    pub upstream_tls: bool,
     /// Logged-in idle connections (idle_plus_work).
     #[serde(default)]
     pub idle_connections: usize,
@@ -202,6 +208,12 @@ impl Scenario {
         }
         if self.kind == Kind::MysqlPointSelect && self.tls {
             bail!("mysql_point_select: no TLS");
+        }
+        if self.upstream_tls && !self.tls {
+            bail!("upstream_tls: TLS on both hops needs tls = true too");
+        }
+        if self.upstream_tls && matches!(self.kind, Kind::MysqlPointSelect | Kind::IdlePlusWork | Kind::Approvals) {
+            bail!("upstream_tls: not for mysql_point_select, idle_plus_work or approvals");
         }
         if self.rows == Some(0) || self.bytes == Some(0) {
             bail!("rows and bytes: at least 1");
@@ -297,6 +309,14 @@ pub struct Target {
     /// The MySQL user (default `root`; `load` through a managed gatehouse).
     #[serde(default)]
     pub mysql_user: Option<String>,
+    /// For scenarios with `upstream_tls`: the port and database that reach
+    /// this proxy with TLS on its hop to PostgreSQL too (a managed one's are
+    /// filled in). A proxy without them skips those scenarios; the direct
+    /// target needs none (its only hop is the client's).
+    #[serde(default)]
+    pub upstream_tls_port: Option<u16>,
+    #[serde(default)]
+    pub upstream_tls_dbname: Option<String>,
 }
 
 fn d_host() -> String {
@@ -411,8 +431,16 @@ pub struct PgbouncerSpec {
     pub pool_size: u32,
     #[serde(default = "d_pool_mode")]
     pub pool_mode: String,
+    /// A second PgBouncer, started only for scenarios with `upstream_tls`,
+    /// alike but with `server_tls_sslmode = require`: PgBouncer's server TLS
+    /// mode is global, so one process cannot have both.
+    #[serde(default = "d_pgb_upstream_tls_port")]
+    pub upstream_tls_port: u16,
 }
 
+fn d_pgb_upstream_tls_port() -> u16 {
+    6435
+}
 fn d_pool() -> u32 {
     40
 }
@@ -616,7 +644,14 @@ mod tests {
             "name = \"p\"\nkind = \"storm\"\nunknown_key = 1",
             "name = \"p\"\nkind = \"storm\"\nmax_ops = 0",
             "name = \"p\"\nkind = \"copy_in\"\npgbench_check = true",
+            "name = \"p\"\nkind = \"point_select\"\nupstream_tls = true",
+            "name = \"p\"\nkind = \"approvals\"\ntls = true\nupstream_tls = true",
         ];
+        assert!(Scenario::parse(
+            "name = \"p\"\nkind = \"point_select\"\ntls = true\nupstream_tls = true",
+            "t"
+        )
+        .is_ok());
         for b in bad {
             assert!(Scenario::parse(b, "t").is_err(), "accepted: {b}");
         }

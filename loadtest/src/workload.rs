@@ -26,6 +26,38 @@ pub struct Endpoint {
     pub approval: Option<(String, Option<String>)>,
     /// The same endpoint over MySQL, for MySQL scenarios.
     pub mysql: Option<crate::mysql::MyParams>,
+    /// How a scenario with `upstream_tls` reaches this proxy instead.
+    pub upstream_tls: Option<UpstreamTlsRoute>,
+}
+
+/// Where a proxy is reached with TLS on its hop to PostgreSQL as well: a
+/// database of its own (gatehouse's `<database>_tls` target) or another
+/// process (a second PgBouncer, whose server TLS mode is global).
+#[derive(Clone, Debug)]
+pub struct UpstreamTlsRoute {
+    pub port: u16,
+    pub dbname: String,
+    /// The process to watch, when it is not the endpoint's own.
+    pub pid: Option<u32>,
+}
+
+impl Endpoint {
+    /// This endpoint as a scenario with `upstream_tls` uses it, or `None`
+    /// when it has no such route. The direct target is itself: its only hop
+    /// is the client's, which the scenario's `tls` already covers.
+    pub fn with_upstream_tls(&self) -> Option<Endpoint> {
+        if self.direct {
+            return Some(self.clone());
+        }
+        let route = self.upstream_tls.as_ref()?;
+        let mut ep = self.clone();
+        ep.params.port = route.port;
+        ep.params.dbname = route.dbname.clone();
+        if route.pid.is_some() {
+            ep.pid = route.pid;
+        }
+        Some(ep)
+    }
 }
 
 /// Sizes of the tables made by the setup.
@@ -788,7 +820,7 @@ pub async fn pgbench(sc: &Scenario, ep: &Endpoint, tables: Tables, dir: &std::pa
         .arg("-f")
         .arg(&script)
         .arg(&ep.params.dbname)
-        .env("PGSSLMODE", "disable")
+        .env("PGSSLMODE", if sc.tls { "require" } else { "disable" })
         .env_remove("PGHOST")
         .env_remove("PGSERVICE")
         .kill_on_drop(true);

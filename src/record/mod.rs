@@ -123,9 +123,21 @@ impl Chain {
 
     /// As [`Chain::line`], with the fields already written.
     pub fn line_fields(&mut self, t_us: u64, kind: &str, fields: &Fields) -> Vec<u8> {
-        let mut out = self.unsealed_line(t_us, kind, fields);
+        let mut out = Vec::with_capacity(256 + fields.0.len());
+        self.append_line(&mut out, t_us, kind, fields);
+        out
+    }
+
+    /// As [`Chain::line_fields`], appended to `out` (a buffer the caller
+    /// reuses): returns where the line starts in it.
+    pub fn append_line(&mut self, out: &mut Vec<u8>, t_us: u64, kind: &str, fields: &Fields) -> usize {
+        let start = out.len();
+        self.write_unsealed(out, t_us, kind, fields);
         out.push(b'}');
-        self.advance(out)
+        self.prev = hex64(&Sha256::digest(&out[start..]).into());
+        self.seq += 1;
+        out.push(b'\n');
+        start
     }
 
     /// As [`Chain::line_fields`], signed: the record ends with `"key"` and
@@ -154,19 +166,23 @@ impl Chain {
     /// The line without its closing brace.
     fn unsealed_line(&self, t_us: u64, kind: &str, fields: &Fields) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + fields.0.len());
+        self.write_unsealed(&mut out, t_us, kind, fields);
+        out
+    }
+
+    fn write_unsealed(&self, out: &mut Vec<u8>, t_us: u64, kind: &str, fields: &Fields) {
         out.extend_from_slice(b"{\"seq\":");
-        push_u64(&mut out, self.seq);
+        push_u64(out, self.seq);
         out.extend_from_slice(b",\"prev\":\"");
         out.extend_from_slice(&self.prev);
         out.extend_from_slice(b"\",\"t\":");
-        push_u64(&mut out, t_us);
+        push_u64(out, t_us);
         out.extend_from_slice(b",\"kind\":");
-        let _ = serde_json::to_writer(&mut out, kind);
+        let _ = serde_json::to_writer(&mut *out, kind);
         if !fields.0.is_empty() {
             out.push(b',');
             out.extend_from_slice(&fields.0);
         }
-        out
     }
 
     /// Links a finished line (without its newline) into the chain.
@@ -252,16 +268,36 @@ impl Fields {
     /// A list of strings.
     pub fn strs<'a>(&mut self, k: &str, v: impl IntoIterator<Item = &'a str>) -> &mut Self {
         self.key(k);
-        self.0.push(b'[');
-        for (i, s) in v.into_iter().enumerate() {
-            if i > 0 {
-                self.0.push(b',');
-            }
-            let _ = serde_json::to_writer(&mut self.0, s);
-        }
-        self.0.push(b']');
+        json_strs(&mut self.0, v);
         self
     }
+
+    /// Room for `n` bytes of members before the buffer grows.
+    pub fn with_capacity(n: usize) -> Fields {
+        Fields(Vec::with_capacity(n))
+    }
+
+    /// A member whose value is JSON written already (by [`json_strs`] or
+    /// `serde_json`): values the recorder writes once and repeats (a Bind's
+    /// parameters, a result's column names).
+    pub(crate) fn raw(&mut self, k: &str, json: &[u8]) -> &mut Self {
+        debug_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok());
+        self.key(k);
+        self.0.extend_from_slice(json);
+        self
+    }
+}
+
+/// Appends a JSON array of strings.
+pub fn json_strs<'a>(out: &mut Vec<u8>, v: impl IntoIterator<Item = &'a str>) {
+    out.push(b'[');
+    for (i, s) in v.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+    out.push(b']');
 }
 
 /// What [`verify`] found in one file.

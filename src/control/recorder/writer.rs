@@ -7,7 +7,7 @@ use super::index::Entry;
 use super::{civil_day, LiveTail, Recorder, IDLE_POLL, MAX_BINDS, MAX_PARAMS, MAX_PARAM_BYTES, ROWS_PER_RECORD};
 use crate::config::ResultsMode;
 use crate::record::events::{Ev, OpenInfo};
-use crate::record::{self, now_us, Chain, Fields};
+use crate::record::{self, json_strs, now_us, Chain, Fields};
 use crate::sql::Classifier;
 use crate::wire::pg::Cursor;
 use serde_json::{json, Value};
@@ -52,7 +52,9 @@ struct Pending {
     group: u64,
     extended: bool,
     t: u64,
-    columns: Vec<(String, i16)>,
+    /// A RowDescription came for this statement: its columns are the
+    /// session's `columns`.
+    described: bool,
     masked: BTreeMap<String, u64>,
     rows_seen: u64,
     error: Option<Value>,
@@ -68,8 +70,17 @@ struct Session {
     info: OpenInfo,
     started: u64,
     dirty: bool,
-    /// Parameters of the last Bind frames, by ordinal.
-    binds: VecDeque<(u64, Value)>,
+    /// Parameters of the last Bind frames, by ordinal, as the JSON the
+    /// statement record carries (masked already); `None`: not parsable.
+    binds: VecDeque<(u64, Option<Box<[u8]>>)>,
+    /// The last RowDescription: its body, its columns (name, format) and
+    /// the names as a JSON array. A prepared statement gets the same one at
+    /// every execution: it is parsed once.
+    row_description: Vec<u8>,
+    columns: Vec<(String, i16)>,
+    columns_json: Vec<u8>,
+    /// Statements counted since the index last heard of them.
+    counts_dirty: bool,
     next_bind: u64,
     queue: VecDeque<Pending>,
     /// Sync/Query messages seen, and ReadyForQuery seen.
@@ -106,7 +117,13 @@ pub(super) struct Writer {
     unopened: HashMap<u32, (u64, OpenInfo)>,
     /// The day directory known to exist.
     day_dir: Option<String>,
+    /// The record line being written, reused (dropped above `LINE_KEPT`).
+    line: Vec<u8>,
 }
+
+/// Capacity of the reused line buffer kept between records (a `rows`
+/// record of a `full` result can be megabytes).
+const LINE_KEPT: usize = 64 << 10;
 
 impl Writer {
     pub(super) fn new(rec: Arc<Recorder>, lead: bool) -> Writer {
@@ -124,6 +141,7 @@ impl Writer {
             sealed: Vec::new(),
             unopened: HashMap::new(),
             day_dir: None,
+            line: Vec::new(),
         }
     }
 
@@ -193,8 +211,17 @@ impl Writer {
         self.rec.failed(what, &e);
     }
 
-    /// Pushes buffered lines to the files (the live tails have them already).
+    /// Pushes buffered lines to the files (the live tails have them
+    /// already), and the sessions' statement counts to the index: once per
+    /// pass over the channel, not per event.
     fn flush_buffers(&mut self) {
+        if self.sessions.values().any(|s| s.counts_dirty) {
+            let mut index = self.rec.index.lock().unwrap_or_else(|p| p.into_inner());
+            for s in self.sessions.values_mut().filter(|s| s.counts_dirty) {
+                s.counts_dirty = false;
+                index.update_counts(&s.entry);
+            }
+        }
         let mut errs = Vec::new();
         for s in self.sessions.values_mut() {
             if let Err(e) = s.file.flush() {
@@ -475,6 +502,10 @@ impl Writer {
                 started: t,
                 dirty: true,
                 binds: VecDeque::new(),
+                row_description: Vec::new(),
+                columns: Vec::new(),
+                columns_json: Vec::new(),
+                counts_dirty: false,
                 next_bind: 0,
                 queue: VecDeque::new(),
                 groups: 0,
@@ -502,7 +533,9 @@ impl Writer {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        let line = s.chain.line_fields(t, kind, fields);
+        let line = &mut self.line;
+        line.clear();
+        s.chain.append_line(line, t, kind, fields);
         s.dirty = true;
         self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
         self.rec.stats.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
@@ -512,8 +545,11 @@ impl Writer {
                 let _ = l.send(text);
             }
         }
-        if let Err(e) = s.file.write_all(&line) {
-            self.write_err("write", e);
+        if let Err(e) = s.file.write_all(line) {
+            self.rec.failed("write", &e);
+        }
+        if line.capacity() > LINE_KEPT {
+            *line = Vec::new();
         }
     }
 
@@ -553,18 +589,23 @@ impl Writer {
                 match tag {
                     b'B' => {
                         // Parameters by the Bind's ordinal: Executes name it.
-                        let params = match bind_params(body) {
-                            Some((_, _, params)) => Value::Array(
-                                params
-                                    .into_iter()
-                                    .map(|p| match p {
-                                        None => Value::Null,
-                                        Some(text) => Value::from(Self::mask(s, &text)),
-                                    })
-                                    .collect(),
-                            ),
-                            None => Value::Null,
-                        };
+                        let params = bind_params(body).map(|(_, _, params)| {
+                            let mut json = Vec::with_capacity(16 + params.len() * 16);
+                            json.push(b'[');
+                            for (i, p) in params.into_iter().enumerate() {
+                                if i > 0 {
+                                    json.push(b',');
+                                }
+                                match p {
+                                    None => json.extend_from_slice(b"null"),
+                                    Some(text) => {
+                                        let _ = serde_json::to_writer(&mut json, &Self::mask(s, &text));
+                                    }
+                                }
+                            }
+                            json.push(b']');
+                            json.into_boxed_slice()
+                        });
                         if s.binds.len() >= MAX_BINDS {
                             s.binds.pop_front();
                         }
@@ -590,8 +631,7 @@ impl Writer {
                         let params = resolved
                             .and_then(|r| r.bind)
                             .and_then(|b| s.binds.iter().rev().find(|(n, _)| *n == b))
-                            .map(|(_, p)| p.clone())
-                            .unwrap_or(Value::Null);
+                            .and_then(|(_, p)| p.as_deref());
                         let known_class = resolved.and_then(|r| r.class);
                         let class = match known_class {
                             Some(c) => c,
@@ -609,14 +649,14 @@ impl Writer {
                             (None, Some(_)) => "approved",
                             (None, None) => "allow",
                         };
-                        let mut v = Fields::default();
+                        let mut v = Fields::with_capacity(128 + sql.len() + params.map_or(0, <[u8]>::len));
                         v.u64("n", n)
                             .str("protocol", protocol)
                             .str("sql", &sql)
                             .str("class", class)
                             .str("decision", decision);
-                        if !params.is_null() {
-                            v.value("params", &params);
+                        if let Some(params) = params {
+                            v.raw("params", params);
                         }
                         if let Some((_, code, msg)) = refusal {
                             v.value("error", &json!({ "code": code, "message": msg }));
@@ -626,6 +666,7 @@ impl Writer {
                         }
                         counted.push((class, decision));
                         s.entry.statements += 1;
+                        s.counts_dirty = true;
                         if !s.entry.decisions.iter().any(|d| d == decision) {
                             s.entry.decisions.push(decision.to_string());
                         }
@@ -634,7 +675,7 @@ impl Writer {
                             group: s.groups,
                             extended: tag == b'E',
                             t,
-                            columns: Vec::new(),
+                            described: false,
                             masked: BTreeMap::new(),
                             rows_seen: 0,
                             error: None,
@@ -661,13 +702,6 @@ impl Writer {
         }
         for v in records {
             self.emit_fields(session, t, "statement", &v);
-        }
-        if let Some(s) = self.sessions.get(&session) {
-            self.rec
-                .index
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .update_counts(&s.entry);
         }
     }
 
@@ -708,14 +742,22 @@ impl Writer {
                 match tag {
                     b'T' => {
                         if let Some(p) = s.queue.front_mut() {
-                            p.columns = row_description(body);
+                            p.described = true;
+                            if s.row_description != body {
+                                s.row_description.clear();
+                                s.row_description.extend_from_slice(body);
+                                s.columns = row_description(body);
+                                s.columns_json.clear();
+                                json_strs(&mut s.columns_json, s.columns.iter().map(|c| c.0.as_str()));
+                            }
                         }
                     }
                     b'D' if mode == ResultsMode::Full => {
                         if let Some(p) = s.queue.front_mut() {
                             p.rows_seen += 1;
                             s.rows_of = p.n;
-                            s.rows.push(data_row(body, &p.columns));
+                            let columns: &[(String, i16)] = if p.described { &s.columns } else { &[] };
+                            s.rows.push(data_row(body, columns));
                             if s.rows.len() >= ROWS_PER_RECORD {
                                 out.push(("rows", Rec::V(json!({ "n": p.n, "rows": std::mem::take(&mut s.rows) }))));
                             }
@@ -730,7 +772,7 @@ impl Writer {
                         }
                         let Some(p) = s.queue.front_mut() else { continue };
                         p.results += 1;
-                        let mut v = Fields::default();
+                        let mut v = Fields::with_capacity(128 + s.columns_json.len());
                         v.u64("n", p.n).u64("duration_us", t.saturating_sub(p.t));
                         match tag {
                             b'C' => {
@@ -763,15 +805,15 @@ impl Writer {
                             }
                         }
                         if mode != ResultsMode::None || tag == b'E' {
-                            if !p.columns.is_empty() && mode != ResultsMode::None {
-                                v.strs("columns", p.columns.iter().map(|c| c.0.as_str()));
+                            if p.described && !s.columns.is_empty() && mode != ResultsMode::None {
+                                v.raw("columns", &s.columns_json);
                             }
                             if !p.masked.is_empty() {
                                 v.value("masked", &json!(std::mem::take(&mut p.masked)));
                             }
                             out.push(("result", Rec::F(v)));
                         }
-                        p.columns.clear();
+                        p.described = false;
                         if p.extended {
                             if tag == b'E' {
                                 // The server skips to Sync: the rest of the group has no result.

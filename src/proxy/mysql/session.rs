@@ -568,6 +568,12 @@ fn upstream_protocol(e: impl std::fmt::Display) -> Fatal {
 impl Session<'_> {
     async fn run(&mut self) -> Result<(), Fatal> {
         loop {
+            // Events that found the recorder's queue full are sent before
+            // the next command is read: the session waits for room, as a
+            // PostgreSQL session does, instead of piling them up in memory.
+            if let Some(rec) = self.rec.filter(|r| r.pending()) {
+                rec.flush().await;
+            }
             let (m, payload) = match self.client.read_message(self.max_msg).await {
                 Ok(x) => x,
                 Err(e) => {
