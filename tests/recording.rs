@@ -317,6 +317,41 @@ async fn each_statement_carries_its_own_parameters_and_each_result_its_own_colum
     assert_eq!(code, 0, "{out}");
 }
 
+/// A RowDescription answering a Describe in a group of its own (a client
+/// preparing a statement while earlier and later executions are in
+/// flight) is not the next statement's: that statement's result names no
+/// columns it did not have.
+#[tokio::test]
+async fn a_pipelined_describe_does_not_lend_its_columns_to_the_next_statement() {
+    let r = Rec::start("summary", 1000);
+    let (c, _n) = through(&r.g).await;
+    let first = c.prepare("select 1::int4 as first_col").await.unwrap();
+    let third = c.prepare("select 3::int4 as third_col").await.unwrap();
+    // Bind/Execute/Sync, Parse/Describe/Sync, Bind/Execute/Sync, sent
+    // before any answer is read.
+    let (a, b, d) = tokio::join!(
+        c.query(&first, &[]),
+        c.prepare("select 2::int4 as described_only"),
+        c.query(&third, &[])
+    );
+    assert_eq!(a.unwrap()[0].get::<_, i32>(0), 1);
+    b.unwrap();
+    assert_eq!(d.unwrap()[0].get::<_, i32>(0), 3);
+    drop(c);
+    let admin = r.admin;
+    tokio::task::spawn_blocking(move || RecView { admin }.wait(1))
+        .await
+        .unwrap();
+    let files = session_files(&r.dir());
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("\"kind\":\"result\"") && l.contains("described_only")),
+        "a result took the Describe's columns: {text}"
+    );
+}
+
 /// Rewrites line `i` of a file with `f`.
 fn edit_line(src: &Path, dst: &Path, f: impl Fn(usize, String) -> Option<String>) {
     let text = std::fs::read_to_string(src).unwrap();

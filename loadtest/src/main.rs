@@ -361,12 +361,12 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
             } else {
                 Some(ep.clone())
             };
-            let skip = if routed.is_none() {
-                Some("no route with TLS to PostgreSQL (upstream_tls_port)".to_string())
-            } else if INTERRUPTED.load(Ordering::Relaxed) {
+            let skip = if INTERRUPTED.load(Ordering::Relaxed) {
                 Some("interrupted".to_string())
             } else if !sc.targets.is_empty() && !sc.targets.contains(&ep.name) {
                 Some("not among the scenario's targets".into())
+            } else if routed.is_none() {
+                Some("no route with TLS to PostgreSQL (upstream_tls_port)".into())
             } else if sc.skip_direct && ep.direct {
                 Some("the scenario leaves out the direct target".into())
             } else if sc.kind == Kind::Approvals && (ep.admin.is_none() || ep.approval.is_none()) {

@@ -45,6 +45,10 @@ use writer::Writer;
 /// Bind parameters remembered per session, at most (the portals a client
 /// keeps open at once).
 pub(crate) const MAX_BINDS: usize = 1024;
+/// Bytes of remembered Bind parameters (as JSON, escapes included) per
+/// session, at most: past it the oldest are forgotten, and an Execute of
+/// a forgotten Bind is recorded without its parameters.
+pub(crate) const MAX_BIND_BYTES: usize = 4 << 20;
 /// Parameters recorded per statement, and bytes per parameter, at most.
 pub(crate) const MAX_PARAMS: usize = 256;
 pub(crate) const MAX_PARAM_BYTES: usize = 16 << 10;

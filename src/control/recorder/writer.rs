@@ -4,7 +4,9 @@
 //! keeps the index and live tails current.
 
 use super::index::Entry;
-use super::{civil_day, LiveTail, Recorder, IDLE_POLL, MAX_BINDS, MAX_PARAMS, MAX_PARAM_BYTES, ROWS_PER_RECORD};
+use super::{
+    civil_day, LiveTail, Recorder, IDLE_POLL, MAX_BINDS, MAX_BIND_BYTES, MAX_PARAMS, MAX_PARAM_BYTES, ROWS_PER_RECORD,
+};
 use crate::config::ResultsMode;
 use crate::record::events::{Ev, OpenInfo};
 use crate::record::{self, json_strs, now_us, Chain, Fields};
@@ -73,6 +75,8 @@ struct Session {
     /// Parameters of the last Bind frames, by ordinal, as the JSON the
     /// statement record carries (masked already); `None`: not parsable.
     binds: VecDeque<(u64, Option<Box<[u8]>>)>,
+    /// Bytes held in `binds`.
+    bind_bytes: usize,
     /// The last RowDescription: its body, its columns (name, format) and
     /// the names as a JSON array. A prepared statement gets the same one at
     /// every execution: it is parsed once.
@@ -502,6 +506,7 @@ impl Writer {
                 started: t,
                 dirty: true,
                 binds: VecDeque::new(),
+                bind_bytes: 0,
                 row_description: Vec::new(),
                 columns: Vec::new(),
                 columns_json: Vec::new(),
@@ -606,9 +611,15 @@ impl Writer {
                             json.push(b']');
                             json.into_boxed_slice()
                         });
-                        if s.binds.len() >= MAX_BINDS {
-                            s.binds.pop_front();
+                        let size = params.as_ref().map_or(0, |p| p.len());
+                        while !s.binds.is_empty()
+                            && (s.binds.len() >= MAX_BINDS || s.bind_bytes + size > MAX_BIND_BYTES)
+                        {
+                            if let Some((_, old)) = s.binds.pop_front() {
+                                s.bind_bytes -= old.map_or(0, |p| p.len());
+                            }
                         }
+                        s.bind_bytes += size;
                         s.binds.push_back((s.next_bind, params));
                         s.next_bind += 1;
                     }
@@ -741,7 +752,11 @@ impl Writer {
                 at = end;
                 match tag {
                     b'T' => {
-                        if let Some(p) = s.queue.front_mut() {
+                        // A RowDescription belongs to the group the server
+                        // answers now: one that answers a Describe of a
+                        // group with no statement of its own (Parse,
+                        // Describe, Sync) is not the next statement's.
+                        if let Some(p) = s.queue.front_mut().filter(|p| p.group == s.readies) {
                             p.described = true;
                             if s.row_description != body {
                                 s.row_description.clear();

@@ -1153,6 +1153,12 @@ impl Session<'_> {
                 Ok(None) => {
                     self.prescan.clear();
                     self.flush_client().await?;
+                    // Within one long answer too (a procedure's many result
+                    // sets): what found the recorder's queue full is sent
+                    // before more is read from the server.
+                    if let Some(rec) = self.rec.filter(|r| r.pending()) {
+                        rec.flush().await;
+                    }
                     self.fill_upstream().await?;
                     continue;
                 }
