@@ -14,14 +14,6 @@ use std::thread::JoinHandle;
 /// Lines queued at most.
 pub const QUEUE_LINES: usize = 65_536;
 
-/// How long the writer sleeps after writing a batch before it looks again.
-/// Lines that come meanwhile wait in the queue, and sending one costs the
-/// worker no wake-up: only a writer blocked on an empty queue is woken. A
-/// storm of sessions (a line each) otherwise paid a futex wake, a context
-/// switch and a write per line. A writer that finds nothing blocks until
-/// the next line, so an idle gateway does not poll.
-const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
-
 enum Msg {
     Line(Vec<u8>),
     Stop,
@@ -137,27 +129,7 @@ pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -
 fn run<W: Write>(rx: Receiver<Msg>, out: W, dropped: &AtomicU64, json: bool) {
     let mut out = io::BufWriter::with_capacity(64 << 10, out);
     let mut reported = 0;
-    // After a batch, the next one is gathered for BATCH_WAIT first; with
-    // nothing queued then, the writer blocks.
-    let mut after_batch = false;
-    loop {
-        let first = if after_batch {
-            std::thread::sleep(BATCH_WAIT);
-            match rx.try_recv() {
-                Ok(m) => m,
-                Err(std::sync::mpsc::TryRecvError::Empty) => {
-                    after_batch = false;
-                    continue;
-                }
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-            }
-        } else {
-            match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return,
-            }
-        };
-        after_batch = true;
+    while let Ok(first) = rx.recv() {
         let mut stop = false;
         let mut next = Some(first);
         while let Some(m) = next {
@@ -223,33 +195,6 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let want: String = (0..500).map(|i| format!("line {i}\n")).collect();
         assert_eq!(text, want);
-    }
-
-    /// Lines are written while the gateway runs, not only at stop: one
-    /// to an idle writer (blocked on its queue), one while it gathers a
-    /// batch, and one after it went back to waiting.
-    #[test]
-    fn lines_are_written_while_running_whether_the_writer_waits_or_gathers() {
-        let out = Shared::default();
-        let (sink, bg) = background(out.clone(), false, 64).unwrap();
-        let written = |n: usize| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while out.0.lock().unwrap().iter().filter(|&&b| b == b'\n').count() < n {
-                assert!(std::time::Instant::now() < deadline, "line {n} not written");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        };
-        sink.send(b"first\n");
-        written(1);
-        // Within the writer's batch wait.
-        sink.send(b"second\n");
-        written(2);
-        // Past it: the writer blocks on the queue again, and wakes for this.
-        std::thread::sleep(BATCH_WAIT * 4);
-        sink.send(b"third\n");
-        written(3);
-        assert_eq!(out.0.lock().unwrap().as_slice(), b"first\nsecond\nthird\n");
-        drop(bg);
     }
 
     #[test]
