@@ -206,11 +206,15 @@ pub async fn list(
         g.entries
             .iter()
             .rev()
-            .filter(|e| identity.as_ref().is_none_or(|i| &e.identity == i))
-            .filter(|e| target.as_ref().is_none_or(|t| &e.target == t))
+            .filter(|e| identity.as_deref().is_none_or(|i| &*e.identity == i))
+            .filter(|e| target.as_deref().is_none_or(|t| &*e.target == t))
             .filter(|e| since.is_none_or(|s| e.ended_us.unwrap_or(u64::MAX) >= s))
             .filter(|e| until.is_none_or(|u| e.started_us <= u))
-            .filter(|e| decision.as_ref().is_none_or(|d| e.decisions.contains(d)))
+            .filter(|e| {
+                decision
+                    .as_deref()
+                    .is_none_or(|d| e.decisions.iter().any(|x| &**x == d))
+            })
             .cloned()
             .collect()
     };
@@ -226,11 +230,13 @@ pub async fn list(
                 let local: std::collections::HashSet<String> = candidates.iter().map(|e| e.id.clone()).collect();
                 for r in list {
                     let e = &r.entry;
-                    let keep = identity.as_ref().is_none_or(|i| &e.identity == i)
-                        && target.as_ref().is_none_or(|t| &e.target == t)
+                    let keep = identity.as_deref().is_none_or(|i| &*e.identity == i)
+                        && target.as_deref().is_none_or(|t| &*e.target == t)
                         && since.is_none_or(|s| e.ended_us.unwrap_or(u64::MAX) >= s)
                         && until.is_none_or(|u| e.started_us <= u)
-                        && decision.as_ref().is_none_or(|d| e.decisions.contains(d))
+                        && decision
+                            .as_deref()
+                            .is_none_or(|d| e.decisions.iter().any(|x| &**x == d))
                         && !(r.instance == fleet.instance && local.contains(&e.id));
                     if !keep {
                         continue;

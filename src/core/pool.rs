@@ -91,8 +91,9 @@ fn close<C: Pooled>(c: C) {
 struct Entry<C> {
     idle: Vec<IdleConn<C>>,
     /// What the last login with this key announced (protocol bytes the
-    /// protocol replays to a client before its connection is known).
-    announce: Option<Vec<u8>>,
+    /// protocol replays to a client before its connection is known):
+    /// shared with every session told it, which keeps it while it lives.
+    announce: Option<Arc<[u8]>>,
 }
 
 impl<C> Default for Entry<C> {
@@ -108,9 +109,11 @@ impl<C> Default for Entry<C> {
 /// clients that vary what goes into a key cannot grow the map further.
 const MAX_KEYS: usize = 1024;
 
-/// One worker's kept connections of one protocol, by key.
+/// One worker's kept connections of one protocol, by key. Keys are
+/// shared: a session that waits for its first message holds the map's
+/// key rather than a copy of its own.
 pub struct Pool<K, C> {
-    map: HashMap<K, Entry<C>>,
+    map: HashMap<Arc<K>, Entry<C>>,
 }
 
 impl<K, C> Default for Pool<K, C> {
@@ -129,19 +132,24 @@ impl<K: Hash + Eq + Clone, C: Pooled> Pool<K, C> {
                 return None;
             }
         }
-        Some(self.map.entry(key.clone()).or_default())
+        if !self.map.contains_key(key) {
+            self.map.insert(Arc::new(key.clone()), Entry::default());
+        }
+        self.map.get_mut(key)
     }
 
-    /// What the last login with `key` announced, if any.
-    pub fn announce(&self, key: &K) -> Option<Vec<u8>> {
-        self.map.get(key).and_then(|e| e.announce.clone())
+    /// What the last login with `key` announced, if any, with the map's
+    /// own copy of the key.
+    pub fn announce(&self, key: &K) -> Option<(Arc<K>, Arc<[u8]>)> {
+        let (k, e) = self.map.get_key_value(key)?;
+        Some((k.clone(), e.announce.clone()?))
     }
 
     /// Remembers what a login with `key` announced.
     pub fn remember(&mut self, key: &K, announce: &[u8]) {
         let Some(e) = self.entry(key) else { return };
         if e.announce.as_deref() != Some(announce) {
-            e.announce = Some(announce.to_vec());
+            e.announce = Some(Arc::from(announce));
         }
     }
 
@@ -194,7 +202,7 @@ impl<K: Hash + Eq + Clone, C: Pooled> Pool<K, C> {
         let now = Instant::now();
         let mut gone = Vec::new();
         self.map.retain(|k, e| {
-            let old = stale(k);
+            let old = stale(k.as_ref());
             let mut i = 0;
             while i < e.idle.len() {
                 let c = &e.idle[i];
@@ -209,5 +217,66 @@ impl<K: Hash + Eq + Clone, C: Pooled> Pool<K, C> {
         for c in gone {
             c.retire();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake(Instant);
+
+    impl Pooled for Fake {
+        fn looks_alive(&self) -> bool {
+            true
+        }
+        fn born(&self) -> Instant {
+            self.0
+        }
+        fn close(self) {}
+    }
+
+    fn limits() -> PoolLimits {
+        PoolLimits {
+            max_idle: 4,
+            idle_timeout: Duration::from_secs(60),
+            lifetime: Duration::from_secs(600),
+            kept: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn sessions_told_an_announcement_share_the_key_and_the_bytes() {
+        let mut pool: Pool<String, Fake> = Pool::default();
+        assert!(pool.announce(&"a".to_string()).is_none());
+        pool.remember(&"a".to_string(), b"params");
+        let (k1, a1) = pool.announce(&"a".to_string()).unwrap();
+        let (k2, a2) = pool.announce(&"a".to_string()).unwrap();
+        assert_eq!((k1.as_str(), &a1[..]), ("a", &b"params"[..]));
+        assert!(Arc::ptr_eq(&k1, &k2) && Arc::ptr_eq(&a1, &a2));
+        // A new announcement replaces the bytes; the sessions told the old
+        // one keep theirs.
+        pool.remember(&"a".to_string(), b"changed");
+        let (k3, a3) = pool.announce(&"a".to_string()).unwrap();
+        assert!(Arc::ptr_eq(&k1, &k3));
+        assert_eq!((&a1[..], &a3[..]), (&b"params"[..], &b"changed"[..]));
+        // Another key is its own entry.
+        assert!(pool.announce(&"b".to_string()).is_none());
+    }
+
+    #[test]
+    fn a_kept_connection_goes_to_its_key_only_and_a_stale_key_is_swept() {
+        let mut pool: Pool<String, Fake> = Pool::default();
+        let l = limits();
+        pool.put(&"a".to_string(), Fake(Instant::now()), &l);
+        assert!(pool.take(&"b".to_string()).is_none());
+        assert!(pool.take(&"a".to_string()).is_some());
+        assert!(pool.take(&"a".to_string()).is_none());
+        pool.put(&"a".to_string(), Fake(Instant::now()), &l);
+        pool.remember(&"a".to_string(), b"p");
+        pool.sweep(|k| k == "a");
+        assert!(pool.take(&"a".to_string()).is_none());
+        assert!(pool.announce(&"a".to_string()).is_none());
+        assert_eq!(l.kept.load(Ordering::Acquire), 0);
     }
 }

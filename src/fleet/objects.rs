@@ -428,6 +428,9 @@ impl Fleet {
                 let ended = e.ended_us.map(|v| v as i64);
                 let statements = e.statements as i64;
                 let bytes = size as i64;
+                let (identity, target, end): (&str, &str, Option<&str>) = (&e.identity, &e.target, e.end.as_deref());
+                let roles: Vec<&str> = e.roles.iter().map(|r| &**r).collect();
+                let decisions: Vec<&str> = e.decisions.iter().map(|d| &**d).collect();
                 c.execute(
                     "INSERT INTO gatehouse.recordings (instance, id, session, identity, roles, target, client, started_us, \
                      ended_us, end_reason, statements, decisions, bytes, sha256, key) \
@@ -437,15 +440,15 @@ impl Fleet {
                         &instance as &(dyn ToSql + Sync),
                         &e.id,
                         &session,
-                        &e.identity,
-                        &e.roles,
-                        &e.target,
+                        &identity,
+                        &roles,
+                        &target,
                         &e.client,
                         &started,
                         &ended,
-                        &e.end,
+                        &end,
                         &statements,
-                        &e.decisions,
+                        &decisions,
                         &bytes,
                         &sha,
                         &key,
@@ -494,15 +497,15 @@ impl Fleet {
                 entry: Entry {
                     id: r.get(1),
                     session: r.get::<_, i64>(2) as u32,
-                    identity: r.get(3),
-                    roles: r.get(4),
-                    target: r.get(5),
+                    identity: r.get::<_, String>(3).into(),
+                    roles: r.get::<_, Vec<String>>(4).into_iter().map(Arc::from).collect(),
+                    target: r.get::<_, String>(5).into(),
                     client: r.get(6),
                     started_us: r.get::<_, i64>(7).max(0) as u64,
                     ended_us: r.get::<_, Option<i64>>(8).map(|v| v.max(0) as u64),
-                    end: r.get(9),
+                    end: r.get::<_, Option<String>>(9).map(Arc::from),
                     statements: r.get::<_, i64>(10).max(0) as u64,
-                    decisions: r.get(11),
+                    decisions: r.get::<_, Vec<String>>(11).into_iter().map(Arc::from).collect(),
                     live: false,
                     path: PathBuf::new(),
                     seal_hash: None,

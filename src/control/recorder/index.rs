@@ -4,27 +4,31 @@
 use super::MAX_INDEX;
 use crate::record;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A recorded session in the index (for the admin API's list).
+///
+/// The index keeps up to `MAX_INDEX` of these, so the text most entries
+/// repeat (identity, roles, target, end, decisions) is held once and
+/// shared: see [`Names`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub id: String,
     pub session: u32,
-    pub identity: String,
-    pub roles: Vec<String>,
-    pub target: String,
+    pub identity: Arc<str>,
+    pub roles: Arc<[Arc<str>]>,
+    pub target: Arc<str>,
     pub client: String,
     pub started_us: u64,
     pub ended_us: Option<u64>,
-    pub end: Option<String>,
+    pub end: Option<Arc<str>>,
     pub statements: u64,
     /// Decisions seen: allow, deny, hold.
-    pub decisions: Vec<String>,
+    pub decisions: Vec<Arc<str>>,
     pub live: bool,
     #[serde(skip)]
     pub path: PathBuf,
@@ -50,15 +54,67 @@ pub struct Stats {
     pub statements: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
+/// Text shared between index entries. Bounded: past `MAX_NAMES` it starts
+/// again empty (entries keep what they hold; later ones share anew), so
+/// clients that vary their names cannot grow it.
+#[derive(Default)]
+struct Names {
+    text: HashSet<Arc<str>>,
+    lists: HashSet<Arc<[Arc<str>]>>,
+}
+
+const MAX_NAMES: usize = 4096;
+
+impl Names {
+    fn text(&mut self, s: &Arc<str>) -> Arc<str> {
+        if let Some(t) = self.text.get(s) {
+            return t.clone();
+        }
+        if self.text.len() >= MAX_NAMES {
+            self.text.clear();
+        }
+        self.text.insert(s.clone());
+        s.clone()
+    }
+
+    fn list(&mut self, l: &Arc<[Arc<str>]>) -> Arc<[Arc<str>]> {
+        if let Some(t) = self.lists.get(l) {
+            return t.clone();
+        }
+        if self.lists.len() >= MAX_NAMES {
+            self.lists.clear();
+        }
+        let shared: Arc<[Arc<str>]> = l.iter().map(|s| self.text(s)).collect();
+        self.lists.insert(shared.clone());
+        shared
+    }
+
+    /// Points the entry's repeated text at the shared copies.
+    fn share(&mut self, e: &mut Entry) {
+        e.identity = self.text(&e.identity);
+        e.target = self.text(&e.target);
+        e.roles = self.list(&e.roles);
+        if let Some(end) = &e.end {
+            e.end = Some(self.text(end));
+        }
+        for d in e.decisions.iter_mut() {
+            *d = self.text(d);
+        }
+        e.decisions.shrink_to_fit();
+    }
+}
+
 /// Recorded sessions by id, newest last.
 #[derive(Default)]
 pub struct Index {
     pub entries: Vec<Entry>,
     by_id: HashMap<String, usize>,
+    names: Names,
 }
 
 impl Index {
-    pub(super) fn upsert(&mut self, e: Entry) {
+    pub(super) fn upsert(&mut self, mut e: Entry) {
+        self.names.share(&mut e);
         match self.by_id.get(&e.id) {
             Some(&i) => self.entries[i] = e,
             None => {
@@ -89,7 +145,7 @@ impl Index {
             let x = &mut self.entries[i];
             x.statements = e.statements;
             if x.decisions.len() != e.decisions.len() {
-                x.decisions.clone_from(&e.decisions);
+                x.decisions = e.decisions.iter().map(|d| self.names.text(d)).collect();
             }
         }
     }
@@ -114,9 +170,13 @@ pub(super) fn entry_from_file(p: &Path) -> Option<Entry> {
                 e = Some(Entry {
                     id: v["id"].as_str()?.to_string(),
                     session: v["session"].as_u64().unwrap_or(0) as u32,
-                    identity: v["identity"].as_str().unwrap_or("").to_string(),
-                    roles: serde_json::from_value(v["roles"].clone()).unwrap_or_default(),
-                    target: v["target"].as_str().unwrap_or("").to_string(),
+                    identity: v["identity"].as_str().unwrap_or("").into(),
+                    roles: serde_json::from_value::<Vec<String>>(v["roles"].clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Arc::from)
+                        .collect(),
+                    target: v["target"].as_str().unwrap_or("").into(),
                     client: v["client"].as_str().unwrap_or("").to_string(),
                     started_us: v["t"].as_u64().unwrap_or(0),
                     ended_us: None,
@@ -132,8 +192,8 @@ pub(super) fn entry_from_file(p: &Path) -> Option<Entry> {
                 if let Some(e) = e.as_mut() {
                     e.statements += 1;
                     if let Some(d) = v["decision"].as_str() {
-                        if !e.decisions.iter().any(|x| x == d) {
-                            e.decisions.push(d.to_string());
+                        if !e.decisions.iter().any(|x| &**x == d) {
+                            e.decisions.push(d.into());
                         }
                     }
                 }
@@ -141,7 +201,7 @@ pub(super) fn entry_from_file(p: &Path) -> Option<Entry> {
             Some("close") => {
                 if let Some(e) = e.as_mut() {
                     e.ended_us = v["t"].as_u64();
-                    e.end = v["end"].as_str().map(str::to_string);
+                    e.end = v["end"].as_str().map(Arc::from);
                 }
             }
             _ => {}
@@ -153,4 +213,80 @@ pub(super) fn entry_from_file(p: &Path) -> Option<Entry> {
         }
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, identity: &str, roles: &[&str], decisions: &[&str]) -> Entry {
+        Entry {
+            id: id.to_string(),
+            session: 1,
+            identity: identity.into(),
+            roles: roles.iter().map(|r| Arc::from(*r)).collect(),
+            target: "main".into(),
+            client: "127.0.0.1:5000".into(),
+            started_us: 1,
+            ended_us: Some(2),
+            end: Some("client-terminate".into()),
+            statements: 3,
+            decisions: decisions.iter().map(|d| Arc::from(*d)).collect(),
+            live: false,
+            path: PathBuf::from(format!("/r/{id}.jsonl")),
+            seal_hash: None,
+        }
+    }
+
+    #[test]
+    fn entries_share_the_text_they_repeat_and_keep_their_own() {
+        let mut index = Index::default();
+        index.upsert(entry("a", "agent", &["reader", "ops"], &["allow"]));
+        index.upsert(entry("b", "agent", &["reader", "ops"], &["allow", "deny"]));
+        index.upsert(entry("c", "other", &["ops"], &[]));
+        let (a, b, c) = (
+            index.get("a").unwrap(),
+            index.get("b").unwrap(),
+            index.get("c").unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.identity, &b.identity));
+        assert!(Arc::ptr_eq(&a.target, &c.target));
+        assert!(Arc::ptr_eq(&a.roles, &b.roles));
+        assert!(Arc::ptr_eq(&a.roles[1], &c.roles[0]));
+        assert!(Arc::ptr_eq(a.end.as_ref().unwrap(), c.end.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(&a.decisions[0], &b.decisions[0]));
+        // What each says is its own.
+        assert_eq!(&*c.identity, "other");
+        assert_eq!(b.decisions.iter().map(|d| &**d).collect::<Vec<_>>(), ["allow", "deny"]);
+        assert_eq!(c.roles.iter().map(|r| &**r).collect::<Vec<_>>(), ["ops"]);
+        // The admin API's JSON is unchanged by the sharing.
+        let v = serde_json::to_value(b).unwrap();
+        assert_eq!(v["roles"], serde_json::json!(["reader", "ops"]));
+        assert_eq!(v["identity"], "agent");
+        assert_eq!(v["end"], "client-terminate");
+        assert_eq!(v["decisions"], serde_json::json!(["allow", "deny"]));
+    }
+
+    #[test]
+    fn the_shared_text_is_bounded_whatever_names_clients_use() {
+        let mut index = Index::default();
+        for i in 0..(3 * MAX_NAMES) {
+            index.upsert(entry(
+                &format!("s{i}"),
+                &format!("agent-{i}"),
+                &[&format!("role-{i}")],
+                &["allow"],
+            ));
+            assert!(index.names.text.len() <= MAX_NAMES && index.names.lists.len() <= MAX_NAMES);
+        }
+        // Every entry still says what it was given.
+        let e = index.get("s5000").unwrap();
+        assert_eq!((&*e.identity, &*e.roles[0]), ("agent-5000", "role-5000"));
+        // Counts brought up to date take shared decisions too.
+        let mut live = entry("s7", "agent-7", &["role-7"], &["allow", "hold"]);
+        live.statements = 9;
+        index.update_counts(&live);
+        let e = index.get("s7").unwrap();
+        assert_eq!((e.statements, e.decisions.len()), (9, 2));
+    }
 }

@@ -463,9 +463,9 @@ impl Writer {
         let entry = Entry {
             id: id.clone(),
             session: info.session,
-            identity: info.identity.clone(),
-            roles: info.roles.clone(),
-            target: info.target.clone(),
+            identity: info.identity.as_str().into(),
+            roles: info.roles.iter().map(|r| Arc::from(r.as_str())).collect(),
+            target: info.target.as_str().into(),
             client: info.client.clone(),
             started_us: t,
             ended_us: None,
@@ -678,8 +678,8 @@ impl Writer {
                         counted.push((class, decision));
                         s.entry.statements += 1;
                         s.counts_dirty = true;
-                        if !s.entry.decisions.iter().any(|d| d == decision) {
-                            s.entry.decisions.push(decision.to_string());
+                        if !s.entry.decisions.iter().any(|d| &**d == decision) {
+                            s.entry.decisions.push(decision.into());
                         }
                         s.queue.push_back(Pending {
                             n,
@@ -936,7 +936,7 @@ impl Writer {
         }
         s.entry.live = false;
         s.entry.ended_us = Some(t);
-        s.entry.end = Some(end.to_string());
+        s.entry.end = Some(end.into());
         self.rec.index.lock().unwrap_or_else(|p| p.into_inner()).upsert(s.entry);
     }
 

@@ -75,7 +75,7 @@ thread_local! {
 }
 
 /// What the last login with `key` announced, if any.
-pub fn announce(key: &PoolKey) -> Option<Vec<u8>> {
+pub fn announce(key: &PoolKey) -> Option<(std::sync::Arc<PoolKey>, std::sync::Arc<[u8]>)> {
     POOL.with(|p| p.borrow().announce(key))
 }
 

@@ -106,13 +106,13 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
 
     // The login's state, the upstream login's and the end's are boxed, each
     // only for as long as it runs: this task's own allocation is what an
-    // idle client costs for as long as it stays connected.
-    let outcome = monoio::time::timeout(
+    // idle client costs for as long as it stays connected. A timer is
+    // boxed with what it times (monoio's is 640 bytes, aligned to 128,
+    // which held by value would pad the whole task to that alignment).
+    let outcome = Box::pin(monoio::time::timeout(
         hs_timeout,
-        Box::pin(handshake(
-            &shared, &state, &mut conn, peer, worker, over_limit, client_fd,
-        )),
-    )
+        handshake(&shared, &state, &mut conn, peer, worker, over_limit, client_fd),
+    ))
     .await;
     drop(in_handshake);
     let ready = match outcome {
@@ -120,7 +120,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         Ok(Ok(Handshake::Session(r))) => r,
         Ok(Err(f)) => {
             if !f.end.client_gone() {
-                let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
+                Box::pin(tell(&mut conn, f.frame())).await;
             }
             crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
             tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), reason = %f.message, "session refused");
@@ -132,7 +132,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
                 format!("startup did not complete within {}s", hs_timeout.as_secs()),
                 EndReason::HandshakeTimeout,
             );
-            let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(f.frame())).await;
+            Box::pin(tell(&mut conn, f.frame())).await;
             crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
             tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), "session refused");
             return;
@@ -140,7 +140,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     };
     let mut ready = ready;
     let upstream = match ready.upstream.take() {
-        Some(up) => up,
+        Some(up) => *up,
         None => match attach(&shared, &state, &mut conn, &mut ready, client_fd).await {
             Ok(up) => up,
             Err(f) => {
@@ -154,6 +154,12 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
         &shared, &state, conn, *ready, upstream, peer, worker, client_fd, started,
     ))
     .await;
+}
+
+/// Tells a client that is being turned away why, giving the write a
+/// second.
+async fn tell(conn: &mut Conn, frame: Vec<u8>) {
+    let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(frame)).await;
 }
 
 /// Waits for the client's first message, then gives the session its
@@ -241,10 +247,11 @@ async fn attach(
         },
     );
     let params = parameters_only(&up.announce);
-    if params != ready.announced {
+    if params[..] != ready.announced[..] {
         // The server's parameters changed since the login the client was
-        // told about: the protocol lets them come at any time.
-        conn.write_all(params).await?;
+        // told about: the protocol lets them come at any time. (Boxed: a
+        // write's state is larger than the rest of an idle session's wait.)
+        Box::pin(conn.write_all(params)).await?;
     }
     Ok(up)
 }

@@ -27,12 +27,16 @@ pub struct Ready {
     pub identity: Identity,
     pub target: String,
     pub account: String,
-    /// `None` until the client's first message when the target pools.
-    pub upstream: Option<upstream::Upstream>,
-    /// The pool the upstream connection comes from and goes back to.
-    pub pool: Option<PoolKey>,
-    /// The server parameters the client was given at login.
-    pub announced: Vec<u8>,
+    /// `None` until the client's first message when the target pools
+    /// (boxed: a pooled session waits without its room).
+    pub upstream: Option<Box<upstream::Upstream>>,
+    /// The pool the upstream connection comes from and goes back to (the
+    /// pool's own copy of the key when the client was told the pool's
+    /// announcement).
+    pub pool: Option<Arc<PoolKey>>,
+    /// The server parameters the client was given at login (shared with
+    /// the pool's copy when they came from it).
+    pub announced: Arc<[u8]>,
     pub pid: u32,
     pub handle: Arc<SessionHandle>,
     /// Its place under `max_connections` and its identity's limit: held
@@ -233,17 +237,17 @@ pub async fn handshake(
     // With a pool, the upstream connection waits for the client's first
     // message; the client is told the parameters the last login with the
     // same key announced. Without one (or before any login), log in now.
-    let pool = (target.cfg.pool_size > 0)
+    let key = (target.cfg.pool_size > 0)
         .then(|| PoolKey::new(state.generation, &target.cfg.name, &account.name, &passthrough));
-    let (up, announced) = match pool.as_ref().and_then(pool::announce) {
-        Some(a) => (None, a),
+    let (pool, up, announced) = match key.as_ref().and_then(pool::announce) {
+        Some((key, announced)) => (Some(key), None, announced),
         None => {
             let up = upstream::connect(target, account, &passthrough, srv.max_message_bytes).await?;
             let params = parameters_only(&up.announce);
-            if let Some(k) = &pool {
+            if let Some(k) = &key {
                 pool::remember(k, &params);
             }
-            (Some(up), params)
+            (key.map(Arc::new), Some(up), Arc::from(params))
         }
     };
 
@@ -307,7 +311,7 @@ pub async fn handshake(
         identity,
         target: target.cfg.name.clone(),
         account: account.name.clone(),
-        upstream: up,
+        upstream: up.map(Box::new),
         pool,
         announced,
         pid,
