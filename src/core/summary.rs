@@ -47,7 +47,7 @@ impl Summary<'_> {
                 rows: self.rows,
                 masked: self.masked,
             });
-            r.flush().await;
+            r.end().await;
         }
         let c = shared.counters.worker(self.worker);
         W::add(&c.sessions_closed, 1);

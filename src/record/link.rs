@@ -75,6 +75,62 @@ pub type StripRows = fn(&[u8]) -> (Vec<u8>, u64, u64);
 /// How often a session waiting on a full recorder channel looks again.
 const FULL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Events of ended sessions a worker holds at most, waiting for room in
+/// the recorder's channels (each a few hundred bytes).
+const BACKLOG_MAX: usize = 65_536;
+
+/// Events of ended sessions not yet in the recorder's channel, on every
+/// worker: the shutdown's drain waits for them as for sessions.
+static BACKLOGGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Events handed over by ended sessions and not yet sent, on all workers.
+pub fn backlogged() -> usize {
+    BACKLOGGED.load(Ordering::Acquire)
+}
+
+/// A worker's events of ended sessions, in the order each session sent
+/// them, with the channel each goes to.
+#[derive(Default)]
+struct Backlog {
+    events: VecDeque<(mpsc::Sender<Ev>, Ev)>,
+    /// A task is sending them.
+    draining: bool,
+}
+
+thread_local! {
+    static BACKLOG: RefCell<Backlog> = RefCell::new(Backlog::default());
+}
+
+/// Sends the worker's backlog in order, waiting (polling, as
+/// [`SessionRec::flush`] does) whenever a channel is full; ends when the
+/// backlog is empty.
+async fn drain_backlog() {
+    loop {
+        let full = BACKLOG.with(|b| {
+            let mut b = b.borrow_mut();
+            while let Some((tx, ev)) = b.events.pop_front() {
+                match tx.try_send(ev) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(ev)) => {
+                        b.events.push_front((tx, ev));
+                        return true;
+                    }
+                    // The recorder stopped: nothing more to record.
+                    Err(TrySendError::Closed(_)) => {}
+                }
+                BACKLOGGED.fetch_sub(1, Ordering::AcqRel);
+            }
+            b.draining = false;
+            b.events = VecDeque::new();
+            false
+        });
+        if !full {
+            return;
+        }
+        monoio::time::sleep(FULL_POLL).await;
+    }
+}
+
 /// One session's link to the recorder.
 pub struct SessionRec {
     tx: mpsc::Sender<Ev>,
@@ -171,6 +227,38 @@ impl SessionRec {
         }
     }
 
+    /// At the session's end, after its last event: what is still queued
+    /// (the channel was full) goes to this worker's backlog, sent in order
+    /// by one task, and the session's own task can end now instead of
+    /// waiting. Thousands of sessions ending together (clients leaving at
+    /// once, each recorded at its end) otherwise each held their task,
+    /// socket and a timer until there was room. A backlog over
+    /// [`BACKLOG_MAX`] events is not added to: the session waits, as a live
+    /// one does, so that memory stays bounded when the recorder falls
+    /// behind for long.
+    pub async fn end(&self) {
+        if self.queue.borrow().is_empty() {
+            return;
+        }
+        let handed = BACKLOG.with(|b| {
+            let mut b = b.borrow_mut();
+            let mut queue = self.queue.borrow_mut();
+            if b.events.len() + queue.len() > BACKLOG_MAX {
+                return false;
+            }
+            BACKLOGGED.fetch_add(queue.len(), Ordering::AcqRel);
+            b.events.extend(queue.drain(..).map(|ev| (self.tx.clone(), ev)));
+            if !b.draining {
+                b.draining = true;
+                monoio::spawn(drain_backlog());
+            }
+            true
+        });
+        if !handed {
+            self.flush().await;
+        }
+    }
+
     pub fn count_masked(&self, rule: u32) {
         let mut m = self.masked.borrow_mut();
         match m.iter_mut().find(|(r, _)| *r == rule) {
@@ -203,5 +291,138 @@ impl SessionRec {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(session: u32, t: u64) -> Ev {
+        Ev::Close {
+            session,
+            t,
+            end: "client-disconnect",
+            bytes_in: 0,
+            bytes_out: 0,
+            statements: 0,
+            rows: 0,
+            masked: 0,
+        }
+    }
+
+    fn link(tx: mpsc::Sender<Ev>, session: u32) -> SessionRec {
+        SessionRec::new(
+            tx,
+            Arc::new(Health::default()),
+            session,
+            ResultsMode::Summary,
+            0,
+            0,
+            |f| (f.to_vec(), 0, 0),
+        )
+    }
+
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+    }
+
+    fn worker_backlog() -> usize {
+        BACKLOG.with(|b| b.borrow().events.len())
+    }
+
+    /// (session, t) of what the recorder received.
+    fn received(rx: &mut mpsc::Receiver<Ev>) -> Vec<(u32, u64)> {
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                Ev::Close { session, t, .. } => got.push((session, t)),
+                _ => panic!("only closes were sent"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn ended_sessions_hand_their_queue_over_and_every_event_arrives_in_order() {
+        let (tx, mut rx) = mpsc::channel(2);
+        runtime().block_on(async move {
+            let sessions: Vec<SessionRec> = (1..=3).map(|s| link(tx.clone(), s)).collect();
+            // Six events into a channel with room for two: four wait.
+            for t in 0..2 {
+                for s in &sessions {
+                    s.push(close(s.session, t));
+                }
+            }
+            assert!(sessions.iter().filter(|s| s.pending()).count() >= 2);
+            // Ending does not wait for room: the queues go to the worker.
+            for s in &sessions {
+                s.end().await;
+                assert!(!s.pending());
+            }
+            assert_eq!(worker_backlog(), 4);
+            assert!(backlogged() >= 4);
+            // The recorder takes events as the drain hands them over.
+            let mut got = Vec::new();
+            for _ in 0..200 {
+                got.extend(received(&mut rx));
+                if got.len() == 6 {
+                    break;
+                }
+                monoio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            assert_eq!(got.len(), 6, "nothing is lost: {got:?}");
+            for s in 1..=3 {
+                let ts: Vec<u64> = got.iter().filter(|(g, _)| *g == s).map(|(_, t)| *t).collect();
+                assert_eq!(ts, vec![0, 1], "session {s}'s events in the order it sent them");
+            }
+            // The drain ends and lets its memory go.
+            monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+            BACKLOG.with(|b| {
+                let b = b.borrow();
+                assert!(!b.draining);
+                assert_eq!(b.events.capacity(), 0);
+            });
+        });
+    }
+
+    #[test]
+    fn a_full_backlog_makes_the_ending_session_wait_as_a_live_one_does() {
+        let (tx, mut rx) = mpsc::channel(1);
+        runtime().block_on(async move {
+            // The channel and the worker's backlog are full.
+            tx.try_send(close(0, 0)).unwrap();
+            BACKLOG.with(|b| {
+                let mut b = b.borrow_mut();
+                for t in 0..BACKLOG_MAX as u64 {
+                    b.events.push_back((tx.clone(), close(0, t + 1)));
+                }
+                // No drain running: the test plays the recorder below.
+                b.draining = true;
+            });
+            let s = link(tx.clone(), 9);
+            s.push(close(9, 0));
+            assert!(s.pending());
+            // The session ends: it may not add to the backlog, so it waits
+            // until its own event is in the channel.
+            let waiting = std::rc::Rc::new(std::cell::Cell::new(true));
+            let w = waiting.clone();
+            let ended = monoio::spawn(async move {
+                s.end().await;
+                w.set(false);
+            });
+            monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            assert!(waiting.get(), "no room anywhere: the session waits");
+            assert_eq!(worker_backlog(), BACKLOG_MAX, "the backlog did not grow");
+            // Room in the channel: the waiting session's event goes in.
+            assert_eq!(received(&mut rx), vec![(0, 0)]);
+            ended.await;
+            assert!(!waiting.get());
+            assert_eq!(received(&mut rx), vec![(9, 0)]);
+            BACKLOG.with(|b| *b.borrow_mut() = Backlog::default());
+        });
     }
 }

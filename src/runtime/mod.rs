@@ -135,9 +135,10 @@ async fn worker_main(
     for a in accepts {
         a.await;
     }
-    // Keep the runtime alive while this process still has sessions; the main
-    // thread decides when the drain is over.
-    while shared.active.load(Ordering::Acquire) > 0 {
+    // Keep the runtime alive while this process still has sessions, or
+    // events of ended ones still to hand to the recorder; the main thread
+    // decides when the drain is over.
+    while shared.active.load(Ordering::Acquire) > 0 || crate::record::link::backlogged() > 0 {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -344,15 +345,18 @@ fn drain(shared: &Shared, listeners: &Listeners) {
         grace_secs = grace.as_secs(),
         "draining: no new connections; waiting for sessions to end"
     );
+    // Ended sessions' events still on their way to the recorder count as
+    // sessions here: `finish` below writes only what reached it.
+    let busy = || shared.active.load(Ordering::Acquire) > 0 || crate::record::link::backlogged() > 0;
     let deadline = Instant::now() + grace;
-    while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+    while busy() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let left = shared.registry.kill_all(KillReason::Shutdown);
     if left > 0 {
         tracing::warn!(sessions = left, "drain deadline passed; closing the remaining sessions");
         let until = Instant::now() + Duration::from_secs(3);
-        while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        while busy() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
     }

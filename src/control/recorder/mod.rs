@@ -13,6 +13,7 @@
 mod audit;
 mod index;
 mod recover;
+mod session_file;
 mod writer;
 
 pub use crate::record::events::{Ev, OpenInfo};

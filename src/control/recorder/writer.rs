@@ -4,6 +4,7 @@
 //! keeps the index and live tails current.
 
 use super::index::Entry;
+use super::session_file::SessionFile;
 use super::{
     civil_day, LiveTail, Recorder, IDLE_POLL, MAX_BINDS, MAX_BIND_BYTES, MAX_PARAMS, MAX_PARAM_BYTES, ROWS_PER_RECORD,
 };
@@ -14,8 +15,6 @@ use crate::sql::Classifier;
 use crate::wire::pg::Cursor;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -67,7 +66,7 @@ struct Pending {
 struct Session {
     id: String,
     path: std::path::PathBuf,
-    file: BufWriter<File>,
+    file: SessionFile,
     chain: Chain,
     info: OpenInfo,
     started: u64,
@@ -244,6 +243,11 @@ impl Writer {
 
     fn sync_dirty(&mut self) {
         self.last_sync = Instant::now();
+        // Nothing written since the last sync: the session has gone quiet,
+        // and its buffer is given back until it writes again.
+        for s in self.sessions.values_mut().filter(|s| !s.dirty) {
+            s.file.release();
+        }
         let mut errs = Vec::new();
         // What this sync makes durable is what the next checkpoint may
         // vouch for: heads are published once the sync succeeded (a head is
@@ -281,11 +285,11 @@ impl Writer {
                     errs.push(e);
                 }
             }
-            let fd = self
-                .sealed
-                .first()
-                .map(|f| f.as_raw_fd())
-                .or_else(|| self.sessions.values().next().map(|s| s.file.get_ref().as_raw_fd()));
+            let fd = self.sealed.first().map(|f| f.as_raw_fd()).or_else(|| {
+                self.sessions
+                    .values()
+                    .find_map(|s| s.file.file().ok().map(|f| f.as_raw_fd()))
+            });
             if let Some(fd) = fd {
                 // SAFETY: `fd` is an open file of this writer's.
                 if unsafe { libc::syncfs(fd) } != 0 {
@@ -303,7 +307,7 @@ impl Writer {
         }
         for s in self.sessions.values_mut().filter(|s| s.dirty) {
             s.dirty = false;
-            if let Err(e) = s.file.flush().and_then(|_| s.file.get_ref().sync_data()) {
+            if let Err(e) = s.file.flush().and_then(|_| s.file.file()?.sync_data()) {
                 errs.push(e);
             }
             self.rec.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -500,7 +504,7 @@ impl Writer {
             Session {
                 id,
                 path: path.clone(),
-                file: BufWriter::with_capacity(8 << 10, file),
+                file: SessionFile::new(file),
                 chain: Chain::default(),
                 info,
                 started: t,
@@ -920,9 +924,9 @@ impl Writer {
         self.seal(&mut s, t);
         s.entry.seal_hash = Some(String::from_utf8_lossy(s.chain.prev()).into_owned());
         // Durable at the next sync, with the other sealed files.
-        match s.file.into_inner() {
+        match s.file.into_file() {
             Ok(f) => self.sealed.push(f),
-            Err(e) => self.write_err("seal", e.into_error()),
+            Err(e) => self.write_err("seal", e),
         }
         self.rec.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
         if self.rec.signer.is_some() {
