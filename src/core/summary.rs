@@ -38,7 +38,7 @@ impl Summary<'_> {
     pub async fn close(&self, shared: &Shared, rec: Option<&SessionRec>) {
         if let Some(r) = rec {
             r.push(Ev::Close {
-                session: self.session,
+                session: r.key,
                 t: crate::record::now_us(),
                 end: self.end.as_str(),
                 bytes_in: self.bytes_in,

@@ -27,8 +27,13 @@ pub struct OpenInfo {
 }
 
 /// What the data path sends.
+///
+/// `session` in every session's event is the key of its recording
+/// (`SessionRec::key`), unique in the process; the session's id, as
+/// clients and the admin API know it, is `OpenInfo::session`.
 pub enum Ev {
     Open {
+        session: u32,
         t: u64,
         info: Box<OpenInfo>,
     },
@@ -90,8 +95,8 @@ impl Ev {
     /// The session an event belongs to (none: the audit log's, a stop).
     pub fn session(&self) -> Option<u32> {
         match self {
-            Ev::Open { info, .. } => Some(info.session),
-            Ev::Client { session, .. }
+            Ev::Open { session, .. }
+            | Ev::Client { session, .. }
             | Ev::Server { session, .. }
             | Ev::Review { session, .. }
             | Ev::Close { session, .. } => Some(*session),

@@ -75,9 +75,26 @@ pub type StripRows = fn(&[u8]) -> (Vec<u8>, u64, u64);
 /// How often a session waiting on a full recorder channel looks again.
 const FULL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Events of ended sessions a worker holds at most, waiting for room in
-/// the recorder's channels (each a few hundred bytes).
-const BACKLOG_MAX: usize = 65_536;
+/// Bytes of ended sessions' events (as [`weight`] counts them) a worker
+/// holds at most, waiting for room in the recorder's channels: an idle
+/// session's opening and close are about 700.
+const BACKLOG_MAX_BYTES: usize = 32 << 20;
+
+/// What an event holds in memory, near enough to bound a backlog by: its
+/// own size and its frames, the one part that can be large (a statement
+/// or a result of up to `max_message_bytes`).
+fn weight(ev: &Ev) -> usize {
+    let held = match ev {
+        Ev::Open { .. } => std::mem::size_of::<super::events::OpenInfo>() + 256,
+        Ev::Client { frames, statements, .. } => {
+            frames.len() + statements.len() * std::mem::size_of::<super::StatementRef>()
+        }
+        Ev::Server { frames, masked, .. } => frames.len() + masked.len() * 64,
+        Ev::Review { .. } | Ev::Audit { .. } => 512,
+        Ev::Close { .. } | Ev::Stop => 0,
+    };
+    std::mem::size_of::<(mpsc::Sender<Ev>, Ev)>() + held
+}
 
 /// Events of ended sessions not yet in the recorder's channel, on every
 /// worker: the shutdown's drain waits for them as for sessions.
@@ -93,6 +110,8 @@ pub fn backlogged() -> usize {
 #[derive(Default)]
 struct Backlog {
     events: VecDeque<(mpsc::Sender<Ev>, Ev)>,
+    /// Their [`weight`].
+    bytes: usize,
     /// A task is sending them.
     draining: bool,
 }
@@ -109,6 +128,7 @@ async fn drain_backlog() {
         let full = BACKLOG.with(|b| {
             let mut b = b.borrow_mut();
             while let Some((tx, ev)) = b.events.pop_front() {
+                let w = weight(&ev);
                 match tx.try_send(ev) {
                     Ok(()) => {}
                     Err(TrySendError::Full(ev)) => {
@@ -119,6 +139,7 @@ async fn drain_backlog() {
                     Err(TrySendError::Closed(_)) => {}
                 }
                 BACKLOGGED.fetch_sub(1, Ordering::AcqRel);
+                b.bytes -= w;
             }
             b.draining = false;
             b.events = VecDeque::new();
@@ -131,11 +152,26 @@ async fn drain_backlog() {
     }
 }
 
+/// The next recording key (never 0).
+fn next_key() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        if k != 0 {
+            return k;
+        }
+    }
+}
+
 /// One session's link to the recorder.
 pub struct SessionRec {
     tx: mpsc::Sender<Ev>,
     health: Arc<Health>,
-    pub session: u32,
+    /// This recording's key in every event it sends: unique in the
+    /// process, unlike a session's id, which can come back while the last
+    /// events of an earlier session with it are still on their way (a
+    /// server's backend pid, taken as the id, repeats across targets).
+    pub key: u32,
     pub mode: ResultsMode,
     pub max_rows: u64,
     pub max_bytes: u64,
@@ -156,7 +192,6 @@ impl SessionRec {
     pub fn new(
         tx: mpsc::Sender<Ev>,
         health: Arc<Health>,
-        session: u32,
         mode: ResultsMode,
         max_rows: u64,
         max_bytes: u64,
@@ -165,7 +200,7 @@ impl SessionRec {
         SessionRec {
             tx,
             health,
-            session,
+            key: next_key(),
             mode,
             max_rows,
             max_bytes,
@@ -233,7 +268,7 @@ impl SessionRec {
     /// waiting. Thousands of sessions ending together (clients leaving at
     /// once, each recorded at its end) otherwise each held their task,
     /// socket and a timer until there was room. A backlog over
-    /// [`BACKLOG_MAX`] events is not added to: the session waits, as a live
+    /// [`BACKLOG_MAX_BYTES`] is not added to: the session waits, as a live
     /// one does, so that memory stays bounded when the recorder falls
     /// behind for long.
     pub async fn end(&self) {
@@ -243,9 +278,11 @@ impl SessionRec {
         let handed = BACKLOG.with(|b| {
             let mut b = b.borrow_mut();
             let mut queue = self.queue.borrow_mut();
-            if b.events.len() + queue.len() > BACKLOG_MAX {
+            let bytes: usize = queue.iter().map(weight).sum();
+            if b.bytes + bytes > BACKLOG_MAX_BYTES {
                 return false;
             }
+            b.bytes += bytes;
             BACKLOGGED.fetch_add(queue.len(), Ordering::AcqRel);
             b.events.extend(queue.drain(..).map(|ev| (self.tx.clone(), ev)));
             if !b.draining {
@@ -311,16 +348,10 @@ mod tests {
         }
     }
 
-    fn link(tx: mpsc::Sender<Ev>, session: u32) -> SessionRec {
-        SessionRec::new(
-            tx,
-            Arc::new(Health::default()),
-            session,
-            ResultsMode::Summary,
-            0,
-            0,
-            |f| (f.to_vec(), 0, 0),
-        )
+    fn link(tx: mpsc::Sender<Ev>) -> SessionRec {
+        SessionRec::new(tx, Arc::new(Health::default()), ResultsMode::Summary, 0, 0, |f| {
+            (f.to_vec(), 0, 0)
+        })
     }
 
     fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
@@ -350,17 +381,18 @@ mod tests {
     fn ended_sessions_hand_their_queue_over_and_every_event_arrives_in_order() {
         let (tx, mut rx) = mpsc::channel(2);
         runtime().block_on(async move {
-            let sessions: Vec<SessionRec> = (1..=3).map(|s| link(tx.clone(), s)).collect();
+            let sessions: Vec<SessionRec> = (1..=3).map(|_| link(tx.clone())).collect();
             // Six events into a channel with room for two: four wait.
             for t in 0..2 {
                 for s in &sessions {
-                    s.push(close(s.session, t));
+                    s.push(close(s.key, t));
                 }
             }
             assert!(sessions.iter().filter(|s| s.pending()).count() >= 2);
             // Ending does not wait for room: the queues go to the worker.
             for s in &sessions {
-                s.end().await;
+                let ended = monoio::time::timeout(std::time::Duration::from_millis(500), s.end()).await;
+                assert!(ended.is_ok(), "ending waited for room in the channel");
                 assert!(!s.pending());
             }
             assert_eq!(worker_backlog(), 4);
@@ -375,9 +407,9 @@ mod tests {
                 monoio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             assert_eq!(got.len(), 6, "nothing is lost: {got:?}");
-            for s in 1..=3 {
-                let ts: Vec<u64> = got.iter().filter(|(g, _)| *g == s).map(|(_, t)| *t).collect();
-                assert_eq!(ts, vec![0, 1], "session {s}'s events in the order it sent them");
+            for s in &sessions {
+                let ts: Vec<u64> = got.iter().filter(|(g, _)| *g == s.key).map(|(_, t)| *t).collect();
+                assert_eq!(ts, vec![0, 1], "recording {}'s events in the order it sent them", s.key);
             }
             // The drain ends and lets its memory go.
             monoio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -395,16 +427,21 @@ mod tests {
         runtime().block_on(async move {
             // The channel and the worker's backlog are full.
             tx.try_send(close(0, 0)).unwrap();
-            BACKLOG.with(|b| {
+            let filled = BACKLOG.with(|b| {
                 let mut b = b.borrow_mut();
-                for t in 0..BACKLOG_MAX as u64 {
-                    b.events.push_back((tx.clone(), close(0, t + 1)));
+                let mut t = 0;
+                while b.bytes + weight(&close(0, 0)) <= BACKLOG_MAX_BYTES {
+                    t += 1;
+                    b.bytes += weight(&close(0, t));
+                    b.events.push_back((tx.clone(), close(0, t)));
                 }
                 // No drain running: the test plays the recorder below.
                 b.draining = true;
+                b.events.len()
             });
-            let s = link(tx.clone(), 9);
-            s.push(close(9, 0));
+            let s = link(tx.clone());
+            s.push(close(s.key, 0));
+            let key = s.key;
             assert!(s.pending());
             // The session ends: it may not add to the backlog, so it waits
             // until its own event is in the channel.
@@ -416,12 +453,13 @@ mod tests {
             });
             monoio::time::sleep(std::time::Duration::from_millis(10)).await;
             assert!(waiting.get(), "no room anywhere: the session waits");
-            assert_eq!(worker_backlog(), BACKLOG_MAX, "the backlog did not grow");
+            assert!(filled > 1000);
+            assert_eq!(worker_backlog(), filled, "the backlog did not grow");
             // Room in the channel: the waiting session's event goes in.
             assert_eq!(received(&mut rx), vec![(0, 0)]);
             ended.await;
             assert!(!waiting.get());
-            assert_eq!(received(&mut rx), vec![(9, 0)]);
+            assert_eq!(received(&mut rx), vec![(key, 0)]);
             BACKLOG.with(|b| *b.borrow_mut() = Backlog::default());
         });
     }

@@ -360,5 +360,12 @@ fn drain(shared: &Shared, listeners: &Listeners) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    let unsent = crate::record::link::backlogged();
+    if unsent > 0 {
+        tracing::warn!(
+            events = unsent,
+            "drain deadline passed with ended sessions' events not yet handed to the recorder; they are not recorded"
+        );
+    }
     tracing::info!("gatehouse stopped");
 }

@@ -502,6 +502,90 @@ pub use crate::record::civil_day;
 mod tests {
     use super::*;
 
+    /// A session's id can come back while the last events of an earlier
+    /// session with it are still on their way (a server's backend pid,
+    /// repeated across targets): each recording has a key of its own, and
+    /// the writer keeps them apart whatever the order their events meet in.
+    #[test]
+    fn two_sessions_with_one_id_are_recorded_apart_whatever_order_their_events_come_in() {
+        use crate::record::events::OpenInfo;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Recording {
+            dir: dir.path().join("recordings"),
+            writers: 1,
+            ..Default::default()
+        };
+        let rec = Recorder::start(&cfg).unwrap();
+        let tx = rec.sender(42);
+        let open = |key: u32, target: &str| Ev::Open {
+            session: key,
+            t: now_us(),
+            info: Box::new(OpenInfo {
+                session: 42,
+                identity: "agent".into(),
+                roles: vec![],
+                client: "127.0.0.1:40000".into(),
+                target: target.into(),
+                account: "app".into(),
+                client_tls: false,
+                upstream_tls: false,
+                protocol: crate::config::Protocol::Postgres,
+                worker: 0,
+                results: crate::config::ResultsMode::Summary,
+                engine: None,
+            }),
+        };
+        let close = |key: u32, bytes_in: u64| Ev::Close {
+            session: key,
+            t: now_us(),
+            end: "client-disconnect",
+            bytes_in,
+            bytes_out: 0,
+            statements: 0,
+            rows: 0,
+            masked: 0,
+        };
+        // The second session opens before the first one's close arrives.
+        tx.blocking_send(open(1, "first")).unwrap();
+        tx.blocking_send(open(2, "second")).unwrap();
+        tx.blocking_send(close(1, 111)).unwrap();
+        tx.blocking_send(close(2, 222)).unwrap();
+        rec.finish();
+
+        let mut files = Vec::new();
+        for day in std::fs::read_dir(&cfg.dir).unwrap().flatten() {
+            if day.path().is_dir() {
+                for f in std::fs::read_dir(day.path()).unwrap().flatten() {
+                    files.push(f.path());
+                }
+            }
+        }
+        assert_eq!(files.len(), 2, "{files:?}");
+        let mut seen = Vec::new();
+        for f in files {
+            let records: Vec<serde_json::Value> = crate::record::records(std::fs::File::open(&f).unwrap()).collect();
+            let kinds: Vec<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+            assert_eq!(kinds, ["open", "close", "seal"], "{}", f.display());
+            let (target, bytes_in) = (records[0]["target"].as_str().unwrap(), records[1]["bytes_in"].as_u64());
+            assert_eq!(
+                records[1]["end"], "client-disconnect",
+                "closed by its own session, not the stop"
+            );
+            let id = records[0]["id"].as_str().unwrap();
+            let index = rec.index.lock().unwrap();
+            let entry = index.get(id).unwrap();
+            assert_eq!(entry.session, 42);
+            assert!(!entry.live);
+            assert_eq!(entry.end.as_deref(), Some("client-disconnect"));
+            seen.push((target.to_string(), bytes_in));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [("first".to_string(), Some(111)), ("second".to_string(), Some(222))]
+        );
+    }
+
     #[test]
     fn days() {
         assert_eq!(civil_day(0), "1970-01-01");

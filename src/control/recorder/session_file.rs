@@ -30,14 +30,23 @@ impl SessionFile {
     }
 
     /// Appends `bytes`, writing out what was buffered first when they would
-    /// not fit. On an error, nothing of `bytes` was taken and what was
-    /// buffered and not written stays buffered (bounded by `FLUSH_AT`).
+    /// not fit. On an error writing out the buffer, nothing of `bytes` was
+    /// taken and what was not written stays buffered (bounded by
+    /// `FLUSH_AT`); a record of `FLUSH_AT` bytes or more is written straight
+    /// through, and an error may leave part of it written, as with
+    /// `BufWriter`.
     pub(super) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.buf.len() + bytes.len() > FLUSH_AT {
             self.flush()?;
         }
         if bytes.len() >= FLUSH_AT {
             return self.file_mut()?.write_all(bytes);
+        }
+        let need = self.buf.len() + bytes.len();
+        if need > self.buf.capacity() {
+            // Doubling could take up to twice `FLUSH_AT`: never more than it.
+            self.buf
+                .reserve_exact(need.next_power_of_two().min(FLUSH_AT) - self.buf.len());
         }
         self.buf.extend_from_slice(bytes);
         Ok(())
@@ -171,9 +180,12 @@ mod tests {
         f.release();
         assert_eq!(f.capacity(), 0);
         // Busy sessions never hold more than the threshold.
-        for _ in 0..100 {
-            f.write_all(&[b'y'; 700]).unwrap();
-            assert!(f.buf.len() <= FLUSH_AT);
+        for n in [700, 1300, 6000, 2100, 5, 8000] {
+            for _ in 0..20 {
+                f.write_all(&vec![b'y'; n]).unwrap();
+                assert!(f.buf.len() <= FLUSH_AT);
+                assert!(f.capacity() <= FLUSH_AT, "{}", f.capacity());
+            }
         }
     }
 

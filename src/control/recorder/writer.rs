@@ -334,7 +334,7 @@ impl Writer {
         if !self.unopened.is_empty() {
             if let Some(session) = ev.session().filter(|s| !self.sessions.contains_key(s)) {
                 if let Some((t, info)) = self.unopened.remove(&session) {
-                    self.open(t, info);
+                    self.open(session, t, info);
                 }
                 if matches!(ev, Ev::Close { .. }) {
                     // Never opened: nothing to close (and no retry left).
@@ -343,7 +343,7 @@ impl Writer {
             }
         }
         match ev {
-            Ev::Open { t, info } => self.open(t, *info),
+            Ev::Open { session, t, info } => self.open(session, t, *info),
             Ev::Client {
                 session,
                 t,
@@ -410,7 +410,9 @@ impl Writer {
         }
     }
 
-    fn open(&mut self, t: u64, info: OpenInfo) {
+    /// Opens the recording `session` (its key: see `Ev`) of the session
+    /// `info` describes.
+    fn open(&mut self, session: u32, t: u64, info: OpenInfo) {
         let base = format!("{}-{:08x}", t / 1_000_000, info.session);
         let day = civil_day(t / 1_000_000);
         let dir = self.rec.cfg.dir.join(&day);
@@ -453,7 +455,6 @@ impl Writer {
                 self.write_err("cannot create a session file", e);
                 // Tried again at the session's next event: once writing
                 // works, the session is recorded from there on.
-                let session = info.session;
                 self.unopened.insert(session, (t, info));
                 return;
             }
@@ -498,7 +499,6 @@ impl Writer {
             "worker": info.worker,
             "results": format!("{:?}", info.results).to_lowercase(),
         });
-        let session = info.session;
         self.sessions.insert(
             session,
             Session {

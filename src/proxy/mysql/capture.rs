@@ -128,7 +128,7 @@ impl<'r> Capture<'r> {
 
     fn push(&self, frames: Vec<u8>, masked: Vec<(String, u64)>) {
         self.rec.push(Ev::Server {
-            session: self.rec.session,
+            session: self.rec.key,
             t: crate::record::now_us(),
             frames,
             masked,
@@ -203,7 +203,7 @@ impl Capture<'_> {
         );
         frame(&mut frames, b'Z', b"I");
         rec.push(Ev::Server {
-            session: rec.session,
+            session: rec.key,
             t: crate::record::now_us(),
             frames,
             masked: Vec::new(),

@@ -417,13 +417,13 @@ fn open_recording(
     let rec = SessionRec::new(
         r.sender(pid),
         r.health(),
-        pid,
         mode,
         cfg.full_max_rows,
         cfg.full_max_bytes,
         crate::proxy::pg::capture::strip_rows,
     );
     rec.push(Ev::Open {
+        session: rec.key,
         t: crate::record::now_us(),
         info: Box::new(info),
     });
@@ -812,7 +812,7 @@ impl Session<'_> {
                     e.hold(&hold).await;
                     if let (Some(rec), Some((review, outcome, reason, by))) = (self.rec, e.last_review.take()) {
                         rec.push(Ev::Review {
-                            session: e.who.session,
+                            session: rec.key,
                             t: crate::record::now_us(),
                             review,
                             outcome,
@@ -1408,7 +1408,7 @@ impl Session<'_> {
         let mut frames = Vec::with_capacity(sql.len() + 8);
         crate::wire::pg::cstring_message(&mut frames, b'Q', sql.as_bytes());
         rec.push(Ev::Client {
-            session: rec.session,
+            session: rec.key,
             t: crate::record::now_us(),
             frames,
             refused: refused

@@ -70,7 +70,7 @@ impl PgCapture for SessionRec {
             return;
         }
         self.push(Ev::Client {
-            session: self.session,
+            session: self.key,
             t: now_us(),
             frames: out,
             refused: marks,
@@ -132,7 +132,7 @@ impl PgCapture for SessionRec {
             return;
         }
         let ev = Ev::Server {
-            session: self.session,
+            session: self.key,
             t: now_us(),
             frames: out,
             masked,
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn statements_queue_when_the_channel_is_full_and_rows_are_dropped_as_a_gap() {
         let (tx, mut rx) = mpsc::channel(1);
-        let rec = SessionRec::new(tx, Default::default(), 7, ResultsMode::Full, 1000, 1 << 20, strip_rows);
+        let rec = SessionRec::new(tx, Default::default(), ResultsMode::Full, 1000, 1 << 20, strip_rows);
         let mut buf = Vec::new();
         let q = frame(&mut buf, b'Q', b"select 1\0");
         rec.client(&buf, &[q], &[], &[]);
@@ -240,15 +240,7 @@ mod tests {
     #[test]
     fn summary_mode_keeps_no_rows_and_takes_masked_frames_from_edits() {
         let (tx, mut rx) = mpsc::channel(8);
-        let rec = SessionRec::new(
-            tx,
-            Default::default(),
-            1,
-            ResultsMode::Summary,
-            1000,
-            1 << 20,
-            strip_rows,
-        );
+        let rec = SessionRec::new(tx, Default::default(), ResultsMode::Summary, 1000, 1 << 20, strip_rows);
         let mut sbuf = Vec::new();
         let d = frame(&mut sbuf, b'D', b"\0\x01\0\0\0\x06secret");
         let e = frame(&mut sbuf, b'E', b"Mleaked secret\0\0");

@@ -1053,7 +1053,7 @@ impl FrameHandler for ClientSide<'_> {
             .await;
             if let (Some(rec), Some((review, outcome, reason, by))) = (&ctx.rec, enf.last_review.take()) {
                 rec.push(crate::record::events::Ev::Review {
-                    session: rec.session,
+                    session: rec.key,
                     t: crate::record::now_us(),
                     review,
                     outcome,

@@ -331,13 +331,13 @@ fn open_recording(
     let rec = SessionRec::new(
         r.sender(ready.pid),
         r.health(),
-        ready.pid,
         mode,
         cfg.full_max_rows,
         cfg.full_max_bytes,
         super::capture::strip_rows,
     );
     rec.push(Ev::Open {
+        session: rec.key,
         t: crate::record::now_us(),
         info: Box::new(info),
     });
