@@ -7,6 +7,10 @@ use crate::config::ResultsMode;
 use crate::scan::Engine;
 use std::sync::Arc;
 
+/// A recording's key: unique in the process for as long as it runs (a
+/// 64-bit count, never reused), unlike a session's id.
+pub type RecordingKey = u64;
+
 /// A session as the data path describes it at its start.
 #[derive(Clone)]
 pub struct OpenInfo {
@@ -33,7 +37,7 @@ pub struct OpenInfo {
 /// clients and the admin API know it, is `OpenInfo::session`.
 pub enum Ev {
     Open {
-        session: u32,
+        session: RecordingKey,
         t: u64,
         info: Box<OpenInfo>,
     },
@@ -41,7 +45,7 @@ pub enum Ev {
     /// Sync) as sent upstream, and which of them gatehouse refused
     /// (index among these frames, SQLSTATE, message).
     Client {
-        session: u32,
+        session: RecordingKey,
         t: u64,
         frames: Vec<u8>,
         refused: Vec<(u32, &'static str, String)>,
@@ -52,7 +56,7 @@ pub enum Ev {
     /// Server frames as the client received them (masked); rows only in
     /// `full` mode, up to the caps. `masked`: values masked, by rule id.
     Server {
-        session: u32,
+        session: RecordingKey,
         t: u64,
         frames: Vec<u8>,
         masked: Vec<(String, u64)>,
@@ -61,7 +65,7 @@ pub enum Ev {
     },
     /// A held statement's review ended.
     Review {
-        session: u32,
+        session: RecordingKey,
         t: u64,
         review: String,
         outcome: String,
@@ -69,7 +73,7 @@ pub enum Ev {
         by: Vec<String>,
     },
     Close {
-        session: u32,
+        session: RecordingKey,
         t: u64,
         end: &'static str,
         bytes_in: u64,
@@ -93,7 +97,7 @@ pub enum Ev {
 
 impl Ev {
     /// The session an event belongs to (none: the audit log's, a stop).
-    pub fn session(&self) -> Option<u32> {
+    pub fn session(&self) -> Option<RecordingKey> {
         match self {
             Ev::Open { session, .. }
             | Ev::Client { session, .. }

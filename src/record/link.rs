@@ -8,7 +8,7 @@
 //! capture says which bytes are rows), and the recorder writes a `gap`
 //! record.
 
-use super::events::Ev;
+use super::events::{Ev, RecordingKey};
 use crate::config::ResultsMode;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -139,8 +139,10 @@ async fn drain_backlog() {
                     Err(TrySendError::Closed(_)) => {}
                 }
                 BACKLOGGED.fetch_sub(1, Ordering::AcqRel);
-                b.bytes -= w;
+                b.bytes = b.bytes.saturating_sub(w);
             }
+            debug_assert_eq!(b.bytes, 0, "the backlog's bytes follow its events");
+            b.bytes = 0;
             b.draining = false;
             b.events = VecDeque::new();
             false
@@ -152,15 +154,11 @@ async fn drain_backlog() {
     }
 }
 
-/// The next recording key (never 0).
-fn next_key() -> u32 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-    loop {
-        let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        if k != 0 {
-            return k;
-        }
-    }
+/// The next recording key: counted from 1, never reused (at a million
+/// sessions a second, 2^64 is half a million years away).
+fn next_key() -> RecordingKey {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One session's link to the recorder.
@@ -171,7 +169,7 @@ pub struct SessionRec {
     /// process, unlike a session's id, which can come back while the last
     /// events of an earlier session with it are still on their way (a
     /// server's backend pid, taken as the id, repeats across targets).
-    pub key: u32,
+    pub key: RecordingKey,
     pub mode: ResultsMode,
     pub max_rows: u64,
     pub max_bytes: u64,
@@ -335,7 +333,7 @@ impl SessionRec {
 mod tests {
     use super::*;
 
-    fn close(session: u32, t: u64) -> Ev {
+    fn close(session: RecordingKey, t: u64) -> Ev {
         Ev::Close {
             session,
             t,
@@ -366,7 +364,7 @@ mod tests {
     }
 
     /// (session, t) of what the recorder received.
-    fn received(rx: &mut mpsc::Receiver<Ev>) -> Vec<(u32, u64)> {
+    fn received(rx: &mut mpsc::Receiver<Ev>) -> Vec<(RecordingKey, u64)> {
         let mut got = Vec::new();
         while let Ok(ev) = rx.try_recv() {
             match ev {

@@ -517,7 +517,7 @@ mod tests {
         };
         let rec = Recorder::start(&cfg).unwrap();
         let tx = rec.sender(42);
-        let open = |key: u32, target: &str| Ev::Open {
+        let open = |key: crate::record::events::RecordingKey, target: &str| Ev::Open {
             session: key,
             t: now_us(),
             info: Box::new(OpenInfo {
@@ -535,7 +535,7 @@ mod tests {
                 engine: None,
             }),
         };
-        let close = |key: u32, bytes_in: u64| Ev::Close {
+        let close = |key: crate::record::events::RecordingKey, bytes_in: u64| Ev::Close {
             session: key,
             t: now_us(),
             end: "client-disconnect",

@@ -9,7 +9,7 @@ use super::{
     civil_day, LiveTail, Recorder, IDLE_POLL, MAX_BINDS, MAX_BIND_BYTES, MAX_PARAMS, MAX_PARAM_BYTES, ROWS_PER_RECORD,
 };
 use crate::config::ResultsMode;
-use crate::record::events::{Ev, OpenInfo};
+use crate::record::events::{Ev, OpenInfo, RecordingKey};
 use crate::record::{self, json_strs, now_us, Chain, Fields};
 use crate::sql::Classifier;
 use crate::wire::pg::Cursor;
@@ -105,7 +105,8 @@ pub(super) struct Writer {
     /// This writer appended to the audit log since its last flush.
     audit_dirty: bool,
     last_checkpoint: Instant,
-    sessions: HashMap<u32, Session>,
+    /// Open recordings, by key.
+    sessions: HashMap<RecordingKey, Session>,
     /// Classes of statements the data path did not classify (no policy),
     /// in each protocol's grammar.
     classifier: Classifier,
@@ -117,7 +118,7 @@ pub(super) struct Writer {
     sealed: Vec<std::fs::File>,
     /// Sessions whose file could not be created, by session, to be tried
     /// again at their next event.
-    unopened: HashMap<u32, (u64, OpenInfo)>,
+    unopened: HashMap<RecordingKey, (u64, OpenInfo)>,
     /// The day directory known to exist.
     day_dir: Option<String>,
     /// The record line being written, reused (dropped above `LINE_KEPT`).
@@ -323,7 +324,7 @@ impl Writer {
     }
 
     fn shutdown(&mut self) {
-        let ids: Vec<u32> = self.sessions.keys().copied().collect();
+        let ids: Vec<RecordingKey> = self.sessions.keys().copied().collect();
         for id in ids {
             self.close(id, now_us(), "gateway-stopped", json!({}));
         }
@@ -412,7 +413,7 @@ impl Writer {
 
     /// Opens the recording `session` (its key: see `Ev`) of the session
     /// `info` describes.
-    fn open(&mut self, session: u32, t: u64, info: OpenInfo) {
+    fn open(&mut self, session: RecordingKey, t: u64, info: OpenInfo) {
         let base = format!("{}-{:08x}", t / 1_000_000, info.session);
         let day = civil_day(t / 1_000_000);
         let dir = self.rec.cfg.dir.join(&day);
@@ -532,13 +533,13 @@ impl Writer {
 
     /// Writes one record (a JSON object's members) to a session's file and
     /// its live tail.
-    fn emit(&mut self, session: u32, t: u64, kind: &str, fields: Value) {
+    fn emit(&mut self, session: RecordingKey, t: u64, kind: &str, fields: Value) {
         self.emit_fields(session, t, kind, &Fields::from_object(fields));
     }
 
     /// Writes a record built with [`Fields`] to a session's file and its
     /// live tail.
-    fn emit_fields(&mut self, session: u32, t: u64, kind: &str, fields: &Fields) {
+    fn emit_fields(&mut self, session: RecordingKey, t: u64, kind: &str, fields: &Fields) {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -571,7 +572,7 @@ impl Writer {
 
     fn client(
         &mut self,
-        session: u32,
+        session: RecordingKey,
         t: u64,
         frames: &[u8],
         refused: &[(u32, &'static str, String)],
@@ -723,7 +724,7 @@ impl Writer {
     #[allow(clippy::too_many_arguments)]
     fn server(
         &mut self,
-        session: u32,
+        session: RecordingKey,
         t: u64,
         frames: &[u8],
         masked: Vec<(String, u64)>,
@@ -906,7 +907,7 @@ impl Writer {
         }
     }
 
-    fn close(&mut self, session: u32, t: u64, end: &str, mut fields: Value) {
+    fn close(&mut self, session: RecordingKey, t: u64, end: &str, mut fields: Value) {
         if let Some(s) = self.sessions.get_mut(&session) {
             if !s.rows.is_empty() {
                 let rows = std::mem::take(&mut s.rows);
