@@ -41,8 +41,10 @@
 //!   their constants share one classification through their *shape* (see
 //!   `shape`: libpg_query's normalisation, shared only when no rule read a
 //!   constant's value and the shape classifies the same), so inlined values
-//!   cost a parse without the walk. A classifier is meant to live on one
-//!   worker thread: it is `Send` but not `Sync`.
+//!   cost a parse without the walk; and a plain text (no comments, escapes
+//!   or dollar quotes: see `lexed_shape`) costs no parse at all once
+//!   libpg_query has confirmed its lexed shape. A classifier is meant to
+//!   live on one worker thread: it is `Send` but not `Sync`.
 //!
 //! # Classes
 //!
@@ -123,6 +125,7 @@
 mod cache;
 mod catalog;
 mod functions;
+mod lexed_shape;
 pub mod mysql;
 mod rules;
 mod shape;
@@ -442,6 +445,11 @@ pub struct Classifier {
     cache: RefCell<cache::ClockCache<Arc<Classification>>>,
     /// What is known of each shape seen lately.
     shapes: RefCell<cache::ClockCache<shape::Known>>,
+    /// Lexed shapes (by `LexedShape::key`) that libpg_query confirmed: a
+    /// text with one of them has that shape without a parse.
+    confirmed_lexed: RefCell<cache::ClockCache<()>>,
+    /// Texts normalised by libpg_query to find their shape.
+    shape_parses: std::cell::Cell<u64>,
 }
 
 impl fmt::Debug for Classifier {
@@ -479,6 +487,8 @@ impl Classifier {
             functions: functions::FunctionTable::new(extra.iter().map(|(n, e)| (n.as_str(), *e))),
             cache: RefCell::new(cache::ClockCache::new(cache_entries)),
             shapes: RefCell::new(cache::ClockCache::new(cache_entries)),
+            confirmed_lexed: RefCell::new(cache::ClockCache::new(cache_entries)),
+            shape_parses: std::cell::Cell::new(0),
         }
     }
 
@@ -492,7 +502,9 @@ impl Classifier {
         if let Some(hit) = self.cache.borrow_mut().get(sql) {
             return hit;
         }
-        let shape = shape::of(sql).filter(|s| s != sql && s.len() <= Self::MAX_CACHED_SQL_LEN);
+        let shape = self
+            .shape_of(sql)
+            .filter(|s| s != sql && s.len() <= Self::MAX_CACHED_SQL_LEN);
         let Some(shape) = shape else {
             return self.classify_and_keep(sql);
         };
@@ -527,6 +539,29 @@ impl Classifier {
                 result
             }
         }
+    }
+
+    /// The text's shape: from the lexer when libpg_query confirmed its
+    /// lexed shape before (see `lexed_shape` for why that is the same
+    /// answer), else from libpg_query, confirming the lexed shape when the
+    /// two agree.
+    fn shape_of(&self, sql: &str) -> Option<String> {
+        let lexed = lexed_shape::lex(sql);
+        if let Some(l) = &lexed {
+            if self.confirmed_lexed.borrow_mut().get(&l.key).is_some() {
+                return lexed.map(|l| l.shape);
+            }
+        }
+        self.shape_parses.set(self.shape_parses.get() + 1);
+        let shape = shape::of(sql);
+        if let (Some(l), Some(s)) = (&lexed, &shape) {
+            // A text without constants has nothing to share (`classify`
+            // keeps it by its text), so its lexed shape is not kept either.
+            if l.shape == *s && l.shape != sql {
+                self.confirmed_lexed.borrow_mut().insert(&l.key, ());
+            }
+        }
+        shape
     }
 
     fn classify_and_keep(&self, sql: &str) -> Arc<Classification> {
@@ -602,6 +637,12 @@ impl Classifier {
     /// How many shapes the classifier knows of (shared or not).
     pub fn shapes_cached(&self) -> usize {
         self.shapes.borrow().len()
+    }
+
+    /// How many texts libpg_query normalised to find their shape (the
+    /// others' shapes came from the lexer, or they were cached whole).
+    pub fn shape_parses(&self) -> u64 {
+        self.shape_parses.get()
     }
 }
 

@@ -858,3 +858,236 @@ fn with_values_fills_every_slot() {
     assert_eq!(shape::with_values("SELECT int4$1, $$x$$"), "SELECT int4'0', $$x$$");
     assert_eq!(shape::with_values("SELECT 1"), "SELECT 1");
 }
+
+/// A small deterministic generator for the lexed-shape tests (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+
+    /// A constant of a lexed kind (`s`, `i`, `n`) with a value that tries
+    /// to end it early or hide something in it.
+    fn constant(&mut self, kind: char) -> String {
+        match kind {
+            's' => {
+                const PIECES: &[&str] = &[
+                    "a",
+                    "x",
+                    "'",
+                    "' OR 1=1; DELETE FROM t; --",
+                    ";",
+                    "--",
+                    "/*",
+                    "*/",
+                    "\n",
+                    " ",
+                    "ä",
+                    "\"",
+                    "$$",
+                    "$1",
+                    "e'",
+                    "DROP TABLE t",
+                    "1",
+                    ")",
+                    "';",
+                    "U&",
+                    "::",
+                ];
+                let n = self.below(5);
+                let body: String = (0..n).map(|_| self.pick(PIECES)).collect();
+                format!("'{}'", body.replace('\'', "''"))
+            }
+            'i' => {
+                let v = self.below(i32::MAX as usize);
+                match self.below(4) {
+                    0 => "0".into(),
+                    1 => format!("00{}", v % 1000),
+                    2 => "2147483647".into(),
+                    _ => v.to_string(),
+                }
+            }
+            _ => match self.below(4) {
+                0 => "2147483648".into(),
+                1 => format!("{}.{}", self.below(1000), self.below(1000)),
+                2 => "99999999999999999999999".into(),
+                _ => format!("0.{}", self.below(10)),
+            },
+        }
+    }
+}
+
+/// The lexed shape with a new constant of the same kind in every slot.
+fn refill(lexed: &lexed_shape::LexedShape, rng: &mut Rng) -> String {
+    let kinds: Vec<char> = lexed.key.rsplit('\0').next().unwrap_or("").chars().collect();
+    let mut out = String::new();
+    let mut rest = lexed.shape.as_str();
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap();
+        out.push_str(&rng.constant(kinds[n - 1]));
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The guarantee the lexer rests on: two plain texts with one lexed shape
+/// and kinds are normalised by libpg_query alike, so its confirmation for
+/// one holds for the other, and a classifier that took the shape from the
+/// lexer classifies the second text as it would on its own. Checked on
+/// the corpus refilled with hostile constants, and on random plain texts
+/// with operators, quotes and words around the constants.
+#[test]
+fn a_lexed_shape_confirmed_once_holds_for_every_text_with_it() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut confirmed = 0;
+    let check = |t0: &str, rng: &mut Rng, confirmed: &mut usize| {
+        let Some(l0) = lexed_shape::lex(t0) else { return };
+        if !l0.key.ends_with(['s', 'i', 'n']) {
+            return;
+        }
+        let agrees = shape::of(t0).as_deref() == Some(l0.shape.as_str());
+        for _ in 0..3 {
+            let t1 = refill(&l0, rng);
+            let l1 = lexed_shape::lex(&t1).unwrap_or_else(|| panic!("{t1:?} is plain"));
+            assert_eq!(l1.key, l0.key, "{t1:?}");
+            assert_eq!(
+                shape::of(&t1).as_deref() == Some(l1.shape.as_str()),
+                agrees,
+                "libpg_query agrees with the lexer on one of {t0:?} and {t1:?} only"
+            );
+            if agrees {
+                *confirmed += 1;
+                let (got, own) = second_after_first(t0, &t1);
+                assert_eq!(got, own, "{t1} after {t0}");
+            }
+        }
+    };
+    for &(sql, _, _) in CORPUS {
+        check(sql, &mut rng, &mut confirmed);
+    }
+    let from_corpus = confirmed;
+    const WORDS: &[&str] = &[
+        "a",
+        "t.b",
+        "\"Q x\"",
+        "\"a\"\"b\"",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "^",
+        "<",
+        ">",
+        "=",
+        "<>",
+        "<=",
+        ">=",
+        "||",
+        "::",
+        "~",
+        "!~",
+        "@",
+        "#",
+        "&",
+        "|",
+        "(",
+        ")",
+        ",",
+        "AND",
+        "OR",
+        "NOT",
+        "IS",
+        "NULL",
+        "true",
+        "::int",
+        "::text",
+        "interval",
+        "date",
+        "FROM t",
+        "WHERE",
+        ";",
+        "DELETE FROM t",
+        "LIMIT",
+        "[",
+        "]",
+        "ARRAY",
+        "-",
+        "AS",
+        "x1",
+        "CASE WHEN",
+        "THEN",
+        "ELSE",
+        "END",
+        "IN",
+        "LIKE",
+        "#s",
+        "#s",
+        "#i",
+        "#i",
+        "#n",
+    ];
+    const GAPS: &[&str] = &["", " ", " ", "\n", "\t"];
+    for _ in 0..4000 {
+        let mut t0 = String::from("SELECT ");
+        for _ in 0..1 + rng.below(8) {
+            let w = rng.pick(WORDS);
+            match w.strip_prefix('#') {
+                Some(kind) => t0.push_str(&rng.constant(kind.chars().next().unwrap_or('s'))),
+                None => t0.push_str(w),
+            }
+            t0.push_str(rng.pick(GAPS));
+        }
+        check(&t0, &mut rng, &mut confirmed);
+    }
+    eprintln!("{from_corpus} confirmed from the corpus, {confirmed} in all");
+    assert!(
+        from_corpus >= 60 && confirmed >= from_corpus + 300,
+        "only {from_corpus} confirmed from the corpus, {confirmed} in all: the test tests too little"
+    );
+}
+
+#[test]
+fn plain_texts_that_differ_in_constants_cost_one_parse_for_their_shape() {
+    let c = classifier();
+    for i in 0..100 {
+        let a = c.classify(&format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}"));
+        assert_eq!(a.class, Read);
+    }
+    assert_eq!(c.shape_parses(), 1, "the lexer gave the other 99 shapes");
+    // Behind a comment the texts are not plain: each is normalised.
+    for i in 0..10 {
+        let _ = c.classify(&format!(
+            "/* x */ SELECT abalance FROM pgbench_accounts WHERE aid = {i}"
+        ));
+    }
+    assert_eq!(c.shape_parses(), 11);
+    // A string that holds a whole statement is one constant, and a write
+    // with a lexed shape of its own is classified as a write.
+    let _ = c.classify("SELECT * FROM t WHERE a = 'x'");
+    let _ = c.classify("SELECT * FROM t WHERE a = 'y'");
+    let r = c.classify("SELECT * FROM t WHERE a = 'x'' OR 1=1; DELETE FROM t; --'");
+    assert_eq!(r.class, Read);
+    assert_eq!(r.statements.len(), 1);
+    let d = c.classify("SELECT * FROM t WHERE a = 'x'; DELETE FROM t; --'");
+    assert_eq!(d.class, Delete, "not plain (a comment hides the quote): {d:?}");
+    let d = c.classify("SELECT * FROM t WHERE a = 'x'; DELETE FROM t WHERE 'a' = 'a'");
+    assert_eq!(d.class, Delete);
+    // Escapes are not plain: read by libpg_query, whatever came before.
+    let _ = c.classify("SELECT * FROM t WHERE a = 'z'");
+    let e = c.classify("SELECT * FROM t WHERE a = E'\\'; DELETE FROM t; SELECT '");
+    assert_eq!(e.class, Read, "one escaped string");
+    let e = c.classify("SELECT * FROM t WHERE a = '\\'; DELETE FROM t; SELECT 'x'");
+    assert_eq!(e.class, Delete, "a backslash ends nothing in a plain string");
+}
