@@ -53,6 +53,10 @@ fn start_private_maria() -> PrivateMaria {
     let (other_ca_tmp, _, _) = test_certificates(other.path());
     let other_ca = dir.join("other-ca.pem");
     std::fs::copy(other_ca_tmp, &other_ca).unwrap();
+    // Its own temporary directory: the bootstrap's temporary tables in the
+    // shared /tmp were seen to vanish under it while other tests ran.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
     chown_mysql(&dir);
     let data = dir.join("data");
     let out = Command::new("mariadb-install-db")
@@ -63,6 +67,7 @@ fn start_private_maria() -> PrivateMaria {
             "--skip-test-db",
         ])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .output()
         .expect("mariadb-install-db");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -76,6 +81,7 @@ fn start_private_maria() -> PrivateMaria {
             "--skip-name-resolve",
         ])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .arg(format!("--port={port}"))
         .arg(format!("--socket={}", socket.display()))
         .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
