@@ -4,7 +4,10 @@
 //! io_uring is unavailable) with its own SO_REUSEPORT listener per address.
 //! A session and its upstream connection live and die on the worker that
 //! accepted it. The main thread only waits for signals; a housekeeping
-//! thread keeps the coarse clock and sweeps idle sessions.
+//! thread keeps the coarse clock, sweeps idle sessions and gives freed
+//! heap pages back (`memory`).
+
+mod memory;
 
 use crate::config::{Config, IoDriver, Protocol};
 use crate::core::{KillReason, Shared, State};
@@ -211,6 +214,8 @@ pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>
         crate::proxy::mysql::rsa_key::load(key).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
     }
     let state = State::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    // Building the scanning engine freed as much as it keeps.
+    memory::release_free_pages();
     let shared = Shared::new(state, workers);
     let listeners = Arc::new(Listeners::default());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -257,8 +262,13 @@ pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>
             .spawn(move || {
                 let start = Instant::now();
                 let mut last_sweep = 0;
+                let mut last_trim = Instant::now();
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
+                    if last_trim.elapsed() >= memory::TRIM_EVERY {
+                        last_trim = Instant::now();
+                        memory::release_free_pages();
+                    }
                     let now = start.elapsed().as_secs();
                     shared.coarse_now.store(now, Ordering::Relaxed);
                     shared
