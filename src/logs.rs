@@ -4,15 +4,27 @@
 //! write system call per line). The thread writes what is queued in one
 //! go. When the queue is full a line is dropped and counted, and the
 //! writer says how many were dropped once it catches up.
+//!
+//! While lines keep coming the thread looks at its queue every [`POLL`]
+//! instead of waiting on it: a line sent to a waiting receiver wakes it
+//! (a futex call, and on a small host a worker preempted), and a storm of
+//! short sessions logs several lines each. After [`POLLS_BEFORE_WAITING`]
+//! empty looks it waits on the queue again, so an idle gateway does not
+//! wake every few milliseconds.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Lines queued at most.
 pub const QUEUE_LINES: usize = 65_536;
+/// The writer's sleep between looks at its queue while lines come.
+pub const POLL: Duration = Duration::from_millis(5);
+/// Empty looks in a row (200 ms) after which the writer waits on its queue.
+pub const POLLS_BEFORE_WAITING: u32 = 40;
 
 enum Msg {
     Line(Vec<u8>),
@@ -129,7 +141,26 @@ pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -
 fn run<W: Write>(rx: Receiver<Msg>, out: W, dropped: &AtomicU64, json: bool) {
     let mut out = io::BufWriter::with_capacity(64 << 10, out);
     let mut reported = 0;
-    while let Ok(first) = rx.recv() {
+    // Waiting at start: nothing may come for a long time.
+    let mut empty_looks = POLLS_BEFORE_WAITING;
+    loop {
+        let first = if empty_looks >= POLLS_BEFORE_WAITING {
+            match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => {
+                    empty_looks += 1;
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => return,
+            }
+        };
+        empty_looks = 0;
         let mut stop = false;
         let mut next = Some(first);
         while let Some(m) = next {
@@ -195,6 +226,42 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let want: String = (0..500).map(|i| format!("line {i}\n")).collect();
         assert_eq!(text, want);
+    }
+
+    /// Waits (up to 10 s) until `out` holds `want`.
+    fn written(out: &Shared, want: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if String::from_utf8_lossy(&out.0.lock().unwrap()).contains(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn lines_are_written_while_the_writer_polls_and_after_it_waits_again() {
+        let out = Shared::default();
+        let (sink, bg) = background(out.clone(), false, 1024).unwrap();
+        let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);
+        // The first line wakes the waiting writer; the second comes while
+        // it polls; the third after it went back to waiting.
+        w.write_all(b"first\n").unwrap();
+        assert!(written(&out, "first\n"), "the first line was not written");
+        w.write_all(b"second\n").unwrap();
+        assert!(
+            written(&out, "second\n"),
+            "a line sent while the writer polls was not written"
+        );
+        std::thread::sleep(POLL * (POLLS_BEFORE_WAITING + 10));
+        w.write_all(b"third\n").unwrap();
+        assert!(
+            written(&out, "third\n"),
+            "a line sent after the writer went back to waiting was not written"
+        );
+        drop(bg);
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"first\nsecond\nthird\n");
     }
 
     #[test]
