@@ -8,9 +8,10 @@
 //! While lines keep coming the thread looks at its queue every [`POLL`]
 //! instead of waiting on it: a line sent to a waiting receiver wakes it
 //! (a futex call, and on a small host a worker preempted), and a storm of
-//! short sessions logs several lines each. After [`POLLS_BEFORE_WAITING`]
-//! empty looks it waits on the queue again, so an idle gateway does not
-//! wake every few milliseconds.
+//! short sessions logs several lines each. Each empty look doubles the
+//! sleep before the next (up to [`MAX_POLL`]); after [`IDLE_BEFORE_WAITING`]
+//! without a line it waits on the queue again. A line every few hundred
+//! milliseconds costs a few looks each; an idle gateway's writer sleeps.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +24,10 @@ use std::time::Duration;
 pub const QUEUE_LINES: usize = 65_536;
 /// The writer's sleep between looks at its queue while lines come.
 pub const POLL: Duration = Duration::from_millis(5);
-/// Empty looks in a row (200 ms) after which the writer waits on its queue.
-pub const POLLS_BEFORE_WAITING: u32 = 40;
+/// The longest sleep between two empty looks.
+pub const MAX_POLL: Duration = Duration::from_millis(40);
+/// Time without a line after which the writer waits on its queue.
+pub const IDLE_BEFORE_WAITING: Duration = Duration::from_millis(200);
 
 enum Msg {
     Line(Vec<u8>),
@@ -105,6 +108,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
 pub struct Background {
     tx: SyncSender<Msg>,
     thread: Option<JoinHandle<()>>,
+    /// Times the writer began waiting on its queue (it then needs a wake).
+    waits: Arc<AtomicU64>,
+}
+
+impl Background {
+    /// Times the writer began waiting on its queue.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Background {
@@ -123,9 +135,11 @@ pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -
     let (tx, rx) = sync_channel(queue.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let d = dropped.clone();
+    let waits = Arc::new(AtomicU64::new(0));
+    let w = waits.clone();
     let thread = std::thread::Builder::new()
         .name("gatehouse-log".into())
-        .spawn(move || run(rx, out, &d, json))?;
+        .spawn(move || run(rx, out, &d, json, &w))?;
     Ok((
         Sink {
             tx: tx.clone(),
@@ -134,17 +148,21 @@ pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -
         Background {
             tx,
             thread: Some(thread),
+            waits,
         },
     ))
 }
 
-fn run<W: Write>(rx: Receiver<Msg>, out: W, dropped: &AtomicU64, json: bool) {
+fn run<W: Write>(rx: Receiver<Msg>, out: W, dropped: &AtomicU64, json: bool, waits: &AtomicU64) {
     let mut out = io::BufWriter::with_capacity(64 << 10, out);
     let mut reported = 0;
-    // Waiting at start: nothing may come for a long time.
-    let mut empty_looks = POLLS_BEFORE_WAITING;
+    // Time since the last line, and the next sleep; waiting at start
+    // (nothing may come for a long time).
+    let mut idle = IDLE_BEFORE_WAITING;
+    let mut sleep = POLL;
     loop {
-        let first = if empty_looks >= POLLS_BEFORE_WAITING {
+        let first = if idle >= IDLE_BEFORE_WAITING {
+            waits.fetch_add(1, Ordering::Relaxed);
             match rx.recv() {
                 Ok(m) => m,
                 Err(_) => return,
@@ -153,14 +171,16 @@ fn run<W: Write>(rx: Receiver<Msg>, out: W, dropped: &AtomicU64, json: bool) {
             match rx.try_recv() {
                 Ok(m) => m,
                 Err(TryRecvError::Empty) => {
-                    empty_looks += 1;
-                    std::thread::sleep(POLL);
+                    std::thread::sleep(sleep);
+                    idle += sleep;
+                    sleep = (sleep * 2).min(MAX_POLL);
                     continue;
                 }
                 Err(TryRecvError::Disconnected) => return,
             }
         };
-        empty_looks = 0;
+        idle = Duration::ZERO;
+        sleep = POLL;
         let mut stop = false;
         let mut next = Some(first);
         while let Some(m) = next {
@@ -228,11 +248,11 @@ mod tests {
         assert_eq!(text, want);
     }
 
-    /// Waits (up to 10 s) until `out` holds `want`.
-    fn written(out: &Shared, want: &str) -> bool {
+    /// Waits (up to 10 s) until `cond` holds.
+    fn eventually(cond: impl Fn() -> bool) -> bool {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if String::from_utf8_lossy(&out.0.lock().unwrap()).contains(want) {
+            if cond() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -244,24 +264,43 @@ mod tests {
     fn lines_are_written_while_the_writer_polls_and_after_it_waits_again() {
         let out = Shared::default();
         let (sink, bg) = background(out.clone(), false, 1024).unwrap();
+        let has = |want: &str| String::from_utf8_lossy(&out.0.lock().unwrap()).contains(want);
         let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);
-        // The first line wakes the waiting writer; the second comes while
-        // it polls; the third after it went back to waiting.
+        // At start the writer waits on its queue: the first line wakes it.
+        assert!(eventually(|| bg.waits() == 1), "the writer does not wait at start");
         w.write_all(b"first\n").unwrap();
-        assert!(written(&out, "first\n"), "the first line was not written");
-        w.write_all(b"second\n").unwrap();
+        assert!(eventually(|| has("first\n")), "the first line was not written");
+        // Lines that follow are taken by its looks; having written them, it
+        // keeps looking for a while instead of waiting at once.
+        for i in 0..20 {
+            w.write_all(format!("close {i}\n").as_bytes()).unwrap();
+        }
         assert!(
-            written(&out, "second\n"),
-            "a line sent while the writer polls was not written"
+            eventually(|| has("close 19\n")),
+            "lines sent while the writer polls were not written"
         );
-        std::thread::sleep(POLL * (POLLS_BEFORE_WAITING + 10));
-        w.write_all(b"third\n").unwrap();
+        assert_eq!(
+            bg.waits(),
+            1,
+            "the writer went back to waiting as soon as its queue was empty"
+        );
+        // Without lines it goes back to waiting, and a line wakes it again.
         assert!(
-            written(&out, "third\n"),
-            "a line sent after the writer went back to waiting was not written"
+            eventually(|| bg.waits() == 2),
+            "the idle writer did not go back to waiting"
+        );
+        w.write_all(b"last\n").unwrap();
+        assert!(
+            eventually(|| has("last\n")),
+            "a line sent to the waiting writer was not written"
         );
         drop(bg);
-        assert_eq!(out.0.lock().unwrap().as_slice(), b"first\nsecond\nthird\n");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let want: String = std::iter::once("first\n".to_string())
+            .chain((0..20).map(|i| format!("close {i}\n")))
+            .chain(std::iter::once("last\n".to_string()))
+            .collect();
+        assert_eq!(text, want);
     }
 
     #[test]

@@ -262,13 +262,9 @@ pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>
             .spawn(move || {
                 let start = Instant::now();
                 let mut last_sweep = 0;
-                let mut last_trim = Instant::now();
+                let mut trims = memory::QuietTrims::new();
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
-                    if last_trim.elapsed() >= memory::TRIM_EVERY {
-                        last_trim = Instant::now();
-                        memory::release_free_pages();
-                    }
                     let now = start.elapsed().as_secs();
                     shared.coarse_now.store(now, Ordering::Relaxed);
                     shared
@@ -282,6 +278,8 @@ pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>
                             tracing::info!(sessions = n, "closed idle sessions");
                         }
                     }
+                    // Last: the clock above must not wait for it.
+                    trims.tick();
                 }
             })?;
     }
