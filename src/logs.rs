@@ -24,8 +24,9 @@ use std::time::Duration;
 pub const QUEUE_LINES: usize = 65_536;
 /// The writer's sleep between looks at its queue while lines come.
 pub const POLL: Duration = Duration::from_millis(5);
-/// The longest sleep between two empty looks.
-pub const MAX_POLL: Duration = Duration::from_millis(40);
+/// The longest sleep between two empty looks: the most a line waits
+/// before the writer takes it.
+pub const MAX_POLL: Duration = Duration::from_millis(20);
 /// Time without a line after which the writer waits on its queue.
 pub const IDLE_BEFORE_WAITING: Duration = Duration::from_millis(200);
 

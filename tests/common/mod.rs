@@ -162,7 +162,12 @@ impl Gatehouse {
         panic!("gatehouse did not listen on {}: {}", self.port, self.log());
     }
 
+    /// The gateway's log so far. Lines reach the file from the log's
+    /// writer thread, which looks at its queue every few milliseconds while
+    /// lines come (at most `gatehouse::logs::MAX_POLL` apart): a line logged
+    /// just before this call is given five times that to arrive.
     pub fn log(&self) -> String {
+        std::thread::sleep(gatehouse::logs::MAX_POLL * 5);
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log_path) {
             let _ = f.read_to_string(&mut s);
