@@ -133,6 +133,17 @@ impl Drop for Background {
 /// Starts a writer thread over `out`. `json`: the dropped-lines notice is a
 /// JSON object like the other lines.
 pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -> io::Result<(Sink, Background)> {
+    background_with(out, json, queue, IDLE_BEFORE_WAITING)
+}
+
+/// [`background`] with the time without a line after which the writer
+/// waits on its queue.
+fn background_with<W: Write + Send + 'static>(
+    out: W,
+    json: bool,
+    queue: usize,
+    idle_before_waiting: Duration,
+) -> io::Result<(Sink, Background)> {
     let (tx, rx) = sync_channel(queue.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let d = dropped.clone();
@@ -140,7 +151,7 @@ pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -
     let w = waits.clone();
     let thread = std::thread::Builder::new()
         .name("gatehouse-log".into())
-        .spawn(move || run(rx, out, &d, json, &w))?;
+        .spawn(move || run(rx, out, &d, json, &w, idle_before_waiting))?;
     Ok((
         Sink {
             tx: tx.clone(),
@@ -154,15 +165,22 @@ pub fn background<W: Write + Send + 'static>(out: W, json: bool, queue: usize) -
     ))
 }
 
-fn run<W: Write>(rx: Receiver<Msg>, out: W, dropped: &AtomicU64, json: bool, waits: &AtomicU64) {
+fn run<W: Write>(
+    rx: Receiver<Msg>,
+    out: W,
+    dropped: &AtomicU64,
+    json: bool,
+    waits: &AtomicU64,
+    idle_before_waiting: Duration,
+) {
     let mut out = io::BufWriter::with_capacity(64 << 10, out);
     let mut reported = 0;
     // Time since the last line, and the next sleep; waiting at start
     // (nothing may come for a long time).
-    let mut idle = IDLE_BEFORE_WAITING;
+    let mut idle = idle_before_waiting;
     let mut sleep = POLL;
     loop {
-        let first = if idle >= IDLE_BEFORE_WAITING {
+        let first = if idle >= idle_before_waiting {
             waits.fetch_add(1, Ordering::Relaxed);
             match rx.recv() {
                 Ok(m) => m,
@@ -264,7 +282,9 @@ mod tests {
     #[test]
     fn lines_are_written_while_the_writer_polls_and_after_it_waits_again() {
         let out = Shared::default();
-        let (sink, bg) = background(out.clone(), false, 1024).unwrap();
+        // Two seconds without a line before it waits: the test's own steps
+        // between two lines, on a busy host, stay well under that.
+        let (sink, bg) = background_with(out.clone(), false, 1024, Duration::from_secs(2)).unwrap();
         let has = |want: &str| String::from_utf8_lossy(&out.0.lock().unwrap()).contains(want);
         let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);
         // At start the writer waits on its queue: the first line wakes it.

@@ -167,8 +167,9 @@ async fn roles_choose_targets_and_upstream_accounts() {
         .unwrap();
     let who: String = c.query_one("select current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(who, "postgres");
-    let log = s.g.log();
-    assert!(log.contains("account=ro") || log.contains("account=\"ro\""), "{log}");
+    s.g.wait_log_line("account=ro", |l| {
+        l.contains("account=ro") || l.contains("account=\"ro\"")
+    });
 }
 
 #[tokio::test]

@@ -168,11 +168,29 @@ impl Gatehouse {
     /// just before this call is given five times that to arrive.
     pub fn log(&self) -> String {
         std::thread::sleep(gatehouse::logs::MAX_POLL * 5);
+        self.log_now()
+    }
+
+    fn log_now(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log_path) {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// The log once a line of it satisfies `line` (waiting up to 10 s for
+    /// the writer thread to write it); panics naming `what` otherwise.
+    pub fn wait_log_line(&self, what: &str, line: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_now();
+            if log.lines().any(&line) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {what} in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> i32 {
