@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -459,11 +459,7 @@ fn client_tls_login_works() {
         query_plain(&g, "postgres", TOKEN, "select 1"),
         Ok(vec!["1".to_string()])
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !g.log().contains("client_tls=true") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(g.log().contains("client_tls=true"), "log:\n{}", g.log());
+    g.wait_log_line("client_tls=true", LOG_WAIT, |l| l.contains("client_tls=true"));
 }
 
 #[test]

@@ -383,11 +383,9 @@ fn an_upstream_killed_mid_transaction_commits_nothing() {
             "0",
             "half a transaction applied"
         );
-        let deadline = Instant::now() + WAIT;
-        while !g.log().contains("end=\"upstream-lost\"") {
-            assert!(Instant::now() < deadline, "no upstream-lost close line:\n{}", g.log());
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        g.wait_log_line("upstream-lost close line", LOG_WAIT, |l| {
+            l.contains("end=\"upstream-lost\"")
+        });
         assert_eq!(
             metric(admin_port, "gatehouse_sessions_ended_total{reason=\"upstream-lost\"}"),
             1

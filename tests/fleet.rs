@@ -312,7 +312,7 @@ fn a_write_held_on_a_is_approved_through_b_and_completes_on_a() {
         "gw-a approved"
     );
     // The decision is logged where it was made.
-    b.g.wait_log_line("approval of this review", |l| {
+    b.g.wait_log_line("approval of this review", LOG_WAIT, |l| {
         l.contains("review approval recorded") && l.contains(&id)
     });
     direct_psql(&format!("drop table {t}"));
@@ -893,7 +893,7 @@ async fn sessions_of_every_instance_are_listed_and_killed_from_any() {
     );
     assert_eq!(st, 200, "{body}");
     assert!(client.simple_query("select 1").await.is_err(), "killed");
-    a.g.wait_log_line("kill asked by another instance", |l| {
+    a.g.wait_log_line("kill asked by another instance", LOG_WAIT, |l| {
         l.contains("session kill asked by another instance")
     });
     assert!(!sessions(&b).iter().any(|x| x["id"] == id.as_str()));
@@ -932,11 +932,9 @@ async fn a_cancel_sent_to_another_instance_reaches_the_session() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     // B logs once its send is done, which can be after A has cancelled and
     // the client has its error: the line may come a moment later.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.g.log().contains("cancel request passed on") {
-        assert!(Instant::now() < deadline, "{}", b.g.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    b.g.wait_log_line("cancel request passed on", LOG_WAIT, |l| {
+        l.contains("cancel request passed on")
+    });
 }
 
 // ---- recordings in object storage (s3s-fs, an S3 server on a directory) ----
@@ -1462,20 +1460,16 @@ fn a_recording_rewritten_on_disk_is_not_uploaded() {
     // Once the uploader has given up on it for now (a pass in flight sent
     // the bytes it had checked), someone with write access to the
     // directory rewrites it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !a.g.log().contains("recording not uploaded yet") {
-        assert!(Instant::now() < deadline, "{}", a.g.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    a.g.wait_log_line("recording not uploaded yet", Duration::from_secs(30), |l| {
+        l.contains("recording not uploaded yet")
+    });
     assert!(file.exists());
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replace("the original statement", "a harmless statement!!")).unwrap();
     s3.run();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !a.g.log().contains("does not match its seal") {
-        assert!(Instant::now() < deadline, "{}", a.g.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    a.g.wait_log_line("does not match its seal", Duration::from_secs(15), |l| {
+        l.contains("does not match its seal")
+    });
     std::thread::sleep(Duration::from_millis(1500));
     assert!(file.exists(), "kept where it is");
     assert!(s3.recordings().is_empty(), "not uploaded: {:?}", s3.recordings());

@@ -370,11 +370,7 @@ fn startup_text_cannot_forge_log_lines() {
     let forged = "x\nFORGED session open identity=admin\r";
     let refused = Raw::login(g.port, &[("user", forged), ("database", "postgres")], TOKEN);
     assert!(refused.is_err(), "no such identity");
-    let deadline = Instant::now() + WAIT;
-    while !g.log().contains("FORGED") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let log = g.log();
+    let log = g.wait_log_line("the forged user's line", LOG_WAIT, |l| l.contains("FORGED"));
     assert!(log.contains("x\\nFORGED session open identity=admin\\r"), "{log}");
     assert!(!log.lines().any(|l| l.starts_with("FORGED")), "{log}");
     assert_serving(&g);

@@ -65,17 +65,6 @@ fn wait_exit(g: &mut Gatehouse, within: Duration) -> Option<ExitStatus> {
     None
 }
 
-fn wait_log(g: &Gatehouse, needle: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if g.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn vm_rss_kib(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
     s.lines()
@@ -141,7 +130,7 @@ fn idle_sessions_end_with_57p05_and_busy_ones_stay() {
     let (code, msg) = first_error(&frames).unwrap_or_else(|| panic!("no error for the idle session: {frames:?}"));
     assert_eq!(code, "57P05", "{msg}");
     assert!(closed, "the idle session must be closed");
-    assert!(wait_log(&g, "idle-timeout", WAIT), "log:\n{}", g.log());
+    g.wait_log_line("idle-timeout", WAIT, |l| l.contains("idle-timeout"));
 }
 
 #[test]
@@ -193,7 +182,7 @@ fn sigterm_drains_open_sessions_and_exits_zero() {
     let mut s = login(&g, "gh-drain");
     assert_eq!(first_value(&s.simple("select 1")), Some("1".into()));
     g.signal(libc::SIGTERM);
-    assert!(wait_log(&g, "draining", WAIT), "log:\n{}", g.log());
+    g.wait_log_line("draining", WAIT, |l| l.contains("draining"));
     // New connections are refused: no connect, or an error before login.
     match std::net::TcpStream::connect(("127.0.0.1", g.port)) {
         Err(e) => eprintln!("connect while draining: {e}"),
@@ -271,7 +260,9 @@ fn sighup_reloads_identities_and_refuses_invalid_config() {
     let good = config_with(port, &[], &extra);
     std::fs::write(&g.config_path, &good).expect("rewrite config");
     g.signal(libc::SIGHUP);
-    assert!(wait_log(&g, "configuration reloaded", RELOAD_WAIT), "log:\n{}", g.log());
+    g.wait_log_line("configuration reloaded", RELOAD_WAIT, |l| {
+        l.contains("configuration reloaded")
+    });
     assert_eq!(try_second(), Ok(Some("second".into())));
     assert_eq!(
         first_value(&open.simple("select 'still here'")),
@@ -281,7 +272,7 @@ fn sighup_reloads_identities_and_refuses_invalid_config() {
     // An invalid file is refused; the running configuration keeps serving.
     std::fs::write(&g.config_path, format!("{good}\n[server]\nnot valid = = toml\n")).expect("rewrite config");
     g.signal(libc::SIGHUP);
-    assert!(wait_log(&g, "reload refused", RELOAD_WAIT), "log:\n{}", g.log());
+    g.wait_log_line("reload refused", RELOAD_WAIT, |l| l.contains("reload refused"));
     let log = g.log();
     let line = log.lines().find(|l| l.contains("reload refused")).unwrap_or("");
     assert!(
@@ -347,7 +338,9 @@ fn a_reload_ends_sessions_whose_identity_no_longer_holds() {
     )
     .unwrap();
     g.signal(libc::SIGHUP);
-    assert!(wait_log(&g, "configuration reloaded", RELOAD_WAIT), "log:\n{}", g.log());
+    g.wait_log_line("configuration reloaded", RELOAD_WAIT, |l| {
+        l.contains("configuration reloaded")
+    });
     for (who, c) in [
         ("agent2", &mut new_token),
         ("agent3", &mut lost_reach),
@@ -360,7 +353,7 @@ fn a_reload_ends_sessions_whose_identity_no_longer_holds() {
         assert!(closed, "{who}'s session must be closed");
     }
     assert_eq!(first_value(&kept.simple("select 'kept'")), Some("kept".into()));
-    assert!(wait_log(&g, "end=\"revoked\"", WAIT), "log:\n{}", g.log());
+    g.wait_log_line("end=\"revoked\"", WAIT, |l| l.contains("end=\"revoked\""));
     // agent3 still reaches `test`.
     let (mut c, _) = Raw::login(port, &[("user", "agent3"), ("database", "test")], T3).expect("agent3 on test");
     assert_eq!(first_value(&c.simple("select 3")), Some("3".into()));

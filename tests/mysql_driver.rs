@@ -34,15 +34,6 @@ async fn connect(port: u16) -> Conn {
     Conn::new(opts(port, TOKEN)).await.expect("connect through gatehouse")
 }
 
-/// Waits until gatehouse's log holds `needle`.
-fn wait_log(g: &Gatehouse, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !g.log().contains(needle) {
-        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", g.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// (code, message) of a server error.
 fn server_error(e: mysql_async::Error) -> (u16, String) {
     match e {
@@ -136,7 +127,7 @@ fn prepared_statements_and_several_result_sets_with_values_masked() {
         c.query_drop(format!("DROP TABLE {table}")).await.unwrap();
         c.disconnect().await.unwrap();
     });
-    wait_log(&g, "session close");
+    g.wait_log_line("session close", LOG_WAIT, |l| l.contains("session close"));
     let log = g.log();
     let close = log.lines().find(|l| l.contains("session close")).unwrap();
     assert!(close.contains("end=\"client-terminate\""), "{close}");
@@ -170,7 +161,7 @@ fn rows_scanned_together_are_masked_one_by_one() {
         }
         c.disconnect().await.unwrap();
     });
-    wait_log(&g, "session close");
+    g.wait_log_line("session close", LOG_WAIT, |l| l.contains("session close"));
     let log = g.log();
     let close = log.lines().find(|l| l.contains("session close")).unwrap();
     assert!(close.contains("masked=856 "), "two results of 428 keys each: {close}");
@@ -349,7 +340,7 @@ fn tls_to_the_client_carries_the_token_in_clear_only_inside_tls() {
         let mut c = connect(port).await;
         c.ping().await.unwrap();
     });
-    wait_log(&g, "client_tls=true");
+    g.wait_log_line("client_tls=true", LOG_WAIT, |l| l.contains("client_tls=true"));
     assert!(!g.log().contains(TOKEN), "the token must never be logged");
 }
 

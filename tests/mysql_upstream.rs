@@ -248,11 +248,7 @@ fn tls_on_both_hops() {
     );
     assert!(ok, "{err}\n{}", g.log());
     assert!(!out.contains("AKIAIOSFODNN7EXAMPLE"), "{out}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !g.log().contains("client_tls=true") {
-        assert!(Instant::now() < deadline, "{}", g.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    g.wait_log_line("client_tls=true", LOG_WAIT, |l| l.contains("client_tls=true"));
     let cipher = out
         .lines()
         .next()

@@ -1340,7 +1340,7 @@ async fn cancel_with_wrong_key_is_ignored() {
     .expect("timeout")
     .expect("state");
     assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("active"));
-    g.wait_log_line("ignored cancel request", |l| {
+    g.wait_log_line("ignored cancel request", LOG_WAIT, |l| {
         l.contains("cancel request for no known session ignored")
     });
 

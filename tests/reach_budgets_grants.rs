@@ -167,7 +167,7 @@ async fn roles_choose_targets_and_upstream_accounts() {
         .unwrap();
     let who: String = c.query_one("select current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(who, "postgres");
-    s.g.wait_log_line("account=ro", |l| {
+    s.g.wait_log_line("account=ro", LOG_WAIT, |l| {
         l.contains("account=ro") || l.contains("account=\"ro\"")
     });
 }

@@ -110,6 +110,9 @@ targets = ["*"]
     )
 }
 
+/// How long a test waits for a line it expects in the gateway's log.
+pub const LOG_WAIT: Duration = Duration::from_secs(10);
+
 impl Gatehouse {
     pub fn start(extra_server: &str, extra: &str) -> Gatehouse {
         let port = free_port();
@@ -179,10 +182,10 @@ impl Gatehouse {
         s
     }
 
-    /// The log once a line of it satisfies `line` (waiting up to 10 s for
-    /// the writer thread to write it); panics naming `what` otherwise.
-    pub fn wait_log_line(&self, what: &str, line: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// The log once a line of it satisfies `line` (waiting up to `within`
+    /// for the gateway to log it); panics naming `what` otherwise.
+    pub fn wait_log_line(&self, what: &str, within: Duration, line: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
         loop {
             let log = self.log_now();
             if log.lines().any(&line) {
