@@ -14,13 +14,15 @@
 //! milliseconds costs a few looks each; an idle gateway's writer sleeps.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Lines queued at most.
+/// Lines queued at most. The queue's memory is taken as lines come and
+/// given back as they are written (a channel whose slots were allocated
+/// up front held 2 MiB resident for the life of the process).
 pub const QUEUE_LINES: usize = 65_536;
 /// The writer's sleep between looks at its queue while lines come.
 pub const POLL: Duration = Duration::from_millis(5);
@@ -38,7 +40,10 @@ enum Msg {
 /// Where tracing's formatter writes (see `tracing_subscriber::fmt::MakeWriter`).
 #[derive(Clone)]
 pub struct Sink {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
+    /// Lines sent and not yet taken by the writer; at most `limit`.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
     dropped: Arc<AtomicU64>,
 }
 
@@ -71,11 +76,14 @@ fn one_line(event: &[u8]) -> Vec<u8> {
 
 impl Sink {
     fn send(&self, line: &[u8]) {
-        match self.tx.try_send(Msg::Line(one_line(line))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.send(Msg::Line(one_line(line))).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -107,7 +115,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
 
 /// The writer thread; dropping it writes what is queued and stops it.
 pub struct Background {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     thread: Option<JoinHandle<()>>,
     /// Times the writer began waiting on its queue (it then needs a wake).
     waits: Arc<AtomicU64>,
@@ -144,17 +152,21 @@ fn background_with<W: Write + Send + 'static>(
     queue: usize,
     idle_before_waiting: Duration,
 ) -> io::Result<(Sink, Background)> {
-    let (tx, rx) = sync_channel(queue.max(1));
+    let (tx, rx) = channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let d = dropped.clone();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let q = queued.clone();
     let waits = Arc::new(AtomicU64::new(0));
     let w = waits.clone();
     let thread = std::thread::Builder::new()
         .name("gatehouse-log".into())
-        .spawn(move || run(rx, out, &d, json, &w, idle_before_waiting))?;
+        .spawn(move || run(rx, out, &d, &q, json, &w, idle_before_waiting))?;
     Ok((
         Sink {
             tx: tx.clone(),
+            queued,
+            limit: queue.max(1),
             dropped,
         },
         Background {
@@ -169,6 +181,7 @@ fn run<W: Write>(
     rx: Receiver<Msg>,
     out: W,
     dropped: &AtomicU64,
+    queued: &AtomicUsize,
     json: bool,
     waits: &AtomicU64,
     idle_before_waiting: Duration,
@@ -205,6 +218,7 @@ fn run<W: Write>(
         while let Some(m) = next {
             match m {
                 Msg::Line(l) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
                     let _ = out.write_all(&l);
                 }
                 Msg::Stop => stop = true,
@@ -342,6 +356,40 @@ mod tests {
         w.write_all(b"a\nb\n").unwrap();
         drop(bg);
         assert_eq!(out.0.lock().unwrap().as_slice(), b"a\\nb\n");
+    }
+
+    #[test]
+    fn the_queue_holds_its_limit_and_room_comes_back_as_lines_are_taken() {
+        let (tx, rx) = channel();
+        let sink = Sink {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            limit: 4,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for i in 0..10 {
+            sink.send(format!("{i}\n").as_bytes());
+        }
+        assert_eq!(sink.queued.load(Ordering::Relaxed), 4);
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 6);
+        let taken: Vec<Vec<u8>> = rx
+            .try_iter()
+            .map(|m| match m {
+                Msg::Line(l) => l,
+                Msg::Stop => panic!("no stop was sent"),
+            })
+            .collect();
+        assert_eq!(taken, [b"0\n", b"1\n", b"2\n", b"3\n"], "the first four, in order");
+        // The writer gives room back for each line it takes.
+        sink.queued.fetch_sub(4, Ordering::AcqRel);
+        sink.send(b"again\n");
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 6);
+        assert!(matches!(rx.try_recv(), Ok(Msg::Line(l)) if l == b"again\n"));
+        // A writer gone: the line is counted as dropped, and its room kept free.
+        drop(rx);
+        sink.send(b"lost\n");
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 7);
+        assert_eq!(sink.queued.load(Ordering::Relaxed), 1);
     }
 
     #[test]

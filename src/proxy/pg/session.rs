@@ -92,68 +92,114 @@ fn shutdown_fd(fd: RawFd, how: libc::c_int) {
 }
 
 /// Serves one accepted client connection to its end.
-pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStream, peer: SocketAddr) {
+///
+/// The task spawned for a connection is allocated once at the size of
+/// its largest state and kept for the connection's life, so an idle
+/// client costs what the task holds while it waits for the first message.
+/// That wait is all this future does itself: the login before it and the
+/// session after it run boxed, each only for as long as it runs. (Not an
+/// `async fn`: one keeps its arguments twice, as captures and as locals,
+/// in every state.)
+pub fn handle_connection(
+    shared: Arc<Shared>,
+    worker: usize,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + 'static {
+    // The login's future is made here and boxed: the socket moves into it
+    // instead of being kept in this task's own state for its whole life.
+    let login = Box::pin(log_in(shared.clone(), worker, tcp, peer));
+    async move {
+        let (_, _active) = shared.enter();
+        let Some(mut s) = login.await else {
+            return;
+        };
+        let first = match s.ready.upstream {
+            Some(_) => Ok(()),
+            None => first_message(&mut s.conn, &s.ready, s.client_fd).await,
+        };
+        Box::pin(serve(&shared, s, first, peer, worker)).await;
+    }
+}
+
+/// A client past its login, before its session runs.
+struct LoggedIn {
+    state: Arc<State>,
+    conn: Conn,
+    ready: Box<Ready>,
+    client_fd: RawFd,
+    started: Instant,
+}
+
+/// The client's login (TLS, authentication, admission and, for a target
+/// that does not pool, the upstream login), within the handshake's time;
+/// `None` when the connection ends there (refused, or a cancel request).
+async fn log_in(shared: Arc<Shared>, worker: usize, tcp: TcpStream, peer: SocketAddr) -> Option<LoggedIn> {
+    let shared = &*shared;
     let _ = tcp.set_nodelay(true);
     let client_fd = tcp.as_raw_fd();
     crate::proxy::stream::keepalive(client_fd);
     let started = Instant::now();
     let state = shared.state.load_full();
-    let (_, _active) = shared.enter();
     let (handshakes, in_handshake) = shared.enter_handshake();
     let over_limit = handshakes > state.config.server.max_handshakes;
     let mut conn = Conn::new(Stream::Plain(tcp));
     let hs_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs);
-
-    // The login's state, the upstream login's and the end's are boxed, each
-    // only for as long as it runs: this task's own allocation is what an
-    // idle client costs for as long as it stays connected. A timer is
-    // boxed with what it times (monoio's is 640 bytes, aligned to 128,
-    // which held by value would pad the whole task to that alignment).
+    // A timer is boxed with what it times (monoio's is 640 bytes, aligned
+    // to 128, which held by value would pad the whole future to that
+    // alignment).
     let outcome = Box::pin(monoio::time::timeout(
         hs_timeout,
-        handshake(&shared, &state, &mut conn, peer, worker, over_limit, client_fd),
+        handshake(shared, &state, &mut conn, peer, worker, over_limit, client_fd),
     ))
     .await;
     drop(in_handshake);
-    let ready = match outcome {
-        Ok(Ok(Handshake::Cancel)) => return,
-        Ok(Ok(Handshake::Session(r))) => r,
-        Ok(Err(f)) => {
-            if !f.end.client_gone() {
-                Box::pin(tell(&mut conn, f.frame())).await;
-            }
-            crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
-            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), reason = %f.message, "session refused");
-            return;
+    let f = match outcome {
+        Ok(Ok(Handshake::Cancel)) => return None,
+        Ok(Ok(Handshake::Session(ready))) => {
+            return Some(LoggedIn {
+                state,
+                conn,
+                ready,
+                client_fd,
+                started,
+            })
         }
-        Err(_) => {
-            let f = Fatal::new(
-                SqlState::PROTOCOL_VIOLATION,
-                format!("startup did not complete within {}s", hs_timeout.as_secs()),
-                EndReason::HandshakeTimeout,
-            );
-            Box::pin(tell(&mut conn, f.frame())).await;
-            crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
-            tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), "session refused");
-            return;
-        }
+        Ok(Err(f)) => f,
+        Err(_) => Fatal::new(
+            SqlState::PROTOCOL_VIOLATION,
+            format!("startup did not complete within {}s", hs_timeout.as_secs()),
+            EndReason::HandshakeTimeout,
+        ),
     };
-    let mut ready = ready;
-    let upstream = match ready.upstream.take() {
-        Some(up) => *up,
-        None => match attach(&shared, &state, &mut conn, &mut ready, client_fd).await {
-            Ok(up) => up,
-            Err(f) => {
-                Box::pin(end_unattached(&shared, &state, conn, *ready, f, peer, worker, started)).await;
-                return;
-            }
-        },
+    if !f.end.client_gone() {
+        tell(&mut conn, f.frame()).await;
+    }
+    crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
+    tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), reason = %f.message, "session refused");
+    None
+}
+
+/// The session from the client's first message on: its upstream
+/// connection (kept by the login, or taken at the first message), then the
+/// relay; or, when there is none to be had, the session's end.
+async fn serve(shared: &Shared, s: LoggedIn, first: Result<(), Fatal>, peer: SocketAddr, worker: usize) {
+    let LoggedIn {
+        state,
+        mut conn,
+        mut ready,
+        client_fd,
+        started,
+    } = s;
+    let attached = match (ready.upstream.take(), first) {
+        (Some(up), _) => Ok(*up),
+        (None, Ok(())) => attach(shared, &state, &mut conn, &mut ready).await,
+        (None, Err(f)) => Err(f),
     };
-    // Boxed: only sessions past their first message carry the relay's state.
-    Box::pin(relay(
-        &shared, &state, conn, *ready, upstream, peer, worker, client_fd, started,
-    ))
-    .await;
+    match attached {
+        Ok(upstream) => relay(shared, &state, conn, *ready, upstream, peer, worker, client_fd, started).await,
+        Err(f) => end_unattached(shared, &state, conn, *ready, f, peer, worker, started).await,
+    }
 }
 
 /// Tells a client that is being turned away why, giving the write a
@@ -162,16 +208,10 @@ async fn tell(conn: &mut Conn, frame: Vec<u8>) {
     let _ = monoio::time::timeout(Duration::from_secs(1), conn.write_all(frame)).await;
 }
 
-/// Waits for the client's first message, then gives the session its
-/// upstream connection: a kept one from the pool or a new login. An idle
-/// client holds no upstream connection and no relay buffer meanwhile.
-async fn attach(
-    shared: &Shared,
-    state: &State,
-    conn: &mut Conn,
-    ready: &mut Ready,
-    client_fd: RawFd,
-) -> Result<upstream::Upstream, Fatal> {
+/// Waits for the client's first message (or its going away) without a
+/// read buffer: an idle client holds no upstream connection and no relay
+/// buffer meanwhile.
+async fn first_message(conn: &mut Conn, ready: &Ready, client_fd: RawFd) -> Result<(), Fatal> {
     if conn.buf.is_empty() {
         if let Stream::Plain(tcp) = &conn.stream {
             conn.buf = Vec::new();
@@ -202,6 +242,17 @@ async fn attach(
             Box::pin(conn.fill(STARTUP_READ)).await?;
         }
     }
+    Ok(())
+}
+
+/// Gives a session its upstream connection at the client's first message:
+/// a kept one from the pool or a new login.
+async fn attach(
+    shared: &Shared,
+    state: &State,
+    conn: &mut Conn,
+    ready: &mut Ready,
+) -> Result<upstream::Upstream, Fatal> {
     if conn.buf.first() == Some(&b'X') {
         return Err(Fatal::new(
             SqlState::CONNECTION_FAILURE,
@@ -725,4 +776,50 @@ async fn relay(
     }
     .close(shared, ctx.rec.as_ref())
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a connection's task holds for its whole life: an idle client
+    /// costs this (and its registry entry and login) while it waits. It was
+    /// 1,224 bytes while the login and the relay were held in it.
+    #[test]
+    fn a_connections_own_task_state_stays_small() {
+        let config = r#"
+[server]
+listen = ["127.0.0.1:6432"]
+
+[scan]
+enabled = false
+
+[[target]]
+name = "pg"
+database = "postgres"
+host = "127.0.0.1"
+user = "postgres"
+
+[[identity]]
+name = "demo"
+token_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+targets = ["pg"]
+"#;
+        let cfg = crate::config::Config::parse(config, "t.toml", std::path::Path::new(".")).expect("config");
+        let shared = Shared::new(State::build(cfg).expect("state"), 1);
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let (tcp, peer) = listener.accept().await.expect("accept");
+            let task = handle_connection(shared, 0, tcp, peer);
+            let size = std::mem::size_of_val(&task);
+            assert!(size <= 512, "a connection's task holds {size} bytes");
+            drop(task);
+        });
+    }
 }
