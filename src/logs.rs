@@ -402,6 +402,15 @@ mod tests {
             sink.send(format!("{{\"n\":{i}}}\n").as_bytes());
         }
         drop(gate);
+        // Caught up, the writer has given back the room of every line it
+        // took: lines are queued again, as many as fit.
+        assert!(
+            eventually(|| sink.queued.load(Ordering::Acquire) == 0),
+            "the writer did not give the queue's room back"
+        );
+        for i in 100..104 {
+            sink.send(format!("{{\"n\":{i}}}\n").as_bytes());
+        }
         drop(bg);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -416,9 +425,15 @@ mod tests {
             })
             .sum();
         assert!(
-            dropped > 0 && kept + dropped == 100,
+            dropped > 0 && kept + dropped == 104,
             "{kept} kept, {dropped} dropped: {text}"
         );
+        for i in 100..104 {
+            assert!(
+                text.contains(&format!("{{\"n\":{i}}}\n")),
+                "line {i} after the catch-up is missing: {text}"
+            );
+        }
         assert!(lines
             .iter()
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));

@@ -173,7 +173,8 @@ async fn log_in(shared: Arc<Shared>, worker: usize, tcp: TcpStream, peer: Socket
         ),
     };
     if !f.end.client_gone() {
-        tell(&mut conn, f.frame()).await;
+        // Boxed: its timer would pad this future to 128 bytes' alignment.
+        Box::pin(tell(&mut conn, f.frame())).await;
     }
     crate::core::counters::WorkerCounters::add(&shared.counters.worker(worker).sessions_refused, 1);
     tracing::info!(target: "gatehouse::session", client = %peer, worker, end = f.end.as_str(), reason = %f.message, "session refused");
