@@ -215,7 +215,7 @@ pub async fn list(
                     .as_deref()
                     .is_none_or(|d| e.decisions.iter().any(|x| &**x == d))
             })
-            .cloned()
+            .map(|e| Entry::clone(e))
             .collect()
     };
     // In a fleet with a bucket, the uploaded recordings of every instance

@@ -246,7 +246,7 @@ impl Fleet {
             }
             let sealed: Vec<Entry> = {
                 let g = rec.index.lock().unwrap_or_else(|p| p.into_inner());
-                g.entries.iter().filter(|e| !e.live).cloned().collect()
+                g.entries.iter().filter(|e| !e.live).map(|e| Entry::clone(e)).collect()
             };
             let mut result = Ok(());
             // Seals recorded in the audit log, for files indexed at start.

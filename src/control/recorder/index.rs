@@ -3,9 +3,11 @@
 
 use super::MAX_INDEX;
 use crate::record;
+use hashbrown::HashTable;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -105,43 +107,76 @@ impl Names {
 }
 
 /// Recorded sessions by id, newest last.
+///
+/// The index keeps every finished session up to `MAX_INDEX`, and after a
+/// storm of short sessions it is most of what the process holds, so an
+/// entry costs no more than it must: entries are boxed (a vector that
+/// doubles keeps up to as many empty slots as full ones, a pointer each
+/// rather than a whole entry), and the map from id to position holds
+/// positions only, finding an id by comparing the entry's own (the id is
+/// not kept twice).
 #[derive(Default)]
 pub struct Index {
-    pub entries: Vec<Entry>,
-    by_id: HashMap<String, usize>,
+    pub entries: Vec<Box<Entry>>,
+    by_id: HashTable<usize>,
+    hasher: RandomState,
     names: Names,
 }
 
 impl Index {
     pub(super) fn upsert(&mut self, mut e: Entry) {
         self.names.share(&mut e);
-        match self.by_id.get(&e.id) {
-            Some(&i) => self.entries[i] = e,
+        e.id.shrink_to_fit();
+        e.client.shrink_to_fit();
+        e.path.shrink_to_fit();
+        match self.position(&e.id) {
+            Some(i) => *self.entries[i] = e,
             None => {
                 if self.entries.len() >= MAX_INDEX {
                     let drop = self.entries.len() / 10;
                     self.entries.drain(..drop);
                     self.reindex();
                 }
-                self.by_id.insert(e.id.clone(), self.entries.len());
-                self.entries.push(e);
+                self.entries.push(Box::new(e));
+                self.index_last();
             }
         }
     }
 
+    /// Where the entry with this id is in `entries`.
+    fn position(&self, id: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(id);
+        self.by_id.find(hash, |&i| self.entries[i].id == id).copied()
+    }
+
+    /// Adds the last entry's position to the map (its id is not there).
+    fn index_last(&mut self) {
+        let Index {
+            entries, by_id, hasher, ..
+        } = self;
+        let Some(i) = entries.len().checked_sub(1) else { return };
+        by_id.insert_unique(hasher.hash_one(entries[i].id.as_str()), i, |&j| {
+            hasher.hash_one(entries[j].id.as_str())
+        });
+    }
+
     fn reindex(&mut self) {
-        self.by_id = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.clone(), i))
-            .collect();
+        let Index {
+            entries, by_id, hasher, ..
+        } = self;
+        by_id.clear();
+        by_id.shrink_to(entries.len(), |&j| hasher.hash_one(entries[j].id.as_str()));
+        for (i, e) in entries.iter().enumerate() {
+            by_id.insert_unique(hasher.hash_one(e.id.as_str()), i, |&j| {
+                hasher.hash_one(entries[j].id.as_str())
+            });
+        }
     }
 
     /// Brings a live entry's statement count and decisions up to date
     /// (without copying the entry).
     pub(super) fn update_counts(&mut self, e: &Entry) {
-        if let Some(&i) = self.by_id.get(&e.id) {
+        if let Some(i) = self.position(&e.id) {
             let x = &mut self.entries[i];
             x.statements = e.statements;
             if x.decisions.len() != e.decisions.len() {
@@ -151,7 +186,7 @@ impl Index {
     }
 
     pub fn get(&self, id: &str) -> Option<&Entry> {
-        self.by_id.get(id).map(|&i| &self.entries[i])
+        self.position(id).map(|i| &*self.entries[i])
     }
 
     pub(super) fn remove_paths(&mut self, gone: &[PathBuf]) {
@@ -265,6 +300,53 @@ mod tests {
         assert_eq!(v["identity"], "agent");
         assert_eq!(v["end"], "client-terminate");
         assert_eq!(v["decisions"], serde_json::json!(["allow", "deny"]));
+    }
+
+    #[test]
+    fn ids_find_their_entries_through_updates_removals_and_the_cap() {
+        let mut index = Index::default();
+        for i in 0..1000 {
+            index.upsert(entry(&format!("s{i}"), "agent", &["r"], &["allow"]));
+        }
+        // An upsert of a known id replaces its entry in place.
+        let mut again = entry("s10", "other", &["r"], &["deny"]);
+        again.statements = 42;
+        index.upsert(again);
+        assert_eq!(index.entries.len(), 1000);
+        assert_eq!(
+            index.get("s10").map(|e| (e.statements, &*e.identity)),
+            Some((42, "other"))
+        );
+        assert!(index.get("s1000").is_none() && index.get("").is_none());
+        // Removed files leave the index; every other id still finds its own.
+        let gone: Vec<PathBuf> = (0..1000)
+            .step_by(3)
+            .map(|i| PathBuf::from(format!("/r/s{i}.jsonl")))
+            .collect();
+        index.remove_paths(&gone);
+        for i in 0..1000 {
+            let id = format!("s{i}");
+            match index.get(&id) {
+                Some(e) => assert!(i % 3 != 0 && e.id == id, "{id} found {}", e.id),
+                None => assert_eq!(i % 3, 0, "{id} lost"),
+            }
+        }
+        let mut live = entry("s11", "agent", &["r"], &["allow", "hold"]);
+        live.statements = 7;
+        index.update_counts(&live);
+        assert_eq!(index.get("s11").map(|e| e.statements), Some(7));
+        // Past the cap the oldest tenth goes, and the rest are found.
+        let mut index = Index::default();
+        for i in 0..=MAX_INDEX {
+            index.upsert(entry(&format!("c{i}"), "agent", &["r"], &[]));
+        }
+        let dropped = MAX_INDEX / 10;
+        assert_eq!(index.entries.len(), MAX_INDEX - dropped + 1);
+        assert!(index.get("c0").is_none() && index.get(&format!("c{}", dropped - 1)).is_none());
+        for i in [dropped, dropped + 1, MAX_INDEX / 2, MAX_INDEX] {
+            let id = format!("c{i}");
+            assert_eq!(index.get(&id).map(|e| e.id.as_str()), Some(id.as_str()));
+        }
     }
 
     #[test]
