@@ -190,8 +190,11 @@ impl Index {
     }
 
     pub(super) fn remove_paths(&mut self, gone: &[PathBuf]) {
+        let before = self.entries.len();
         self.entries.retain(|e| !gone.contains(&e.path));
-        self.reindex();
+        if self.entries.len() != before {
+            self.reindex();
+        }
     }
 }
 
@@ -335,6 +338,12 @@ mod tests {
         live.statements = 7;
         index.update_counts(&live);
         assert_eq!(index.get("s11").map(|e| e.statements), Some(7));
+        // Positions moved: an id upserted again is still replaced in place.
+        let kept = index.entries.len();
+        index.upsert(entry("s998", "late", &["r"], &[]));
+        assert_eq!(index.entries.len(), kept);
+        assert_eq!(index.get("s998").map(|e| &*e.identity), Some("late"));
+        assert_eq!(index.by_id.len(), index.entries.len(), "one position per entry");
         // Past the cap the oldest tenth goes, and the rest are found.
         let mut index = Index::default();
         for i in 0..=MAX_INDEX {
@@ -343,10 +352,11 @@ mod tests {
         let dropped = MAX_INDEX / 10;
         assert_eq!(index.entries.len(), MAX_INDEX - dropped + 1);
         assert!(index.get("c0").is_none() && index.get(&format!("c{}", dropped - 1)).is_none());
-        for i in [dropped, dropped + 1, MAX_INDEX / 2, MAX_INDEX] {
+        for i in dropped..=MAX_INDEX {
             let id = format!("c{i}");
             assert_eq!(index.get(&id).map(|e| e.id.as_str()), Some(id.as_str()));
         }
+        assert_eq!(index.by_id.len(), index.entries.len(), "one position per entry");
     }
 
     #[test]
