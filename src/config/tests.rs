@@ -1,6 +1,7 @@
 use super::*;
 
-const GOOD: &str = r#"
+/// A smallest valid configuration: one target, one identity.
+pub(crate) const GOOD: &str = r#"
 [server]
 listen = ["127.0.0.1:6432"]
 
