@@ -432,10 +432,8 @@ async fn sessions(State(st): State<AppState>, headers: HeaderMap) -> Response {
             .index
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .iter()
-            .filter(|e| e.live)
-            .map(|e| (e.session, e.id.clone()))
+            .live()
+            .map(|e| (e.session, e.id.to_string()))
             .collect(),
         None => Default::default(),
     };

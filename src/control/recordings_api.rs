@@ -75,7 +75,7 @@ async fn locate(
     instance: Option<&str>,
 ) -> Result<Located, Response> {
     let here = st.fleet.as_ref().map(|f| f.instance.clone());
-    let local = rec.index.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+    let local = rec.index.lock().unwrap_or_else(|p| p.into_inner()).get(id);
     if let Some(e) = local {
         if (instance.is_none() || instance == here.as_deref()) && e.path.exists() {
             let path = e.path.clone();
@@ -203,19 +203,15 @@ pub async fn list(
     // runtime's threads.
     let candidates: Vec<Entry> = {
         let g = rec.index.lock().unwrap_or_else(|p| p.into_inner());
-        g.entries
-            .iter()
+        g.iter()
             .rev()
-            .filter(|e| identity.as_deref().is_none_or(|i| &*e.identity == i))
-            .filter(|e| target.as_deref().is_none_or(|t| &*e.target == t))
+            .filter(|e| identity.as_deref().is_none_or(|i| e.identity == i))
+            .filter(|e| target.as_deref().is_none_or(|t| e.target == t))
             .filter(|e| since.is_none_or(|s| e.ended_us.unwrap_or(u64::MAX) >= s))
             .filter(|e| until.is_none_or(|u| e.started_us <= u))
-            .filter(|e| {
-                decision
-                    .as_deref()
-                    .is_none_or(|d| e.decisions.iter().any(|x| &**x == d))
-            })
-            .map(|e| Entry::clone(e))
+            .filter(|e| decision.as_deref().is_none_or(|d| e.has_decision(d)))
+            // The path only for the text filter (it reads the file).
+            .map(|e| if text.is_some() { e.to_entry() } else { e.summary() })
             .collect()
     };
     // In a fleet with a bucket, the uploaded recordings of every instance

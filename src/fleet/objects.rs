@@ -246,7 +246,7 @@ impl Fleet {
             }
             let sealed: Vec<Entry> = {
                 let g = rec.index.lock().unwrap_or_else(|p| p.into_inner());
-                g.entries.iter().filter(|e| !e.live).map(|e| Entry::clone(e)).collect()
+                g.iter().filter(|e| !e.live).map(|e| e.to_entry()).collect()
             };
             let mut result = Ok(());
             // Seals recorded in the audit log, for files indexed at start.

@@ -12,6 +12,7 @@
 
 mod audit;
 mod index;
+mod packed;
 mod recover;
 mod session_file;
 mod writer;
@@ -19,6 +20,7 @@ mod writer;
 pub use crate::record::events::{Ev, OpenInfo};
 pub use audit::load_signer;
 pub use index::{Entry, Index, Stats};
+pub use packed::View;
 
 /// The audit log's file name in the recordings directory.
 pub const AUDIT_FILE_NAME: &str = AUDIT_FILE;
@@ -181,7 +183,7 @@ impl Recorder {
             cfg: cfg.clone(),
             shards,
             threads: Mutex::new(Vec::new()),
-            index: Mutex::new(Index::default()),
+            index: Mutex::new(Index::new(cfg.dir.clone())),
             live: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             stopped: AtomicBool::new(false),
@@ -400,7 +402,7 @@ impl Recorder {
     /// The path of a recording by id.
     pub fn path_of(&self, id: &str) -> Option<PathBuf> {
         let g = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        g.get(id).map(|e| e.path.clone())
+        g.view(id).map(|e| e.path())
     }
 
     /// The audit log's path.
@@ -439,12 +441,12 @@ impl Recorder {
         let now = now_us();
         let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
         let mut sizes: Vec<(u64, u64, PathBuf, String)> = g
-            .entries
             .iter()
             .filter(|e| !e.live)
             .map(|e| {
-                let size = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
-                (e.started_us, size, e.path.clone(), e.id.clone())
+                let path = e.path();
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                (e.started_us, size, path, e.id.to_string())
             })
             .collect();
         sizes.sort();
