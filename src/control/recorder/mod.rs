@@ -588,6 +588,88 @@ mod tests {
         );
     }
 
+    /// The writer names a session's file with `create_new`: a name already
+    /// taken gets the next free one, and a day's directory removed under
+    /// it (retention removes empty days) is made again, so neither loses
+    /// the session; the index finds each file by its id.
+    #[test]
+    fn a_taken_name_or_a_removed_day_directory_does_not_lose_a_session() {
+        use crate::record::events::OpenInfo;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Recording {
+            dir: dir.path().join("recordings"),
+            writers: 1,
+            ..Default::default()
+        };
+        let rec = Recorder::start(&cfg).unwrap();
+        let tx = rec.sender(7);
+        let t = now_us();
+        let open = |key: crate::record::events::RecordingKey| Ev::Open {
+            session: key,
+            t,
+            info: Box::new(OpenInfo {
+                session: 7,
+                identity: "agent".into(),
+                roles: vec!["reader".into()],
+                client: "127.0.0.1:40000".into(),
+                target: "main".into(),
+                account: "app".into(),
+                client_tls: false,
+                upstream_tls: false,
+                protocol: crate::config::Protocol::Postgres,
+                worker: 0,
+                results: crate::config::ResultsMode::Summary,
+                engine: None,
+            }),
+        };
+        let close = |key: crate::record::events::RecordingKey| Ev::Close {
+            session: key,
+            t: now_us(),
+            end: "client-terminate",
+            bytes_in: 1,
+            bytes_out: 0,
+            statements: 0,
+            rows: 0,
+            masked: 0,
+        };
+        let day = cfg.dir.join(civil_day(t / 1_000_000));
+        let base = format!("{}-{:08x}", t / 1_000_000, 7);
+        let file = |id: &str| day.join(format!("{id}.{}", record::EXT));
+        // A file that is not this session's has its name.
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::write(file(&base), b"planted\n").unwrap();
+        tx.blocking_send(open(1)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !file(&format!("{base}-1")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first session's file never came"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(std::fs::read(file(&base)).unwrap(), b"planted\n", "not overwritten");
+        // The day goes (with the planted file) while the writer knows it.
+        std::fs::remove_dir_all(&day).unwrap();
+        tx.blocking_send(open(2)).unwrap();
+        tx.blocking_send(close(1)).unwrap();
+        tx.blocking_send(close(2)).unwrap();
+        rec.finish();
+        let kinds = |p: &std::path::Path| -> Vec<String> {
+            crate::record::records(std::fs::File::open(p).unwrap())
+                .filter_map(|r| r["kind"].as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(kinds(&file(&base)), ["open", "close", "seal"]);
+        let index = rec.index.lock().unwrap();
+        let second = index
+            .get(&base)
+            .expect("the second session is indexed under the freed name");
+        assert_eq!((second.path.as_path(), second.live), (file(&base).as_path(), false));
+        let first = index.get(&format!("{base}-1")).expect("the first session is indexed");
+        assert_eq!(first.path, file(&format!("{base}-1")));
+        assert_eq!(first.end.as_deref(), Some("client-terminate"));
+    }
+
     #[test]
     fn days() {
         assert_eq!(civil_day(0), "1970-01-01");

@@ -16,6 +16,7 @@ use crate::wire::pg::Cursor;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -417,18 +418,7 @@ impl Writer {
         let base = format!("{}-{:08x}", t / 1_000_000, info.session);
         let day = civil_day(t / 1_000_000);
         let dir = self.rec.cfg.dir.join(&day);
-        // A session id can come back within a second (a server's backend
-        // pid, given to the client): the next free name.
-        let mut id = base.clone();
-        for k in 1.. {
-            if !dir.join(format!("{id}.{}", record::EXT)).exists() || k > 1000 {
-                break;
-            }
-            id = format!("{base}-{k}");
-        }
-        let path = dir.join(format!("{id}.{}", record::EXT));
-        // The day's directory is made once (again if retention removed it).
-        let create = || {
+        let create = |path: &Path| {
             use std::os::unix::fs::OpenOptionsExt;
             // Evidence is for gatehouse and its group (auditors' tools), not
             // the world, whatever the process umask says.
@@ -436,22 +426,44 @@ impl Writer {
                 .create_new(true)
                 .write(true)
                 .mode(super::FILE_MODE)
-                .open(&path)
+                .open(path)
         };
-        let file = if self.day_dir.as_deref() == Some(day.as_str()) {
-            create()
-        } else {
-            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        // A session id can come back within a second (a server's backend
+        // pid, given to the client): the next free name. `create_new` says
+        // when a name is taken, so a free name costs no lookup of its own
+        // (in a storm of short sessions, a second lookup in a directory of
+        // tens of thousands of files was 4 % of the process's time).
+        // The day's directory is made once (again if retention removed it).
+        let mut dir_known = self.day_dir.as_deref() == Some(day.as_str());
+        let mut dir_made = false;
+        let mut id = base.clone();
+        let mut taken = 0;
+        let opened = loop {
+            let path = dir.join(format!("{id}.{}", record::EXT));
+            let r = if dir_known {
+                create(&path)
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            };
+            match r {
+                Ok(f) => break Ok((f, path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir_made => {
+                    dir_made = true;
+                    if let Err(e) = super::create_dirs(&dir) {
+                        break Err(e);
+                    }
+                    self.day_dir = Some(day.clone());
+                    dir_known = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && taken < 1000 => {
+                    taken += 1;
+                    id = format!("{base}-{taken}");
+                }
+                Err(e) => break Err(e),
+            }
         };
-        let file = match file {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => super::create_dirs(&dir).and_then(|_| {
-                self.day_dir = Some(day.clone());
-                create()
-            }),
-            other => other,
-        };
-        let file = match file {
-            Ok(f) => f,
+        let (file, path) = match opened {
+            Ok(x) => x,
             Err(e) => {
                 self.write_err("cannot create a session file", e);
                 // Tried again at the session's next event: once writing
