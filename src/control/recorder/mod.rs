@@ -589,9 +589,11 @@ mod tests {
     }
 
     /// The writer names a session's file with `create_new`: a name already
-    /// taken gets the next free one, and a day's directory removed under
-    /// it (retention removes empty days) is made again, so neither loses
-    /// the session; the index finds each file by its id.
+    /// taken (here by a link pointing elsewhere, which must not be
+    /// followed) gets the next free one, and a day's directory removed
+    /// under the writer (by hand: gatehouse removes files only) is made
+    /// again, so neither loses the session; the index finds each file by
+    /// its id.
     #[test]
     fn a_taken_name_or_a_removed_day_directory_does_not_lose_a_session() {
         use crate::record::events::OpenInfo;
@@ -635,9 +637,10 @@ mod tests {
         let day = cfg.dir.join(civil_day(t / 1_000_000));
         let base = format!("{}-{:08x}", t / 1_000_000, 7);
         let file = |id: &str| day.join(format!("{id}.{}", record::EXT));
-        // A file that is not this session's has its name.
+        // A link that points outside, to nothing yet, has the name.
         std::fs::create_dir_all(&day).unwrap();
-        std::fs::write(file(&base), b"planted\n").unwrap();
+        let outside = dir.path().join("outside.ghrec");
+        std::os::unix::fs::symlink(&outside, file(&base)).unwrap();
         tx.blocking_send(open(1)).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !file(&format!("{base}-1")).exists() {
@@ -647,8 +650,9 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(std::fs::read(file(&base)).unwrap(), b"planted\n", "not overwritten");
-        // The day goes (with the planted file) while the writer knows it.
+        assert!(!outside.exists(), "the link was followed");
+        assert!(std::fs::symlink_metadata(file(&base)).unwrap().file_type().is_symlink());
+        // The day goes (with the link) while the writer knows it.
         std::fs::remove_dir_all(&day).unwrap();
         tx.blocking_send(open(2)).unwrap();
         tx.blocking_send(close(1)).unwrap();

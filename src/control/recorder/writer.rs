@@ -433,7 +433,9 @@ impl Writer {
         // when a name is taken, so a free name costs no lookup of its own
         // (in a storm of short sessions, a second lookup in a directory of
         // tens of thousands of files was 4 % of the process's time).
-        // The day's directory is made once (again if retention removed it).
+        // The day's directory is made once (again if it was removed under
+        // the writer: gatehouse removes files, not directories, but an
+        // operator may).
         let mut dir_known = self.day_dir.as_deref() == Some(day.as_str());
         let mut dir_made = false;
         let mut id = base.clone();
