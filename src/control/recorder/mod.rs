@@ -503,14 +503,10 @@ pub use crate::record::civil_day;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::events::RecordingKey;
 
-    /// A session's id can come back while the last events of an earlier
-    /// session with it are still on their way (a server's backend pid,
-    /// repeated across targets): each recording has a key of its own, and
-    /// the writer keeps them apart whatever the order their events meet in.
-    #[test]
-    fn two_sessions_with_one_id_are_recorded_apart_whatever_order_their_events_come_in() {
-        use crate::record::events::OpenInfo;
+    /// A recorder with one writer, in a directory of its own.
+    fn one_writer() -> (tempfile::TempDir, Recording, Arc<Recorder>) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Recording {
             dir: dir.path().join("recordings"),
@@ -518,12 +514,15 @@ mod tests {
             ..Default::default()
         };
         let rec = Recorder::start(&cfg).unwrap();
-        let tx = rec.sender(42);
-        let open = |key: crate::record::events::RecordingKey, target: &str| Ev::Open {
+        (dir, cfg, rec)
+    }
+
+    fn open_event(key: RecordingKey, session: u32, t: u64, target: &str) -> Ev {
+        Ev::Open {
             session: key,
-            t: now_us(),
+            t,
             info: Box::new(OpenInfo {
-                session: 42,
+                session,
                 identity: "agent".into(),
                 roles: vec![],
                 client: "127.0.0.1:40000".into(),
@@ -536,17 +535,32 @@ mod tests {
                 results: crate::config::ResultsMode::Summary,
                 engine: None,
             }),
-        };
-        let close = |key: crate::record::events::RecordingKey, bytes_in: u64| Ev::Close {
+        }
+    }
+
+    fn close_event(key: RecordingKey, end: &'static str, bytes_in: u64) -> Ev {
+        Ev::Close {
             session: key,
             t: now_us(),
-            end: "client-disconnect",
+            end,
             bytes_in,
             bytes_out: 0,
             statements: 0,
             rows: 0,
             masked: 0,
-        };
+        }
+    }
+
+    /// A session's id can come back while the last events of an earlier
+    /// session with it are still on their way (a server's backend pid,
+    /// repeated across targets): each recording has a key of its own, and
+    /// the writer keeps them apart whatever the order their events meet in.
+    #[test]
+    fn two_sessions_with_one_id_are_recorded_apart_whatever_order_their_events_come_in() {
+        let (_dir, cfg, rec) = one_writer();
+        let tx = rec.sender(42);
+        let open = |key, target| open_event(key, 42, now_us(), target);
+        let close = |key, bytes_in| close_event(key, "client-disconnect", bytes_in);
         // The second session opens before the first one's close arrives.
         tx.blocking_send(open(1, "first")).unwrap();
         tx.blocking_send(open(2, "second")).unwrap();
@@ -596,44 +610,12 @@ mod tests {
     /// its id.
     #[test]
     fn a_taken_name_or_a_removed_day_directory_does_not_lose_a_session() {
-        use crate::record::events::OpenInfo;
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = Recording {
-            dir: dir.path().join("recordings"),
-            writers: 1,
-            ..Default::default()
-        };
-        let rec = Recorder::start(&cfg).unwrap();
+        let (dir, cfg, rec) = one_writer();
         let tx = rec.sender(7);
+        // Both sessions open in the same second: the same name first.
         let t = now_us();
-        let open = |key: crate::record::events::RecordingKey| Ev::Open {
-            session: key,
-            t,
-            info: Box::new(OpenInfo {
-                session: 7,
-                identity: "agent".into(),
-                roles: vec!["reader".into()],
-                client: "127.0.0.1:40000".into(),
-                target: "main".into(),
-                account: "app".into(),
-                client_tls: false,
-                upstream_tls: false,
-                protocol: crate::config::Protocol::Postgres,
-                worker: 0,
-                results: crate::config::ResultsMode::Summary,
-                engine: None,
-            }),
-        };
-        let close = |key: crate::record::events::RecordingKey| Ev::Close {
-            session: key,
-            t: now_us(),
-            end: "client-terminate",
-            bytes_in: 1,
-            bytes_out: 0,
-            statements: 0,
-            rows: 0,
-            masked: 0,
-        };
+        let open = |key| open_event(key, 7, t, "main");
+        let close = |key| close_event(key, "client-terminate", 1);
         let day = cfg.dir.join(civil_day(t / 1_000_000));
         let base = format!("{}-{:08x}", t / 1_000_000, 7);
         let file = |id: &str| day.join(format!("{id}.{}", record::EXT));
