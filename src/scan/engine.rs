@@ -128,7 +128,22 @@ impl Engine {
                 Ok(p)
             };
             let whole = hs_pattern(&r.pattern)?;
-            let cut = super::prefilter::cut(&r.pattern, group);
+            // The rule's own prefilter (checked when the rules loaded: it
+            // ends in or after the secret), else the rule cut short.
+            let cut = match &r.prefilter {
+                Some(pre) => Some(super::prefilter::Cut {
+                    // Checked here too: `[[scan.rule]]` tables do not pass
+                    // through a rules file's checks.
+                    pattern: super::prefilter::check_run(&r.pattern, pre, group)
+                        .map(|()| pre.clone())
+                        .map_err(|e| ScanError::Regex {
+                            id: r.id.clone(),
+                            message: format!("prefilter: {e}"),
+                        })?,
+                    reach: 0,
+                }),
+                None => super::prefilter::cut(&r.pattern, group),
+            };
             cut_patterns.push(match &cut {
                 Some(c) => hs_pattern(&c.pattern)?,
                 None => whole.clone(),
@@ -599,6 +614,7 @@ mod tests {
             validator: None,
             mask: MaskKind::Redact,
             group: None,
+            prefilter: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //! match must lie inside.
 
 use regex_syntax::ast::{self, Ast, GroupKind, RepetitionKind, RepetitionRange};
+use regex_syntax::hir::{Hir, HirKind};
 
 /// The most bytes a rule's match may reach past its cut pattern's.
 pub const MAX_SLACK: usize = 2048;
@@ -185,6 +186,68 @@ fn sets_flag_x(pattern: &str) -> bool {
     })
 }
 
+/// Checks a rule's own prefilter (`Rule::prefilter`): its parts must be a
+/// run of the pattern's parts (captures opened up, the same flags) that
+/// ends in or after the secret, with at most [`MAX_SLACK`] bytes of match
+/// on either side of its end. Then wherever the pattern matches, the
+/// prefilter matches the bytes those parts matched (assertions such as
+/// `\b` read the same text), Hyperscan reports that end, the secret
+/// starts before it, and the whole match lies in the window confirmation
+/// searches around it.
+pub fn check_run(pattern: &str, prefilter: &str, group: usize) -> Result<(), String> {
+    let whole = super::rules::parse(pattern)?;
+    let pre = super::rules::parse(prefilter)?;
+    let (mut parts, mut group_from) = (Vec::new(), None);
+    flatten(&whole, group, &mut parts, &mut group_from);
+    let group_from = if group == 0 {
+        0
+    } else {
+        group_from.ok_or("the secret's group is not one of the pattern's parts")?
+    };
+    let mut run = Vec::new();
+    flatten(&pre, usize::MAX, &mut run, &mut None);
+    if run.is_empty() || pre.properties().minimum_len().unwrap_or(0) == 0 {
+        // Hyperscan refuses a pattern that matches nothing, and with it
+        // every rule's prefilter.
+        return Err("it is empty or may match no bytes".into());
+    }
+    let at = (0..=parts.len().saturating_sub(run.len()))
+        .find(|&k| parts[k..k + run.len()] == run[..])
+        .ok_or("it is not a run of the pattern's parts (write the parts as the pattern does, with its flags)")?;
+    let end = at + run.len();
+    if end <= group_from {
+        return Err("it ends before the secret begins".into());
+    }
+    let bounded = |ps: &[regex_syntax::hir::Hir]| {
+        Hir::concat(ps.to_vec())
+            .properties()
+            .maximum_len()
+            .is_some_and(|n| n <= MAX_SLACK)
+    };
+    if !bounded(&parts[..end]) || !bounded(&parts[end..]) {
+        return Err(format!(
+            "the pattern may match more than {MAX_SLACK} bytes before or after its end"
+        ));
+    }
+    Ok(())
+}
+
+/// A pattern's top-level sequence with capture groups opened up; notes the
+/// index of the first part of capture `group`.
+fn flatten(h: &Hir, group: usize, out: &mut Vec<Hir>, group_from: &mut Option<usize>) {
+    match h.kind() {
+        HirKind::Concat(items) => items.iter().for_each(|i| flatten(i, group, out, group_from)),
+        HirKind::Capture(c) => {
+            if c.index as usize == group && group_from.is_none() {
+                *group_from = Some(out.len());
+            }
+            flatten(&c.sub, group, out, group_from)
+        }
+        HirKind::Empty => {}
+        _ => out.push(h.clone()),
+    }
+}
+
 /// The longest match of a part of a pattern, read alone.
 fn max_len(part: &str) -> Option<usize> {
     super::rules::parse(part).ok()?.properties().maximum_len()
@@ -330,5 +393,90 @@ mod tests {
             }
         }
         assert!(cut_rules > 100, "only {cut_rules} rules are cut");
+    }
+
+    const SALESFORCE: &str = r"\b(00[A-Za-z0-9]{13}![A-Za-z0-9._]{96})(?:[^\nA-Za-z0-9._]|(?m:$))";
+
+    fn rule_file(pattern: &str, prefilter: Option<&str>) -> String {
+        let mut t = format!("[[rule]]\nid = \"sf\"\nname = \"sf\"\npattern = '''{pattern}'''\n");
+        if let Some(p) = prefilter {
+            t.push_str(&format!("prefilter = '''{p}'''\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn a_prefilter_must_be_a_run_of_the_patterns_parts_ending_in_the_secret() {
+        for ok in [
+            r"[A-Za-z0-9]{13}!",
+            r"00[A-Za-z0-9]{13}!",
+            r"\b00",
+            r"!",
+            r"![A-Za-z0-9._]{96}",
+        ] {
+            assert_eq!(check_run(SALESFORCE, ok, 1), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            (r"[A-Za-z0-9]{12}!", "not a run"),
+            (r"[A-Za-z0-9]{13}!x", "not a run"),
+            (r"0[A-Za-z0-9]{13}!", "not a run"),
+            (r"[a-z0-9]{13}!", "not a run"),
+            (r"\b", "may match no bytes"),
+            (r"", "empty"),
+            (r"[A-Za-z0-9]{0,13}", "may match no bytes"),
+        ] {
+            let e = check_run(SALESFORCE, bad, 1).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // A run that ends before the secret's group.
+        let e = check_run(r"(?i)api_key\s*=\s*([a-z0-9]{32})\b", r"(?i)api_key\s*=", 1).unwrap_err();
+        assert!(e.contains("ends before the secret"), "{e}");
+        // The same text under other flags is another run.
+        assert!(check_run(r"(?i)api_key\s*=\s*([a-z0-9]{32})\b", r"api_key\s*=\s*[a-z0-9]{32}", 1).is_err());
+        // A match that may reach far past the prefilter's end.
+        let e = check_run(r"tok_([a-z]{8})x.*y", r"tok_[a-z]{8}", 1).unwrap_err();
+        assert!(e.contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_with_a_prefilter_finds_what_it_finds_without_one() {
+        use crate::scan::{Engine, RuleFile};
+        let rules = |pre| RuleFile::parse(&rule_file(SALESFORCE, pre), "test").unwrap().rules;
+        let with = Engine::new(&rules(Some("[A-Za-z0-9]{13}!")), [0; 32]).unwrap();
+        let without = Engine::new(&rules(None), [0; 32]).unwrap();
+        let token = format!("00D5e000000abcd!{}abcdef", "AQ4Axy.z_9".repeat(9));
+        let samples = [
+            token.clone(),
+            format!("2024-05-01 00:00:00+00 {token}"),
+            format!("x{token}"),
+            format!("{token}!"),
+            "00D5e000000abcd! short".to_string(),
+            format!("a {token}; 100.00 {token}"),
+            "2024-05-01 00:00:00+00, 1000.00, 00000000000000!".to_string(),
+        ];
+        for s in &samples {
+            assert_eq!(
+                with.find(s.as_bytes()).unwrap(),
+                without.find(s.as_bytes()).unwrap(),
+                "{s}"
+            );
+        }
+        assert_eq!(with.find(samples[1].as_bytes()).unwrap().len(), 1);
+        assert_eq!(with.find(samples[5].as_bytes()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_prefilter_that_is_not_a_run_is_refused_from_a_file_and_from_a_table() {
+        use crate::scan::{Engine, RuleFile};
+        let e = RuleFile::parse(&rule_file(SALESFORCE, Some("[A-Za-z0-9]{12}!")), "rules.toml").unwrap_err();
+        assert_eq!(e.id, "sf");
+        assert!(e.message.starts_with("prefilter:"), "{e}");
+        // A rule that never went through a file (a `[[scan.rule]]` table).
+        let mut rule = RuleFile::parse(&rule_file(SALESFORCE, None), "t")
+            .unwrap()
+            .rules
+            .remove(0);
+        rule.prefilter = Some("[A-Za-z0-9]{12}!".into());
+        assert!(Engine::new(&[rule], [0; 32]).is_err());
     }
 }

@@ -107,6 +107,7 @@ mod tests {
             validator: None,
             mask: MaskKind::Redact,
             group: None,
+            prefilter: None,
         };
         let e = Engine::new(&[rule], [0; 32]).unwrap();
         let mut data = vec![b' '; CHUNK - 10];

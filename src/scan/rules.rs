@@ -10,6 +10,17 @@
 //! validator = "crc32-base62"        # optional: a checksum the token format carries
 //! mask = "redact"                   # redact | partial | hash (default redact)
 //! ```
+//!
+//! A rule may also give a `prefilter`: what the first pass looks for
+//! instead of its pattern. It is for a pattern whose leading literal is
+//! short and common (the Salesforce token `00…!…` gives
+//! `prefilter = '''[A-Za-z0-9]{13}!'''`): Hyperscan starts the rule at every place
+//! that literal occurs, in every timestamp and decimal, at several times
+//! the cost of all other rules together. The prefilter must be a run of
+//! the pattern's own parts (groups opened up) that ends inside or after
+//! the secret: every match of the pattern then holds a match of the
+//! prefilter, and confirmation finds the whole match around it. Anything
+//! else is refused when the rules load.
 
 use serde::Deserialize;
 use std::path::Path;
@@ -63,6 +74,10 @@ pub struct Rule {
     /// Which capture group is the secret (default: 1 when the pattern has a
     /// group, else the whole match).
     pub group: Option<usize>,
+    /// What the first pass looks for instead of the pattern (see the
+    /// module's notes); checked by [`super::prefilter::check_run`].
+    #[serde(default)]
+    pub prefilter: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -106,6 +121,10 @@ impl RuleFile {
                 if g > captures {
                     return Err(err(format!("group {g} does not exist in the pattern")));
                 }
+            }
+            if let Some(pre) = &r.prefilter {
+                let group = r.group.unwrap_or(if captures > 0 { 1 } else { 0 });
+                super::prefilter::check_run(&r.pattern, pre, group).map_err(|e| err(format!("prefilter: {e}")))?;
             }
             if let Some(e) = r.entropy {
                 if !(0.0..=8.0).contains(&e) {

@@ -189,6 +189,7 @@ mod tests {
             validator: None,
             mask: MaskKind::Redact,
             group: None,
+            prefilter: None,
         };
         Engine::new(&[rule], [0; 32]).unwrap()
     }
