@@ -194,7 +194,29 @@ fn sets_flag_x(pattern: &str) -> bool {
 /// `\b` read the same text), Hyperscan reports that end, the secret
 /// starts before it, and the whole match lies in the window confirmation
 /// searches around it.
+///
+/// The run is compared as parsed, and its text must also be the
+/// pattern's own (after the pattern's leading flags, which it may
+/// repeat): Hyperscan reads the prefilter's text, and two parsers can read
+/// one text differently (the regex crate skips spaces in `{13 }` and opens
+/// `[[…]]` as a nested class; Hyperscan takes both as plain characters).
+/// Text taken from the pattern is read by Hyperscan as the pattern is.
 pub fn check_run(pattern: &str, prefilter: &str, group: usize) -> Result<(), String> {
+    let flags = leading_flags(pattern);
+    let own_text = prefilter
+        .strip_prefix(flags)
+        .filter(|_| !flags.is_empty())
+        .unwrap_or(prefilter);
+    if own_text.is_empty() || !pattern[flags.len()..].contains(own_text) {
+        return Err(format!(
+            "it is not a run of the pattern's parts (its text must be the pattern's own{})",
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(", after `{flags}`")
+            }
+        ));
+    }
     let whole = super::rules::parse(pattern)?;
     let pre = super::rules::parse(prefilter)?;
     let (mut parts, mut group_from) = (Vec::new(), None);
@@ -211,7 +233,8 @@ pub fn check_run(pattern: &str, prefilter: &str, group: usize) -> Result<(), Str
         // every rule's prefilter.
         return Err("it is empty or may match no bytes".into());
     }
-    let at = (0..=parts.len().saturating_sub(run.len()))
+    let at = (0..parts.len())
+        .filter(|&k| k + run.len() <= parts.len())
         .find(|&k| parts[k..k + run.len()] == run[..])
         .ok_or("it is not a run of the pattern's parts (write the parts as the pattern does, with its flags)")?;
     let end = at + run.len();
@@ -230,6 +253,17 @@ pub fn check_run(pattern: &str, prefilter: &str, group: usize) -> Result<(), Str
         ));
     }
     Ok(())
+}
+
+/// The flags a pattern opens with (`(?i)`), or "".
+fn leading_flags(pattern: &str) -> &str {
+    let Some(rest) = pattern.strip_prefix("(?") else {
+        return "";
+    };
+    match rest.find(|c: char| !(c.is_ascii_alphabetic() || c == '-')) {
+        Some(n) if rest[n..].starts_with(')') => &pattern[..2 + n + 1],
+        _ => "",
+    }
 }
 
 /// A pattern's top-level sequence with capture groups opened up; notes the
@@ -407,23 +441,19 @@ mod tests {
 
     #[test]
     fn a_prefilter_must_be_a_run_of_the_patterns_parts_ending_in_the_secret() {
-        for ok in [
-            r"[A-Za-z0-9]{13}!",
-            r"00[A-Za-z0-9]{13}!",
-            r"\b00",
-            r"!",
-            r"![A-Za-z0-9._]{96}",
-        ] {
+        for ok in [r"[A-Za-z0-9]{13}!", r"00[A-Za-z0-9]{13}!", r"!", r"![A-Za-z0-9._]{96}"] {
             assert_eq!(check_run(SALESFORCE, ok, 1), Ok(()), "{ok}");
         }
         for (bad, why) in [
             (r"[A-Za-z0-9]{12}!", "not a run"),
+            // Parsed, a run; as text, not the pattern's (a group opens between).
+            (r"\b00", "not a run"),
             (r"[A-Za-z0-9]{13}!x", "not a run"),
             (r"0[A-Za-z0-9]{13}!", "not a run"),
             (r"[a-z0-9]{13}!", "not a run"),
             (r"\b", "may match no bytes"),
-            (r"", "empty"),
-            (r"[A-Za-z0-9]{0,13}", "may match no bytes"),
+            (r"", "not a run"),
+            (r"(?m:$)", "may match no bytes"),
         ] {
             let e = check_run(SALESFORCE, bad, 1).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
@@ -431,10 +461,28 @@ mod tests {
         // A run that ends before the secret's group.
         let e = check_run(r"(?i)api_key\s*=\s*([a-z0-9]{32})\b", r"(?i)api_key\s*=", 1).unwrap_err();
         assert!(e.contains("ends before the secret"), "{e}");
-        // The same text under other flags is another run.
-        assert!(check_run(r"(?i)api_key\s*=\s*([a-z0-9]{32})\b", r"api_key\s*=\s*[a-z0-9]{32}", 1).is_err());
+        // The same text under other flags is another run; under the
+        // pattern's own flags it is the run.
+        let e = check_run(r"(?i)key=([a-z0-9]{32})\b", r"[a-z0-9]{32}", 1).unwrap_err();
+        assert!(e.contains("not a run"), "{e}");
+        assert_eq!(check_run(r"(?i)key=([a-z0-9]{32})\b", r"(?i)[a-z0-9]{32}", 1), Ok(()));
+        // Text the regex crate reads as the run but Hyperscan would not:
+        // spaces in a count, a nested class, another spelling.
+        for other in [
+            r"[A-Za-z0-9]{13 }!",
+            r"[[A-Za-z0-9]]{13}!",
+            r"[A-Za-z0-9&&[A-Za-z0-9]]{13}!",
+            r"[0-9A-Za-z]{13}!",
+        ] {
+            let e = check_run(SALESFORCE, other, 1).unwrap_err();
+            assert!(e.contains("not a run"), "{other}: {e}");
+        }
+        // More parts than the pattern has.
+        let e = check_run(r"tok_([a-z]{20})", r"t(o)k", 1).unwrap_err();
+        assert!(e.contains("not a run"), "{e}");
+        assert!(check_run(SALESFORCE, r"(0)(0)(0)(0)(0)(0)(0)", 1).is_err());
         // A match that may reach far past the prefilter's end.
-        let e = check_run(r"tok_([a-z]{8})x.*y", r"tok_[a-z]{8}", 1).unwrap_err();
+        let e = check_run(r"tok_([a-z]{8})x.*y", r"[a-z]{8}", 1).unwrap_err();
         assert!(e.contains("more than"), "{e}");
     }
 
@@ -463,6 +511,33 @@ mod tests {
         }
         assert_eq!(with.find(samples[1].as_bytes()).unwrap().len(), 1);
         assert_eq!(with.find(samples[5].as_bytes()).unwrap().len(), 2);
+        // And as the data path scans: every sample a value, in one pass.
+        let buf = samples.concat();
+        let mut values = Vec::new();
+        let mut at = 0;
+        for (i, v) in samples.iter().enumerate() {
+            values.push((at, at + v.len(), i));
+            at += v.len();
+        }
+        let in_values = |e: &Engine| {
+            let (mut seg, mut ends, mut hits, mut found) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            crate::scan::values::find_in_values(
+                e,
+                buf.as_bytes(),
+                &values,
+                &mut seg,
+                &mut ends,
+                &mut hits,
+                &mut found,
+                None,
+            )
+            .unwrap();
+            found.sort_by_key(|(i, f)| (*i, f.start, f.end));
+            found
+        };
+        let found = in_values(&with);
+        assert_eq!(found, in_values(&without));
+        assert_eq!(found.len(), 5, "{found:?}");
     }
 
     #[test]

@@ -16,9 +16,9 @@
 //! short and common (the Salesforce token `00…!…` gives
 //! `prefilter = '''[A-Za-z0-9]{13}!'''`): Hyperscan starts the rule at every place
 //! that literal occurs, in every timestamp and decimal, at several times
-//! the cost of all other rules together. The prefilter must be a run of
-//! the pattern's own parts (groups opened up) that ends inside or after
-//! the secret: every match of the pattern then holds a match of the
+//! the cost of all other rules together. The prefilter must be a piece of
+//! the pattern's own text that parses as a run of its parts (groups opened
+//! up) and ends inside or after the secret: every match of the pattern then holds a match of the
 //! prefilter, and confirmation finds the whole match around it. Anything
 //! else is refused when the rules load.
 
