@@ -196,27 +196,71 @@ fn sets_flag_x(pattern: &str) -> bool {
 /// searches around it.
 ///
 /// The run is compared as parsed, and its text must also be the
-/// pattern's own (after the pattern's leading flags, which it may
-/// repeat): Hyperscan reads the prefilter's text, and two parsers can read
-/// one text differently (the regex crate skips spaces in `{13 }` and opens
-/// `[[…]]` as a nested class; Hyperscan takes both as plain characters).
-/// Text taken from the pattern is read by Hyperscan as the pattern is.
+/// pattern's own text for a run of items of one sequence in it (the
+/// pattern's leading flags, such as `(?i)`, may be repeated in front):
+/// Hyperscan reads the prefilter's text, and two parsers can read one text
+/// differently (the regex crate skips spaces in `{13 }` and opens `[[…]]`
+/// as a nested class; Hyperscan takes both as plain characters). Text
+/// found anywhere in the pattern is not enough: inside a class or a
+/// comment such text is plain characters to both. Patterns in `(?x)` mode
+/// take no prefilter (whitespace between items is syntax there).
 pub fn check_run(pattern: &str, prefilter: &str, group: usize) -> Result<(), String> {
+    if sets_flag_x(pattern) {
+        return Err("a pattern in (?x) mode takes no prefilter".into());
+    }
     let flags = leading_flags(pattern);
     let own_text = prefilter
         .strip_prefix(flags)
         .filter(|_| !flags.is_empty())
         .unwrap_or(prefilter);
-    if own_text.is_empty() || !pattern[flags.len()..].contains(own_text) {
-        return Err(format!(
-            "it is not a run of the pattern's parts (its text must be the pattern's own{})",
-            if flags.is_empty() {
-                String::new()
-            } else {
-                format!(", after `{flags}`")
-            }
-        ));
+    if own_text.is_empty() || !is_own_items(pattern, own_text) {
+        return Err(
+            "it is not a run of the pattern's parts (its text must be the pattern's own, item for item)".into(),
+        );
     }
+    run_of_parts(pattern, prefilter, group)
+}
+
+/// Whether `text` is the pattern's text for a run of consecutive items of
+/// one sequence: the top level, or the inside of a group in it.
+fn is_own_items(pattern: &str, text: &str) -> bool {
+    let Ok(parsed) = ast::parse::Parser::new().parse(pattern) else {
+        return false;
+    };
+    let mut sequences: Vec<&[Ast]> = Vec::new();
+    sequences_of(&parsed, &mut sequences);
+    sequences.iter().any(|items| {
+        (0..items.len()).any(|i| {
+            let start = items[i].span().start.offset;
+            items[i..]
+                .iter()
+                .any(|last| pattern.get(start..last.span().end.offset) == Some(text))
+        })
+    })
+}
+
+/// The sequences of items in `a`, opening groups (not repetitions or
+/// alternations: their insides are not runs of the pattern's parts).
+fn sequences_of<'a>(a: &'a Ast, out: &mut Vec<&'a [Ast]>) {
+    match a {
+        Ast::Concat(c) => {
+            out.push(&c.asts);
+            for item in &c.asts {
+                if let Ast::Group(g) = item {
+                    sequences_of(&g.ast, out);
+                }
+            }
+        }
+        Ast::Group(g) => {
+            out.push(std::slice::from_ref(a));
+            sequences_of(&g.ast, out);
+        }
+        other => out.push(std::slice::from_ref(other)),
+    }
+}
+
+/// The parse-tree half of [`check_run`].
+fn run_of_parts(pattern: &str, prefilter: &str, group: usize) -> Result<(), String> {
     let whole = super::rules::parse(pattern)?;
     let pre = super::rules::parse(prefilter)?;
     let (mut parts, mut group_from) = (Vec::new(), None);
@@ -453,11 +497,12 @@ mod tests {
             (r"[a-z0-9]{13}!", "not a run"),
             (r"\b", "may match no bytes"),
             (r"", "not a run"),
-            (r"(?m:$)", "may match no bytes"),
         ] {
             let e = check_run(SALESFORCE, bad, 1).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+        let e = check_run(r"a(b*)c", r"b*", 1).unwrap_err();
+        assert!(e.contains("may match no bytes"), "{e}");
         // A run that ends before the secret's group.
         let e = check_run(r"(?i)api_key\s*=\s*([a-z0-9]{32})\b", r"(?i)api_key\s*=", 1).unwrap_err();
         assert!(e.contains("ends before the secret"), "{e}");
@@ -477,10 +522,24 @@ mod tests {
             let e = check_run(SALESFORCE, other, 1).unwrap_err();
             assert!(e.contains("not a run"), "{other}: {e}");
         }
-        // More parts than the pattern has.
-        let e = check_run(r"tok_([a-z]{20})", r"t(o)k", 1).unwrap_err();
+        // Text of the pattern's that is not a run of its items: inside a
+        // class, inside a comment, inside a repetition.
+        for (pattern, text) in [
+            (r"\b(x{13}![a-z]{20})[^x{13 }!]", r"x{13 }!"),
+            (
+                r"(?x)\b(00[A-Za-z0-9]{13}![A-Za-z0-9._]{96}) # [A-Za-z0-9]{13 }!",
+                r"[A-Za-z0-9]{13 }!",
+            ),
+            (r"(?x)\b(00[A-Za-z0-9]{13}![A-Za-z0-9._]{96})", r"[A-Za-z0-9]{13}!"),
+            (r"(?:tok_)+([a-z]{20})", r"tok_"),
+        ] {
+            assert!(check_run(pattern, text, 1).is_err(), "{pattern} / {text}");
+        }
+        // More parts than the pattern has (the parse-tree half alone: the
+        // text half refuses these first).
+        let e = run_of_parts(r"(?:tok\b_)+", r"tok\b_", 0).unwrap_err();
         assert!(e.contains("not a run"), "{e}");
-        assert!(check_run(SALESFORCE, r"(0)(0)(0)(0)(0)(0)(0)", 1).is_err());
+        assert!(run_of_parts(r"tok_([a-z]{20})", r"t(o)k_[a-z]{20}x", 1).is_err());
         // A match that may reach far past the prefilter's end.
         let e = check_run(r"tok_([a-z]{8})x.*y", r"[a-z]{8}", 1).unwrap_err();
         assert!(e.contains("more than"), "{e}");

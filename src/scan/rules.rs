@@ -14,13 +14,14 @@
 //! A rule may also give a `prefilter`: what the first pass looks for
 //! instead of its pattern. It is for a pattern whose leading literal is
 //! short and common (the Salesforce token `00…!…` gives
-//! `prefilter = '''[A-Za-z0-9]{13}!'''`): Hyperscan starts the rule at every place
-//! that literal occurs, in every timestamp and decimal, at several times
-//! the cost of all other rules together. The prefilter must be a piece of
-//! the pattern's own text that parses as a run of its parts (groups opened
-//! up) and ends inside or after the secret: every match of the pattern then holds a match of the
-//! prefilter, and confirmation finds the whole match around it. Anything
-//! else is refused when the rules load.
+//! `prefilter = '''[A-Za-z0-9]{13}!'''`): Hyperscan starts the rule at
+//! every place that literal occurs, in every timestamp and decimal, at
+//! several times the cost of all other rules together. The prefilter must
+//! be the pattern's own text for consecutive items of it, parse as a run
+//! of its parts (groups opened up) and end inside or after the secret:
+//! every match of the pattern then holds a match of the prefilter, and
+//! confirmation finds the whole match around it. Anything else is refused
+//! when the rules load (`prefilter::check_run` says why each condition).
 
 use serde::Deserialize;
 use std::path::Path;
