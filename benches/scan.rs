@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench scan`
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use gatehouse::proxy::pg::mask_frame;
 use gatehouse::scan::{assemble, values::find_in_values, Engine, Finding, Hit, Rule};
 use sha2::{Digest, Sha256};
@@ -181,76 +182,56 @@ fn mask_batch(engine: &Engine, buf: &[u8], out: &mut Vec<u8>) -> usize {
     masked
 }
 
+/// One Hyperscan pass of `engine` over `data` (hits gathered, not
+/// confirmed), as bench case `name`.
+fn scan_case(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, engine: &Engine, data: &[u8]) {
+    let mut hits: Vec<Hit> = Vec::new();
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            hits.clear();
+            engine.scan(black_box(data), &mut hits).expect("scan");
+            hits.len()
+        })
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let rules = assemble(None, &[], Vec::new()).expect("built-in rules");
     let engine = Engine::new(&rules, [0; 32]).expect("rules compile");
     let rows = ordinary_rows(64 * 1024);
     let plain: Vec<u8> = (0..64 * 1024).map(|i| b"0123456789 ,.;"[i % 14]).collect();
     let mut g = c.benchmark_group("scan");
-    let mut hits: Vec<Hit> = Vec::new();
-    g.throughput(Throughput::Bytes(rows.len() as u64));
-    g.bench_function(format!("ordinary_rows_64k_{}_rules", engine.rule_count()), |b| {
-        b.iter(|| {
-            hits.clear();
-            engine.scan(black_box(&rows), &mut hits).expect("scan");
-            hits.len()
-        })
-    });
+    scan_case(
+        &mut g,
+        &format!("ordinary_rows_64k_{}_rules", engine.rule_count()),
+        &engine,
+        &rows,
+    );
     // The same with every rule's own prefilter left out: what Hyperscan
     // costs when a rule's pattern starts with a short common literal (the
     // Salesforce token's `00`, in every timestamp's `+00`).
     let without: Vec<_> = rules.iter().cloned().map(|r| Rule { prefilter: None, ..r }).collect();
     let engine_without = Engine::new(&without, [0; 32]).expect("rules compile");
-    g.bench_function("ordinary_rows_64k_without_rule_prefilters", |b| {
-        b.iter(|| {
-            hits.clear();
-            engine_without.scan(black_box(&rows), &mut hits).expect("scan");
-            hits.len()
-        })
-    });
+    scan_case(
+        &mut g,
+        "ordinary_rows_64k_without_rule_prefilters",
+        &engine_without,
+        &rows,
+    );
     let ledger = ledger_rows(64 * 1024);
-    g.throughput(Throughput::Bytes(ledger.len() as u64));
-    g.bench_function("ledger_rows_64k", |b| {
-        b.iter(|| {
-            hits.clear();
-            engine.scan(black_box(&ledger), &mut hits).expect("scan");
-            hits.len()
-        })
-    });
-    g.bench_function("ledger_rows_64k_without_rule_prefilters", |b| {
-        b.iter(|| {
-            hits.clear();
-            engine_without.scan(black_box(&ledger), &mut hits).expect("scan");
-            hits.len()
-        })
-    });
-    g.throughput(Throughput::Bytes(plain.len() as u64));
-    g.bench_function("no_candidate_literals_64k", |b| {
-        b.iter(|| {
-            hits.clear();
-            engine.scan(black_box(&plain), &mut hits).expect("scan");
-            hits.len()
-        })
-    });
+    scan_case(&mut g, "ledger_rows_64k", &engine, &ledger);
+    scan_case(
+        &mut g,
+        "ledger_rows_64k_without_rule_prefilters",
+        &engine_without,
+        &ledger,
+    );
+    scan_case(&mut g, "no_candidate_literals_64k", &engine, &plain);
     let digits = digit_group_values(64 * 1024);
-    g.throughput(Throughput::Bytes(digits.len() as u64));
-    g.bench_function("digit_group_values_64k", |b| {
-        b.iter(|| {
-            hits.clear();
-            engine.scan(black_box(&digits), &mut hits).expect("scan");
-            hits.len()
-        })
-    });
+    scan_case(&mut g, "digit_group_values_64k", &engine, &digits);
     // One point select's value: what a call costs before its bytes do.
-    let one = &digits[..120];
-    g.throughput(Throughput::Bytes(one.len() as u64));
-    g.bench_function("one_value_120b", |b| {
-        b.iter(|| {
-            hits.clear();
-            engine.scan(black_box(one), &mut hits).expect("scan");
-            hits.len()
-        })
-    });
+    scan_case(&mut g, "one_value_120b", &engine, &digits[..120]);
     g.throughput(Throughput::Bytes(rows.len() as u64));
     g.bench_function("find_confirmed_ordinary_rows_64k", |b| {
         b.iter(|| engine.find(black_box(&rows)).expect("find").len())

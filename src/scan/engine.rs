@@ -160,6 +160,12 @@ impl Engine {
                 secret_reach: cut.map_or(0, |c| c.reach),
             });
         }
+        // Every class and escape read alike by Hyperscan and the regex
+        // (see `classes`), before the patterns that hold them are compiled.
+        super::classes::check(rules).map_err(|m| ScanError::Regex {
+            id: rules.get(m.rule).map_or_else(|| "-".into(), |r| r.id.clone()),
+            message: m.reason,
+        })?;
         let db = if patterns.is_empty() {
             None
         } else {
@@ -190,6 +196,12 @@ impl Engine {
                 },
             }
         };
+        if let Some(db) = &db {
+            super::examples::check_first_pass(db, rules).map_err(|m| ScanError::Regex {
+                id: rules.get(m.rule).map_or_else(|| "-".into(), |r| r.id.clone()),
+                message: m.reason,
+            })?;
+        }
         // The shortest match any rule can have: shorter values hold none.
         let min_len = patterns
             .iter()

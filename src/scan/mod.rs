@@ -1,11 +1,14 @@
 //! Secret rules, the Hyperscan database, per-thread scratch, and masking.
 //! Pure: no I/O beyond reading a rules file.
 
+pub mod classes;
 pub mod confirm;
 pub mod engine;
+pub mod examples;
 pub mod prefilter;
 pub mod report;
 pub mod rules;
+pub mod spelling;
 pub mod values;
 
 pub use engine::{Engine, Finding, Hit, ScanError};

@@ -285,7 +285,7 @@ fn run_of_parts(pattern: &str, prefilter: &str, group: usize) -> Result<(), Stri
     if end <= group_from {
         return Err("it ends before the secret begins".into());
     }
-    let bounded = |ps: &[regex_syntax::hir::Hir]| {
+    let bounded = |ps: &[Hir]| {
         Hir::concat(ps.to_vec())
             .properties()
             .maximum_len()
@@ -579,18 +579,7 @@ mod tests {
             at += v.len();
         }
         let in_values = |e: &Engine| {
-            let (mut seg, mut ends, mut hits, mut found) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            crate::scan::values::find_in_values(
-                e,
-                buf.as_bytes(),
-                &values,
-                &mut seg,
-                &mut ends,
-                &mut hits,
-                &mut found,
-                None,
-            )
-            .unwrap();
+            let mut found = crate::scan::values::find_all(e, buf.as_bytes(), &values);
             found.sort_by_key(|(i, f)| (*i, f.start, f.end));
             found
         };

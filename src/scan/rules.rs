@@ -22,6 +22,12 @@
 //! every match of the pattern then holds a match of the prefilter, and
 //! confirmation finds the whole match around it. Anything else is refused
 //! when the rules load (`prefilter::check_run` says why each condition).
+//!
+//! A pattern is read by Hyperscan and by the regex crate, and must mean
+//! the same to both: spellings they read differently are refused when the
+//! rules load (`spelling`), and each engine build compares every class
+//! byte for byte (`classes`) and checks that the first pass finds examples
+//! of every rule (`examples`).
 
 use serde::Deserialize;
 use std::path::Path;
@@ -163,7 +169,8 @@ pub fn parse(pattern: &str) -> Result<regex_syntax::hir::Hir, String> {
 }
 
 /// Checks a pattern's syntax without compiling it; returns its number of
-/// capture groups.
+/// capture groups. Spellings Hyperscan reads otherwise than the regex crate
+/// are refused (`spelling`).
 ///
 /// A pattern anchored to the start or end of the scanned text (`\A`, `\z`,
 /// or `^`/`$` under `(?-m)`) is refused: values are scanned many to a
@@ -172,6 +179,7 @@ pub fn parse(pattern: &str) -> Result<regex_syntax::hir::Hir, String> {
 /// anchors: every value is a line of its own) do what such a rule means.
 pub fn capture_groups(pattern: &str) -> Result<usize, String> {
     let hir = parse(pattern)?;
+    super::spelling::check(pattern)?;
     let looks = hir.properties().look_set();
     if looks.contains(regex_syntax::hir::Look::Start) || looks.contains(regex_syntax::hir::Look::End) {
         return Err(

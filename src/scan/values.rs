@@ -59,6 +59,15 @@ pub fn find_in_values(
     Ok(())
 }
 
+/// [`find_in_values`] with buffers of its own, every rule applying: for
+/// tests.
+#[cfg(test)]
+pub(crate) fn find_all(engine: &Engine, buf: &[u8], values: &[(usize, usize, usize)]) -> Vec<(usize, Finding)> {
+    let (mut seg, mut ends, mut hits, mut found) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    find_in_values(engine, buf, values, &mut seg, &mut ends, &mut hits, &mut found, None).expect("scan");
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,18 +97,7 @@ keywords = ["tok-"]
             let buf = format!("first value{middle}second value");
             let (a, b) = (11, 11 + middle.len());
             let values = [(0, a, 0), (a, b, 1), (b, buf.len(), 2)];
-            let (mut seg, mut ends, mut hits, mut found) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            find_in_values(
-                &engine,
-                buf.as_bytes(),
-                &values,
-                &mut seg,
-                &mut ends,
-                &mut hits,
-                &mut found,
-                None,
-            )
-            .unwrap();
+            let found = find_all(&engine, buf.as_bytes(), &values);
             assert_eq!(found.len(), expect, "{middle:?}: {found:?}");
             assert!(found.iter().all(|(i, _)| *i == 1), "{found:?}");
         }
