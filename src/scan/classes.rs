@@ -47,6 +47,9 @@ pub fn check(rules: &[Rule]) -> Result<(), Misread> {
         .into_iter()
         .flat_map(|(t, k)| FLAGS.map(|f| (format!("{f}{t}"), k)))
         .collect();
+    if read.is_empty() {
+        return Ok(()); // nothing but plain characters (Hyperscan compiles no empty set)
+    }
     let mut regex_reads = Vec::with_capacity(read.len());
     for (text, k) in &read {
         let members = regex_members(text).map_err(|reason| Misread { rule: *k, reason })?;
@@ -188,6 +191,14 @@ mod tests {
     }
 
     #[test]
+    fn rules_without_a_class_or_escape_and_no_rules_at_all_are_checked() {
+        check(&[]).unwrap();
+        check(&[rule("tok_secret"), rule("(?s)tok:.{8,40}")]).unwrap();
+        crate::scan::Engine::new(&[], [0; 32]).unwrap();
+        crate::scan::Engine::new(&[rule("tok_secret"), rule("(?s)tok:.{8,40}")], [0; 32]).unwrap();
+    }
+
+    #[test]
     fn an_engine_with_a_misread_class_is_refused() {
         let mut r = rule(r"\b(tok_[--a-z0-9]{16,40})\b");
         r.id = "dash".into();
@@ -204,5 +215,31 @@ mod tests {
         check(&rules).unwrap();
         // Escapes and classes both read alike.
         check(&[rule(r"[\]\-a-z][\x41\t.][[:alpha:]\d\w\s\S\W\D][^\x00-\x1f]\%\-\.")]).unwrap();
+        for p in [
+            r"[\s\S]",
+            r"[^\n]",
+            r"\n",
+            r"[$^]",
+            r"[\^]",
+            r"[\[\]]",
+            r"\f\t\r\a",
+            r"[^\W_]",
+            r"[]a]",
+            r"[^]a]",
+            r"[a-]",
+        ] {
+            check(&[rule(p)]).unwrap_or_else(|e| panic!("{p}: {e:?}"));
+        }
+        // Every POSIX class, plain and negated, means the same to both.
+        let posix = [
+            "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space", "upper",
+            "word", "xdigit",
+        ];
+        let rules: Vec<Rule> = posix
+            .iter()
+            .flat_map(|c| [format!("t[[:{c}:]]"), format!("t[[:^{c}:]]")])
+            .map(|p| rule(&p))
+            .collect();
+        check(&rules).unwrap();
     }
 }

@@ -4,25 +4,37 @@
 //! Hyperscan (the first pass) and the regex crate (confirmation) each read
 //! a rule's pattern, and the rule's cut or its own prefilter besides. The
 //! spellings known to be read differently are refused when rules load
-//! (`spelling`), and the cuts are proven to be runs of the pattern
-//! (`prefilter`). This check backs both with the compiled database itself:
-//! examples are made from the pattern as the regex crate reads it (one
-//! taking the shortest way at every choice, and one for each other way at
-//! each choice: every alternative, a class's first and last word bytes and
-//! a non-word byte, an optional part present and absent), the
-//! regex keeps those it matches, and the first pass must report the rule
-//! in each, scanned alone as a value. A rule it misses would let secrets of that shape through
-//! unmasked, so the engine is refused, naming the rule and the example.
+//! (`spelling`), classes are compared byte for byte (`classes`), and the
+//! cuts are proven to be runs of the pattern (`prefilter`). This check
+//! backs them with the compiled database itself: examples are made from
+//! the pattern as the regex crate reads it (one taking the shortest way at
+//! every choice, and one for each other way at each choice: every
+//! alternative, a class's first and last word bytes and a non-word byte,
+//! an optional part present and absent, a repeated part once more than its
+//! minimum), the regex keeps those it matches, and the first pass must
+//! report the rule in each, scanned alone as a value. A rule it misses
+//! would let secrets of that shape through unmasked, so the engine is
+//! refused, naming the rule and the example.
+//!
+//! What it does not prove: that confirmation then finds the match around
+//! the hit (the cut and prefilter proofs in `prefilter` say why it does;
+//! running every rule's confirmation here would build all their regexes
+//! at every start), nor anything of a way no example takes.
 
 use super::rules::Rule;
 use hyperscan::prelude::*;
 use regex_automata::meta;
 use regex_syntax::hir::{Class, Hir, HirKind};
 
-/// The most examples made of a rule (the built-in rules need at most a
-/// few dozen); a pattern with more ways is refused rather than checked in
-/// part.
-const MAX_EXAMPLES: usize = 4096;
+/// The most examples made of a rule, and the most bytes they may hold
+/// together (the built-in rules need at most a few hundred, of a few KiB);
+/// a pattern with more ways is refused rather than checked in part.
+const MAX_EXAMPLES: usize = 16384;
+const MAX_EXAMPLE_BYTES: usize = 1 << 20;
+
+/// The most bytes made while making a rule's examples, its parts' ways
+/// included.
+const MAX_MADE_BYTES: usize = 8 << 20;
 
 /// The longest example made: as long as a match confirmation can find
 /// (`engine::WINDOW`). Longer ways are dropped as they are made, so that
@@ -89,13 +101,12 @@ fn matched_examples(pattern: &str) -> Result<Vec<Vec<u8>>, String> {
     let hir = super::rules::parse(pattern)?;
     let re = meta::Builder::new()
         .configure(
-            // The examples are short: the NFA simulation alone answers,
-            // without building the faster engines.
+            // The lazy DFA (built as it runs) and the NFA simulation; no
+            // engine built ahead.
             meta::Config::new()
                 .utf8_empty(false)
                 // Confirmation's limit, so that no rule it builds is refused.
                 .nfa_size_limit(Some(32 << 20))
-                .hybrid(false)
                 .dfa(false)
                 .onepass(false)
                 .backtrack(false),
@@ -119,84 +130,141 @@ fn matched_examples(pattern: &str) -> Result<Vec<Vec<u8>>, String> {
 /// Examples of what `hir` matches, leaving out its assertions: the first
 /// takes the shortest way at every choice, each other takes one other way
 /// at one choice (another alternative, a class's other kind of byte, an
-/// optional part present or absent). Refused when there are more than
-/// [`MAX_EXAMPLES`]: a pattern is checked whole or not at all.
+/// optional part present or absent, a repeated part once more than its
+/// minimum). Refused when there are more than [`MAX_EXAMPLES`] or they
+/// hold more than [`MAX_EXAMPLE_BYTES`]: a pattern is checked whole or not
+/// at all.
 pub fn of(hir: &Hir) -> Result<Vec<Vec<u8>>, String> {
-    let out = ways(hir);
-    if out.len() > MAX_EXAMPLES {
-        return Err(format!(
-            "the pattern has more than {MAX_EXAMPLES} ways to match (alternatives, classes, optional parts) to check"
-        ));
-    }
-    Ok(out)
+    ways(hir, &mut 0).map(|w| w.list).map_err(|TooMany| {
+        format!(
+            "the pattern has too many ways to match to check (alternatives, classes, optional parts: more than {MAX_EXAMPLES} examples or {} KiB of them)",
+            MAX_EXAMPLE_BYTES >> 10
+        )
+    })
 }
 
-/// The ways `hir` may match, at most one more than [`MAX_EXAMPLES`] (so
-/// that the caller can tell there were too many).
-fn ways(hir: &Hir) -> Vec<Vec<u8>> {
+/// More ways than are checked.
+struct TooMany;
+
+/// Ways to match, bounded in count and bytes as they are made.
+#[derive(Default)]
+struct Ways {
+    list: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Ways {
+    /// Adds `way`, unless it is longer than an example may be (it is left
+    /// out: another way of the same part stands in for it).
+    /// `made` counts the bytes of every way made for the pattern, parts'
+    /// ways included, so that nested parts cannot multiply the memory.
+    fn push(&mut self, made: &mut usize, way: Vec<u8>) -> Result<(), TooMany> {
+        if way.len() > MAX_EXAMPLE_LEN {
+            return Ok(());
+        }
+        self.bytes += way.len();
+        *made += way.len();
+        self.list.push(way);
+        if self.list.len() > MAX_EXAMPLES || self.bytes > MAX_EXAMPLE_BYTES || *made > MAX_MADE_BYTES {
+            return Err(TooMany);
+        }
+        Ok(())
+    }
+
+    fn one(made: &mut usize, way: Vec<u8>) -> Result<Ways, TooMany> {
+        let mut w = Ways::default();
+        w.push(made, way)?;
+        Ok(w)
+    }
+
+    /// The index of the shortest way (the first of equals).
+    fn shortest(&self) -> Option<usize> {
+        (0..self.list.len()).min_by_key(|&i| self.list[i].len())
+    }
+}
+
+fn ways(hir: &Hir, budget: &mut usize) -> Result<Ways, TooMany> {
     match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => vec![Vec::new()],
-        HirKind::Literal(l) => vec![l.0.to_vec()],
-        HirKind::Class(c) => class_members(c),
-        HirKind::Capture(c) => ways(&c.sub),
+        HirKind::Empty | HirKind::Look(_) => Ways::one(budget, Vec::new()),
+        HirKind::Literal(l) => Ways::one(budget, l.0.to_vec()),
+        HirKind::Class(c) => {
+            let mut out = Ways::default();
+            class_members(c).into_iter().try_for_each(|m| out.push(budget, m))?;
+            Ok(out)
+        }
+        HirKind::Capture(c) => ways(&c.sub, budget),
         HirKind::Repetition(r) => {
-            // Repeated at its minimum, and at least once, so that what is
-            // repeated is checked too; an optional part also absent.
-            let times = r.min.max(1) as usize;
-            let mut out: Vec<Vec<u8>> = if r.max == Some(0) {
-                Vec::new()
-            } else {
-                ways(&r.sub)
-                    .into_iter()
-                    .filter(|w| w.len().saturating_mul(times) <= MAX_EXAMPLE_LEN)
-                    .map(|w| w.repeat(times))
-                    .collect()
-            };
-            if r.min == 0 {
-                out.push(Vec::new());
+            let mut out = Ways::default();
+            let sub = ways(&r.sub, budget)?;
+            if let (Some(s), true) = (sub.shortest(), r.max != Some(0)) {
+                // At its minimum and at least once, so that what is
+                // repeated is checked too; each other way of the part once
+                // among shortest ones; once more than the minimum when it
+                // may be (a multi-byte character repeated byte by byte
+                // matches once but not twice).
+                let times = r.min.max(1) as usize;
+                let shortest = &sub.list[s];
+                // Made only when short enough: a count may be large.
+                let base = |extra: &[u8], n: usize| -> Option<Vec<u8>> {
+                    let len = shortest.len().checked_mul(n)?.checked_add(extra.len())?;
+                    (len <= MAX_EXAMPLE_LEN).then(|| [shortest.repeat(n).as_slice(), extra].concat())
+                };
+                if let Some(e) = base(&[], times) {
+                    out.push(budget, e)?;
+                }
+                for (_, w) in sub.list.iter().enumerate().filter(|&(k, _)| k != s) {
+                    if let Some(e) = base(w, times - 1) {
+                        out.push(budget, e)?;
+                    }
+                }
+                if r.max.is_none_or(|max| max as usize > times) {
+                    if let Some(e) = base(&[], times + 1) {
+                        out.push(budget, e)?;
+                    }
+                }
             }
-            out
+            if r.min == 0 {
+                out.push(budget, Vec::new())?;
+            }
+            Ok(out)
         }
         HirKind::Alternation(branches) => {
-            let mut out: Vec<Vec<u8>> = Vec::new();
+            let mut out = Ways::default();
             for b in branches {
-                out.extend(ways(b));
-                if out.len() > MAX_EXAMPLES {
-                    break;
-                }
+                ways(b, budget)?
+                    .list
+                    .into_iter()
+                    .try_for_each(|w| out.push(budget, w))?;
             }
-            out
+            Ok(out)
         }
         HirKind::Concat(items) => {
-            let per_item: Vec<Vec<Vec<u8>>> = items.iter().map(ways).collect();
-            // Each item's shortest way, that the others have room.
-            let Some(shortest) = per_item
+            let per_item = items
                 .iter()
-                .map(|w| (0..w.len()).min_by_key(|&i| w[i].len()))
-                .collect::<Option<Vec<usize>>>()
-            else {
-                return Vec::new(); // a part nothing matches
+                .map(|i| ways(i, budget))
+                .collect::<Result<Vec<Ways>, TooMany>>()?;
+            // Each item's shortest way, that the others have room.
+            let Some(shortest) = per_item.iter().map(Ways::shortest).collect::<Option<Vec<usize>>>() else {
+                return Ok(Ways::default()); // a part nothing matches
             };
-            let with = |item: usize, way: usize| -> Option<Vec<u8>> {
+            let with = |item: usize, way: usize| -> Vec<u8> {
                 let mut e = Vec::new();
                 for (i, w) in per_item.iter().enumerate() {
-                    e.extend_from_slice(&w[if i == item { way } else { shortest[i] }]);
+                    e.extend_from_slice(&w.list[if i == item { way } else { shortest[i] }]);
                     if e.len() > MAX_EXAMPLE_LEN {
-                        return None;
+                        break; // left out by `push`
                     }
                 }
-                Some(e)
+                e
             };
-            let mut out: Vec<Vec<u8>> = with(usize::MAX, 0).into_iter().collect();
+            let mut out = Ways::default();
+            out.push(budget, with(usize::MAX, 0))?;
             for (i, w) in per_item.iter().enumerate() {
-                for way in (0..w.len()).filter(|&k| k != shortest[i]) {
-                    if out.len() > MAX_EXAMPLES {
-                        return out;
-                    }
-                    out.extend(with(i, way));
+                for way in (0..w.list.len()).filter(|&k| k != shortest[i]) {
+                    out.push(budget, with(i, way))?;
                 }
             }
-            out
+            Ok(out)
         }
     }
 }
@@ -249,8 +317,10 @@ mod tests {
 
     #[test]
     fn examples_take_each_way_once() {
-        assert_eq!(examples(r"\b(AKIA|ASIA)[A-Z]{3}\b"), ["AKIAAAA", "ASIAAAA", "AKIAZZZ"]);
-        assert_eq!(examples(r"k[a-z_.]{2,5}"), ["k__", "kzz", "k.."]);
+        assert_eq!(examples(r"\b(AKIA|ASIA)[A-Z]{3}\b"), ["AKIAAAA", "ASIAAAA", "AKIAAAZ"]);
+        // Each other byte once among the shortest, and one more than the
+        // minimum when the count allows.
+        assert_eq!(examples(r"k[a-z_.]{2,5}"), ["k__", "k_z", "k_.", "k___"]);
         assert_eq!(examples(r"x(?:y)?z"), ["xz", "xyz"]);
         assert_eq!(examples(r"(?i)ab"), ["AB", "aB", "Ab"]);
     }
@@ -314,10 +384,10 @@ mod tests {
         let missed = check_first_pass(&first_pass(&but_last), &[rule(&all)]).unwrap_err();
         assert!(missed.reason.contains("\"kw499_aaaaaaaa\""), "{missed:?}");
         // More ways than are checked: refused, not checked in part.
-        let keywords: Vec<String> = (0..5000).map(|k| format!("kw{k}")).collect();
+        let keywords: Vec<String> = (0..17000).map(|k| format!("kw{k}")).collect();
         let too_many = format!("(?:{})_[a-z]{{8}}", keywords.join("|"));
         let missed = check_first_pass(&first_pass("kw"), &[rule(&too_many)]).unwrap_err();
-        assert!(missed.reason.contains("more than 4096 ways"), "{missed:?}");
+        assert!(missed.reason.contains("too many ways"), "{missed:?}");
     }
 
     #[test]
@@ -332,6 +402,19 @@ mod tests {
             check_first_pass(&first_pass(read_as), &[rule(rule_pattern)]).expect_err(rule_pattern);
             check_first_pass(&first_pass(rule_pattern), &[rule(rule_pattern)]).unwrap();
         }
+    }
+
+    #[test]
+    fn a_part_repeated_once_more_than_its_minimum_is_checked() {
+        // What Hyperscan reads `€+` as without UTF-8 mode (the last byte
+        // repeated): one euro sign is found, two are not.
+        let pattern = "tok_€+[a-z]{8}";
+        let missed = check_first_pass(&first_pass("tok_\\xE2\\x82\\xAC+[a-z]{8}"), &[rule(pattern)]).unwrap_err();
+        assert!(missed.reason.contains("tok_€€aaaaaaaa"), "{missed:?}");
+        // A long way inside a count is checked once among short ones.
+        let long_branch = r"key=(?:_|x[a-z]{420}){20}";
+        let missed = check_first_pass(&first_pass(r"key=(?:_|y[a-z]{420}){20}"), &[rule(long_branch)]).unwrap_err();
+        assert!(missed.reason.contains("key=___"), "{missed:?}");
     }
 
     #[test]

@@ -49,6 +49,17 @@ fn check_ast(pattern: &str, a: &Ast) -> Result<(), String> {
                     ));
                 }
             }
+            // Without UTF-8 mode Hyperscan repeats a character's last byte
+            // only: `€+` is `\xE2\x82\xAC+` to it, `€€` is not found.
+            if let Ast::Literal(l) = r.ast.as_ref() {
+                if !l.c.is_ascii() && l.kind == LiteralKind::Verbatim {
+                    return Err(format!(
+                        "`{}`: Hyperscan repeats only the last byte of a non-ASCII character (write (?:{})…)",
+                        at(&r.span),
+                        l.c
+                    ));
+                }
+            }
             check_ast(pattern, &r.ast)
         }
         Ast::Group(g) => {
@@ -152,6 +163,7 @@ mod tests {
             r"^[[:alnum:]]{8}[^\s'\x22]+$",
             r"[\w.\-]+@\x{41}\t\B\.",
             r"(?P<secret>[]a-]{3})",
+            "clé=(?:€)+[a-z]{16}",
         ] {
             check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
@@ -178,6 +190,8 @@ mod tests {
             (r"tok[\v][a-z]{13}", "\\v"),
             (r"tok\u005F[a-z]{13}", "\\u"),
             (r"tok[\U0000005F-\U00000060][a-z]{13}", "\\u"),
+            ("tok_€+[a-z0-9]{16}", "last byte"),
+            ("clé=é{1,3}[a-z]{16}", "last byte"),
         ] {
             let e = check(bad).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
