@@ -104,7 +104,11 @@ fn regex_members(text: &str) -> Result<[bool; 256], String> {
                 (r.start()..=r.end()).for_each(|b| members[b as usize] = true);
             }
         }
-        _ => return Err(format!("`{text}` is not read as one byte")),
+        _ => {
+            return Err(format!(
+                "`{text}` is not read as one byte by the regex crate (write a byte as \\xNN: `\\x{{80}}` and above are characters to it, UTF-8 encoded)"
+            ))
+        }
     }
     Ok(members)
 }

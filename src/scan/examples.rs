@@ -23,7 +23,8 @@
 
 use super::rules::Rule;
 use hyperscan::prelude::*;
-use regex_automata::meta;
+use regex_automata::nfa::thompson;
+use regex_automata::{hybrid, Input};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// The most examples made of a rule, and the most bytes they may hold
@@ -99,33 +100,50 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule]) -> Result<(), Missed
 /// between spaces and between word bytes).
 fn matched_examples(pattern: &str) -> Result<Vec<Vec<u8>>, String> {
     let hir = super::rules::parse(pattern)?;
-    let re = meta::Builder::new()
+    let nfa = thompson::Compiler::new()
         .configure(
-            // The lazy DFA (built as it runs) and the NFA simulation; no
-            // engine built ahead.
-            meta::Config::new()
-                .utf8_empty(false)
+            thompson::Config::new()
+                .utf8(false)
+                .which_captures(thompson::WhichCaptures::None)
                 // Confirmation's limit, so that no rule it builds is refused.
-                .nfa_size_limit(Some(32 << 20))
-                .dfa(false)
-                .onepass(false)
-                .backtrack(false),
+                .nfa_size_limit(Some(32 << 20)),
         )
         .build_from_hir(&hir)
         .map_err(|e| format!("the pattern's regex cannot be built: {e}"))?;
-    Ok(of(&hir)?
-        .into_iter()
-        .filter_map(|ex| {
-            [
-                ex.clone(),
-                [b" ".as_slice(), &ex, b" "].concat(),
-                [b"x".as_slice(), &ex, b"x"].concat(),
-            ]
-            .into_iter()
-            .find(|candidate| re.is_match(regex_automata::Input::new(candidate)))
-        })
-        .collect())
+    // The lazy DFA alone, which gives up rather than fall back to the NFA
+    // simulation: that costs the example's length times the pattern's size
+    // (a minute for a pattern of two 4,000-byte counts), at every start.
+    let dfa = hybrid::dfa::DFA::builder()
+        .configure(
+            hybrid::dfa::Config::new()
+                .cache_capacity(EXAMPLE_DFA_CACHE)
+                .minimum_cache_clear_count(Some(3))
+                .minimum_bytes_per_state(Some(10)),
+        )
+        .build_from_nfa(nfa)
+        .map_err(|e| format!("the pattern's regex cannot be built: {e}"))?;
+    let mut cache = dfa.create_cache();
+    let mut matched = Vec::new();
+    for ex in of(&hir)? {
+        for candidate in [
+            ex.clone(),
+            [b" ".as_slice(), &ex, b" "].concat(),
+            [b"x".as_slice(), &ex, b"x"].concat(),
+        ] {
+            let found = dfa
+                .try_search_fwd(&mut cache, &Input::new(&candidate).earliest(true))
+                .map_err(|e| format!("the pattern is too large to check its examples ({e})"))?;
+            if found.is_some() {
+                matched.push(candidate);
+                break;
+            }
+        }
+    }
+    Ok(matched)
 }
+
+/// The lazy DFA's memory for matching one rule's examples.
+const EXAMPLE_DFA_CACHE: usize = 8 << 20;
 
 /// Examples of what `hir` matches, leaving out its assertions: the first
 /// takes the shortest way at every choice, each other takes one other way
@@ -154,26 +172,27 @@ struct Ways {
 }
 
 impl Ways {
-    /// Adds `way`, unless it is longer than an example may be (it is left
-    /// out: another way of the same part stands in for it).
-    /// `made` counts the bytes of every way made for the pattern, parts'
-    /// ways included, so that nested parts cannot multiply the memory.
-    fn push(&mut self, made: &mut usize, way: Vec<u8>) -> Result<(), TooMany> {
+    /// Adds `way`, unless it is longer than an example may be: such a way
+    /// is left out, and its part is checked through its other ways only (a
+    /// pattern left with no example is refused). `budget` counts the bytes
+    /// of every way made for the pattern, parts' ways included, so that
+    /// nested parts cannot multiply the memory.
+    fn push(&mut self, budget: &mut usize, way: Vec<u8>) -> Result<(), TooMany> {
         if way.len() > MAX_EXAMPLE_LEN {
             return Ok(());
         }
         self.bytes += way.len();
-        *made += way.len();
+        *budget += way.len();
         self.list.push(way);
-        if self.list.len() > MAX_EXAMPLES || self.bytes > MAX_EXAMPLE_BYTES || *made > MAX_MADE_BYTES {
+        if self.list.len() > MAX_EXAMPLES || self.bytes > MAX_EXAMPLE_BYTES || *budget > MAX_MADE_BYTES {
             return Err(TooMany);
         }
         Ok(())
     }
 
-    fn one(made: &mut usize, way: Vec<u8>) -> Result<Ways, TooMany> {
+    fn one(budget: &mut usize, way: Vec<u8>) -> Result<Ways, TooMany> {
         let mut w = Ways::default();
-        w.push(made, way)?;
+        w.push(budget, way)?;
         Ok(w)
     }
 
@@ -415,6 +434,16 @@ mod tests {
         let long_branch = r"key=(?:_|x[a-z]{420}){20}";
         let missed = check_first_pass(&first_pass(r"key=(?:_|y[a-z]{420}){20}"), &[rule(long_branch)]).unwrap_err();
         assert!(missed.reason.contains("key=___"), "{missed:?}");
+    }
+
+    #[test]
+    fn a_pattern_too_large_to_check_quickly_is_refused() {
+        // Matching its examples would take the NFA simulation about a
+        // minute; the lazy DFA gives up instead.
+        let keywords: Vec<String> = (0..240).map(|k| format!("k{k}")).collect();
+        let pattern = format!("[a-z0-9]{{0,4000}}[0-9]{{4000}}(?:{})", keywords.join("|"));
+        let missed = check_first_pass(&first_pass("k"), &[rule(&pattern)]).unwrap_err();
+        assert!(missed.reason.contains("too large to check"), "{missed:?}");
     }
 
     #[test]

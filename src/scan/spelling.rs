@@ -8,9 +8,10 @@
 //!
 //! So a pattern may use only spellings both read alike, and anything else
 //! is refused with the reason when the rules load. What this list misses
-//! is caught when an engine is built: every class and escape is compared
-//! byte for byte as both read it (`classes`), and each rule's first pass
-//! must find examples of its pattern (`examples`).
+//! is looked for when an engine is built: every class and escape is
+//! compared byte for byte as both read it (`classes`, exact), and each
+//! rule's first pass must find examples of its pattern (`examples`, a
+//! sample of its ways, not a proof).
 
 use regex_syntax::ast::{
     self, AssertionKind, Ast, ClassSet, ClassSetItem, Flag, FlagsItemKind, GroupKind, HexLiteralKind, LiteralKind,
@@ -96,7 +97,9 @@ fn check_literal(l: &ast::Literal) -> Result<(), &'static str> {
     match &l.kind {
         LiteralKind::Verbatim | LiteralKind::Meta | LiteralKind::Superfluous => Ok(()),
         LiteralKind::HexFixed(HexLiteralKind::X) | LiteralKind::HexBrace(HexLiteralKind::X) => Ok(()),
-        LiteralKind::HexFixed(_) | LiteralKind::HexBrace(_) => Err("\\u and \\U escapes are not PCRE's (write \\x{…})"),
+        LiteralKind::HexFixed(_) | LiteralKind::HexBrace(_) => {
+            Err("\\u and \\U escapes are not PCRE's (write a byte as \\xNN)")
+        }
         LiteralKind::Octal => Err("octal escapes are read as back-references by Hyperscan"),
         // PCRE's \v is any vertical space (\n, \f, \r among them), the
         // regex crate's the one byte 0x0B.
