@@ -3,7 +3,7 @@
 //!
 //! A class is where one text is most easily read two ways: PCRE (and so
 //! Hyperscan) takes `[]-a]` as a range from `]` to `a`, the regex crate as
-//! `]`, `-` and `a`. The examples check (`examples`) tries two bytes of
+//! `]`, `-` and `a`. The examples check (`examples`) tries three bytes of
 //! each class, which both readings may hold; this check tries all 256.
 //! Each distinct text (a bracketed class, `\d`, `\x41`, `\t`) is read with
 //! and without `(?i)`, so that whichever flags are in force where it

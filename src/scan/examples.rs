@@ -64,7 +64,7 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule]) -> Result<(), Missed
         let matched = matched_examples(&r.pattern).map_err(missed)?;
         if matched.is_empty() {
             return Err(missed(format!(
-                "no example of the pattern could be made (can it match anything in {MAX_EXAMPLE_LEN} bytes?)"
+                "no example of the pattern could be made that its regex matches (can it match anything in {MAX_EXAMPLE_LEN} bytes? examples change one choice at a time from the shortest ways)"
             )));
         }
         for ex in matched {
