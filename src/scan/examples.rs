@@ -19,7 +19,10 @@
 //! What it does not prove: that confirmation then finds the match around
 //! the hit (the cut and prefilter proofs in `prefilter` say why it does;
 //! running every rule's confirmation here would build all their regexes
-//! at every start), nor anything of a way no example takes.
+//! at every start), nor anything of a way no example takes. And since an
+//! example changes one choice at a time, a pattern that can match only
+//! with two choices other than the shortest at once (each held by a `\b`
+//! to the next) gets no example and is refused.
 
 use super::rules::Rule;
 use hyperscan::prelude::*;
