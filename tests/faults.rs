@@ -940,3 +940,58 @@ fn mysql_a_held_statement_whose_client_vanished_never_runs() {
     assert!(alive(g.pid()) && !g.log().contains("panicked"), "{}", g.log());
     mariadb_direct(&format!("drop table {t}"));
 }
+
+/// The timer the kernel has armed on the TCP socket from `local` to
+/// `remote` on 127.0.0.1 (`/proc/net/tcp`'s `tr`: 0 none, 1 retransmit,
+/// 2 keepalive, 4 zero-window probe) and the seconds until it fires.
+fn socket_timer(local: u16, remote: u16) -> Option<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let want = (format!("0100007F:{local:04X}"), format!("0100007F:{remote:04X}"));
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if (f.get(1).copied(), f.get(2).copied()) != (Some(want.0.as_str()), Some(want.1.as_str())) {
+            return None;
+        }
+        let (tr, when) = f.get(5)?.split_once(':')?;
+        let jiffies = u64::from_str_radix(when, 16).ok()?;
+        // USER_HZ is 100 on Linux.
+        Some((tr.parse().ok()?, jiffies / 100))
+    })
+}
+
+/// A client that vanishes without a word (powered off, black-holed) is
+/// found by TCP keepalive, which gatehouse sets on its listeners for
+/// every connection they accept to inherit, PostgreSQL and MySQL alike:
+/// the kernel has the keepalive timer armed on gatehouse's side of an
+/// idle client, due within its 60 s.
+#[test]
+fn an_idle_clients_socket_has_the_keepalive_timer_armed() {
+    let (g, mysql_port) = start_mysql("", "", "");
+    let pg = raw_login(g.port, "test", "keepalive");
+    let my = TcpStream::connect(("127.0.0.1", mysql_port)).expect("connect to the MySQL listener");
+    for (client, server_port, what) in [(&pg, g.port, "PostgreSQL"), (&my, mysql_port, "MySQL")] {
+        let client_port = client.local_addr().unwrap().port();
+        let mut last = None;
+        let armed = Instant::now();
+        // Right after the last bytes, a retransmit timer may still be
+        // armed until they are acknowledged.
+        while armed.elapsed() < WAIT {
+            last = socket_timer(server_port, client_port);
+            if matches!(last, Some((2, _))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (timer, due) =
+            last.unwrap_or_else(|| panic!("{what}: gatehouse's socket of the client is not in /proc/net/tcp"));
+        assert_eq!(
+            timer, 2,
+            "{what}: no keepalive timer on gatehouse's side of an idle client"
+        );
+        assert!(
+            due <= 60,
+            "{what}: keepalive due in {due} s, not within its 60 s idle time"
+        );
+    }
+    drop((pg, my));
+}

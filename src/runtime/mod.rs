@@ -84,7 +84,11 @@ async fn worker_main(
     let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
     let mut bound = Vec::new();
     for (a, protocol) in &addrs {
-        match TcpListener::bind_with_config(a, &opts) {
+        // Keepalive and no-delay for every client, set once on the
+        // listener (accepted sockets inherit them).
+        let bound_with_options = TcpListener::bind_with_config(a, &opts)
+            .and_then(|l| crate::proxy::stream::listener_options(l.as_raw_fd()).map(|_| l));
+        match bound_with_options {
             Ok(l) => {
                 listeners.add(l.as_raw_fd());
                 bound.push((l, *protocol));

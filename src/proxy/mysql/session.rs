@@ -76,9 +76,8 @@ async fn refuse(shared: &Shared, worker: usize, client: &mut MyConn, peer: Socke
 
 /// Serves one accepted MySQL client connection to its end.
 pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStream, peer: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
+    // No-delay and keepalive come from the listener (`runtime`).
     let client_fd = tcp.as_raw_fd();
-    crate::proxy::stream::keepalive(client_fd);
     let started = Instant::now();
     let state = shared.state.load_full();
     let (_, _active) = shared.enter();

@@ -136,9 +136,8 @@ struct LoggedIn {
 /// `None` when the connection ends there (refused, or a cancel request).
 async fn log_in(shared: Arc<Shared>, worker: usize, tcp: TcpStream, peer: SocketAddr) -> Option<LoggedIn> {
     let shared = &*shared;
-    let _ = tcp.set_nodelay(true);
+    // No-delay and keepalive come from the listener (`runtime`).
     let client_fd = tcp.as_raw_fd();
-    crate::proxy::stream::keepalive(client_fd);
     let started = Instant::now();
     let state = shared.state.load_full();
     let (handshakes, in_handshake) = shared.enter_handshake();
