@@ -421,7 +421,7 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
         label: label.clone(),
         started_unix,
         smoke: opts.smoke,
-        machine: report::Machine::probe(),
+        machine: report::Machine::probe(gh.as_ref().and_then(|g| g.recordings_dir.as_deref())),
         rows,
     };
     let out_base = opts

@@ -178,6 +178,8 @@ pub struct GatehouseRun {
     pub port: u16,
     pub admin_port: u16,
     pub mysql_port: u16,
+    /// Where its configuration has it record sessions, if it records.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -229,6 +231,9 @@ pub fn start_gatehouse(
             ("TMP", tmp_s),
         ],
     )?;
+    let recordings_dir = toml::from_str::<toml::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("recording")?.get("dir")?.as_str().map(PathBuf::from));
     let cfg = tmp.join("gatehouse.toml");
     std::fs::write(&cfg, text)?;
     let log = tmp.join("gatehouse.log");
@@ -262,6 +267,7 @@ pub fn start_gatehouse(
         port: spec.port,
         admin_port: spec.admin_port,
         mysql_port: spec.mysql_port,
+        recordings_dir,
     })
 }
 

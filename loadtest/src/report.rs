@@ -58,6 +58,8 @@ pub struct Machine {
     pub kernel: String,
     pub postgres: Option<String>,
     pub pgbouncer: Option<String>,
+    /// The file system gatehouse recorded sessions to (see [`file_system`]).
+    pub recordings_fs: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +72,8 @@ pub struct Report {
 }
 
 impl Machine {
-    pub fn probe() -> Machine {
+    /// The machine; `recordings` is where gatehouse recorded sessions.
+    pub fn probe(recordings: Option<&Path>) -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let cpu = read("/proc/cpuinfo")
             .lines()
@@ -103,12 +106,13 @@ impl Machine {
             kernel,
             postgres: version("pg_config", "--version").or_else(|| version("psql", "--version")),
             pgbouncer: version("/usr/sbin/pgbouncer", "--version"),
+            recordings_fs: recordings.and_then(file_system),
         }
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "{} cores ({}), {:.0} GiB, {}, Linux {}{}{}",
+            "{} cores ({}), {:.0} GiB, {}, Linux {}{}{}{}",
             self.cores,
             self.cpu,
             self.memory_gib,
@@ -116,8 +120,60 @@ impl Machine {
             self.kernel,
             self.postgres.as_deref().map(|v| format!(", {v}")).unwrap_or_default(),
             self.pgbouncer.as_deref().map(|v| format!(", {v}")).unwrap_or_default(),
+            self.recordings_fs
+                .as_deref()
+                .map(|v| format!("; gatehouse's recordings on {v}"))
+                .unwrap_or_default(),
         )
     }
+}
+
+/// The file system holding `path` (its nearest existing ancestor): its
+/// type, its device and, for ext4, whether it has a journal. A storm of
+/// short sessions records a file per session, and ext4 without a journal
+/// steps over every recently deleted inode when it makes one (the
+/// harness deletes each run's recordings), so storm figures are several
+/// times lower there than on a journaled ext4 or tmpfs (README,
+/// Performance).
+pub fn file_system(path: &Path) -> Option<String> {
+    let path = path.ancestors().find(|p| p.exists())?.canonicalize().ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The mount with the longest mount point that holds the path.
+    let (dev, fstype, source) = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let mut right = right.split(' ');
+            let point = Path::new(left.get(4)?);
+            path.starts_with(point).then(|| {
+                let (fstype, source) = (right.next().unwrap_or(""), right.next().unwrap_or(""));
+                (point.as_os_str().len(), left[2], fstype, source)
+            })
+        })
+        .max_by_key(|m| m.0)
+        .map(|(_, dev, fstype, source)| (dev.to_string(), fstype.to_string(), source.to_string()))?;
+    if fstype != "ext4" {
+        return Some(format!("{fstype} ({source})"));
+    }
+    // jbd2 names a journal after its block device: `<name>-<inode>`.
+    let name = std::fs::read_link(format!("/sys/dev/block/{dev}"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))?;
+    let journaled = std::fs::read_dir("/proc/fs/jbd2")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}-")))
+        })
+        .unwrap_or(false);
+    Some(format!(
+        "ext4 {} ({source})",
+        if journaled {
+            "with a journal"
+        } else {
+            "without a journal"
+        }
+    ))
 }
 
 /// Fills the columns compared with the direct target of the same scenario.
@@ -442,6 +498,7 @@ mod tests {
                 kernel: "k".into(),
                 postgres: None,
                 pgbouncer: None,
+                recordings_fs: None,
             },
             rows,
         }
@@ -486,5 +543,20 @@ mod tests {
         write_svg(&rep, &dir.path().join("r.svg")).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("r.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("gatehouse"));
+    }
+
+    #[test]
+    fn the_file_system_of_a_path_is_its_nearest_mounts() {
+        let proc_fs = super::file_system(Path::new("/proc/self/status")).unwrap();
+        assert!(proc_fs.starts_with("proc "), "{proc_fs}");
+        // A path not made yet: the file system it would be made on.
+        let dir = tempfile::tempdir().unwrap();
+        let later = dir.path().join("recordings/2026-12-06");
+        let fs = super::file_system(&later).unwrap();
+        assert_eq!(Some(fs.clone()), super::file_system(dir.path()));
+        assert!(!fs.starts_with("proc "), "{fs}");
+        if fs.starts_with("ext4") {
+            assert!(fs.contains("journal"), "{fs}");
+        }
     }
 }
