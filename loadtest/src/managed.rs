@@ -231,9 +231,16 @@ pub fn start_gatehouse(
             ("TMP", tmp_s),
         ],
     )?;
-    let recordings_dir = toml::from_str::<toml::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("recording")?.get("dir")?.as_str().map(PathBuf::from));
+    // As gatehouse reads it: relative to the configuration's directory,
+    // its default when `[recording]` names none.
+    let recordings_dir = toml::from_str::<toml::Value>(&text).ok().and_then(|v| {
+        let recording = v.get("recording")?;
+        let dir = recording
+            .get("dir")
+            .and_then(|d| d.as_str())
+            .unwrap_or("/var/lib/gatehouse/recordings");
+        Some(tmp.join(dir))
+    });
     let cfg = tmp.join("gatehouse.toml");
     std::fs::write(&cfg, text)?;
     let log = tmp.join("gatehouse.log");

@@ -30,32 +30,52 @@ const KEEPALIVE_PROBES: libc::c_int = 6;
 /// Turns TCP keepalive on for a connected socket (best effort: a failure
 /// leaves the socket as it was).
 pub fn keepalive(fd: RawFd) {
-    set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS);
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECS);
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES);
+    for (level, name, v, _) in &CLIENT_OPTIONS[..4] {
+        set_int(fd, *level, *name, *v);
+    }
 }
 
-/// Sets a client listener's socket options: keepalive (as [`keepalive`])
-/// and `TCP_NODELAY`. Linux copies a listener's options to every
-/// connection it accepts, so the clients' sockets get them with no system
-/// call of their own: in a storm of short sessions, five fewer a
-/// connection. Fails when an option cannot be set, since no accepted
-/// connection would have it then.
-pub fn listener_options(fd: RawFd) -> std::io::Result<()> {
-    let options = [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECS),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
-        (libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
-    ];
-    for (level, name, v) in options {
-        if set_int(fd, level, name, v) != 0 {
-            return Err(std::io::Error::last_os_error());
+/// The options every client socket gets: keepalive (as [`keepalive`])
+/// and `TCP_NODELAY`, with their names for errors.
+const CLIENT_OPTIONS: [(libc::c_int, libc::c_int, libc::c_int, &str); 5] = [
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1, "SO_KEEPALIVE"),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        KEEPALIVE_IDLE_SECS,
+        "TCP_KEEPIDLE",
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        KEEPALIVE_INTERVAL_SECS,
+        "TCP_KEEPINTVL",
+    ),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES, "TCP_KEEPCNT"),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY, 1, "TCP_NODELAY"),
+];
+
+/// A listener for clients on `addr` (SO_REUSEPORT: one per worker),
+/// listening, with the client options set before it listens. Linux copies
+/// a listener's options to each connection when its handshake completes
+/// (not when it is accepted), so every client's socket has them with no
+/// system call of its own: in a storm of short sessions, five fewer a
+/// connection. Set after `listen`, a client whose handshake completed in
+/// between would keep the kernel's defaults for its whole session.
+pub fn client_listener_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    for (level, name, v, what) in CLIENT_OPTIONS {
+        if set_int(socket.as_raw_fd(), level, name, v) != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(std::io::Error::new(e.kind(), format!("setting {what}: {e}")));
         }
     }
-    Ok(())
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }
 
 /// `setsockopt` of an int; the call's result (0, or -1 with errno set).
@@ -211,15 +231,27 @@ mod keepalive_tests {
         assert_eq!(get(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), super::KEEPALIVE_PROBES);
     }
 
-    /// The options set on a listener reach the connections it accepts
-    /// (the runtime sets them there instead of on each client's socket).
+    /// The options set on a client listener reach the connections it
+    /// accepts, a connection made as soon as it listens included (the
+    /// runtime sets them there instead of on each client's socket), on
+    /// IPv4 and IPv6 alike.
     #[test]
     fn an_accepted_connection_has_its_listeners_options() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        super::listener_options(l.as_raw_fd()).unwrap();
-        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (accepted, _) = l.accept().unwrap();
-        let fd = accepted.as_raw_fd();
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let l = match super::client_listener_socket(addr.parse().unwrap()) {
+                Ok(l) => l,
+                // A host without IPv6.
+                Err(e) if addr.starts_with('[') && e.kind() == std::io::ErrorKind::AddrNotAvailable => continue,
+                Err(e) => panic!("{addr}: {e}"),
+            };
+            // Connected (the handshake done by the kernel) before accept.
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (accepted, _) = l.accept().unwrap();
+            assert_client_options(accepted.as_raw_fd());
+        }
+    }
+
+    fn assert_client_options(fd: i32) {
         assert_eq!(get(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
         assert_eq!(
             get(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
@@ -234,9 +266,10 @@ mod keepalive_tests {
     }
 
     #[test]
-    fn a_listener_option_that_cannot_be_set_is_an_error() {
-        // A UDP socket takes no TCP options.
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        assert!(super::listener_options(u.as_raw_fd()).is_err());
+    fn an_address_that_cannot_be_listened_on_is_an_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Bound without SO_REUSEPORT: a second listener is refused.
+        let e = super::client_listener_socket(taken.local_addr().unwrap()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
     }
 }

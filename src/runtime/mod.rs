@@ -11,7 +11,7 @@ mod memory;
 
 use crate::config::{Config, IoDriver, Protocol};
 use crate::core::{KillReason, Shared, State};
-use monoio::net::{ListenerOpts, TcpListener};
+use monoio::net::TcpListener;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -76,19 +76,24 @@ fn pin_to_core(core: usize) {
 
 async fn worker_main(
     shared: Arc<Shared>,
+    driver: Driver,
     id: usize,
     addrs: Vec<(SocketAddr, Protocol)>,
     listeners: Arc<Listeners>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
     let mut bound = Vec::new();
     for (a, protocol) in &addrs {
         // Keepalive and no-delay for every client, set once on the
-        // listener (accepted sockets inherit them).
-        let bound_with_options = TcpListener::bind_with_config(a, &opts)
-            .and_then(|l| crate::proxy::stream::listener_options(l.as_raw_fd()).map(|_| l));
-        match bound_with_options {
+        // listener before it listens (accepted sockets inherit them).
+        let listening = crate::proxy::stream::client_listener_socket(*a).and_then(|l| {
+            // The epoll driver reads until EAGAIN; io_uring waits itself.
+            if driver == Driver::Epoll {
+                l.set_nonblocking(true)?;
+            }
+            TcpListener::from_std(l)
+        });
+        match listening {
             Ok(l) => {
                 listeners.add(l.as_raw_fd());
                 bound.push((l, *protocol));
@@ -241,7 +246,7 @@ pub fn serve(config_path: PathBuf, config: Config, start_planes: StartPlanes<'_>
                         pin_to_core(id % cores);
                     }
                     let err_tx = tx.clone();
-                    if let Err(e) = run_worker(driver, worker_main(shared, id, addrs, listeners, tx)) {
+                    if let Err(e) = run_worker(driver, worker_main(shared, driver, id, addrs, listeners, tx)) {
                         let _ = err_tx.send(Err(format!("worker {id}: cannot start its runtime: {e}")));
                     }
                 })?,
