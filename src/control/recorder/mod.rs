@@ -506,7 +506,7 @@ mod tests {
     use crate::record::events::RecordingKey;
 
     /// A recorder with one writer, in a directory of its own.
-    fn one_writer() -> (tempfile::TempDir, Recording, Arc<Recorder>) {
+    pub(super) fn one_writer() -> (tempfile::TempDir, Recording, Arc<Recorder>) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Recording {
             dir: dir.path().join("recordings"),
@@ -517,7 +517,7 @@ mod tests {
         (dir, cfg, rec)
     }
 
-    fn open_event(key: RecordingKey, session: u32, t: u64, target: &str) -> Ev {
+    pub(super) fn open_event(key: RecordingKey, session: u32, t: u64, target: &str) -> Ev {
         Ev::Open {
             session: key,
             t,
@@ -538,7 +538,7 @@ mod tests {
         }
     }
 
-    fn close_event(key: RecordingKey, end: &'static str, bytes_in: u64) -> Ev {
+    pub(super) fn close_event(key: RecordingKey, end: &'static str, bytes_in: u64) -> Ev {
         Ev::Close {
             session: key,
             t: now_us(),
