@@ -115,11 +115,10 @@ pub(super) struct Writer {
     masked_sql: MaskedSql,
     last_sync: Instant,
     last_retention: Instant,
-    /// Sessions sealed in this pass over the channel: their last records
-    /// (the seal among them) wait in their buffers until the audit log's
-    /// `sealed` records of them are written, once for all of them, at the
-    /// pass's end (`write_sealed`); the index hears they ended then.
-    sealing: Vec<(SessionFile, Entry)>,
+    /// Sessions closed in this pass over the channel, their seals made
+    /// but held back: written at the pass's end after the audit log's
+    /// records of them (`write_sealed`).
+    sealing: Vec<Sealing>,
     /// Sealed files not yet synced: made durable together at the next sync.
     sealed: Vec<std::fs::File>,
     /// Sessions whose file could not be created, by session, to be tried
@@ -250,28 +249,61 @@ impl Writer {
         }
     }
 
-    /// Writes the audit log's records of the sessions sealed since the
-    /// last pass, then those sessions' last records: whoever sees a sealed
-    /// file sees it in the audit log too. One write of the audit log for
-    /// all of them instead of one per session (a storm seals thousands a
-    /// second).
+    /// Seals the sessions closed since the last pass: the audit log's
+    /// `sealed` records of all of them, appended and written at once,
+    /// then each session's last records with its seal, one write a file.
+    /// Whoever sees a seal on disk finds it in the audit log, and the
+    /// audit log names no seal before the pass that writes it (a stop in
+    /// between leaves files that recovery seals, not seals the audit log
+    /// lacks or records the files lack but for the writes of this one
+    /// pass). Once a pass instead of once a session: a storm seals
+    /// thousands a second.
     fn write_sealed(&mut self) {
         if self.sealing.is_empty() {
             return;
         }
-        self.audit_dirty = false;
-        let r = self.rec.audit_log().flush();
-        if let Err(e) = r {
+        let recorded = {
+            let mut audit = self.rec.audit_log();
+            let mut r = Ok(());
+            for s in &self.sealing {
+                r = r.and_then(|_| audit.append_signed(s.t, "sealed", &s.audit));
+            }
+            r.and_then(|_| audit.flush())
+        };
+        if let Err(e) = recorded {
+            // As when each seal wrote its own: the seals are still
+            // written, and recording is failing until a probe works.
             self.write_err("audit log", e);
         }
+        // The audit log is written: nothing of the lead writer's waits.
+        self.audit_dirty = false;
         let mut ended = Vec::with_capacity(self.sealing.len());
-        for (file, entry) in self.sealing.drain(..) {
-            // Durable at the next sync, with the other sealed files.
-            match file.into_file() {
+        for mut s in std::mem::take(&mut self.sealing) {
+            let written = s.file.write_all(&s.seal).and_then(|_| s.file.into_file());
+            match written {
+                // Durable at the next sync, with the other sealed files.
                 Ok(f) => self.sealed.push(f),
-                Err(e) => self.rec.failed("seal", &e),
+                Err(e) => self.write_err("seal", e),
             }
-            ended.push(entry);
+            self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
+            self.rec.stats.bytes.fetch_add(s.seal.len() as u64, Ordering::Relaxed);
+            if let Some(l) = s.live.as_ref().and_then(|l| l.get()) {
+                if l.receiver_count() > 0 {
+                    let _ = l.send(String::from_utf8_lossy(&s.seal[..s.seal.len() - 1]).into());
+                }
+            }
+            if self.rec.signer.is_some() {
+                // Its `sealed` record is in the audit log: no later
+                // checkpoint needs to vouch for its head.
+                self.rec.head_sealed(&s.file_name);
+            }
+            ended.push(s.entry);
+        }
+        {
+            let mut live = self.rec.live.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &ended {
+                live.remove(&e.id);
+            }
         }
         let mut index = self.rec.index.lock().unwrap_or_else(|p| p.into_inner());
         for entry in ended {
@@ -970,72 +1002,70 @@ impl Writer {
         fields["end"] = Value::from(end);
         fields["duration_ms"] = Value::from(t.saturating_sub(s.started) / 1000);
         self.emit(session, t, "close", fields);
-        let Some(mut s) = self.sessions.remove(&session) else {
+        let Some(s) = self.sessions.remove(&session) else {
             return;
         };
-        self.seal(&mut s, t);
-        s.entry.seal_hash = Some(String::from_utf8_lossy(s.chain.prev()).into_owned());
-        self.rec.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
-        if self.rec.signer.is_some() {
-            let file = s
-                .path
-                .strip_prefix(&self.rec.cfg.dir)
-                .unwrap_or(&s.path)
-                .display()
-                .to_string();
-            self.rec.head_sealed(&file);
-        }
-        s.entry.live = false;
-        s.entry.ended_us = Some(t);
-        s.entry.end = Some(end.into());
-        self.sealing.push((s.file, s.entry));
+        let sealing = self.seal(s, t, end);
+        self.sealing.push(sealing);
     }
 
-    /// Writes the seal (signed, with a key) and puts the session in the
-    /// audit log: its file and the hash of its seal line. The seal stays
-    /// in the session's buffer until the audit record is written
-    /// (`write_sealed`).
-    fn seal(&mut self, s: &mut Session, t: u64) {
+    /// Makes a closed session's seal (signed, with a key) and the audit
+    /// log's record of it (its file and the hash of the seal line), both
+    /// held back until `write_sealed` writes them, the audit record first.
+    fn seal(&self, mut s: Session, t: u64, end: &str) -> Sealing {
         let records = s.chain.seq();
-        let mut seal = Fields::default();
-        seal.u64("records", records);
-        let line = match &self.rec.signer {
+        let mut fields = Fields::default();
+        fields.u64("records", records);
+        let seal = match &self.rec.signer {
             Some(signer) => s
                 .chain
-                .line_signed(t, "seal", &seal, signer, crate::record::signing::SEAL_CONTEXT),
-            None => s.chain.line_fields(t, "seal", &seal),
+                .line_signed(t, "seal", &fields, signer, crate::record::signing::SEAL_CONTEXT),
+            None => s.chain.line_fields(t, "seal", &fields),
         };
-        let file = s
+        let file_name = s
             .path
             .strip_prefix(&self.rec.cfg.dir)
             .unwrap_or(&s.path)
             .display()
             .to_string();
-        let mut sealed = Fields::default();
-        sealed
+        let hash = String::from_utf8_lossy(s.chain.prev()).into_owned();
+        let mut audit = Fields::default();
+        audit
             .str("id", &s.id)
-            .str("file", &file)
+            .str("file", &file_name)
             .u64("records", records + 1)
-            .str("hash", &String::from_utf8_lossy(s.chain.prev()));
-        {
-            let mut audit = self.rec.audit_log();
-            let r = audit.append_signed(t, "sealed", &sealed);
-            drop(audit);
-            if let Err(e) = r {
-                self.write_err("audit log", e);
-            }
-        }
-        self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
-        self.rec.stats.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
-        if let Some(l) = s.live.as_ref().and_then(|l| l.get()) {
-            if l.receiver_count() > 0 {
-                let _ = l.send(String::from_utf8_lossy(&line[..line.len() - 1]).into());
-            }
-        }
-        if let Err(e) = s.file.write_all(&line) {
-            self.write_err("write", e);
+            .str("hash", &hash);
+        s.entry.seal_hash = Some(hash);
+        s.entry.live = false;
+        s.entry.ended_us = Some(t);
+        s.entry.end = Some(end.into());
+        Sealing {
+            file: s.file,
+            seal,
+            audit,
+            t,
+            file_name,
+            live: s.live,
+            entry: s.entry,
         }
     }
+}
+
+/// A closed session waiting for the pass's end to be sealed.
+struct Sealing {
+    /// Its records up to the close (some may be written already).
+    file: SessionFile,
+    /// The seal line, written after `audit`.
+    seal: Vec<u8>,
+    /// The audit log's `sealed` record of it.
+    audit: Fields,
+    /// When it closed.
+    t: u64,
+    /// Its file, relative to the recordings directory.
+    file_name: String,
+    live: Option<LiveTail>,
+    /// Its index entry as it ended.
+    entry: Entry,
 }
 
 /// A Bind's portal, statement and parameters (text; binary shown as
@@ -1120,11 +1150,11 @@ fn data_row(body: &[u8], columns: &[(String, i16)]) -> Value {
 mod tests {
     use super::*;
 
-    /// A session's last records, its seal among them, wait in its buffer
-    /// until the pass's end, when the audit log's `sealed` records are
-    /// written first, then the seals (`write_sealed`), then the index
-    /// says the session ended. Driven here by hand: a writer of the
-    /// test's own beside the recorder's (which has nothing to do).
+    /// A closed session's seal and its audit record wait for the pass's
+    /// end, when the audit log's `sealed` records are written first, then
+    /// the seals (`write_sealed`), then the index says the session ended.
+    /// Driven here by hand: a writer of the test's own beside the
+    /// recorder's (which has nothing to do).
     #[test]
     fn a_seal_waits_for_the_pass_end_and_its_audit_record() {
         use super::super::tests::{close_event, one_writer, open_event};
@@ -1154,7 +1184,14 @@ mod tests {
             !on_disk(&path).contains(r#""kind":"seal""#),
             "the seal waits for the pass's end"
         );
-        assert!(!on_disk(&audit).contains(r#""kind":"sealed""#));
+        // Whatever else writes the audit log out meanwhile (another
+        // writer's pass, a sync, its buffer filling), the session's
+        // `sealed` record is not out before its seal can be.
+        rec.audit_log().flush().unwrap();
+        assert!(
+            !on_disk(&audit).contains(r#""kind":"sealed""#),
+            "the audit log names a seal its file cannot have yet"
+        );
         assert!(
             rec.index.lock().unwrap().get(&id).unwrap().live,
             "ended only once written"
