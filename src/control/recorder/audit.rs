@@ -231,6 +231,16 @@ impl AuditLog {
         self.file.flush()
     }
 
+    /// Makes every later write fail, as a full disk would (tests).
+    #[cfg(test)]
+    pub(super) fn fail_writes(&mut self) {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        self.file = BufWriter::with_capacity(0, full);
+    }
+
     /// Flushes and makes durable.
     pub(super) fn sync(&mut self) -> std::io::Result<()> {
         self.file.flush()?;

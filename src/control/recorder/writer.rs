@@ -250,52 +250,67 @@ impl Writer {
     }
 
     /// Seals the sessions closed since the last pass: the audit log's
-    /// `sealed` records of all of them, appended and written at once,
-    /// then each session's last records with its seal, one write a file.
-    /// Whoever sees a seal on disk finds it in the audit log, and the
-    /// audit log names no seal before the pass that writes it (a stop in
-    /// between leaves files that recovery seals, not seals the audit log
-    /// lacks or records the files lack but for the writes of this one
-    /// pass). Once a pass instead of once a session: a storm seals
-    /// thousands a second.
+    /// `sealed` records of all of them, appended and written out together,
+    /// then each session's last records with its seal (one write a file,
+    /// unless a large `rows` record went before). Whoever sees a seal on
+    /// disk finds it in the audit log, and the audit log names no seal
+    /// before the pass that writes it. A session whose audit record could
+    /// not be written is not sealed: its file ends at its close, as after
+    /// an unclean stop, and the next start seals it (with a key, up to the
+    /// last signed head), while recording is failing. Once a pass instead
+    /// of once a session: a storm seals thousands a second.
     fn write_sealed(&mut self) {
         if self.sealing.is_empty() {
             return;
         }
-        let recorded = {
+        let mut recorded = Vec::with_capacity(self.sealing.len());
+        let mut errs = Vec::new();
+        {
             let mut audit = self.rec.audit_log();
-            let mut r = Ok(());
             for s in &self.sealing {
-                r = r.and_then(|_| audit.append_signed(s.t, "sealed", &s.audit));
+                let r = audit.append_signed(s.t, "sealed", &s.audit);
+                recorded.push(r.is_ok());
+                errs.extend(r.err());
             }
-            r.and_then(|_| audit.flush())
-        };
-        if let Err(e) = recorded {
-            // As when each seal wrote its own: the seals are still
-            // written, and recording is failing until a probe works.
+            // Appended records may sit in the buffer: none counts until
+            // the buffer is written out.
+            if let Err(e) = audit.flush() {
+                recorded.iter_mut().for_each(|r| *r = false);
+                errs.push(e);
+            }
+            // Sealed, so no checkpoint needs to vouch for their heads
+            // (dropped under the audit log's lock: a checkpoint after the
+            // records does not name them as open).
+            if self.rec.signer.is_some() {
+                for (s, _) in self.sealing.iter().zip(&recorded).filter(|(_, r)| **r) {
+                    self.rec.head_sealed(&s.file_name);
+                }
+            }
+        }
+        for e in errs {
             self.write_err("audit log", e);
         }
         // The audit log is written: nothing of the lead writer's waits.
         self.audit_dirty = false;
         let mut ended = Vec::with_capacity(self.sealing.len());
-        for mut s in std::mem::take(&mut self.sealing) {
-            let written = s.file.write_all(&s.seal).and_then(|_| s.file.into_file());
+        for (mut s, recorded) in std::mem::take(&mut self.sealing).into_iter().zip(recorded) {
+            let seal: &[u8] = if recorded { &s.seal } else { &[] };
+            let written = s.file.write_all(seal).and_then(|_| s.file.into_file());
             match written {
                 // Durable at the next sync, with the other sealed files.
                 Ok(f) => self.sealed.push(f),
                 Err(e) => self.write_err("seal", e),
             }
-            self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
-            self.rec.stats.bytes.fetch_add(s.seal.len() as u64, Ordering::Relaxed);
-            if let Some(l) = s.live.as_ref().and_then(|l| l.get()) {
-                if l.receiver_count() > 0 {
-                    let _ = l.send(String::from_utf8_lossy(&s.seal[..s.seal.len() - 1]).into());
+            if recorded {
+                self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
+                self.rec.stats.bytes.fetch_add(s.seal.len() as u64, Ordering::Relaxed);
+                if let Some(l) = s.live.as_ref().and_then(|l| l.get()) {
+                    if l.receiver_count() > 0 {
+                        let _ = l.send(String::from_utf8_lossy(&s.seal[..s.seal.len() - 1]).into());
+                    }
                 }
-            }
-            if self.rec.signer.is_some() {
-                // Its `sealed` record is in the audit log: no later
-                // checkpoint needs to vouch for its head.
-                self.rec.head_sealed(&s.file_name);
+            } else {
+                s.entry.seal_hash = None;
             }
             ended.push(s.entry);
         }
@@ -1204,6 +1219,35 @@ mod tests {
         let entry = rec.index.lock().unwrap().get(&id).unwrap();
         assert!(!entry.live);
         assert_eq!(entry.end.as_deref(), Some("client-terminate"));
+        rec.finish();
+    }
+
+    /// When the audit log cannot be written, a closing session is not
+    /// sealed: its file keeps its records up to the close, with no seal
+    /// the audit log does not name, it is no longer live, and recording
+    /// says it is failing.
+    #[test]
+    fn a_session_whose_audit_record_cannot_be_written_is_left_unsealed() {
+        use super::super::tests::{close_event, one_writer, open_event};
+        let (_dir, _cfg, rec) = one_writer();
+        let mut w = Writer::new(rec.clone(), false);
+        w.handle(open_event(1, 78, crate::record::now_us(), "main"));
+        w.flush_buffers();
+        let id = rec.index.lock().unwrap().iter().next().unwrap().id.to_string();
+        let path = rec.path_of(&id).unwrap();
+        rec.audit_log().fail_writes();
+        w.handle(close_event(1, "client-terminate", 5));
+        w.flush_buffers();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""kind":"close""#), "{text}");
+        assert!(
+            !text.contains(r#""kind":"seal""#),
+            "sealed without its audit record: {text}"
+        );
+        let entry = rec.index.lock().unwrap().get(&id).unwrap();
+        assert!(!entry.live);
+        assert_eq!(entry.seal_hash, None);
+        assert!(rec.health.failing(), "recording is not said to be failing");
         rec.finish();
     }
 
