@@ -583,8 +583,9 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     // recording is never held in memory whole), then the live ones.
     let (tx, backlog) = tokio::sync::mpsc::channel::<Value>(256);
     let rt = tokio::runtime::Handle::current();
+    let file = path.clone();
     tokio::task::spawn_blocking(move || {
-        if let Ok(f) = std::fs::File::open(&path) {
+        if let Ok(f) = std::fs::File::open(&file) {
             for v in crate::record::records(f) {
                 // Gone, or stalled past `STALLED`: the reader stops.
                 if !matches!(rt.block_on(tokio::time::timeout(STALLED, tx.send(v))), Ok(Ok(()))) {
@@ -599,14 +600,29 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         /// The seq after the last record sent.
         next_seq: u64,
         done: bool,
+        path: PathBuf,
+        /// Records to send before reading on (a jump caught up).
+        pending: std::collections::VecDeque<Value>,
     }
     let state = S {
         backlog: Some(backlog),
         live,
         next_seq: 0,
         done: false,
+        path,
+        pending: std::collections::VecDeque::new(),
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if let Some(v) = s.pending.pop_front() {
+            if let Some(q) = v["seq"].as_u64() {
+                s.next_seq = q + 1;
+            }
+            s.done = v["kind"] == "seal";
+            let ev = Event::default()
+                .event(v["kind"].as_str().unwrap_or("record"))
+                .data(v.to_string());
+            return Some((Ok::<_, Infallible>(ev), s));
+        }
         if s.done {
             return None;
         }
@@ -635,6 +651,28 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
                     if v["seq"].as_u64().is_some_and(|q| q < s.next_seq) {
                         continue; // already sent from the file
                     }
+                    if v["seq"].as_u64().is_some_and(|q| q > s.next_seq) {
+                        // Sent live before this tail subscribed and not in
+                        // the file when it was read (a record waits in the
+                        // writer's buffer until its pass ends): read again.
+                        let (path, from) = (s.path.clone(), s.next_seq);
+                        let caught_up = tokio::task::spawn_blocking(move || catch_up(&path, from, v))
+                            .await
+                            .unwrap_or_default();
+                        s.pending.extend(caught_up);
+                        if s.pending.is_empty() {
+                            continue;
+                        }
+                        let v = s.pending.pop_front().unwrap_or_default();
+                        if let Some(q) = v["seq"].as_u64() {
+                            s.next_seq = q + 1;
+                        }
+                        s.done = v["kind"] == "seal";
+                        let ev = Event::default()
+                            .event(v["kind"].as_str().unwrap_or("record"))
+                            .data(v.to_string());
+                        return Some((Ok(ev), s));
+                    }
                     if v["kind"] == "seal" {
                         s.done = true;
                     }
@@ -661,6 +699,29 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
+/// What a tail sends when the live record `next` comes after a jump from
+/// `from`: the records in between as the file has them now, a `gap` for
+/// those it does not have yet, then `next`. A seal comes live only once
+/// its file holds every record, so a tail that ends with one misses none.
+fn catch_up(path: &std::path::Path, from: u64, next: Value) -> Vec<Value> {
+    let Some(to) = next["seq"].as_u64() else {
+        return vec![next];
+    };
+    let mut out: Vec<Value> = std::fs::File::open(path)
+        .map(|f| {
+            crate::record::records(f)
+                .filter(|v| v["seq"].as_u64().is_some_and(|q| (from..to).contains(&q)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let missed = (to - from).saturating_sub(out.len() as u64);
+    if missed > 0 {
+        out.push(json!({ "kind": "gap", "missed_records": missed }));
+    }
+    out.push(next);
+    out
+}
+
 /// The session id in a recording id (`<start secs>-<session hex>[-n]`).
 fn session_of_recording(id: &str) -> Option<u32> {
     let mut parts = id.split('-');
@@ -675,6 +736,38 @@ fn session_of_recording(id: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::parse_time;
+    use serde_json::json;
+
+    /// A tail that meets a jump in `seq` sends the records in between
+    /// from the file, and says how many it could not find.
+    #[test]
+    fn a_tail_catches_up_on_records_sent_before_it_subscribed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.ghrec");
+        let mut chain = crate::record::Chain::default();
+        let mut text = Vec::new();
+        for n in 0..4u64 {
+            text.extend(chain.line(n, "statement", json!({ "n": n })));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let seqs = |v: &[serde_json::Value]| -> Vec<String> {
+            v.iter()
+                .map(|r| match r["seq"].as_u64() {
+                    Some(q) => q.to_string(),
+                    None => format!("gap {}", r["missed_records"]),
+                })
+                .collect()
+        };
+        // Records 1..=3 are in the file: sent, then the live one.
+        let caught = super::catch_up(&path, 1, json!({ "seq": 4, "kind": "seal" }));
+        assert_eq!(seqs(&caught), ["1", "2", "3", "4"]);
+        // Records 4 and 5 are not there yet: a gap of two says so.
+        let caught = super::catch_up(&path, 2, json!({ "seq": 6, "kind": "close" }));
+        assert_eq!(seqs(&caught), ["2", "3", "gap 2", "6"]);
+        // No file: all of it a gap.
+        let caught = super::catch_up(&dir.path().join("gone"), 0, json!({ "seq": 2 }));
+        assert_eq!(seqs(&caught), ["gap 2", "2"]);
+    }
 
     #[test]
     fn session_of_a_recording_id() {
