@@ -603,6 +603,8 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         path: PathBuf,
         /// Records to send before reading on (a jump caught up).
         pending: std::collections::VecDeque<Value>,
+        /// A live record (or a lag) has come.
+        live_started: bool,
     }
     let state = S {
         backlog: Some(backlog),
@@ -611,17 +613,27 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         done: false,
         path,
         pending: std::collections::VecDeque::new(),
+        live_started: false,
     };
+    /// Sends a record (from the file, the live channel or a catch-up),
+    /// ending the stream after the seal.
+    fn send(mut s: S, v: &Value, data: String) -> Option<(Result<Event, Infallible>, S)> {
+        if let Some(q) = v["seq"].as_u64() {
+            s.next_seq = q + 1;
+        }
+        if v["kind"] == "seal" {
+            s.done = true;
+            s.pending.clear();
+        }
+        let ev = Event::default()
+            .event(v["kind"].as_str().unwrap_or("record"))
+            .data(data);
+        Some((Ok(ev), s))
+    }
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if let Some(v) = s.pending.pop_front() {
-            if let Some(q) = v["seq"].as_u64() {
-                s.next_seq = q + 1;
-            }
-            s.done = v["kind"] == "seal";
-            let ev = Event::default()
-                .event(v["kind"].as_str().unwrap_or("record"))
-                .data(v.to_string());
-            return Some((Ok::<_, Infallible>(ev), s));
+            let data = v.to_string();
+            return send(s, &v, data);
         }
         if s.done {
             return None;
@@ -629,16 +641,8 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         if let Some(b) = s.backlog.as_mut() {
             match b.recv().await {
                 Some(v) => {
-                    if let Some(q) = v["seq"].as_u64() {
-                        s.next_seq = q + 1;
-                    }
-                    if v["kind"] == "seal" {
-                        s.done = true;
-                    }
-                    let ev = Event::default()
-                        .event(v["kind"].as_str().unwrap_or("record"))
-                        .data(v.to_string());
-                    return Some((Ok::<_, Infallible>(ev), s));
+                    let data = v.to_string();
+                    return send(s, &v, data);
                 }
                 None => s.backlog = None,
             }
@@ -647,41 +651,31 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
         loop {
             match rx.recv().await {
                 Ok(line) => {
+                    // Only the first live record can follow records sent
+                    // before this tail subscribed; later jumps are lags,
+                    // which say so themselves.
+                    let first = !std::mem::replace(&mut s.live_started, true);
                     let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                     if v["seq"].as_u64().is_some_and(|q| q < s.next_seq) {
                         continue; // already sent from the file
                     }
-                    if v["seq"].as_u64().is_some_and(|q| q > s.next_seq) {
+                    if let Some(to) = v["seq"].as_u64().filter(|&q| first && q > s.next_seq) {
                         // Sent live before this tail subscribed and not in
                         // the file when it was read (a record waits in the
                         // writer's buffer until its pass ends): read again.
-                        let (path, from) = (s.path.clone(), s.next_seq);
-                        let caught_up = tokio::task::spawn_blocking(move || catch_up(&path, from, v))
+                        let (path, from, next) = (s.path.clone(), s.next_seq, v.clone());
+                        let caught = tokio::task::spawn_blocking(move || catch_up(&path, from, next))
                             .await
-                            .unwrap_or_default();
-                        s.pending.extend(caught_up);
-                        if s.pending.is_empty() {
-                            continue;
-                        }
-                        let v = s.pending.pop_front().unwrap_or_default();
-                        if let Some(q) = v["seq"].as_u64() {
-                            s.next_seq = q + 1;
-                        }
-                        s.done = v["kind"] == "seal";
-                        let ev = Event::default()
-                            .event(v["kind"].as_str().unwrap_or("record"))
-                            .data(v.to_string());
-                        return Some((Ok(ev), s));
+                            .unwrap_or_else(|_| vec![json!({ "kind": "gap", "missed_records": to - from }), v]);
+                        s.pending.extend(caught);
+                        let v = s.pending.pop_front()?;
+                        let data = v.to_string();
+                        return send(s, &v, data);
                     }
-                    if v["kind"] == "seal" {
-                        s.done = true;
-                    }
-                    let ev = Event::default()
-                        .event(v["kind"].as_str().unwrap_or("record"))
-                        .data(&*line);
-                    return Some((Ok(ev), s));
+                    return send(s, &v, line.to_string());
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    s.live_started = true;
                     let ev = Event::default()
                         .event("gap")
                         .data(json!({ "kind": "gap", "missed_records": n }).to_string());
@@ -699,27 +693,66 @@ pub async fn tail(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
-/// What a tail sends when the live record `next` comes after a jump from
-/// `from`: the records in between as the file has them now, a `gap` for
-/// those it does not have yet, then `next`. A seal comes live only once
-/// its file holds every record, so a tail that ends with one misses none.
+/// Records, and bytes of them, a tail catches up on at most: past
+/// either, a gap counts the rest (a client that stalled until its file
+/// reader gave up gets the recording's start, then a gap, never the whole
+/// recording in memory).
+const CATCH_UP_RECORDS: usize = 1024;
+const CATCH_UP_BYTES: usize = 4 << 20;
+/// Looks at the file while records it lacks may still be on their way
+/// (a writer's pass writes them out within a few milliseconds).
+const CATCH_UP_TRIES: u32 = 4;
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What a tail sends when its first live record, `next`, comes after a
+/// jump from `from`: the records in between as the file has them (looked
+/// at again for a while when some are missing), a `gap` counting those
+/// it does not have or may not send, then `next`. A seal is sent live
+/// only once its file holds every record, so the records before a seal
+/// are always found.
 fn catch_up(path: &std::path::Path, from: u64, next: Value) -> Vec<Value> {
     let Some(to) = next["seq"].as_u64() else {
         return vec![next];
     };
-    let mut out: Vec<Value> = std::fs::File::open(path)
-        .map(|f| {
-            crate::record::records(f)
-                .filter(|v| v["seq"].as_u64().is_some_and(|q| (from..to).contains(&q)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out = Vec::new();
+    for attempt in 1..=CATCH_UP_TRIES {
+        let bounded;
+        (out, bounded) = records_between(path, from, to);
+        if bounded || out.len() as u64 == to - from || attempt == CATCH_UP_TRIES {
+            break;
+        }
+        std::thread::sleep(CATCH_UP_WAIT);
+    }
     let missed = (to - from).saturating_sub(out.len() as u64);
     if missed > 0 {
         out.push(json!({ "kind": "gap", "missed_records": missed }));
     }
     out.push(next);
     out
+}
+
+/// The file's records with `from <= seq < to`, in order, up to the
+/// catch-up's bounds; and whether a bound stopped it.
+fn records_between(path: &std::path::Path, from: u64, to: u64) -> (Vec<Value>, bool) {
+    let Ok(f) = std::fs::File::open(path) else {
+        return (Vec::new(), false);
+    };
+    let (mut out, mut bytes) = (Vec::new(), 0usize);
+    for v in crate::record::records(f) {
+        let Some(q) = v["seq"].as_u64() else { continue };
+        if q < from {
+            continue;
+        }
+        if q >= to || q != from + out.len() as u64 {
+            break;
+        }
+        bytes += v.to_string().len();
+        if out.len() == CATCH_UP_RECORDS || bytes > CATCH_UP_BYTES {
+            return (out, true);
+        }
+        out.push(v);
+    }
+    (out, false)
 }
 
 /// The session id in a recording id (`<start secs>-<session hex>[-n]`).
@@ -767,6 +800,42 @@ mod tests {
         // No file: all of it a gap.
         let caught = super::catch_up(&dir.path().join("gone"), 0, json!({ "seq": 2 }));
         assert_eq!(seqs(&caught), ["gap 2", "2"]);
+    }
+
+    /// However far behind a tail is, it catches up on a bounded number of
+    /// records and counts the rest as a gap.
+    #[test]
+    fn a_tail_catches_up_on_a_bounded_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.ghrec");
+        let mut chain = crate::record::Chain::default();
+        let mut text = Vec::new();
+        let n = super::CATCH_UP_RECORDS as u64 + 500;
+        for i in 0..n {
+            text.extend(chain.line(i, "statement", json!({ "n": i })));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let caught = super::catch_up(&path, 0, json!({ "seq": n, "kind": "close" }));
+        assert_eq!(caught.len(), super::CATCH_UP_RECORDS + 2);
+        assert_eq!(caught[0]["seq"], 0);
+        let gap = &caught[super::CATCH_UP_RECORDS];
+        assert_eq!(
+            (gap["kind"].as_str(), gap["missed_records"].as_u64()),
+            (Some("gap"), Some(500))
+        );
+        assert_eq!(caught.last().unwrap()["seq"], n);
+        // And by bytes: records of 64 KiB each, 4 MiB at most.
+        let big = dir.path().join("big.ghrec");
+        let mut chain = crate::record::Chain::default();
+        let mut text = Vec::new();
+        for i in 0..100u64 {
+            text.extend(chain.line(i, "rows", json!({ "rows": "x".repeat(64 << 10) })));
+        }
+        std::fs::write(&big, &text).unwrap();
+        let caught = super::catch_up(&big, 0, json!({ "seq": 100, "kind": "close" }));
+        let sent = caught.len() - 2;
+        assert!(sent < 64 && sent > 50, "{sent} records of 64 KiB");
+        assert_eq!(caught[sent]["missed_records"].as_u64(), Some(100 - sent as u64));
     }
 
     #[test]

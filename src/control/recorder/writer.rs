@@ -296,12 +296,20 @@ impl Writer {
         for (mut s, recorded) in std::mem::take(&mut self.sealing).into_iter().zip(recorded) {
             let seal: &[u8] = if recorded { &s.seal } else { &[] };
             let written = s.file.write_all(seal).and_then(|_| s.file.into_file());
-            match written {
+            let written = match written {
                 // Durable at the next sync, with the other sealed files.
-                Ok(f) => self.sealed.push(f),
-                Err(e) => self.write_err("seal", e),
-            }
-            if recorded {
+                Ok(f) => {
+                    self.sealed.push(f);
+                    true
+                }
+                Err(e) => {
+                    self.write_err("seal", e);
+                    false
+                }
+            };
+            // A seal is announced (live tails, the index's hash) only
+            // once it is in its file.
+            if recorded && written {
                 self.rec.stats.records.fetch_add(1, Ordering::Relaxed);
                 self.rec.stats.bytes.fetch_add(s.seal.len() as u64, Ordering::Relaxed);
                 if let Some(l) = s.live.as_ref().and_then(|l| l.get()) {
