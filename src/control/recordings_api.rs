@@ -776,13 +776,7 @@ mod tests {
     #[test]
     fn a_tail_catches_up_on_records_sent_before_it_subscribed() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.ghrec");
-        let mut chain = crate::record::Chain::default();
-        let mut text = Vec::new();
-        for n in 0..4u64 {
-            text.extend(chain.line(n, "statement", json!({ "n": n })));
-        }
-        std::fs::write(&path, &text).unwrap();
+        let path = chained_file(dir.path(), "s.ghrec", 4, |n| ("statement", json!({ "n": n })));
         let seqs = |v: &[serde_json::Value]| -> Vec<String> {
             v.iter()
                 .map(|r| match r["seq"].as_u64() {
@@ -807,14 +801,8 @@ mod tests {
     #[test]
     fn a_tail_catches_up_on_a_bounded_part() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.ghrec");
-        let mut chain = crate::record::Chain::default();
-        let mut text = Vec::new();
         let n = super::CATCH_UP_RECORDS as u64 + 500;
-        for i in 0..n {
-            text.extend(chain.line(i, "statement", json!({ "n": i })));
-        }
-        std::fs::write(&path, &text).unwrap();
+        let path = chained_file(dir.path(), "s.ghrec", n, |i| ("statement", json!({ "n": i })));
         let caught = super::catch_up(&path, 0, json!({ "seq": n, "kind": "close" }));
         assert_eq!(caught.len(), super::CATCH_UP_RECORDS + 2);
         assert_eq!(caught[0]["seq"], 0);
@@ -825,17 +813,32 @@ mod tests {
         );
         assert_eq!(caught.last().unwrap()["seq"], n);
         // And by bytes: records of 64 KiB each, 4 MiB at most.
-        let big = dir.path().join("big.ghrec");
-        let mut chain = crate::record::Chain::default();
-        let mut text = Vec::new();
-        for i in 0..100u64 {
-            text.extend(chain.line(i, "rows", json!({ "rows": "x".repeat(64 << 10) })));
-        }
-        std::fs::write(&big, &text).unwrap();
+        let big = chained_file(dir.path(), "big.ghrec", 100, |_| {
+            ("rows", json!({ "rows": "x".repeat(64 << 10) }))
+        });
         let caught = super::catch_up(&big, 0, json!({ "seq": 100, "kind": "close" }));
         let sent = caught.len() - 2;
         assert!(sent < 64 && sent > 50, "{sent} records of 64 KiB");
         assert_eq!(caught[sent]["missed_records"].as_u64(), Some(100 - sent as u64));
+    }
+
+    /// A recording of `records` chained records, record `i` made by
+    /// `record(i)` (its kind and fields) at time `i`.
+    fn chained_file(
+        dir: &std::path::Path,
+        name: &str,
+        records: u64,
+        record: impl Fn(u64) -> (&'static str, serde_json::Value),
+    ) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut chain = crate::record::Chain::default();
+        let mut text = Vec::new();
+        for i in 0..records {
+            let (kind, fields) = record(i);
+            text.extend(chain.line(i, kind, fields));
+        }
+        std::fs::write(&path, &text).unwrap();
+        path
     }
 
     #[test]
