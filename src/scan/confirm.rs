@@ -18,7 +18,7 @@ use regex_automata::dfa::{
 };
 use regex_automata::meta::{self, Regex};
 use regex_automata::nfa::thompson;
-use regex_automata::util::syntax;
+use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind};
 
@@ -89,6 +89,10 @@ struct Split {
     /// may hold the `@` that ends it) the shorter ones are tried in that
     /// order, as the backtracker would.
     greedy_min: Option<usize>,
+    /// The bytes a suffix match can begin with: trying the shorter group
+    /// matches runs the suffix at each, and most positions fail on their
+    /// first byte (a URI's host before the `@` that ends the password).
+    suffix_first: FirstBytes,
 }
 
 /// Shorter group matches tried before the backtracker decides instead.
@@ -166,6 +170,9 @@ impl Split {
         let shortest = group_start + min;
         let tried = group_end.saturating_sub(shortest).min(MAX_GIVE_BACK);
         for group_end in (group_end - tried..=group_end).rev() {
+            if group_end < end && !self.suffix_first.may_begin(hay[group_end]) {
+                continue;
+            }
             if let Some(suffix_end) = anchored(&self.suffix, group_end) {
                 return (suffix_end == end).then_some((group_start, group_end));
             }
@@ -184,12 +191,52 @@ fn split(pattern: &str, group: usize) -> Option<Split> {
     let at = parts
         .iter()
         .position(|p| matches!(p.kind(), HirKind::Capture(c) if c.index as usize == group))?;
+    let suffix_hir = Hir::concat(parts[at + 1..].to_vec());
+    let suffix = build_dfa(&suffix_hir)?;
+    let suffix_first = FirstBytes::of(&suffix, &suffix_hir);
     Some(Split {
         prefix: build_dfa(&Hir::concat(parts[..at].to_vec()))?,
         group: build_dfa(&parts[at])?,
-        suffix: build_dfa(&Hir::concat(parts[at + 1..].to_vec()))?,
+        suffix,
         greedy_min: greedy_min(&parts[at]),
+        suffix_first,
     })
+}
+
+/// The bytes an anchored match of a part can begin with.
+struct FirstBytes([bool; 256]);
+
+impl FirstBytes {
+    /// Every byte that leads anywhere but the dead state from one of the
+    /// DFA's anchored start states (one per byte that may come before the
+    /// search, and the text's start). A byte outside the set leaves every
+    /// start dead, so the anchored search fails on it. A part that can
+    /// match the empty string (which needs no byte) may begin with any.
+    fn of(dfa: &DFA<Vec<u32>>, hir: &Hir) -> FirstBytes {
+        let any = FirstBytes([true; 256]);
+        match hir.properties().minimum_len() {
+            Some(n) if n > 0 => {}
+            _ => return any,
+        }
+        let mut may = [false; 256];
+        let before = std::iter::once(None).chain((0..=u8::MAX).map(Some));
+        for look_behind in before {
+            let config = start::Config::new().anchored(Anchored::Yes).look_behind(look_behind);
+            let Ok(state) = dfa.start_state(&config) else {
+                return any;
+            };
+            for byte in 0..=u8::MAX {
+                if !dfa.is_dead_state(dfa.next_state(state, byte)) {
+                    may[byte as usize] = true;
+                }
+            }
+        }
+        FirstBytes(may)
+    }
+
+    fn may_begin(&self, byte: u8) -> bool {
+        self.0[byte as usize]
+    }
 }
 
 /// The shortest match of a capture group that is fixed-length items (bytes,
@@ -353,6 +400,13 @@ pub(crate) mod tests {
                 r"k=([a-z@]+)@(?:[a-z]+|\[[0-9]+\])",
                 r"(?:k|x)=([^ ]*)@(?:a|ab)",
                 r"=([a-z@=]*)@\b",
+                // Suffixes whose start depends on the byte before them, or
+                // that may match nothing (any first byte is theirs).
+                r"k=([a-z@]*)\b@[a-z]",
+                r"k=([a-z@ ]*)\B@",
+                r"k=([a-z@]*)(?m:^)@",
+                r"k=([a-z@]*)@?",
+                r"k=([a-z@]*)(?:@|$)",
             ] {
                 let hay = format!("k={hay}");
                 proptest::prop_assert_eq!(
@@ -362,6 +416,42 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_byte_outside_the_first_bytes_fails_the_anchored_search(hay in "[ab@/\\[\\]1x=k \n\u{80}]{0,16}") {
+            for pattern in [r"@[a-z]+", r"\b@", r"\B[@=]x", r"(?m:^)[@k]", r"(?m:$)\n?a", r"(?i)k", r"@?", r"(?:a|)b?"] {
+                let hir = crate::scan::rules::parse(pattern).unwrap();
+                let dfa = build_dfa(&hir).unwrap();
+                let first = FirstBytes::of(&dfa, &hir);
+                let hay = hay.as_bytes();
+                for at in 0..hay.len() {
+                    if first.may_begin(hay[at]) {
+                        continue;
+                    }
+                    let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
+                    proptest::prop_assert_eq!(
+                        dfa.try_search_fwd(&input).unwrap(), None,
+                        "{} at {} of {:?}", pattern, at, hay
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_bytes_are_exactly_those_a_match_can_begin_with() {
+        let first = |pattern: &str| {
+            let hir = crate::scan::rules::parse(pattern).unwrap();
+            let set = FirstBytes::of(&build_dfa(&hir).unwrap(), &hir);
+            (0..=u8::MAX).filter(|&b| set.may_begin(b)).collect::<Vec<u8>>()
+        };
+        assert_eq!(first(r"@(?:\[[0-9a-f:.]+\]|[A-Za-z0-9%_-][A-Za-z0-9%._-]*)"), b"@");
+        assert_eq!(first(r"\b(?i:k)"), b"Kk");
+        // A part that may match nothing begins with anything.
+        assert_eq!(first(r"@?").len(), 256);
+        assert_eq!(first(r"(?m:$)").len(), 256);
     }
 
     #[test]
