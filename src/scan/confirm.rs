@@ -421,7 +421,11 @@ pub(crate) mod tests {
     proptest::proptest! {
         #[test]
         fn a_byte_outside_the_first_bytes_fails_the_anchored_search(hay in "[ab@/\\[\\]1x=k \n\u{80}]{0,16}") {
-            for pattern in [r"@[a-z]+", r"\b@", r"\B[@=]x", r"(?m:^)[@k]", r"(?m:$)\n?a", r"(?i)k", r"@?", r"(?:a|)b?"] {
+            for pattern in [
+                r"@[a-z]+", r"\b@", r"\B[@=]x", r"(?m:^)[@k]", r"(?m:$)\n?a", r"(?i)k", r"@?", r"(?:a|)b?",
+                // The text's start is a start state of its own.
+                r"\A@", r"(?-m:^)[@a]",
+            ] {
                 let hir = crate::scan::rules::parse(pattern).unwrap();
                 let dfa = build_dfa(&hir).unwrap();
                 let first = FirstBytes::of(&dfa, &hir);
