@@ -630,6 +630,173 @@ mod tests {
         }
     }
 
+    /// The built-in rules, and the same rules with the URI rules' host
+    /// whole (`@` and then a bracketed address or a host name), as they
+    /// were written before their match ended at the host's first byte.
+    fn engines_with_short_and_whole_uri_hosts() -> &'static (Engine, Engine) {
+        static ENGINES: std::sync::OnceLock<(Engine, Engine)> = std::sync::OnceLock::new();
+        ENGINES.get_or_init(|| {
+            let rules = super::super::assemble(None, &[], Vec::new()).expect("built-in rules");
+            let mut changed = 0;
+            let whole: Vec<Rule> = rules
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    for (short, long) in [
+                        (
+                            r")@(?:\[|[A-Za-z0-9%_-])",
+                            r")@(?:\[[0-9a-f:.]+\]|[A-Za-z0-9%_-][A-Za-z0-9%._-]*)",
+                        ),
+                        (r")@[A-Za-z0-9%_-]", r")@[A-Za-z0-9%_-][A-Za-z0-9%._-]*"),
+                    ] {
+                        if let Some(head) = r.pattern.strip_suffix(short) {
+                            r.pattern = format!("{head}{long}");
+                            changed += 1;
+                            break;
+                        }
+                    }
+                    r
+                })
+                .collect();
+            assert_eq!(changed, 15, "the URI rules end at the host's first byte");
+            (
+                Engine::new(&rules, [0; 32]).expect("engine"),
+                Engine::new(&whole, [0; 32]).expect("engine"),
+            )
+        })
+    }
+
+    /// The spans masked (findings merged where they overlap).
+    fn masked(found: &[Finding]) -> Spans {
+        let mut f = found.to_vec();
+        resolve_overlaps(&mut f);
+        f.iter().map(|f| (f.start, f.end)).collect()
+    }
+
+    /// Spans masked: (start, end).
+    type Spans = Vec<(usize, usize)>;
+
+    /// What the short-host and the whole-host rules mask in `text`, alone
+    /// and as the middle one of three values in a batch.
+    fn masked_both_ways(text: &str) -> [(Spans, Spans); 2] {
+        let (short, whole) = engines_with_short_and_whole_uri_hosts();
+        let buf = format!("before{text}after");
+        let values = [(0, 6, 0), (6, 6 + text.len(), 1), (6 + text.len(), buf.len(), 2)];
+        let in_values = |e: &Engine| {
+            let f: Vec<Finding> = super::super::values::find_all(e, buf.as_bytes(), &values)
+                .into_iter()
+                .map(|(_, f)| f)
+                .collect();
+            masked(&f)
+        };
+        let alone = |e: &Engine| masked(&e.find(text.as_bytes()).unwrap());
+        [(alone(short), alone(whole)), (in_values(short), in_values(whole))]
+    }
+
+    /// Fragments of URIs and of the text around them.
+    fn uri_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = |v: Vec<&'static str>| proptest::sample::select(v);
+        let uri = (
+            piece(vec![
+                "postgres://",
+                "MySQL://",
+                "redis://",
+                "https://",
+                "mongodb+srv://",
+                "snowflake://",
+                "postgres+psycopg://",
+            ]),
+            piece(vec!["", "app", "u"]),
+            proptest::collection::vec(piece(vec!["s3cr3t", "@", ":", "P4ss!", "[", "x", "%", "é"]), 1..4),
+            piece(vec![
+                "@db1.internal",
+                "@[::1]",
+                "@[",
+                "@-h",
+                "@%2f",
+                "@",
+                "@db1.internal.postgres://",
+            ]),
+            piece(vec!["", ":5432/app", "/app?x=1", "#f", " ", "\n", "@x.y"]),
+        )
+            .prop_map(|(scheme, user, pw, host, tail)| format!("{scheme}{user}:{}{host}{tail}", pw.concat()));
+        let filler =
+            piece(vec![" ", "\n", "@", "[", "]", ":", "x@y.z", "'", "\"", "\t", "word"]).prop_map(String::from);
+        proptest::collection::vec(prop_oneof![2 => uri, 1 => filler], 0..6).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Ending a URI rule's match at the host's first byte masks every
+        /// byte the whole host masked, alone and in a batch of values
+        /// (texts shorter than the confirmation window). It may mask more:
+        /// a password before an `@[` with no address and `]` after it, and
+        /// one whose scheme an earlier URI's host ran into.
+        #[test]
+        fn uri_rules_ending_at_the_host_mask_what_the_whole_host_masked(text in uri_text()) {
+            for (new, old) in masked_both_ways(&text) {
+                for o in &old {
+                    proptest::prop_assert!(
+                        new.iter().any(|&(s, e)| s <= o.0 && o.1 <= e),
+                        "{:?}: {:?} not covered by {:?}", text, o, new
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn uri_rules_ending_at_the_host_mask_passwords_the_whole_host_missed() {
+        for (text, secret) in [
+            // The first URI's host ran into the second's scheme.
+            (
+                "postgres://:s3cr3t@db1.internal.postgres://:P4ssw0rd!@db1.internal/app",
+                "P4ssw0rd!",
+            ),
+            // An `@[` that no address and `]` follow.
+            ("redis://u:P4ssw0rd!@[", "P4ssw0rd!"),
+        ] {
+            let at = text.rfind(secret).unwrap();
+            for (i, (new, old)) in masked_both_ways(text).into_iter().enumerate() {
+                let at = at + 6 * i; // in the batch, after "before"
+                assert!(new.contains(&(at, at + secret.len())), "{text}: {new:?}");
+                assert!(!old.iter().any(|&(s, _)| s == at), "{text}: {old:?}");
+            }
+        }
+        // And the same span where both find one.
+        let text = "mysql://root:p@ss@db.internal:3306/x";
+        for (new, old) in masked_both_ways(text) {
+            assert_eq!(new, old);
+            assert_eq!(new.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_uri_password_is_one_hit_however_long_its_host() {
+        let (short, whole) = engines_with_short_and_whole_uri_hosts();
+        let text = format!(
+            "postgres://app:Zx9vQ2mLp7Rt4kWs@db1.{}.internal:5432/app",
+            "eu-west".repeat(40)
+        );
+        let ends = |e: &Engine| {
+            let mut hits = Vec::new();
+            e.scan(text.as_bytes(), &mut hits).unwrap();
+            let h = hits
+                .iter()
+                .find(|h| e.rule_id(h.rule) == "postgres-uri-password")
+                .copied()
+                .expect("a hit");
+            (h.first_end, h.last_end)
+        };
+        let at = text.find('@').unwrap();
+        assert_eq!(ends(short), (at + 2, at + 2), "one end, after the host's first byte");
+        assert!(ends(whole).1 > at + 200, "the whole host ended a match at each byte");
+        let f = short.find(text.as_bytes()).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(&text[f[0].start..f[0].end], "Zx9vQ2mLp7Rt4kWs");
+    }
+
     #[test]
     fn finds_and_bounds_secrets() {
         let e = Engine::new(&[rule("aws", r"\b((?:AKIA|ASIA)[A-Z0-9]{16})\b")], [7; 32]).unwrap();
