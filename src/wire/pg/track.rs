@@ -60,6 +60,69 @@ pub fn name_key(name: &[u8]) -> &[u8] {
 
 type Key = Box<[u8]>;
 
+/// Statements or portals by name, the unnamed one (the empty name) in a
+/// slot of its own. Drivers run nearly every extended-protocol statement
+/// through the unnamed portal, so it is looked up several times a
+/// statement. In a hash map an empty key is compared with `memcmp` on two
+/// dangling pointers (an empty `Box<[u8]>` allocates nothing), and glibc's
+/// AVX-512 `memcmp` reads short inputs with a masked load that, from an
+/// unmapped address, takes a fault-suppression assist: about 130 ns a
+/// comparison on the AMD EPYC hosts this is measured on, against about
+/// 1 ns from a mapped one (a C loop over `memcmp(p, p, 0)`).
+#[derive(Debug)]
+struct Names<V> {
+    unnamed: Option<V>,
+    named: HashMap<Key, V>,
+}
+
+impl<V> Default for Names<V> {
+    fn default() -> Self {
+        Names {
+            unnamed: None,
+            named: HashMap::default(),
+        }
+    }
+}
+
+impl<V> Names<V> {
+    fn get(&self, name: &[u8]) -> Option<&V> {
+        if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.named.get(name)
+        }
+    }
+
+    fn insert(&mut self, name: Key, value: V) {
+        if name.is_empty() {
+            self.unnamed = Some(value);
+        } else {
+            self.named.insert(name, value);
+        }
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.named.remove(name);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.unnamed = None;
+        self.named.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.named.len() + usize::from(self.unnamed.is_some())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.unnamed.iter().chain(self.named.values())
+    }
+}
+
 /// What a statement or portal name holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
@@ -174,13 +237,13 @@ pub struct Checkpoint {
 /// (both cheap to clone: `Arc`s).
 #[derive(Debug)]
 pub struct Tracker<S, P> {
-    statements: HashMap<Key, Option<S>>,
-    portals: HashMap<Key, Option<P>>,
+    statements: Names<Option<S>>,
+    portals: Names<Option<P>>,
     pending: VecDeque<Op<S, P>>,
     /// Per name, the last pending message that changes it and what it
     /// changes it to (never `Unsettled`).
-    spec_statements: HashMap<Key, (u64, Lookup<S>)>,
-    spec_portals: HashMap<Key, (u64, Lookup<P>)>,
+    spec_statements: Names<(u64, Lookup<S>)>,
+    spec_portals: Names<(u64, Lookup<P>)>,
     next_seq: u64,
     /// The sequence number of the first message after the last Sync pushed.
     group_start: u64,
@@ -203,11 +266,11 @@ impl<S: Clone, P: Clone> Default for Tracker<S, P> {
 impl<S: Clone, P: Clone> Tracker<S, P> {
     pub fn new() -> Self {
         Tracker {
-            statements: HashMap::default(),
-            portals: HashMap::default(),
+            statements: Names::default(),
+            portals: Names::default(),
             pending: VecDeque::new(),
-            spec_statements: HashMap::default(),
-            spec_portals: HashMap::default(),
+            spec_statements: Names::default(),
+            spec_portals: Names::default(),
             next_seq: 0,
             group_start: 0,
             open_group: false,
@@ -349,19 +412,18 @@ impl<S: Clone, P: Clone> Tracker<S, P> {
 
     /// What a pending message will do to the names, if it runs.
     fn predict(&mut self, seq: u64, kind: &Kind<S, P>) {
-        let doubt =
-            |names: &[NameEffect], st: &mut HashMap<Key, (u64, Lookup<S>)>, po: &mut HashMap<Key, (u64, Lookup<P>)>| {
-                for n in names {
-                    match n {
-                        NameEffect::Statement(k) => {
-                            st.insert(k.clone(), (seq, Lookup::Doubtful));
-                        }
-                        NameEffect::Portal(k) => {
-                            po.insert(k.clone(), (seq, Lookup::Doubtful));
-                        }
+        let doubt = |names: &[NameEffect], st: &mut Names<(u64, Lookup<S>)>, po: &mut Names<(u64, Lookup<P>)>| {
+            for n in names {
+                match n {
+                    NameEffect::Statement(k) => {
+                        st.insert(k.clone(), (seq, Lookup::Doubtful));
+                    }
+                    NameEffect::Portal(k) => {
+                        po.insert(k.clone(), (seq, Lookup::Doubtful));
                     }
                 }
-            };
+            }
+        };
         match kind {
             Kind::Parse { key, stmt } => {
                 self.spec_statements
@@ -709,8 +771,8 @@ impl<S: Clone, P: Clone> Tracker<S, P> {
         }
         let op = self.pop()?;
         if let Kind::Query { names } = &op.kind {
-            self.statements.remove(&[][..]);
-            self.portals.remove(&[][..]);
+            self.statements.remove(&[]);
+            self.portals.remove(&[]);
             let names = names.clone();
             self.apply_names(&names);
         }
@@ -728,8 +790,8 @@ impl<S: Clone, P: Clone> Tracker<S, P> {
 }
 
 fn resolve<T: Clone>(
-    confirmed: &HashMap<Key, Option<T>>,
-    spec: &HashMap<Key, (u64, Lookup<T>)>,
+    confirmed: &Names<Option<T>>,
+    spec: &Names<(u64, Lookup<T>)>,
     key: &[u8],
     group_start: u64,
 ) -> Lookup<T> {
@@ -835,6 +897,44 @@ mod tests {
         answer(&mut t, b"CZ");
         assert_eq!(t.statement(b""), Lookup::Absent);
         assert_eq!(t.statement(b"p1"), Lookup::Doubtful);
+    }
+
+    proptest::proptest! {
+        /// The unnamed slot and the named map answer as one map would.
+        #[test]
+        fn names_are_one_map_with_the_unnamed_apart(
+            ops in proptest::collection::vec((0u8..4, proptest::sample::select(vec!["", "a", "b", "P0_1"]), 0u32..100), 0..40)
+        ) {
+            let mut names: Names<u32> = Names::default();
+            let mut model: std::collections::HashMap<Vec<u8>, u32> = Default::default();
+            for (op, name, value) in ops {
+                let key = name.as_bytes();
+                match op {
+                    0 | 1 => {
+                        names.insert(key.into(), value);
+                        model.insert(key.to_vec(), value);
+                    }
+                    2 => {
+                        names.remove(key);
+                        model.remove(key);
+                    }
+                    _ => {
+                        names.clear();
+                        model.clear();
+                    }
+                }
+                for probe in ["", "a", "b", "P0_1"] {
+                    proptest::prop_assert_eq!(names.get(probe.as_bytes()), model.get(probe.as_bytes()));
+                }
+                proptest::prop_assert_eq!(names.len(), model.len());
+                let mut held: Vec<u32> = names.values().copied().collect();
+                let mut want: Vec<u32> = model.values().copied().collect();
+                held.sort_unstable();
+                want.sort_unstable();
+                proptest::prop_assert_eq!(held, want);
+            }
+            proptest::prop_assert!(names.named.keys().all(|k| !k.is_empty()), "the empty name is never in the map");
+        }
     }
 
     #[test]
