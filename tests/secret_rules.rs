@@ -10,7 +10,7 @@
 //! Run with `cargo nextest run --test secret_rules --no-capture` to see the
 //! per-rule table.
 
-use gatehouse::scan::{Engine, Finding, RuleFile};
+use gatehouse::scan::{Engine, Finding, Reach, RuleFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,7 @@ fn raw_findings(engine: &Engine, data: &[u8]) -> Vec<Finding> {
     engine.scan(data, &mut hits).expect("scan");
     let mut out = Vec::new();
     for h in &hits {
-        engine.confirm(data, 0, data.len(), h, &mut out);
+        engine.confirm(data, 0, data.len(), h, Reach::Value, &mut out);
     }
     out
 }

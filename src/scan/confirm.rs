@@ -21,6 +21,7 @@ use regex_automata::nfa::thompson;
 use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind};
+use std::ops::Range;
 
 /// The syntax rules are written in, as `rules::parse` reads it.
 fn syntax_config() -> syntax::Config {
@@ -131,31 +132,71 @@ impl Confirmer {
     }
 
     /// Calls `found(match_start, match_end, secret_start, secret_end)` for
-    /// each match in `hay`, in order (offsets into `hay`). A match whose
-    /// group did not take part is reported with the whole match.
-    pub fn matches(&self, hay: &[u8], mut found: impl FnMut(usize, usize, usize, usize)) {
+    /// each match inside `hay[within]`, in order (offsets into `hay`). A
+    /// match whose group did not take part is reported with the whole
+    /// match. Look-around (`\b`, `^`, `$`) at the range's edges reads the
+    /// bytes of `hay` around it, so a match is one that `hay` holds: the
+    /// range's first byte is not a word boundary or a line's start unless
+    /// it is one in `hay`.
+    ///
+    /// `found` says whether it kept the match. After a kept match the search
+    /// goes on from its end, as leftmost-first search does; after one it did
+    /// not keep (its secret's entropy too low, its validator failed) from
+    /// the byte after its start, so that a match the caller would keep and
+    /// that starts inside the one it dropped is still found
+    /// (`secret=aaaa…secret=<the real one>`: the first match takes both,
+    /// and its low entropy drops it). Those searches again are bounded: the
+    /// dropped matches they read again come to at most twice the range,
+    /// then the search goes on from a dropped match's end.
+    pub fn matches(&self, hay: &[u8], within: Range<usize>, mut found: impl FnMut(usize, usize, usize, usize) -> bool) {
         let mut caps = None;
-        for m in self.whole.find_iter(Input::new(hay)) {
-            if self.group == 0 {
-                found(m.start(), m.end(), m.start(), m.end());
+        let mut budget = 2 * within.len() + RESTART_SLACK;
+        let mut at = within.start;
+        // Where the last kept match ended: an empty match there is stepped
+        // over, as the regex crate's iterators do.
+        let mut kept_end = None;
+        while at <= within.end {
+            let Some(m) = self.whole.search(&Input::new(hay).range(at..within.end)) else {
+                break;
+            };
+            if m.is_empty() && kept_end == Some(m.end()) {
+                at = m.end() + 1;
                 continue;
             }
-            let span = self
-                .split
-                .as_ref()
-                .and_then(|s| s.group_span(hay, m.start(), m.end()))
-                .or_else(|| {
-                    // The backtracker, on this match alone.
-                    let caps = caps.get_or_insert_with(|| self.whole.create_captures());
-                    let input = Input::new(hay).range(m.start()..m.end()).anchored(Anchored::Yes);
-                    self.whole.search_captures(&input, caps);
-                    caps.get_group(self.group).map(|g| (g.start, g.end))
-                })
-                .unwrap_or((m.start(), m.end()));
-            found(m.start(), m.end(), span.0, span.1);
+            let span = if self.group == 0 {
+                (m.start(), m.end())
+            } else {
+                self.split
+                    .as_ref()
+                    .and_then(|s| s.group_span(hay, m.start(), m.end()))
+                    .or_else(|| {
+                        // The backtracker, on this match alone.
+                        let caps = caps.get_or_insert_with(|| self.whole.create_captures());
+                        let input = Input::new(hay).range(m.start()..m.end()).anchored(Anchored::Yes);
+                        self.whole.search_captures(&input, caps);
+                        caps.get_group(self.group).map(|g| (g.start, g.end))
+                    })
+                    .unwrap_or((m.start(), m.end()))
+            };
+            // What a search again reads twice: the dropped match after its
+            // first byte (a search from its end reads the rest anyway).
+            let again = m.start() + 1;
+            let cost = m.end().saturating_sub(again);
+            if found(m.start(), m.end(), span.0, span.1) || m.is_empty() || cost > budget {
+                kept_end = Some(m.end());
+                at = m.end();
+            } else {
+                budget -= cost;
+                kept_end = None;
+                at = again;
+            }
         }
     }
 }
+
+/// Bytes a range's searches after dropped matches may read beyond twice
+/// the range (a short range's few searches again).
+const RESTART_SLACK: usize = 4096;
 
 impl Split {
     /// The group's span in the match `hay[start..end]`, when the parts'
@@ -311,7 +352,10 @@ pub(crate) mod tests {
     fn by_confirmer(pattern: &str, group: usize, hay: &[u8]) -> Vec<(usize, usize, usize, usize)> {
         let c = Confirmer::new(pattern, group).unwrap();
         let mut out = Vec::new();
-        c.matches(hay, |a, b, s, e| out.push((a, b, s, e)));
+        c.matches(hay, 0..hay.len(), |a, b, s, e| {
+            out.push((a, b, s, e));
+            true
+        });
         out
     }
 
@@ -362,6 +406,40 @@ pub(crate) mod tests {
                 "{pattern} on {hay:?}"
             );
         }
+    }
+
+    /// A match the caller drops is searched again from the byte after its
+    /// start; a kept one from its end; and the searches again stop once
+    /// they have read twice the range.
+    #[test]
+    fn a_dropped_match_is_searched_again_from_after_its_start() {
+        let c = Confirmer::new(r"k=([a-z=]+)", 1).unwrap();
+        let run = |hay: &str| {
+            let mut kept = Vec::new();
+            c.matches(hay.as_bytes(), 0..hay.len(), |_, _, s, e| {
+                let secret = &hay[s..e];
+                let keep = !secret.contains('x');
+                if keep {
+                    kept.push(secret.to_string());
+                }
+                keep
+            });
+            kept
+        };
+        // The first match takes "xxk=abc" and is dropped; "abc" is inside it.
+        assert_eq!(run("k=xxk=abc"), ["abc"]);
+        assert_eq!(run("k=abc k=xy k=de"), ["abc", "de"]);
+        // Every match is dropped, and each runs to the end of the text: the
+        // searches again stop once the dropped matches they read again come
+        // to twice the text (without that bound, 20,000 searches of up to
+        // 60 KB each).
+        let long = "k=x".repeat(20_000);
+        let mut seen = 0;
+        c.matches(long.as_bytes(), 0..long.len(), |_, _, _, _| {
+            seen += 1;
+            false
+        });
+        assert!(seen <= 4, "{seen} matches seen");
     }
 
     #[test]
@@ -423,6 +501,61 @@ pub(crate) mod tests {
                     by_confirmer(pattern, 1, hay.as_bytes()),
                     by_captures(pattern, 1, hay.as_bytes()),
                     "{} on {:?}", pattern, hay
+                );
+            }
+        }
+    }
+
+    /// The PikeVM's matches (the regex crate's plainest engine, look-around
+    /// checked on the whole haystack) inside `hay[within]`, with the span of
+    /// `group` (the whole match when it did not take part).
+    fn by_pikevm(pattern: &str, group: usize, hay: &[u8], within: Range<usize>) -> Vec<(usize, usize, usize, usize)> {
+        use regex_automata::nfa::thompson::pikevm::PikeVM;
+        let vm = PikeVM::builder()
+            .syntax(syntax_config())
+            .thompson(thompson::Config::new().utf8(false))
+            .build(pattern)
+            .unwrap();
+        let mut cache = vm.create_cache();
+        vm.captures_iter(&mut cache, Input::new(hay).range(within))
+            .map(|c| {
+                let m = c.get_match().unwrap().span();
+                let g = c.get_group(group).unwrap_or(m);
+                (m.start, m.end, g.start, g.end)
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// A search over a range of the haystack (a window of its value)
+        /// finds what the haystack holds there: `\b`, `^`, `$` and the
+        /// parts' start states at the range's edges read the bytes around it.
+        #[test]
+        fn a_range_reads_the_bytes_around_it(hay in "[ab@=k \n\u{80}]{0,24}", cut in 0usize..=26, keep in 0usize..=26) {
+            for (pattern, group) in [
+                (r"\bk=([a-z@]+)@[a-z]", 1),
+                (r"(?m:^)k=([a-z@]+)", 1),
+                (r"\Bk=(a+)\b", 1),
+                (r"\ba+bk|bk(=[a-z]{2})", 1),
+                (r"k=([a-z@]*)\b@[a-z]", 1),
+                (r"(?:^|\b)([ab]{2,})\b", 1),
+                (r"k=([ab]+)(?m:$)", 1),
+                (r"\b[ab]+\b", 0),
+                (r"(?m:^)(?:[ab]|$)", 0),
+            ] {
+                let hay = format!("ak={hay}");
+                let from = cut.min(hay.len());
+                let to = (from + keep).min(hay.len());
+                let c = Confirmer::new(pattern, group).unwrap();
+                let mut found = Vec::new();
+                c.matches(hay.as_bytes(), from..to, |a, b, s, e| {
+                    found.push((a, b, s, e));
+                    true
+                });
+                proptest::prop_assert_eq!(
+                    found,
+                    by_pikevm(pattern, group, hay.as_bytes(), from..to),
+                    "{} on {:?} in {}..{}", pattern, hay, from, to
                 );
             }
         }

@@ -8,9 +8,28 @@ use hyperscan::prelude::*;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How far before a Hyperscan end offset a match may start (a PEM private
-/// key is the longest secret we look for).
+/// How far before a Hyperscan end offset a match of a bounded rule may
+/// start. A rule whose matches may be longer (a private key block, an
+/// unbounded repetition: [`Compiled::long`]) is searched from its value's
+/// start instead.
 pub const WINDOW: usize = 8 * 1024;
+/// How far back from its hits a rule's match is looked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The text is one value (or the piece of one at hand): a rule whose
+    /// matches may be longer than [`WINDOW`] is searched from its start.
+    Value,
+    /// The text is many rows, each ended by a newline (COPY data, a file
+    /// read in chunks): a rule whose matches may be longer than [`WINDOW`]
+    /// is searched from the start of the row its hits are in, or from
+    /// [`WINDOW`] before them when that is earlier (a CSV value keeps its
+    /// newlines), and its hits make one region per row. So a key block in
+    /// one row is found whole, while a key block's first line in one row
+    /// and a last line in a row far below make no match over the rows
+    /// between.
+    Rows,
+}
+
 /// Hit ranges recorded per scan call before scanning fails closed.
 pub const MAX_HIT_RANGES: usize = 100_000;
 
@@ -38,6 +57,13 @@ struct Compiled {
     mask: MaskKind,
     /// How far past a hit's end the secret may begin (see `prefilter::Cut`).
     secret_reach: usize,
+    /// A match may be longer than [`WINDOW`]: a PGP private key block with
+    /// its subkeys, a PEM key of 8,192 bits or more, any unbounded
+    /// repetition. Confirmation searches such a rule from the start of the
+    /// value (a window that starts inside the match finds none, or a part
+    /// of it), and a rule's ends in one text make one region, so that the
+    /// search runs once per text, not once per region from its start.
+    long: bool,
 }
 
 impl Compiled {
@@ -57,7 +83,8 @@ impl Compiled {
 }
 
 /// A candidate region for one rule: Hyperscan reported match ends from
-/// `first_end` to `last_end` (merged when within [`WINDOW`]).
+/// `first_end` to `last_end` (merged when within [`WINDOW`], and in one
+/// text for a rule whose matches may be longer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hit {
     pub rule: u32,
@@ -158,6 +185,8 @@ impl Engine {
                 validator: r.validator,
                 mask: r.mask,
                 secret_reach: cut.map_or(0, |c| c.reach),
+                long: super::rules::parse(&r.pattern)
+                    .map_or(true, |h| h.properties().maximum_len().is_none_or(|n| n > WINDOW)),
             });
         }
         // Every class and escape read alike by Hyperscan and the regex
@@ -274,9 +303,10 @@ impl Engine {
 
     /// Runs Hyperscan over `data` once, appending merged candidate regions
     /// to `hits` (sorted by rule, then position): a rule's match ends within
-    /// [`WINDOW`] of each other make one region.
+    /// [`WINDOW`] of each other make one region (all of them, for a rule
+    /// whose matches may be longer than that).
     pub fn scan(&self, data: &[u8], hits: &mut Vec<Hit>) -> Result<(), ScanError> {
-        self.scan_inner(data, hits, None)
+        self.scan_inner(data, hits, None, Reach::Value)
     }
 
     /// Like [`scan`](Self::scan) over values laid out one after another,
@@ -285,16 +315,31 @@ impl Engine {
     /// region), so each region is confirmed on its own value only. A match
     /// ending on the separator belongs to the value before it.
     pub fn scan_values(&self, data: &[u8], value_ends: &[usize], hits: &mut Vec<Hit>) -> Result<(), ScanError> {
-        self.scan_inner(data, hits, Some(value_ends))
+        self.scan_inner(data, hits, Some(value_ends), Reach::Value)
     }
 
-    fn scan_inner(&self, data: &[u8], hits: &mut Vec<Hit>, value_ends: Option<&[usize]>) -> Result<(), ScanError> {
+    fn scan_inner(
+        &self,
+        data: &[u8],
+        hits: &mut Vec<Hit>,
+        value_ends: Option<&[usize]>,
+        reach: Reach,
+    ) -> Result<(), ScanError> {
         let Some(db) = &self.db else { return Ok(()) };
         let start_len = hits.len();
         let mut overflow = false;
         // The value a match ending at `to` (exclusive) belongs to. Matches
         // come in order of their ends, so the last answer is tried first.
         let mut last_value = 0usize;
+        // Whether a long rule's hit ending at `to` joins its region that
+        // ends at `last_end`: always in a value, within a row in rows.
+        let long_joins = |id: u32, last_end: usize, to: usize| {
+            self.rules.get(id as usize).is_some_and(|r| r.long)
+                && match reach {
+                    Reach::Value => true,
+                    Reach::Rows => memchr::memchr(b'\n', &data[last_end.min(to)..to]).is_none(),
+                }
+        };
         let mut value_of = |to: usize| -> usize {
             let Some(ends) = value_ends else { return 0 };
             let fits = |k: usize| ends.get(k).is_some_and(|&en| en + 1 >= to) && (k == 0 || ends[k - 1] + 1 < to);
@@ -333,7 +378,7 @@ impl Engine {
                         let h = &mut hits[start_len + at as usize];
                         let same = match value_ends {
                             Some(_) => value == at_value as usize,
-                            None => to <= h.last_end + WINDOW,
+                            None => to <= h.last_end + WINDOW || long_joins(id, h.last_end, to),
                         };
                         if same {
                             h.first_end = h.first_end.min(to);
@@ -378,58 +423,85 @@ impl Engine {
     /// Confirms a hit inside the value `data[lo..hi]`: runs the rule's regex on
     /// a window around the hit, clipped to the value, and applies entropy and
     /// validator. Findings are appended with offsets into `data`.
-    pub fn confirm(&self, data: &[u8], lo: usize, hi: usize, hit: &Hit, out: &mut Vec<Finding>) {
+    pub fn confirm(&self, data: &[u8], lo: usize, hi: usize, hit: &Hit, reach: Reach, out: &mut Vec<Finding>) {
         let Some(r) = self.rules.get(hit.rule as usize) else {
             return;
         };
-        let from = hit.first_end.saturating_sub(WINDOW).max(lo);
+        let from = match (r.long, reach) {
+            (true, Reach::Value) => lo,
+            // The start of the row the region's first hit ends in (a match
+            // ending on its row's newline is in that row), or the window's
+            // start when that is earlier: a CSV value keeps its newlines, so
+            // a key block in one spans rows.
+            (true, Reach::Rows) => {
+                let before = hit.first_end.saturating_sub(1).clamp(lo, hi);
+                let row = memchr::memrchr(b'\n', &data[lo..before]).map_or(lo, |at| lo + at + 1);
+                row.min(hit.first_end.saturating_sub(WINDOW).max(lo))
+            }
+            (false, _) => hit.first_end.saturating_sub(WINDOW).max(lo),
+        };
         let to = hit.last_end.saturating_add(WINDOW).min(hi);
         if from >= to {
             return;
         }
-        let window = &data[from..to];
         let Some(re) = r.regex() else {
             return;
         };
-        re.matches(window, |_, whole_end, start, end| {
-            let whole = whole_end + from;
+        // The value is the regex's haystack and the window a range of it:
+        // look-around at the window's edges reads the value's bytes there,
+        // as at the value's own edges it reads nothing (the value is the
+        // string it is, whatever the message holds around it).
+        let value = &data[lo..hi];
+        re.matches(value, from - lo..to - lo, |_, whole_end, start, end| {
+            let whole = whole_end + lo;
             // Keep matches that end where Hyperscan saw one (give or take the
             // regex's own choice of the longest match) and whose secret
             // starts where the cut pattern said it may.
-            if whole < hit.first_end || start + from > hit.last_end + r.secret_reach {
-                return;
+            if whole < hit.first_end || start + lo > hit.last_end + r.secret_reach {
+                return false;
             }
-            let secret = &window[start..end];
+            let secret = &value[start..end];
             if secret.is_empty() {
-                return;
+                return false;
             }
             if let Some(min) = r.entropy {
                 // A threshold is met when reached: rounding must not put a
                 // secret of exactly that entropy under it.
                 if entropy(secret) + ENTROPY_TOLERANCE < min {
-                    return;
+                    return false;
                 }
             }
             if let Some(v) = r.validator {
                 if !validate(v, secret) {
-                    return;
+                    return false;
                 }
             }
             out.push(Finding {
                 rule: hit.rule,
-                start: start + from,
-                end: end + from,
+                start: start + lo,
+                end: end + lo,
             });
+            true
         });
     }
 
     /// All secrets in one value (a convenience over `scan` + `confirm`).
     pub fn find(&self, data: &[u8]) -> Result<Vec<Finding>, ScanError> {
+        self.find_within(data, Reach::Value)
+    }
+
+    /// All secrets in a text of many rows (COPY data, a file read in
+    /// chunks): see [`Reach::Rows`].
+    pub fn find_in_rows(&self, data: &[u8]) -> Result<Vec<Finding>, ScanError> {
+        self.find_within(data, Reach::Rows)
+    }
+
+    fn find_within(&self, data: &[u8], reach: Reach) -> Result<Vec<Finding>, ScanError> {
         let mut hits = Vec::new();
-        self.scan(data, &mut hits)?;
+        self.scan_inner(data, &mut hits, None, reach)?;
         let mut out = Vec::new();
         for h in &hits {
-            self.confirm(data, 0, data.len(), h, &mut out);
+            self.confirm(data, 0, data.len(), h, reach, &mut out);
         }
         resolve_overlaps(&mut out);
         Ok(out)
@@ -795,6 +867,268 @@ mod tests {
         let f = short.find(text.as_bytes()).unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(&text[f[0].start..f[0].end], "Zx9vQ2mLp7Rt4kWs");
+    }
+
+    /// A rule's regex runs on a window of its value, and a window that
+    /// starts inside the value must read the bytes before it: `\b` and `^`
+    /// at the window's first byte hold only where they hold in the value.
+    /// Read on a slice of its own, the window's edge is a word boundary and
+    /// a line's start, so a match that the value does not hold (here the
+    /// first branch, from the window's start into the real match) takes the
+    /// place of the real one, which leftmost-first search then steps over,
+    /// and the real match's secret is left unmasked.
+    #[test]
+    fn a_window_inside_its_value_reads_the_bytes_before_it() {
+        let secret = "31415926";
+        for pattern in [r"\ba+bc|bc([0-9]{8})", r"^a+bc|bc([0-9]{8})"] {
+            let e = Engine::new(&[rule("t", pattern)], [0; 32]).unwrap();
+            // A word byte before the run of `a`: no word boundary and no
+            // line start anywhere in the run, so only the second branch
+            // matches; the run is longer than the window, so the window
+            // starts inside it.
+            for run in [WINDOW - 16, WINDOW, WINDOW + 3, 3 * WINDOW] {
+                let value = format!("z{}bc{secret}", "a".repeat(run));
+                let at = value.len() - secret.len();
+                let alone = e.find(value.as_bytes()).unwrap();
+                assert_eq!(
+                    alone.iter().map(|f| (f.start, f.end)).collect::<Vec<_>>(),
+                    vec![(at, value.len())],
+                    "{pattern}, a run of {run}: the value alone"
+                );
+                // The same value in a batch, between two others.
+                let batch = format!("x = 1;{value}; y = 2");
+                let vs = "x = 1;".len();
+                let found = super::super::values::find_all(
+                    &e,
+                    batch.as_bytes(),
+                    &[
+                        (0, 5, 0),
+                        (vs, vs + value.len(), 1),
+                        (vs + value.len() + 1, batch.len(), 2),
+                    ],
+                );
+                assert_eq!(
+                    found.iter().map(|(i, f)| (*i, f.start, f.end)).collect::<Vec<_>>(),
+                    vec![(1, vs + at, vs + value.len())],
+                    "{pattern}, a run of {run}: the value in a batch"
+                );
+            }
+            // Where the value itself starts the first branch, it matches.
+            let value = format!("{}bc{secret}", "a".repeat(20));
+            let f = e.find(value.as_bytes()).unwrap();
+            assert_eq!(
+                f.iter().map(|f| (f.start, f.end)).collect::<Vec<_>>(),
+                vec![(0, 22)],
+                "{pattern}"
+            );
+        }
+    }
+
+    /// A private key block longer than the window (a PGP key with its
+    /// subkeys, an RSA key of 8,192 bits or more) is masked whole: its
+    /// rule's match starts more than a window before the end Hyperscan
+    /// reports, so its regex searches from the value's start.
+    #[test]
+    fn a_private_key_longer_than_the_window_is_masked_whole() {
+        let e = &engines_with_short_and_whole_uri_hosts().0;
+        let base = "MIIJKQIBAAKCAgEAx7Vq9Lm3Zp2Wr8Tn5Kd1Hs4Gf6Jc0Yb".repeat(2);
+        let body = |n: usize| -> String { (0..n).map(|i| format!("{}\n", &base[i % 7..i % 7 + 64])).collect() };
+        for lines in [40, 125, 140, 210, 600] {
+            for (begin, end) in [
+                ("-----BEGIN RSA PRIVATE KEY-----\n", "-----END RSA PRIVATE KEY-----"),
+                (
+                    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n",
+                    "-----END PGP PRIVATE KEY BLOCK-----",
+                ),
+                (
+                    "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+                    "-----END OPENSSH PRIVATE KEY-----",
+                ),
+            ] {
+                let key = format!("{begin}{}{end}", body(lines));
+                let value = format!("key of the deploy user: {key}\nrotated 2026-11-30");
+                let at = value.find("-----BEGIN").unwrap();
+                let whole = (at, at + key.len());
+                let covered = |spans: &[(usize, usize)]| spans.iter().any(|&(s, e)| s <= whole.0 && e >= whole.1);
+                let alone: Vec<_> = e
+                    .find(value.as_bytes())
+                    .unwrap()
+                    .iter()
+                    .map(|f| (f.start, f.end))
+                    .collect();
+                assert!(covered(&alone), "{begin:?} of {} bytes alone: {alone:?}", key.len());
+                let masked = e.mask_text(&value);
+                assert!(
+                    !masked.contains(&body(lines)[..64]),
+                    "{begin:?} of {} bytes: the text masked",
+                    key.len()
+                );
+                // In a batch, between two other values.
+                let batch = format!("id 7{value}rotated");
+                let vs = 4;
+                let found = super::super::values::find_all(
+                    e,
+                    batch.as_bytes(),
+                    &[
+                        (0, vs, 0),
+                        (vs, vs + value.len(), 1),
+                        (vs + value.len(), batch.len(), 2),
+                    ],
+                );
+                let spans: Vec<_> = found
+                    .iter()
+                    .filter(|(i, _)| *i == 1)
+                    .map(|(_, f)| (f.start - vs, f.end - vs))
+                    .collect();
+                assert!(
+                    covered(&spans),
+                    "{begin:?} of {} bytes in a batch: {spans:?}",
+                    key.len()
+                );
+            }
+        }
+    }
+
+    /// A rule with no bound finds a match longer than the window whole,
+    /// and its many hits in one long text make one search of the text.
+    #[test]
+    fn an_unbounded_rule_finds_a_match_longer_than_the_window_whole() {
+        let e = Engine::new(&[rule("t", r"\b([A-Za-z0-9]{40,})\b")], [0; 32]).unwrap();
+        for n in [WINDOW - 100, WINDOW + 100, 3 * WINDOW] {
+            let token: String = (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            let value = format!("x {token} y");
+            let f = e.find(value.as_bytes()).unwrap();
+            assert_eq!(
+                f.iter().map(|f| (f.start, f.end)).collect::<Vec<_>>(),
+                vec![(2, 2 + n)],
+                "{n}"
+            );
+            let batch = format!("x{value}");
+            let found = super::super::values::find_all(&e, batch.as_bytes(), &[(0, 1, 0), (1, batch.len(), 1)]);
+            assert_eq!(
+                found.iter().map(|(i, f)| (*i, f.start, f.end)).collect::<Vec<_>>(),
+                vec![(1, 3, 3 + n)],
+                "{n} in a batch"
+            );
+        }
+        // Tokens far apart in one text: one region, every token found.
+        let text: String = (0..50)
+            .map(|i| format!("{}{i:02} {}", "Q".repeat(40), "-".repeat(3 * WINDOW)))
+            .collect();
+        let mut hits = Vec::new();
+        e.scan(text.as_bytes(), &mut hits).unwrap();
+        assert_eq!(hits.len(), 1, "one region for the long rule");
+        assert_eq!(e.find(text.as_bytes()).unwrap().len(), 50);
+    }
+
+    /// A match dropped for its secret (entropy, validator) does not hide a
+    /// real match that starts inside it: the search goes on from the byte
+    /// after the dropped match's start, not from its end.
+    #[test]
+    fn a_dropped_match_does_not_hide_a_secret_inside_it() {
+        let e = &engines_with_short_and_whole_uri_hosts().0;
+        let real = "Zx9vQ2mLp7Rt4kWsAb12Cd34";
+        let placeholder = format!("secret={} ", "a".repeat(24));
+        let text_after = " the rotation is due next month;".repeat(300);
+        for (head, tail) in [
+            ("secret=".to_string(), ""),
+            // A long rule's match from the value's start, longer than the
+            // window the rule was searched in before.
+            (format!("secret{}=", "\t".repeat(WINDOW + 10)), ""),
+            // Two dropped matches before it, and 9 KB after: the bound on
+            // searching again counts what is read again, not the rest.
+            (format!("{placeholder}{placeholder}secret="), text_after.as_str()),
+        ] {
+            let value = format!("{head}{}secret={real} end{tail}", "a".repeat(150));
+            let at = value.find(real).unwrap();
+            let covered = |spans: &[(usize, usize)]| spans.iter().any(|&(s, e)| s <= at && e >= at + real.len());
+            let alone: Vec<_> = e
+                .find(value.as_bytes())
+                .unwrap()
+                .iter()
+                .map(|f| (f.start, f.end))
+                .collect();
+            assert!(covered(&alone), "{} bytes alone: {alone:?}", value.len());
+            assert!(
+                !e.mask_text(&value).contains(real),
+                "{} bytes: the text masked",
+                value.len()
+            );
+            let batch = format!("x{value}");
+            let found = super::super::values::find_all(e, batch.as_bytes(), &[(0, 1, 0), (1, batch.len(), 1)]);
+            let spans: Vec<_> = found.iter().map(|(_, f)| (f.start - 1, f.end - 1)).collect();
+            assert!(covered(&spans), "{} bytes in a batch: {spans:?}", value.len());
+        }
+    }
+
+    /// Rows (COPY data): a long rule is searched from the start of its
+    /// hit's row, so a key block's first line in one row and a last line far
+    /// below make no match over the rows between (the same text as one value
+    /// is one key), while a key block longer than the window in one row is
+    /// found whole.
+    #[test]
+    fn rows_far_apart_make_no_match_together() {
+        let e = &engines_with_short_and_whole_uri_hosts().0;
+        let rows: String = (0..2000).map(|i| format!("{i}\tcustomer {i}\tactive\n")).collect();
+        assert!(rows.len() > 4 * WINDOW);
+        for (begin, end) in [
+            (
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+                "-----END PGP PRIVATE KEY BLOCK-----",
+            ),
+            ("-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"),
+        ] {
+            let text = format!("0\t{begin}\n{rows}1\t{end}\n");
+            let in_rows = e.find_in_rows(text.as_bytes()).unwrap();
+            assert!(
+                in_rows.iter().all(|f| f.end - f.start <= 2 * WINDOW),
+                "{begin}: {:?}",
+                in_rows.iter().map(|f| (f.start, f.end)).collect::<Vec<_>>()
+            );
+            let as_value = e.find(text.as_bytes()).unwrap();
+            assert!(
+                as_value.iter().any(|f| f.end - f.start > rows.len()),
+                "{begin}: one value is one key"
+            );
+        }
+        // A key block shorter than the window in a CSV value, whose newlines
+        // CSV writes as they are: it spans rows, and is found whole.
+        let key = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}-----END RSA PRIVATE KEY-----",
+            (0..40)
+                .map(|i| format!("MIIJKQIBAAKCAgEAx7Vq9Lm3Zp2Wr8Tn5Kd1Hs4Gf6Jc0Yb{i:04}\n"))
+                .collect::<String>()
+        );
+        let text = format!("{rows}7,deploy,\"{key}\"\n{rows}");
+        let at = text.find("-----BEGIN").unwrap();
+        let in_rows = e.find_in_rows(text.as_bytes()).unwrap();
+        assert!(
+            in_rows.iter().any(|f| f.start <= at && f.end >= at + key.len()),
+            "a CSV value's key"
+        );
+        // A key block longer than the window in one row (COPY's text format
+        // writes a value's newlines as `\n`) is found whole.
+        let body: String = (0..200)
+            .map(|i| format!("MIIJKQIBAAKCAgEAx7Vq9Lm3Zp2Wr8Tn5Kd1Hs4Gf6Jc0Yb{i:04}\\n"))
+            .collect();
+        for (begin, end) in [
+            (
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----\\n\\n",
+                "-----END PGP PRIVATE KEY BLOCK-----",
+            ),
+            ("-----BEGIN RSA PRIVATE KEY-----\\n", "-----END RSA PRIVATE KEY-----"),
+        ] {
+            let key = format!("{begin}{body}{end}");
+            assert!(key.len() > WINDOW);
+            let text = format!("{rows}7\tdeploy\t{key}\n{rows}");
+            let at = text.find("-----BEGIN").unwrap();
+            let in_rows = e.find_in_rows(text.as_bytes()).unwrap();
+            assert!(
+                in_rows.iter().any(|f| f.start <= at && f.end >= at + key.len()),
+                "{begin}: {:?}",
+                in_rows.iter().map(|f| (f.start, f.end)).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

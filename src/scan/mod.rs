@@ -11,7 +11,7 @@ pub mod rules;
 pub mod spelling;
 pub mod values;
 
-pub use engine::{Engine, Finding, Hit, ScanError};
+pub use engine::{Engine, Finding, Hit, Reach, ScanError};
 pub use rules::{MaskKind, Rule, RuleFile, Validator};
 
 /// The rules built into the binary: the project's `policies/secrets.toml`.

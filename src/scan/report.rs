@@ -39,7 +39,7 @@ pub fn scan_stream(engine: &Engine, mut input: impl Read, out: &mut impl Write) 
             filled += n;
         }
         buf.truncate(filled);
-        let mut found = engine.find(&buf)?;
+        let mut found = engine.find_in_rows(&buf)?;
         resolve_overlaps(&mut found);
         for (k, &f) in found.iter().enumerate() {
             let abs = base + f.start as u64;

@@ -53,7 +53,7 @@ pub fn find_in_values(
             last_end: vs + h.last_end.clamp(st, ends[k]) - st,
         };
         tmp.clear();
-        engine.confirm(buf, vs, ve, &hit, &mut tmp);
+        engine.confirm(buf, vs, ve, &hit, super::engine::Reach::Value, &mut tmp);
         found.extend(tmp.iter().map(|x| (idx, *x)));
     }
     Ok(())

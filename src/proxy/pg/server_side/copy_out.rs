@@ -41,7 +41,7 @@ impl ServerSide<'_> {
             self.seg.extend_from_slice(m);
         }
         let cut: usize = msgs[..keep].iter().map(Vec::len).sum();
-        let mut found = engine.find(&self.seg).map_err(|e| e.to_string())?;
+        let mut found = engine.find_in_rows(&self.seg).map_err(|e| e.to_string())?;
         found.retain(|f| f.start < cut && self.ctx.applies(f.rule));
         let mut masks = Vec::with_capacity(found.len());
         for f in &found {
