@@ -83,8 +83,9 @@ impl Compiled {
 }
 
 /// A candidate region for one rule: Hyperscan reported match ends from
-/// `first_end` to `last_end` (merged when within [`WINDOW`], and in one
-/// text for a rule whose matches may be longer).
+/// `first_end` to `last_end` (merged when within [`WINDOW`]; for a rule
+/// whose matches may be longer, in one value, or in one row of rows: see
+/// [`Reach`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hit {
     pub rule: u32,
