@@ -739,6 +739,41 @@ mod tests {
         })
     }
 
+    /// Asserts that `value[secret]` is masked by a finding in `value` alone,
+    /// in `mask_text`, and in `value` as the middle one of three values in
+    /// a batch.
+    fn assert_masked_alone_and_in_a_batch(e: &Engine, value: &str, secret: (usize, usize), what: &str) {
+        let covered = |spans: &[(usize, usize)]| spans.iter().any(|&(s, e)| s <= secret.0 && e >= secret.1);
+        let alone: Vec<_> = e
+            .find(value.as_bytes())
+            .unwrap()
+            .iter()
+            .map(|f| (f.start, f.end))
+            .collect();
+        assert!(covered(&alone), "{what}, alone: {alone:?}");
+        assert!(
+            !e.mask_text(value).contains(&value[secret.0..secret.1]),
+            "{what}: the text masked"
+        );
+        let batch = format!("id 7{value}rotated");
+        let vs = 4;
+        let found = super::super::values::find_all(
+            e,
+            batch.as_bytes(),
+            &[
+                (0, vs, 0),
+                (vs, vs + value.len(), 1),
+                (vs + value.len(), batch.len(), 2),
+            ],
+        );
+        let in_value: Vec<_> = found
+            .iter()
+            .filter(|(i, _)| *i == 1)
+            .map(|(_, f)| (f.start - vs, f.end - vs))
+            .collect();
+        assert!(covered(&in_value), "{what}, in a batch: {in_value:?}");
+    }
+
     /// The spans masked (findings merged where they overlap).
     fn masked(found: &[Finding]) -> Spans {
         let mut f = found.to_vec();
@@ -949,42 +984,11 @@ mod tests {
                 let key = format!("{begin}{}{end}", body(lines));
                 let value = format!("key of the deploy user: {key}\nrotated 2026-11-30");
                 let at = value.find("-----BEGIN").unwrap();
-                let whole = (at, at + key.len());
-                let covered = |spans: &[(usize, usize)]| spans.iter().any(|&(s, e)| s <= whole.0 && e >= whole.1);
-                let alone: Vec<_> = e
-                    .find(value.as_bytes())
-                    .unwrap()
-                    .iter()
-                    .map(|f| (f.start, f.end))
-                    .collect();
-                assert!(covered(&alone), "{begin:?} of {} bytes alone: {alone:?}", key.len());
-                let masked = e.mask_text(&value);
-                assert!(
-                    !masked.contains(&body(lines)[..64]),
-                    "{begin:?} of {} bytes: the text masked",
-                    key.len()
-                );
-                // In a batch, between two other values.
-                let batch = format!("id 7{value}rotated");
-                let vs = 4;
-                let found = super::super::values::find_all(
+                assert_masked_alone_and_in_a_batch(
                     e,
-                    batch.as_bytes(),
-                    &[
-                        (0, vs, 0),
-                        (vs, vs + value.len(), 1),
-                        (vs + value.len(), batch.len(), 2),
-                    ],
-                );
-                let spans: Vec<_> = found
-                    .iter()
-                    .filter(|(i, _)| *i == 1)
-                    .map(|(_, f)| (f.start - vs, f.end - vs))
-                    .collect();
-                assert!(
-                    covered(&spans),
-                    "{begin:?} of {} bytes in a batch: {spans:?}",
-                    key.len()
+                    &value,
+                    (at, at + key.len()),
+                    &format!("{begin:?} of {} bytes", key.len()),
                 );
             }
         }
@@ -1042,23 +1046,7 @@ mod tests {
         ] {
             let value = format!("{head}{}secret={real} end{tail}", "a".repeat(150));
             let at = value.find(real).unwrap();
-            let covered = |spans: &[(usize, usize)]| spans.iter().any(|&(s, e)| s <= at && e >= at + real.len());
-            let alone: Vec<_> = e
-                .find(value.as_bytes())
-                .unwrap()
-                .iter()
-                .map(|f| (f.start, f.end))
-                .collect();
-            assert!(covered(&alone), "{} bytes alone: {alone:?}", value.len());
-            assert!(
-                !e.mask_text(&value).contains(real),
-                "{} bytes: the text masked",
-                value.len()
-            );
-            let batch = format!("x{value}");
-            let found = super::super::values::find_all(e, batch.as_bytes(), &[(0, 1, 0), (1, batch.len(), 1)]);
-            let spans: Vec<_> = found.iter().map(|(_, f)| (f.start - 1, f.end - 1)).collect();
-            assert!(covered(&spans), "{} bytes in a batch: {spans:?}", value.len());
+            assert_masked_alone_and_in_a_batch(e, &value, (at, at + real.len()), &format!("{} bytes", value.len()));
         }
     }
 
