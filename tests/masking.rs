@@ -59,6 +59,11 @@ mask = "hash"
 id = "t-edge"
 name = "test token bounded by a value's start and end"
 pattern = '''(?:^|=)(tokd_[a-z0-9]{12})(?:;|$)'''
+
+[[rule]]
+id = "t-wrap"
+name = "test wrapper around other text, which a role may see in clear"
+pattern = '''(wrap\[[^\]]{10,80}\])'''
 "#;
 
 /// A rule that comes from the config's `[[scan.rule]]` table instead.
@@ -1111,6 +1116,58 @@ fn disabled_rules_switch_a_rule_off() {
         .expect("check");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-rule"));
+}
+
+#[test]
+fn a_rule_seen_in_clear_does_not_unmask_a_secret_inside_its_match() {
+    // `t-wrap`'s match holds an AWS key ID. A role that sees `t-wrap` in
+    // clear still gets the key ID masked: in rows, in COPY data, and in a
+    // value too large for the relay's buffer (masked in place, same
+    // length).
+    let dba_token = "dba-token-0123456789";
+    let g = start(
+        "",
+        &format!(
+            "[[identity]]\nname = \"dba-user\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\nroles = [\"dba\"]\n\
+             [policy]\ndefault_role = \"reader\"\n\
+             [policy.roles.reader]\nwrite = \"deny\"\ndelete = \"deny\"\n\
+             [policy.roles.dba]\nwrite = \"deny\"\ndelete = \"deny\"\nunmasked_rules = [\"t-wrap\"]\n",
+            token_hash(dba_token)
+        ),
+    );
+    let wrapped = format!("('wrap[' || {} || ']')", sql_secret(AWS1));
+    let dba = |sql: &str| -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-c", sql])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", g.port.to_string())
+            .env("PGUSER", "dba-user")
+            .env("PGPASSWORD", dba_token)
+            .env("PGDATABASE", "postgres")
+            .env("PGSSLMODE", "disable")
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let in_clear = format!("wrap[{M_AWS}]");
+    assert_eq!(dba(&format!("SELECT {wrapped}")), format!("{in_clear}\n"), "a row");
+    assert_eq!(
+        dba(&format!("COPY (SELECT {wrapped} FROM generate_series(1, 3)) TO STDOUT")),
+        format!("{in_clear}\n").repeat(3),
+        "COPY data"
+    );
+    let large = dba(&format!("SELECT repeat('.', 300000) || {wrapped}"));
+    assert_no_secret("a large value", large.as_bytes());
+    assert!(
+        large.ends_with(&format!("wrap[{}]\n", same_len_mask(M_AWS, AWS1.len()))),
+        "a large value: {:?}",
+        &large[large.len().saturating_sub(60)..]
+    );
+    // The default role masks the wrapper whole.
+    let out = psql_ok(&g, "postgres", &format!("SELECT {wrapped}"));
+    assert_eq!(out, "[MASKED:t-wrap]\n");
+    g.check_log();
 }
 
 #[test]

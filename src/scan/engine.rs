@@ -6,6 +6,7 @@
 use super::rules::{MaskKind, Rule, Validator};
 use hyperscan::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How far before a Hyperscan end offset a match of a bounded rule may
@@ -57,6 +58,9 @@ struct Compiled {
     mask: MaskKind,
     /// How far past a hit's end the secret may begin (see `prefilter::Cut`).
     secret_reach: usize,
+    /// How far before a hit's end the secret begins, when Hyperscan looks
+    /// for the rule cut in its secret (see `prefilter::Cut::secret_back`).
+    secret_back: Option<usize>,
     /// A match may be longer than [`WINDOW`]: a PGP private key block with
     /// its subkeys, a PEM key of 8,192 bits or more, any unbounded
     /// repetition. Confirmation searches such a rule from the start of the
@@ -126,6 +130,12 @@ struct ThreadScratch {
 
 const NO_REGION: u32 = u32::MAX;
 
+#[cfg(test)]
+thread_local! {
+    /// Hits this thread confirmed (tests that a hit was left unconfirmed).
+    pub(crate) static CONFIRMATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 thread_local! {
     /// This thread's scratch, sized for the engine generation it names.
     static SCRATCH: RefCell<Option<ThreadScratch>> = const { RefCell::new(None) };
@@ -169,6 +179,8 @@ impl Engine {
                             message: format!("prefilter: {e}"),
                         })?,
                     reach: 0,
+                    // It ends in or after the secret, where is not known.
+                    secret_back: None,
                 }),
                 None => super::prefilter::cut(&r.pattern, group),
             };
@@ -185,7 +197,8 @@ impl Engine {
                 entropy: r.entropy,
                 validator: r.validator,
                 mask: r.mask,
-                secret_reach: cut.map_or(0, |c| c.reach),
+                secret_reach: cut.as_ref().map_or(0, |c| c.reach),
+                secret_back: cut.and_then(|c| c.secret_back),
                 long: super::rules::parse(&r.pattern)
                     .map_or(true, |h| h.properties().maximum_len().is_none_or(|n| n > WINDOW)),
             });
@@ -206,6 +219,10 @@ impl Engine {
                 Err(e) => match Patterns::from(patterns.clone()).build::<hyperscan::Block>() {
                     Ok(db) => {
                         tracing::warn!(target: "gatehouse::scan", error = %e, "the rules cut short did not compile; scanning with the whole rules (slower)");
+                        // Hits are now the whole matches' ends.
+                        for c in &mut compiled {
+                            c.secret_back = None;
+                        }
                         Some(db)
                     }
                     Err(e) => {
@@ -421,10 +438,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Where in the value `data[lo..hi]` every secret that confirming `hit`
+    /// could find lies, when Hyperscan's hits say so: the rule is cut in
+    /// its secret, whose every match therefore ends a hit (the hits of
+    /// one value all in `hit`: see [`scan_values`](Self::scan_values)) and
+    /// begins `secret_back` bytes before it. `None` when only confirming
+    /// can tell.
+    pub fn secret_extent(&self, hit: &Hit, lo: usize, hi: usize) -> Option<Range<usize>> {
+        let back = self.rules.get(hit.rule as usize)?.secret_back?;
+        Some(hit.first_end.saturating_sub(back).clamp(lo, hi)..hi)
+    }
+
     /// Confirms a hit inside the value `data[lo..hi]`: runs the rule's regex on
     /// a window around the hit, clipped to the value, and applies entropy and
     /// validator. Findings are appended with offsets into `data`.
     pub fn confirm(&self, data: &[u8], lo: usize, hi: usize, hit: &Hit, reach: Reach, out: &mut Vec<Finding>) {
+        #[cfg(test)]
+        CONFIRMATIONS.with(|c| c.set(c.get() + 1));
         let Some(r) = self.rules.get(hit.rule as usize) else {
             return;
         };
@@ -488,20 +518,35 @@ impl Engine {
 
     /// All secrets in one value (a convenience over `scan` + `confirm`).
     pub fn find(&self, data: &[u8]) -> Result<Vec<Finding>, ScanError> {
-        self.find_within(data, Reach::Value)
+        self.find_within(data, Reach::Value, &|_| true)
     }
 
     /// All secrets in a text of many rows (COPY data, a file read in
     /// chunks): see [`Reach::Rows`].
     pub fn find_in_rows(&self, data: &[u8]) -> Result<Vec<Finding>, ScanError> {
-        self.find_within(data, Reach::Rows)
+        self.find_within(data, Reach::Rows, &|_| true)
     }
 
-    fn find_within(&self, data: &[u8], reach: Reach) -> Result<Vec<Finding>, ScanError> {
+    /// [`find`](Self::find) for the rules `applies` says are masked (a
+    /// role may see some in clear). The other rules' hits are not
+    /// confirmed at all: overlapping findings are merged into the
+    /// earlier, longer one, and a finding of a rule seen in clear must
+    /// not take in a secret that is masked and then be dropped with it.
+    pub fn find_masked(&self, data: &[u8], applies: &dyn Fn(u32) -> bool) -> Result<Vec<Finding>, ScanError> {
+        self.find_within(data, Reach::Value, applies)
+    }
+
+    /// [`find_in_rows`](Self::find_in_rows) for the rules `applies` says
+    /// are masked (see [`find_masked`](Self::find_masked)).
+    pub fn find_masked_in_rows(&self, data: &[u8], applies: &dyn Fn(u32) -> bool) -> Result<Vec<Finding>, ScanError> {
+        self.find_within(data, Reach::Rows, applies)
+    }
+
+    fn find_within(&self, data: &[u8], reach: Reach, applies: &dyn Fn(u32) -> bool) -> Result<Vec<Finding>, ScanError> {
         let mut hits = Vec::new();
         self.scan_inner(data, &mut hits, None, reach)?;
         let mut out = Vec::new();
-        for h in &hits {
+        for h in hits.iter().filter(|h| applies(h.rule)) {
             self.confirm(data, 0, data.len(), h, reach, &mut out);
         }
         resolve_overlaps(&mut out);
@@ -1024,6 +1069,70 @@ mod tests {
         e.scan(text.as_bytes(), &mut hits).unwrap();
         assert_eq!(hits.len(), 1, "one region for the long rule");
         assert_eq!(e.find(text.as_bytes()).unwrap().len(), 50);
+    }
+
+    #[test]
+    fn a_rule_seen_in_clear_does_not_take_a_masked_secret_inside_its_match_with_it() {
+        // `wrap`'s match holds the key ID: merged, the key ID would be
+        // under `wrap`'s finding, and dropped with it for a role that sees
+        // `wrap` in clear.
+        let rules = [
+            rule("wrap", r"(wrap\[[^\]]{10,80}\])"),
+            rule("aws", r"\b(AKIA[A-Z0-9]{16})\b"),
+        ];
+        let e = Engine::new(&rules, [0; 32]).unwrap();
+        let text = b"x wrap[AKIAABCDEFGHIJKLMNOP]\nwrap[AKIAQRSTUVWXYZ234567 z]";
+        let wraps = [
+            Finding {
+                rule: 0,
+                start: 2,
+                end: 28,
+            },
+            Finding {
+                rule: 0,
+                start: 29,
+                end: 57,
+            },
+        ];
+        assert_eq!(e.find_in_rows(text).unwrap(), wraps);
+        let keys = [
+            Finding {
+                rule: 1,
+                start: 7,
+                end: 27,
+            },
+            Finding {
+                rule: 1,
+                start: 34,
+                end: 54,
+            },
+        ];
+        assert_eq!(e.find_masked_in_rows(text, &|r| r != 0).unwrap(), keys);
+        assert_eq!(e.find(&text[..28]).unwrap(), wraps[..1]);
+        assert_eq!(e.find_masked(&text[..28], &|r| r != 0).unwrap(), keys[..1]);
+        assert_eq!(e.find_masked(&text[..28], &|r| r == 0).unwrap(), wraps[..1]);
+    }
+
+    #[test]
+    fn whole_rules_in_hyperscan_say_nothing_of_where_a_secret_begins() {
+        // The first rule's cut, `()`, matches the empty text, which
+        // Hyperscan refuses: every rule is handed over whole. A hit is
+        // then a whole match's end, past the secret's.
+        let rules = [
+            rule("empty-cut", r"([a-z]{0,9});"),
+            rule("key", r"key=([a-z0-9]{20,40})\b"),
+        ];
+        let e = Engine::new(&rules, [0; 32]).unwrap();
+        let hit = Hit {
+            rule: 1,
+            first_end: 40,
+            last_end: 40,
+        };
+        assert_eq!(e.secret_extent(&hit, 0, 40), None);
+        // Cut alone, the key rule's secret begins 16 bytes before a hit.
+        let alone = Engine::new(&rules[1..], [0; 32]).unwrap();
+        let hit = Hit { rule: 0, ..hit };
+        assert_eq!(alone.secret_extent(&hit, 0, 40), Some(24..40));
     }
 
     /// A match dropped for its secret (entropy, validator) does not hide a

@@ -34,6 +34,14 @@ pub struct Cut {
     /// may begin: 0 when the cut keeps the secret's start, the most the
     /// rest of the rule can match when the cut is before a gap.
     pub reach: usize,
+    /// When the cut ends in the secret and that part has one length of at
+    /// least a byte (the group's fixed items and its last repetition at
+    /// its minimum, of fixed-length items): the secret of every match of
+    /// the rule begins exactly this many bytes before the end of the cut
+    /// pattern's match it holds. The cut is the rule's own parts up to
+    /// that repetition, so a match's bytes up to its secret's first `back`
+    /// bytes match it.
+    pub secret_back: Option<usize>,
 }
 
 /// The prefix of `pattern` to hand Hyperscan, when the rule can be cut:
@@ -57,7 +65,31 @@ pub fn cut(pattern: &str, group: usize) -> Option<Cut> {
     if let Some(cut) = before_gap(pattern, &top.asts[..at]) {
         return Some(cut);
     }
-    at_secret(pattern, g).map(|pattern| Cut { pattern, reach: 0 })
+    at_secret(pattern, g).map(|pattern| Cut {
+        secret_back: secret_back(&pattern, group),
+        pattern,
+        reach: 0,
+    })
+}
+
+/// The length of the cut pattern's secret part, when it is its last part
+/// and has one length (see [`Cut::secret_back`]).
+fn secret_back(cut: &str, group: usize) -> Option<usize> {
+    let hir = super::rules::parse(cut).ok()?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let last = parts.last()?;
+    let HirKind::Capture(c) = last.kind() else { return None };
+    let props = last.properties();
+    match (props.minimum_len(), props.maximum_len()) {
+        // A part of no bytes could end where the value before began: a
+        // match ending on the separator between two values is the earlier
+        // value's (`Engine::scan_values`), so the secret's value would not
+        // see that end.
+        (Some(min), Some(max)) if c.index as usize == group && min == max && min > 0 => Some(min),
+        _ => None,
+    }
 }
 
 /// The pattern up to its group's last repetition, kept at its minimum.
@@ -150,6 +182,7 @@ fn before_gap(pattern: &str, before_group: &[Ast]) -> Option<Cut> {
         return (selective && reach <= MAX_SLACK).then(|| Cut {
             pattern: head.to_string(),
             reach,
+            secret_back: None,
         });
     }
     None
@@ -346,6 +379,34 @@ mod tests {
 
     fn cut_text(pattern: &str, group: usize) -> Option<String> {
         cut(pattern, group).map(|c| c.pattern)
+    }
+
+    #[test]
+    fn a_cut_in_its_secret_says_where_the_secret_begins() {
+        let back = |p: &str| cut(p, 1).and_then(|c| c.secret_back);
+        // The secret's first 16 bytes end the cut, whatever its minimum.
+        assert_eq!(back(r#"(?i)aws_?secret["']?\s*=\s*([A-Za-z0-9/+=]{40})\b"#), Some(16));
+        assert_eq!(back(r"(?i)secret\s*[:=]\s*([A-Za-z0-9_+/=~-]{20,200})\b"), Some(16));
+        // Fixed items before the repetition count; a lower minimum is kept.
+        assert_eq!(back(r"key=(x[A-Z0-9]{16,40})\b"), Some(17));
+        assert_eq!(back(r"key=([a-z]{4,9})\b"), Some(4));
+        // A group of one length is kept whole; an optional last item is cut.
+        assert_eq!(back(r"k=([a-z]{8})\b"), Some(8));
+        assert_eq!(back(r"k=(x[a-z]?)\b"), Some(1));
+        // A secret part of no bytes says nothing: its end may be the
+        // separator before the value, which belongs to the value before.
+        assert_eq!(back(r"k=([a-z]{0,9})\b"), None);
+        assert_eq!(back(r"\b([A-Z0-9]{0,32})(?:[^A-Za-z0-9]|$)"), None);
+        // A gap before the group does not move the group's start from the end.
+        assert_eq!(back(r"(?i)(?:mailgun|mg)(?s:.){0,40}?\b(key-[0-9a-z]{32})\b"), Some(20));
+        // Cut before a gap: the secret is after the hit, somewhere.
+        assert_eq!(
+            back(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b(?s:.){0,40}?\b([A-Za-z0-9/+=]{40})\b"),
+            None
+        );
+        // Items of more than one length: the secret's start is not fixed.
+        assert_eq!(back(r"k=((?:ab|c){4,9})\b"), None);
+        assert_eq!(back(r"k=((?:ab|c)[a-z]{4,9})\b"), None);
     }
 
     #[test]

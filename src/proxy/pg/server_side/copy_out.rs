@@ -41,8 +41,11 @@ impl ServerSide<'_> {
             self.seg.extend_from_slice(m);
         }
         let cut: usize = msgs[..keep].iter().map(Vec::len).sum();
-        let mut found = engine.find_in_rows(&self.seg).map_err(|e| e.to_string())?;
-        found.retain(|f| f.start < cut && self.ctx.applies(f.rule));
+        let ctx = self.ctx;
+        let mut found = engine
+            .find_masked_in_rows(&self.seg, &|rule| ctx.applies(rule))
+            .map_err(|e| e.to_string())?;
+        found.retain(|f| f.start < cut);
         let mut masks = Vec::with_capacity(found.len());
         for f in &found {
             let secret = &self.seg[f.start..f.end];
