@@ -1118,38 +1118,49 @@ fn disabled_rules_switch_a_rule_off() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-rule"));
 }
 
+/// The token of `dba-user`, whose role `dba` sees one rule in clear.
+const DBA_TOKEN: &str = "dba-token-0123456789";
+
+/// A gateway where `dba-user` (role `dba`) sees `rule` in clear, and every
+/// other identity gets the default role, which masks every rule.
+fn start_with_dba_seeing(rule: &str) -> Gw {
+    start(
+        "",
+        &format!(
+            "[[identity]]\nname = \"dba-user\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\nroles = [\"dba\"]\n\
+             [policy]\ndefault_role = \"reader\"\n\
+             [policy.roles.reader]\nwrite = \"deny\"\ndelete = \"deny\"\n\
+             [policy.roles.dba]\nwrite = \"deny\"\ndelete = \"deny\"\nunmasked_rules = [\"{rule}\"]\n",
+            token_hash(DBA_TOKEN)
+        ),
+    )
+}
+
+/// `sql` through psql as `dba-user`: its output, unaligned.
+fn psql_as_dba(g: &Gw, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", sql])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", g.port.to_string())
+        .env("PGUSER", "dba-user")
+        .env("PGPASSWORD", DBA_TOKEN)
+        .env("PGDATABASE", "postgres")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn a_rule_seen_in_clear_does_not_unmask_a_secret_inside_its_match() {
     // `t-wrap`'s match holds an AWS key ID. A role that sees `t-wrap` in
     // clear still gets the key ID masked: in rows, in COPY data, and in a
     // value too large for the relay's buffer (masked in place, same
     // length).
-    let dba_token = "dba-token-0123456789";
-    let g = start(
-        "",
-        &format!(
-            "[[identity]]\nname = \"dba-user\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\nroles = [\"dba\"]\n\
-             [policy]\ndefault_role = \"reader\"\n\
-             [policy.roles.reader]\nwrite = \"deny\"\ndelete = \"deny\"\n\
-             [policy.roles.dba]\nwrite = \"deny\"\ndelete = \"deny\"\nunmasked_rules = [\"t-wrap\"]\n",
-            token_hash(dba_token)
-        ),
-    );
+    let g = start_with_dba_seeing("t-wrap");
     let wrapped = format!("('wrap[' || {} || ']')", sql_secret(AWS1));
-    let dba = |sql: &str| -> String {
-        let out = Command::new("psql")
-            .args(["-X", "-A", "-t", "-c", sql])
-            .env("PGHOST", "127.0.0.1")
-            .env("PGPORT", g.port.to_string())
-            .env("PGUSER", "dba-user")
-            .env("PGPASSWORD", dba_token)
-            .env("PGDATABASE", "postgres")
-            .env("PGSSLMODE", "disable")
-            .output()
-            .expect("psql");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let dba = |sql: &str| psql_as_dba(&g, sql);
     let in_clear = format!("wrap[{M_AWS}]");
     assert_eq!(dba(&format!("SELECT {wrapped}")), format!("{in_clear}\n"), "a row");
     assert_eq!(
@@ -1174,33 +1185,12 @@ fn a_rule_seen_in_clear_does_not_unmask_a_secret_inside_its_match() {
 fn a_role_may_see_a_rule_unmasked() {
     // `dba-user` carries role `dba`, which sees t-gh in clear; `agent` has
     // no role and gets the default role, which masks every rule.
-    let dba_token = "dba-token-0123456789";
-    let g = start(
-        "",
-        &format!(
-            "[[identity]]\nname = \"dba-user\"\ntoken_hash = \"{}\"\ntargets = [\"*\"]\nroles = [\"dba\"]\n\
-             [policy]\ndefault_role = \"reader\"\n\
-             [policy.roles.reader]\nwrite = \"deny\"\ndelete = \"deny\"\n\
-             [policy.roles.dba]\nwrite = \"deny\"\ndelete = \"deny\"\nunmasked_rules = [\"t-gh\"]\n",
-            token_hash(dba_token)
-        ),
-    );
+    let g = start_with_dba_seeing("t-gh");
     let sql = format!("SELECT '{GH1}', {}", sql_secret(AWS1));
     let out = psql_ok(&g, "postgres", &sql);
     assert_eq!(out, format!("{M_GH}|{M_AWS}\n"), "the default role masks every rule");
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-c", &sql])
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", g.port.to_string())
-        .env("PGUSER", "dba-user")
-        .env("PGPASSWORD", dba_token)
-        .env("PGDATABASE", "postgres")
-        .env("PGSSLMODE", "disable")
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        psql_as_dba(&g, &sql),
         format!("{GH1}|{M_AWS}\n"),
         "dba sees t-gh, and only t-gh, in clear"
     );

@@ -731,10 +731,11 @@ fn jwt(s: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rule(id: &str, pattern: &str) -> Rule {
+    /// A rule of `pattern` alone, masked by redaction.
+    pub(crate) fn rule(id: &str, pattern: &str) -> Rule {
         Rule {
             id: id.into(),
             name: id.into(),

@@ -42,27 +42,28 @@ pub fn find_in_values(
     // past its value: a pattern that ends in "a byte outside the token's
     // alphabet, or the end" takes the newline after the value as that
     // byte.
+    // By value, and in a value by rule as the hits came: a value's
+    // findings so far are at hand when its next rule's hit is confirmed.
+    // (Each value found once: a sort's key is computed many times.)
     let mut order: Vec<(usize, usize)> = hits
         .iter()
         .enumerate()
         .map(|(i, h)| (ends.partition_point(|&en| en + 1 < h.first_end), i))
         .collect();
-    // By value, and in a value by rule as the hits came: a value's
-    // findings so far are at hand when its next rule's hit is confirmed.
     order.sort_by_key(|&(k, _)| k);
-    let mut in_value: Vec<Finding> = Vec::new();
+    let mut confirmed = Vec::new();
     let mut current = usize::MAX;
+    // Where the current value's findings begin in `found`.
+    let mut value_from = found.len();
     for &(k, i) in &order {
         let h = &hits[i];
         if applies.is_some_and(|m| !m.get(h.rule as usize).copied().unwrap_or(true)) {
             continue;
         }
-        let Some(&(vs, ve, _)) = values.get(k) else { continue };
+        let Some(&(vs, ve, idx)) = values.get(k) else { continue };
         if k != current {
-            if let Some(&(_, _, idx)) = values.get(current) {
-                found.extend(in_value.drain(..).map(|x| (idx, x)));
-            }
             current = k;
+            value_from = found.len();
         }
         let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
         let hit = Hit {
@@ -77,14 +78,15 @@ pub fn find_in_values(
         // its own rule and by two generic assignment rules, each of which
         // would find the same bytes.)
         if let Some(extent) = engine.secret_extent(&hit, vs, ve) {
-            if in_value.iter().any(|f| f.start <= extent.start && extent.end <= f.end) {
+            let covered = found[value_from..]
+                .iter()
+                .any(|(_, f)| f.start <= extent.start && extent.end <= f.end);
+            if covered {
                 continue;
             }
         }
-        engine.confirm(buf, vs, ve, &hit, super::engine::Reach::Value, &mut in_value);
-    }
-    if let Some(&(_, _, idx)) = values.get(current) {
-        found.extend(in_value.drain(..).map(|x| (idx, x)));
+        engine.confirm(buf, vs, ve, &hit, super::engine::Reach::Value, &mut confirmed);
+        found.extend(confirmed.drain(..).map(|x| (idx, x)));
     }
     Ok(())
 }
@@ -416,17 +418,7 @@ pattern = '''\b([A-Z0-9]{0,32})(?:[^A-Za-z0-9]|$)'''
             let rules: Vec<crate::scan::Rule> = patterns
                 .iter()
                 .enumerate()
-                .map(|(i, p)| crate::scan::Rule {
-                    id: format!("r{i}"),
-                    name: format!("r{i}"),
-                    pattern: p.clone(),
-                    keywords: vec![],
-                    entropy: None,
-                    validator: None,
-                    mask: crate::scan::MaskKind::Redact,
-                    group: None,
-                    prefilter: None,
-                })
+                .map(|(i, p)| crate::scan::engine::tests::rule(&format!("r{i}"), p))
                 .filter(|r| Engine::new(std::slice::from_ref(r), [0; 32]).is_ok())
                 .collect();
             let Ok(engine) = Engine::new(&rules, [0; 32]) else { return Ok(()) };
