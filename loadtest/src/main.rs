@@ -192,9 +192,19 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
     let wants = |m: Managed| run.targets.iter().any(|t| t.managed == Some(m));
     let mut pgb_port = None;
     let mut pgb_tls_port = None;
+    // PgBouncer checks a password, as gatehouse checks its token: a
+    // connection storm's login is then one round trip on each.
+    let pgb_password = managed::token("pgbouncer");
     if wants(Managed::Pgbouncer) {
         if let Some(spec) = &run.pgbouncer {
-            let p = managed::start_pgbouncer(spec, managed::Hops::PlainUpstream, &run, tmp.path(), pg_port)?;
+            let p = managed::start_pgbouncer(
+                spec,
+                managed::Hops::PlainUpstream,
+                &run,
+                tmp.path(),
+                pg_port,
+                &pgb_password,
+            )?;
             eprintln!(
                 "pgbouncer pid {} on 127.0.0.1:{} ({} mode)",
                 p.pid(),
@@ -204,7 +214,14 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
             pgb_port = Some((spec.port, p.pid()));
             procs.push(p);
             if scenarios.iter().any(|s| s.upstream_tls) {
-                let p = managed::start_pgbouncer(spec, managed::Hops::TlsUpstream, &run, tmp.path(), pg_port)?;
+                let p = managed::start_pgbouncer(
+                    spec,
+                    managed::Hops::TlsUpstream,
+                    &run,
+                    tmp.path(),
+                    pg_port,
+                    &pgb_password,
+                )?;
                 eprintln!(
                     "pgbouncer pid {} on 127.0.0.1:{} ({} mode, TLS to PostgreSQL)",
                     p.pid(),
@@ -228,7 +245,7 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
             }
             let bin = managed::gatehouse_bin(&spec, &run, &repo, true)?;
             let pooled = spec.pooled_port.or(pgb_port.map(|p| p.0)).unwrap_or(pg_port);
-            let g = managed::start_gatehouse(&bin, &spec, &run, tmp.path(), pg_port, pooled, &cert)?;
+            let g = managed::start_gatehouse(&bin, &spec, &run, tmp.path(), pg_port, (pooled, &pgb_password), &cert)?;
             eprintln!(
                 "gatehouse pid {} on 127.0.0.1:{} (admin 127.0.0.1:{}), {}",
                 g.proc.pid(),
@@ -316,6 +333,7 @@ async fn execute(run: RunFile, scenarios: Vec<Scenario>, opts: Opts) -> Result<i
                     bail!("PgBouncer did not start")
                 };
                 ep.params.port = port;
+                ep.params.password = Some(pgb_password.clone());
                 ep.pid = Some(pid);
                 ep.upstream_tls = pgb_tls_port.map(|(port, pid)| workload::UpstreamTlsRoute {
                     port,

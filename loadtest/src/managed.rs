@@ -189,7 +189,7 @@ pub fn start_gatehouse(
     run: &RunFile,
     tmp: &Path,
     pg_port: u16,
-    pooled_port: u16,
+    (pooled_port, pooled_password): (u16, &str),
     cert: &(PathBuf, PathBuf),
 ) -> Result<GatehouseRun> {
     if port_open(spec.port) {
@@ -220,6 +220,7 @@ pub fn start_gatehouse(
             ("WORKERS", spec.workers.to_string()),
             ("PG_PORT", pg_port.to_string()),
             ("POOLED_PORT", pooled_port.to_string()),
+            ("POOLED_PASSWORD", pooled_password.to_string()),
             ("MYSQL_PORT", spec.mysql_port.to_string()),
             ("MYSQL_UPSTREAM_PORT", spec.mysql_upstream_port.to_string()),
             ("DATABASE", run.database.clone()),
@@ -301,7 +302,7 @@ pub fn pgbouncer_ini(
          listen_addr = 127.0.0.1\n\
          listen_port = {port}\n\
          unix_socket_dir =\n\
-         auth_type = trust\n\
+         auth_type = md5\n\
          auth_file = {dir}/userlist.txt\n\
          pool_mode = {mode}\n\
          max_client_conn = 12000\n\
@@ -347,7 +348,15 @@ impl Hops {
     }
 }
 
-pub fn start_pgbouncer(spec: &PgbouncerSpec, hops: Hops, run: &RunFile, tmp: &Path, pg_port: u16) -> Result<Proc> {
+/// PgBouncer for a run, checking `password` (MD5) for the user `postgres`.
+pub fn start_pgbouncer(
+    spec: &PgbouncerSpec,
+    hops: Hops,
+    run: &RunFile,
+    tmp: &Path,
+    pg_port: u16,
+    password: &str,
+) -> Result<Proc> {
     let bin = spec
         .bin
         .clone()
@@ -372,7 +381,7 @@ pub fn start_pgbouncer(spec: &PgbouncerSpec, hops: Hops, run: &RunFile, tmp: &Pa
     let cert = (dir.join("server.crt"), dir.join("server.key"));
     std::fs::copy(tmp.join("server.crt"), &cert.0)?;
     std::fs::copy(tmp.join("server.key"), &cert.1)?;
-    std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
+    std::fs::write(dir.join("userlist.txt"), userlist("postgres", password))?;
     let ini = dir.join("pgbouncer.ini");
     std::fs::write(&ini, pgbouncer_ini(spec, hops, &run.database, pg_port, &dir, &cert))?;
     let log = dir.join("stdout.log");
@@ -413,6 +422,17 @@ pub fn start_pgbouncer(spec: &PgbouncerSpec, hops: Hops, run: &RunFile, tmp: &Pa
     Ok(proc)
 }
 
+/// PgBouncer's `auth_file` line for `user`: the password stored as
+/// PostgreSQL stores an MD5 one (`md5` and the hex of MD5(password, user)).
+fn userlist(user: &str, password: &str) -> String {
+    use md5::{Digest, Md5};
+    let hash = Md5::new()
+        .chain_update(password.as_bytes())
+        .chain_update(user.as_bytes())
+        .finalize();
+    format!("\"{user}\" \"md5{}\"\n", hex::encode(hash))
+}
+
 fn postgres_ids() -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
@@ -424,6 +444,15 @@ fn postgres_ids() -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pgbouncer_stores_the_password_as_postgresql_does() {
+        // SELECT 'md5' || md5('secret' || 'postgres');
+        assert_eq!(
+            userlist("postgres", "secret"),
+            "\"postgres\" \"md553f48b7c4b76a86ce72276c5755f217d\"\n"
+        );
+    }
 
     #[test]
     fn placeholders_are_filled_and_checked() {
@@ -442,6 +471,7 @@ mod tests {
             "WORKERS",
             "PG_PORT",
             "POOLED_PORT",
+            "POOLED_PASSWORD",
             "MYSQL_PORT",
             "MYSQL_UPSTREAM_PORT",
             "DATABASE",
