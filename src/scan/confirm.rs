@@ -50,6 +50,17 @@ pub fn check(pattern: &str) -> Result<(), String> {
     build(pattern, true).map(|_| ())
 }
 
+/// The rule's regex as confirmation reads it, for a search with captures
+/// (checks made when an engine is built), refused above `nfa_limit` bytes
+/// of NFA.
+pub(super) fn regex_within(pattern: &str, nfa_limit: usize) -> Result<Regex, String> {
+    meta::Builder::new()
+        .configure(meta_config(false).nfa_size_limit(Some(nfa_limit)))
+        .syntax(syntax_config())
+        .build(pattern)
+        .map_err(|e| e.to_string())
+}
+
 fn build(pattern: &str, captures_often: bool) -> Result<Regex, String> {
     meta::Builder::new()
         .configure(meta_config(captures_often))

@@ -16,6 +16,13 @@
 //! would let secrets of that shape through unmasked, so the engine is
 //! refused, naming the rule and the example.
 //!
+//! A rule cut in its secret, whose secret begins a fixed number of bytes
+//! before the cut's end (`prefilter::Cut::secret_back`), is checked
+//! further on the same examples: every secret the regex finds must begin
+//! that many bytes before an end Hyperscan reports. Scanning leaves out
+//! hits on that word (`values::find_in_values`); a rule where the two
+//! readers disagree loses it and has every hit confirmed.
+//!
 //! What it does not prove: that confirmation then finds the match around
 //! the hit (the cut and prefilter proofs in `prefilter` say why it does;
 //! running every rule's confirmation here would build all their regexes
@@ -53,15 +60,41 @@ pub struct Missed {
     pub reason: String,
 }
 
+/// The most bytes of examples, and of NFA, a rule's [`SecretBack`] is
+/// checked with. A search with captures over long examples of a large
+/// pattern falls back to the NFA simulation (seconds for one rule of
+/// hundreds of alternatives and long counted repetitions), and an engine
+/// is built at every start and reload: such a rule loses its word
+/// unchecked instead. The built-in rules need at most a few KiB of each.
+const MAX_BACK_CHECK_BYTES: usize = 64 << 10;
+const MAX_BACK_CHECK_NFA: usize = 1 << 20;
+
+/// Where a rule cut in its secret says its secret begins: its secret
+/// group, and how many bytes before an end Hyperscan reports (see
+/// `prefilter::Cut::secret_back`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretBack {
+    pub group: usize,
+    pub back: usize,
+}
+
 /// Checks that `db` (the rules compiled for Hyperscan, pattern `k` with id
 /// `k`) reports each rule in each of its examples, each scanned alone and
 /// followed by a newline, as the engine scans a value.
-pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule]) -> Result<(), Missed> {
+///
+/// A rule with a `backs[k]` is checked further: in each example, every
+/// match the regex finds has its secret begin exactly `back` bytes before
+/// an end Hyperscan reports for the rule. Scanning leaves out a hit whose
+/// every secret would lie inside one already found, on that word alone;
+/// where the two readers do not agree on it, the rule's entry is cleared
+/// (all its hits are then confirmed: slower, never less masked).
+pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule], backs: &mut [Option<SecretBack>]) -> Result<(), Missed> {
     let scratch = db.alloc_scratch().map_err(|e| Missed {
         rule: 0,
         reason: format!("no scratch to check the first pass with: {e}"),
     })?;
     let mut value = Vec::new();
+    let mut ends = Vec::new();
     for (k, r) in rules.iter().enumerate() {
         let missed = |reason: String| Missed { rule: k, reason };
         let matched = matched_examples(&r.pattern).map_err(missed)?;
@@ -70,17 +103,34 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule]) -> Result<(), Missed
                 "no example of the pattern could be made that its regex matches (can it match anything in {MAX_EXAMPLE_LEN} bytes? examples change one choice at a time from the shortest ways)"
             )));
         }
+        let mut back = backs.get(k).copied().flatten();
+        // Bounded: past either bound the rule loses its word unchecked.
+        let example_bytes: usize = matched.iter().map(Vec::len).sum();
+        let regex = match back {
+            Some(_) if example_bytes <= MAX_BACK_CHECK_BYTES => {
+                super::confirm::regex_within(&r.pattern, MAX_BACK_CHECK_NFA).ok()
+            }
+            _ => None,
+        };
+        if regex.is_none() {
+            back = None;
+        }
         for ex in matched {
             value.clear();
             value.extend_from_slice(&ex);
             value.push(b'\n');
             let mut found = false;
-            let scanned = db.scan(&value, &scratch, |id: u32, _from: u64, _to: u64, _flags: u32| {
-                found |= id as usize == k;
-                if found {
-                    Matching::Terminate
-                } else {
+            ends.clear();
+            let scanned = db.scan(&value, &scratch, |id: u32, _from: u64, to: u64, _flags: u32| {
+                if id as usize != k {
+                    return Matching::Continue;
+                }
+                found = true;
+                if back.is_some() {
+                    ends.push(to as usize);
                     Matching::Continue
+                } else {
+                    Matching::Terminate
                 }
             });
             match scanned {
@@ -93,6 +143,18 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule]) -> Result<(), Missed
                     String::from_utf8_lossy(&ex)
                 )));
             }
+            if let (Some(b), Some(re)) = (back, &regex) {
+                let agrees = re.captures_iter(&ex).all(|caps| {
+                    caps.get_group(b.group)
+                        .is_some_and(|secret| ends.contains(&(secret.start + b.back)))
+                });
+                if !agrees {
+                    back = None;
+                }
+            }
+        }
+        if let Some(slot) = backs.get_mut(k) {
+            *slot = back;
         }
     }
     Ok(())
@@ -101,7 +163,7 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule]) -> Result<(), Missed
 /// The examples of `pattern` its regex matches (an example may break one
 /// of the pattern's assertions, `\b` among them; such are tried again
 /// between spaces and between word bytes).
-fn matched_examples(pattern: &str) -> Result<Vec<Vec<u8>>, String> {
+pub(super) fn matched_examples(pattern: &str) -> Result<Vec<Vec<u8>>, String> {
     let hir = super::rules::parse(pattern)?;
     let nfa = thompson::Compiler::new()
         .configure(
@@ -369,6 +431,33 @@ mod tests {
         p.build::<hyperscan::Block>().unwrap()
     }
 
+    /// A rule's word on where its secret begins (`SecretBack`) is kept
+    /// only where Hyperscan's ends and the regex's secret agree on it in
+    /// every example; otherwise it is cleared and every hit is confirmed.
+    #[test]
+    fn where_a_secret_begins_is_kept_only_where_both_readers_agree() {
+        let pattern = r"key=([a-z]{8})(?:;|\b)";
+        let checked = |first: &str, back: usize| {
+            let mut backs = [Some(SecretBack { group: 1, back })];
+            check_first_pass(&first_pass(first), &[rule(pattern)], &mut backs).unwrap();
+            backs[0].map(|b| b.back)
+        };
+        let cut = r"key=[a-z]{8}";
+        assert_eq!(checked(cut, 8), Some(8));
+        // Off by one either way.
+        assert_eq!(checked(cut, 7), None);
+        assert_eq!(checked(cut, 9), None);
+        // A first pass that finds every example but reads the cut as
+        // ending a byte early does not agree.
+        assert_eq!(checked(r"key=[a-z]{7}", 8), None);
+        // Hyperscan reports every end: one at the secret's is enough.
+        assert_eq!(checked(r"key=[a-z]{8}(?:;|\b)", 8), Some(8));
+        // A rule without the word is left without it.
+        let mut backs = [None];
+        check_first_pass(&first_pass(cut), &[rule(pattern)], &mut backs).unwrap();
+        assert_eq!(backs[0], None);
+    }
+
     #[test]
     fn the_check_alone_catches_spellings_hyperscan_reads_as_plain_characters() {
         // Each of these is also refused by `spelling` when rules load; the
@@ -382,13 +471,13 @@ mod tests {
             r"tok_[a-z]{13}\>",
             r"\b{start}tok_[a-z]{13}",
         ] {
-            let missed = check_first_pass(&first_pass(pattern), &[rule(pattern)]).expect_err(pattern);
+            let missed = check_first_pass(&first_pass(pattern), &[rule(pattern)], &mut []).expect_err(pattern);
             assert_eq!(missed.rule, 0);
             assert!(missed.reason.contains("tok_"), "{pattern}: {missed:?}");
         }
         // Read alike, found.
         let ok = r"\btok_[a-z]{13}\b";
-        check_first_pass(&first_pass(ok), &[rule(ok)]).unwrap();
+        check_first_pass(&first_pass(ok), &[rule(ok)], &mut []).unwrap();
     }
 
     #[test]
@@ -396,19 +485,19 @@ mod tests {
         // A first pass that knows only the first alternative misses the
         // second's example.
         let pattern = r"(?:alpha|beta)_[a-z]{8}";
-        let missed = check_first_pass(&first_pass(r"alpha_[a-z]{8}"), &[rule(pattern)]).unwrap_err();
+        let missed = check_first_pass(&first_pass(r"alpha_[a-z]{8}"), &[rule(pattern)], &mut []).unwrap_err();
         assert!(missed.reason.contains("\"beta_aaaaaaaa\""), "{missed:?}");
-        check_first_pass(&first_pass(pattern), &[rule(pattern)]).unwrap();
+        check_first_pass(&first_pass(pattern), &[rule(pattern)], &mut []).unwrap();
         // However many alternatives there are, the last is checked too.
         let keywords: Vec<String> = (0..500).map(|k| format!("kw{k}")).collect();
         let all = format!("(?:{})_[a-z]{{8}}", keywords.join("|"));
         let but_last = format!("(?:{})_[a-z]{{8}}", keywords[..499].join("|"));
-        let missed = check_first_pass(&first_pass(&but_last), &[rule(&all)]).unwrap_err();
+        let missed = check_first_pass(&first_pass(&but_last), &[rule(&all)], &mut []).unwrap_err();
         assert!(missed.reason.contains("\"kw499_aaaaaaaa\""), "{missed:?}");
         // More ways than are checked: refused, not checked in part.
         let keywords: Vec<String> = (0..17000).map(|k| format!("kw{k}")).collect();
         let too_many = format!("(?:{})_[a-z]{{8}}", keywords.join("|"));
-        let missed = check_first_pass(&first_pass("kw"), &[rule(&too_many)]).unwrap_err();
+        let missed = check_first_pass(&first_pass("kw"), &[rule(&too_many)], &mut []).unwrap_err();
         assert!(missed.reason.contains("too many ways"), "{missed:?}");
     }
 
@@ -421,8 +510,8 @@ mod tests {
             (r"(?i)TOK_[a-z]{8}", r"TOK_[a-z]{8}"),
             (r"(?i:TOK_)[a-z]{8}", r"TOK_[a-z]{8}"),
         ] {
-            check_first_pass(&first_pass(read_as), &[rule(rule_pattern)]).expect_err(rule_pattern);
-            check_first_pass(&first_pass(rule_pattern), &[rule(rule_pattern)]).unwrap();
+            check_first_pass(&first_pass(read_as), &[rule(rule_pattern)], &mut []).expect_err(rule_pattern);
+            check_first_pass(&first_pass(rule_pattern), &[rule(rule_pattern)], &mut []).unwrap();
         }
     }
 
@@ -431,11 +520,13 @@ mod tests {
         // What Hyperscan reads `€+` as without UTF-8 mode (the last byte
         // repeated): one euro sign is found, two are not.
         let pattern = "tok_€+[a-z]{8}";
-        let missed = check_first_pass(&first_pass("tok_\\xE2\\x82\\xAC+[a-z]{8}"), &[rule(pattern)]).unwrap_err();
+        let missed =
+            check_first_pass(&first_pass("tok_\\xE2\\x82\\xAC+[a-z]{8}"), &[rule(pattern)], &mut []).unwrap_err();
         assert!(missed.reason.contains("tok_€€aaaaaaaa"), "{missed:?}");
         // A long way inside a count is checked once among short ones.
         let long_branch = r"key=(?:_|x[a-z]{420}){20}";
-        let missed = check_first_pass(&first_pass(r"key=(?:_|y[a-z]{420}){20}"), &[rule(long_branch)]).unwrap_err();
+        let missed =
+            check_first_pass(&first_pass(r"key=(?:_|y[a-z]{420}){20}"), &[rule(long_branch)], &mut []).unwrap_err();
         assert!(missed.reason.contains("key=___"), "{missed:?}");
     }
 
@@ -445,7 +536,7 @@ mod tests {
         // minute; the lazy DFA gives up instead.
         let keywords: Vec<String> = (0..240).map(|k| format!("k{k}")).collect();
         let pattern = format!("[a-z0-9]{{0,4000}}[0-9]{{4000}}(?:{})", keywords.join("|"));
-        let missed = check_first_pass(&first_pass("k"), &[rule(&pattern)]).unwrap_err();
+        let missed = check_first_pass(&first_pass("k"), &[rule(&pattern)], &mut []).unwrap_err();
         assert!(missed.reason.contains("too large to check"), "{missed:?}");
     }
 
@@ -459,7 +550,7 @@ mod tests {
         let mut b = Pattern::new(r"xkey_[0-9]{4}".to_string()).unwrap();
         b.id = Some(1);
         let db = Patterns::from(vec![a, b]).build::<hyperscan::Block>().unwrap();
-        let missed = check_first_pass(&db, &rules).unwrap_err();
+        let missed = check_first_pass(&db, &rules, &mut []).unwrap_err();
         assert_eq!(missed.rule, 0);
         assert!(missed.reason.contains("\"key_0000\""), "{missed:?}");
     }
@@ -468,7 +559,7 @@ mod tests {
     fn a_rule_no_example_can_be_made_of_is_refused() {
         // Hyperscan refuses such a pattern itself when it can tell; the
         // check does not rely on it.
-        let missed = check_first_pass(&first_pass("tok_"), &[rule(r"tok_[a-z]{4}\Ba\b\Bb")]).unwrap_err();
+        let missed = check_first_pass(&first_pass("tok_"), &[rule(r"tok_[a-z]{4}\Ba\b\Bb")], &mut []).unwrap_err();
         assert!(missed.reason.contains("no example"), "{missed:?}");
     }
 
@@ -476,10 +567,10 @@ mod tests {
     fn nested_repetitions_make_no_example_longer_than_a_window() {
         let nested = r"(?:(?:a{999}){999}){999}";
         assert!(examples(nested).is_empty());
-        let missed = check_first_pass(&first_pass("a"), &[rule(nested)]).unwrap_err();
+        let missed = check_first_pass(&first_pass("a"), &[rule(nested)], &mut []).unwrap_err();
         assert!(missed.reason.contains("cannot be built"), "{missed:?}");
         let longer_than_a_window = r"(?:a{100}){100}";
-        let missed = check_first_pass(&first_pass("a"), &[rule(longer_than_a_window)]).unwrap_err();
+        let missed = check_first_pass(&first_pass("a"), &[rule(longer_than_a_window)], &mut []).unwrap_err();
         assert!(missed.reason.contains("no example"), "{missed:?}");
         // A long alternative is dropped, a short one kept.
         assert_eq!(examples(r"(?:b{9000}|c)d"), ["cd"]);
