@@ -1173,7 +1173,7 @@ pub(crate) mod tests {
     /// secret, on every example `examples` makes of its pattern (every
     /// alternative, each class's edge bytes, optional parts present and
     /// absent, repetitions once more than their minimum), each example
-    /// alone as a value and after another value on the same line.
+    /// alone as a value and after other bytes in the same value.
     #[test]
     fn every_built_in_secret_begins_its_cut_length_before_an_end_hyperscan_reports() {
         let rules = super::super::assemble(None, &[], Vec::new()).expect("built-in rules");
@@ -1199,7 +1199,7 @@ pub(crate) mod tests {
                     .unwrap();
                     let (Some(&first_end), Some(&last_end)) = (ends.iter().min(), ends.iter().max()) else {
                         // `check_first_pass` requires a hit in each example
-                        // alone; after another value's bytes the example may
+                        // alone; after other bytes before it the example may
                         // no longer match (a `^`, a `\b`).
                         assert!(
                             !before.is_empty(),

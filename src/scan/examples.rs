@@ -452,6 +452,17 @@ mod tests {
         assert_eq!(checked(r"key=[a-z]{7}", 8), None);
         // Hyperscan reports every end: one at the secret's is enough.
         assert_eq!(checked(r"key=[a-z]{8}(?:;|\b)", 8), Some(8));
+        // The secret's group is the one the word names: with two groups,
+        // the second's start is 8 bytes before the cut's end, the first's
+        // is not.
+        let two = r"(id|key)=([a-z]{8})(?:;|\b)";
+        let checked_group = |group: usize| {
+            let mut backs = [Some(SecretBack { group, back: 8 })];
+            check_first_pass(&first_pass(r"(?:id|key)=[a-z]{8}"), &[rule(two)], &mut backs).unwrap();
+            backs[0].map(|b| b.back)
+        };
+        assert_eq!(checked_group(2), Some(8));
+        assert_eq!(checked_group(1), None);
         // A rule without the word is left without it.
         let mut backs = [None];
         check_first_pass(&first_pass(cut), &[rule(pattern)], &mut backs).unwrap();
