@@ -54,16 +54,16 @@ pub fn check(pattern: &str) -> Result<(), String> {
 /// (checks made when an engine is built), refused above `nfa_limit` bytes
 /// of NFA.
 pub(super) fn regex_within(pattern: &str, nfa_limit: usize) -> Result<Regex, String> {
-    meta::Builder::new()
-        .configure(meta_config(false).nfa_size_limit(Some(nfa_limit)))
-        .syntax(syntax_config())
-        .build(pattern)
-        .map_err(|e| e.to_string())
+    build_with(pattern, meta_config(false).nfa_size_limit(Some(nfa_limit)))
 }
 
 fn build(pattern: &str, captures_often: bool) -> Result<Regex, String> {
+    build_with(pattern, meta_config(captures_often))
+}
+
+fn build_with(pattern: &str, config: meta::Config) -> Result<Regex, String> {
     meta::Builder::new()
-        .configure(meta_config(captures_often))
+        .configure(config)
         .syntax(syntax_config())
         .build(pattern)
         .map_err(|e| e.to_string())

@@ -97,6 +97,14 @@ pub struct Hit {
     pub last_end: usize,
 }
 
+/// Whether findings of `rule` are masked under `applies`: per rule, by
+/// index, whether a role's findings of it are masked (`None`: every rule;
+/// a rule past its end is masked).
+#[inline]
+pub fn masks(applies: Option<&[bool]>, rule: u32) -> bool {
+    applies.is_none_or(|m| m.get(rule as usize).copied().unwrap_or(true))
+}
+
 /// A confirmed secret: `data[start..end]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Finding {
@@ -528,35 +536,35 @@ impl Engine {
 
     /// All secrets in one value (a convenience over `scan` + `confirm`).
     pub fn find(&self, data: &[u8]) -> Result<Vec<Finding>, ScanError> {
-        self.find_within(data, Reach::Value, &|_| true)
+        self.find_within(data, Reach::Value, None)
     }
 
     /// All secrets in a text of many rows (COPY data, a file read in
     /// chunks): see [`Reach::Rows`].
     pub fn find_in_rows(&self, data: &[u8]) -> Result<Vec<Finding>, ScanError> {
-        self.find_within(data, Reach::Rows, &|_| true)
+        self.find_within(data, Reach::Rows, None)
     }
 
-    /// [`find`](Self::find) for the rules `applies` says are masked (a
-    /// role may see some in clear). The other rules' hits are not
-    /// confirmed at all: overlapping findings are merged into the
+    /// [`find`](Self::find) for the rules `applies` masks (see
+    /// [`masks`]: a role may see some in clear). The other rules' hits are
+    /// not confirmed at all: overlapping findings are merged into the
     /// earlier, longer one, and a finding of a rule seen in clear must
     /// not take in a secret that is masked and then be dropped with it.
-    pub fn find_masked(&self, data: &[u8], applies: &dyn Fn(u32) -> bool) -> Result<Vec<Finding>, ScanError> {
+    pub fn find_masked(&self, data: &[u8], applies: Option<&[bool]>) -> Result<Vec<Finding>, ScanError> {
         self.find_within(data, Reach::Value, applies)
     }
 
-    /// [`find_in_rows`](Self::find_in_rows) for the rules `applies` says
-    /// are masked (see [`find_masked`](Self::find_masked)).
-    pub fn find_masked_in_rows(&self, data: &[u8], applies: &dyn Fn(u32) -> bool) -> Result<Vec<Finding>, ScanError> {
+    /// [`find_in_rows`](Self::find_in_rows) for the rules `applies` masks
+    /// (see [`find_masked`](Self::find_masked)).
+    pub fn find_masked_in_rows(&self, data: &[u8], applies: Option<&[bool]>) -> Result<Vec<Finding>, ScanError> {
         self.find_within(data, Reach::Rows, applies)
     }
 
-    fn find_within(&self, data: &[u8], reach: Reach, applies: &dyn Fn(u32) -> bool) -> Result<Vec<Finding>, ScanError> {
+    fn find_within(&self, data: &[u8], reach: Reach, applies: Option<&[bool]>) -> Result<Vec<Finding>, ScanError> {
         let mut hits = Vec::new();
         self.scan_inner(data, &mut hits, None, reach)?;
         let mut out = Vec::new();
-        for h in hits.iter().filter(|h| applies(h.rule)) {
+        for h in hits.iter().filter(|h| masks(applies, h.rule)) {
             self.confirm(data, 0, data.len(), h, reach, &mut out);
         }
         resolve_overlaps(&mut out);
@@ -1118,10 +1126,11 @@ pub(crate) mod tests {
                 end: 54,
             },
         ];
-        assert_eq!(e.find_masked_in_rows(text, &|r| r != 0).unwrap(), keys);
+        let wrap_in_clear = Some(&[false, true][..]);
+        assert_eq!(e.find_masked_in_rows(text, wrap_in_clear).unwrap(), keys);
         assert_eq!(e.find(&text[..28]).unwrap(), wraps[..1]);
-        assert_eq!(e.find_masked(&text[..28], &|r| r != 0).unwrap(), keys[..1]);
-        assert_eq!(e.find_masked(&text[..28], &|r| r == 0).unwrap(), wraps[..1]);
+        assert_eq!(e.find_masked(&text[..28], wrap_in_clear).unwrap(), keys[..1]);
+        assert_eq!(e.find_masked(&text[..28], Some(&[true, false])).unwrap(), wraps[..1]);
     }
 
     #[test]

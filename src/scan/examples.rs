@@ -103,18 +103,15 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule], backs: &mut [Option<
                 "no example of the pattern could be made that its regex matches (can it match anything in {MAX_EXAMPLE_LEN} bytes? examples change one choice at a time from the shortest ways)"
             )));
         }
-        let mut back = backs.get(k).copied().flatten();
-        // Bounded: past either bound the rule loses its word unchecked.
+        // The rule's word and the regex it is checked with; past either
+        // bound, or once an example disagrees, none (the word dropped).
         let example_bytes: usize = matched.iter().map(Vec::len).sum();
-        let regex = match back {
-            Some(_) if example_bytes <= MAX_BACK_CHECK_BYTES => {
-                super::confirm::regex_within(&r.pattern, MAX_BACK_CHECK_NFA).ok()
-            }
-            _ => None,
-        };
-        if regex.is_none() {
-            back = None;
-        }
+        let mut check = backs
+            .get(k)
+            .copied()
+            .flatten()
+            .filter(|_| example_bytes <= MAX_BACK_CHECK_BYTES)
+            .and_then(|b| Some((b, super::confirm::regex_within(&r.pattern, MAX_BACK_CHECK_NFA).ok()?)));
         for ex in matched {
             value.clear();
             value.extend_from_slice(&ex);
@@ -126,7 +123,7 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule], backs: &mut [Option<
                     return Matching::Continue;
                 }
                 found = true;
-                if back.is_some() {
+                if check.is_some() {
                     ends.push(to as usize);
                     Matching::Continue
                 } else {
@@ -143,18 +140,18 @@ pub fn check_first_pass(db: &BlockDatabase, rules: &[Rule], backs: &mut [Option<
                     String::from_utf8_lossy(&ex)
                 )));
             }
-            if let (Some(b), Some(re)) = (back, &regex) {
+            if let Some((b, re)) = &check {
                 let agrees = re.captures_iter(&ex).all(|caps| {
                     caps.get_group(b.group)
                         .is_some_and(|secret| ends.contains(&(secret.start + b.back)))
                 });
                 if !agrees {
-                    back = None;
+                    check = None;
                 }
             }
         }
         if let Some(slot) = backs.get_mut(k) {
-            *slot = back;
+            *slot = check.map(|(b, _)| b);
         }
     }
     Ok(())

@@ -26,30 +26,16 @@ pub fn find_in_values(
     if values.is_empty() {
         return Ok(());
     }
-    seg.clear();
-    ends.clear();
-    for &(s, e, _) in values {
-        seg.extend_from_slice(&buf[s..e]);
-        ends.push(seg.len());
-        seg.push(b'\n');
-    }
+    lay_out(buf, values, seg, ends);
     hits.clear();
     engine.scan_values(seg, ends, hits)?;
     if hits.is_empty() {
         return Ok(());
     }
-    // Each hit's value (regions never span two). A match may end one byte
-    // past its value: a pattern that ends in "a byte outside the token's
-    // alphabet, or the end" takes the newline after the value as that
-    // byte.
     // By value, and in a value by rule as the hits came: a value's
     // findings so far are at hand when its next rule's hit is confirmed.
     // (Each value found once: a sort's key is computed many times.)
-    let mut order: Vec<(usize, usize)> = hits
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (ends.partition_point(|&en| en + 1 < h.first_end), i))
-        .collect();
+    let mut order: Vec<(usize, usize)> = hits.iter().enumerate().map(|(i, h)| (value_of(ends, h), i)).collect();
     order.sort_by_key(|&(k, _)| k);
     let mut confirmed = Vec::new();
     let mut current = usize::MAX;
@@ -57,20 +43,16 @@ pub fn find_in_values(
     let mut value_from = found.len();
     for &(k, i) in &order {
         let h = &hits[i];
-        if applies.is_some_and(|m| !m.get(h.rule as usize).copied().unwrap_or(true)) {
+        if !super::engine::masks(applies, h.rule) {
             continue;
         }
-        let Some(&(vs, ve, idx)) = values.get(k) else { continue };
+        let Some((hit, (vs, ve, idx))) = in_value(values, ends, k, h) else {
+            continue;
+        };
         if k != current {
             current = k;
             value_from = found.len();
         }
-        let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
-        let hit = Hit {
-            rule: h.rule,
-            first_end: vs + h.first_end.clamp(st, ends[k]) - st,
-            last_end: vs + h.last_end.clamp(st, ends[k]) - st,
-        };
         // A rule whose every secret here would lie inside one already
         // found is not confirmed: overlapping findings are merged into
         // the earlier, longer one (`resolve_overlaps`), so such a secret
@@ -89,6 +71,45 @@ pub fn find_in_values(
         found.extend(confirmed.drain(..).map(|x| (idx, x)));
     }
     Ok(())
+}
+
+/// Copies the values into `seg`, each followed by a newline; `ends[k]` is
+/// where value `k` ends in `seg` (at its newline).
+fn lay_out(buf: &[u8], values: &[(usize, usize, usize)], seg: &mut Vec<u8>, ends: &mut Vec<usize>) {
+    seg.clear();
+    ends.clear();
+    for &(s, e, _) in values {
+        seg.extend_from_slice(&buf[s..e]);
+        ends.push(seg.len());
+        seg.push(b'\n');
+    }
+}
+
+/// The value (its place in `values` and `ends`) a hit of `scan_values`
+/// over the laid-out values is in: regions never span two. A match may
+/// end one byte past its value: a pattern that ends in "a byte outside
+/// the token's alphabet, or the end" takes the newline after the value as
+/// that byte.
+fn value_of(ends: &[usize], h: &Hit) -> usize {
+    ends.partition_point(|&en| en + 1 < h.first_end)
+}
+
+/// The hit `h` in value `k`, in `buf`'s offsets with its ends kept inside
+/// the value, and the value (`values[k]`).
+fn in_value(
+    values: &[(usize, usize, usize)],
+    ends: &[usize],
+    k: usize,
+    h: &Hit,
+) -> Option<(Hit, (usize, usize, usize))> {
+    let &(vs, ve, idx) = values.get(k)?;
+    let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
+    let hit = Hit {
+        rule: h.rule,
+        first_end: vs + h.first_end.clamp(st, ends[k]) - st,
+        last_end: vs + h.last_end.clamp(st, ends[k]) - st,
+    };
+    Some((hit, (vs, ve, idx)))
 }
 
 /// [`find_in_values`] with buffers of its own, every rule applying: for
@@ -141,25 +162,13 @@ keywords = ["tok-"]
     /// value is caught by its check that every finding lies in the
     /// extent `secret_extent` gave, not by the comparison.
     fn every_hit_confirmed(engine: &Engine, buf: &[u8], values: &[(usize, usize, usize)]) -> Vec<(usize, Finding)> {
-        let mut seg = Vec::new();
-        let mut ends = Vec::new();
-        for &(s, e, _) in values {
-            seg.extend_from_slice(&buf[s..e]);
-            ends.push(seg.len());
-            seg.push(b'\n');
-        }
+        let (mut seg, mut ends) = (Vec::new(), Vec::new());
+        lay_out(buf, values, &mut seg, &mut ends);
         let mut hits = Vec::new();
         engine.scan_values(&seg, &ends, &mut hits).expect("scan");
         let mut found = Vec::new();
         for h in &hits {
-            let k = ends.partition_point(|&en| en + 1 < h.first_end);
-            let (vs, ve, idx) = values[k];
-            let st = if k == 0 { 0 } else { ends[k - 1] + 1 };
-            let hit = Hit {
-                rule: h.rule,
-                first_end: vs + h.first_end.clamp(st, ends[k]) - st,
-                last_end: vs + h.last_end.clamp(st, ends[k]) - st,
-            };
+            let (hit, (vs, ve, idx)) = in_value(values, &ends, value_of(&ends, h), h).expect("a value");
             let mut out = Vec::new();
             engine.confirm(buf, vs, ve, &hit, crate::scan::Reach::Value, &mut out);
             if let Some(extent) = engine.secret_extent(&hit, vs, ve) {

@@ -134,14 +134,6 @@ impl SessionCtx<'_> {
         self.track.on && !self.track.loose.get() && self.tracker.borrow().idle()
     }
 
-    /// Whether findings of `rule` are masked for this identity.
-    #[inline]
-    pub fn applies(&self, rule: u32) -> bool {
-        self.applies
-            .as_deref()
-            .is_none_or(|m| m.get(rule as usize).copied().unwrap_or(true))
-    }
-
     pub fn count_masked(&self, rule: u32) {
         if let Some(e) = self.engine {
             e.count(rule);

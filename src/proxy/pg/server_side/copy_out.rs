@@ -41,9 +41,8 @@ impl ServerSide<'_> {
             self.seg.extend_from_slice(m);
         }
         let cut: usize = msgs[..keep].iter().map(Vec::len).sum();
-        let ctx = self.ctx;
         let mut found = engine
-            .find_masked_in_rows(&self.seg, &|rule| ctx.applies(rule))
+            .find_masked_in_rows(&self.seg, self.ctx.applies.as_deref())
             .map_err(|e| e.to_string())?;
         found.retain(|f| f.start < cut);
         let mut masks = Vec::with_capacity(found.len());

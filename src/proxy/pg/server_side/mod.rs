@@ -324,12 +324,13 @@ impl FrameHandler for ServerSide<'_> {
             if v.len() < engine.min_len {
                 continue;
             }
-            let ctx = self.ctx;
-            let found = engine.find_masked(v, &|rule| ctx.applies(rule)).map_err(|e| Refused {
-                code: SqlState::INTERNAL_ERROR,
-                message: format!("gatehouse could not scan a large value for secrets: {e}"),
-                end: EndReason::ScanFailed,
-            })?;
+            let found = engine
+                .find_masked(v, self.ctx.applies.as_deref())
+                .map_err(|e| Refused {
+                    code: SqlState::INTERNAL_ERROR,
+                    message: format!("gatehouse could not scan a large value for secrets: {e}"),
+                    end: EndReason::ScanFailed,
+                })?;
             for f in found {
                 engine.mask_same_len(f.rule, &mut v[f.start..f.end]);
                 self.ctx.count_masked(f.rule);
