@@ -199,20 +199,39 @@ pub async fn list(
     let (identity, target) = (get("identity").map(str::to_string), get("target").map(str::to_string));
     let text = get("text").map(str::to_string);
     let decision = decision.map(str::to_string);
-    // Filters on the index first; the text filter reads files, off the
+    // Filters on the index first (it reads its file of finished
+    // sessions); the text filter reads the recordings. Both off the
     // runtime's threads.
-    let candidates: Vec<Entry> = {
-        let g = rec.index.lock().unwrap_or_else(|p| p.into_inner());
-        g.iter()
-            .rev()
-            .filter(|e| identity.as_deref().is_none_or(|i| e.identity == i))
-            .filter(|e| target.as_deref().is_none_or(|t| e.target == t))
-            .filter(|e| since.is_none_or(|s| e.ended_us.unwrap_or(u64::MAX) >= s))
-            .filter(|e| until.is_none_or(|u| e.started_us <= u))
-            .filter(|e| decision.as_deref().is_none_or(|d| e.has_decision(d)))
-            // The path only for the text filter (it reads the file).
-            .map(|e| if text.is_some() { e.to_entry() } else { e.summary() })
-            .collect()
+    let filters = (identity.clone(), target.clone(), decision.clone(), text.is_some());
+    let index_of = rec.clone();
+    let candidates = tokio::task::spawn_blocking(move || {
+        let (identity, target, decision, with_path) = filters;
+        let g = index_of.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listed: Vec<Entry> = Vec::new();
+        g.each(|e| {
+            let keep = identity.as_deref().is_none_or(|i| e.identity == i)
+                && target.as_deref().is_none_or(|t| e.target == t)
+                && since.is_none_or(|s| e.ended_us.unwrap_or(u64::MAX) >= s)
+                && until.is_none_or(|u| e.started_us <= u)
+                && decision.as_deref().is_none_or(|d| e.has_decision(d));
+            if keep {
+                // The path only for the text filter (it reads the file).
+                listed.push(if with_path { e.to_entry() } else { e.summary() });
+            }
+        })
+        .map(|()| listed)
+    })
+    .await;
+    let candidates: Vec<Entry> = match candidates {
+        Ok(Ok(listed)) => listed,
+        Ok(Err(e)) => {
+            tracing::warn!(target: "gatehouse::admin", error = %e, "the index of recordings cannot be read");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the index of recordings cannot be read now",
+            );
+        }
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "listing failed"),
     };
     // In a fleet with a bucket, the uploaded recordings of every instance
     // too (newest first, the index's newest 10,000).

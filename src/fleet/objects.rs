@@ -244,10 +244,24 @@ impl Fleet {
                 first = true;
                 continue;
             }
-            let sealed: Vec<Entry> = {
-                let g = rec.index.lock().unwrap_or_else(|p| p.into_inner());
-                g.iter().filter(|e| !e.live).map(|e| e.to_entry()).collect()
-            };
+            // The index reads its file of finished sessions: off the
+            // runtime's threads. What cannot be read now is uploaded at a
+            // later pass.
+            let index_of = rec.clone();
+            let sealed: Vec<Entry> = tokio::task::spawn_blocking(move || {
+                let g = index_of.index.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sealed = Vec::new();
+                if let Err(e) = g.each(|e| {
+                    if !e.live {
+                        sealed.push(e.to_entry());
+                    }
+                }) {
+                    tracing::warn!(target: "gatehouse::fleet", error = %e, "the index of recordings cannot be read whole");
+                }
+                sealed
+            })
+            .await
+            .unwrap_or_default();
             let mut result = Ok(());
             // Seals recorded in the audit log, for files indexed at start.
             let recorded = if sealed

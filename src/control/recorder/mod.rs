@@ -15,6 +15,7 @@ mod index;
 mod packed;
 mod recover;
 mod session_file;
+mod spill;
 mod writer;
 
 pub use crate::record::events::{Ev, OpenInfo};
@@ -59,7 +60,7 @@ pub(crate) const MAX_PARAM_BYTES: usize = 16 << 10;
 pub(crate) const ROWS_PER_RECORD: usize = 500;
 /// Sleep of an idle writer between looks at its channel.
 pub(crate) const IDLE_POLL: Duration = Duration::from_millis(3);
-/// Finished sessions kept in the in-memory index, at most.
+/// Sessions the index keeps, at most (finished ones in its spill).
 pub(crate) const MAX_INDEX: usize = 200_000;
 
 /// A session's live tail: a channel made when a tail first subscribes.
@@ -402,7 +403,7 @@ impl Recorder {
     /// The path of a recording by id.
     pub fn path_of(&self, id: &str) -> Option<PathBuf> {
         let g = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        g.view(id).map(|e| e.path())
+        g.get(id).map(|e| e.path)
     }
 
     /// The audit log's path.
@@ -440,15 +441,20 @@ impl Recorder {
         const DAY_US: u64 = 86_400 * 1_000_000;
         let now = now_us();
         let mut g = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        let mut sizes: Vec<(u64, u64, PathBuf, String)> = g
-            .iter()
-            .filter(|e| !e.live)
-            .map(|e| {
+        let mut sizes: Vec<(u64, u64, PathBuf, String)> = Vec::new();
+        let read = g.each(|e| {
+            if !e.live {
                 let path = e.path();
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                (e.started_us, size, path, e.id.to_string())
-            })
-            .collect();
+                sizes.push((e.started_us, size, path, e.id.to_string()));
+            }
+        });
+        if let Err(e) = read {
+            // What was read is still judged: each deletion stands on its
+            // own age, and a total short of some files deletes less.
+            tracing::warn!(target: "gatehouse::recorder", error = %e,
+                "retention sees only part of the index: its file of finished sessions cannot be read");
+        }
         sizes.sort();
         let mut total: u64 = sizes.iter().map(|s| s.1).sum();
         let mut gone = Vec::new();

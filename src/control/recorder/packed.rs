@@ -1,10 +1,10 @@
-//! An index entry packed into one allocation of bytes.
+//! An index entry packed into bytes: one allocation for a session still
+//! open, a run of the spill's file for a finished one (see `spill`).
 //!
-//! The index keeps up to `MAX_INDEX` recorded sessions for the admin API,
-//! and after a storm of short sessions it is most of what the process
-//! holds. An [`Entry`] as the API hands it out is about 230 bytes of fields
-//! plus five allocations (id, client, path, seal, decisions) and shared
-//! names; packed, a storm's session is one allocation of 120 bytes:
+//! The index keeps up to `MAX_INDEX` recorded sessions for the admin API.
+//! An [`Entry`] as the API hands it out is about 230 bytes of fields plus
+//! five allocations (id, client, path, seal, decisions) and shared names;
+//! packed, a storm's session is 120 bytes:
 //!
 //! - the numbers at fixed places, so that a live session's statement count
 //!   and decisions are updated in place;
@@ -227,32 +227,23 @@ impl Packed {
         self.0.len()
     }
 
-    fn u64_at(&self, at: usize) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[at..at + 8]);
-        u64::from_le_bytes(b)
-    }
-
     fn flags(&self) -> u8 {
         self.0[FLAGS]
     }
 
-    /// The session's id (read without unpacking the rest).
-    pub fn id(&self) -> &str {
-        Reader {
-            bytes: &self.0,
-            at: HEADER,
-        }
-        .text()
+    /// The packed bytes (as the index's file of finished sessions keeps
+    /// them).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// An entry from bytes `pack` made.
+    pub fn from_bytes(bytes: &[u8]) -> Packed {
+        Packed(Box::from(bytes))
     }
 
     pub fn live(&self) -> bool {
         self.flags() & LIVE != 0
-    }
-
-    /// Whether the path is stored rather than derived from the id.
-    pub fn path_stored(&self) -> bool {
-        self.flags() & PATH_STORED != 0
     }
 
     /// Brings a live session's statement count and decisions up to date,
@@ -265,50 +256,67 @@ impl Packed {
     /// The entry's fields, borrowed; `dir` is the recordings' directory it
     /// was packed with.
     pub fn view<'a>(&'a self, dir: &'a Path) -> View<'a> {
-        let b = &self.0;
-        let flags = self.flags();
-        let mut r = Reader { bytes: b, at: HEADER };
-        let id = r.text();
-        let identity = r.text();
-        let target = r.text();
-        let client = r.text();
-        let role_count = r.len();
-        let roles_at = r.at;
-        for _ in 0..role_count {
-            r.bytes();
-        }
-        let roles = &b[roles_at.min(r.at)..r.at];
-        let end = match b[END] {
-            END_NONE => None,
-            END_TEXT => Some(r.text()),
-            code => Some(known_end(code as usize - 1).unwrap_or("")),
-        };
-        let seal = if flags & SEAL_BYTES != 0 {
-            Seal::Bytes(r.take(32))
-        } else if flags & SEAL_TEXT != 0 {
-            Seal::Text(r.text())
-        } else {
-            Seal::None
-        };
-        let stored_path = (flags & PATH_STORED != 0).then(|| Path::new(OsStr::from_bytes(r.bytes())));
-        View {
-            id,
-            identity,
-            target,
-            client,
-            roles,
-            role_count,
-            started_us: self.u64_at(STARTED),
-            ended_us: (flags & HAS_ENDED != 0).then(|| self.u64_at(ENDED)),
-            statements: self.u64_at(STATEMENTS),
-            session: u32::from_le_bytes([b[SESSION], b[SESSION + 1], b[SESSION + 2], b[SESSION + 3]]),
-            live: flags & LIVE != 0,
-            decided: b[DECIDED],
-            end,
-            seal,
-            stored_path,
-            dir,
-        }
+        view_of(&self.0, dir)
+    }
+}
+
+/// The id of the entry packed in `b` (read without unpacking the rest).
+pub fn id_of(b: &[u8]) -> &str {
+    Reader { bytes: b, at: HEADER }.text()
+}
+
+/// The fields of the entry packed in `b`, borrowed; `dir` is the
+/// recordings' directory it was packed with. Bytes too short for a header
+/// (never made by `pack`) read as an empty entry.
+pub fn view_of<'a>(b: &'a [u8], dir: &'a Path) -> View<'a> {
+    let b: &[u8] = if b.len() >= HEADER { b } else { &[0; HEADER] };
+    let u64_at = |at: usize| {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(n)
+    };
+    let flags = b[FLAGS];
+    let mut r = Reader { bytes: b, at: HEADER };
+    let id = r.text();
+    let identity = r.text();
+    let target = r.text();
+    let client = r.text();
+    let role_count = r.len();
+    let roles_at = r.at;
+    for _ in 0..role_count {
+        r.bytes();
+    }
+    let roles = &b[roles_at.min(r.at)..r.at];
+    let end = match b[END] {
+        END_NONE => None,
+        END_TEXT => Some(r.text()),
+        code => Some(known_end(code as usize - 1).unwrap_or("")),
+    };
+    let seal = if flags & SEAL_BYTES != 0 {
+        Seal::Bytes(r.take(32))
+    } else if flags & SEAL_TEXT != 0 {
+        Seal::Text(r.text())
+    } else {
+        Seal::None
+    };
+    let stored_path = (flags & PATH_STORED != 0).then(|| Path::new(OsStr::from_bytes(r.bytes())));
+    View {
+        id,
+        identity,
+        target,
+        client,
+        roles,
+        role_count,
+        started_us: u64_at(STARTED),
+        ended_us: (flags & HAS_ENDED != 0).then(|| u64_at(ENDED)),
+        statements: u64_at(STATEMENTS),
+        session: u32::from_le_bytes([b[SESSION], b[SESSION + 1], b[SESSION + 2], b[SESSION + 3]]),
+        live: flags & LIVE != 0,
+        decided: b[DECIDED],
+        end,
+        seal,
+        stored_path,
+        dir,
     }
 }
 

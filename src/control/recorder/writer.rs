@@ -1190,7 +1190,7 @@ mod tests {
             .index
             .lock()
             .unwrap()
-            .iter()
+            .live()
             .next()
             .expect("indexed at its open")
             .id
@@ -1241,7 +1241,7 @@ mod tests {
         let mut w = Writer::new(rec.clone(), false);
         w.handle(open_event(1, 78, crate::record::now_us(), "main"));
         w.flush_buffers();
-        let id = rec.index.lock().unwrap().iter().next().unwrap().id.to_string();
+        let id = rec.index.lock().unwrap().live().next().unwrap().id.to_string();
         let path = rec.path_of(&id).unwrap();
         rec.audit_log().fail_writes();
         w.handle(close_event(1, "client-terminate", 5));
