@@ -75,7 +75,18 @@ async fn locate(
     instance: Option<&str>,
 ) -> Result<Located, Response> {
     let here = st.fleet.as_ref().map(|f| f.instance.clone());
-    let local = rec.index.lock().unwrap_or_else(|p| p.into_inner()).get(id);
+    // One entry: from memory, or one short read of the spill (the page
+    // cache's, as a rule), under the index's lock.
+    let local = match rec.index.lock().unwrap_or_else(|p| p.into_inner()).find(id) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(target: "gatehouse::admin", error = %e, "the index of recordings cannot be read");
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the index of recordings cannot be read now",
+            ));
+        }
+    };
     if let Some(e) = local {
         if (instance.is_none() || instance == here.as_deref()) && e.path.exists() {
             let path = e.path.clone();
@@ -219,7 +230,14 @@ pub async fn list(
                 listed.push(if with_path { e.to_entry() } else { e.summary() });
             }
         })
-        .map(|()| listed)
+        .map(|()| {
+            // Newest first, ties by id: the same order at every request
+            // (the index hands entries in memory first, then the spill's
+            // in its order, and a session moves when it ends), so that
+            // pages neither repeat nor skip an entry.
+            listed.sort_unstable_by(|a, b| b.started_us.cmp(&a.started_us).then_with(|| b.id.cmp(&a.id)));
+            listed
+        })
     })
     .await;
     let candidates: Vec<Entry> = match candidates {

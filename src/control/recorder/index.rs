@@ -211,20 +211,40 @@ impl Index {
         }
     }
 
-    /// Where the entry with this id is in `entries`. A spilled entry with
-    /// the id's hash that cannot be read is taken for it (an upsert then
-    /// replaces it rather than indexing the id twice).
+    /// Where the entry with this id is in `entries`. A spilled entry that
+    /// cannot be read is not taken for it: with half a hash kept, it may
+    /// be another session's, which an upsert must never replace. (A
+    /// session's own entry is in memory while it is open, so an upsert at
+    /// its close finds it whatever the spill does.)
     fn position(&self, id: &str) -> Option<usize> {
+        self.position_or_unreadable(id).ok().flatten()
+    }
+
+    /// [`Index::position`], or an error when a spilled entry that could be
+    /// this id's cannot be read (so "not indexed" is not said wrongly).
+    fn position_or_unreadable(&self, id: &str) -> std::io::Result<Option<usize>> {
         let hash = self.hash(id);
         let mut buf = Vec::new();
-        self.by_id
-            .find(spread(hash), |k| {
-                k.hash == hash
-                    && self
-                        .bytes_at(k.at as usize, &mut buf)
-                        .is_none_or(|b| packed::id_of(b) == id)
-            })
-            .map(|k| k.at as usize)
+        let mut unreadable = false;
+        let found = self.by_id.find(spread(hash), |k| {
+            if k.hash != hash {
+                return false;
+            }
+            match self.bytes_at(k.at as usize, &mut buf) {
+                Some(b) => packed::id_of(b) == id,
+                None => {
+                    unreadable = true;
+                    false
+                }
+            }
+        });
+        match found {
+            Some(k) => Ok(Some(k.at as usize)),
+            None if unreadable => Err(std::io::Error::other(
+                "the index's file of finished sessions cannot be read",
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Brings a live entry's statement count and decisions up to date
@@ -233,6 +253,8 @@ impl Index {
         let Some(i) = self.position(&e.id) else { return };
         match &mut self.entries[i] {
             Slot::Here(p) => p.set_counts(e.statements, &e.decisions),
+            // Not the writer's way (a session's counts change while it is
+            // open, in memory), but an update is never dropped for it.
             Slot::Spilled(place) => {
                 let place = *place;
                 let mut buf = Vec::new();
@@ -251,10 +273,23 @@ impl Index {
 
     /// The entry with this id, unpacked.
     pub fn get(&self, id: &str) -> Option<Entry> {
-        let i = self.position(id)?;
+        self.find(id).ok().flatten()
+    }
+
+    /// The entry with this id, unpacked; an error when the spill cannot
+    /// be read where it could be (the admin API then says so, rather than
+    /// that no recording has this id).
+    pub fn find(&self, id: &str) -> std::io::Result<Option<Entry>> {
+        let Some(i) = self.position_or_unreadable(id)? else {
+            return Ok(None);
+        };
         let mut buf = Vec::new();
-        self.bytes_at(i, &mut buf)
-            .map(|b| packed::view_of(b, &self.dir).to_entry())
+        match self.bytes_at(i, &mut buf) {
+            Some(b) => Ok(Some(packed::view_of(b, &self.dir).to_entry())),
+            None => Err(std::io::Error::other(
+                "the index's file of finished sessions cannot be read",
+            )),
+        }
     }
 
     /// Calls `f` with every entry: those in memory, then the spilled ones
@@ -745,6 +780,32 @@ mod tests {
             assert_eq!(index.get(&format!("s{i}")).map(|e| e.id), Some(format!("s{i}")), "s{i}");
         }
         assert_eq!(index.ids().len(), 3000);
+    }
+
+    /// A spill that cannot be read says so to whoever asks (the admin API
+    /// answers 503, not "no such recording" or a short list), and a new
+    /// session is still indexed as itself, never over an unreadable entry.
+    #[test]
+    fn a_spill_that_cannot_be_read_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut index = Index::new(tmp.path().to_path_buf());
+        let session = |i: usize| entry(&format!("s{i}"), "agent", &["r"], &["allow"]);
+        for i in 0..2000 {
+            index.upsert(session(i));
+        }
+        index.spill.as_mut().unwrap().refuse_reads();
+        assert!(index.each(|_| {}).is_err());
+        // The first entries were written (the last still wait in memory).
+        assert!(index.find("s0").is_err());
+        assert!(index.get("s0").is_none());
+        assert_eq!(index.find("s1999").unwrap().map(|e| e.id), Some("s1999".to_string()));
+        assert!(index.find("nobody").unwrap().is_none());
+        let before = index.entries.len();
+        let mut live = session(5000);
+        live.live = true;
+        index.upsert(live);
+        assert_eq!(index.entries.len(), before + 1);
+        assert!(index.find("s5000").unwrap().unwrap().live);
     }
 
     /// Entries removed from the spill are dead bytes until there are
