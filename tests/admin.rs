@@ -184,6 +184,14 @@ async fn kill_a_session() {
     let list = v["sessions"].as_array().expect("sessions");
     assert_eq!(list.len(), 1, "{body}");
     assert_eq!(list[0]["identity"], "agent");
+    assert_eq!(list[0]["target"], "postgres", "{body}");
+    let client = list[0]["client_addr"].as_str().unwrap_or_default();
+    assert!(
+        client
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback()),
+        "{body}"
+    );
     // What it did so far: one statement, one row; nothing held.
     assert_eq!(
         (list[0]["statements"].as_u64(), list[0]["rows"].as_u64()),

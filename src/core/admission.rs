@@ -32,7 +32,7 @@ impl Refusal {
 
 /// A session that may open: who it is, the target and the upstream account.
 pub struct Admitted<'s> {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub target: &'s TargetRt,
     pub account: &'s AccountRt,
 }
@@ -89,17 +89,18 @@ impl Seats {
 #[derive(Debug)]
 pub struct Seat {
     seats: Arc<Seats>,
-    identity: String,
+    /// The session's own identity (its name is the count's key).
+    identity: Arc<Identity>,
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
         self.seats.total.fetch_sub(1, Ordering::AcqRel);
         let mut m = self.seats.by_identity.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.identity) {
+        if let Some(n) = m.get_mut(&self.identity.name) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.identity);
+                m.remove(&self.identity.name);
             }
         }
     }
@@ -108,7 +109,7 @@ impl Drop for Seat {
 /// After the login, before the session opens: a place under
 /// `max_connections` and under the identity's `max_sessions_per_identity`
 /// (one agent cannot take every session the gateway has).
-pub fn seat(shared: &Shared, state: &State, identity: &Identity) -> Result<Seat, Refusal> {
+pub fn seat(shared: &Shared, state: &State, identity: &Arc<Identity>) -> Result<Seat, Refusal> {
     let srv = &state.config.server;
     let seats = &shared.seats;
     let mut m = seats.by_identity.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,7 +135,7 @@ pub fn seat(shared: &Shared, state: &State, identity: &Identity) -> Result<Seat,
     *m.entry(identity.name.clone()).or_default() += 1;
     Ok(Seat {
         seats: seats.clone(),
-        identity: identity.name.clone(),
+        identity: Arc::clone(identity),
     })
 }
 
@@ -209,6 +210,6 @@ pub fn still_served<'s>(
         )
     };
     let t = state.targets.iter().find(|t| t.cfg.name == target).ok_or_else(lost)?;
-    let a = t.accounts.iter().find(|a| a.name == account).ok_or_else(lost)?;
+    let a = t.accounts.iter().find(|a| &*a.name == account).ok_or_else(lost)?;
     Ok((t, a))
 }

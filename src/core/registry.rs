@@ -153,11 +153,13 @@ pub struct CancelTarget {
 /// What the registry knows of a session, for listings.
 #[derive(Clone, Debug)]
 pub struct SessionInfo {
-    pub identity: String,
-    /// What authenticated the identity (a reload checks it still holds).
-    pub source: crate::identity::IdentitySource,
-    pub target: String,
-    pub client_addr: String,
+    /// Who the session runs as and what vouched for it (a reload checks
+    /// that it still holds): the session's own shared value, not a copy.
+    pub identity: Arc<crate::identity::Identity>,
+    pub target: Arc<str>,
+    /// Kept as the address it is (a text of its own would be another
+    /// allocation per session, idle ones included).
+    pub client: std::net::SocketAddr,
     pub worker: usize,
     /// Unix seconds.
     pub started_unix: u64,
@@ -167,17 +169,16 @@ pub struct SessionInfo {
 impl SessionInfo {
     /// A session starting now.
     pub fn new(
-        identity: &crate::identity::Identity,
-        target: &str,
+        identity: &Arc<crate::identity::Identity>,
+        target: &Arc<str>,
         client: std::net::SocketAddr,
         worker: usize,
         client_tls: bool,
     ) -> Self {
         SessionInfo {
-            identity: identity.name.clone(),
-            source: identity.source.clone(),
-            target: target.to_string(),
-            client_addr: client.to_string(),
+            identity: Arc::clone(identity),
+            target: Arc::clone(target),
+            client,
             worker,
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -206,7 +207,9 @@ impl Drop for Registered<'_> {
 struct Entry {
     secret: [u8; 4],
     handle: Arc<SessionHandle>,
-    cancel: Option<CancelTarget>,
+    /// Boxed: a pooled session has none until its first message, and an
+    /// idle one's entry is smaller without the room.
+    cancel: Option<Box<CancelTarget>>,
     info: SessionInfo,
 }
 
@@ -260,7 +263,7 @@ impl Registry {
                 v.insert(Box::new(Entry {
                     secret,
                     handle,
-                    cancel,
+                    cancel: cancel.map(Box::new),
                     info,
                 }));
                 self.generation.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +302,7 @@ impl Registry {
                 v.insert(Box::new(Entry {
                     secret,
                     handle,
-                    cancel,
+                    cancel: cancel.map(Box::new),
                     info,
                 }));
                 self.generation.fetch_add(1, Ordering::Relaxed);
@@ -315,7 +318,7 @@ impl Registry {
     pub fn kill_own(&self, pid: u32, identity: &str, query: bool) -> bool {
         let s = self.shard(pid);
         let Some(e) = s.get(&pid) else { return false };
-        if e.info.identity != identity {
+        if e.info.identity.name != identity {
             return false;
         }
         if query {
@@ -333,7 +336,7 @@ impl Registry {
         let mut s = self.shard(pid);
         if let Some(e) = s.get_mut(&pid) {
             e.handle.set_upstream_fd(fd);
-            e.cancel = Some(cancel);
+            e.cancel = Some(Box::new(cancel));
         }
     }
 
@@ -356,7 +359,7 @@ impl Registry {
         let ok: bool = e.secret.as_slice().ct_eq(secret).into();
         if ok {
             e.handle.cancel.store(true, Ordering::Release);
-            e.cancel.clone()
+            e.cancel.as_deref().cloned()
         } else {
             None
         }
@@ -446,10 +449,14 @@ mod tests {
 
     fn info() -> SessionInfo {
         SessionInfo {
-            identity: "a".into(),
-            source: crate::identity::IdentitySource::Oidc,
+            identity: Arc::new(crate::identity::Identity {
+                name: "a".into(),
+                roles: Vec::new(),
+                targets: Vec::new(),
+                source: crate::identity::IdentitySource::Oidc,
+            }),
             target: "t".into(),
-            client_addr: "x".into(),
+            client: "127.0.0.1:5432".parse().unwrap(),
             worker: 0,
             started_unix: 0,
             client_tls: false,
@@ -466,13 +473,36 @@ mod tests {
             secret: vec![1, 2, 3, 4],
         };
         let (pid, secret) = r.register(SessionHandle::new(-1, 0), info(), Some(ct.clone()));
-        assert_eq!(r.cancel_target(pid, &secret), Some(ct));
+        assert_eq!(r.cancel_target(pid, &secret), Some(ct.clone()));
         let mut wrong = secret;
         wrong[0] ^= 1;
         assert_eq!(r.cancel_target(pid, &wrong), None);
         assert_eq!(r.cancel_target(pid, &secret[..3]), None);
         r.deregister(pid);
         assert_eq!(r.cancel_target(pid, &secret), None);
+        // A cancel target given after the login (a pooled session's, at
+        // its first message) is found the same way.
+        let (pid, secret) = r.register(SessionHandle::new(-1, 0), info(), None);
+        assert_eq!(r.cancel_target(pid, &secret), None);
+        r.set_upstream(pid, -1, ct.clone());
+        assert_eq!(r.cancel_target(pid, &secret), Some(ct));
+    }
+
+    #[test]
+    fn a_client_kills_only_sessions_of_its_own_identity() {
+        let r = Registry::new();
+        let h = SessionHandle::new(-1, 0);
+        // `info()` is identity "a"'s.
+        let (pid, _) = r.register(h.clone(), info(), None);
+        assert!(!r.kill_own(pid, "b", false));
+        assert!(!r.kill_own(pid, "b", true));
+        assert_eq!(h.killed(), None);
+        assert!(!h.take_cancel());
+        assert!(r.kill_own(pid, "a", true));
+        assert!(h.take_cancel());
+        assert_eq!(h.killed(), None);
+        assert!(r.kill_own(pid, "a", false));
+        assert_eq!(h.killed(), Some(KillReason::Admin));
     }
 
     #[test]

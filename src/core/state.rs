@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 /// An upstream account: who gatehouse logs in as.
 pub struct AccountRt {
-    /// `default` for the target's own `user`.
-    pub name: String,
+    /// `default` for the target's own `user` (shared with every session
+    /// that logs in as it).
+    pub name: Arc<str>,
     pub user: String,
     pub password: Option<String>,
 }
@@ -34,6 +35,9 @@ impl TargetRt {
 /// A target ready to connect to.
 pub struct TargetRt {
     pub cfg: Target,
+    /// `cfg.name`, shared with every session of the target (an idle
+    /// session keeps the name and nothing else of it).
+    pub name: Arc<str>,
     /// The default account first, then `[[target.account]]`s.
     pub accounts: Vec<AccountRt>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -75,7 +79,7 @@ impl State {
             }];
             for a in &t.accounts {
                 accounts.push(AccountRt {
-                    name: a.name.clone(),
+                    name: a.name.as_str().into(),
                     user: a.user.clone(),
                     password: a
                         .resolve_password()
@@ -83,6 +87,7 @@ impl State {
                 });
             }
             targets.push(TargetRt {
+                name: t.name.as_str().into(),
                 accounts,
                 tls: tls::upstream_config(t).map_err(err)?,
                 server_name: tls::server_name(t).map_err(err)?,
@@ -142,7 +147,7 @@ impl State {
     pub fn account<'a>(&self, t: &'a TargetRt, name: Option<&str>) -> Option<&'a AccountRt> {
         match name {
             None => t.accounts.first(),
-            Some(n) => t.accounts.iter().find(|a| a.name == n),
+            Some(n) => t.accounts.iter().find(|a| &*a.name == n),
         }
     }
 

@@ -137,9 +137,9 @@ impl Fleet {
         upsert.truncate(50_000);
         let instance = self.instance.clone();
         let ids: Vec<i64> = upsert.iter().map(|(id, ..)| *id as i64).collect();
-        let identity: Vec<String> = upsert.iter().map(|(_, i, ..)| i.identity.clone()).collect();
-        let target: Vec<String> = upsert.iter().map(|(_, i, ..)| i.target.clone()).collect();
-        let client: Vec<String> = upsert.iter().map(|(_, i, ..)| i.client_addr.clone()).collect();
+        let identity: Vec<String> = upsert.iter().map(|(_, i, ..)| i.identity.name.clone()).collect();
+        let target: Vec<String> = upsert.iter().map(|(_, i, ..)| i.target.to_string()).collect();
+        let client: Vec<String> = upsert.iter().map(|(_, i, ..)| i.client.to_string()).collect();
         let started: Vec<i64> = upsert.iter().map(|(_, i, ..)| i.started_unix as i64).collect();
         let st: Vec<i64> = upsert.iter().map(|(_, _, s, _)| *s as i64).collect();
         let rows: Vec<i64> = upsert.iter().map(|(_, _, _, r)| *r as i64).collect();

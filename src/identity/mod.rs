@@ -8,6 +8,7 @@ pub mod mint;
 pub mod oidc;
 
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// An authenticated identity.
@@ -68,7 +69,10 @@ pub enum AuthError {
 
 /// Checks a client's user name and password (a gatehouse credential).
 pub trait Authenticator: Send + Sync {
-    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Identity, AuthError>;
+    /// The identity a session runs as, shared: a static token's identity is
+    /// one value however many sessions hold it (10,000 idle clients of one
+    /// service account keep one copy of its name, roles and targets).
+    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Arc<Identity>, AuthError>;
     /// An OIDC JWT presented as an admin API bearer token: the identity it
     /// names, with its mapped roles (`None`: not a valid token).
     fn bearer(&self, _token: &str) -> Option<Identity> {
@@ -86,7 +90,7 @@ pub fn hash_token(token: &[u8]) -> String {
 
 struct StaticEntry {
     digest: [u8; 32],
-    identity: Identity,
+    identity: Arc<Identity>,
 }
 
 /// Static tokens from the configuration, stored only as SHA-256 digests.
@@ -105,12 +109,12 @@ impl StaticTokens {
                 let digest = parse_token_hash(&c.token_hash)?;
                 Some(StaticEntry {
                     digest,
-                    identity: Identity {
+                    identity: Arc::new(Identity {
                         name: c.name.clone(),
                         roles: c.roles.clone(),
                         targets: c.targets.clone(),
                         source: IdentitySource::Static { digest },
-                    },
+                    }),
                 })
             })
             .collect();
@@ -119,7 +123,7 @@ impl StaticTokens {
 }
 
 impl Authenticator for StaticTokens {
-    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Identity, AuthError> {
+    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Arc<Identity>, AuthError> {
         let digest = Sha256::digest(password);
         // Compare against the entry for this user, in constant time; do the
         // same work when the user is unknown.
@@ -127,7 +131,7 @@ impl Authenticator for StaticTokens {
         let expected = entry.map(|e| e.digest).unwrap_or([0xa5; 32]);
         let ok: bool = digest.as_slice().ct_eq(&expected).into();
         match entry {
-            Some(e) if ok => Ok(e.identity.clone()),
+            Some(e) if ok => Ok(Arc::clone(&e.identity)),
             _ => Err(AuthError::Rejected(user.to_string())),
         }
     }
@@ -143,7 +147,7 @@ pub struct Chain {
 }
 
 impl Authenticator for Chain {
-    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Identity, AuthError> {
+    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Arc<Identity>, AuthError> {
         match &self.oidc {
             Some(o) if oidc::looks_like_jwt(password) => o.authenticate(user, password),
             _ => self.static_tokens.authenticate(user, password),
@@ -194,6 +198,11 @@ mod tests {
         assert!(a.authenticate("other", b"demo-token-change-me").is_err());
         assert!(parse_token_hash("sha256:zz").is_none());
         assert!(parse_token_hash(&hash_token(b"x")).is_some());
+        // Every session of a static token holds the one identity value,
+        // not a copy of its strings each.
+        let first = a.authenticate("demo", b"demo-token-change-me").unwrap();
+        let second = a.authenticate("demo", b"demo-token-change-me").unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
     }
 
     #[test]

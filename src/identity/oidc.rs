@@ -459,7 +459,7 @@ impl OidcAuthenticator {
 }
 
 impl super::Authenticator for OidcAuthenticator {
-    fn authenticate(&self, user: &str, password: &[u8]) -> Result<Identity, AuthError> {
+    fn authenticate(&self, user: &str, password: &[u8]) -> Result<std::sync::Arc<Identity>, AuthError> {
         let fail = |reason| AuthError::Token {
             user: user.to_string(),
             reason,
@@ -469,7 +469,7 @@ impl super::Authenticator for OidcAuthenticator {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        self.check(user, token, now).map_err(fail)
+        self.check(user, token, now).map(std::sync::Arc::new).map_err(fail)
     }
 }
 

@@ -329,7 +329,7 @@ pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<(), String> {
             let s = Arc::new(s);
             shared.state.store(s.clone());
             let ended = shared.registry.kill_where(KillReason::Revoked, |info| {
-                !crate::identity::survives_reload(&info.identity, &info.source, &info.target, &s.config)
+                !crate::identity::survives_reload(&info.identity.name, &info.identity.source, &info.target, &s.config)
             });
             tracing::info!(path = %path.display(), ended_sessions = ended, "configuration reloaded; open sessions keep their settings, except those whose identity was removed, whose token changed or that may no longer reach their target");
             Ok(())

@@ -119,7 +119,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     let pool_key = (target.cfg.pool_size > 0).then(|| pool::PoolKey {
         generation: state.generation,
         target: target.cfg.name.clone(),
-        account: account.name.clone(),
+        account: account.name.to_string(),
         capabilities: upstream::passed_capabilities(caps, local_files),
         collation: upstream::login_collation(collation),
     });
@@ -150,7 +150,7 @@ pub async fn handle_connection(shared: Arc<Shared>, worker: usize, tcp: TcpStrea
     };
     let handle = SessionHandle::new(client_fd, shared.now());
     handle.set_upstream_fd(up.conn.stream.raw_fd());
-    let info = SessionInfo::new(&identity, &target.cfg.name, peer, worker, tls);
+    let info = SessionInfo::new(&identity, &target.name, peer, worker, tls);
     if shared.registry.register_as(pid, handle.clone(), info, None).is_none() {
         let f = Fatal::new(
             SqlState::CANNOT_CONNECT_NOW,
@@ -405,7 +405,7 @@ fn open_recording(
         roles: identity.roles.clone(),
         client: peer.to_string(),
         target: target.cfg.name.clone(),
-        account: account.name.clone(),
+        account: account.name.to_string(),
         client_tls,
         upstream_tls,
         worker,

@@ -21,7 +21,7 @@ use crate::core::enforce::CatalogAccess;
 use crate::core::enforce::{BudgetGuard, Enforcer, Who};
 use crate::core::registry::{CancelTarget, Registered};
 use crate::core::sqlstate::SqlState;
-use crate::core::state::{Shared, State};
+use crate::core::state::{AccountRt, Shared, State, TargetRt};
 use crate::core::summary::Summary;
 use crate::record::events::{Ev, OpenInfo};
 use crate::record::link::SessionRec;
@@ -196,8 +196,22 @@ async fn serve(shared: &Shared, s: LoggedIn, first: Result<(), Fatal>, peer: Soc
         (None, Ok(())) => attach(shared, &state, &mut conn, &mut ready).await,
         (None, Err(f)) => Err(f),
     };
+    // The target and account the session was admitted to, in the state it
+    // was admitted under (the login found them there): the relay's policy
+    // needs both, and a session never runs without its policy because one
+    // of them could not be found.
+    let attached = attached.and_then(|up| {
+        let (target_rt, account_rt) = admission::still_served(&state, &ready.target, &ready.account)?;
+        Ok((up, target_rt, account_rt))
+    });
     match attached {
-        Ok(upstream) => relay(shared, &state, conn, *ready, upstream, peer, worker, client_fd, started).await,
+        Ok((upstream, target_rt, account_rt)) => {
+            let admitted = (target_rt, account_rt);
+            relay(
+                shared, &state, conn, *ready, upstream, admitted, peer, worker, client_fd, started,
+            )
+            .await
+        }
         Err(f) => end_unattached(shared, &state, conn, *ready, f, peer, worker, started).await,
     }
 }
@@ -370,8 +384,8 @@ fn open_recording(
         identity: identity.name.clone(),
         roles: identity.roles.clone(),
         client: peer.to_string(),
-        target: ready.target.clone(),
-        account: ready.account.clone(),
+        target: ready.target.to_string(),
+        account: ready.account.to_string(),
         client_tls,
         upstream_tls,
         protocol: crate::config::Protocol::Postgres,
@@ -442,6 +456,7 @@ async fn relay(
     conn: Conn,
     ready: Ready,
     upstream: upstream::Upstream,
+    (target_rt, account_rt): (&TargetRt, &AccountRt),
     peer: SocketAddr,
     worker: usize,
     client_fd: RawFd,
@@ -522,11 +537,7 @@ async fn relay(
         pids: (backend_pid, pid),
     };
     let track = &ctx.track;
-    let reset_query = state
-        .targets
-        .iter()
-        .find(|t| t.cfg.name == target)
-        .map_or("DISCARD ALL", |t| t.cfg.pool_reset_query.as_str());
+    let reset_query = target_rt.cfg.pool_reset_query.as_str();
     let server_done = Signal::default();
     let server_stopped: Cell<Option<usize>> = Cell::new(None);
     let limits = Limits {
@@ -536,23 +547,17 @@ async fn relay(
     let who = Who {
         identity: identity.name.clone(),
         roles: identity.roles.clone(),
-        target: target.clone(),
+        target: target.to_string(),
         session: pid,
     };
     let engine = state.scan.clone();
-    let target_rt = state.targets.iter().find(|t| t.cfg.name == target);
-    let account_rt = target_rt.and_then(|t| t.accounts.iter().find(|a| a.name == account_name));
-    let enforcer = match (state.policy.clone(), target_rt, account_rt) {
-        (Some(p), Some(target_rt), Some(account_rt)) => Some((p, target_rt, account_rt)),
-        _ => None,
-    }
-    .map(|(p, target_rt, account_rt)| {
+    let enforcer = state.policy.clone().map(|p| {
         let mask = Box::new(move |sql: &str| mask_text(engine.as_deref(), sql));
         let catalog = CatalogAccess {
             key: CatalogKey {
                 generation: state.generation,
-                target: target.clone(),
-                account: account_name.clone(),
+                target: target.to_string(),
+                account: account_name.to_string(),
             },
             epoch: &shared.catalog_epoch,
             fetch: Box::new(move || Box::pin(super::catalog::fetch(target_rt, account_rt, max_msg))),
@@ -730,25 +735,18 @@ async fn relay(
                 // Out of the registry first: a kill must not reach a socket
                 // another session may get.
                 shared.registry.deregister(pid);
-                let limits = state
-                    .targets
-                    .iter()
-                    .find(|t| t.cfg.name == target)
-                    .map(|t| t.pool_limits());
-                if let Some(limits) = limits {
-                    let up = upstream::Upstream {
-                        conn: Conn {
-                            stream,
-                            buf: Vec::new(),
-                        },
-                        announce,
-                        backend_pid,
-                        backend_secret,
-                        tls: up_tls,
-                        born,
-                    };
-                    pool::put(key, up, &limits);
-                }
+                let up = upstream::Upstream {
+                    conn: Conn {
+                        stream,
+                        buf: Vec::new(),
+                    },
+                    announce,
+                    backend_pid,
+                    backend_secret,
+                    tls: up_tls,
+                    born,
+                };
+                pool::put(key, up, &target_rt.pool_limits());
             }
             Err(_) => {
                 tracing::warn!(target: "gatehouse::session", session = pid, "upstream connection halves did not match; not kept")

@@ -24,9 +24,9 @@ const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
 
 /// A session past its startup.
 pub struct Ready {
-    pub identity: Identity,
-    pub target: String,
-    pub account: String,
+    pub identity: Arc<Identity>,
+    pub target: Arc<str>,
+    pub account: Arc<str>,
     /// `None` until the client's first message when the target pools
     /// (boxed: a pooled session waits without its room).
     pub upstream: Option<Box<upstream::Upstream>>,
@@ -255,7 +255,7 @@ pub async fn handshake(
     if let Some(up) = &up {
         handle.set_upstream_fd(up.conn.stream.raw_fd());
     }
-    let info = SessionInfo::new(&identity, &target.cfg.name, peer, worker, tls);
+    let info = SessionInfo::new(&identity, &target.name, peer, worker, tls);
     let cancel = up.as_ref().map(|up| CancelTarget {
         host: target.cfg.host.clone(),
         port: target.cfg.port,
@@ -309,8 +309,8 @@ pub async fn handshake(
     );
     Ok(Handshake::Session(Box::new(Ready {
         identity,
-        target: target.cfg.name.clone(),
-        account: account.name.clone(),
+        target: Arc::clone(&target.name),
+        account: Arc::clone(&account.name),
         upstream: up.map(Box::new),
         pool,
         announced,
