@@ -759,16 +759,27 @@ mod tests {
         });
     }
 
+    /// Finished session `s{i}`.
+    fn session(i: usize) -> Entry {
+        entry(&format!("s{i}"), "agent", &["r"], &["allow"])
+    }
+
+    /// An index in a directory of its own (dropped with the directory)
+    /// that has heard of finished sessions `s0` to `s{n-1}`.
+    fn finished_sessions(n: usize) -> (tempfile::TempDir, Index) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut index = Index::new(tmp.path().to_path_buf());
+        for i in 0..n {
+            index.upsert(session(i));
+        }
+        (tmp, index)
+    }
+
     /// A spill whose writes fail keeps what it took, readable, and the
     /// index keeps the next entries in memory: none is lost.
     #[test]
     fn entries_stay_found_when_the_spill_cannot_be_written() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut index = Index::new(tmp.path().to_path_buf());
-        let session = |i: usize| entry(&format!("s{i}"), "agent", &["r"], &["allow"]);
-        for i in 0..1000 {
-            index.upsert(session(i));
-        }
+        let (_tmp, mut index) = finished_sessions(1000);
         assert_eq!(index.spilled(), 1000);
         index.spill.as_mut().unwrap().refuse_writes();
         for i in 1000..3000 {
@@ -787,12 +798,7 @@ mod tests {
     /// session is still indexed as itself, never over an unreadable entry.
     #[test]
     fn a_spill_that_cannot_be_read_says_so() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut index = Index::new(tmp.path().to_path_buf());
-        let session = |i: usize| entry(&format!("s{i}"), "agent", &["r"], &["allow"]);
-        for i in 0..2000 {
-            index.upsert(session(i));
-        }
+        let (_tmp, mut index) = finished_sessions(2000);
         index.spill.as_mut().unwrap().refuse_reads();
         assert!(index.each(|_| {}).is_err());
         // The first entries were written (the last still wait in memory).
