@@ -195,8 +195,10 @@ pub fn admit<'s>(
     })
 }
 
-/// The target and account a session was admitted to, found again in the
-/// configuration now in force (a reload may have removed them).
+/// The target and account a session was admitted to, found again by name
+/// in the state it was admitted under. A session keeps that state for its
+/// life, so they are there; should they not be, the session is refused
+/// rather than run without the target's policy.
 pub fn still_served<'s>(
     state: &'s State,
     target: &str,

@@ -12,12 +12,16 @@
 //! that needs it load a fresh one. A statement that calls a
 //! function the snapshot does not have reloads it (at most every
 //! [`REFRESH_AFTER`]) before it is refused as unknown.
+//!
+//! A snapshot equal to one another worker or key already holds is not
+//! kept twice ([`shared`]): workers, and targets or accounts on one
+//! database, read the same catalog, and a big one is megabytes.
 
 use crate::sql::Catalog;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -49,6 +53,31 @@ struct Slot {
 
 thread_local! {
     static SLOTS: RefCell<HashMap<CatalogKey, Slot>> = RefCell::new(HashMap::new());
+}
+
+/// Every snapshot some worker holds, process-wide, to share equal ones.
+/// Taken when a load ends, briefly: snapshots are compared outside it.
+static HELD: Mutex<Vec<Weak<Catalog>>> = Mutex::new(Vec::new());
+
+/// The copy of `fresh` already held, when one is equal to it, or `fresh`
+/// (now held). Equal snapshots loaded at the same moment may both be
+/// kept; the next load of either shares.
+pub fn shared(fresh: Arc<Catalog>) -> Arc<Catalog> {
+    let held = || HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let candidates: Vec<Arc<Catalog>> = {
+        let mut held = held();
+        held.retain(|w| w.strong_count() > 0);
+        held.iter()
+            .filter_map(Weak::upgrade)
+            .filter(|c| c.may_equal(&fresh))
+            .collect()
+    };
+    // A full comparison walks the whole snapshot: not under the lock.
+    if let Some(same) = candidates.into_iter().find(|c| **c == *fresh) {
+        return same;
+    }
+    held().push(Arc::downgrade(&fresh));
+    fresh
 }
 
 /// What the worker has for a key now.
@@ -131,7 +160,7 @@ pub async fn load(
     }
     // Waiters must not wait on a load whose session went away.
     let guard = LoadGuard { key };
-    let result = fetch.await;
+    let result = fetch.await.map(shared);
     std::mem::forget(guard);
     SLOTS.with(|s| {
         let mut s = s.borrow_mut();
@@ -172,5 +201,93 @@ impl Drop for LoadGuard<'_> {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{CatalogRow, Volatility};
+
+    /// A snapshot no other test builds (`HELD` is process-wide).
+    fn snapshot(volatility: Volatility) -> Arc<Catalog> {
+        Arc::new(rows_of(volatility))
+    }
+
+    fn rows_of(volatility: Volatility) -> Catalog {
+        Catalog::from_rows([CatalogRow::Function {
+            oid: 16_400,
+            schema: "core_catalog_tests".into(),
+            name: "held_once".into(),
+            volatility,
+            builtin: false,
+            signature: "core_catalog_tests.held_once()".into(),
+        }])
+    }
+
+    #[test]
+    fn equal_snapshots_are_held_once_and_different_ones_apart() {
+        let a = shared(snapshot(Volatility::Volatile));
+        let b = shared(snapshot(Volatility::Volatile));
+        assert!(Arc::ptr_eq(&a, &b));
+        // One volatility apart: never the other's copy.
+        let c = shared(snapshot(Volatility::Immutable));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.function_by_oid(16_400).map(|f| f.1), Some(Volatility::Immutable));
+        assert_eq!(b.function_by_oid(16_400).map(|f| f.1), Some(Volatility::Volatile));
+        // Once no worker holds it, the next load's copy is the one held.
+        drop((a, b));
+        let d = snapshot(Volatility::Volatile);
+        assert!(Arc::ptr_eq(&shared(d.clone()), &d));
+        assert!(Arc::ptr_eq(&shared(snapshot(Volatility::Volatile)), &d));
+    }
+
+    /// Polls a future that must be ready at once (the test's loads are).
+    fn at_once<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut std::task::Context::from_waker(Waker::noop())) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the load waited"),
+        }
+    }
+
+    /// Two keys (targets, accounts) whose servers give the same catalog
+    /// hold one copy; a third that differs holds its own.
+    #[test]
+    fn loads_of_equal_catalogs_for_two_keys_share_one() {
+        let key = |target: &str| CatalogKey {
+            generation: 0,
+            target: target.into(),
+            account: "core_catalog_tests".into(),
+        };
+        let load_of = |target: &str, v: Volatility| {
+            let fetched = Arc::new(rows_of(v).with_fingerprint(11));
+            at_once(load(&key(target), 1, async { Ok(fetched) })).unwrap()
+        };
+        let first = load_of("one", Volatility::Stable);
+        let second = load_of("two", Volatility::Stable);
+        let third = load_of("three", Volatility::Volatile);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(!Arc::ptr_eq(&first, &third));
+        for (target, want) in [("one", &first), ("two", &first), ("three", &third)] {
+            match cached(&key(target), 1) {
+                Cached::Ready(c, _) => assert!(Arc::ptr_eq(&c, want), "{target}"),
+                _ => panic!("{target} not cached"),
+            }
+        }
+    }
+
+    /// Fingerprints only rule out: two snapshots whose fingerprints
+    /// collide are still compared in full.
+    #[test]
+    fn a_fingerprint_collision_shares_nothing() {
+        let forged = |v| Arc::new(rows_of(v).with_fingerprint(7));
+        let volatile = shared(forged(Volatility::Volatile));
+        let immutable = shared(forged(Volatility::Immutable));
+        assert!(!Arc::ptr_eq(&volatile, &immutable));
+        assert_eq!(
+            immutable.function_by_oid(16_400).map(|f| f.1),
+            Some(Volatility::Immutable)
+        );
     }
 }

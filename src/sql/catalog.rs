@@ -43,6 +43,7 @@
 
 use super::{Classification, StatementClass};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A function's volatility, as `pg_proc.provolatile` gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,28 +164,38 @@ pub enum CatalogRow {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    schema: String,
+    /// Lower-cased; one allocation per schema name in a snapshot (a
+    /// database's thousands of functions live in a handful of schemas).
+    schema: Arc<str>,
     volatility: Volatility,
     builtin: bool,
 }
 
 /// A snapshot of the target's functions, user operators and types.
-#[derive(Debug, Default)]
+///
+/// Two snapshots are equal when they say the same of every name, however
+/// their rows were ordered: the cache shares one copy between targets and
+/// workers that read equal ones (`core::catalog`).
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
     /// Lower-cased function name → every function of that name.
     functions: HashMap<String, Vec<Entry>>,
     /// Operator name → every user-defined operator of that name.
     operators: HashMap<String, Vec<Entry>>,
     /// Lower-cased type name → schemas.
-    types: HashMap<String, Vec<String>>,
+    types: HashMap<String, Vec<Arc<str>>>,
     /// Function OID → `schema.name` or its signature.
     by_oid: HashMap<u32, (String, Volatility)>,
     /// Volatile user code the server may call without the statement naming
     /// it: comparison operators, operator-class members and support
     /// functions, casts, type input functions (`schema.name`).
     implicit_volatile: Vec<String>,
+    /// A digest of the rows that does not depend on their order: snapshots
+    /// with different fingerprints differ (equal ones are compared in
+    /// full before they are shared).
+    fingerprint: u64,
 }
 
 /// Operators the server calls without their being written: sorting,
@@ -230,10 +241,44 @@ fn split(name: &str) -> (Option<String>, String) {
     }
 }
 
+/// One row's contribution to a snapshot's fingerprint.
+fn row_digest(row: &CatalogRow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new` has fixed keys: snapshots read by different
+    // workers agree.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match row {
+        CatalogRow::Function {
+            oid,
+            schema,
+            name,
+            volatility,
+            builtin,
+            signature,
+        } => (0u8, oid, schema, name, *volatility as u8, builtin, signature).hash(&mut h),
+        CatalogRow::Operator {
+            schema,
+            name,
+            volatility,
+        } => (1u8, schema, name, *volatility as u8).hash(&mut h),
+        CatalogRow::Type { schema, name } => (2u8, schema, name).hash(&mut h),
+        CatalogRow::Implicit { schema, name } => (3u8, schema, name).hash(&mut h),
+    }
+    h.finish()
+}
+
 impl Catalog {
     pub fn from_rows(rows: impl IntoIterator<Item = CatalogRow>) -> Catalog {
         let mut c = Catalog::default();
+        let mut schemas: HashMap<String, Arc<str>> = HashMap::new();
+        let mut intern = |schema: &str| -> Arc<str> {
+            schemas
+                .entry(schema.to_lowercase())
+                .or_insert_with_key(|lower| lower.as_str().into())
+                .clone()
+        };
         for row in rows {
+            c.fingerprint = c.fingerprint.wrapping_add(row_digest(&row));
             match row {
                 CatalogRow::Function {
                     oid,
@@ -250,7 +295,7 @@ impl Catalog {
                     };
                     c.by_oid.insert(oid, (shown, volatility));
                     c.functions.entry(name.to_lowercase()).or_default().push(Entry {
-                        schema: schema.to_lowercase(),
+                        schema: intern(&schema),
                         volatility,
                         builtin,
                     });
@@ -264,20 +309,42 @@ impl Catalog {
                         c.implicit_volatile.push(format!("operator {schema}.{name}"));
                     }
                     c.operators.entry(name).or_default().push(Entry {
-                        schema: schema.to_lowercase(),
+                        schema: intern(&schema),
                         volatility,
                         builtin: false,
                     })
                 }
-                CatalogRow::Type { schema, name } => c
-                    .types
-                    .entry(name.to_lowercase())
-                    .or_default()
-                    .push(schema.to_lowercase()),
+                CatalogRow::Type { schema, name } => {
+                    c.types.entry(name.to_lowercase()).or_default().push(intern(&schema))
+                }
                 CatalogRow::Implicit { schema, name } => c.implicit_volatile.push(format!("{schema}.{name}")),
             }
         }
+        // Equal snapshots hold their lists in one order whatever the rows'.
+        for v in c.functions.values_mut().chain(c.operators.values_mut()) {
+            v.sort_by(|a, b| {
+                (&a.schema, a.volatility as u8, a.builtin).cmp(&(&b.schema, b.volatility as u8, b.builtin))
+            });
+        }
+        for v in c.types.values_mut() {
+            v.sort();
+        }
+        c.implicit_volatile.sort();
         c
+    }
+
+    /// Whether two snapshots may be the same (equal ones always have the
+    /// same fingerprint); cheap, unlike `==`.
+    pub fn may_equal(&self, other: &Catalog) -> bool {
+        self.fingerprint == other.fingerprint && self.by_oid.len() == other.by_oid.len()
+    }
+
+    /// The snapshot with its fingerprint replaced, to test what a
+    /// collision does.
+    #[cfg(test)]
+    pub(crate) fn with_fingerprint(mut self, fingerprint: u64) -> Catalog {
+        self.fingerprint = fingerprint;
+        self
     }
 
     /// Functions in the snapshot.
@@ -403,7 +470,7 @@ impl Catalog {
                 };
                 let writes = self.operators.get(bare).is_some_and(|v| {
                     v.iter().any(|e| {
-                        schema.as_deref().is_none_or(|want| want == e.schema) && e.volatility == Volatility::Volatile
+                        schema.as_deref().is_none_or(|want| want == &*e.schema) && e.volatility == Volatility::Volatile
                     })
                 });
                 if writes {
@@ -457,6 +524,163 @@ mod tests {
                 name: "uuid".into(),
             },
         ])
+    }
+
+    /// Rows of every kind, with distinct OIDs.
+    fn varied_rows() -> Vec<CatalogRow> {
+        let mut rows: Vec<CatalogRow> = [
+            f("pg_catalog", "lower", "i", true),
+            f("pg_catalog", "random", "v", true),
+            f("public", "my_fn", "v", false),
+            f("app", "upper", "s", false),
+            f("App", "Upper", "i", false),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            if let CatalogRow::Function { oid, .. } = &mut r {
+                *oid = 16_384 + i as u32;
+            }
+            r
+        })
+        .collect();
+        rows.extend([
+            CatalogRow::Operator {
+                schema: "public".into(),
+                name: "###".into(),
+                volatility: Volatility::Volatile,
+            },
+            CatalogRow::Type {
+                schema: "pg_catalog".into(),
+                name: "uuid".into(),
+            },
+            CatalogRow::Type {
+                schema: "app".into(),
+                name: "uuid".into(),
+            },
+            CatalogRow::Operator {
+                schema: "App".into(),
+                name: "=".into(),
+                volatility: Volatility::Volatile,
+            },
+            CatalogRow::Implicit {
+                schema: "app".into(),
+                name: "cmp".into(),
+            },
+            CatalogRow::Implicit {
+                schema: "app".into(),
+                name: "hash".into(),
+            },
+        ]);
+        rows
+    }
+
+    /// One fact of a row changed.
+    fn changed(row: &CatalogRow) -> CatalogRow {
+        let flip = |v: &Volatility| match v {
+            Volatility::Volatile => Volatility::Immutable,
+            _ => Volatility::Volatile,
+        };
+        match row.clone() {
+            CatalogRow::Function {
+                oid,
+                schema,
+                name,
+                volatility,
+                builtin,
+                signature,
+            } => CatalogRow::Function {
+                oid,
+                schema,
+                name,
+                volatility: flip(&volatility),
+                builtin,
+                signature,
+            },
+            CatalogRow::Operator {
+                schema,
+                name,
+                volatility,
+            } => CatalogRow::Operator {
+                schema,
+                name,
+                volatility: flip(&volatility),
+            },
+            CatalogRow::Type { name, .. } => CatalogRow::Type {
+                schema: "other".into(),
+                name,
+            },
+            CatalogRow::Implicit { schema, .. } => CatalogRow::Implicit {
+                schema,
+                name: "other".into(),
+            },
+        }
+    }
+
+    /// The cache shares a snapshot between keys only when they are equal:
+    /// equality must not depend on the rows' order, and must see any one
+    /// fact changed.
+    #[test]
+    fn snapshots_are_equal_exactly_when_they_say_the_same() {
+        let a = Catalog::from_rows(varied_rows());
+        let mut reversed = varied_rows();
+        reversed.reverse();
+        let b = Catalog::from_rows(reversed);
+        assert!(a.may_equal(&b) && a == b);
+        // Each difference is seen by the fingerprint and, the fingerprint
+        // forged to match, by the comparison itself.
+        let differs = |c: Catalog, what: &str| {
+            assert!(!a.may_equal(&c), "{what}: the fingerprint did not change");
+            let c = c.with_fingerprint(a.fingerprint);
+            assert!(a != c, "{what}: {c:?}");
+        };
+        for i in 0..varied_rows().len() {
+            let mut rows = varied_rows();
+            rows[i] = changed(&rows[i]);
+            differs(Catalog::from_rows(rows), &format!("row {i} changed"));
+        }
+        let mut rows = varied_rows();
+        if let CatalogRow::Function { builtin, .. } = &mut rows[1] {
+            *builtin = false;
+        }
+        differs(Catalog::from_rows(rows), "a builtin flag");
+        let mut rows = varied_rows();
+        if let CatalogRow::Function { signature, .. } = &mut rows[2] {
+            *signature = "public.my_fn(integer)".into();
+        }
+        differs(Catalog::from_rows(rows), "a signature");
+        let mut rows = varied_rows();
+        rows.push(f("app", "extra", "i", false));
+        differs(Catalog::from_rows(rows), "one row more");
+    }
+
+    /// Schemas are shared within a snapshot; what it says of them is not
+    /// changed by that (case folded as before).
+    #[test]
+    fn interned_schemas_resolve_as_written() {
+        let c = Catalog::from_rows(varied_rows());
+        let entries = &c.functions["upper"];
+        assert_eq!(entries.len(), 2);
+        assert!(Arc::ptr_eq(&entries[0].schema, &entries[1].schema), "{entries:?}");
+        assert_eq!(&*entries[0].schema, "app");
+        let known = Known {
+            read: &[],
+            write: &[],
+            opaque: StatementClass::Write,
+        };
+        assert_eq!(c.call_class(Some("APP"), "upper", &known), Some(StatementClass::Read));
+        assert_eq!(c.call_class(Some("public"), "upper", &known), None);
+        assert_eq!(c.call_class(Some("app"), "uuid", &known), Some(StatementClass::Read));
+        assert_eq!(
+            c.call_class(Some("public"), "my_fn", &known),
+            Some(StatementClass::Write)
+        );
+        assert_eq!(&*c.operators["="][0].schema, "app");
+        assert_eq!(
+            c.implicit_volatile,
+            ["app.cmp", "app.hash", "operator App.="],
+            "shown as the server wrote them, in one order"
+        );
     }
 
     fn resolve(sql: &str) -> Resolution {

@@ -191,22 +191,24 @@ async fn serve(shared: &Shared, s: LoggedIn, first: Result<(), Fatal>, peer: Soc
         client_fd,
         started,
     } = s;
-    let attached = match (ready.upstream.take(), first) {
-        (Some(up), _) => Ok(*up),
-        (None, Ok(())) => attach(shared, &state, &mut conn, &mut ready).await,
-        (None, Err(f)) => Err(f),
+    // The target and account the session was admitted to, found once in
+    // the state it was admitted under (the login found them there): the
+    // upstream login and the relay's policy both need them, and a session
+    // never runs without its policy because one could not be found.
+    let attached = match (ready.upstream.is_some(), first) {
+        // Gone (or killed) before a first message with no upstream yet.
+        (false, Err(f)) => Err(f),
+        _ => match admission::still_served(&state, &ready.target, &ready.account) {
+            Err(refusal) => Err(Fatal::from(refusal)),
+            Ok((target_rt, account_rt)) => match ready.upstream.take() {
+                Some(up) => Ok(*up),
+                None => attach(shared, (target_rt, account_rt), &state, &mut conn, &mut ready).await,
+            }
+            .map(|up| (up, (target_rt, account_rt))),
+        },
     };
-    // The target and account the session was admitted to, in the state it
-    // was admitted under (the login found them there): the relay's policy
-    // needs both, and a session never runs without its policy because one
-    // of them could not be found.
-    let attached = attached.and_then(|up| {
-        let (target_rt, account_rt) = admission::still_served(&state, &ready.target, &ready.account)?;
-        Ok((up, target_rt, account_rt))
-    });
     match attached {
-        Ok((upstream, target_rt, account_rt)) => {
-            let admitted = (target_rt, account_rt);
+        Ok((upstream, admitted)) => {
             relay(
                 shared, &state, conn, *ready, upstream, admitted, peer, worker, client_fd, started,
             )
@@ -263,6 +265,7 @@ async fn first_message(conn: &mut Conn, ready: &Ready, client_fd: RawFd) -> Resu
 /// a kept one from the pool or a new login.
 async fn attach(
     shared: &Shared,
+    (target, account): (&TargetRt, &AccountRt),
     state: &State,
     conn: &mut Conn,
     ready: &mut Ready,
@@ -278,7 +281,6 @@ async fn attach(
         let (code, message) = reason.client_error();
         return Err(Fatal::new(code, message, reason.end()));
     }
-    let (target, account) = admission::still_served(state, &ready.target, &ready.account)?;
     let Some(key) = ready.pool.as_ref() else {
         return Err(Fatal::new(
             SqlState::CONNECTION_FAILURE,
