@@ -46,7 +46,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A function's volatility, as `pg_proc.provolatile` gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Volatility {
     Immutable,
     Stable,
@@ -133,7 +133,7 @@ pub const HARMLESS_VOLATILE_FUNCTIONS: &[&str] = &[
 ];
 
 /// One row of the catalog snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CatalogRow {
     Function {
         oid: u32,
@@ -247,23 +247,7 @@ fn row_digest(row: &CatalogRow) -> u64 {
     // `DefaultHasher::new` has fixed keys: snapshots read by different
     // workers agree.
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    match row {
-        CatalogRow::Function {
-            oid,
-            schema,
-            name,
-            volatility,
-            builtin,
-            signature,
-        } => (0u8, oid, schema, name, *volatility as u8, builtin, signature).hash(&mut h),
-        CatalogRow::Operator {
-            schema,
-            name,
-            volatility,
-        } => (1u8, schema, name, *volatility as u8).hash(&mut h),
-        CatalogRow::Type { schema, name } => (2u8, schema, name).hash(&mut h),
-        CatalogRow::Implicit { schema, name } => (3u8, schema, name).hash(&mut h),
-    }
+    row.hash(&mut h);
     h.finish()
 }
 
